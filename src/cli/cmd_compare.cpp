@@ -1,0 +1,77 @@
+// dualpipe compare: the published comparison table, computed.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "schedule/error.h"
+#include "sim/compare.h"
+
+namespace dp::cli {
+
+void run_compare(CLI::App* app) {
+  struct Opts {
+    int ranks = 0, micro_batches = 0, chunks = 2;
+    CostOptions cost;
+    std::string format = "text";
+    std::string output = "-";
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app->add_subcommand(
+      "compare", "all methods side by side on the same model cut into P stages (V shapes use P/2 devices)");
+  cmd->add_option("-p,--ranks", o->ranks, "pipeline stages PP of the reference cut (devices for 1F1B)")->required();
+  cmd->add_option("-n,--micro-batches", o->micro_batches, "micro-batches N per step")->required();
+  cmd->add_option("--chunks", o->chunks, "chunks per rank V for interleaved-1f1b")->capture_default_str();
+  add_cost_options(cmd, o->cost);
+  cmd->add_option("-f,--format", o->format, "text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
+  cmd->callback([o]() {
+    Costs c = make_costs(o->cost);
+    if (o->chunks < 1) throw dp::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
+    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks);
+    std::string text;
+    if (o->format == "json") {
+      nlohmann::json j = nlohmann::json::array();
+      for (const CompareRow& r : rows) {
+        nlohmann::json row = {{"method", r.method}, {"devices", r.devices}};
+        if (!r.error.empty()) {
+          row["error"] = r.error;
+        } else {
+          row.update({{"stages", r.stages},
+                      {"makespan", r.makespan},
+                      {"bubble", r.bubble},
+                      {"bubble_ratio", r.bubble_ratio},
+                      {"published_bubble", r.published_bubble ? nlohmann::json(*r.published_bubble) : nullptr},
+                      {"params_per_device", r.params_per_device},
+                      {"peak_activations", r.peak_activations},
+                      {"published_activations", r.published_activations}});
+        }
+        j.push_back(row);
+      }
+      text = j.dump(1) + "\n";
+    } else {
+      text = fmt::format("PP={} stages, N={} micro-batches, costs {}\n", o->ranks, o->micro_batches, describe(c));
+      text += fmt::format("{:<17} {:>7} {:>6} {:>9} {:>9} {:>10} {:>7} {:>10} {:>11} {:>10}\n", "method", "devices",
+                          "stages", "step", "bubble", "published", "ratio", "params/dev", "activations",
+                          "published");
+      for (const CompareRow& r : rows) {
+        if (!r.error.empty()) {
+          text += fmt::format("{:<17} {:>7}  n/a: {}\n", r.method, r.devices, r.error);
+          continue;
+        }
+        text += fmt::format("{:<17} {:>7} {:>6} {:>9g} {:>9g} {:>10} {:>6.2f}% {:>9g}x {:>11g} {:>10}\n", r.method,
+                            r.devices, r.stages, r.makespan, r.bubble,
+                            r.published_bubble ? fmt::format("{:g}", *r.published_bubble) : std::string("-"),
+                            100.0 * r.bubble_ratio, r.params_per_device, r.peak_activations,
+                            r.published_activations);
+      }
+      text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
+              "one PP-stage activation\n";
+    }
+    write_output(o->output, text);
+  });
+}
+
+}  // namespace dp::cli

@@ -1,0 +1,66 @@
+// dualpipe schedule: print a schedule (generated or read) as a grid, CSV or JSON.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "pictures/grid.h"
+#include "schedule/csv.h"
+#include "schedule/lower.h"
+#include "sim/simulate.h"
+
+namespace dp::cli {
+
+nlohmann::json schedule_json(const Schedule& s) {
+  nlohmann::json j;
+  j["method"] = s.method;
+  j["ranks"] = s.ranks;
+  j["stages"] = s.stages;
+  j["micro_batches"] = s.micro_batches;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& rank : s.actions) {
+    nlohmann::json row = nlohmann::json::array();
+    for (const Action& a : rank) row.push_back(to_string(a));
+    rows.push_back(std::move(row));
+  }
+  j["actions"] = std::move(rows);
+  return j;
+}
+
+void run_schedule(CLI::App* app) {
+  struct Opts {
+    SourceOptions src;
+    bool with_comm = false;
+    std::string format = "table";
+    std::string output = "-";
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app->add_subcommand("schedule", "print a schedule: every rank's actions in issue order");
+  add_source_options(cmd, o->src);
+  cmd->add_flag("--with-comm", o->with_comm, "lower first: add SEND_F/RECV_F/SEND_B/RECV_B actions");
+  cmd->add_option("-f,--format", o->format, "table (terminal grid), csv (PyTorch action strings) or json")
+      ->check(CLI::IsMember({"table", "csv", "json"}))
+      ->capture_default_str();
+  cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
+  cmd->callback([o]() {
+    Schedule s = load_schedule(o->src);
+    if (o->with_comm && !s.has_comm()) s = lower(s);
+    std::string text;
+    if (o->format == "csv") {
+      text = to_csv(s);
+    } else if (o->format == "json") {
+      text = schedule_json(s).dump(1) + "\n";
+    } else {
+      // The grid places actions at their simulated times under default costs.
+      SimResult sim = simulate(s, Costs{});
+      text = fmt::format("{}: {} ranks, {} stages, {} micro-batches, {} actions; checked: valid\n", s.method,
+                         s.ranks, s.stages, s.micro_batches, s.action_count());
+      bool color = o->output == "-" && isatty(STDOUT_FILENO);
+      text += terminal_grid(s, sim, color);
+    }
+    write_output(o->output, text);
+  });
+}
+
+}  // namespace dp::cli

@@ -1,0 +1,88 @@
+// dualpipe simulate: step time, bubble and memory of a schedule under given costs.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "pictures/svg.h"
+#include "pictures/trace.h"
+#include "sim/simulate.h"
+
+namespace dp::cli {
+
+nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResult& r) {
+  nlohmann::json j;
+  j["method"] = s.method;
+  j["ranks"] = s.ranks;
+  j["stages"] = s.stages;
+  j["micro_batches"] = s.micro_batches;
+  j["costs"] = {{"F", c.F}, {"B", c.B}, {"W", c.W}, {"FB", c.FB ? nlohmann::json(*c.FB) : nlohmann::json(nullptr)},
+                {"transfer", c.transfer()}};
+  j["makespan"] = r.makespan;
+  j["bubble"] = r.bubble;
+  j["bubble_ratio"] = r.bubble_ratio;
+  nlohmann::json ranks = nlohmann::json::array();
+  for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
+    const RankStats& st = r.per_rank[i];
+    ranks.push_back({{"rank", i},
+                     {"busy", st.busy},
+                     {"idle", st.idle},
+                     {"peak_activations", st.peak_activations},
+                     {"stages_held", st.stages_held},
+                     {"param_copies", st.param_copies}});
+  }
+  j["per_rank"] = std::move(ranks);
+  return j;
+}
+
+std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& r) {
+  std::string t = fmt::format("{}: {} ranks, {} stages, {} micro-batches; costs {}\n", s.method, s.ranks, s.stages,
+                              s.micro_batches, describe(c));
+  t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step, most idle rank)\n\n", r.makespan, r.bubble,
+                   100.0 * r.bubble_ratio);
+  t += fmt::format("{:>5} {:>10} {:>10} {:>8} {:>16} {:>7} {:>12}\n", "rank", "busy", "idle", "idle %",
+                   "peak activations", "stages", "param copies");
+  for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
+    const RankStats& st = r.per_rank[i];
+    t += fmt::format("{:>5} {:>10g} {:>10g} {:>7.2f}% {:>16} {:>7} {:>12g}\n", i, st.busy, st.idle,
+                     r.makespan > 0 ? 100.0 * st.idle / r.makespan : 0.0, st.peak_activations, st.stages_held,
+                     st.param_copies);
+  }
+  return t;
+}
+
+void run_simulate(CLI::App* app) {
+  struct Opts {
+    SourceOptions src;
+    CostOptions cost;
+    std::string format = "text";
+    std::string svg, trace;
+    std::string output = "-";
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app->add_subcommand("simulate", "simulate one training step: step time, bubble, memory per rank");
+  add_source_options(cmd, o->src);
+  add_cost_options(cmd, o->cost);
+  cmd->add_option("-f,--format", o->format, "text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  cmd->add_option("--svg", o->svg, "also write the timeline as an SVG picture");
+  cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");
+  cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
+  cmd->callback([o]() {
+    Schedule s = load_schedule(o->src);
+    Costs c = make_costs(o->cost);
+    SimResult r = simulate(s, c);
+    if (!o->svg.empty()) {
+      SvgOptions so;
+      so.title = fmt::format("{}  P={} N={}  step {:g}, bubble {:g}", s.method, s.ranks, s.micro_batches,
+                             r.makespan, r.bubble);
+      so.subtitle = describe(c);
+      write_output(o->svg, timeline_svg(s, r, so));
+    }
+    if (!o->trace.empty()) write_output(o->trace, chrome_trace(s, r));
+    write_output(o->output, o->format == "json" ? simulation_json(s, c, r).dump(1) + "\n" : simulation_text(s, c, r));
+  });
+}
+
+}  // namespace dp::cli

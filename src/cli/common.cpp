@@ -1,0 +1,76 @@
+#include "cli/common.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "schedule/check.h"
+#include "schedule/csv.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+
+namespace dp::cli {
+
+void add_source_options(CLI::App* app, SourceOptions& o) {
+  std::string names;
+  for (const Method& m : methods()) names += fmt::format("{}{}", names.empty() ? "" : ", ", m.name);
+  app->add_option("-m,--method", o.method, "schedule generator: " + names);
+  app->add_option("-p,--ranks", o.ranks, "pipeline ranks P");
+  app->add_option("-n,--micro-batches", o.micro_batches, "micro-batches N per training step");
+  app->add_option("--chunks", o.chunks, "stages per rank V, for interleaved-1f1b")->capture_default_str();
+  app->add_option("--from", o.from, "read the schedule from a CSV file (PyTorch's action-string form) instead");
+}
+
+Schedule load_schedule(const SourceOptions& o) {
+  if (!o.from.empty()) {
+    if (!o.method.empty() || o.ranks || o.micro_batches)
+      throw Error("--from reads the whole schedule from the file; drop --method, --ranks and --micro-batches");
+    Schedule s = read_csv_file(o.from);
+    CheckReport rep = check(s);
+    if (!rep.ok()) {
+      std::string msg = fmt::format("{}: invalid schedule: {}", o.from, rep.errors.front());
+      for (std::size_t i = 1; i < rep.errors.size(); ++i) fmt::print(stderr, "dualpipe: {}: {}\n", o.from, rep.errors[i]);
+      throw Error(msg);
+    }
+    return s;
+  }
+  if (o.method.empty()) throw Error("name a schedule with --method M (or read one with --from FILE.csv)");
+  if (o.ranks <= 0) throw Error(fmt::format("--ranks must be at least 1 (got {})", o.ranks));
+  if (o.micro_batches <= 0) throw Error(fmt::format("--micro-batches must be at least 1 (got {})", o.micro_batches));
+  if (o.chunks <= 0) throw Error(fmt::format("--chunks must be at least 1 (got {})", o.chunks));
+  return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
+}
+
+void add_cost_options(CLI::App* app, CostOptions& o) {
+  app->add_option("--cost", o.cost,
+                  "action costs, e.g. F=1,B=2,W=1,FB=3 (FB: one overlapped F&B pair, default F+B); "
+                  "per stage with colons: F=1:1:2:1")
+      ->capture_default_str();
+  app->add_option("--comm-latency", o.latency, "latency of one transfer between ranks")->capture_default_str();
+  app->add_option("--comm-bandwidth", o.bandwidth, "bytes per time unit between ranks (0: unlimited)")
+      ->capture_default_str();
+  app->add_option("--act-bytes", o.act_bytes, "bytes of one activation crossing a stage boundary")
+      ->capture_default_str();
+}
+
+Costs make_costs(const CostOptions& o) {
+  Costs c = parse_costs(o.cost);
+  c.latency = o.latency;
+  c.bandwidth = o.bandwidth;
+  c.act_bytes = o.act_bytes;
+  return c;
+}
+
+void write_output(const std::string& path, const std::string& text) {
+  if (path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) throw Error(fmt::format("cannot write '{}'", path));
+}
+
+}  // namespace dp::cli

@@ -1,0 +1,39 @@
+#pragma once
+// Pieces every subcommand shares: where the schedule comes from, the cost
+// options, and writing results to a file or stdout.
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "schedule/schedule.h"
+#include "sim/cost.h"
+
+namespace dp::cli {
+
+struct SourceOptions {
+  std::string method;
+  int ranks = 0;
+  int micro_batches = 0;
+  int chunks = 2;
+  std::string from;  // CSV file instead of a generator
+};
+
+// --method/--ranks/--micro-batches/--chunks, or --from FILE.
+void add_source_options(CLI::App* app, SourceOptions& o);
+// Generates or reads (and checks) the schedule; throws dp::Error.
+Schedule load_schedule(const SourceOptions& o);
+
+struct CostOptions {
+  std::string cost;  // "F=1,B=2,W=1,FB=3"
+  double latency = 0, bandwidth = 0, act_bytes = 0;
+};
+void add_cost_options(CLI::App* app, CostOptions& o);
+Costs make_costs(const CostOptions& o);
+
+// Writes `text` to `path`, or to stdout when path is "-". Throws dp::Error.
+void write_output(const std::string& path, const std::string& text);
+
+void run_schedule(CLI::App* app);
+void run_simulate(CLI::App* app);
+void run_compare(CLI::App* app);
+
+}  // namespace dp::cli

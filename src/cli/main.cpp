@@ -1,0 +1,40 @@
+// dualpipe: pipeline schedules as data; simulate, compare and draw them.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <new>
+
+#include "cli/common.h"
+#include "schedule/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "dualpipe: generate, check, simulate and compare pipeline-parallel schedules "
+      "(DualPipe, DualPipeV, 1F1B, GPipe, interleaved 1F1B, ZB1P, ZBV, Chimera)"};
+  app.name("dualpipe");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "dualpipe 0.1.0");
+  dp::cli::run_schedule(&app);
+  dp::cli::run_simulate(&app);
+  dp::cli::run_compare(&app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "dualpipe: error: {} (see dualpipe --help)\n", e.what());
+    return 2;
+  } catch (const dp::Error& e) {
+    // Subcommands run inside parse() through their callbacks.
+    fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "dualpipe: error: out of memory (try fewer ranks or micro-batches)\n");
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,5 @@
+// PLACEHOLDER, being written.
+#include "pictures/grid.h"
+namespace dp {
+std::string terminal_grid(const Schedule&, const SimResult&, bool) { return ""; }
+}  // namespace dp

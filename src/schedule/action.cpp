@@ -1,0 +1,97 @@
+#include "schedule/action.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <charconv>
+
+#include "schedule/error.h"
+
+namespace dp {
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::F: return "F";
+    case Op::B: return "B";
+    case Op::I: return "I";
+    case Op::W: return "W";
+    case Op::FB: return "OVERLAP_F_B";
+    case Op::SEND_F: return "SEND_F";
+    case Op::RECV_F: return "RECV_F";
+    case Op::SEND_B: return "SEND_B";
+    case Op::RECV_B: return "RECV_B";
+  }
+  return "?";
+}
+
+std::string to_string(const Action& a) {
+  if (a.op == Op::FB) return fmt::format("({}F{};{}B{})OVERLAP_F_B", a.stage, a.mb, a.stage2, a.mb2);
+  return fmt::format("{}{}{}", a.stage, op_name(a.op), a.mb);
+}
+
+namespace {
+
+// Reads a non-negative decimal number at the front of `s`, advancing it.
+bool take_number(std::string_view& s, int& out) {
+  if (s.empty() || !std::isdigit(static_cast<unsigned char>(s.front()))) return false;
+  const char* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, out);
+  if (ec != std::errc()) return false;
+  s.remove_prefix(static_cast<size_t>(p - s.data()));
+  return true;
+}
+
+bool take_prefix(std::string_view& s, std::string_view prefix) {
+  if (s.substr(0, prefix.size()) != prefix) return false;
+  s.remove_prefix(prefix.size());
+  return true;
+}
+
+// "<stage><op><mb>" with nothing left over.
+bool parse_simple(std::string_view s, Action& a) {
+  if (!take_number(s, a.stage)) return false;
+  // Longest names first so that "SEND_F" is not read as something shorter.
+  static const Op ops[] = {Op::SEND_F, Op::RECV_F, Op::SEND_B, Op::RECV_B, Op::F, Op::B, Op::I, Op::W};
+  bool found = false;
+  for (Op op : ops) {
+    if (take_prefix(s, op_name(op))) {
+      a.op = op;
+      found = true;
+      break;
+    }
+  }
+  if (!found || !take_number(s, a.mb)) return false;
+  a.stage2 = a.mb2 = -1;
+  return s.empty();
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+Action parse_action(std::string_view text) {
+  std::string_view s = trim(text);
+  Action a;
+  if (!s.empty() && s.front() == '(') {
+    // (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B
+    auto semi = s.find(';');
+    auto close = s.find(')');
+    Action f, b;
+    if (semi != std::string_view::npos && close != std::string_view::npos && semi < close &&
+        s.substr(close + 1) == "OVERLAP_F_B" && parse_simple(trim(s.substr(1, semi - 1)), f) &&
+        parse_simple(trim(s.substr(semi + 1, close - semi - 1)), b) && f.op == Op::F && b.op == Op::B) {
+      return Action::pair(f.stage, f.mb, b.stage, b.mb);
+    }
+    throw Error(fmt::format("malformed overlapped pair '{}': expected (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B", text));
+  }
+  if (parse_simple(s, a)) return a;
+  throw Error(fmt::format(
+      "malformed action '{}': expected <stage><op><micro-batch> with op one of F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B",
+      text));
+}
+
+}  // namespace dp

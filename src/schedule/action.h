@@ -1,0 +1,58 @@
+#pragma once
+// One entry of a rank's action list: a compute action (F, B, I, W, or an
+// overlapped F&B pair) or, after lowering, a point-to-point transfer.
+// Stage and micro-batch indices are global, as in PyTorch's action strings.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace dp {
+
+enum class Op : std::uint8_t {
+  F,       // forward of one stage on one micro-batch
+  B,       // full backward (input and weight gradients)
+  I,       // backward for inputs only; a later W completes it
+  W,       // backward for weights only
+  FB,      // forward of one micro-batch overlapped with the full backward of another
+  SEND_F,  // stage sends its forward output to stage+1
+  RECV_F,  // stage receives its forward input from stage-1
+  SEND_B,  // stage sends its input gradient to stage-1
+  RECV_B,  // stage receives its output gradient from stage+1
+};
+
+inline bool is_comm(Op op) { return op >= Op::SEND_F; }
+inline bool is_backward(Op op) { return op == Op::B || op == Op::I; }
+
+// Plain 20-byte record: a schedule of 10^7 actions fits comfortably in memory.
+struct Action {
+  Op op = Op::F;
+  std::int32_t stage = 0;   // for FB: the forward half
+  std::int32_t mb = 0;
+  std::int32_t stage2 = -1; // for FB: the backward half; -1 otherwise
+  std::int32_t mb2 = -1;
+
+  static Action make(Op op, int stage, int mb) { return {op, stage, mb, -1, -1}; }
+  static Action pair(int f_stage, int f_mb, int b_stage, int b_mb) {
+    return {Op::FB, f_stage, f_mb, b_stage, b_mb};
+  }
+  // The forward (resp. backward) half of an FB pair as a plain action.
+  Action forward_half() const { return make(Op::F, stage, mb); }
+  Action backward_half() const { return make(Op::B, stage2, mb2); }
+
+  friend bool operator==(const Action& a, const Action& b) {
+    return a.op == b.op && a.stage == b.stage && a.mb == b.mb && a.stage2 == b.stage2 && a.mb2 == b.mb2;
+  }
+  friend bool operator!=(const Action& a, const Action& b) { return !(a == b); }
+};
+
+// "F", "SEND_B", ... as used inside action strings.
+const char* op_name(Op op);
+
+// PyTorch's action-string form: "3F12", "0I5", "2SEND_F4",
+// "(0F7;7B13)OVERLAP_F_B".
+std::string to_string(const Action& a);
+
+// Parses one action string; throws dp::Error naming the text on failure.
+Action parse_action(std::string_view text);
+
+}  // namespace dp

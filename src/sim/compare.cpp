@@ -1,0 +1,93 @@
+#include "sim/compare.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "schedule/error.h"
+#include "schedule/generators.h"
+
+namespace dp {
+
+std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks) {
+  // The formulas assume uniform stages; take stage 0's costs.
+  const double F = c.f(0), B = c.b(0), W = c.w(0), FB = c.fb(0, 0);
+  if (method == "1f1b" || method == "gpipe") return (PP - 1) * (F + B);
+  if (method == "zb1p") return (PP - 1) * (F + B - 2 * W);
+  if (method == "dualpipe" || method == "dualpipev") return (PP / 2.0 - 1) * (FB + B - 3 * W);
+  if (method == "chimera") return (PP / 2.0 - 1) * (F + B);
+  if (method == "interleaved-1f1b") return (PP - 1) * (F + B) / chunks;
+  return std::nullopt;
+}
+
+namespace {
+
+std::string published_activations(const std::string& method, int PP, int N, int v) {
+  if (method == "1f1b" || method == "zb1p") return fmt::format("{}", PP);
+  if (method == "dualpipe" || method == "dualpipev") return fmt::format("{}", PP + 1);
+  if (method == "chimera") return fmt::format("{}..{}", PP / 2 + 1, PP);
+  if (method == "gpipe") return fmt::format("{}", N);
+  if (method == "interleaved-1f1b") return fmt::format("~{:.3g}", PP + (PP - 1.0) / v);
+  return "-";
+}
+
+// V-shaped methods put two stages on each rank: PP stages need PP/2 ranks.
+bool v_shaped(const std::string& m) { return m == "dualpipev" || m == "zbv"; }
+
+}  // namespace
+
+std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
+  if (PP < 1) throw Error(fmt::format("compare needs at least 1 stage (got {})", PP));
+  if (N < 1) throw Error(fmt::format("compare needs at least 1 micro-batch (got {})", N));
+  c.validate(PP);
+  std::vector<CompareRow> rows;
+  for (const Method& m : methods()) {
+    CompareRow row;
+    row.method = m.name;
+    const bool interleaved = row.method == "interleaved-1f1b";
+    const int v = interleaved ? chunks : 1;
+    Shape shape{v_shaped(row.method) ? PP / 2 : PP, N, chunks};
+    row.devices = shape.ranks;
+    row.published_bubble = published_bubble(row.method, PP, c, chunks);
+    row.published_activations = published_activations(row.method, PP, N, v);
+    try {
+      if (v_shaped(row.method) && PP % 2 != 0)
+        throw Error(fmt::format("V-shaped schedules need an even stage count (got {})", PP));
+      Schedule s = m.generate(shape);
+      row.stages = s.stages;
+      // The model is the same for every row: a stage of a finer cut costs
+      // proportionally less. Per-stage cost lists map onto the PP-stage cut.
+      Costs cs = c;
+      if (s.stages != PP) {
+        auto scale = [&](const std::vector<double>& per_pp) {
+          std::vector<double> out(s.stages);
+          for (int st = 0; st < s.stages; ++st)
+            out[st] = (per_pp.size() == 1 ? per_pp[0] : per_pp[static_cast<std::size_t>(st) * PP / s.stages]) *
+                      PP / s.stages;
+          return out;
+        };
+        cs.F = scale(c.F);
+        cs.B = scale(c.B);
+        cs.W = scale(c.W);
+        if (c.FB) cs.FB = *c.FB * PP / s.stages;
+      }
+      SimResult sim = simulate(s, cs, SimOptions{false});
+      row.makespan = sim.makespan;
+      row.bubble = sim.bubble;
+      row.bubble_ratio = sim.bubble_ratio;
+      int peak = 0, held = 0;
+      for (const RankStats& st : sim.per_rank) {
+        peak = std::max(peak, st.peak_activations);
+        held = std::max(held, st.stages_held);
+      }
+      row.params_per_device = static_cast<double>(held) * PP / s.stages;
+      row.peak_activations = static_cast<double>(peak) * PP / s.stages;
+    } catch (const Error& e) {
+      row.error = e.what();
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace dp

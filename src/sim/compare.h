@@ -1,0 +1,33 @@
+#pragma once
+// The published comparison table of PIPELINES.md, computed: every method on
+// the same model cut into PP equal stages of cost F/B/W, simulated under the
+// same costs, next to the closed-form bubble where the literature gives one.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sim/cost.h"
+#include "sim/simulate.h"
+
+namespace dp {
+
+struct CompareRow {
+  std::string method;
+  std::string error;  // non-empty when the method does not support this shape
+  int devices = 0;    // ranks the method uses for PP stages (V shapes: PP/2)
+  int stages = 0;     // stages the method cuts the model into
+  double makespan = 0, bubble = 0, bubble_ratio = 0;
+  std::optional<double> published_bubble;  // the literature's formula, if it has one
+  double params_per_device = 0;            // relative to 1F1B on PP stages
+  double peak_activations = 0;             // largest over ranks, in units of one PP-stage activation
+  std::string published_activations;       // the literature's figure, as text
+};
+
+// PP: pipeline stages of the reference cut (devices for 1F1B). `chunks`: v of
+// interleaved 1F1B. Costs are per PP-stage; an interleaved chunk costs 1/v.
+std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks = 2);
+
+// The published bubble formula for `method` (PIPELINES.md), if any.
+std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks);
+
+}  // namespace dp

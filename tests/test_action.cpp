@@ -1,0 +1,37 @@
+#include <gtest/gtest.h>
+
+#include "schedule/action.h"
+#include "schedule/error.h"
+
+namespace dp {
+namespace {
+
+TEST(ActionString, RoundTripsEveryKind) {
+  for (const char* text : {"3F12", "0I5", "7W5", "2B0", "4SEND_F3", "5RECV_F3", "1SEND_B0", "0RECV_B9",
+                           "(0F7;7B13)OVERLAP_F_B"}) {
+    EXPECT_EQ(to_string(parse_action(text)), text);
+  }
+}
+
+TEST(ActionString, ParsesFields) {
+  Action a = parse_action("(0F7;7B13)OVERLAP_F_B");
+  EXPECT_EQ(a.op, Op::FB);
+  EXPECT_EQ(a.stage, 0);
+  EXPECT_EQ(a.mb, 7);
+  EXPECT_EQ(a.stage2, 7);
+  EXPECT_EQ(a.mb2, 13);
+  Action s = parse_action(" 12SEND_B104 ");
+  EXPECT_EQ(s.op, Op::SEND_B);
+  EXPECT_EQ(s.stage, 12);
+  EXPECT_EQ(s.mb, 104);
+}
+
+TEST(ActionString, RejectsMalformed) {
+  for (const char* text : {"", "F3", "3F", "3X4", "3F4x", "-1F3", "3F-1", "(0F1;0F2)OVERLAP_F_B", "(0F1;1B2)",
+                           "(0F1 1B2)OVERLAP_F_B", "3SEND4", "99999999999F1"}) {
+    EXPECT_THROW(parse_action(text), Error) << text;
+  }
+}
+
+}  // namespace
+}  // namespace dp

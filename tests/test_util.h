@@ -1,0 +1,37 @@
+#pragma once
+// Helpers shared by the tests: reference files and schedule comparison.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "schedule/action.h"
+#include "schedule/csv.h"
+#include "schedule/schedule.h"
+
+namespace dp::test {
+
+// ../shared from the project root, or $DUALPIPE_SHARED.
+inline std::string shared_dir() {
+  if (const char* env = std::getenv("DUALPIPE_SHARED")) return env;
+  return DUALPIPE_SHARED_DIR;
+}
+
+// Action-for-action equality with a message naming the first difference.
+inline ::testing::AssertionResult same_actions(const Schedule& got, const Schedule& want) {
+  if (got.actions.size() != want.actions.size())
+    return ::testing::AssertionFailure() << "rank count " << got.actions.size() << " != " << want.actions.size();
+  for (std::size_t r = 0; r < got.actions.size(); ++r) {
+    const auto &g = got.actions[r], &w = want.actions[r];
+    for (std::size_t p = 0; p < std::max(g.size(), w.size()); ++p) {
+      std::string gs = p < g.size() ? to_string(g[p]) : "<end>";
+      std::string ws = p < w.size() ? to_string(w[p]) : "<end>";
+      if (gs != ws)
+        return ::testing::AssertionFailure() << "rank " << r << ", position " << p << ": got " << gs << ", want "
+                                             << ws;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace dp::test
