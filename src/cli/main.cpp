@@ -17,6 +17,18 @@ int main(int argc, char** argv) {
   dp::cli::run_schedule(&app);
   dp::cli::run_simulate(&app);
   dp::cli::run_compare(&app);
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", argv[1], names);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

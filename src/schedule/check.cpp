@@ -2,33 +2,43 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <limits>
+
+#include "schedule/big_array.h"
 #include "schedule/error.h"
 #include "schedule/walk.h"
 
 namespace dp {
 namespace {
 
-constexpr int kNone = -1;
+// Every action has a global index: its rank's offset plus its position. One
+// 32-bit index per (stage, micro-batch) and event is all the checker stores,
+// which keeps it at a few bytes per action on schedules of millions. "Same
+// rank" and "earlier" are range and order tests on that index while we scan
+// the rank in question, so the hot loops never look a rank up.
+// Tables hold index + 1 so that zero (fresh BigArray memory) means "not seen".
+using Index = std::uint32_t;
+constexpr Index kUnset = std::numeric_limits<Index>::max();
 
-// Where one (stage, micro-batch) event was issued.
-struct Site {
-  int rank = kNone;
-  int pos = kNone;
-  int count = 0;
-  bool set() const { return rank != kNone; }
+struct Sites {
+  BigArray<Index> stored;
+  void init(std::size_t n) { stored = BigArray<Index>(n); }
+  Index get(std::size_t c) const { return stored[c] - 1; }  // kUnset when never set
+  Index operator[](std::size_t c) const { return get(c); }
+  void set(std::size_t c, Index g) { stored[c] = g + 1; }
 };
 
 struct Checker {
   const Schedule& s;
   std::size_t max_errors;
   CheckReport rep;
-  int S, N;
-  // Per (stage, mb): forward, backward, weight-gradient, and the four transfers.
-  std::vector<Site> fwd, bwd, wgt, send_f, recv_f, send_b, recv_b;
-  std::vector<std::uint8_t> bwd_is_i;
+  int S = 0, N = 0;
+  std::vector<std::size_t> offset;  // offset[r] = global index of rank r's first action; offset[ranks] = total
+  Sites fwd, bwd, wgt, send_f, recv_f, send_b, recv_b;
+  BigArray<std::uint8_t> bwd_is_i;
 
-  Checker(const Schedule& sched, std::size_t max_err)
-      : s(sched), max_errors(max_err), S(sched.stages), N(sched.micro_batches) {}
+  Checker(const Schedule& sched, std::size_t max_err) : s(sched), max_errors(max_err) {}
 
   bool full() const { return rep.errors.size() >= max_errors; }
 
@@ -37,12 +47,19 @@ struct Checker {
     if (!full()) rep.errors.push_back(fmt::format(f, std::forward<Args>(args)...));
   }
 
-  std::string where(int r, int p) const {
+  int rank_of(Index g) const {
+    return static_cast<int>(std::upper_bound(offset.begin(), offset.end(), static_cast<std::size_t>(g)) -
+                            offset.begin()) - 1;
+  }
+  std::string where(int r, std::size_t p) const {
     return fmt::format("rank {}, position {} ({})", r, p, to_string(s.actions[r][p]));
   }
-  std::string where(const Site& site) const { return where(site.rank, site.pos); }
-
-  std::size_t idx(int stage, int mb) const { return static_cast<std::size_t>(stage) * N + mb; }
+  std::string where(Index g) const {
+    int r = rank_of(g);
+    return where(r, g - offset[r]);
+  }
+  bool on_rank(Index g, int r) const { return g != kUnset && g >= offset[r] && g < offset[r + 1]; }
+  std::size_t cell(int stage, int mb) const { return static_cast<std::size_t>(stage) * N + mb; }
 
   bool shape_ok() {
     if (s.ranks < 1) error("a schedule needs at least 1 rank (got {})", s.ranks);
@@ -51,6 +68,11 @@ struct Checker {
     if (s.ranks >= 1 && static_cast<int>(s.actions.size()) != s.ranks)
       error("schedule declares {} ranks but has action lists for {}", s.ranks, s.actions.size());
     if (!rep.ok()) return false;
+    S = s.stages;
+    N = s.micro_batches;
+    offset.assign(s.ranks + 1, 0);
+    for (int r = 0; r < s.ranks; ++r) offset[r + 1] = offset[r] + s.actions[r].size();
+    if (offset.back() >= kUnset) error("schedule has {} actions; at most {} are supported", offset.back(), kUnset - 1);
     // Every (stage, micro-batch) needs its own forward. Checking the count
     // first keeps memory linear in the actions when a file names a huge index.
     std::size_t forwards = 0;
@@ -68,126 +90,136 @@ struct Checker {
     for (int r = 0; r < s.ranks && !full(); ++r) {
       for (std::size_t p = 0; p < s.actions[r].size(); ++p) {
         const Action& a = s.actions[r][p];
-        bool ok = in_range(a.stage, a.mb) && (a.op != Op::FB || in_range(a.stage2, a.mb2));
-        if (!ok) {
-          error("{}: stage must be in 0..{} and micro-batch in 0..{}", where(r, static_cast<int>(p)), S - 1,
-                N - 1);
+        if (!in_range(a.stage, a.mb) || (a.op == Op::FB && !in_range(a.stage2, a.mb2))) {
+          error("{}: stage must be in 0..{} and micro-batch in 0..{}", where(r, p), S - 1, N - 1);
           continue;
         }
         bool edge_ok = true;
         if (a.op == Op::SEND_F || a.op == Op::RECV_B) edge_ok = a.stage < S - 1;
         if (a.op == Op::RECV_F || a.op == Op::SEND_B) edge_ok = a.stage > 0;
-        if (!edge_ok)
-          error("{}: stage {} has no neighbour on that side (stages 0..{})", where(r, static_cast<int>(p)),
-                a.stage, S - 1);
+        if (!edge_ok) error("{}: stage {} has no neighbour on that side (stages 0..{})", where(r, p), a.stage, S - 1);
       }
     }
     return rep.ok();
   }
 
-  void record(std::vector<Site>& sites, int stage, int mb, int r, int p, const char* what) {
-    Site& site = sites[idx(stage, mb)];
-    if (site.count++ == 0) {
-      site.rank = r;
-      site.pos = p;
-    } else if (site.count == 2) {
-      error("{}: second {} of stage {}, micro-batch {} (first at {})", where(r, p), what, stage, mb, where(site));
+  // Records event `g` for a cell; returns false (and reports) on a repeat.
+  bool record(Sites& sites, std::size_t c, Index g, const char* what, int stage, int mb) {
+    if (sites.get(c) == kUnset) {
+      sites.set(c, g);
+      return true;
     }
+    error("{}: second {} of stage {}, micro-batch {} (first at {})", where(g), what, stage, mb,
+          where(sites.get(c)));
+    return false;
   }
 
-  void collect() {
-    const std::size_t n = static_cast<std::size_t>(S) * N;
-    for (auto* v : {&fwd, &bwd, &wgt}) v->assign(n, Site{});
-    // Transfer sites cost as much again; only lowered schedules need them.
-    if (s.has_comm())
-      for (auto* v : {&send_f, &recv_f, &send_b, &recv_b}) v->assign(n, Site{});
-    bwd_is_i.assign(n, 0);
+  // Calls f(rank, global index, action) for every action, rank by rank.
+  template <class F>
+  void each(F&& f) {
     for (int r = 0; r < s.ranks; ++r) {
-      for (std::size_t pp = 0; pp < s.actions[r].size(); ++pp) {
-        const Action& a = s.actions[r][pp];
-        const int p = static_cast<int>(pp);
-        switch (a.op) {
-          case Op::F: record(fwd, a.stage, a.mb, r, p, "forward"); break;
-          case Op::B: record(bwd, a.stage, a.mb, r, p, "backward"); break;
-          case Op::I:
-            record(bwd, a.stage, a.mb, r, p, "backward");
-            bwd_is_i[idx(a.stage, a.mb)] = 1;
-            break;
-          case Op::W: record(wgt, a.stage, a.mb, r, p, "weight-gradient action"); break;
-          case Op::FB:
-            record(fwd, a.stage, a.mb, r, p, "forward");
-            record(bwd, a.stage2, a.mb2, r, p, "backward");
-            break;
-          case Op::SEND_F: record(send_f, a.stage, a.mb, r, p, "SEND_F"); break;
-          case Op::RECV_F: record(recv_f, a.stage, a.mb, r, p, "RECV_F"); break;
-          case Op::SEND_B: record(send_b, a.stage, a.mb, r, p, "SEND_B"); break;
-          case Op::RECV_B: record(recv_b, a.stage, a.mb, r, p, "RECV_B"); break;
-        }
-      }
+      Index g = static_cast<Index>(offset[r]);
+      for (const Action& a : s.actions[r]) f(r, g++, a);
     }
   }
 
   void compute_consistency() {
+    const std::size_t n = static_cast<std::size_t>(S) * N;
+    fwd.init(n);
+    bwd.init(n);
+    wgt.init(n);
+    bwd_is_i = BigArray<std::uint8_t>(n);
+    // Forwards first, so that each backward can be checked against its forward.
+    each([&](int, Index g, const Action& a) {
+      if (a.op == Op::F || a.op == Op::FB) record(fwd, cell(a.stage, a.mb), g, "forward", a.stage, a.mb);
+    });
+    auto backward = [&](int r, Index g, int stage, int mb, bool is_i) {
+      const std::size_t c = cell(stage, mb);
+      if (!record(bwd, c, g, "backward", stage, mb)) return;
+      bwd_is_i[c] = is_i;
+      const Index f = fwd[c];
+      if (f == kUnset) return;  // reported as missing below
+      if (!on_rank(f, r))
+        error("{}: backward runs on rank {} but its forward ({}) is on rank {}", where(g), r, where(f), rank_of(f));
+      else if (g < f)
+        error("{}: backward issued before its forward at position {}", where(g), f - offset[r]);
+    };
+    each([&](int r, Index g, const Action& a) {
+      if (is_backward(a.op)) backward(r, g, a.stage, a.mb, a.op == Op::I);
+      if (a.op == Op::FB) backward(r, g, a.stage2, a.mb2, false);
+    });
+    each([&](int r, Index g, const Action& a) {
+      if (a.op != Op::W) return;
+      const std::size_t c = cell(a.stage, a.mb);
+      if (!record(wgt, c, g, "weight-gradient action", a.stage, a.mb)) return;
+      const Index b = bwd[c];
+      if (b == kUnset || !bwd_is_i[c])
+        error("{}: W without an I (a B already includes the weight gradient)", where(g));
+      else if (!on_rank(b, r))
+        error("{}: W runs on rank {} but its I ({}) is on rank {}", where(g), r, where(b), rank_of(b));
+      else if (g < b)
+        error("{}: W issued before its I at position {}", where(g), b - offset[r]);
+    });
     for (int st = 0; st < S && !full(); ++st) {
       for (int mb = 0; mb < N && !full(); ++mb) {
-        const std::size_t k = idx(st, mb);
-        const Site &f = fwd[k], &b = bwd[k], &w = wgt[k];
-        if (!f.set()) error("forward of stage {}, micro-batch {} is missing", st, mb);
-        if (!b.set()) error("backward of stage {}, micro-batch {} is missing", st, mb);
-        if (f.set() && b.set()) {
-          if (b.rank != f.rank)
-            error("{}: backward runs on rank {} but its forward ({}) is on rank {}", where(b), b.rank, where(f),
-                  f.rank);
-          else if (b.pos < f.pos)
-            error("{}: backward issued before its forward at position {}", where(b), f.pos);
-        }
-        if (bwd_is_i[k] && !w.set())
-          error("{}: input-gradient backward has no W for its weight gradient", where(b));
-        if (w.set()) {
-          if (!b.set() || !bwd_is_i[k])
-            error("{}: W without an I (a B already includes the weight gradient)", where(w));
-          else if (w.rank != b.rank)
-            error("{}: W runs on rank {} but its I ({}) is on rank {}", where(w), w.rank, where(b), b.rank);
-          else if (w.pos < b.pos)
-            error("{}: W issued before its I at position {}", where(w), b.pos);
-        }
+        const std::size_t c = cell(st, mb);
+        if (fwd[c] == kUnset) error("forward of stage {}, micro-batch {} is missing", st, mb);
+        if (bwd[c] == kUnset) error("backward of stage {}, micro-batch {} is missing", st, mb);
+        if (bwd_is_i[c] && wgt[c] == kUnset)
+          error("{}: input-gradient backward has no W for its weight gradient", where(bwd[c]));
       }
     }
   }
 
-  // One transfer edge: `producer` on one rank feeds `consumer`; if the ranks
-  // differ the schedule needs exactly one send after the producer on its rank
-  // and one receive before the consumer on the other.
-  void edge(const Site& producer, const Site& consumer, const Site& send, const Site& recv, const char* send_name,
-            const char* recv_name, int send_stage, int recv_stage, int mb) {
-    if (!producer.set() || !consumer.set()) return;  // already reported as missing
-    if (producer.rank == consumer.rank) {
-      if (send.set()) error("{}: {} between stages on the same rank {}", where(send), send_name, producer.rank);
-      if (recv.set()) error("{}: {} between stages on the same rank {}", where(recv), recv_name, producer.rank);
-      return;
-    }
-    if (!send.set())
-      error("missing {}{}{} on rank {} after {}", send_stage, send_name, mb, producer.rank, where(producer));
-    else if (send.rank != producer.rank)
-      error("{}: {} must be on rank {}, where {} runs", where(send), send_name, producer.rank, where(producer));
-    else if (send.pos < producer.pos)
-      error("{}: {} issued before what it sends, at position {}", where(send), send_name, producer.pos);
-    if (!recv.set())
-      error("missing {}{}{} on rank {} before {}", recv_stage, recv_name, mb, consumer.rank, where(consumer));
-    else if (recv.rank != consumer.rank)
-      error("{}: {} must be on rank {}, where {} runs", where(recv), recv_name, consumer.rank, where(consumer));
-    else if (recv.pos > consumer.pos)
-      error("{}: {} issued after its consumer at position {}", where(recv), recv_name, consumer.pos);
-  }
-
+  // Transfers, for lowered schedules. Forward data crosses from stage s to
+  // s+1 (SEND_F s, RECV_F s+1), gradients from s+1 to s (SEND_B s+1, RECV_B s).
   void comm_consistency() {
-    for (int st = 0; st + 1 < S && !full(); ++st) {
-      for (int mb = 0; mb < N && !full(); ++mb) {
-        const std::size_t lo = idx(st, mb), hi = idx(st + 1, mb);
-        edge(fwd[lo], fwd[hi], send_f[lo], recv_f[hi], "SEND_F", "RECV_F", st, st + 1, mb);
-        edge(bwd[hi], bwd[lo], send_b[hi], recv_b[lo], "SEND_B", "RECV_B", st + 1, st, mb);
-      }
-    }
+    const std::size_t n = static_cast<std::size_t>(S) * N;
+    for (auto* v : {&send_f, &recv_f, &send_b, &recv_b}) v->init(n);
+    // Each transfer action: recorded once, on the rank of the data it moves,
+    // on the right side of it, and only across ranks.
+    each([&](int r, Index g, const Action& a) {
+      if (!is_comm(a.op)) return;
+      const std::size_t c = cell(a.stage, a.mb);
+      const char* name = op_name(a.op);
+      const bool send = a.op == Op::SEND_F || a.op == Op::SEND_B;
+      const bool forward = a.op == Op::SEND_F || a.op == Op::RECV_F;
+      auto& sites = forward ? (send ? send_f : recv_f) : (send ? send_b : recv_b);
+      if (!record(sites, c, g, name, a.stage, a.mb)) return;
+      const Index own = forward ? fwd[c] : bwd[c];  // the data produced (send) or consumed (recv) here
+      const int peer_stage = a.stage + ((forward == send) ? 1 : -1);
+      const Index peer = forward ? fwd[cell(peer_stage, a.mb)] : bwd[cell(peer_stage, a.mb)];
+      if (!on_rank(own, r))
+        error("{}: {} must be on rank {}, where {} runs", where(g), name, rank_of(own), where(own));
+      else if (on_rank(peer, r))
+        error("{}: {} between stages on the same rank {}", where(g), name, r);
+      else if (send && g < own)
+        error("{}: {} issued before what it sends, at position {}", where(g), name, own - offset[r]);
+      else if (!send && g > own)
+        error("{}: {} issued after its consumer at position {}", where(g), name, own - offset[r]);
+    });
+    // Every cross-rank edge has both ends.
+    each([&](int r, Index g, const Action& a) {
+      auto needs = [&](bool forward, int stage, int mb) {
+        auto& events = forward ? fwd : bwd;
+        if (stage > 0 && !on_rank(events[cell(stage - 1, mb)], r)) {
+          // This stage talks to stage-1 on another rank.
+          const Index t = forward ? recv_f[cell(stage, mb)] : send_b[cell(stage, mb)];
+          if (t == kUnset)
+            error("missing {}{}{} on rank {} {} {}", stage, forward ? "RECV_F" : "SEND_B", mb, r,
+                  forward ? "before" : "after", where(g));
+        }
+        if (stage + 1 < S && !on_rank(events[cell(stage + 1, mb)], r)) {
+          const Index t = forward ? send_f[cell(stage, mb)] : recv_b[cell(stage, mb)];
+          if (t == kUnset)
+            error("missing {}{}{} on rank {} {} {}", stage, forward ? "SEND_F" : "RECV_B", mb, r,
+                  forward ? "after" : "before", where(g));
+        }
+      };
+      if (a.op == Op::F || a.op == Op::FB) needs(true, a.stage, a.mb);
+      if (is_backward(a.op)) needs(false, a.stage, a.mb);
+      if (a.op == Op::FB) needs(false, a.stage2, a.mb2);
+    });
   }
 
   static const char* need_name(Need n) {
@@ -203,18 +235,15 @@ struct Checker {
   void deadlock() {
     Walker walker(s);
     WalkResult res = walker.run([](int, std::size_t, const Action&) {});
-    if (res.complete) return;
     for (const WalkStall& st : res.stalled)
       error("deadlock: {} waits forever for {} of stage {}, micro-batch {} ({} of {} ranks stall)",
-            where(st.rank, static_cast<int>(st.pos)), need_name(st.need), st.stage, st.mb, res.stalled.size(),
-            s.ranks);
+            where(st.rank, st.pos), need_name(st.need), st.stage, st.mb, res.stalled.size(), s.ranks);
   }
 
   CheckReport run() {
     if (!shape_ok() || !ranges_ok()) return rep;
-    collect();
     compute_consistency();
-    if (s.has_comm()) comm_consistency();
+    if (rep.ok() && s.has_comm()) comm_consistency();
     if (rep.ok()) deadlock();
     return rep;
   }

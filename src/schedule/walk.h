@@ -19,8 +19,10 @@
 // Precondition: stage and micro-batch indices are in range (the checker's
 // structural pass guarantees it).
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
+#include "schedule/big_array.h"
 #include "schedule/schedule.h"
 
 namespace dp {
@@ -45,11 +47,12 @@ class Walker {
       : s_(s),
         S_(s.stages),
         N_(s.micro_batches),
-        done_(static_cast<std::size_t>(4) * S_ * N_, 0),
-        waiter_(static_cast<std::size_t>(4) * S_ * N_, -1),
+        state_(static_cast<std::size_t>(S_) * N_),
         next_waiter_(s.ranks, -1),
         pos_(s.ranks, 0),
-        waiting_on_(s.ranks, -1) {}
+        waiting_on_(s.ranks, -1) {
+    waiter_.reserve(static_cast<std::size_t>(2 * s.ranks));
+  }
 
   template <class Visit>
   WalkResult run(Visit&& visit) {
@@ -66,9 +69,7 @@ class Walker {
         const Action& a = list[p];
         long missing = first_missing(a);
         if (missing >= 0) {
-          waiting_on_[r] = missing;
-          next_waiter_[r] = waiter_[missing];
-          waiter_[missing] = r;
+          wait(r, missing);
           break;
         }
         visit(r, p, a);
@@ -81,20 +82,27 @@ class Walker {
       if (pos_[r] < s_.actions[r].size()) {
         res.complete = false;
         long k = waiting_on_[r];
-        long per = static_cast<long>(S_) * N_;
-        WalkStall st{r, pos_[r], static_cast<Need>(k / per), static_cast<int>((k % per) / N_),
-                     static_cast<int>(k % N_)};
-        res.stalled.push_back(st);
+        long cell = k >> 2;
+        res.stalled.push_back({r, pos_[r], static_cast<Need>(k & 3), static_cast<int>(cell / N_),
+                               static_cast<int>(cell % N_)});
       }
     }
     return res;
   }
 
  private:
+  // One byte per (stage, mb): bit n says Need n is done, bit 4+n that some
+  // rank waits for it. Only the few keys being waited on go into waiter_.
   long key(Need n, int stage, int mb) const {
-    return (static_cast<long>(n) * S_ + stage) * N_ + mb;
+    return ((static_cast<long>(stage) * N_ + mb) << 2) | static_cast<long>(n);
   }
-  bool has(Need n, int stage, int mb) const { return done_[key(n, stage, mb)] != 0; }
+  static std::uint8_t done_bit(long k) { return static_cast<std::uint8_t>(1u << (k & 3)); }
+  static std::uint8_t wait_bit(long k) { return static_cast<std::uint8_t>(16u << (k & 3)); }
+  std::uint8_t& state(long k) { return state_[static_cast<std::size_t>(k >> 2)]; }
+  bool has(Need n, int stage, int mb) const {
+    long k = key(n, stage, mb);
+    return (state_[static_cast<std::size_t>(k >> 2)] & done_bit(k)) != 0;
+  }
 
   // Returns the key of the first unmet input of `a`, or -1 if it can run.
   long first_missing(const Action& a) const {
@@ -121,11 +129,23 @@ class Walker {
     return -1;
   }
 
+  void wait(int r, long k) {
+    waiting_on_[r] = k;
+    state(k) |= wait_bit(k);
+    auto [it, fresh] = waiter_.try_emplace(k, r);
+    next_waiter_[r] = fresh ? -1 : it->second;
+    it->second = r;
+  }
+
   void mark(Need n, int stage, int mb, std::vector<int>& ready) {
     long k = key(n, stage, mb);
-    done_[k] = 1;
-    for (int w = waiter_[k]; w >= 0; w = next_waiter_[w]) ready.push_back(w);
-    waiter_[k] = -1;
+    std::uint8_t& st = state(k);
+    st |= done_bit(k);
+    if (!(st & wait_bit(k))) return;
+    st &= static_cast<std::uint8_t>(~wait_bit(k));
+    auto it = waiter_.find(k);
+    for (int w = it->second; w >= 0; w = next_waiter_[w]) ready.push_back(w);
+    waiter_.erase(it);
   }
 
   void produce(const Action& a, std::vector<int>& ready) {
@@ -147,9 +167,9 @@ class Walker {
 
   const Schedule& s_;
   int S_, N_;
-  std::vector<std::uint8_t> done_;
-  std::vector<int> waiter_;       // head of the list of ranks waiting on a key
-  std::vector<int> next_waiter_;  // per rank: next rank waiting on the same key
+  BigArray<std::uint8_t> state_;
+  std::unordered_map<long, int> waiter_;  // key -> first rank waiting on it
+  std::vector<int> next_waiter_;          // per rank: next rank waiting on the same key
   std::vector<std::size_t> pos_;
   std::vector<long> waiting_on_;
 };

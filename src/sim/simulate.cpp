@@ -1,8 +1,8 @@
 #include "sim/simulate.h"
 
 #include <algorithm>
-#include <set>
 
+#include "schedule/big_array.h"
 #include "schedule/check.h"
 #include "schedule/walk.h"
 
@@ -15,8 +15,8 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   const std::size_t cells = static_cast<std::size_t>(s.stages) * N;
   auto idx = [N](int stage, int mb) { return static_cast<std::size_t>(stage) * N + mb; };
 
-  std::vector<double> fwd_end(cells, 0.0), grad_end(cells, 0.0);
-  std::vector<int> where(cells, -1);  // rank of each (stage, mb)
+  BigArray<double> fwd_end(cells), grad_end(cells);
+  BigArray<int> where(cells);  // rank of each (stage, mb), set by its forward before any reader
   std::vector<double> free_at(s.ranks, 0.0);
   std::vector<int> live(s.ranks, 0);
   SimResult res;
@@ -26,7 +26,7 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
     for (int r = 0; r < s.ranks; ++r) res.timeline[r].resize(s.actions[r].size());
   }
   const double hop = c.transfer();
-  auto arrive = [&](const std::vector<double>& end, int stage, int mb, int rank) {
+  auto arrive = [&](const BigArray<double>& end, int stage, int mb, int rank) {
     std::size_t k = idx(stage, mb);
     return end[k] + (where[k] != rank ? hop : 0.0);
   };
@@ -87,15 +87,17 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   });
 
   res.makespan = *std::max_element(free_at.begin(), free_at.end());
+  std::vector<int> held_by(s.stages, -1);  // last rank seen running each stage
   for (int r = 0; r < s.ranks; ++r) {
     RankStats& st = res.per_rank[r];
     st.idle = res.makespan - st.busy;
     res.bubble = std::max(res.bubble, st.idle);
-    std::set<int> held;
     for (const Action& a : s.actions[r]) {
-      if (a.op == Op::F || a.op == Op::FB) held.insert(a.stage);
+      if ((a.op == Op::F || a.op == Op::FB) && held_by[a.stage] != r) {
+        held_by[a.stage] = r;
+        ++st.stages_held;
+      }
     }
-    st.stages_held = static_cast<int>(held.size());
     st.param_copies = static_cast<double>(st.stages_held) * s.ranks / s.stages;
   }
   res.bubble_ratio = res.makespan > 0 ? res.bubble / res.makespan : 0.0;
