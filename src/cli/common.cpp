@@ -12,6 +12,8 @@
 
 namespace dp::cli {
 
+ProgramArgs program_args;
+
 void add_source_options(CLI::App* app, SourceOptions& o) {
   std::string names;
   for (const Method& m : methods()) names += fmt::format("{}{}", names.empty() ? "" : ", ", m.name);

@@ -32,7 +32,15 @@ Costs make_costs(const CostOptions& o);
 // Writes `text` to `path`, or to stdout when path is "-". Throws dp::Error.
 void write_output(const std::string& path, const std::string& text);
 
+// The program's own arguments, for commands that re-run it as rank processes.
+struct ProgramArgs {
+  int argc = 0;
+  char** argv = nullptr;
+};
+extern ProgramArgs program_args;
+
 void run_schedule(CLI::App* app);
+void run_verify(CLI::App* app);  // only with LibTorch
 void run_simulate(CLI::App* app);
 void run_compare(CLI::App* app);
 

@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   dp::cli::run_schedule(&app);
   dp::cli::run_simulate(&app);
   dp::cli::run_compare(&app);
+#ifdef DUALPIPE_TORCH
+  dp::cli::run_verify(&app);
+#endif
+  dp::cli::program_args = {argc, argv};
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -1,0 +1,240 @@
+#include "runtime/executor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "schedule/error.h"
+
+namespace dp {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm)
+    : sched_(lowered), rank_(rank), model_(std::move(model)), comm_(std::move(comm)) {
+  if (model_.stages != sched_.stages)
+    throw Error(fmt::format("the model has {} stages but the schedule {}", model_.stages, sched_.stages));
+  if (rank_ < 0 || rank_ >= sched_.ranks)
+    throw Error(fmt::format("rank {} is outside the schedule's {} ranks", rank_, sched_.ranks));
+  const int N = sched_.micro_batches;
+  where_.assign(static_cast<std::size_t>(sched_.stages) * N, -1);
+  replicas_.assign(sched_.stages, {});
+  for (int r = 0; r < sched_.ranks; ++r)
+    for (const Action& a : sched_.actions[r])
+      if (a.op == Op::F || a.op == Op::FB) {
+        where_[static_cast<std::size_t>(a.stage) * N + a.mb] = r;
+        auto& reps = replicas_[a.stage];
+        if (std::find(reps.begin(), reps.end(), r) == reps.end()) reps.push_back(r);
+      }
+  for (auto& reps : replicas_) std::sort(reps.begin(), reps.end());
+  for (const Action& a : sched_.actions[rank_]) {
+    if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
+      Stage st = model_.build(a.stage);
+      if (st.attach_store) st.attach_store(&store_);
+      stages_.emplace(a.stage, std::move(st));
+    }
+  }
+}
+
+RankExecutor::Slot& RankExecutor::slot(int stage, int mb) {
+  return slots_[static_cast<long>(stage) * sched_.micro_batches + mb];
+}
+
+namespace {
+
+// Identifies one transfer: which stage produced it, for which micro-batch,
+// and whether it is an activation or a gradient. Both ends compute the same.
+int transfer_tag(bool grad, int producer_stage, int mb, int N) {
+  return static_cast<int>((static_cast<long>(producer_stage) * N + mb) * 2 + (grad ? 1 : 0));
+}
+
+long recv_key(Op op, int stage, int mb, int N) {
+  return (static_cast<long>(stage) * N + mb) * 2 + (op == Op::RECV_B ? 1 : 0);
+}
+
+}  // namespace
+
+void RankExecutor::post_recv(const Action& a) {
+  const int N = sched_.micro_batches;
+  const long key = recv_key(a.op, a.stage, a.mb, N);
+  if (recvs_.count(key)) return;
+  const bool grad = a.op == Op::RECV_B;
+  const int producer = grad ? a.stage + 1 : a.stage - 1;
+  const int peer = where_[static_cast<std::size_t>(producer) * N + a.mb];
+  PendingRecv pr;
+  pr.buffer = torch::empty(model_.boundary_shape, torch::dtype(model_.boundary_dtype));
+  pr.work = comm_->irecv(pr.buffer, peer, transfer_tag(grad, producer, a.mb, N));
+  recvs_.emplace(key, std::move(pr));
+}
+
+torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
+  auto it = recvs_.find(recv_key(op, stage, mb, sched_.micro_batches));
+  if (it == recvs_.end())
+    throw Error(fmt::format("rank {}: no receive was posted for {}", rank_, to_string(Action::make(op, stage, mb))));
+  it->second.work->wait(comm_->timeout);
+  torch::Tensor t = std::move(it->second.buffer);
+  recvs_.erase(it);
+  return t;
+}
+
+void RankExecutor::forward(int stage, int mb) {
+  const int N = sched_.micro_batches;
+  torch::Tensor in;
+  if (stage == 0)
+    in = model_.input(mb);
+  else if (where_[static_cast<std::size_t>(stage - 1) * N + mb] == rank_)
+    in = slot(stage - 1, mb).output.detach();  // the previous stage runs here: no transfer
+  else
+    in = take_recv(Op::RECV_F, stage, mb);
+  // Each stage's input is a leaf of its own graph, so that its backward
+  // stops there and leaves the gradient to pass on in input.grad.
+  if (stage > 0) in = in.detach().requires_grad_(true);
+  Slot& sl = slot(stage, mb);
+  sl.input = in;
+  sl.output = stages_.at(stage).forward(in);
+  if (stage == sched_.stages - 1) {
+    sl.loss = model_.loss(sl.output, mb);
+    losses_.emplace_back(mb, sl.loss.item<double>());
+  }
+}
+
+void RankExecutor::backward(int stage, int mb, bool defer_weights) {
+  const int N = sched_.micro_batches;
+  Slot& sl = slot(stage, mb);
+  const bool next_here = stage + 1 < sched_.stages && where_[static_cast<std::size_t>(stage + 1) * N + mb] == rank_;
+  if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
+  if (stage == sched_.stages - 1) {
+    torch::autograd::backward({sl.loss / static_cast<double>(N)});
+  } else {
+    torch::Tensor grad = next_here ? slot(stage + 1, mb).input.grad() : take_recv(Op::RECV_B, stage, mb);
+    torch::autograd::backward({sl.output}, {grad});
+  }
+  store_.end();
+  sl.output = torch::Tensor();
+  sl.loss = torch::Tensor();
+  if (next_here) slots_.erase(static_cast<long>(stage + 1) * N + mb);  // its input gradient is consumed
+  if (stage == 0) slots_.erase(static_cast<long>(stage) * N + mb);
+}
+
+StepOutput RankExecutor::step() {
+  const auto& list = sched_.actions[rank_];
+  const int N = sched_.micro_batches;
+  StepOutput out;
+  out.times.resize(list.size());
+  losses_.clear();
+  // Receives are posted ahead of their position: up to the second compute
+  // action after the current one, so the data can arrive while we compute.
+  constexpr int kLookahead = 2;
+  std::size_t posted = 0;
+  auto post_ahead = [&](std::size_t from) {
+    int computes = 0;
+    std::size_t q = std::max(posted, from);
+    for (; q < list.size(); ++q) {
+      if (!is_comm(list[q].op) && ++computes > kLookahead + 1) break;
+      if (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B) post_recv(list[q]);
+    }
+    posted = std::max(posted, q);
+  };
+
+  const auto t0 = Clock::now();
+  for (std::size_t p = 0; p < list.size(); ++p) {
+    const Action& a = list[p];
+    out.times[p].start = since(t0);
+    switch (a.op) {
+      case Op::RECV_F:
+      case Op::RECV_B: post_recv(a); break;
+      case Op::SEND_F: {
+        torch::Tensor t = slot(a.stage, a.mb).output.detach().contiguous();
+        int peer = where_[static_cast<std::size_t>(a.stage + 1) * N + a.mb];
+        sends_.emplace_back(t, comm_->isend(t, peer, transfer_tag(false, a.stage, a.mb, N)));
+        break;
+      }
+      case Op::SEND_B: {
+        torch::Tensor t = slot(a.stage, a.mb).input.grad().contiguous();
+        int peer = where_[static_cast<std::size_t>(a.stage - 1) * N + a.mb];
+        sends_.emplace_back(t, comm_->isend(t, peer, transfer_tag(true, a.stage, a.mb, N)));
+        slots_.erase(static_cast<long>(a.stage) * N + a.mb);  // the send holds the tensor now
+        break;
+      }
+      case Op::F:
+        post_ahead(p);
+        forward(a.stage, a.mb);
+        break;
+      case Op::B:
+      case Op::I:
+        post_ahead(p);
+        backward(a.stage, a.mb, a.op == Op::I);
+        break;
+      case Op::W: store_.run(static_cast<long>(a.stage) * N + a.mb); break;
+      case Op::FB: {
+        post_ahead(p);
+        auto fwd = [&] { forward(a.stage, a.mb); };
+        auto bwd = [&] { backward(a.stage2, a.mb2, false); };
+        const Stage& st = stages_.at(a.stage);
+        if (st.overlapped)
+          st.overlapped(fwd, bwd);
+        else {
+          fwd();
+          bwd();
+        }
+        break;
+      }
+    }
+    out.times[p].end = since(t0);
+  }
+  for (auto& [t, work] : sends_) work->wait(comm_->timeout);
+  sends_.clear();
+  if (!recvs_.empty() || store_.pending())
+    throw Error(fmt::format("rank {}: step ended with {} unused receives and {} deferred weight gradients", rank_,
+                            recvs_.size(), store_.pending()));
+  slots_.clear();
+  out.seconds = since(t0);
+  out.losses = losses_;
+  std::sort(out.losses.begin(), out.losses.end());
+  return out;
+}
+
+void RankExecutor::sum_replica_grads() {
+  const int base = 2 * sched_.stages * sched_.micro_batches;  // above every pipeline transfer tag
+  for (auto& [s, st] : stages_) {
+    const auto& reps = replicas_[s];
+    if (reps.size() < 2) continue;
+    std::vector<torch::Tensor> grads;
+    for (auto& p : st.module->parameters()) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad().reshape({-1}));
+    }
+    torch::Tensor mine = torch::cat(grads);
+    // Every replica gathers all partial sums and adds them in rank order,
+    // so all replicas end with bit-identical gradients.
+    std::vector<torch::Tensor> parts(reps.size());
+    std::vector<compat::WorkPtr> works;
+    for (std::size_t i = 0; i < reps.size(); ++i) {
+      if (reps[i] == rank_) {
+        parts[i] = mine;
+        continue;
+      }
+      parts[i] = torch::empty_like(mine);
+      works.push_back(comm_->isend(mine, reps[i], base + s));
+      works.push_back(comm_->irecv(parts[i], reps[i], base + s));
+    }
+    for (auto& w : works) w->wait(comm_->timeout);
+    torch::Tensor total = parts[0].clone();
+    for (std::size_t i = 1; i < parts.size(); ++i) total.add_(parts[i]);
+    torch::NoGradGuard no_grad;
+    int64_t off = 0;
+    for (auto& p : st.module->parameters()) {
+      const int64_t n = p.numel();
+      p.mutable_grad().copy_(total.narrow(0, off, n).view_as(p));
+      off += n;
+    }
+  }
+}
+
+}  // namespace dp

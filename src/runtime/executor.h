@@ -1,0 +1,77 @@
+#pragma once
+// Executes one rank's part of a lowered schedule on LibTorch.
+//
+// The executor walks the rank's action list in order: F, B, I, W, F&B pairs,
+// and the SEND/RECV actions the lowering inserted. Receives are posted a few
+// compute actions ahead of their position so transfers run during compute;
+// a send is posted where the schedule says and its tensor is kept alive until
+// the end of the step (nothing waits on a send before then).
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/comm.h"
+#include "runtime/split_linear.h"
+#include "runtime/stage.h"
+#include "schedule/schedule.h"
+
+namespace dp {
+
+struct ActionTime {
+  double start = 0, end = 0;  // seconds since the start of the step
+};
+
+struct StepOutput {
+  std::vector<std::pair<int, double>> losses;  // (micro-batch, loss) of the last stages on this rank
+  std::vector<ActionTime> times;               // per position of the rank's action list
+  double seconds = 0;                          // the rank's wall time for the step
+};
+
+class RankExecutor {
+ public:
+  // `lowered` must be checked and lowered (dp::lower) and hold `model.stages` stages.
+  RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm);
+
+  // One step: gradients are accumulated into the stages' parameters (zero them
+  // before, as an optimizer does); the micro-batch losses are scaled by 1/N so
+  // the gradients are those of the mean loss.
+  StepOutput step();
+
+  // Stages that live on several ranks (DualPipe's two replicas, Chimera's two
+  // pipelines) each hold part of the gradient: sum it over their replicas.
+  void sum_replica_grads();
+
+  const std::map<int, Stage>& stages() const { return stages_; }
+  // Ranks that run each stage, from the schedule.
+  const std::vector<std::vector<int>>& replicas() const { return replicas_; }
+
+ private:
+  struct Slot;
+  Slot& slot(int stage, int mb);
+  void post_recv(const Action& a);
+  torch::Tensor take_recv(Op op, int stage, int mb);
+  void forward(int stage, int mb);
+  void backward(int stage, int mb, bool defer_weights);
+
+  const Schedule& sched_;
+  int rank_;
+  PipelineModel model_;
+  std::shared_ptr<Comm> comm_;
+  std::map<int, Stage> stages_;
+  std::vector<int> where_;  // rank of each (stage, mb)
+  std::vector<std::vector<int>> replicas_;
+  WeightGradStore store_;
+  struct Slot {
+    torch::Tensor input, output, loss;
+  };
+  std::map<long, Slot> slots_;
+  struct PendingRecv {
+    torch::Tensor buffer;
+    compat::WorkPtr work;
+  };
+  std::map<long, PendingRecv> recvs_;  // key: (op, stage, mb)
+  std::vector<std::pair<torch::Tensor, compat::WorkPtr>> sends_;
+  std::vector<std::pair<int, double>> losses_;
+};
+
+}  // namespace dp

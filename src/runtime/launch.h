@@ -1,0 +1,39 @@
+#pragma once
+// Starting ranks: as threads of one process (tests), as local processes
+// spawned by `dualpipe train`/`verify`, or as one process started by torchrun
+// (or any launcher that sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "runtime/comm.h"
+
+namespace dp {
+
+struct RankEnv {
+  int rank = 0, world = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+};
+
+// The torchrun-style variables, if RANK is set; throws dp::Error if they are
+// incomplete or inconsistent.
+std::optional<RankEnv> rank_from_env();
+
+// Rendezvous of this process as `env.rank` through a TCPStore at master_addr:master_port.
+std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout);
+
+// Re-runs this program (same arguments) as `world` local rank processes with
+// the torchrun variables set, one intra-op thread each, and waits for them.
+// Returns 0 if all succeed, else the first failing rank's exit code (the
+// others are stopped).
+int spawn_local_ranks(int world, int argc, char** argv);
+
+// Runs fn(comm) on `world` threads of this process, connected through an
+// in-process store; rethrows the first exception any rank threw.
+void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
+                      std::chrono::milliseconds timeout = std::chrono::minutes(2));
+
+}  // namespace dp

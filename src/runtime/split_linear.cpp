@@ -1,0 +1,67 @@
+#include "runtime/split_linear.h"
+
+namespace dp {
+
+std::size_t WeightGradStore::run(long key) {
+  auto it = pending_.find(key);
+  if (it == pending_.end()) return 0;
+  torch::NoGradGuard no_grad;
+  std::size_t n = it->second.size();
+  for (auto& work : it->second) work();
+  pending_.erase(it);
+  return n;
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Adds g into param.grad the way autograd's accumulator would.
+void accumulate(torch::Tensor& param, const torch::Tensor& g) {
+  torch::Tensor& grad = param.mutable_grad();
+  if (grad.defined())
+    grad.add_(g);
+  else
+    grad = g.clone();
+}
+
+struct LinearFn : torch::autograd::Function<LinearFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               int64_t store_addr) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["w"] = w;  // the parameter itself: deferred work accumulates into its .grad
+    ctx->saved_data["store"] = store_addr;
+    return torch::matmul(x, w.t());
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    torch::Tensor x = ctx->get_saved_variables()[0];
+    torch::Tensor w = ctx->saved_data["w"].toTensor();
+    torch::Tensor g = grads[0];
+    torch::Tensor grad_x = torch::matmul(g, w);
+    auto weight_grad = [x, g, w]() {
+      return g.reshape({-1, w.size(0)}).t().mm(x.reshape({-1, w.size(1)}));
+    };
+    auto* store = reinterpret_cast<WeightGradStore*>(ctx->saved_data["store"].toInt());
+    if (store && store->deferring()) {
+      store->defer([weight_grad, w]() mutable { accumulate(w, weight_grad()); });
+      return {grad_x, torch::Tensor(), torch::Tensor()};
+    }
+    return {grad_x, weight_grad(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+SplitLinearImpl::SplitLinearImpl(int64_t in, int64_t out, torch::Dtype dtype) {
+  // Same initialisation as torch.nn.Linear: U(-1/sqrt(in), 1/sqrt(in)).
+  double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  weight = register_parameter("weight", torch::empty({out, in}, torch::dtype(dtype)).uniform_(-bound, bound));
+}
+
+torch::Tensor SplitLinearImpl::forward(const torch::Tensor& x) {
+  return LinearFn::apply(x, weight, reinterpret_cast<int64_t>(store));
+}
+
+}  // namespace dp

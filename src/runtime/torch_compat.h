@@ -1,0 +1,46 @@
+#pragma once
+// The one place that knows which LibTorch we build against. Debian ships
+// 1.13 (CPU, c10d with Gloo); users may have 2.x with CUDA and NCCL. Every
+// call whose spelling differs between them goes through here.
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace dp::compat {
+
+// Work handle of an asynchronous c10d operation (c10d::Work in 1.13 and 2.x).
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+using StorePtr = c10::intrusive_ptr<c10d::Store>;
+// In 1.13 ProcessGroupGloo is a ProcessGroup; in 2.x it is a Backend. Both
+// have the send/recv/allreduce/barrier calls we use, so we hold the concrete type.
+using GlooPtr = c10::intrusive_ptr<c10d::ProcessGroupGloo>;
+
+inline GlooPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout) {
+  auto opts = c10d::ProcessGroupGloo::Options::create();
+  opts->timeout = timeout;
+  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+}
+
+inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,
+                               std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(port);
+  o.isServer = server;
+  o.numWorkers = static_cast<std::size_t>(world);
+  o.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
+}
+
+inline StorePtr make_hash_store() { return c10::make_intrusive<c10d::HashStore>(); }
+
+inline std::string version() { return TORCH_VERSION; }
+
+}  // namespace dp::compat

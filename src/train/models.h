@@ -1,0 +1,31 @@
+#pragma once
+// Models the runtime can pipeline, cut into stages.
+#include <cstdint>
+#include <string>
+
+#include "runtime/stage.h"
+
+namespace dp {
+
+struct ModelConfig {
+  std::string name = "mlp";  // mlp (gpt: to come)
+  int stages = 0;
+  int micro_batches = 0;
+  int64_t hidden = 64;
+  int64_t seq_len = 16;
+  int64_t micro_batch_size = 2;
+  torch::Dtype dtype = torch::kFloat64;
+  uint64_t seed = 1234;
+};
+
+// `mlp`: every stage is Linear(h, 4h, no bias) -> GELU -> Linear(4h, h, no
+// bias), with an MSE loss on the last stage: the example model of the DualPipe
+// reference implementation, so that results compare. Inputs and targets are
+// seeded random tensors, a function of (seed, micro-batch) only, so every
+// rank (and the unpipelined reference) sees the same data.
+PipelineModel mlp_model(const ModelConfig& c);
+
+// Throws dp::Error for unknown names or bad sizes.
+PipelineModel make_model(const ModelConfig& c);
+
+}  // namespace dp
