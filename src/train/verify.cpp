@@ -15,16 +15,7 @@ double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return diff / scale;
 }
 
-namespace {
-
-struct Reference {
-  std::vector<double> losses;                       // per micro-batch
-  std::vector<std::vector<torch::Tensor>> grads;    // [stage][param]
-  std::vector<std::vector<std::string>> names;      // [stage][param]
-};
-
-// The whole batch through all stages in one process: the unpipelined step.
-Reference unpipelined(const PipelineModel& m, int N, int64_t mbs) {
+Reference unpipelined_step(const PipelineModel& m, int N, int64_t mbs) {
   std::vector<Stage> stages;
   for (int s = 0; s < m.stages; ++s) stages.push_back(m.build(s));
   std::vector<torch::Tensor> inputs;
@@ -52,14 +43,12 @@ Reference unpipelined(const PipelineModel& m, int N, int64_t mbs) {
   return ref;
 }
 
-}  // namespace
-
 VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const std::shared_ptr<Comm>& comm) {
   PipelineModel model = make_model(cfg);
   RankExecutor exec(lowered, comm->rank, model, comm);
   StepOutput out = exec.step();
   exec.sum_replica_grads();
-  Reference ref = unpipelined(model, lowered.micro_batches, cfg.micro_batch_size);
+  Reference ref = unpipelined_step(model, lowered.micro_batches, cfg.micro_batch_size);
 
   // One slot per quantity compared; each rank fills what it holds and the
   // all-reduce takes the maximum, so every rank ends with the global figures.

@@ -22,6 +22,15 @@ struct VerifyResult {
 // maximum over all ranks, the same on every rank.
 VerifyResult verify_step(const Schedule& lowered, const ModelConfig& model, const std::shared_ptr<Comm>& comm);
 
+// The unpipelined step: the whole batch through all stages in one process,
+// loss = mean of the micro-batch losses.
+struct Reference {
+  std::vector<double> losses;                     // per micro-batch
+  std::vector<std::vector<torch::Tensor>> grads;  // [stage][parameter]
+  std::vector<std::vector<std::string>> names;    // [stage][parameter]
+};
+Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t micro_batch_size);
+
 // max |a - b| / max |b| (0 when both are zero).
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b);
 

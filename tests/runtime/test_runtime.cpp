@@ -1,0 +1,208 @@
+// The LibTorch runtime: split backward, executor, replicas, verify.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <sys/wait.h>
+
+#include "runtime/executor.h"
+#include "runtime/launch.h"
+#include "runtime/split_linear.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+#include "schedule/lower.h"
+#include "train/verify.h"
+
+namespace dp {
+namespace {
+
+TEST(SplitLinear, DeferredWeightGradientEqualsFullBackward) {
+  torch::manual_seed(0);
+  SplitLinear full(6, 5, torch::kFloat64), split(6, 5, torch::kFloat64);
+  {
+    torch::NoGradGuard g;
+    split->weight.copy_(full->weight);
+  }
+  WeightGradStore store;
+  split->store = &store;
+  auto x1 = torch::randn({3, 4, 6}, torch::kFloat64).requires_grad_(true);
+  auto x2 = x1.detach().clone().requires_grad_(true);
+  auto gy = torch::randn({3, 4, 5}, torch::kFloat64);
+  torch::autograd::backward({full(x1)}, {gy});
+
+  store.begin(7);
+  torch::autograd::backward({split(x2)}, {gy});
+  store.end();
+  // I: the input gradient is there, the weight gradient is not yet.
+  EXPECT_TRUE(torch::allclose(x2.grad(), x1.grad(), 0, 0));
+  EXPECT_FALSE(split->weight.grad().defined());
+  EXPECT_EQ(store.pending(), 1u);
+  EXPECT_EQ(store.run(3), 0u);  // another micro-batch's W finds nothing
+  // W: now it is, and equal to the full backward's.
+  EXPECT_EQ(store.run(7), 1u);
+  EXPECT_EQ(store.pending(), 0u);
+  ASSERT_TRUE(split->weight.grad().defined());
+  EXPECT_TRUE(torch::allclose(split->weight.grad(), full->weight.grad(), 1e-14, 0));
+}
+
+ModelConfig small_mlp(const Schedule& s, torch::Dtype dtype = torch::kFloat64) {
+  ModelConfig c;
+  c.stages = s.stages;
+  c.micro_batches = s.micro_batches;
+  c.hidden = 16;
+  c.seq_len = 4;
+  c.micro_batch_size = 2;
+  c.dtype = dtype;
+  return c;
+}
+
+VerifyResult verify_threads(const Schedule& s, const ModelConfig& c) {
+  Schedule low = lower(s);
+  std::vector<VerifyResult> res(s.ranks);
+  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { res[comm->rank] = verify_step(low, c, comm); });
+  // Every rank ends with the same maxima.
+  for (const VerifyResult& r : res) {
+    EXPECT_EQ(r.grad_error, res[0].grad_error);
+    EXPECT_EQ(r.loss_error, res[0].loss_error);
+  }
+  return res[0];
+}
+
+// Every method, P = 2, 4 and 8 (thread ranks), float64: identical to
+// unpipelined training within 1e-12.
+TEST(Runtime, EveryMethodMatchesUnpipelinedTraining) {
+  at::set_num_threads(1);
+  int runs = 0;
+  for (const Method& m : methods()) {
+    for (int P : {2, 4, 8}) {
+      const int N = 2 * P;
+      Schedule s;
+      try {
+        s = m.generate(Shape{P, N, 2});
+      } catch (const Error&) {
+        continue;  // shapes a method does not support are tested with the method
+      }
+      VerifyResult r = verify_threads(s, small_mlp(s));
+      EXPECT_LE(r.loss_error, 1e-12) << m.name << " P=" << P;
+      EXPECT_LE(r.grad_error, 1e-12) << m.name << " P=" << P;
+      EXPECT_EQ(r.per_param.size(), static_cast<std::size_t>(2 * s.stages));
+      ++runs;
+    }
+  }
+  EXPECT_GE(runs, 12);
+}
+
+TEST(Runtime, Float32IsCloseToo) {
+  at::set_num_threads(1);
+  Schedule s = dualpipe(Shape{4, 8});
+  VerifyResult r = verify_threads(s, small_mlp(s, torch::kFloat32));
+  EXPECT_LE(r.grad_error, 1e-5);
+  EXPECT_GT(r.grad_error, 0.0);  // float32 rounding does show: the comparison is real
+}
+
+// Without the replica sum, each DualPipe replica holds only its direction's
+// half of the gradient: the comparison must see it.
+TEST(Runtime, ReplicaSumIsWhatMakesDualPipeExact) {
+  at::set_num_threads(1);
+  Schedule s = lower(dualpipe(Shape{4, 8}));
+  ModelConfig c = small_mlp(s);
+  PipelineModel model = make_model(c);
+  Reference ref = unpipelined_step(model, s.micro_batches, c.micro_batch_size);
+  std::atomic<int> replicated{0};
+  std::vector<double> before(s.ranks), after(s.ranks);
+  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) {
+    RankExecutor ex(s, comm->rank, model, comm);
+    ex.step();
+    auto worst = [&] {
+      double w = 0;
+      for (const auto& [st, stage] : ex.stages()) {
+        auto params = stage.module->parameters();
+        for (std::size_t i = 0; i < params.size(); ++i)
+          w = std::max(w, relative_difference(params[i].grad(), ref.grads[st][i]));
+      }
+      return w;
+    };
+    before[comm->rank] = worst();
+    ex.sum_replica_grads();
+    after[comm->rank] = worst();
+    for (const auto& reps : ex.replicas()) replicated += reps.size() == 2;
+  });
+  EXPECT_EQ(replicated.load(), 4 * 4);  // every rank sees all 4 stages with 2 replicas
+  for (int r = 0; r < s.ranks; ++r) {
+    EXPECT_GT(before[r], 0.1) << "rank " << r;
+    EXPECT_LE(after[r], 1e-12) << "rank " << r;
+  }
+}
+
+TEST(Runtime, LossesComeBackFromTheLastStages) {
+  at::set_num_threads(1);
+  Schedule s = lower(dualpipe(Shape{2, 4}));
+  ModelConfig c = small_mlp(s);
+  PipelineModel model = make_model(c);
+  Reference ref = unpipelined_step(model, s.micro_batches, c.micro_batch_size);
+  std::vector<std::vector<std::pair<int, double>>> losses(2);
+  run_thread_ranks(2, [&](std::shared_ptr<Comm> comm) {
+    RankExecutor ex(s, comm->rank, model, comm);
+    losses[comm->rank] = ex.step().losses;
+  });
+  // Direction 0 (micro-batches 0, 1) ends on rank 1, direction 1 (2, 3) on rank 0.
+  ASSERT_EQ(losses[1].size(), 2u);
+  ASSERT_EQ(losses[0].size(), 2u);
+  EXPECT_EQ(losses[1][0].first, 0);
+  EXPECT_EQ(losses[0][0].first, 2);
+  for (const auto& rank : losses)
+    for (const auto& [mb, l] : rank) EXPECT_NEAR(l, ref.losses[mb], 1e-12 * std::abs(ref.losses[mb]));
+}
+
+TEST(Runtime, ExecutorRejectsAMismatchedModel) {
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  ModelConfig c = small_mlp(s);
+  c.stages = 3;
+  EXPECT_THROW(RankExecutor(s, 0, make_model(c), nullptr), Error);
+}
+
+struct CliRun {
+  int code;
+  std::string out;
+};
+
+CliRun run_cli(const std::string& args, const std::string& env = "") {
+  std::string cmd = env + " " + std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
+  CliRun r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(VerifyCli, ProcessRanksPassAndReport) {
+  CliRun r = run_cli("verify -m dualpipe -p 4 -n 8");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stage 3 down.weight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("process ranks"), std::string::npos) << r.out;
+}
+
+TEST(VerifyCli, BadInputExitsWithCode2) {
+  for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
+           {"verify -m dualpipe -p 4 -n 8 --model nosuch", "unknown model 'nosuch'"},
+           {"verify -m dualpipe -p 4 -n 8 --hidden 0", "at least 1"},
+           {"verify -m dualpipe -p 4 -n 8 --dtype float16", "float16"},
+           {"verify -m dualpipe -p 4 -n 8 --timeout 0", "--timeout"},
+       }) {
+    CliRun r = run_cli(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
+  }
+  // Started by torchrun with a world that does not match the schedule.
+  CliRun r = run_cli("verify -m dualpipe -p 4 -n 8", "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("WORLD_SIZE=2 but the schedule has 4 ranks"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace dp
