@@ -40,7 +40,9 @@ struct ProgramArgs {
 extern ProgramArgs program_args;
 
 void run_schedule(CLI::App* app);
-void run_verify(CLI::App* app);  // only with LibTorch
+void run_verify(CLI::App* app);  // these three only with LibTorch
+void run_train(CLI::App* app);
+void run_bench(CLI::App* app);
 void run_simulate(CLI::App* app);
 void run_compare(CLI::App* app);
 

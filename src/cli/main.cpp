@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   dp::cli::run_compare(&app);
 #ifdef DUALPIPE_TORCH
   dp::cli::run_verify(&app);
+  dp::cli::run_train(&app);
+  dp::cli::run_bench(&app);
 #endif
   dp::cli::program_args = {argc, argv};
   if (argc > 1 && argv[1][0] != '-') {

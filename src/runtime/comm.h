@@ -34,7 +34,8 @@ struct Comm {
 
 // Rendezvous over a store shared by all ranks (a TCPStore across processes,
 // a HashStore between threads of one process).
+// `local`: all ranks on this machine, so Gloo stays on loopback.
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world,
-                              std::chrono::milliseconds timeout = std::chrono::minutes(5));
+                              std::chrono::milliseconds timeout = std::chrono::minutes(5), bool local = true);
 
 }  // namespace dp

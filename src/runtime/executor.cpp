@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <malloc.h>
+
 #include <chrono>
 
 #include "schedule/error.h"
@@ -13,6 +15,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Bytes the process holds on the heap (LibTorch's CPU allocator uses malloc).
+double heap_bytes() {
+  struct mallinfo2 mi = mallinfo2();
+  return static_cast<double>(mi.uordblks + mi.hblkhd);
+}
 
 }  // namespace
 
@@ -77,7 +85,9 @@ torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
   auto it = recvs_.find(recv_key(op, stage, mb, sched_.micro_batches));
   if (it == recvs_.end())
     throw Error(fmt::format("rank {}: no receive was posted for {}", rank_, to_string(Action::make(op, stage, mb))));
+  const auto w0 = Clock::now();
   it->second.work->wait(comm_->timeout);
+  wait_ += since(w0);
   torch::Tensor t = std::move(it->second.buffer);
   recvs_.erase(it);
   return t;
@@ -142,10 +152,12 @@ StepOutput RankExecutor::step() {
     posted = std::max(posted, q);
   };
 
+  const double heap0 = track_memory ? heap_bytes() : 0;
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     const Action& a = list[p];
     out.times[p].start = since(t0);
+    wait_ = 0;
     switch (a.op) {
       case Op::RECV_F:
       case Op::RECV_B: post_recv(a); break;
@@ -187,6 +199,8 @@ StepOutput RankExecutor::step() {
       }
     }
     out.times[p].end = since(t0);
+    out.times[p].wait = wait_;
+    if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, heap_bytes() - heap0);
   }
   for (auto& [t, work] : sends_) work->wait(comm_->timeout);
   sends_.clear();
@@ -204,7 +218,9 @@ void RankExecutor::sum_replica_grads() {
   const int base = 2 * sched_.stages * sched_.micro_batches;  // above every pipeline transfer tag
   for (auto& [s, st] : stages_) {
     const auto& reps = replicas_[s];
-    if (reps.size() < 2) continue;
+    // Every replica of a stage has the same parameter list, so all of them
+    // skip a stage without parameters (e.g. a GPT stage with no blocks) together.
+    if (reps.size() < 2 || st.module->parameters().empty()) continue;
     std::vector<torch::Tensor> grads;
     for (auto& p : st.module->parameters()) {
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);

@@ -19,12 +19,16 @@ namespace dp {
 
 struct ActionTime {
   double start = 0, end = 0;  // seconds since the start of the step
+  double wait = 0;            // of which blocked on receives (not compute)
 };
 
 struct StepOutput {
   std::vector<std::pair<int, double>> losses;  // (micro-batch, loss) of the last stages on this rank
   std::vector<ActionTime> times;               // per position of the rank's action list
   double seconds = 0;                          // the rank's wall time for the step
+  // With track_memory: largest heap growth over the step's start, sampled
+  // after every action (activations, pending gradients and transfers).
+  double peak_heap_bytes = 0;
 };
 
 class RankExecutor {
@@ -36,6 +40,10 @@ class RankExecutor {
   // before, as an optimizer does); the micro-batch losses are scaled by 1/N so
   // the gradients are those of the mean loss.
   StepOutput step();
+
+  // Sample the process heap after every action (meaningful with one rank per
+  // process; costs a few microseconds an action).
+  bool track_memory = false;
 
   // Stages that live on several ranks (DualPipe's two replicas, Chimera's two
   // pipelines) each hold part of the gradient: sum it over their replicas.
@@ -72,6 +80,7 @@ class RankExecutor {
   std::map<long, PendingRecv> recvs_;  // key: (op, stage, mb)
   std::vector<std::pair<torch::Tensor, compat::WorkPtr>> sends_;
   std::vector<std::pair<int, double>> losses_;
+  double wait_ = 0;  // receive waiting inside the current action
 };
 
 }  // namespace dp

@@ -68,7 +68,8 @@ std::optional<RankEnv> rank_from_env() {
 
 std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  return connect(store, env.rank, env.world, timeout);
+  const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
+  return connect(store, env.rank, env.world, timeout, local);
 }
 
 int spawn_local_ranks(int world, int argc, char** argv) {

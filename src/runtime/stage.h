@@ -32,6 +32,9 @@ struct PipelineModel {
   std::function<torch::Tensor(const torch::Tensor& out, int mb)> loss;  // mean loss of one micro-batch
   std::vector<int64_t> boundary_shape;  // activation (and gradient) between stages
   torch::Dtype boundary_dtype = torch::kFloat32;
+  // Called before every training step with its index, so that data can move
+  // on (null: the data does not depend on the step).
+  std::function<void(int step)> begin_step;
 };
 
 }  // namespace dp

@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 
 namespace dp::compat {
@@ -22,10 +23,19 @@ using StorePtr = c10::intrusive_ptr<c10d::Store>;
 // have the send/recv/allreduce/barrier calls we use, so we hold the concrete type.
 using GlooPtr = c10::intrusive_ptr<c10d::ProcessGroupGloo>;
 
-inline GlooPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout) {
+// `local` keeps all traffic on loopback (every rank on this machine);
+// otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the interface that
+// this machine's hostname resolves to, as torchrun's Gloo backend does.
+inline GlooPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
   auto opts = c10d::ProcessGroupGloo::Options::create();
   opts->timeout = timeout;
-  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  if (local)
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  else if (ifname && *ifname)
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
 }
 

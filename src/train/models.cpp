@@ -65,7 +65,8 @@ PipelineModel make_model(const ModelConfig& c) {
     throw Error(fmt::format("--hidden, --seq-len and --micro-batch-size must be at least 1 (got {}, {}, {})",
                             c.hidden, c.seq_len, c.micro_batch_size));
   if (c.name == "mlp") return mlp_model(c);
-  throw Error(fmt::format("unknown model '{}' (known: mlp)", c.name));
+  if (c.name == "gpt") return gpt_model(c);
+  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt)", c.name));
 }
 
 }  // namespace dp

@@ -8,14 +8,19 @@
 namespace dp {
 
 struct ModelConfig {
-  std::string name = "mlp";  // mlp (gpt: to come)
+  std::string name = "mlp";  // mlp or gpt
   int stages = 0;
   int micro_batches = 0;
-  int64_t hidden = 64;
+  int64_t hidden = 64;  // gpt: d_model
   int64_t seq_len = 16;
   int64_t micro_batch_size = 2;
   torch::Dtype dtype = torch::kFloat64;
   uint64_t seed = 1234;
+
+  // gpt only (mlp ignores them):
+  int layers = 0;         // transformer blocks in the whole model; 0 means max(stages, 4)
+  int64_t heads = 4;      // attention heads; must divide hidden
+  std::string data_path;  // character-level training text; empty means the built-in corpus
 };
 
 // `mlp`: every stage is Linear(h, 4h, no bias) -> GELU -> Linear(4h, h, no
@@ -24,6 +29,9 @@ struct ModelConfig {
 // seeded random tensors, a function of (seed, micro-batch) only, so every
 // rank (and the unpipelined reference) sees the same data.
 PipelineModel mlp_model(const ModelConfig& c);
+
+// `gpt`: a small decoder-only transformer on a character corpus (train/gpt.h).
+PipelineModel gpt_model(const ModelConfig& c);
 
 // Throws dp::Error for unknown names or bad sizes.
 PipelineModel make_model(const ModelConfig& c);

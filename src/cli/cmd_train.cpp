@@ -1,0 +1,150 @@
+// dualpipe train: real training across pipeline ranks, with progress, the loss
+// curve, and the measured step set against the simulator's prediction.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "cli/torch_common.h"
+#include "pictures/plot.h"
+#include "pictures/svg.h"
+#include "pictures/trace.h"
+#include "schedule/error.h"
+#include "schedule/lower.h"
+#include "train/trainer.h"
+
+namespace dp::cli {
+namespace {
+
+std::string duration(double s) {
+  int t = static_cast<int>(s + 0.5);
+  return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02}", t / 60, t % 60);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+struct Opts {
+  SourceOptions src;
+  ModelOptions model;
+  RankOptions ranks;
+  int steps = 400;
+  double lr = 3e-3, weight_decay = 0.01, clip = 1.0;
+  std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
+  std::string trace, svg;
+};
+
+// Rank 0's closing report: the loss curve files, the measured last step
+// against the simulator, and memory.
+void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vector<std::vector<ActionTime>>& times,
+            const std::vector<double>& heap, double tokens_per_step) {
+  std::vector<double> xs, ys, secs;
+  std::string csv = "step,loss,grad_norm,step_seconds,pipeline_seconds\n";
+  for (const StepStats& st : run.steps) {
+    xs.push_back(st.step + 1);
+    ys.push_back(st.loss);
+    secs.push_back(st.seconds);
+    csv += fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f}\n", st.step + 1, st.loss, st.grad_norm, st.seconds,
+                       st.pipeline_seconds);
+  }
+  write_output(o.loss_csv, csv);
+  write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
+                                          "loss (mean over micro-batches)", xs, ys));
+  const double med = median(secs);
+  fmt::print("summary: loss {:.4f} -> {:.4f} over {} steps; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
+             ys.back(), ys.size(), med, tokens_per_step / med);
+
+  // The simulator fed with what each action really cost.
+  SimResult measured = measured_result(s, times);
+  Costs c = measured_costs(s, times);
+  SimResult predicted = simulate(compute_only(s), c);
+  const double step = run.steps.back().pipeline_seconds;
+  fmt::print("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
+             "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
+             1e3 * step, 1e3 * predicted.makespan, step / predicted.makespan, 1e3 * measured.bubble,
+             1e3 * predicted.bubble);
+  if (!heap.empty()) {
+    std::string per;
+    for (int r = 0; r < s.ranks; ++r)
+      per += fmt::format("{}rank {}: {:.2f} MiB / {} activations", r ? "; " : "", r, heap[r] / (1 << 20),
+                         predicted.per_rank[r].peak_activations);
+    fmt::print("peak activation memory (heap growth during the step) against the simulated peak count: {}\n", per);
+  }
+  SvgOptions so;
+  so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, step);
+  so.subtitle = "real timeline of the last training step (receive waits shown as idle)";
+  if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, measured, so));
+  if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, measured, 1e6));
+  fmt::print("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
+             o.trace.empty() ? "" : ", " + o.trace);
+}
+
+}  // namespace
+
+void run_train(CLI::App* app) {
+  auto o = std::make_shared<Opts>();
+  o->src.method = "dualpipe";
+  o->src.ranks = 2;
+  o->src.micro_batches = 8;
+  o->model.model = "gpt";
+  // About a minute on a 2-core machine, long enough for the loss to fall clearly.
+  o->model.seq_len = 32;
+  o->model.micro_batch_size = 4;
+  auto* cmd = app->add_subcommand("train", "train a model across pipeline ranks (defaults: a small GPT on the "
+                                           "built-in corpus, DualPipe on 2 local ranks)");
+  add_source_options(cmd, o->src);
+  add_model_options(cmd, o->model);
+  add_rank_options(cmd, o->ranks);
+  cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
+  cmd->add_option("--clip", o->clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
+  cmd->add_option("--loss-csv", o->loss_csv, "write the loss curve as CSV")->capture_default_str();
+  cmd->add_option("--loss-svg", o->loss_svg, "write the loss curve as SVG")->capture_default_str();
+  cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
+  cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
+  cmd->callback([o]() {
+    if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
+    if (o->lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o->lr));
+    if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
+    Schedule s = load_schedule(o->src);
+    if (!s.has_comm()) s = lower(s);
+    TrainOptions t;
+    t.model = make_model_config(o->model, s);
+    t.steps = o->steps;
+    t.lr = o->lr;
+    t.weight_decay = o->weight_decay;
+    t.clip = o->clip;
+    t.track_memory = !o->ranks.threads;  // the heap is per process
+    const double tokens = static_cast<double>(s.micro_batches * o->model.micro_batch_size * o->model.seq_len);
+    int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
+      const bool lead = comm->rank == 0;
+      if (lead)
+        fmt::print("train {}: {} ranks, {} stages, {} micro-batches of {} x {} tokens; model {} (hidden {}, {}); "
+                   "{} steps\n",
+                   s.method, s.ranks, s.stages, s.micro_batches, o->model.micro_batch_size, o->model.seq_len,
+                   o->model.model, o->model.hidden, o->model.dtype, o->steps);
+      double elapsed = 0;
+      const int every = std::max(1, o->steps / 25);
+      RankRun run = train_rank(s, t, comm, [&](const StepStats& st) {
+        elapsed += st.seconds;
+        const int done = st.step + 1;
+        if (done % every && done != o->steps && done != 1) return;
+        fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
+                   o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
+                   duration(elapsed / done * (o->steps - done)));
+        std::fflush(stdout);
+      });
+      auto times = gather_times(s, run.last_times, *comm);
+      auto heap = gather_value(run.peak_heap_bytes, *comm);
+      if (lead) report(*o, s, run, times, t.track_memory ? heap : std::vector<double>{}, tokens);
+      return 0;
+    });
+    if (code != 0) std::exit(code);
+  });
+}
+
+}  // namespace dp::cli

@@ -1,0 +1,39 @@
+#pragma once
+// Options and launching shared by the commands that run the LibTorch runtime
+// (verify, train, bench).
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "cli/common.h"
+#include "runtime/comm.h"
+#include "train/models.h"
+
+namespace dp::cli {
+
+struct ModelOptions {
+  std::string model = "mlp";
+  std::string dtype = "float32";
+  int64_t hidden = 64, seq_len = 16, micro_batch_size = 2;
+  int layers = 0;      // gpt: transformer blocks (0: max(stages, 4))
+  int64_t heads = 4;   // gpt: attention heads
+  std::string data;    // gpt: text file (empty: the built-in corpus)
+  uint64_t seed = 1234;
+};
+void add_model_options(CLI::App* app, ModelOptions& o);
+// Throws dp::Error for bad values (checked before any rank starts).
+ModelConfig make_model_config(const ModelOptions& o, const Schedule& s);
+
+struct RankOptions {
+  bool threads = false;
+  int timeout_s = 120;
+};
+void add_rank_options(CLI::App* app, RankOptions& o);
+
+// Runs body(comm) on every rank and returns the exit code to leave with:
+// with --threads on threads of this process (rank 0's code); started as a
+// rank by a launcher (RANK set) in this process; otherwise by spawning the
+// ranks as local processes and waiting for them.
+int launch_ranks(const RankOptions& o, int world, const std::function<int(std::shared_ptr<Comm>)>& body);
+
+}  // namespace dp::cli

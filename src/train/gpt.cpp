@@ -1,0 +1,191 @@
+#include "train/gpt.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/split_linear.h"
+#include "schedule/error.h"
+#include "train/corpus.h"
+
+namespace dp {
+namespace {
+
+// Causal multi-head self-attention with plain tensor ops (LibTorch 1.13 has
+// no scaled_dot_product_attention).
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int64_t d, int64_t n_heads, torch::Dtype dtype)
+      : heads(n_heads),
+        qkv(register_module("qkv", SplitLinear(d, 3 * d, dtype))),
+        proj(register_module("proj", SplitLinear(d, d, dtype))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t B = x.size(0), T = x.size(1), D = x.size(2), hd = D / heads;
+    std::vector<torch::Tensor> qkv_parts = qkv(x).split(D, -1);
+    // [B, T, D] -> [B, heads, T, hd]: each head attends on its own slice.
+    auto by_head = [&](const torch::Tensor& t) { return t.reshape({B, T, heads, hd}).transpose(1, 2); };
+    torch::Tensor q = by_head(qkv_parts[0]), k = by_head(qkv_parts[1]), v = by_head(qkv_parts[2]);
+    torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
+    // Position t may only look at positions <= t: mask the strict upper triangle.
+    torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool)).triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+    torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);
+    return proj(y.transpose(1, 2).reshape({B, T, D}));
+  }
+
+  int64_t heads;
+  SplitLinear qkv, proj;
+};
+TORCH_MODULE(Attention);
+
+// Pre-LayerNorm transformer block.
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t d, int64_t heads, torch::Dtype dtype)
+      : ln1(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        attn(register_module("attn", Attention(d, heads, dtype))),
+        ln2(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        fc(register_module("fc", SplitLinear(d, 4 * d, dtype))),
+        proj(register_module("proj", SplitLinear(4 * d, d, dtype))) {}
+
+  torch::Tensor forward(torch::Tensor x) {
+    x = x + attn(ln1(x));
+    return x + proj(torch::gelu(fc(ln2(x))));
+  }
+
+  torch::nn::LayerNorm ln1;
+  Attention attn;
+  torch::nn::LayerNorm ln2;
+  SplitLinear fc, proj;
+};
+TORCH_MODULE(Block);
+
+struct GptStageImpl : torch::nn::Module {
+  // Blocks [first, end) of the whole model, plus the embeddings on the first
+  // stage and the final LayerNorm and LM head on the last.
+  GptStageImpl(const ModelConfig& c, int64_t vocab, int first, int end, bool first_stage, bool last_stage) {
+    if (first_stage) {
+      tok = register_module("tok", torch::nn::Embedding(vocab, c.hidden));
+      pos = register_module("pos", torch::nn::Embedding(c.seq_len, c.hidden));
+    }
+    // Named by their index in the whole model, so "block5" is the same block
+    // whatever the number of stages.
+    for (int b = first; b < end; ++b)
+      blocks.push_back(register_module(fmt::format("block{}", b), Block(c.hidden, c.heads, c.dtype)));
+    if (last_stage) {
+      ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden})));
+      head = register_module("head", SplitLinear(c.hidden, vocab, c.dtype));
+    }
+    to(c.dtype);  // the torch::nn modules are made in float32
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    if (tok) {
+      torch::Tensor positions = torch::arange(x.size(1), torch::kInt64);
+      x = tok(x) + pos(positions);
+    }
+    for (auto& b : blocks) x = b(x);
+    if (ln_f) x = head(ln_f(x));
+    return x;
+  }
+
+  // The layers whose weight gradients the I/W split can defer.
+  std::vector<SplitLinear> split_linears() const {
+    std::vector<SplitLinear> all;
+    for (const auto& b : blocks) all.insert(all.end(), {b->attn->qkv, b->attn->proj, b->fc, b->proj});
+    if (head) all.push_back(head);
+    return all;
+  }
+
+  torch::nn::Embedding tok{nullptr}, pos{nullptr};
+  std::vector<Block> blocks;
+  torch::nn::LayerNorm ln_f{nullptr};
+  SplitLinear head{nullptr};
+};
+TORCH_MODULE(GptStage);
+
+// GPT-2 initialisation, drawing in the module's (deterministic) registration order.
+void init_stage(GptStage& mod, int layers, at::Generator& gen) {
+  torch::NoGradGuard no_grad;
+  const double residual_std = 0.02 / std::sqrt(2.0 * layers);
+  for (const auto& item : mod->named_modules()) {
+    torch::nn::Module& m = *item.value();
+    if (auto* ln = m.as<torch::nn::LayerNorm>()) {
+      ln->weight.fill_(1.0);
+      ln->bias.zero_();
+    } else if (auto* e = m.as<torch::nn::Embedding>()) {
+      e->weight.normal_(0.0, 0.02, gen);
+    } else if (auto* l = m.as<SplitLinear>()) {
+      // block<i>.proj and block<i>.attn.proj add into the residual stream:
+      // scaled down so the stream's variance does not grow with depth.
+      const std::string& name = item.key();
+      const bool residual = name.size() >= 4 && name.compare(name.size() - 4, 4, "proj") == 0;
+      l->weight.normal_(0.0, residual ? residual_std : 0.02, gen);
+    }
+  }
+}
+
+}  // namespace
+
+int gpt_layers(const ModelConfig& c) { return c.layers > 0 ? c.layers : std::max(c.stages, 4); }
+
+std::pair<int, int> gpt_blocks(int stage, int stages, int layers) {
+  return {stage * layers / stages, (stage + 1) * layers / stages};
+}
+
+PipelineModel gpt_model(const ModelConfig& c) {
+  if (c.stages < 1) throw Error(fmt::format("a model needs at least 1 stage (got {})", c.stages));
+  if (c.layers < 0)
+    throw Error(fmt::format("gpt: --layers must be at least 0 (got {}; 0 means max(stages, 4))", c.layers));
+  if (c.heads < 1 || c.hidden % c.heads != 0)
+    throw Error(fmt::format("gpt: --heads ({}) must be at least 1 and divide --hidden ({})", c.heads, c.hidden));
+  const int layers = gpt_layers(c);
+  // One copy of the text for the model and all its stages, loaded now so that
+  // a bad file fails before any rank starts work.
+  auto corpus = std::make_shared<const Corpus>(load_corpus(c.data_path, c.seq_len + 1));
+  const int64_t vocab = corpus->vocab();
+
+  PipelineModel m;
+  m.stages = c.stages;
+  m.boundary_shape = {c.micro_batch_size, c.seq_len, c.hidden};
+  m.boundary_dtype = c.dtype;
+  m.build = [c, layers, vocab](int stage) {
+    // Initialise from a generator seeded by the stage alone, so that every
+    // replica of a stage, on any rank, starts bit-identical (as mlp does).
+    auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
+    const auto [first, end] = gpt_blocks(stage, c.stages, layers);
+    auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1);
+    init_stage(mod, layers, gen);
+    Stage st;
+    st.module = mod.ptr();
+    st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
+    std::vector<SplitLinear> linears = mod->split_linears();
+    if (!linears.empty())
+      st.attach_store = [linears](WeightGradStore* store) mutable {
+        for (auto& l : linears) l->store = store;
+      };
+    return st;
+  };
+  // The step whose data input() and loss() serve. Every copy of this
+  // PipelineModel (the executor keeps one, training another) shares it, and
+  // training sets it through begin_step; 0 until then.
+  auto step = std::make_shared<std::atomic<int>>(0);
+  m.begin_step = [step](int k) { step->store(k); };
+  // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
+  // characters; the input is the first seq_len, the targets the last seq_len.
+  auto windows = [c, corpus, step](int mb) {
+    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
+  };
+  m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
+  m.loss = [c, windows, vocab](const torch::Tensor& logits, int mb) {
+    torch::Tensor targets = windows(mb).narrow(1, 1, c.seq_len);
+    return torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}), targets.reshape({-1}));
+  };
+  return m;
+}
+
+}  // namespace dp

@@ -1,0 +1,60 @@
+#pragma once
+// Training across pipeline ranks: every rank runs train_rank() with the same
+// options; rank 0 reports.
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/comm.h"
+#include "runtime/executor.h"
+#include "schedule/schedule.h"
+#include "sim/simulate.h"
+#include "train/models.h"
+
+namespace dp {
+
+struct TrainOptions {
+  ModelConfig model;
+  int steps = 100;
+  double lr = 3e-3;
+  double weight_decay = 0.01;
+  double clip = 1.0;       // global gradient-norm clipping; 0 disables it
+  bool optimize = true;    // false: pipeline steps only (bench)
+  int warmup_steps = 0;    // run first, not reported (bench)
+  bool track_memory = false;
+};
+
+struct StepStats {
+  int step = 0;
+  double loss = 0;       // mean over the step's micro-batches (all ranks)
+  double seconds = 0;    // rank 0's wall time for the whole step (pipeline + replicas + optimizer)
+  double pipeline_seconds = 0;  // slowest rank's time for the pipeline part alone
+  double grad_norm = 0;  // before clipping
+};
+
+struct RankRun {
+  std::vector<StepStats> steps;
+  std::vector<ActionTime> last_times;  // this rank's actions in the last step
+  double peak_heap_bytes = 0;          // largest over the reported steps (track_memory)
+  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
+};
+
+// `progress` is called on rank 0 after each reported step.
+RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
+                   const std::function<void(const StepStats&)>& progress = {});
+
+// Rank 0 receives every rank's action times (others send theirs and get {}).
+std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const std::vector<ActionTime>& mine,
+                                                  Comm& comm);
+// Every rank's value of x, on rank 0 (others get {}).
+std::vector<double> gather_value(double x, Comm& comm);
+
+// A measured step as simulator output (seconds), for the same pictures.
+SimResult measured_result(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times);
+
+// Mean compute time (receive waits excluded) of each action kind, per stage
+// where the stage ran it, as simulator costs.
+Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times);
+
+}  // namespace dp
