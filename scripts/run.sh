@@ -2,7 +2,9 @@
 # Quick start: installs what is missing, builds, and runs the main job.
 # With no arguments it compares every schedule on the embedded default
 # (8 stages, 20 micro-batches, F=1 B=2 W=1 F&B=2.5) and draws DualPipe's
-# timeline to build/dualpipe.svg; with arguments it runs `dualpipe ARGS...`.
+# timeline to build/dualpipe.svg, then trains the default small GPT with
+# DualPipe on 2 local ranks (about 20 s); with arguments it runs
+# `dualpipe ARGS...`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/build.sh" >/dev/null
@@ -14,3 +16,6 @@ echo
   --svg "$root/build/dualpipe.svg" --trace "$root/build/dualpipe.trace.json"
 echo
 echo "timeline: build/dualpipe.svg   trace (open in https://ui.perfetto.dev): build/dualpipe.trace.json"
+echo
+"$bin" train --loss-csv "$root/build/train_loss.csv" --loss-svg "$root/build/train_loss.svg" \
+  --svg "$root/build/train_step.svg" --trace "$root/build/train_step.trace.json"

@@ -258,7 +258,7 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
   }
   fmt::format_to(o, "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#444\" stroke-width=\"1\"/>\n", kLeft,
                  axis_y, px(kLeft + chart_w));
-  fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">time (step {:g})</text>\n", px(kLeft + chart_w / 2),
+  fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">time (step {:.4g})</text>\n", px(kLeft + chart_w / 2),
                  axis_y + 34, sim.makespan);
   out += "</g>\n";
 

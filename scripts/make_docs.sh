@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates the figures the README shows, from the built tool:
+#   docs/compare_P8_N20.txt            dualpipe compare -p 8 -n 20 (F=1 B=2 W=1 FB=2.5)
+#   docs/compare_P8_N24.txt            the same at N=24, where Chimera (N a multiple of P) runs too
+#   docs/dualpipe_P8_N20.svg           DualPipe's simulated timeline, same costs
+#   docs/dualpipev_P4_N10.svg          DualPipeV's, same costs
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/build/dualpipe"
+[ -x "$bin" ] || bash "$root/scripts/build.sh" >/dev/null
+mkdir -p "$root/docs"
+cost="F=1,B=2,W=1,FB=2.5"
+"$bin" compare -p 8 -n 20 --cost "$cost" >"$root/docs/compare_P8_N20.txt"
+"$bin" compare -p 8 -n 24 --cost "$cost" >"$root/docs/compare_P8_N24.txt"
+"$bin" simulate -m dualpipe -p 8 -n 20 --cost "$cost" --svg "$root/docs/dualpipe_P8_N20.svg" >/dev/null
+"$bin" simulate -m dualpipev -p 4 -n 10 --cost "$cost" --svg "$root/docs/dualpipev_P4_N10.svg" >/dev/null
+echo "wrote docs/compare_P8_N20.txt docs/compare_P8_N24.txt docs/dualpipe_P8_N20.svg docs/dualpipev_P4_N10.svg"
