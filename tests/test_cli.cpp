@@ -2,10 +2,18 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
+#include <cstdlib>
+#include <future>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -104,6 +112,45 @@ TEST(Cli, CompareListsEveryMethod) {
     EXPECT_NE(t.out.find(m), std::string::npos) << m;
 }
 
+// Runs every command line at once on a few threads: each start of the
+// program costs a fraction of a second (it links LibTorch), and the bad-input
+// tests below start dozens.
+std::vector<CliRun> run_all(const std::vector<std::string>& args) {
+  std::vector<CliRun> out(args.size());
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i; (i = next++) < args.size();) out[i] = run(args[i]);
+  };
+  std::vector<std::future<void>> pool;
+  for (int k = 0; k < 6; ++k) pool.push_back(std::async(std::launch::async, worker));
+  for (auto& f : pool) f.get();
+  return out;
+}
+
+struct BadCase {
+  std::string args;
+  std::string fragment;   // the message must name the problem
+  bool one_line = true;   // schedule --from lists every error, one line each
+};
+
+void expect_exit_2(const std::vector<BadCase>& cases) {
+  std::vector<std::string> args;
+  for (const BadCase& c : cases) args.push_back(c.args);
+  const std::vector<CliRun> runs = run_all(args);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const BadCase& c = cases[i];
+    const CliRun& r = runs[i];
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.fragment), std::string::npos) << c.args << "\n" << r.out;
+    if (c.one_line) {
+      EXPECT_TRUE(one_line(r.out)) << c.args << "\n" << r.out;
+    }
+    // Never an uncaught exception or a sanitizer report.
+    EXPECT_EQ(r.out.find("terminate called"), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("Sanitizer"), std::string::npos) << c.args << "\n" << r.out;
+  }
+}
+
 // Bad input: one line naming the problem, exit code 2, never a crash.
 TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   std::string garbage = temp_path("garbage.csv"), missing = temp_path("missing.csv"), empty = temp_path("e.csv");
@@ -112,7 +159,7 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   write_file(missing, "0F0,0B0\n1F0\n");
   write_file(empty, "");
   write_file(deadlock, "0F0,0B0,0F1,0B1\n1F1,1B1,1F0,1B0\n");
-  const std::vector<std::pair<std::string, std::string>> cases = {
+  expect_exit_2({
       {"simulate -m dualpipe -p 3 -n 8", "even number of ranks"},
       {"simulate -m dualpipe -p 4 -n 7", "even number of micro-batches"},
       {"simulate -m dualpipe -p 4 -n 0", "--micro-batches must be at least 1"},
@@ -127,23 +174,93 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"simulate -m 1f1b -p 4 -n 8 --ranks", "--ranks"},
       {"simulate -m 1f1b -p four -n 8", "four"},
       {"schedule --from " + garbage, "cell 2: malformed action 'hello'"},
-      {"schedule --from " + missing, "backward of stage 1, micro-batch 0 is missing"},
+      {"schedule --from " + missing, "backward of stage 1, micro-batch 0 is missing", false},
       {"schedule --from " + empty, "empty schedule file"},
-      {"schedule --from " + deadlock, "deadlock"},
-      {"schedule --from /nonexistent.csv", "cannot open"},
+      {"schedule --from " + deadlock, "deadlock", false},
+      {"schedule --from /nonexistent.csv", "cannot open schedule file '/nonexistent.csv': No such file"},
       {"schedule --from " + garbage + " -m 1f1b", "drop --method"},
       {"schedule -m 1f1b -p 2 -n 2 -f xml", "xml"},
       {"compare -p 0 -n 4", "at least 1 stage"},
       {"frobnicate", "frobnicate"},
-  };
-  for (const auto& [args, fragment] : cases) {
-    CliRun r = run(args);
-    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
-    EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
-    if (args.find("deadlock") == std::string::npos && args.find(missing) == std::string::npos) {
-      EXPECT_TRUE(one_line(r.out)) << args << "\n" << r.out;
-    }
-  }
+  });
+}
+
+// Everything a user can type wrong for the schedule tools, including the
+// cases that used to hang for minutes (absurd sizes) or pass nonsense on
+// (NaN and infinite numbers).
+TEST(Cli, HostileArgumentsAndFilesGiveOneLineAndExitCode2) {
+  const std::string dir = temp_path("dir");
+  std::string mkdir = "mkdir -p " + dir;
+  ASSERT_EQ(std::system(mkdir.c_str()), 0);
+  const std::string binary = temp_path("binary.csv"), dup = temp_path("dup.csv"), huge = temp_path("huge.csv");
+  const std::string overflow = temp_path("overflow.csv"), bigdecl = temp_path("bigdecl.csv");
+  // Terminal escapes, a NUL, a carriage return inside a cell, a bell.
+  write_file(binary, std::string("0F0,\x1b[31mred\x00\rx\x07", 16) + "\n");
+  write_file(dup, "0F0,0B0\n0F0,0B0\n");
+  write_file(huge, "0F99999999\n");
+  write_file(overflow, "0F2147483648\n");
+  // One forward names micro-batch 9999999: 10^7 (stage, micro-batch) pairs
+  // from a 21-byte file must be refused without allocating tables for them.
+  write_file(bigdecl, "0F9999999,0B9999999\n");
+  const std::string sim = "simulate -m 1f1b -p 2 -n 2 ";
+  expect_exit_2({
+      // Files.
+      {"schedule --from " + dir, "it is a directory"},
+      {"schedule --from " + binary, "malformed action '\\x1b[31mred\\x00\\x0dx\\x07'"},
+      {"simulate --from " + dup, "second forward of stage 0, micro-batch 0"},
+      {"simulate --from " + dup, "(and more; 'dualpipe schedule --from"},
+      {"schedule --from " + dup, "second backward of stage 0", false},
+      {"schedule --from " + huge, "exceeds the limit of 10000000"},
+      {"schedule --from " + overflow, "malformed action '0F2147483648'"},
+      {"simulate --from " + bigdecl, "need 10000000 forwards but the schedule holds 1"},
+      // Sizes: refused at once, with the limit in the message.
+      {"simulate -m 1f1b -p 4 -n 99999999", "at most 16777216 are supported"},
+      {"simulate -m gpipe -p 99999999 -n 4", "at most 16777216 are supported"},
+      {"simulate -m dualpipe -p 4096 -n 2", "at most 16777216 are supported"},
+      {"schedule -m interleaved-1f1b -p 4 -n 8 --chunks 100000000", "100000000 chunks is too large"},
+      {"compare -p 99999999 -n 4", "at most 16777216 are supported"},
+      {"compare -p 4 -n 99999999", "at most 16777216 are supported"},
+      {"simulate -m 1f1b -p 2147483648 -n 4", "--ranks"},
+      {"simulate -m 1f1b -p 4.5 -n 4", "--ranks"},
+      {"simulate -m 1f1b -p 4 -n -5", "--micro-batches must be at least 1 (got -5)"},
+      {"simulate -m interleaved-1f1b -p 4 -n 8 --chunks 0", "--chunks must be at least 1"},
+      {"compare -p 4 -n 8 --chunks -1", "--chunks must be at least 1"},
+      // Numbers that are not finite.
+      {sim + "--comm-latency nan", "'nan' is not a finite number"},
+      {sim + "--comm-bandwidth inf", "'inf' is not a finite number"},
+      {sim + "--act-bytes 1e999", "'1e999' is not a finite number"},
+      {sim + "--cost F=nan", "'nan' is not a number"},
+      {sim + "--cost B=1e400", "'1e400' is not a number"},
+      {"compare -p 4 -n 8 --comm-latency -inf", "not a finite number"},
+      // Options and outputs.
+      {sim + "--bogus", "--bogus"},
+      {sim + "extra", "extra"},
+      {sim + "-o /nonexistent/dir/out.txt", "cannot write '/nonexistent/dir/out.txt'"},
+      {sim + "--svg /nonexistent/dir/t.svg", "cannot write"},
+      {sim + "--trace /nonexistent/dir/t.json", "cannot write"},
+      {"schedule -m 1f1b -p 2 -n 2 -f csv -o " + dir, "cannot write"},
+      {"compare -p 4 -n 8 -o /nonexistent/dir/c.txt", "cannot write"},
+  });
+}
+
+TEST(Cli, CompareShowsAnOversizedInterleavedRowAsNotApplicable) {
+  // One method's extra option must not sink the whole table.
+  CliRun r = run("compare -p 4 -n 8 --chunks 99999999");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("interleaved-1f1b"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("too large"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dualpipe "), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnreadableFileIsAnError) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads every file";
+  const std::string path = temp_path("unreadable.csv");
+  write_file(path, "0F0,0B0\n");
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  CliRun r = run("schedule --from " + path);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << r.out;
+  EXPECT_TRUE(one_line(r.out)) << r.out;
 }
 
 TEST(Cli, HelpAndVersionExitZero) {

@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "schedule/check.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
 #include "schedule/lower.h"
@@ -66,6 +67,49 @@ TEST(Csv, ErrorsNameFileLineAndCell) {
 
 TEST(Csv, MissingFileIsAnError) {
   EXPECT_THROW(read_csv_file("/nonexistent/dir/schedule.csv"), Error);
+}
+
+TEST(Csv, FileErrorsSayWhatIsWrong) {
+  try {
+    read_csv_file("/nonexistent/dir/schedule.csv");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
+  }
+  // A directory opens as an empty stream; it used to be reported as an empty file.
+  try {
+    read_csv_file(::testing::TempDir());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("it is a directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Csv, BinaryCellsAreEscapedAndCutInErrors) {
+  // Garbage bytes must not reach the terminal raw (escape sequences, NUL),
+  // nor make the one-line error kilobytes long.
+  std::string cell = "\x1b]0;pwned\x07";
+  cell.push_back('\0');
+  cell += std::string(500, 'z');
+  std::string e = error_of(cell + "\n");
+  EXPECT_NE(e.find("malformed action '\\x1b]0;pwned\\x07\\x00zzz"), std::string::npos) << e;
+  EXPECT_NE(e.find("... (511 bytes)"), std::string::npos) << e;
+  EXPECT_LT(e.size(), 300u) << e;
+  for (char c : e) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << static_cast<int>(c);
+  EXPECT_EQ(printable("0F1"), "0F1");
+  EXPECT_EQ(printable(std::string("a\tb\xff", 4)), "a\\x09b\\xff");
+}
+
+TEST(Csv, AHugeIndexIsRefusedWithoutAllocatingForIt) {
+  // A 21-byte file naming micro-batch
+  // 9999999 declares 10^7 (stage, micro-batch) pairs; the checker refuses
+  // it from the forward count before it builds any per-pair table.
+  Schedule s = parse("0F9999999,0B9999999\n");
+  EXPECT_EQ(s.micro_batches, 10'000'000);
+  CheckReport rep = check(s);
+  ASSERT_FALSE(rep.ok());
+  EXPECT_NE(rep.errors.front().find("need 10000000 forwards but the schedule holds 1"), std::string::npos)
+      << rep.errors.front();
 }
 
 }  // namespace

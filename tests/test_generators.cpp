@@ -95,7 +95,10 @@ TEST(GenValid, PlacementOfStagesOnRanks) {
   for (int r = 0; r < 4; ++r)
     for (const Action& a : c.actions[r]) EXPECT_EQ(a.stage, a.mb < 4 ? r : 3 - r) << to_string(a);
   // ZB1P uses only F, I, W; the others here use full B.
-  for (const Action& a : zb1p(Shape{4, 8}).actions[2]) EXPECT_NE(a.op, Op::B);
+  // Named: a range-for over zb1p(...).actions[2] would walk a vector of a
+  // temporary destroyed before the loop (ASan: heap-use-after-free).
+  const Schedule z = zb1p(Shape{4, 8});
+  for (const Action& a : z.actions[2]) EXPECT_NE(a.op, Op::B);
   for (const Action& a : c.actions[0]) EXPECT_TRUE(a.op == Op::F || a.op == Op::B);
 }
 

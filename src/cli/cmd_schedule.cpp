@@ -36,6 +36,7 @@ void run_schedule(CLI::App* app) {
     std::string output = "-";
   };
   auto o = std::make_shared<Opts>();
+  o->src.list_errors = true;
   auto* cmd = app->add_subcommand("schedule", "print a schedule: every rank's actions in issue order");
   add_source_options(cmd, o->src);
   cmd->add_flag("--with-comm", o->with_comm, "lower first: add SEND_F/RECV_F/SEND_B/RECV_B actions");

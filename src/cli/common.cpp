@@ -32,7 +32,12 @@ Schedule load_schedule(const SourceOptions& o) {
     CheckReport rep = check(s);
     if (!rep.ok()) {
       std::string msg = fmt::format("{}: invalid schedule: {}", o.from, rep.errors.front());
-      for (std::size_t i = 1; i < rep.errors.size(); ++i) fmt::print(stderr, "dualpipe: {}: {}\n", o.from, rep.errors[i]);
+      if (o.list_errors) {
+        for (std::size_t i = 1; i < rep.errors.size(); ++i)
+          fmt::print(stderr, "dualpipe: {}: {}\n", o.from, rep.errors[i]);
+      } else if (rep.errors.size() > 1) {
+        msg += fmt::format(" (and more; 'dualpipe schedule --from {}' lists them all)", o.from);
+      }
       throw Error(msg);
     }
     return s;

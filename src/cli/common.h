@@ -15,6 +15,9 @@ struct SourceOptions {
   int micro_batches = 0;
   int chunks = 2;
   std::string from;  // CSV file instead of a generator
+  // `schedule --from` is the tool for finding what is wrong with a file: it
+  // lists every error (one line each). Other commands stop at one line.
+  bool list_errors = false;
 };
 
 // --method/--ranks/--micro-batches/--chunks, or --from FILE.

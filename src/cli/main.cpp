@@ -2,7 +2,10 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdlib>
 #include <new>
+#include <string>
 
 #include "cli/common.h"
 #include "schedule/error.h"
@@ -22,6 +25,26 @@ int main(int argc, char** argv) {
   dp::cli::run_train(&app);
   dp::cli::run_bench(&app);
 #endif
+  // No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf"
+  // and "1e999" into a double, and NaN passes every "x < 0" range check. So
+  // every option whose default is a number gets this validator, which also
+  // covers options added later.
+  const CLI::Validator finite(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (!text.empty() && *end == '\0' && !std::isfinite(v)) return "'" + text + "' is not a finite number";
+        return "";
+      },
+      "", "FINITE");
+  for (CLI::App* sub : app.get_subcommands({})) {
+    for (CLI::Option* opt : sub->get_options()) {
+      const std::string def = opt->get_default_str();
+      char* end = nullptr;
+      const double v = def.empty() ? 0 : std::strtod(def.c_str(), &end);
+      if (!def.empty() && *end == '\0' && std::isfinite(v)) opt->check(finite);
+    }
+  }
   dp::cli::program_args = {argc, argv};
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
@@ -52,6 +75,13 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "dualpipe: error: out of memory (try fewer ranks or micro-batches)\n");
+    return 2;
+  } catch (const std::exception& e) {
+    // Anything else (a LibTorch c10::Error, whose message carries a stack
+    // trace over many lines) still ends as one line and exit code 2, not as
+    // std::terminate's abort.
+    const std::string what = e.what();
+    fmt::print(stderr, "dualpipe: error: {}\n", what.substr(0, what.find('\n')));
     return 2;
   }
   return 0;

@@ -73,6 +73,25 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
+std::string printable(std::string_view text, std::size_t max_chars) {
+  // Bad cells come from arbitrary files (binary garbage included): escape
+  // what a terminal would interpret and cut long ones, so the error stays one
+  // short line.
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= max_chars) {
+      out += fmt::format("... ({} bytes)", text.size());
+      break;
+    }
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
 Action parse_action(std::string_view text) {
   std::string_view s = trim(text);
   Action a;
@@ -86,12 +105,13 @@ Action parse_action(std::string_view text) {
         parse_simple(trim(s.substr(semi + 1, close - semi - 1)), b) && f.op == Op::F && b.op == Op::B) {
       return Action::pair(f.stage, f.mb, b.stage, b.mb);
     }
-    throw Error(fmt::format("malformed overlapped pair '{}': expected (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B", text));
+    throw Error(fmt::format("malformed overlapped pair '{}': expected (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B",
+                            printable(text)));
   }
   if (parse_simple(s, a)) return a;
   throw Error(fmt::format(
       "malformed action '{}': expected <stage><op><micro-batch> with op one of F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B",
-      text));
+      printable(text)));
 }
 
 }  // namespace dp

@@ -52,6 +52,10 @@ const char* op_name(Op op);
 // "(0F7;7B13)OVERLAP_F_B".
 std::string to_string(const Action& a);
 
+// `text` for an error message: bytes outside printable ASCII as \xNN, and
+// cut after `max_chars` characters.
+std::string printable(std::string_view text, std::size_t max_chars = 60);
+
 // Parses one action string; throws dp::Error naming the text on failure.
 Action parse_action(std::string_view text);
 

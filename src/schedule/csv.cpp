@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -63,7 +66,7 @@ Schedule read_csv(std::istream& in, const std::string& origin) {
         int hi_stage = std::max(a.stage, a.stage2), hi_mb = std::max(a.mb, a.mb2);
         if (hi_stage > kMaxIndex || hi_mb > kMaxIndex)
           throw Error(fmt::format("{}:{}, cell {}: index in '{}' exceeds the limit of {}", origin, row + 1, cell,
-                                  text, kMaxIndex));
+                                  printable(text), kMaxIndex));
         max_stage = std::max(max_stage, hi_stage);
         max_mb = std::max(max_mb, hi_mb);
         rank.push_back(a);
@@ -81,9 +84,19 @@ Schedule read_csv(std::istream& in, const std::string& origin) {
 }
 
 Schedule read_csv_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(fmt::format("cannot open schedule file '{}'", path));
-  return read_csv(in, path);
+  // A directory opens as a stream that reads nothing, which would be
+  // reported as an empty file; say what it is instead.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(fmt::format("cannot read schedule file '{}': it is a directory", path));
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error(fmt::format("cannot open schedule file '{}': {}", path,
+                            errno ? std::strerror(errno) : "unknown error"));
+  Schedule s = read_csv(in, path);
+  if (in.bad()) throw Error(fmt::format("cannot read schedule file '{}': read error", path));
+  return s;
 }
 
 }  // namespace dp

@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
@@ -28,7 +30,27 @@ const Method& find_method(const std::string& name) {
   throw Error(fmt::format("unknown method '{}' (known: {})", name, known));
 }
 
-Schedule generate(const std::string& method, const Shape& shape) { return find_method(method).generate(shape); }
+void require_feasible_size(const std::string& method, const Shape& shape) {
+  if (shape.ranks < 1 || shape.micro_batches < 1 || shape.chunks < 1) return;  // the generator says why
+  // In double: V * P * N of three int arguments can exceed 64 bits.
+  const double P = shape.ranks, N = shape.micro_batches;
+  const double stages = method == "interleaved-1f1b"           ? P * shape.chunks
+                        : method == "dualpipev" || method == "zbv" ? 2 * P
+                                                                   : P;
+  const double cells = stages * std::max(N, 2 * P);
+  if (cells > static_cast<double>(kMaxGeneratedCells))
+    throw Error(fmt::format("{} with {} ranks, {} micro-batches{} is too large: {:.3g} (stage, micro-batch) pairs, "
+                            "at most {} are supported",
+                            method, shape.ranks, shape.micro_batches,
+                            method == "interleaved-1f1b" ? fmt::format(" and {} chunks", shape.chunks) : "", cells,
+                            kMaxGeneratedCells));
+}
+
+Schedule generate(const std::string& method, const Shape& shape) {
+  const Method& m = find_method(method);
+  require_feasible_size(m.name, shape);
+  return m.generate(shape);
+}
 
 Schedule compute_only(const Schedule& s) {
   Schedule out = s;

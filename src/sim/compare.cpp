@@ -39,6 +39,10 @@ bool v_shaped(const std::string& m) { return m == "dualpipev" || m == "zbv"; }
 std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
   if (PP < 1) throw Error(fmt::format("compare needs at least 1 stage (got {})", PP));
   if (N < 1) throw Error(fmt::format("compare needs at least 1 micro-batch (got {})", N));
+  // Every row cuts the model into at least PP stages: refuse absurd shapes
+  // once, here, rather than as eight "n/a" rows (interleaved-1f1b's chunks
+  // are checked in its own row).
+  require_feasible_size("compare", Shape{PP, N, 1});
   c.validate(PP);
   std::vector<CompareRow> rows;
   for (const Method& m : methods()) {
@@ -53,7 +57,7 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
     try {
       if (v_shaped(row.method) && PP % 2 != 0)
         throw Error(fmt::format("V-shaped schedules need an even stage count (got {})", PP));
-      Schedule s = m.generate(shape);
+      Schedule s = generate(m.name, shape);
       row.stages = s.stages;
       // The model is the same for every row: a stage of a finer cut costs
       // proportionally less. Per-stage cost lists map onto the PP-stage cut.

@@ -81,9 +81,15 @@ void Costs::validate(int stages) const {
       throw Error(fmt::format("cost W ({}) exceeds B ({}) at stage {}: B is the whole backward, W its weight part",
                               w(s), b(s), s));
   if (FB && *FB < 0) throw Error(fmt::format("cost FB must not be negative (got {})", *FB));
-  if (latency < 0) throw Error(fmt::format("communication latency must not be negative (got {})", latency));
-  if (bandwidth < 0) throw Error(fmt::format("communication bandwidth must not be negative (got {})", bandwidth));
-  if (act_bytes < 0) throw Error(fmt::format("activation size must not be negative (got {})", act_bytes));
+  // NaN fails every comparison, so "x < 0" alone would let --comm-latency nan
+  // through (CLI11 reads "nan" and "inf" as doubles) and poison every time.
+  auto finite_non_negative = [](double x, const char* what) {
+    if (!std::isfinite(x)) throw Error(fmt::format("{} must be a finite number (got {})", what, x));
+    if (x < 0) throw Error(fmt::format("{} must not be negative (got {})", what, x));
+  };
+  finite_non_negative(latency, "communication latency");
+  finite_non_negative(bandwidth, "communication bandwidth");
+  finite_non_negative(act_bytes, "activation size");
 }
 
 std::string describe(const Costs& c) {

@@ -1,0 +1,43 @@
+// libFuzzer target: the CSV reader, then the checker, on arbitrary bytes.
+// Users hand us these files, so every input must end in a schedule or a
+// dp::Error; anything else (a crash, a sanitizer report, an exception of
+// another type, a hang, gigabytes of memory) is a bug.
+// When the file is a valid compute-only schedule we go on through lowering
+// and simulation and trap if their documented invariants fail: the lowered
+// schedule is valid and, with free transfers, simulates to the same step.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "schedule/check.h"
+#include "schedule/csv.h"
+#include "schedule/error.h"
+#include "schedule/lower.h"
+#include "sim/simulate.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));
+  dp::Schedule s;
+  try {
+    s = dp::read_csv(in, "fuzz.csv");
+  } catch (const dp::Error&) {
+    return 0;
+  }
+  const dp::CheckReport rep = dp::check(s);
+  if (!rep.ok()) {
+    // Report lines are what the CLI prints: each must be one line.
+    for (const std::string& e : rep.errors)
+      if (e.empty() || e.find('\n') != std::string::npos) __builtin_trap();
+    return 0;
+  }
+  const dp::SimResult r = dp::simulate(s, dp::Costs{});
+  if (!s.has_comm()) {
+    const dp::Schedule low = dp::lower(s);
+    if (!dp::check(low).ok()) __builtin_trap();
+    const dp::SimResult rl = dp::simulate(low, dp::Costs{});
+    if (std::fabs(rl.makespan - r.makespan) > 1e-9 * (1 + r.makespan)) __builtin_trap();
+  }
+  return 0;
+}
