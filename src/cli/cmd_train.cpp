@@ -9,6 +9,7 @@
 #include "pictures/plot.h"
 #include "pictures/svg.h"
 #include "pictures/trace.h"
+#include "runtime/launch.h"
 #include "schedule/error.h"
 #include "schedule/lower.h"
 #include "train/trainer.h"
@@ -35,6 +36,9 @@ struct Opts {
   double lr = 3e-3, weight_decay = 0.01, clip = 1.0;
   std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
   std::string trace, svg;
+  std::string checkpoint_dir;
+  int checkpoint_every = 100, keep_checkpoints = 2;
+  bool resume = false;
 };
 
 // Rank 0's closing report: the loss curve files, the measured last step
@@ -106,8 +110,23 @@ void run_train(CLI::App* app) {
   cmd->add_option("--loss-svg", o->loss_svg, "write the loss curve as SVG")->capture_default_str();
   cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
   cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
+  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+                  "write checkpoints (parameters, AdamW state, step, RNG state) to DIR/step-NNNNNN/");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "with --checkpoint-dir: a checkpoint every K steps and after the last (0: after the last only)")
+      ->capture_default_str();
+  cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "complete checkpoints to keep; older ones are deleted")
+      ->capture_default_str();
+  cmd->add_flag("--resume", o->resume,
+                "continue from the newest complete checkpoint in --checkpoint-dir (incomplete or corrupt ones are "
+                "skipped; none: start from scratch); --steps counts from the start of the run");
   cmd->callback([o]() {
     if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
+    if (o->checkpoint_every < 0)
+      throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o->checkpoint_every));
+    if (o->keep_checkpoints < 1)
+      throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o->keep_checkpoints));
+    if (o->resume && o->checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
     if (o->lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o->lr));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
     Schedule s = load_schedule(o->src);
@@ -119,6 +138,34 @@ void run_train(CLI::App* app) {
     t.weight_decay = o->weight_decay;
     t.clip = o->clip;
     t.track_memory = !o->ranks.threads;  // the heap is per process
+    // Only real rank processes can be killed or stalled without taking the others along.
+    if (!o->ranks.threads) t.fault = fault_from_env();
+    // This runs in the launcher and again in every rank process; the launcher
+    // (or rank 0 of a torchrun-style launch) is the one that prints.
+    const auto env = rank_from_env();
+    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
+    if (!o->checkpoint_dir.empty()) {
+      CheckpointOptions& ck = t.checkpoint;
+      ck.dir = o->checkpoint_dir;
+      ck.every = o->checkpoint_every;
+      ck.keep = o->keep_checkpoints;
+      ck.identity = run_identity(s, t.model);
+      if (!o->resume) {
+        check_no_checkpoint(ck.dir);
+      } else if (auto found = find_checkpoint(ck.dir, ck.identity, [&](const std::string& w) {
+                   if (lead_process) fmt::print(stderr, "dualpipe: warning: {}\n", w);
+                 })) {
+        if (found->step >= o->steps) {
+          if (lead_process)
+            fmt::print("checkpoint {} already has {} steps (--steps {}): nothing to train\n", found->path,
+                       found->step, o->steps);
+          return;
+        }
+        ck.resume_step = found->step;
+      } else if (lead_process) {
+        fmt::print(stderr, "dualpipe: warning: no complete checkpoint in {}: starting at step 1\n", ck.dir);
+      }
+    }
     const double tokens = static_cast<double>(s.micro_batches * o->model.micro_batch_size * o->model.seq_len);
     int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
       const bool lead = comm->rank == 0;
@@ -127,15 +174,18 @@ void run_train(CLI::App* app) {
                    "{} steps\n",
                    s.method, s.ranks, s.stages, s.micro_batches, o->model.micro_batch_size, o->model.seq_len,
                    o->model.model, o->model.hidden, o->model.dtype, o->steps);
+      if (lead && t.checkpoint.resume_step > 0)
+        fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
+                   t.checkpoint.resume_step);
       double elapsed = 0;
       const int every = std::max(1, o->steps / 25);
       RankRun run = train_rank(s, t, comm, [&](const StepStats& st) {
         elapsed += st.seconds;
-        const int done = st.step + 1;
-        if (done % every && done != o->steps && done != 1) return;
+        const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
+        if (done % every && done != o->steps && done != first) return;
         fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
                    o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
-                   duration(elapsed / done * (o->steps - done)));
+                   duration(elapsed / (done - first + 1) * (o->steps - done)));
         std::fflush(stdout);
       });
       auto times = gather_times(s, run.last_times, *comm);

@@ -3,11 +3,15 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -72,19 +76,32 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
   return connect(store, env.rank, env.world, timeout, local);
 }
 
+bool is_spawned_rank() {
+  const char* v = std::getenv("DUALPIPE_SPAWNED");
+  return v && *v == '1';
+}
+
 int spawn_local_ranks(int world, int argc, char** argv) {
   const int port = free_port();
+  const pid_t parent = getpid();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     pid_t pid = fork();
-    if (pid < 0) throw Error("cannot start rank processes (fork failed)");
+    if (pid < 0) {
+      for (pid_t p : pids) kill(p, SIGKILL);
+      throw Error("cannot start rank processes (fork failed)");
+    }
     if (pid == 0) {
+      // A rank must not outlive its launcher (e.g. when the launcher is killed).
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(1);
       setenv("RANK", std::to_string(r).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
       setenv("OMP_NUM_THREADS", "1", 0);
+      setenv("DUALPIPE_SPAWNED", "1", 1);
       std::vector<char*> args(argv, argv + argc);
       args.push_back(nullptr);
       execv("/proc/self/exe", args.data());
@@ -92,19 +109,68 @@ int spawn_local_ranks(int world, int argc, char** argv) {
     }
     pids.push_back(pid);
   }
+
+  // Once a rank fails, the others cannot finish: a peer of a dead rank fails
+  // fast (connection closed) or within its --timeout, but a rank that stalls
+  // never exits by itself. So after the first failure the others get
+  // kGrace to exit on their own (and print their own line, which names what
+  // they waited for), then SIGTERM, and kKillAfter later SIGKILL.
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kGrace = std::chrono::milliseconds(1000);
+  constexpr auto kKillAfter = std::chrono::milliseconds(3000);
+  std::vector<bool> running(pids.size(), true);
+  std::size_t left = pids.size();
   int result = 0;
-  for (std::size_t done = 0; done < pids.size(); ++done) {
+  std::string failure, stopped;
+  Clock::time_point failed_at;
+  int phase = 0;  // 0: all well; 1: a rank failed; 2: SIGTERM sent; 3: SIGKILL sent
+  auto signal_running = [&](int sig) {
+    for (std::size_t r = 0; r < pids.size(); ++r)
+      if (running[r]) {
+        kill(pids[r], sig);
+        if (sig == SIGTERM) stopped += fmt::format("{}{}", stopped.empty() ? "" : ", ", r);
+      }
+  };
+  while (left > 0) {
     int status = 0;
-    pid_t pid = wait(&status);
-    if (pid < 0) break;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const pid_t pid = waitpid(-1, &status, phase == 0 ? 0 : WNOHANG);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;  // no children left to wait for
+    }
+    if (pid == 0) {  // after a failure: nothing exited since the last look
+      const auto since = Clock::now() - failed_at;
+      if (phase == 1 && since >= kGrace) {
+        signal_running(SIGTERM);
+        phase = 2;
+      } else if (phase == 2 && since >= kGrace + kKillAfter) {
+        signal_running(SIGKILL);
+        phase = 3;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    std::size_t r = 0;
+    while (r < pids.size() && pids[r] != pid) ++r;
+    if (r == pids.size()) continue;
+    running[r] = false;
+    --left;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (code != 0 && result == 0) {
       result = code;
-      // One rank failed: the others would wait for it forever.
-      for (pid_t other : pids)
-        if (other != pid) kill(other, SIGTERM);
+      failure = WIFEXITED(status)
+                    ? fmt::format("rank {} (pid {}) failed with exit code {}", r, pid, code)
+                    : fmt::format("rank {} (pid {}) died: signal {} ({})", r, pid, WTERMSIG(status),
+                                  strsignal(WTERMSIG(status)));
+      failed_at = Clock::now();
+      phase = 1;
     }
   }
+  if (result != 0)
+    fmt::print(stderr, "dualpipe: error: {}{}\n", failure,
+               stopped.empty() ? std::string("; the other ranks exited by themselves")
+                               : fmt::format("; stopped rank(s) {} (still running {} s later)", stopped,
+                                             std::chrono::duration<double>(kGrace).count()));
   return result;
 }
 

@@ -27,9 +27,15 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
 
 // Re-runs this program (same arguments) as `world` local rank processes with
 // the torchrun variables set, one intra-op thread each, and waits for them.
-// Returns 0 if all succeed, else the first failing rank's exit code (the
-// others are stopped).
+// Returns 0 if all succeed, else the first failing rank's exit code (128 +
+// signal if it was killed), after one line on stderr naming that rank and how
+// it failed. The others get a second to exit by themselves, then SIGTERM, then
+// SIGKILL, so that this returns even if a rank hangs.
 int spawn_local_ranks(int world, int argc, char** argv);
+
+// True in a rank process started by spawn_local_ranks (its launcher already
+// printed what every rank would print before training, such as warnings).
+bool is_spawned_rank();
 
 // Runs fn(comm) on `world` threads of this process, connected through an
 // in-process store; rethrows the first exception any rank threw.

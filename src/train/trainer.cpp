@@ -2,8 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 
 #include "schedule/error.h"
 
@@ -15,13 +20,82 @@ constexpr int kGatherTag = 1 << 30;  // above every pipeline and replica tag
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+[[noreturn]] void fire(const Fault& f, int rank, int step) {
+  // steady_clock is CLOCK_MONOTONIC on Linux: one clock for every process.
+  const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  const char* what = f.kind == Fault::Stall ? "stalls" : "kills itself";
+  std::fprintf(stderr, "dualpipe: test fault: rank %d %s in step %d at monotonic %.6f s (pid %d)\n", rank, what, step,
+               now, static_cast<int>(getpid()));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (f.kind == Fault::Stall)
+    for (;;) pause();  // until a signal ends the process: the launcher's SIGTERM
+  raise(SIGKILL);
+  std::abort();  // not reached
+}
+
+// Makes the rank fail halfway through its forwards of the fault's step, so
+// that some of its transfers have happened and its peers are mid-step.
+void arm_fault(PipelineModel& model, const Schedule& lowered, const Fault& f, int rank) {
+  if ((f.kind != Fault::Kill && f.kind != Fault::Stall) || f.rank != rank) return;
+  int forwards = 0;
+  for (const Action& a : lowered.actions[rank]) forwards += a.op == Op::F || a.op == Op::FB;
+  const int fire_at = std::max(1, (forwards + 1) / 2);
+  auto step = std::make_shared<int>(-1), count = std::make_shared<int>(0);
+  auto begin = model.begin_step;
+  model.begin_step = [=](int k) {
+    *step = k;
+    *count = 0;
+    if (begin) begin(k);
+  };
+  auto build = model.build;
+  model.build = [=](int s) {
+    Stage st = build(s);
+    auto fwd = st.forward;
+    st.forward = [=](const torch::Tensor& x) {
+      if (*step + 1 == f.step && ++*count == fire_at) fire(f, rank, f.step);
+      return fwd(x);
+    };
+    return st;
+  };
+}
+
 }  // namespace
+
+Fault fault_from_env() {
+  Fault f;
+  const char* v = std::getenv("DUALPIPE_TEST_FAULT");
+  if (!v || !*v) return f;
+  const std::string s = v;
+  const auto c1 = s.find(':'), c2 = c1 == std::string::npos ? c1 : s.find(':', c1 + 1);
+  const std::string kind = s.substr(0, c1);
+  f.kind = kind == "kill" ? Fault::Kill : kind == "stall" ? Fault::Stall
+         : kind == "kill-before-manifest" ? Fault::KillBeforeManifest : Fault::None;
+  try {
+    if (f.kind == Fault::None || c2 == std::string::npos) throw std::invalid_argument(s);
+    std::size_t used = 0;
+    const std::string rank = s.substr(c1 + 1, c2 - c1 - 1), step = s.substr(c2 + 1);
+    f.rank = std::stoi(rank, &used);
+    if (used != rank.size()) throw std::invalid_argument(s);
+    f.step = std::stoi(step, &used);
+    if (used != step.size() || f.rank < 0 || f.step < 1) throw std::invalid_argument(s);
+  } catch (const std::exception&) {
+    throw Error(fmt::format("DUALPIPE_TEST_FAULT='{}' is not KIND:RANK:STEP with KIND kill, stall or "
+                            "kill-before-manifest and STEP >= 1",
+                            s));
+  }
+  return f;
+}
 
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
                    const std::function<void(const StepStats&)>& progress) {
   PipelineModel model = make_model(opt.model);
+  arm_fault(model, lowered, opt.fault, comm->rank);
   RankExecutor exec(lowered, comm->rank, model, comm);
-  exec.track_memory = opt.track_memory;
+  // Sampling the heap after every action (mallinfo2 walks malloc's free
+  // lists) costs up to hundreds of microseconds an action: the timed steps
+  // run without it, and one extra pipeline step at the end measures memory.
+  exec.track_memory = false;
   std::vector<torch::Tensor> params;
   // A replicated stage's gradient is counted once in the global norm.
   std::vector<std::pair<torch::Tensor, double>> norm_terms;
@@ -34,31 +108,48 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
   if (opt.optimize && !params.empty())
     adam = std::make_unique<torch::optim::AdamW>(
         params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
+  const CheckpointOptions& ck = opt.checkpoint;
+  if (ck.resume_step > 0) load_checkpoint(ck, exec.stages(), adam.get(), comm->rank);
+  CheckpointOptions ck_save = ck;
+  if (opt.fault.kind == Fault::KillBeforeManifest && opt.fault.rank == comm->rank)
+    ck_save.before_manifest = [f = opt.fault, r = comm->rank](int step) {
+      if (step == f.step) fire(f, r, step);
+    };
 
   RankRun run;
   const int total = opt.warmup_steps + opt.steps;
-  for (int k = 0; k < total; ++k) {
+  // A resumed run continues with the step after its checkpoint: the data of
+  // step k is a function of k, so it is the data the uninterrupted run saw.
+  for (int k = ck.resume_step; k < total; ++k) {
     if (model.begin_step) model.begin_step(k);
     for (auto& p : params)
       if (p.grad().defined()) p.mutable_grad().zero_();
-    comm->barrier();  // all ranks start the step together: their clocks line up
+    // All ranks start the step together: their clocks line up.
+    comm->barrier(fmt::format("the barrier before step {}", k + 1 - opt.warmup_steps));
     const auto t0 = Clock::now();
     StepOutput out = exec.step();
     exec.sum_replica_grads();
-    // Global loss and gradient norm in one all-reduce.
+    // Global loss, gradient norm and every rank's pipeline time in one
+    // all-reduce (a SUM where each rank fills its own time slot): one
+    // collective per step, not two, as each costs a round of messages.
     double loss_sum = 0, sq = 0;
     for (const auto& l : out.losses) loss_sum += l.second;
     for (const auto& [p, w] : norm_terms)
       if (p.grad().defined()) sq += w * p.grad().pow(2).sum().item<double>();
-    torch::Tensor red = torch::tensor({loss_sum, sq, out.seconds}, torch::kFloat64);
-    torch::Tensor mx = torch::tensor({out.seconds}, torch::kFloat64);
-    comm->all_reduce(red);
-    comm->all_reduce(mx, c10d::ReduceOp::MAX);
+    torch::Tensor red = torch::zeros({2 + comm->world}, torch::kFloat64);
+    {
+      double* v = red.data_ptr<double>();
+      v[0] = loss_sum;
+      v[1] = sq;
+      v[2 + comm->rank] = out.seconds;
+    }
+    comm->all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt.warmup_steps));
     StepStats st;
     st.step = k - opt.warmup_steps;
-    st.loss = red[0].item<double>() / lowered.micro_batches;
-    st.grad_norm = std::sqrt(red[1].item<double>());
-    st.pipeline_seconds = mx[0].item<double>();
+    const double* v = red.data_ptr<double>();
+    st.loss = v[0] / lowered.micro_batches;
+    st.grad_norm = std::sqrt(v[1]);
+    st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
     if (adam) {
       if (opt.clip > 0 && st.grad_norm > opt.clip) {
         torch::NoGradGuard no_grad;
@@ -70,10 +161,23 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
     }
     st.seconds = seconds_since(t0);
     if (k < opt.warmup_steps) continue;
+    const int done = k + 1 - opt.warmup_steps;
+    if (!ck.dir.empty() && ((ck.every > 0 && done % ck.every == 0) || done == opt.steps))
+      save_checkpoint(ck_save, done, exec.stages(), adam.get(), *comm);
     run.steps.push_back(st);
     run.last_times = out.times;
-    run.peak_heap_bytes = std::max(run.peak_heap_bytes, out.peak_heap_bytes);
     if (comm->rank == 0 && progress) progress(st);
+  }
+  if (opt.track_memory && total > ck.resume_step) {
+    // Forward and backward of every micro-batch as in a training step, no
+    // optimizer update: the parameters stay those of the last step.
+    if (model.begin_step) model.begin_step(total - 1);
+    for (auto& p : params)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    comm->barrier("the barrier before the memory step");
+    exec.track_memory = true;
+    run.peak_heap_bytes = exec.step().peak_heap_bytes;
+    exec.track_memory = false;
   }
   for (const auto& [s, st] : exec.stages()) {
     std::vector<torch::Tensor> flat;
@@ -97,14 +201,14 @@ std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const
   };
   if (comm.rank != 0) {
     torch::Tensor t = pack(mine);
-    comm.isend(t, 0, kGatherTag)->wait(comm.timeout);
+    comm.wait(comm.isend(t, 0, kGatherTag), 0, [] { return std::string("the send of this rank's timings"); });
     return {};
   }
   std::vector<std::vector<ActionTime>> all(lowered.ranks);
   all[0] = mine;
   for (int r = 1; r < lowered.ranks; ++r) {
     torch::Tensor t = torch::empty({static_cast<int64_t>(lowered.actions[r].size()) * 3}, torch::kFloat64);
-    comm.irecv(t, r, kGatherTag)->wait(comm.timeout);
+    comm.wait(comm.irecv(t, r, kGatherTag), r, [] { return std::string("the last step's timings"); });
     auto a = t.accessor<double, 1>();
     all[r].resize(lowered.actions[r].size());
     for (std::size_t i = 0; i < all[r].size(); ++i)
@@ -116,7 +220,7 @@ std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const
 std::vector<double> gather_value(double x, Comm& comm) {
   torch::Tensor t = torch::zeros({comm.world}, torch::kFloat64);
   t[comm.rank] = x;
-  comm.all_reduce(t);
+  comm.all_reduce(t, c10d::ReduceOp::SUM, "the gather of per-rank values");
   if (comm.rank != 0) return {};
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + comm.world);
 }

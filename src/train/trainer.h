@@ -10,9 +10,25 @@
 #include "runtime/executor.h"
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
+#include "train/checkpoint.h"
 #include "train/models.h"
 
 namespace dp {
+
+// Testing hook for failure handling, set from DUALPIPE_TEST_FAULT=KIND:RANK:STEP
+// (fault_from_env): in step STEP (1-based), rank RANK
+//   kill:  raises SIGKILL halfway through its forwards of the step;
+//   stall: sleeps forever at the same place (its peers must time out);
+//   kill-before-manifest: (rank 0 only) raises SIGKILL while writing the
+//          checkpoint of step STEP, after every rank file and before the manifest.
+// Each prints one line with the CLOCK_MONOTONIC time first, so that tests can
+// measure how long the others take to exit.
+struct Fault {
+  enum Kind { None, Kill, Stall, KillBeforeManifest } kind = None;
+  int rank = -1, step = 0;
+};
+// Throws dp::Error if the variable is set but malformed.
+Fault fault_from_env();
 
 struct TrainOptions {
   ModelConfig model;
@@ -22,11 +38,15 @@ struct TrainOptions {
   double clip = 1.0;       // global gradient-norm clipping; 0 disables it
   bool optimize = true;    // false: pipeline steps only (bench)
   int warmup_steps = 0;    // run first, not reported (bench)
+  // Measure activation memory: one extra pipeline step after the last, with
+  // no optimizer update, samples the heap after every action.
   bool track_memory = false;
+  CheckpointOptions checkpoint;  // checkpoint.resume_step > 0: continue after that step
+  Fault fault;
 };
 
 struct StepStats {
-  int step = 0;
+  int step = 0;          // 0-based, counted from the start of the run (a resumed run goes on counting)
   double loss = 0;       // mean over the step's micro-batches (all ranks)
   double seconds = 0;    // rank 0's wall time for the whole step (pipeline + replicas + optimizer)
   double pipeline_seconds = 0;  // slowest rank's time for the pipeline part alone
@@ -36,7 +56,7 @@ struct StepStats {
 struct RankRun {
   std::vector<StepStats> steps;
   std::vector<ActionTime> last_times;  // this rank's actions in the last step
-  double peak_heap_bytes = 0;          // largest over the reported steps (track_memory)
+  double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
 };
 

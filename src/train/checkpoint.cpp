@@ -1,0 +1,363 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "schedule/error.h"
+
+namespace dp {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kFormat = "dualpipe-checkpoint";
+constexpr int kVersion = 1;
+
+std::string rank_file(int rank) { return fmt::format("rank-{}.pt", rank); }
+
+std::string hex64(uint64_t x) { return fmt::format("{:016x}", x); }
+
+// LibTorch's errors carry a backtrace; one line of them is enough here.
+std::string first_line(const std::exception& e) {
+  const c10::Error* ce = dynamic_cast<const c10::Error*>(&e);
+  std::string s = ce ? ce->what_without_backtrace() : e.what();
+  return s.substr(0, s.find('\n'));
+}
+
+[[noreturn]] void io_error(const std::string& what, const std::string& path) {
+  throw Error(fmt::format("cannot {} {}: {}", what, path, std::strerror(errno)));
+}
+
+// Makes a rename (or a new entry) in `dir` durable.
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) io_error("open the folder", dir);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) io_error("sync the folder", dir);
+}
+
+// Temporary file, fsync, rename, fsync of the folder: a reader sees the old
+// file or the whole new one, never a torn one, even after a power cut.
+void write_atomic(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) io_error("create", tmp);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      io_error("write", tmp);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    io_error("sync", tmp);
+  }
+  if (::close(fd) != 0) io_error("close", tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) io_error("rename into place", path);
+  fsync_dir(fs::path(path).parent_path().string());
+}
+
+std::optional<std::string> read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every step-NNNNNN folder of `dir`, by step.
+std::vector<std::pair<int, std::string>> step_dirs(const std::string& dir) {
+  std::vector<std::pair<int, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() < 6 || name.compare(0, 5, "step-") != 0 || !e.is_directory(ec)) continue;
+    const std::string digits = name.substr(5);
+    if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    out.emplace_back(std::stoi(digits), e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string show(const nlohmann::ordered_json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// One line naming how the checkpoint's run differs from this one.
+std::string mismatch(const std::string& path, const Identity& made, const Identity& run) {
+  if (made.value("method", nlohmann::ordered_json()) != run["method"] ||
+      made.value("ranks", nlohmann::ordered_json()) != run["ranks"])
+    return fmt::format("checkpoint {} was made by {} with {} ranks; this run is {} with {} ranks", path,
+                       show(made.value("method", nlohmann::ordered_json("?"))),
+                       show(made.value("ranks", nlohmann::ordered_json("?"))), show(run["method"]),
+                       show(run["ranks"]));
+  std::string was, is;
+  auto add = [&](const std::string& key) {
+    const auto a = made.value(key, nlohmann::ordered_json()), b = run.value(key, nlohmann::ordered_json());
+    if (a == b) return;
+    was += fmt::format("{}{} {}", was.empty() ? "" : ", ", key, a.is_null() ? "(none)" : show(a));
+    is += fmt::format("{}{} {}", is.empty() ? "" : ", ", key, b.is_null() ? "(none)" : show(b));
+  };
+  for (const auto& [key, v] : run.items()) add(key);
+  for (const auto& [key, v] : made.items())
+    if (!run.contains(key)) add(key);
+  return fmt::format("checkpoint {} was made with {}; this run has {}", path, was, is);
+}
+
+// Why the checkpoint at `path` is not usable, or "" if it is complete and
+// intact. Throws dp::Error if it belongs to another run.
+std::string problem(const std::string& path, int step, const Identity& identity) {
+  const std::string mpath = (fs::path(path) / kManifest).string();
+  auto text = read_all(mpath);
+  if (!text) return "incomplete (no manifest.json: the run stopped while writing it)";
+  nlohmann::ordered_json m;
+  try {
+    m = nlohmann::ordered_json::parse(*text);
+  } catch (const std::exception&) {
+    return "corrupt (manifest.json is not valid JSON)";
+  }
+  if (!m.is_object() || m.value("format", "") != kFormat || m.value("version", 0) != kVersion ||
+      m.value("step", -1) != step || !m.contains("run") || !m["run"].is_object() || !m.contains("files") ||
+      !m["files"].is_array())
+    return "corrupt (manifest.json is not a dualpipe checkpoint manifest of this step)";
+  if (m["run"] != identity) throw Error(mismatch(path, m["run"], identity));
+  const int ranks = identity.value("ranks", 0);
+  if (static_cast<int>(m["files"].size()) != ranks)
+    return fmt::format("corrupt (manifest.json lists {} files for {} ranks)", m["files"].size(), ranks);
+  for (int r = 0; r < ranks; ++r) {
+    const auto& f = m["files"][static_cast<std::size_t>(r)];
+    if (!f.is_object() || f.value("name", "") != rank_file(r)) return "corrupt (manifest.json's file list)";
+    auto bytes = read_all((fs::path(path) / rank_file(r)).string());
+    if (!bytes) return fmt::format("corrupt ({} is missing)", rank_file(r));
+    if (static_cast<uint64_t>(bytes->size()) != f.value("bytes", uint64_t{0}))
+      return fmt::format("corrupt ({} has {} bytes, the manifest says {})", rank_file(r), bytes->size(),
+                         f.value("bytes", uint64_t{0}));
+    if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.value("fnv1a64", ""))
+      return fmt::format("corrupt ({} fails its checksum)", rank_file(r));
+  }
+  return "";
+}
+
+uint64_t schedule_hash(const Schedule& s) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const auto& list : s.actions) {
+    for (const Action& a : list) {
+      const std::string t = to_string(a) + ",";
+      h = fnv1a64(t.data(), t.size(), h);
+    }
+    h = fnv1a64("\n", 1, h);
+  }
+  return h;
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const void* data, std::size_t n, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::string checkpoint_path(const std::string& dir, int step) {
+  return (fs::path(dir) / fmt::format("step-{:06}", step)).string();
+}
+
+Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
+  Identity id;
+  id["method"] = lowered.method;
+  id["ranks"] = lowered.ranks;
+  id["stages"] = lowered.stages;
+  id["micro_batches"] = lowered.micro_batches;
+  // Two schedules of one shape may place stages differently (e.g. two CSV files).
+  id["schedule_fnv1a64"] = hex64(schedule_hash(lowered));
+  id["model"] = m.name;
+  id["hidden"] = m.hidden;
+  id["seq_len"] = m.seq_len;
+  id["micro_batch_size"] = m.micro_batch_size;
+  id["dtype"] = m.dtype == torch::kFloat64 ? "float64" : "float32";
+  id["seed"] = m.seed;
+  // Options a model ignores are left out, so that they cannot cause a refusal.
+  if (m.name == "mlp") id["ffn"] = mlp_ffn(m);
+  if (m.name == "gpt") {
+    id["layers"] = m.layers > 0 ? m.layers : std::max(m.stages, 4);
+    id["heads"] = m.heads;
+    id["data"] = m.data_path.empty() ? "built-in corpus" : m.data_path;
+  }
+  return id;
+}
+
+std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
+                                               const std::function<void(const std::string&)>& warn) {
+  auto dirs = step_dirs(dir);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    const std::string why = problem(it->second, it->first, identity);
+    if (why.empty()) return FoundCheckpoint{it->first, it->second};
+    if (warn) warn(fmt::format("skipping checkpoint {}: {}", it->second, why));
+  }
+  return std::nullopt;
+}
+
+void check_no_checkpoint(const std::string& dir) {
+  for (const auto& [step, path] : step_dirs(dir))
+    if (fs::exists(fs::path(path) / kManifest))
+      throw Error(fmt::format("{} already holds checkpoints of a run (e.g. {}): pass --resume to continue it, or "
+                              "choose another --checkpoint-dir",
+                              dir, path));
+}
+
+void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, Stage>& stages,
+                     torch::optim::Optimizer* optimizer, Comm& comm) {
+  const std::string path = checkpoint_path(o.dir, step);
+  std::error_code ec;
+  if (comm.rank == 0) {
+    fs::create_directories(path, ec);
+    if (ec) throw Error(fmt::format("cannot create the checkpoint folder {}: {}", path, ec.message()));
+    fsync_dir(o.dir);
+    // A manifest left by an earlier run (whose later checkpoints we resumed
+    // past) must go before any new file lands, or it would vouch for a mix.
+    fs::remove(fs::path(path) / kManifest, ec);
+  }
+  comm.barrier(fmt::format("the start of checkpoint {}", path));
+  fs::create_directories(path, ec);  // ranks on other machines, if the folder is not shared
+
+  torch::serialize::OutputArchive ar;
+  ar.write("step", torch::tensor(static_cast<int64_t>(step)), true);
+  ar.write("rank", torch::tensor(static_cast<int64_t>(comm.rank)), true);
+  for (const auto& [s, st] : stages) {
+    torch::serialize::OutputArchive sa(ar.compilation_unit());
+    const auto params = st.module->parameters();
+    sa.write("count", torch::tensor(static_cast<int64_t>(params.size())), true);
+    for (std::size_t i = 0; i < params.size(); ++i) sa.write(fmt::format("p{}", i), params[i].detach(), true);
+    ar.write(fmt::format("stage_{}", s), sa);
+  }
+  if (optimizer) {
+    torch::serialize::OutputArchive oa(ar.compilation_unit());
+    optimizer->save(oa);
+    ar.write("optimizer", oa);
+  }
+  {
+    // Nothing draws from it today (no dropout; data is seeded per step and
+    // micro-batch), but a model that does must continue the same stream.
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    ar.write("rng_cpu", gen.get_state(), true);
+  }
+  std::ostringstream os;
+  ar.save_to(os);
+  const std::string bytes = os.str();
+  const uint64_t sum = fnv1a64(bytes.data(), bytes.size());
+  write_atomic((fs::path(path) / rank_file(comm.rank)).string(), bytes);
+
+  // Every rank's size and checksum, on rank 0; it also tells rank 0 that all
+  // files are in place.
+  torch::Tensor t = torch::zeros({comm.world, 2}, torch::kInt64);
+  int64_t sum_bits = 0;
+  std::memcpy(&sum_bits, &sum, sizeof sum);
+  t[comm.rank][0] = sum_bits;
+  t[comm.rank][1] = static_cast<int64_t>(bytes.size());
+  comm.all_reduce(t, c10d::ReduceOp::SUM, fmt::format("the checksums of checkpoint {}", path));
+  if (comm.rank != 0) return;
+  if (o.before_manifest) o.before_manifest(step);
+
+  nlohmann::ordered_json m;
+  m["format"] = kFormat;
+  m["version"] = kVersion;
+  m["step"] = step;
+  m["run"] = o.identity;
+  m["files"] = nlohmann::ordered_json::array();
+  for (int r = 0; r < comm.world; ++r) {
+    uint64_t rs = 0;
+    const int64_t bits = t[r][0].item<int64_t>();
+    std::memcpy(&rs, &bits, sizeof rs);
+    m["files"].push_back({{"name", rank_file(r)}, {"bytes", t[r][1].item<int64_t>()}, {"fnv1a64", hex64(rs)}});
+  }
+  write_atomic((fs::path(path) / kManifest).string(), m.dump(2) + "\n");
+
+  // Keep the `keep` newest complete checkpoints; everything older goes,
+  // incomplete leftovers included.
+  auto dirs = step_dirs(o.dir);
+  int kept = 0, oldest_kept = step;
+  for (auto it = dirs.rbegin(); it != dirs.rend() && kept < o.keep; ++it)
+    if (it->first <= step && fs::exists(fs::path(it->second) / kManifest)) {
+      ++kept;
+      oldest_kept = it->first;
+    }
+  for (const auto& [s, p] : dirs)
+    if (s < oldest_kept) fs::remove_all(p, ec);
+}
+
+void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& stages,
+                     torch::optim::Optimizer* optimizer, int rank) {
+  const std::string path = checkpoint_path(o.dir, o.resume_step);
+  const std::string file = (fs::path(path) / rank_file(rank)).string();
+  // The folder was checked before the ranks started; the file is checked
+  // again against the manifest because it is read again here.
+  auto text = read_all((fs::path(path) / kManifest).string());
+  auto bytes = read_all(file);
+  if (!text || !bytes) throw Error(fmt::format("checkpoint {} lost its manifest or {} while resuming", path, file));
+  try {
+    auto m = nlohmann::ordered_json::parse(*text);
+    const auto& f = m.at("files").at(static_cast<std::size_t>(rank));
+    if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.at("fnv1a64").get<std::string>())
+      throw Error(fmt::format("checkpoint file {} fails its checksum", file));
+    torch::serialize::InputArchive ar;
+    ar.load_from(bytes->data(), bytes->size());
+    torch::Tensor t;
+    ar.read("step", t, true);
+    if (t.item<int64_t>() != o.resume_step)
+      throw Error(fmt::format("checkpoint file {} holds step {}, not {}", file, t.item<int64_t>(), o.resume_step));
+    torch::NoGradGuard no_grad;
+    for (const auto& [s, st] : stages) {
+      torch::serialize::InputArchive sa;
+      if (!ar.try_read(fmt::format("stage_{}", s), sa))
+        throw Error(fmt::format("checkpoint file {} has no stage {}", file, s));
+      auto params = st.module->parameters();
+      torch::Tensor count;
+      sa.read("count", count, true);
+      if (count.item<int64_t>() != static_cast<int64_t>(params.size()))
+        throw Error(fmt::format("checkpoint file {}: stage {} has {} parameters, the model {}", file, s,
+                                count.item<int64_t>(), params.size()));
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        torch::Tensor v;
+        sa.read(fmt::format("p{}", i), v, true);
+        if (v.sizes() != params[i].sizes() || v.scalar_type() != params[i].scalar_type())
+          throw Error(fmt::format("checkpoint file {}: parameter {} of stage {} has another shape or type", file, i, s));
+        params[i].copy_(v);
+      }
+    }
+    if (optimizer) {
+      torch::serialize::InputArchive oa;
+      ar.read("optimizer", oa);
+      optimizer->load(oa);
+    }
+    torch::Tensor rng;
+    ar.read("rng_cpu", rng, true);
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("cannot read checkpoint file {}: {}", file, first_line(e)));
+  }
+}
+
+}  // namespace dp

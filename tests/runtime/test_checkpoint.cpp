@@ -1,0 +1,333 @@
+// Checkpoints: a resumed run equals an uninterrupted one bit for bit; a
+// checkpoint cut short or corrupted is skipped; one from another run is refused.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "runtime/launch.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+#include "schedule/lower.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+namespace dp {
+namespace {
+namespace fs = std::filesystem;
+
+// A fresh, empty folder for one test.
+std::string fresh_dir(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / fmt::format("dp_ckpt_{}_{}", name, getpid());
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+TrainOptions tiny(const Schedule& s, const std::string& model, int steps) {
+  TrainOptions t;
+  t.model.name = model;
+  t.model.stages = s.stages;
+  t.model.micro_batches = s.micro_batches;
+  t.model.hidden = model == "gpt" ? 32 : 16;
+  t.model.seq_len = model == "gpt" ? 8 : 4;
+  t.model.micro_batch_size = 2;
+  t.model.dtype = torch::kFloat32;
+  t.steps = steps;
+  t.lr = 1e-2;
+  return t;
+}
+
+std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
+  std::vector<RankRun> runs(s.ranks);
+  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { runs[comm->rank] = train_rank(s, t, comm); });
+  return runs;
+}
+
+// Trains `total` steps straight, and `cut` steps + a resumed run to `total`;
+// both must agree exactly.
+void expect_resume_identical(const Schedule& s, const std::string& model, int cut, int total) {
+  at::set_num_threads(1);
+  const std::string dir = fresh_dir(model + "_" + s.method);
+  TrainOptions straight = tiny(s, model, total);
+  auto a = train_threads(s, straight);
+
+  TrainOptions first = tiny(s, model, cut);
+  first.checkpoint.dir = dir;
+  first.checkpoint.identity = run_identity(s, first.model);
+  train_threads(s, first);
+  auto found = find_checkpoint(dir, first.checkpoint.identity, {});
+  ASSERT_TRUE(found.has_value());
+  ASSERT_EQ(found->step, cut);
+
+  TrainOptions second = tiny(s, model, total);
+  second.checkpoint = first.checkpoint;
+  second.checkpoint.resume_step = found->step;
+  auto b = train_threads(s, second);
+
+  ASSERT_EQ(b[0].steps.size(), static_cast<std::size_t>(total - cut));
+  std::string figures;
+  for (int k = cut; k < total; ++k) {
+    const StepStats &x = a[0].steps[static_cast<std::size_t>(k)], &y = b[0].steps[static_cast<std::size_t>(k - cut)];
+    EXPECT_EQ(y.step, k);
+    EXPECT_EQ(x.loss, y.loss) << "step " << k + 1;  // exact: bit for bit
+    EXPECT_EQ(x.grad_norm, y.grad_norm) << "step " << k + 1;
+    figures += fmt::format(" step {}: {:.9g} / {:.9g};", k + 1, x.loss, y.loss);
+  }
+  double max_diff = 0;
+  for (int r = 0; r < s.ranks; ++r) {
+    ASSERT_EQ(a[r].final_params.size(), b[r].final_params.size());
+    for (const auto& [stage, flat] : a[r].final_params) {
+      EXPECT_TRUE(torch::equal(flat, b[r].final_params.at(stage))) << "rank " << r << " stage " << stage;
+      max_diff = std::max(max_diff, (flat - b[r].final_params.at(stage)).abs().max().item<double>());
+    }
+  }
+  std::cout << "[ resume   ] " << model << " " << s.method << " P=" << s.ranks << ": " << total << " straight vs "
+            << cut << " + resumed " << total - cut << "; losses (straight / resumed):" << figures
+            << " max |param difference| " << max_diff << "\n";
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, ResumeIsBitIdenticalMlpDualPipe) {
+  expect_resume_identical(lower(dualpipe(Shape{2, 4})), "mlp", 3, 6);
+}
+
+TEST(Checkpoint, ResumeIsBitIdenticalGptZb1p) {
+  // GPT's data moves with the step; ZB1P's split backward defers weight work.
+  expect_resume_identical(lower(zb1p(Shape{2, 4})), "gpt", 3, 6);
+}
+
+// Corruptions of the newest checkpoint, each detected and skipped for the older one.
+TEST(Checkpoint, IncompleteAndCorruptCheckpointsAreSkipped) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  const std::string dir = fresh_dir("corrupt");
+  TrainOptions t = tiny(s, "mlp", 4);
+  t.checkpoint.dir = dir;
+  t.checkpoint.every = 2;
+  t.checkpoint.identity = run_identity(s, t.model);
+  train_threads(s, t);
+  ASSERT_TRUE(fs::exists(fs::path(checkpoint_path(dir, 4)) / "manifest.json"));
+  ASSERT_TRUE(fs::exists(fs::path(checkpoint_path(dir, 2)) / "manifest.json"));
+
+  struct Case {
+    std::string name, expect;
+    std::function<void(const fs::path&)> spoil;
+  };
+  std::vector<Case> cases = {
+      {"no manifest", "incomplete (no manifest.json", [](const fs::path& p) { fs::remove(p / "manifest.json"); }},
+      {"bad json", "corrupt (manifest.json is not valid JSON)",
+       [](const fs::path& p) { std::ofstream(p / "manifest.json") << "{\"format\": \"dualpipe-chec"; }},
+      {"flipped byte", "corrupt (rank-1.pt fails its checksum)",
+       [](const fs::path& p) {
+         std::fstream f(p / "rank-1.pt", std::ios::in | std::ios::out | std::ios::binary);
+         f.seekg(100);
+         char c = 0;
+         f.read(&c, 1);
+         c = static_cast<char>(c ^ 0x40);
+         f.seekp(100);
+         f.write(&c, 1);
+       }},
+      {"truncated", "corrupt (rank-0.pt has 1000 bytes, the manifest says",
+       [](const fs::path& p) { fs::resize_file(p / "rank-0.pt", 1000); }},
+      {"missing file", "corrupt (rank-1.pt is missing)", [](const fs::path& p) { fs::remove(p / "rank-1.pt"); }},
+  };
+  for (const Case& c : cases) {
+    const std::string copy = fresh_dir("corrupt_copy");
+    fs::copy(dir, copy, fs::copy_options::recursive);
+    c.spoil(fs::path(checkpoint_path(copy, 4)));
+    std::vector<std::string> warnings;
+    auto found = find_checkpoint(copy, t.checkpoint.identity, [&](const std::string& w) { warnings.push_back(w); });
+    ASSERT_TRUE(found.has_value()) << c.name;
+    EXPECT_EQ(found->step, 2) << c.name;
+    ASSERT_EQ(warnings.size(), 1u) << c.name;
+    EXPECT_NE(warnings[0].find("skipping checkpoint " + checkpoint_path(copy, 4) + ": " + c.expect), std::string::npos)
+        << c.name << ": " << warnings[0];
+    fs::remove_all(copy);
+  }
+  // Untouched, the newest is taken without a word.
+  std::vector<std::string> warnings;
+  auto found = find_checkpoint(dir, t.checkpoint.identity, [&](const std::string& w) { warnings.push_back(w); });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->step, 4);
+  EXPECT_TRUE(warnings.empty());
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  const std::string dir = fresh_dir("keep");
+  TrainOptions t = tiny(s, "mlp", 7);
+  t.checkpoint.dir = dir;
+  t.checkpoint.every = 2;
+  t.checkpoint.keep = 2;
+  t.checkpoint.identity = run_identity(s, t.model);
+  train_threads(s, t);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  // Every 2 steps and after the last (7); the 2 newest stay.
+  EXPECT_EQ(left, (std::vector<std::string>{"step-000006", "step-000007"}));
+
+  // Another method, the same ranks: refused, naming both.
+  Schedule other = lower(gpipe(Shape{2, 2}));
+  try {
+    find_checkpoint(dir, run_identity(other, t.model), {});
+    ADD_FAILURE() << "a checkpoint of another method was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "checkpoint " + checkpoint_path(dir, 7) +
+                                         " was made by 1f1b with 2 ranks; this run is gpipe with 2 ranks");
+  }
+  // Another model shape.
+  ModelConfig wider = t.model;
+  wider.hidden = 32;
+  try {
+    find_checkpoint(dir, run_identity(s, wider), {});
+    ADD_FAILURE() << "a checkpoint of another model was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "checkpoint " + checkpoint_path(dir, 7) +
+                                         " was made with hidden 16, ffn 64; this run has hidden 32, ffn 128");
+  }
+  fs::remove_all(dir);
+}
+
+// ---- through the command line, with rank processes ----
+
+struct CliRun {
+  int code;
+  std::string out;
+};
+
+CliRun run_cli(const std::string& args, const std::string& env = "") {
+  std::string cmd = env + " timeout -k 5 120 " + std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
+  CliRun r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The parameters of every stage in a rank file.
+std::map<std::string, torch::Tensor> saved_params(const std::string& file) {
+  std::map<std::string, torch::Tensor> out;
+  torch::serialize::InputArchive ar;
+  ar.load_from(file);
+  for (const std::string& key : ar.keys()) {
+    if (key.rfind("stage_", 0) != 0) continue;
+    torch::serialize::InputArchive sa;
+    ar.read(key, sa);
+    torch::Tensor count;
+    sa.read("count", count, true);
+    for (int64_t i = 0; i < count.item<int64_t>(); ++i) {
+      torch::Tensor v;
+      sa.read(fmt::format("p{}", i), v, true);
+      out[fmt::format("{}/p{}", key, i)] = v;
+    }
+  }
+  return out;
+}
+
+TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
+  const std::string dir = fresh_dir("cli_kill"), ref = fresh_dir("cli_ref");
+  const std::string base = "train -m dualpipe -p 2 -n 4 --model gpt --hidden 32 --seq-len 8 --micro-batch-size 2 "
+                           "--steps 6 --checkpoint-every 2 --loss-svg /dev/null";
+  // Uninterrupted.
+  CliRun a = run_cli(base + " --checkpoint-dir " + ref + " --loss-csv " + ref + "/loss.csv");
+  ASSERT_EQ(a.code, 0) << a.out;
+  // Rank 0 dies after both rank files of step 4 are written, before the manifest.
+  CliRun b = run_cli(base + " --checkpoint-dir " + dir + " --loss-csv /dev/null",
+                     "DUALPIPE_TEST_FAULT=kill-before-manifest:0:4");
+  EXPECT_NE(b.code, 0) << b.out;
+  EXPECT_NE(b.out.find("rank 0 (pid"), std::string::npos) << b.out;
+  const fs::path cut = checkpoint_path(dir, 4);
+  EXPECT_TRUE(fs::exists(cut / "rank-0.pt") && fs::exists(cut / "rank-1.pt")) << b.out;
+  EXPECT_FALSE(fs::exists(cut / "manifest.json")) << b.out;
+  // A fresh run must not write into it.
+  CliRun fresh = run_cli(base + " --checkpoint-dir " + dir + " --loss-csv /dev/null");
+  EXPECT_EQ(fresh.code, 2) << fresh.out;
+  EXPECT_NE(fresh.out.find("pass --resume"), std::string::npos) << fresh.out;
+  // Resumed: skips step 4 with a warning, goes on from step 2.
+  CliRun c = run_cli(base + " --checkpoint-dir " + dir + " --resume --loss-csv " + dir + "/loss.csv");
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("dualpipe: warning: skipping checkpoint " + cut.string() + ": incomplete"), std::string::npos)
+      << c.out;
+  EXPECT_EQ(c.out.find("skipping checkpoint", c.out.find("skipping checkpoint") + 1), std::string::npos)
+      << "the warning must be printed once, not once per process\n"
+      << c.out;
+  EXPECT_NE(c.out.find("resuming from " + checkpoint_path(dir, 2) + " after step 2"), std::string::npos) << c.out;
+  // Steps 3..6 of both runs: the same losses, and the same final parameters.
+  const std::string la = read_text(ref + "/loss.csv"), lc = read_text(dir + "/loss.csv");
+  auto loss_lines = [](const std::string& csv, int from) {
+    std::string out;
+    std::istringstream in(csv);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line))
+      if (std::stoi(line.substr(0, line.find(','))) >= from) out += line.substr(0, line.find(',', line.find(',') + 1)) + "\n";
+    return out;
+  };
+  EXPECT_EQ(loss_lines(la, 3), loss_lines(lc, 3));
+  EXPECT_EQ(loss_lines(lc, 1).substr(0, 2), "3,");  // the resumed run started with step 3
+  for (int r = 0; r < 2; ++r) {
+    const std::string f = "rank-" + std::to_string(r) + ".pt";
+    auto pa = saved_params((fs::path(checkpoint_path(ref, 6)) / f).string());
+    auto pc = saved_params((fs::path(checkpoint_path(dir, 6)) / f).string());
+    ASSERT_EQ(pa.size(), pc.size());
+    ASSERT_FALSE(pa.empty());
+    for (const auto& [k, v] : pa) EXPECT_TRUE(torch::equal(v, pc.at(k))) << f << " " << k;
+  }
+  std::cout << "[ resume   ] gpt dualpipe P=2, rank processes, killed writing step 4, resumed from step 2:\n"
+            << loss_lines(la, 3) << "vs\n"
+            << loss_lines(lc, 3);
+  fs::remove_all(dir);
+  fs::remove_all(ref);
+}
+
+TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
+  const std::string dir = fresh_dir("cli_mismatch");
+  const std::string opts = " -p 2 -n 4 --model mlp --hidden 16 --seq-len 4 --steps 2 --threads --loss-csv /dev/null "
+                           "--loss-svg /dev/null --checkpoint-dir " + dir;
+  CliRun a = run_cli("train -m dualpipe" + opts);
+  ASSERT_EQ(a.code, 0) << a.out;
+  CliRun b = run_cli("train -m 1f1b --resume" + opts);
+  EXPECT_EQ(b.code, 2) << b.out;
+  EXPECT_EQ(b.out, "dualpipe: error: checkpoint " + checkpoint_path(dir, 2) +
+                       " was made by dualpipe with 2 ranks; this run is 1f1b with 2 ranks\n");
+  CliRun c = run_cli("train -m dualpipe --resume --seed 7" + opts);
+  EXPECT_EQ(c.code, 2) << c.out;
+  EXPECT_NE(c.out.find("was made with seed 1234; this run has seed 7"), std::string::npos) << c.out;
+  // Resuming a finished run has nothing to do.
+  CliRun d = run_cli("train -m dualpipe --resume" + opts);
+  EXPECT_EQ(d.code, 0) << d.out;
+  EXPECT_NE(d.out.find("nothing to train"), std::string::npos) << d.out;
+  for (const char* bad : {" --resume --checkpoint-every -1", " --keep-checkpoints 0"}) {
+    CliRun e = run_cli("train -m dualpipe" + opts + bad);
+    EXPECT_EQ(e.code, 2) << bad << "\n" << e.out;
+  }
+  CliRun f = run_cli("train -m dualpipe --resume --model mlp --steps 2 --threads");
+  EXPECT_EQ(f.code, 2) << f.out;
+  EXPECT_NE(f.out.find("--resume needs --checkpoint-dir"), std::string::npos) << f.out;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dp
