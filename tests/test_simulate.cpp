@@ -35,6 +35,32 @@ TEST(Simulate, OneFOneBTwoRanksOneMicroBatch) {
   EXPECT_DOUBLE_EQ(r.per_rank[0].param_copies, 1);
 }
 
+// Held memory counts an activation until its W where the backward is split.
+// One rank, stages 0 and 1: F0 F1 I1 I0 W1 W0. Activations (to I): 1, 2, 1,
+// 0; held (to W): 1, 2, 2, 2, 1, 0.
+TEST(Simulate, HeldCountsUntilW) {
+  SimResult r = simulate(one_rank(2, 1, {"0F0", "1F0", "1I0", "0I0", "1W0", "0W0"}), Costs{});
+  EXPECT_EQ(r.per_rank[0].peak_activations, 2);
+  EXPECT_EQ(r.per_rank[0].peak_held, 2);
+  r = simulate(one_rank(2, 2, {"0F0", "1F0", "1I0", "0I0", "0F1", "1W0", "0W0", "1F1", "1B1", "0B1"}), Costs{});
+  EXPECT_EQ(r.per_rank[0].peak_activations, 2);
+  EXPECT_EQ(r.per_rank[0].peak_held, 3);  // after 0F1: two W's pending and one activation
+}
+
+// ZB1P's rank r keeps r W's pending (issued at the end) beside its P-r
+// activations: P held on every rank, where 1F1B holds P-r (nothing split).
+TEST(Simulate, ZeroBubbleHoldsPOnEveryRank) {
+  for (int P : {2, 4, 8}) {
+    SimResult z = simulate(zb1p(Shape{P, 4 * P}), Costs{});
+    SimResult a = simulate(one_f_one_b(Shape{P, 4 * P}), Costs{});
+    for (int r = 0; r < P; ++r) {
+      EXPECT_EQ(z.per_rank[r].peak_activations, P - r) << "P=" << P << " r=" << r;
+      EXPECT_EQ(z.per_rank[r].peak_held, P) << "P=" << P << " r=" << r;
+      EXPECT_EQ(a.per_rank[r].peak_held, a.per_rank[r].peak_activations) << "P=" << P << " r=" << r;
+    }
+  }
+}
+
 TEST(Simulate, TransfersCostLatencyPlusBytesOverBandwidth) {
   // Two cross-rank hops of 0.5 each: 6 + 2 * 0.5.
   Costs lat;

@@ -8,9 +8,19 @@
 #include "cli/torch_common.h"
 #include "schedule/error.h"
 #include "schedule/lower.h"
+#include "train/perf.h"
 #include "train/trainer.h"
 
 namespace dp::cli {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0;
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+}  // namespace
 
 void run_bench(CLI::App* app) {
   struct Opts {
@@ -38,31 +48,105 @@ void run_bench(CLI::App* app) {
     t.steps = o->steps;
     t.warmup_steps = 1;
     t.optimize = false;
+    t.track_memory = !o->ranks.threads;  // the heap is per process
+    const StageFlops flops = mlp_stage_flops(t.model);
     int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
+      // Yardsticks first, on every rank at once, so each core is as loaded
+      // as during the run: the matrix-product rate, the model's own compute
+      // with no pipeline, and the bytes of one activation.
+      const double rate = t.model.name == "mlp" ? matmul_flops_per_second(t.model, 0.5) : 0.0;
+      const double sequential = sequential_compute_seconds(t.model, 1);
+      const double unit = activation_unit_bytes(t.model);
+      PipelineModel shapes = make_model(t.model);
+      const double latency = transfer_seconds(*comm, shapes.boundary_shape, shapes.boundary_dtype, 50);
       RankRun run = train_rank(s, t, comm);
+      auto rates = gather_value(rate, *comm);
+      auto heaps = gather_value(run.peak_heap_bytes, *comm);
+      auto seqs = gather_value(sequential, *comm);
+      auto times = gather_times(s, run.last_times, *comm);
       if (comm->rank != 0) return 0;
       std::vector<double> steps, pipes;
       for (const StepStats& st : run.steps) {
         steps.push_back(st.seconds);
         pipes.push_back(st.pipeline_seconds);
       }
-      std::vector<double> sorted = steps;
-      std::sort(sorted.begin(), sorted.end());
-      const double med = sorted.size() % 2 ? sorted[sorted.size() / 2]
-                                           : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+      const double med = median(steps), med_pipe = median(pipes);
+      // The simulator fed this run's measured per-action costs (last step).
+      Costs costs = measured_costs(s, times);
+      SimResult sim = simulate(compute_only(s), costs);
+      // ... and the same with the measured transfer time on every cross-rank edge.
+      costs.latency = latency;
+      const double sim_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
+      // The model's compute, split over ranks by their share of the work
+      // (F, B, I, W counted by FLOPs for mlp, by compute actions otherwise).
+      double all_flops = 0, all_computes = 0;
+      std::vector<double> rflops(s.ranks), computes(s.ranks);
+      for (int r = 0; r < s.ranks; ++r) {
+        rflops[r] = rank_flops(s, r, flops);
+        for (const Action& a : s.actions[r]) computes[r] += is_comm(a.op) ? 0 : a.op == Op::FB ? 2 : 1;
+        all_flops += rflops[r];
+        all_computes += computes[r];
+      }
+      double floor = 0, compute = 0, compute_actions = 0;
+      nlohmann::json per_rank = nlohmann::json::array();
+      for (int r = 0; r < s.ranks; ++r) {
+        const double share = all_flops > 0 ? rflops[r] / all_flops : computes[r] / all_computes;
+        const double r_floor = rates[r] > 0 ? rflops[r] / rates[r] : 0.0;
+        floor = std::max(floor, r_floor);
+        compute = std::max(compute, share * seqs[r]);
+        compute_actions = std::max(compute_actions, computes[r]);
+        nlohmann::json j = {{"flops", rflops[r]},
+                            {"matmul_flops_per_s", rates[r]},
+                            {"floor_s", r_floor},
+                            {"compute_s", share * seqs[r]},
+                            {"compute_actions", computes[r]},
+                            {"actions", s.actions[r].size()},
+                            {"simulated_peak_activations", sim.per_rank[r].peak_activations},
+                            {"simulated_peak_held", sim.per_rank[r].peak_held}};
+        if (t.track_memory) {
+          // Held, not just live: what a split backward leaves for its W stays
+          // in memory until the W runs.
+          j["peak_heap_bytes"] = heaps[r];
+          j["predicted_activation_bytes"] = sim.per_rank[r].peak_held * unit;
+        }
+        per_rank.push_back(j);
+      }
+      const double overhead_us = compute_actions > 0 ? 1e6 * (med - compute) / compute_actions : 0.0;
       if (o->format == "json") {
         nlohmann::json j = {{"method", s.method},         {"ranks", s.ranks},
                             {"stages", s.stages},         {"micro_batches", s.micro_batches},
                             {"model", o->model.model},    {"hidden", o->model.hidden},
+                            {"ffn", o->model.model == "mlp" ? mlp_ffn(t.model) : 0},
                             {"seq_len", o->model.seq_len}, {"micro_batch_size", o->model.micro_batch_size},
                             {"dtype", o->model.dtype},    {"median_step_s", med},
-                            {"step_times", steps},        {"pipeline_times", pipes}};
+                            {"median_pipeline_s", med_pipe},
+                            {"step_times", steps},        {"pipeline_times", pipes},
+                            {"simulated_step_s", sim.makespan},
+                            {"transfer_s", latency},
+                            {"simulated_with_transfers_s", sim_latency},
+                            {"floor_s", floor},
+                            {"compute_s", compute},
+                            {"overhead_per_action_us", overhead_us},
+                            {"activation_unit_bytes", unit},
+                            {"per_rank", per_rank}};
         fmt::print("{}\n", j.dump(1));
       } else {
+        std::vector<double> sorted = steps;
+        std::sort(sorted.begin(), sorted.end());
         fmt::print("bench {}: {} ranks, {} micro-batches, model {} (hidden {}, seq {}, micro-batch size {}), {}: "
                    "median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
                    s.method, s.ranks, s.micro_batches, o->model.model, o->model.hidden, o->model.seq_len,
                    o->model.micro_batch_size, o->model.dtype, med, steps.size(), sorted.front(), sorted.back());
+        fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.makespan,
+                   med / sim.makespan);
+        if (floor > 0)
+          fmt::print("  compute floor (FLOPs / single-thread matrix-product rate) {:.4f} s (measured/floor {:.3f})\n",
+                     floor, med / floor);
+        fmt::print("  one transfer {:.1f} us; simulated with it on every cross-rank edge {:.4f} s (measured/simulated "
+                   "{:.3f})\n",
+                   1e6 * latency, sim_latency, med / sim_latency);
+        fmt::print("  model compute alone {:.4f} s: runtime overhead {:.1f} us per compute action\n", compute,
+                   overhead_us);
       }
       return 0;
     });

@@ -15,6 +15,7 @@ struct ModelOptions {
   std::string model = "mlp";
   std::string dtype = "float32";
   int64_t hidden = 64, seq_len = 16, micro_batch_size = 2;
+  int64_t ffn = 0;     // mlp: inner width of a stage (0: 4 x hidden)
   int layers = 0;      // gpt: transformer blocks (0: max(stages, 4))
   int64_t heads = 4;   // gpt: attention heads
   std::string data;    // gpt: text file (empty: the built-in corpus)
@@ -26,7 +27,10 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s);
 
 struct RankOptions {
   bool threads = false;
-  int timeout_s = 120;
+  // A peer that died fails a wait at once (Gloo sees the connection close);
+  // one that stalls is noticed after this long. A minute is well above any
+  // step or checkpoint write of the models here on a 2-core machine.
+  int timeout_s = 60;
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 

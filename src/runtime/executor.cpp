@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "runtime/malloc_tuning.h"
 #include "schedule/error.h"
 
 namespace dp {
@@ -26,6 +27,7 @@ double heap_bytes() {
 
 RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm)
     : sched_(lowered), rank_(rank), model_(std::move(model)), comm_(std::move(comm)) {
+  tune_malloc_for_tensors();
   if (model_.stages != sched_.stages)
     throw Error(fmt::format("the model has {} stages but the schedule {}", model_.stages, sched_.stages));
   if (rank_ < 0 || rank_ >= sched_.ranks)
@@ -41,6 +43,42 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
         if (std::find(reps.begin(), reps.end(), r) == reps.end()) reps.push_back(r);
       }
   for (auto& reps : replicas_) std::sort(reps.begin(), reps.end());
+  // Where every transfer is sent and where its receiver consumes it (the
+  // compute action that waits for it), as positions in those ranks' lists;
+  // see release_sends().
+  const std::size_t transfers = static_cast<std::size_t>(sched_.stages) * N * 2;
+  send_pos_.assign(transfers, -1);
+  consume_pos_.assign(transfers, -1);
+  auto transfer = [N](bool grad, int producer, int mb) {
+    return (static_cast<std::size_t>(producer) * N + mb) * 2 + (grad ? 1 : 0);
+  };
+  for (int r = 0; r < sched_.ranks; ++r) {
+    const auto& list = sched_.actions[r];
+    for (std::size_t p = 0; p < list.size(); ++p) {
+      const Action& a = list[p];
+      const int pos = static_cast<int>(p);
+      auto consumes_fwd = [&](int stage, int mb) {
+        if (stage > 0 && where_[static_cast<std::size_t>(stage - 1) * N + mb] != r)
+          consume_pos_[transfer(false, stage - 1, mb)] = pos;
+      };
+      auto consumes_bwd = [&](int stage, int mb) {
+        if (stage + 1 < sched_.stages && where_[static_cast<std::size_t>(stage + 1) * N + mb] != r)
+          consume_pos_[transfer(true, stage + 1, mb)] = pos;
+      };
+      switch (a.op) {
+        case Op::SEND_F: send_pos_[transfer(false, a.stage, a.mb)] = pos; break;
+        case Op::SEND_B: send_pos_[transfer(true, a.stage, a.mb)] = pos; break;
+        case Op::F: consumes_fwd(a.stage, a.mb); break;
+        case Op::B:
+        case Op::I: consumes_bwd(a.stage, a.mb); break;
+        case Op::FB:
+          consumes_fwd(a.stage, a.mb);
+          consumes_bwd(a.stage2, a.mb2);
+          break;
+        default: break;
+      }
+    }
+  }
   for (const Action& a : sched_.actions[rank_]) {
     if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
       Stage st = model_.build(a.stage);
@@ -68,7 +106,7 @@ long recv_key(Op op, int stage, int mb, int N) {
 
 }  // namespace
 
-void RankExecutor::post_recv(const Action& a) {
+void RankExecutor::post_recv(const Action& a, std::size_t pos) {
   const int N = sched_.micro_batches;
   const long key = recv_key(a.op, a.stage, a.mb, N);
   if (recvs_.count(key)) return;
@@ -78,6 +116,8 @@ void RankExecutor::post_recv(const Action& a) {
   PendingRecv pr;
   pr.buffer = torch::empty(model_.boundary_shape, torch::dtype(model_.boundary_dtype));
   pr.work = comm_->irecv(pr.buffer, peer, transfer_tag(grad, producer, a.mb, N));
+  pr.peer = peer;
+  pr.pos = static_cast<int>(pos);
   recvs_.emplace(key, std::move(pr));
 }
 
@@ -86,11 +126,35 @@ torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
   if (it == recvs_.end())
     throw Error(fmt::format("rank {}: no receive was posted for {}", rank_, to_string(Action::make(op, stage, mb))));
   const auto w0 = Clock::now();
-  it->second.work->wait(comm_->timeout);
+  comm_->wait(it->second.work, it->second.peer, [&] {
+    return fmt::format("{} of stage {}, micro-batch {}, at position {}", op_name(op), stage, mb, it->second.pos);
+  });
   wait_ += since(w0);
   torch::Tensor t = std::move(it->second.buffer);
+  const int peer = it->second.peer;
   recvs_.erase(it);
+  const bool grad = op == Op::RECV_B;
+  release_sends(peer, send_pos_[transfer_tag(grad, grad ? stage + 1 : stage - 1, mb, sched_.micro_batches)]);
   return t;
+}
+
+// c10d's Gloo send keeps its tensor until the send is waited on, and has no
+// way to ask whether it is done without waiting. Waiting blindly could
+// deadlock (the receiver may need something from us first), and never
+// waiting until the end of the step keeps every activation and gradient sent
+// alive. The schedule tells when a wait cannot block: we just received data
+// that `peer` sent at position `peer_pos` of its list; every send of ours
+// that `peer` consumed before that position has arrived there, so its wait
+// returns at once, and its tensor can go.
+void RankExecutor::release_sends(int peer, int peer_pos) {
+  auto done = [&](const PendingSend& ps) { return ps.peer == peer && ps.consume_pos < peer_pos; };
+  for (const PendingSend& ps : sends_)
+    if (done(ps))
+      comm_->wait(ps.work, ps.peer, [&] {
+        return fmt::format("{} of stage {}, micro-batch {}, already received there", op_name(ps.action.op),
+                           ps.action.stage, ps.action.mb);
+      });
+  sends_.erase(std::remove_if(sends_.begin(), sends_.end(), done), sends_.end());
 }
 
 void RankExecutor::forward(int stage, int mb) {
@@ -142,12 +206,15 @@ StepOutput RankExecutor::step() {
   // action after the current one, so the data can arrive while we compute.
   constexpr int kLookahead = 2;
   std::size_t posted = 0;
+  // Compute actions are counted from the current one, so the frontier
+  // stays kLookahead ahead (counting from the last frontier would let it run
+  // away and post every receive of the step early, each with its buffer).
   auto post_ahead = [&](std::size_t from) {
     int computes = 0;
-    std::size_t q = std::max(posted, from);
+    std::size_t q = from;
     for (; q < list.size(); ++q) {
       if (!is_comm(list[q].op) && ++computes > kLookahead + 1) break;
-      if (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B) post_recv(list[q]);
+      if (q >= posted && (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B)) post_recv(list[q], q);
     }
     posted = std::max(posted, q);
   };
@@ -160,17 +227,19 @@ StepOutput RankExecutor::step() {
     wait_ = 0;
     switch (a.op) {
       case Op::RECV_F:
-      case Op::RECV_B: post_recv(a); break;
+      case Op::RECV_B: post_recv(a, p); break;
       case Op::SEND_F: {
         torch::Tensor t = slot(a.stage, a.mb).output.detach().contiguous();
         int peer = where_[static_cast<std::size_t>(a.stage + 1) * N + a.mb];
-        sends_.emplace_back(t, comm_->isend(t, peer, transfer_tag(false, a.stage, a.mb, N)));
+        sends_.push_back({t, comm_->isend(t, peer, transfer_tag(false, a.stage, a.mb, N)), peer, a,
+                          consume_pos_[transfer_tag(false, a.stage, a.mb, N)]});
         break;
       }
       case Op::SEND_B: {
         torch::Tensor t = slot(a.stage, a.mb).input.grad().contiguous();
         int peer = where_[static_cast<std::size_t>(a.stage - 1) * N + a.mb];
-        sends_.emplace_back(t, comm_->isend(t, peer, transfer_tag(true, a.stage, a.mb, N)));
+        sends_.push_back({t, comm_->isend(t, peer, transfer_tag(true, a.stage, a.mb, N)), peer, a,
+                          consume_pos_[transfer_tag(true, a.stage, a.mb, N)]});
         slots_.erase(static_cast<long>(a.stage) * N + a.mb);  // the send holds the tensor now
         break;
       }
@@ -202,7 +271,11 @@ StepOutput RankExecutor::step() {
     out.times[p].wait = wait_;
     if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, heap_bytes() - heap0);
   }
-  for (auto& [t, work] : sends_) work->wait(comm_->timeout);
+  for (const PendingSend& ps : sends_)
+    comm_->wait(ps.work, ps.peer, [&] {
+      return fmt::format("{} of stage {}, micro-batch {}, in the end-of-step wait on sends", op_name(ps.action.op),
+                         ps.action.stage, ps.action.mb);
+    });
   sends_.clear();
   if (!recvs_.empty() || store_.pending())
     throw Error(fmt::format("rank {}: step ended with {} unused receives and {} deferred weight gradients", rank_,
@@ -216,6 +289,16 @@ StepOutput RankExecutor::step() {
 
 void RankExecutor::sum_replica_grads() {
   const int base = 2 * sched_.stages * sched_.micro_batches;  // above every pipeline transfer tag
+  // Two phases, so that the exchanges of all replicated stages are in flight
+  // together (DualPipe replicates every stage a rank holds): post every
+  // send and receive, then wait, add and write back stage by stage.
+  struct Exchange {
+    int stage;
+    Stage* st;
+    std::vector<torch::Tensor> parts;  // partial sums in replica (rank) order
+    std::vector<std::pair<compat::WorkPtr, int>> works;  // with the peer, for the error
+  };
+  std::vector<Exchange> exchanges;
   for (auto& [s, st] : stages_) {
     const auto& reps = replicas_[s];
     // Every replica of a stage has the same parameter list, so all of them
@@ -226,26 +309,30 @@ void RankExecutor::sum_replica_grads() {
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
       grads.push_back(p.grad().reshape({-1}));
     }
+    Exchange ex{s, &st, std::vector<torch::Tensor>(reps.size()), {}};
     torch::Tensor mine = torch::cat(grads);
-    // Every replica gathers all partial sums and adds them in rank order,
-    // so all replicas end with bit-identical gradients.
-    std::vector<torch::Tensor> parts(reps.size());
-    std::vector<compat::WorkPtr> works;
     for (std::size_t i = 0; i < reps.size(); ++i) {
       if (reps[i] == rank_) {
-        parts[i] = mine;
+        ex.parts[i] = mine;
         continue;
       }
-      parts[i] = torch::empty_like(mine);
-      works.push_back(comm_->isend(mine, reps[i], base + s));
-      works.push_back(comm_->irecv(parts[i], reps[i], base + s));
+      ex.parts[i] = torch::empty_like(mine);
+      ex.works.emplace_back(comm_->isend(mine, reps[i], base + s), reps[i]);
+      ex.works.emplace_back(comm_->irecv(ex.parts[i], reps[i], base + s), reps[i]);
     }
-    for (auto& w : works) w->wait(comm_->timeout);
-    torch::Tensor total = parts[0].clone();
-    for (std::size_t i = 1; i < parts.size(); ++i) total.add_(parts[i]);
-    torch::NoGradGuard no_grad;
+    exchanges.push_back(std::move(ex));
+  }
+  torch::NoGradGuard no_grad;
+  for (Exchange& ex : exchanges) {
+    for (auto& [w, peer] : ex.works)
+      comm_->wait(w, peer, [&, st_ = ex.stage] { return fmt::format("the gradient sum of stage {}'s replicas", st_); });
+    // Every replica adds all partial sums in rank order, so all replicas
+    // end with bit-identical gradients.
+    // (parts[0] + parts[1] is one pass where clone-then-add is two.)
+    torch::Tensor total = ex.parts[0] + ex.parts[1];
+    for (std::size_t i = 2; i < ex.parts.size(); ++i) total.add_(ex.parts[i]);
     int64_t off = 0;
-    for (auto& p : st.module->parameters()) {
+    for (auto& p : ex.st->module->parameters()) {
       const int64_t n = p.numel();
       p.mutable_grad().copy_(total.narrow(0, off, n).view_as(p));
       off += n;

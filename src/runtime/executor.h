@@ -4,8 +4,9 @@
 // The executor walks the rank's action list in order: F, B, I, W, F&B pairs,
 // and the SEND/RECV actions the lowering inserted. Receives are posted a few
 // compute actions ahead of their position so transfers run during compute;
-// a send is posted where the schedule says and its tensor is kept alive until
-// the end of the step (nothing waits on a send before then).
+// a send is posted where the schedule says, and waited on (at once, without
+// blocking) as soon as the schedule shows its receiver has it, which frees
+// its tensor (see release_sends).
 #include <map>
 #include <memory>
 #include <vector>
@@ -56,7 +57,7 @@ class RankExecutor {
  private:
   struct Slot;
   Slot& slot(int stage, int mb);
-  void post_recv(const Action& a);
+  void post_recv(const Action& a, std::size_t pos);
   torch::Tensor take_recv(Op op, int stage, int mb);
   void forward(int stage, int mb);
   void backward(int stage, int mb, bool defer_weights);
@@ -76,9 +77,22 @@ class RankExecutor {
   struct PendingRecv {
     torch::Tensor buffer;
     compat::WorkPtr work;
+    int peer = 0, pos = 0;  // for the error if the peer never sends: who, and the RECV's position
   };
   std::map<long, PendingRecv> recvs_;  // key: (op, stage, mb)
-  std::vector<std::pair<torch::Tensor, compat::WorkPtr>> sends_;
+  struct PendingSend {
+    torch::Tensor tensor;
+    compat::WorkPtr work;
+    int peer;
+    Action action;  // for the error if the peer never takes it
+    int consume_pos;  // where the peer's list consumes it
+  };
+  void release_sends(int peer, int peer_pos);
+  // Per transfer (producer stage, micro-batch, activation or gradient): the
+  // position of its SEND in the sender's list, and of the compute action that
+  // consumes it in the receiver's.
+  std::vector<int> send_pos_, consume_pos_;
+  std::vector<PendingSend> sends_;
   std::vector<std::pair<int, double>> losses_;
   double wait_ = 0;  // receive waiting inside the current action
 };

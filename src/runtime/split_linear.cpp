@@ -17,20 +17,25 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-// Adds g into param.grad the way autograd's accumulator would.
-void accumulate(torch::Tensor& param, const torch::Tensor& g) {
-  torch::Tensor& grad = param.mutable_grad();
+// Adds dL/dW = g^T x (rows: every token of the micro-batch) into w.grad.
+// Written by us rather than returned to autograd, in both the deferred and
+// the immediate case: accumulating with addmm_ (beta = 1) saves the
+// temporary gradient and the separate pass that adds it in.
+void accumulate_weight_grad(torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& g) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor g2 = g.reshape({-1, w.size(0)}), x2 = x.reshape({-1, w.size(1)});
+  torch::Tensor& grad = w.mutable_grad();
   if (grad.defined())
-    grad.add_(g);
+    grad.addmm_(g2.t(), x2);
   else
-    grad = g.clone();
+    grad = g2.t().mm(x2);
 }
 
 struct LinearFn : torch::autograd::Function<LinearFn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
                                int64_t store_addr) {
     ctx->save_for_backward({x});
-    ctx->saved_data["w"] = w;  // the parameter itself: deferred work accumulates into its .grad
+    ctx->saved_data["w"] = w;  // the parameter itself: its .grad is where W accumulates
     ctx->saved_data["store"] = store_addr;
     return torch::matmul(x, w.t());
   }
@@ -40,15 +45,13 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     torch::Tensor w = ctx->saved_data["w"].toTensor();
     torch::Tensor g = grads[0];
     torch::Tensor grad_x = torch::matmul(g, w);
-    auto weight_grad = [x, g, w]() {
-      return g.reshape({-1, w.size(0)}).t().mm(x.reshape({-1, w.size(1)}));
-    };
     auto* store = reinterpret_cast<WeightGradStore*>(ctx->saved_data["store"].toInt());
-    if (store && store->deferring()) {
-      store->defer([weight_grad, w]() mutable { accumulate(w, weight_grad()); });
-      return {grad_x, torch::Tensor(), torch::Tensor()};
-    }
-    return {grad_x, weight_grad(), torch::Tensor()};
+    if (store && store->deferring())
+      store->defer([x, g, w]() mutable { accumulate_weight_grad(w, x, g); });
+    else
+      accumulate_weight_grad(w, x, g);
+    // No gradient for w through autograd: it is in w.grad already.
+    return {grad_x, torch::Tensor(), torch::Tensor()};
   }
 };
 

@@ -18,7 +18,7 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   BigArray<double> fwd_end(cells), grad_end(cells);
   BigArray<int> where(cells);  // rank of each (stage, mb), set by its forward before any reader
   std::vector<double> free_at(s.ranks, 0.0);
-  std::vector<int> live(s.ranks, 0);
+  std::vector<int> live(s.ranks, 0), held(s.ranks, 0);
   SimResult res;
   res.per_rank.assign(s.ranks, RankStats{});
   if (opt.timeline) {
@@ -72,14 +72,18 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
       // The new forward's activation is alive from its start; an overlapped
       // pair frees the backward's one at its end, so it peaks at +1.
       st.peak_activations = std::max(st.peak_activations, ++live[r]);
+      st.peak_held = std::max(st.peak_held, ++held[r]);
     }
     if (is_backward(a.op)) {
       grad_end[idx(a.stage, a.mb)] = end;
       --live[r];
+      if (a.op == Op::B) --held[r];
     }
+    if (a.op == Op::W) --held[r];
     if (a.op == Op::FB) {
       grad_end[idx(a.stage2, a.mb2)] = end;
       --live[r];
+      --held[r];
     }
     st.busy += dur;
     free_at[r] = end;

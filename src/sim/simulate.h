@@ -17,6 +17,10 @@ struct RankStats {
   double busy = 0;           // sum of action durations
   double idle = 0;           // makespan - busy
   int peak_activations = 0;  // stage activations alive at once (F start .. B/I end)
+  // The same, counting an activation until its W where the backward is split:
+  // what a runtime holds, since W still needs the layer inputs and output
+  // gradients that I leaves behind (PIPELINES.md's figures count to I).
+  int peak_held = 0;
   int stages_held = 0;       // distinct stages this rank runs (parameter replicas)
   double param_copies = 0;   // parameters held, relative to an even split of the model over the ranks
 };

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
+
 #include "runtime/split_linear.h"
 #include "schedule/error.h"
 
@@ -14,9 +17,8 @@ torch::Tensor seeded_normal(std::vector<int64_t> shape, uint64_t seed, torch::Dt
 }
 
 struct MlpStageImpl : torch::nn::Module {
-  MlpStageImpl(int64_t h, torch::Dtype dtype)
-      : up(register_module("up", SplitLinear(h, 4 * h, dtype))),
-        down(register_module("down", SplitLinear(4 * h, h, dtype))) {}
+  MlpStageImpl(int64_t h, int64_t ffn, torch::Dtype dtype)
+      : up(register_module("up", SplitLinear(h, ffn, dtype))), down(register_module("down", SplitLinear(ffn, h, dtype))) {}
   torch::Tensor forward(const torch::Tensor& x) { return down(torch::gelu(up(x))); }
   SplitLinear up, down;
 };
@@ -33,7 +35,7 @@ PipelineModel mlp_model(const ModelConfig& c) {
     // Initialise from a generator seeded by the stage alone, so that every
     // replica of a stage, on any rank, starts bit-identical.
     auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
-    auto mod = MlpStage(c.hidden, c.dtype);
+    auto mod = MlpStage(c.hidden, mlp_ffn(c), c.dtype);
     {
       torch::NoGradGuard no_grad;
       for (auto& p : mod->parameters()) {
@@ -51,16 +53,28 @@ PipelineModel mlp_model(const ModelConfig& c) {
     return st;
   };
   const std::vector<int64_t> shape = m.boundary_shape;
-  m.input = [c, shape](int mb) { return seeded_normal(shape, c.seed * 1000003 + 2 * static_cast<uint64_t>(mb), c.dtype); };
-  m.loss = [c, shape](const torch::Tensor& out, int mb) {
-    torch::Tensor target = seeded_normal(shape, c.seed * 1000003 + 2 * static_cast<uint64_t>(mb) + 1, c.dtype);
-    return torch::mse_loss(out, target);
+  // Inputs (even slots) and targets (odd) are drawn once and kept: the data
+  // does not change between steps. Copies of the model (thread ranks) share
+  // the cache, hence the lock; nobody writes into a cached tensor.
+  struct Cache {
+    std::mutex mu;
+    std::map<uint64_t, torch::Tensor> t;
   };
+  auto cache = std::make_shared<Cache>();
+  auto data = [c, shape, cache](uint64_t slot) {
+    std::lock_guard<std::mutex> lock(cache->mu);
+    torch::Tensor& t = cache->t[slot];
+    if (!t.defined()) t = seeded_normal(shape, c.seed * 1000003 + slot, c.dtype);
+    return t;
+  };
+  m.input = [data](int mb) { return data(2 * static_cast<uint64_t>(mb)); };
+  m.loss = [data](const torch::Tensor& out, int mb) { return torch::mse_loss(out, data(2 * static_cast<uint64_t>(mb) + 1)); };
   return m;
 }
 
 PipelineModel make_model(const ModelConfig& c) {
   if (c.stages < 1) throw Error(fmt::format("a model needs at least 1 stage (got {})", c.stages));
+  if (c.ffn < 0) throw Error(fmt::format("--ffn must be at least 1, or 0 for 4 x hidden (got {})", c.ffn));
   if (c.hidden < 1 || c.seq_len < 1 || c.micro_batch_size < 1)
     throw Error(fmt::format("--hidden, --seq-len and --micro-batch-size must be at least 1 (got {}, {}, {})",
                             c.hidden, c.seq_len, c.micro_batch_size));

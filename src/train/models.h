@@ -12,6 +12,7 @@ struct ModelConfig {
   int stages = 0;
   int micro_batches = 0;
   int64_t hidden = 64;  // gpt: d_model
+  int64_t ffn = 0;      // mlp: inner width of a stage; 0 means 4 * hidden
   int64_t seq_len = 16;
   int64_t micro_batch_size = 2;
   torch::Dtype dtype = torch::kFloat64;
@@ -25,13 +26,18 @@ struct ModelConfig {
 
 // `mlp`: every stage is Linear(h, 4h, no bias) -> GELU -> Linear(4h, h, no
 // bias), with an MSE loss on the last stage: the example model of the DualPipe
-// reference implementation, so that results compare. Inputs and targets are
-// seeded random tensors, a function of (seed, micro-batch) only, so every
-// rank (and the unpipelined reference) sees the same data.
+// reference implementation, so that results compare (`ffn` changes the 4h,
+// e.g. to cut the same model into twice as many half-size stages). Inputs and
+// targets are seeded random tensors, a function of (seed, micro-batch) only,
+// so every rank (and the unpipelined reference) sees the same data; they are
+// made once per micro-batch and reused, so steps time the model, not randn.
 PipelineModel mlp_model(const ModelConfig& c);
 
 // `gpt`: a small decoder-only transformer on a character corpus (train/gpt.h).
 PipelineModel gpt_model(const ModelConfig& c);
+
+// The inner width of an mlp stage.
+inline int64_t mlp_ffn(const ModelConfig& c) { return c.ffn > 0 ? c.ffn : 4 * c.hidden; }
 
 // Throws dp::Error for unknown names or bad sizes.
 PipelineModel make_model(const ModelConfig& c);

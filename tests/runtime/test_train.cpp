@@ -151,6 +151,19 @@ TEST(TrainCli, BenchJson) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["step_times"].size(), 3u);
   EXPECT_GT(j["median_step_s"].get<double>(), 0.0);
+  // The yardsticks next to it: floor, compute, simulation, transfers, memory.
+  for (const char* k : {"floor_s", "compute_s", "simulated_step_s", "simulated_with_transfers_s", "transfer_s",
+                        "activation_unit_bytes"})
+    EXPECT_GT(j[k].get<double>(), 0.0) << k;
+  EXPECT_GE(j["simulated_with_transfers_s"].get<double>(), j["simulated_step_s"].get<double>());
+  ASSERT_EQ(j["per_rank"].size(), 2u);
+  for (const auto& rank : j["per_rank"]) {
+    EXPECT_EQ(rank["compute_actions"].get<double>(), 8.0);  // 4 forwards and 4 backwards of one stage
+    EXPECT_GT(rank["peak_heap_bytes"].get<double>(), 0.0);  // process ranks track the heap
+  }
+  // 1F1B: rank 0 holds P = 2 activations, the last rank 1.
+  EXPECT_EQ(j["per_rank"][0]["simulated_peak_activations"].get<int>(), 2);
+  EXPECT_EQ(j["per_rank"][1]["simulated_peak_activations"].get<int>(), 1);
 }
 
 TEST(TrainCli, BadOptions) {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the runtime performance benchmarks on this machine and writes
+# docs/BENCHMARKS.md (machine, commit, date and the tables). Takes about ten
+# minutes on 2 cores. Every figure is a ratio of quantities measured in the
+# same run of `dualpipe bench` (the machine may be shared and noisy).
+#   scripts/benchmarks.sh [OUTPUT.md]      (default docs/BENCHMARKS.md)
+# Environment: STEPS (timed steps per run, default 3), ROUNDS (runs of every
+# method, alternating, best median kept; default 2).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/build/dualpipe"
+[ -x "$bin" ] || bash "$root/scripts/build.sh" >/dev/null
+out="${1:-$root/docs/BENCHMARKS.md}"
+steps="${STEPS:-3}"
+rounds="${ROUNDS:-2}"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+
+# The model of the performance issue: mlp h=512, seq 256, micro-batch size 3,
+# N=20 on P=2 ranks. V-shaped schedules run 4 half-size stages (ffn 2h
+# instead of 4h), the same model cut twice as fine.
+model=(--model mlp --hidden 512 --seq-len 256 --micro-batch-size 3)
+run() {  # name, then dualpipe bench arguments
+  local name="$1"
+  shift
+  echo "benchmarks: $name" >&2
+  "$bin" bench "$@" --format json >"$dir/$name.json"
+}
+for ((k = 1; k <= rounds; ++k)); do
+  for m in dualpipe 1f1b zb1p gpipe chimera; do
+    run "$m.$k" -m "$m" -p 2 -n 20 "${model[@]}" --steps "$steps"
+  done
+  for m in dualpipev zbv; do
+    run "$m.$k" -m "$m" -p 2 -n 20 "${model[@]}" --ffn 1024 --steps "$steps"
+  done
+done
+# The overhead model: so small that the runtime, not the arithmetic, is what
+# a step costs.
+for ((k = 1; k <= rounds; ++k)); do
+  run "tiny.$k" -m dualpipe -p 2 -n 20 --model mlp --hidden 64 --seq-len 16 --micro-batch-size 1 --steps 50
+done
+
+python3 "$root/scripts/benchmarks_report.py" "$dir" "$("$bin" --version 2>/dev/null | head -1)" >"$out"
+echo "wrote $out" >&2
