@@ -134,11 +134,14 @@ def main():
     # ------------------------------------------------------------ memory
     w("## Memory\n")
     w("Measured: each rank's largest heap growth during a step (malloc's in-use bytes, sampled after every "
-      "action; process ranks). Predicted: the simulator's peak live activations for that rank times the bytes "
-      "one stage's forward keeps alive until its backward (its input, saved tensors and output; measured "
-      f"once: {dp['activation_unit_bytes'] / 2**20:.2f} MiB for the DualPipe run's stages).\n")
-    w("| method | rank | simulated peak activations | predicted | measured | measured / predicted |")
-    w("|---|---|---|---|---|---|")
+      "action, in one extra untimed step; process ranks). Predicted: the simulator's peak count of activations "
+      "held by that rank, counting an activation until its W where the backward is split (what I leaves for W "
+      "stays in memory), times the bytes one stage's forward keeps alive until its backward (its input, saved "
+      f"tensors and output; measured in the run: {dp['activation_unit_bytes'] / 2**20:.2f} MiB for the full-size "
+      "stages, about 0.6 of that for the half-size ones). Not in the prediction: receive buffers posted ahead "
+      "(up to 3 boundary tensors of 1.5 MiB) and gradients sent but not yet known to have arrived.\n")
+    w("| method | rank | simulated peak activations (to I) | held (to W) | predicted | measured | measured / predicted |")
+    w("|---|---|---|---|---|---|---|")
     for m in order:
         if m not in runs:
             continue
@@ -146,7 +149,7 @@ def main():
             if "peak_heap_bytes" not in r:
                 continue
             pred = r["predicted_activation_bytes"]
-            w(f"| {m} | {k} | {r['simulated_peak_activations']} | {pred / 2**20:.1f} MiB | "
+            w(f"| {m} | {k} | {r['simulated_peak_activations']} | {r['simulated_peak_held']} | {pred / 2**20:.1f} MiB | "
               f"{r['peak_heap_bytes'] / 2**20:.1f} MiB | {r['peak_heap_bytes'] / pred:.3f} |")
     w("")
     print("\n".join(out))

@@ -1,6 +1,8 @@
 // The dualpipe program end to end: outputs, files and exit codes.
 #include <gtest/gtest.h>
 
+#include "cli_run.h"
+
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -20,23 +22,8 @@
 namespace dp {
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-CliRun run(const std::string& args) {
-  std::string cmd = std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CliRun r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CliRun;
+CliRun run(const std::string& args) { return testing::run_cli(args); }
 
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_cli_" + name; }
 

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <malloc.h>
 
 #include <chrono>
 
@@ -17,11 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Bytes the process holds on the heap (LibTorch's CPU allocator uses malloc).
-double heap_bytes() {
-  struct mallinfo2 mi = mallinfo2();
-  return static_cast<double>(mi.uordblks + mi.hblkhd);
-}
 
 }  // namespace
 
@@ -219,7 +213,7 @@ StepOutput RankExecutor::step() {
     posted = std::max(posted, q);
   };
 
-  const double heap0 = track_memory ? heap_bytes() : 0;
+  const double heap0 = track_memory ? malloc_in_use_bytes() : 0;
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     const Action& a = list[p];
@@ -269,7 +263,7 @@ StepOutput RankExecutor::step() {
     }
     out.times[p].end = since(t0);
     out.times[p].wait = wait_;
-    if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, heap_bytes() - heap0);
+    if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, malloc_in_use_bytes() - heap0);
   }
   for (const PendingSend& ps : sends_)
     comm_->wait(ps.work, ps.peer, [&] {

@@ -36,23 +36,6 @@ int env_int(const char* name, int fallback, bool required) {
   return static_cast<int>(x);
 }
 
-// A port that was free a moment ago (the kernel picks it).
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) close(fd);
-    throw Error("cannot find a free local port for the rank rendezvous");
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 }  // namespace
 
 std::optional<RankEnv> rank_from_env() {
@@ -76,13 +59,31 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
   return connect(store, env.rank, env.world, timeout, local);
 }
 
+// A port that was free a moment ago (the kernel picks it).
+int free_local_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) close(fd);
+    throw Error("cannot find a free local port for the rank rendezvous");
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+
 bool is_spawned_rank() {
   const char* v = std::getenv("DUALPIPE_SPAWNED");
   return v && *v == '1';
 }
 
 int spawn_local_ranks(int world, int argc, char** argv) {
-  const int port = free_port();
+  const int port = free_local_port();
   const pid_t parent = getpid();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {

@@ -37,6 +37,10 @@ int spawn_local_ranks(int world, int argc, char** argv);
 // printed what every rank would print before training, such as warnings).
 bool is_spawned_rank();
 
+// A loopback TCP port that was free a moment ago (the kernel picks it);
+// throws dp::Error if there is none.
+int free_local_port();
+
 // Runs fn(comm) on `world` threads of this process, connected through an
 // in-process store; rethrows the first exception any rank threw.
 void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,

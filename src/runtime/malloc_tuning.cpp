@@ -14,4 +14,9 @@ void tune_malloc_for_tensors() {
   });
 }
 
+double malloc_in_use_bytes() {
+  struct mallinfo2 mi = mallinfo2();
+  return static_cast<double>(mi.uordblks + mi.hblkhd);
+}
+
 }  // namespace dp

@@ -18,4 +18,9 @@ namespace dp {
 // Process-wide; idempotent. Called by every RankExecutor.
 void tune_malloc_for_tensors();
 
+// Bytes the process holds on the heap now (malloc's in-use bytes, all
+// arenas; LibTorch's CPU allocator is malloc). Walks malloc's free lists:
+// tens to hundreds of microseconds, not for hot paths.
+double malloc_in_use_bytes();
+
 }  // namespace dp

@@ -1,9 +1,9 @@
 #include "train/perf.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
+
+#include "runtime/malloc_tuning.h"
 
 namespace dp {
 namespace {
@@ -11,11 +11,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double heap_bytes() {
-  struct mallinfo2 mi = mallinfo2();
-  return static_cast<double>(mi.uordblks + mi.hblkhd);
-}
 
 }  // namespace
 
@@ -85,10 +80,10 @@ double activation_unit_bytes(const ModelConfig& c) {
   // A middle stage's input arrives as a received tensor that requires grad
   // and stays alive until the stage's backward: it counts, as does
   // everything the forward keeps (saved tensors and the output).
-  const double before = heap_bytes();
+  const double before = malloc_in_use_bytes();
   torch::Tensor in = torch::randn(m.boundary_shape, torch::dtype(m.boundary_dtype)).requires_grad_(true);
   torch::Tensor out = st.forward(in);
-  const double after = heap_bytes();
+  const double after = malloc_in_use_bytes();
   return after - before;
 }
 

@@ -4,6 +4,9 @@
 // an exception trace or a hang. The cases run at once on a few threads,
 // since every start of the program loads LibTorch.
 #include <gtest/gtest.h>
+
+#include "cli_run.h"
+#include "runtime/launch.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -20,24 +23,8 @@
 namespace dp {
 namespace {
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-CliRun run_cli(const std::string& args, const std::string& env = "") {
-  // `timeout` turns a hang into a failure (exit 124) instead of a stuck suite.
-  const std::string cmd = env + " timeout -k 5 120 " + std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CliRun;
+using testing::run_cli;
 
 struct BadCase {
   std::string args;
@@ -68,22 +55,6 @@ void expect_exit_2(const std::vector<BadCase>& cases) {
 
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_bad_" + name; }
 
-// A port nobody listens on, so that a rank that wrongly went ahead would fail
-// to connect rather than meet a stranger.
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    return 29513;
-  const int port = ntohs(a.sin_port);
-  close(fd);
-  return port;
-}
 
 TEST(BadInput, ModelAndRankArgumentsOfVerify) {
   const std::string v = "verify -m 1f1b -p 2 -n 2 --threads ";
@@ -159,7 +130,7 @@ TEST(BadInput, TrainAndBenchArguments) {
 }
 
 TEST(BadInput, LauncherVariablesThatDoNotMatchTheSchedule) {
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(free_local_port());
   const std::string env = "RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port;
   expect_exit_2({
       {"verify -m 1f1b -p 2 -n 2", "WORLD_SIZE=3 but the schedule has 2 ranks", env + " WORLD_SIZE=3"},

@@ -2,6 +2,8 @@
 // checkpoint cut short or corrupted is skipped; one from another run is refused.
 #include <gtest/gtest.h>
 
+#include "cli_run.h"
+
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,23 +203,8 @@ TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
 
 // ---- through the command line, with rank processes ----
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args, const std::string& env = "") {
-  std::string cmd = env + " timeout -k 5 120 " + std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
-  CliRun r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CliRun;
+using testing::run_cli;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);

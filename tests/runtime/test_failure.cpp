@@ -2,6 +2,8 @@
 // in bounded time with one line that names the failed rank.
 #include <gtest/gtest.h>
 
+#include "cli_run.h"
+
 #include <sys/wait.h>
 
 #include <chrono>
@@ -29,16 +31,12 @@ struct Timed {
 // Runs the CLI under `timeout` so that a hang fails the test instead of
 // blocking it; 124 then means the command hung.
 Timed run_timed(const std::string& env, const std::string& args, int hard_limit_s) {
-  std::string cmd = fmt::format("{} timeout -k 5 {} {} {} 2>&1", env, hard_limit_s, DUALPIPE_BINARY, args);
+  std::string cmd = fmt::format("{} timeout -k 5 {} {} {}", env, hard_limit_s, DUALPIPE_BINARY, args);
   Timed r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
+  const testing::CliRun run = testing::run_command(cmd);
+  r.out = run.out;
+  r.code = run.code;
   r.exit_time = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   std::smatch m;
   if (std::regex_search(r.out, m, std::regex("at monotonic ([0-9.]+) s"))) r.fault_time = std::stod(m[1]);
   return r;

@@ -1,6 +1,8 @@
 // The LibTorch runtime: split backward, executor, replicas, verify.
 #include <gtest/gtest.h>
 
+#include "cli_run.h"
+
 #include <atomic>
 #include <cstdio>
 #include <sys/wait.h>
@@ -203,23 +205,8 @@ TEST(Runtime, ExecutorRejectsAMismatchedModel) {
   EXPECT_THROW(RankExecutor(s, 0, make_model(c), nullptr), Error);
 }
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args, const std::string& env = "") {
-  std::string cmd = env + " " + std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
-  CliRun r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CliRun;
+using testing::run_cli;
 
 TEST(VerifyCli, ProcessRanksPassAndReport) {
   CliRun r = run_cli("verify -m dualpipe -p 4 -n 8");

@@ -1,6 +1,8 @@
 // Training across ranks, measured timelines, and the train/bench commands.
 #include <gtest/gtest.h>
 
+#include "cli_run.h"
+
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -108,23 +110,8 @@ TEST(Measured, CostsAndTimelineFromActionTimes) {
   EXPECT_DOUBLE_EQ(m.timeline[0][3].start, 2.5);
 }
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(DUALPIPE_BINARY) + " " + args + " 2>&1";
-  CliRun r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::CliRun;
+using testing::run_cli;
 
 TEST(TrainCli, WritesLossCurveTimelineAndSummary) {
   const std::string dir = ::testing::TempDir();

@@ -1,0 +1,35 @@
+#pragma once
+// Runs the `dualpipe` program from a test, the way a user would: one shell
+// command, standard output and error together, the exit code. Under
+// `timeout`, so that a hang fails the test (exit 124) instead of stalling the
+// suite. DUALPIPE_BINARY is set by tests/CMakeLists.txt.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+namespace dp::testing {
+
+struct CliRun {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+// `env`: "NAME=value ..." placed before the command.
+inline CliRun run_command(const std::string& shell_command) {
+  CliRun r;
+  FILE* p = popen((shell_command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline CliRun run_cli(const std::string& args, const std::string& env = "", int limit_s = 300) {
+  return run_command(env + " timeout -k 5 " + std::to_string(limit_s) + " " + DUALPIPE_BINARY + " " + args);
+}
+
+}  // namespace dp::testing
