@@ -18,6 +18,7 @@
 #include <string>
 #include <utility>
 
+#include "invariants.h"
 #include "schedule/check.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
@@ -139,12 +140,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     return 0;
   }
-  const dp::SimResult r = dp::simulate(s, dp::Costs{});
-  if (!s.has_comm()) {
-    const dp::Schedule low = dp::lower(s);
-    if (!dp::check(low).ok()) __builtin_trap();
-    const dp::SimResult rl = dp::simulate(low, dp::Costs{});
-    if (std::fabs(rl.makespan - r.makespan) > 1e-9 * (1 + r.makespan)) __builtin_trap();
-  }
+  require_valid_schedule_invariants(s);
   return 0;
 }

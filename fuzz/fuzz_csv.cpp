@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "invariants.h"
 #include "schedule/check.h"
 #include "schedule/csv.h"
 #include "schedule/error.h"
@@ -32,12 +33,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (e.empty() || e.find('\n') != std::string::npos) __builtin_trap();
     return 0;
   }
-  const dp::SimResult r = dp::simulate(s, dp::Costs{});
-  if (!s.has_comm()) {
-    const dp::Schedule low = dp::lower(s);
-    if (!dp::check(low).ok()) __builtin_trap();
-    const dp::SimResult rl = dp::simulate(low, dp::Costs{});
-    if (std::fabs(rl.makespan - r.makespan) > 1e-9 * (1 + r.makespan)) __builtin_trap();
-  }
+  require_valid_schedule_invariants(s);
   return 0;
 }

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-namespace dp::testing {
+namespace dp::test_support {
 
 struct CliRun {
   int code = -1;
@@ -32,4 +32,4 @@ inline CliRun run_cli(const std::string& args, const std::string& env = "", int 
   return run_command(env + " timeout -k 5 " + std::to_string(limit_s) + " " + DUALPIPE_BINARY + " " + args);
 }
 
-}  // namespace dp::testing
+}  // namespace dp::test_support

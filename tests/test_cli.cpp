@@ -22,8 +22,8 @@
 namespace dp {
 namespace {
 
-using testing::CliRun;
-CliRun run(const std::string& args) { return testing::run_cli(args); }
+using test_support::CliRun;
+CliRun run(const std::string& args) { return test_support::run_cli(args); }
 
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_cli_" + name; }
 

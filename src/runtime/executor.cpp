@@ -16,6 +16,15 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Identifies one transfer: which stage produced it, for which micro-batch,
+// and whether it is an activation or a gradient. Both ends compute the same.
+int transfer_tag(bool grad, int producer_stage, int mb, int N) {
+  return static_cast<int>((static_cast<long>(producer_stage) * N + mb) * 2 + (grad ? 1 : 0));
+}
+
+long recv_key(Op op, int stage, int mb, int N) {
+  return (static_cast<long>(stage) * N + mb) * 2 + (op == Op::RECV_B ? 1 : 0);
+}
 
 }  // namespace
 
@@ -43,8 +52,9 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
   const std::size_t transfers = static_cast<std::size_t>(sched_.stages) * N * 2;
   send_pos_.assign(transfers, -1);
   consume_pos_.assign(transfers, -1);
+  // Indexed by transfer_tag, which numbers the transfers densely.
   auto transfer = [N](bool grad, int producer, int mb) {
-    return (static_cast<std::size_t>(producer) * N + mb) * 2 + (grad ? 1 : 0);
+    return static_cast<std::size_t>(transfer_tag(grad, producer, mb, N));
   };
   for (int r = 0; r < sched_.ranks; ++r) {
     const auto& list = sched_.actions[r];
@@ -85,20 +95,6 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
 RankExecutor::Slot& RankExecutor::slot(int stage, int mb) {
   return slots_[static_cast<long>(stage) * sched_.micro_batches + mb];
 }
-
-namespace {
-
-// Identifies one transfer: which stage produced it, for which micro-batch,
-// and whether it is an activation or a gradient. Both ends compute the same.
-int transfer_tag(bool grad, int producer_stage, int mb, int N) {
-  return static_cast<int>((static_cast<long>(producer_stage) * N + mb) * 2 + (grad ? 1 : 0));
-}
-
-long recv_key(Op op, int stage, int mb, int N) {
-  return (static_cast<long>(stage) * N + mb) * 2 + (op == Op::RECV_B ? 1 : 0);
-}
-
-}  // namespace
 
 void RankExecutor::post_recv(const Action& a, std::size_t pos) {
   const int N = sched_.micro_batches;

@@ -23,8 +23,8 @@
 namespace dp {
 namespace {
 
-using testing::CliRun;
-using testing::run_cli;
+using test_support::CliRun;
+using test_support::run_cli;
 
 struct BadCase {
   std::string args;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
+#include "thread_ranks.h"
 
 #include <fmt/format.h>
 #include <sys/wait.h>
@@ -47,11 +48,7 @@ TrainOptions tiny(const Schedule& s, const std::string& model, int steps) {
   return t;
 }
 
-std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
-  std::vector<RankRun> runs(s.ranks);
-  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { runs[comm->rank] = train_rank(s, t, comm); });
-  return runs;
-}
+using test_support::train_threads;
 
 // Trains `total` steps straight, and `cut` steps + a resumed run to `total`;
 // both must agree exactly.
@@ -203,8 +200,8 @@ TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
 
 // ---- through the command line, with rank processes ----
 
-using testing::CliRun;
-using testing::run_cli;
+using test_support::CliRun;
+using test_support::run_cli;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);

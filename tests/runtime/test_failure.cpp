@@ -33,7 +33,7 @@ struct Timed {
 Timed run_timed(const std::string& env, const std::string& args, int hard_limit_s) {
   std::string cmd = fmt::format("{} timeout -k 5 {} {} {}", env, hard_limit_s, DUALPIPE_BINARY, args);
   Timed r;
-  const testing::CliRun run = testing::run_command(cmd);
+  const test_support::CliRun run = test_support::run_command(cmd);
   r.out = run.out;
   r.code = run.code;
   r.exit_time = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();

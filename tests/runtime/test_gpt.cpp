@@ -2,6 +2,8 @@
 // character corpus, deterministic data, and that it learns.
 #include <gtest/gtest.h>
 
+#include "thread_ranks.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -32,17 +34,7 @@ ModelConfig small_gpt(const Schedule& s, int layers = 4) {
   return c;
 }
 
-VerifyResult verify_threads(const Schedule& s, const ModelConfig& c) {
-  Schedule low = lower(s);
-  std::vector<VerifyResult> res(s.ranks);
-  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { res[comm->rank] = verify_step(low, c, comm); });
-  // Every rank ends with the same maxima.
-  for (const VerifyResult& r : res) {
-    EXPECT_EQ(r.grad_error, res[0].grad_error);
-    EXPECT_EQ(r.loss_error, res[0].loss_error);
-  }
-  return res[0];
-}
+using test_support::verify_threads;
 
 std::size_t parameter_count(const ModelConfig& c) {
   PipelineModel m = make_model(c);

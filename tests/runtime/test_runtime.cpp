@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
+#include "thread_ranks.h"
 
 #include <atomic>
 #include <cstdio>
@@ -58,17 +59,7 @@ ModelConfig small_mlp(const Schedule& s, torch::Dtype dtype = torch::kFloat64) {
   return c;
 }
 
-VerifyResult verify_threads(const Schedule& s, const ModelConfig& c) {
-  Schedule low = lower(s);
-  std::vector<VerifyResult> res(s.ranks);
-  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { res[comm->rank] = verify_step(low, c, comm); });
-  // Every rank ends with the same maxima.
-  for (const VerifyResult& r : res) {
-    EXPECT_EQ(r.grad_error, res[0].grad_error);
-    EXPECT_EQ(r.loss_error, res[0].loss_error);
-  }
-  return res[0];
-}
+using test_support::verify_threads;
 
 // Every method, P = 2, 4 and 8 (thread ranks), float64: identical to
 // unpipelined training within 1e-12.
@@ -205,8 +196,8 @@ TEST(Runtime, ExecutorRejectsAMismatchedModel) {
   EXPECT_THROW(RankExecutor(s, 0, make_model(c), nullptr), Error);
 }
 
-using testing::CliRun;
-using testing::run_cli;
+using test_support::CliRun;
+using test_support::run_cli;
 
 TEST(VerifyCli, ProcessRanksPassAndReport) {
   CliRun r = run_cli("verify -m dualpipe -p 4 -n 8");

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
+#include "thread_ranks.h"
 
 #include <cstdio>
 #include <fstream>
@@ -29,11 +30,7 @@ TrainOptions mlp_options(const Schedule& s, int steps) {
   return t;
 }
 
-std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
-  std::vector<RankRun> runs(s.ranks);
-  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { runs[comm->rank] = train_rank(s, t, comm); });
-  return runs;
-}
+using test_support::train_threads;
 
 TEST(Train, LossFallsAndEveryRankAgrees) {
   at::set_num_threads(1);
@@ -110,8 +107,8 @@ TEST(Measured, CostsAndTimelineFromActionTimes) {
   EXPECT_DOUBLE_EQ(m.timeline[0][3].start, 2.5);
 }
 
-using testing::CliRun;
-using testing::run_cli;
+using test_support::CliRun;
+using test_support::run_cli;
 
 TEST(TrainCli, WritesLossCurveTimelineAndSummary) {
   const std::string dir = ::testing::TempDir();

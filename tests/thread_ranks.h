@@ -1,0 +1,35 @@
+#pragma once
+// Runs a whole training or verification on thread ranks of this process and
+// returns every rank's result: the shared driver of the runtime tests.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "runtime/launch.h"
+#include "schedule/lower.h"
+#include "train/trainer.h"
+#include "train/verify.h"
+
+namespace dp::test_support {
+
+inline std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
+  std::vector<RankRun> runs(s.ranks);
+  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { runs[comm->rank] = train_rank(s, t, comm); });
+  return runs;
+}
+
+// One verify step of `s` (lowered here); every rank must end with the same
+// maxima, and rank 0's are returned.
+inline VerifyResult verify_threads(const Schedule& s, const ModelConfig& c) {
+  Schedule low = lower(s);
+  std::vector<VerifyResult> res(s.ranks);
+  run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { res[comm->rank] = verify_step(low, c, comm); });
+  for (const VerifyResult& r : res) {
+    EXPECT_EQ(r.grad_error, res[0].grad_error);
+    EXPECT_EQ(r.loss_error, res[0].loss_error);
+  }
+  return res[0];
+}
+
+}  // namespace dp::test_support
