@@ -158,6 +158,9 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"simulate -m 1f1b -p 4 -n 8 --cost Q=1", "unknown cost 'Q'"},
       {"simulate -m 1f1b -p 4 -n 8 --cost F=1:2", "one per stage"},
       {"simulate -m 1f1b -p 4 -n 8 --comm-latency -1", "latency must not be negative"},
+      // Finite costs whose sum is not: the report used to say "step time inf".
+      {"simulate -m dualpipe -p 4 -n 8 --cost F=1e308,B=1e308", "step time overflows"},
+      {"simulate -m 1f1b -p 4 -n 8 --comm-latency 1e308 --cost F=1e308", "step time overflows"},
       {"simulate -m 1f1b -p 4 -n 8 --ranks", "--ranks"},
       {"simulate -m 1f1b -p four -n 8", "four"},
       {"schedule --from " + garbage, "cell 2: malformed action 'hello'"},

@@ -95,7 +95,19 @@ void run_bench(CLI::App* app) {
         floor = std::max(floor, r_floor);
         compute = std::max(compute, share * seqs[r]);
         compute_actions = std::max(compute_actions, computes[r]);
+        // Where the rank's last step went: compute (waits excluded), waiting
+        // on receives, and the rest (sends, posting, bookkeeping between actions).
+        double busy = 0, waited = 0, span = 0;
+        for (std::size_t p = 0; p < times[r].size(); ++p) {
+          const ActionTime& at = times[r][p];
+          waited += at.wait;
+          if (!is_comm(s.actions[r][p].op)) busy += at.end - at.start - at.wait;
+          span = std::max(span, at.end);
+        }
         nlohmann::json j = {{"flops", rflops[r]},
+                            {"last_step_compute_s", busy},
+                            {"last_step_recv_wait_s", waited},
+                            {"last_step_pipeline_s", span},
                             {"matmul_flops_per_s", rates[r]},
                             {"floor_s", r_floor},
                             {"compute_s", share * seqs[r]},

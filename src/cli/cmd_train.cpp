@@ -129,6 +129,10 @@ void run_train(CLI::App* app) {
     if (o->resume && o->checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
     if (o->lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o->lr));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
+    require_writable("--loss-csv", o->loss_csv);
+    require_writable("--loss-svg", o->loss_svg);
+    require_writable("--trace", o->trace);
+    require_writable("--svg", o->svg);
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;

@@ -2,7 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "schedule/check.h"
@@ -67,6 +72,19 @@ Costs make_costs(const CostOptions& o) {
   c.bandwidth = o.bandwidth;
   c.act_bytes = o.act_bytes;
   return c;
+}
+
+void require_writable(const std::string& option, const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty() || path == "-") return;
+  std::error_code ec;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const auto why = [&](const std::string& what) { return Error(fmt::format("{} '{}': {}", option, path, what)); };
+  if (!fs::is_directory(dir, ec)) throw why(fmt::format("folder '{}' does not exist", dir.string()));
+  if (fs::is_directory(p, ec)) throw why("is a folder");
+  if (fs::exists(p, ec) ? ::access(path.c_str(), W_OK) != 0 : ::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw why(std::strerror(errno));
 }
 
 void write_output(const std::string& path, const std::string& text) {

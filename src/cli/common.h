@@ -34,6 +34,10 @@ Costs make_costs(const CostOptions& o);
 
 // Writes `text` to `path`, or to stdout when path is "-". Throws dp::Error.
 void write_output(const std::string& path, const std::string& text);
+// Throws dp::Error naming `option` when `path` could not be written: its
+// folder is missing or read-only, or it names a folder or read-only file.
+// Long commands call this before they start, not after hours of work.
+void require_writable(const std::string& option, const std::string& path);
 
 // The program's own arguments, for commands that re-run it as rank processes.
 struct ProgramArgs {

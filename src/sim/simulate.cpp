@@ -1,9 +1,11 @@
 #include "sim/simulate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "schedule/big_array.h"
 #include "schedule/check.h"
+#include "schedule/error.h"
 #include "schedule/walk.h"
 
 namespace dp {
@@ -91,6 +93,10 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   });
 
   res.makespan = *std::max_element(free_at.begin(), free_at.end());
+  // Each cost is finite (validate), but their sums can still overflow; an
+  // "inf" step time with "nan" idle times would be a silent wrong answer.
+  if (!std::isfinite(res.makespan))
+    throw Error("costs too large: the simulated step time overflows a double (use smaller units)");
   std::vector<int> held_by(s.stages, -1);  // last rank seen running each stage
   for (int r = 0; r < s.ranks; ++r) {
     RankStats& st = res.per_rank[r];

@@ -120,6 +120,11 @@ TEST(BadInput, TrainAndBenchArguments) {
       {t + "--weight-decay -1", "must not be negative"},
       {t + "--hidden 100000000", "--hidden must be in"},
       {"train -m dualpipe -p 3 -n 4 --threads", "even number of ranks"},
+      // Output paths are checked before training, not after it.
+      {t + "--loss-csv /nonexistent/loss.csv", "--loss-csv '/nonexistent/loss.csv': folder '/nonexistent' does not exist"},
+      {t + "--loss-svg /nonexistent/loss.svg", "--loss-svg"},
+      {t + "--trace /nonexistent/t.json", "--trace"},
+      {t + "--svg " + ::testing::TempDir(), "is a folder"},
       {t + "--frobnicate", "--frobnicate"},
       {b + "--steps 0", "--steps must be at least 1"},
       {b + "--hidden -1", "--hidden must be in"},

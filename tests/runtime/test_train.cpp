@@ -144,6 +144,11 @@ TEST(TrainCli, BenchJson) {
   for (const auto& rank : j["per_rank"]) {
     EXPECT_EQ(rank["compute_actions"].get<double>(), 8.0);  // 4 forwards and 4 backwards of one stage
     EXPECT_GT(rank["peak_heap_bytes"].get<double>(), 0.0);  // process ranks track the heap
+    // The last step's parts: compute and receive waits fit in its span.
+    const double busy = rank["last_step_compute_s"].get<double>(), waited = rank["last_step_recv_wait_s"].get<double>();
+    EXPECT_GT(busy, 0.0);
+    EXPECT_GE(waited, 0.0);
+    EXPECT_LE(busy + waited, rank["last_step_pipeline_s"].get<double>() * (1 + 1e-9));
   }
   // 1F1B: rank 0 holds P = 2 activations, the last rank 1.
   EXPECT_EQ(j["per_rank"][0]["simulated_peak_activations"].get<int>(), 2);
