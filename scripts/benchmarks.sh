@@ -36,8 +36,15 @@ for ((k = 1; k <= rounds; ++k)); do
 done
 # The overhead model: so small that the runtime, not the arithmetic, is what
 # a step costs.
+# Each with the ranks' default SCHED_BATCH policy and with --sched normal,
+# alternating, to show what the scheduling policy moves.
+tiny=(-m dualpipe -p 2 -n 20 --model mlp --hidden 64 --seq-len 16 --micro-batch-size 1 --steps 50)
+for ((k = 1; k <= rounds + 1; ++k)); do
+  run "tiny.$k" "${tiny[@]}"
+  run "tiny-normal.$k" "${tiny[@]}" --sched normal
+done
 for ((k = 1; k <= rounds; ++k)); do
-  run "tiny.$k" -m dualpipe -p 2 -n 20 --model mlp --hidden 64 --seq-len 16 --micro-batch-size 1 --steps 50
+  run "dualpipe-normal.$k" -m dualpipe -p 2 -n 20 "${model[@]}" --steps "$steps" --sched normal
 done
 
 python3 "$root/scripts/benchmarks_report.py" "$dir" "$("$bin" --version 2>/dev/null | head -1)" >"$out"

@@ -27,6 +27,29 @@ def best_runs(folder):
     return runs
 
 
+def all_runs(folder, name):
+    """Every run of NAME, in round order."""
+    found = []
+    for path in glob.glob(os.path.join(folder, name + ".*.json")):
+        k = os.path.basename(path)[len(name) + 1:-len(".json")]
+        if k.isdigit():
+            with open(path) as f:
+                found.append((int(k), json.load(f)))
+    return [r for _, r in sorted(found, key=lambda x: x[0])]
+
+
+def step_parts(run):
+    """Where the last timed step went on the rank with the longest pipeline part."""
+    r = max(run["per_rank"], key=lambda x: x["last_step_pipeline_s"])
+    pipe = r["last_step_pipeline_s"]
+    return {
+        "compute": r["last_step_compute_s"],
+        "wait": r["last_step_recv_wait_s"],
+        "rest": pipe - r["last_step_compute_s"] - r["last_step_recv_wait_s"],
+        "after": run["median_step_s"] - run["median_pipeline_s"],
+    }
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -111,6 +134,26 @@ def main():
     w("")
     w(f"DualPipe's gain over 1F1B: measured {ms(gain_measured)}, predicted {ms(gain_predicted)}: "
       f"**{100 * share:.0f}% realised** (goal >= 90%).\n")
+    # The gain is a few per cent of the step at P=2, the size of the drift
+    # between runs: show how far the rounds spread.
+    dps, ones = all_runs(folder, "dualpipe"), all_runs(folder, "1f1b")
+    if len(dps) > 1 and len(dps) == len(ones):
+        shares = [(o["median_step_s"] - d["median_step_s"]) / (o["simulated_step_s"] - d["simulated_step_s"])
+                  for d, o in zip(dps, ones) if o["simulated_step_s"] > d["simulated_step_s"]]
+        w(f"The rounds spread about as much as the gain itself: DualPipe's medians "
+          f"{', '.join(ms(d['median_step_s']) for d in dps)}; 1F1B's {', '.join(ms(o['median_step_s']) for o in ones)}"
+          + (f"; realised share round by round (each DualPipe run against the 1F1B run next to it) "
+             f"{', '.join(f'{100 * x:.0f}%' for x in shares)}." if shares else ".") + "\n")
+    bp = step_parts(dp)
+    w("Where DualPipe's last timed step went, on its slowest rank:\n")
+    w("| part | time | share of the step |")
+    w("|---|---|---|")
+    for label, key in [("inside compute actions (receive waits excluded)", "compute"),
+                       ("blocked on receives", "wait"),
+                       ("rest of the pipeline part (sends, posting receives, between actions)", "rest"),
+                       ("after the pipeline (replica gradient sums, loss and norm all-reduce)", "after")]:
+        w(f"| {label} | {ms(bp[key])} | {100 * bp[key] / dp['median_step_s']:.1f}% |")
+    w("")
 
     # ------------------------------------------------------------ overhead
     tiny = runs["tiny"]
@@ -130,6 +173,35 @@ def main():
     w(f"| simulated from measured action costs | {1e3 * tiny['simulated_step_s']:.2f} ms |")
     w(f"| simulated with the measured transfer time on every cross-rank edge | {1e3 * tiny['simulated_with_transfers_s']:.2f} ms |")
     w(f"| measured / simulated with transfers | {tiny['median_step_s'] / tiny['simulated_with_transfers_s']:.3f} |\n")
+
+    normal = runs.get("tiny-normal")
+    w("Where a tiny step goes (the last timed step, the rank with the longest pipeline part), with the ranks' "
+      "default scheduling policy (SCHED_BATCH) and with `--sched normal`, both measured in this run:\n")
+    w("| part | batch (default) | normal |")
+    w("|---|---|---|")
+    pb, pn = step_parts(tiny), step_parts(normal) if normal else None
+    def row(label, fb, fn):
+        w(f"| {label} | {fb} | {fn if normal else '-'} |")
+    row("measured step (median)", f"{1e3 * tiny['median_step_s']:.2f} ms",
+        f"{1e3 * normal['median_step_s']:.2f} ms" if normal else "")
+    row("model compute alone (rank's share)", f"{1e3 * tiny['compute_s']:.2f} ms",
+        f"{1e3 * normal['compute_s']:.2f} ms" if normal else "")
+    row("inside compute actions (receive waits excluded)", f"{1e3 * pb['compute']:.2f} ms",
+        f"{1e3 * pn['compute']:.2f} ms" if normal else "")
+    row("blocked on receives", f"{1e3 * pb['wait']:.2f} ms", f"{1e3 * pn['wait']:.2f} ms" if normal else "")
+    row("rest of the pipeline part (sends, posting receives, between actions)", f"{1e3 * pb['rest']:.2f} ms",
+        f"{1e3 * pn['rest']:.2f} ms" if normal else "")
+    row("after the pipeline (replica gradient sums, loss and norm all-reduce)", f"{1e3 * pb['after']:.2f} ms",
+        f"{1e3 * pn['after']:.2f} ms" if normal else "")
+    row("overhead per action", f"{tiny['overhead_per_action_us']:.1f} us",
+        f"{normal['overhead_per_action_us']:.1f} us" if normal else "")
+    w("")
+    big = runs.get("dualpipe-normal")
+    if big:
+        w(f"The big model with `--sched normal`: {ms(big['median_step_s'])} against {ms(dp['median_step_s'])} "
+          f"(normal / batch {big['median_step_s'] / dp['median_step_s']:.3f}); measured / floor "
+          f"{big['median_step_s'] / big['floor_s']:.3f}, measured / simulated "
+          f"{big['median_step_s'] / big['simulated_step_s']:.3f}.\n")
 
     # ------------------------------------------------------------ memory
     w("## Memory\n")

@@ -1,5 +1,7 @@
 // dualpipe bench: time pipeline steps (forward and backward of every
 // micro-batch, sends, receives, replica gradient sums; no optimizer).
+#include <sched.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -63,6 +65,7 @@ void run_bench(CLI::App* app) {
       auto rates = gather_value(rate, *comm);
       auto heaps = gather_value(run.peak_heap_bytes, *comm);
       auto seqs = gather_value(sequential, *comm);
+      auto batch = gather_value(sched_getscheduler(0) == SCHED_BATCH ? 1.0 : 0.0, *comm);
       auto times = gather_times(s, run.last_times, *comm);
       if (comm->rank != 0) return 0;
       std::vector<double> steps, pipes;
@@ -108,6 +111,7 @@ void run_bench(CLI::App* app) {
                             {"last_step_compute_s", busy},
                             {"last_step_recv_wait_s", waited},
                             {"last_step_pipeline_s", span},
+                            {"batch_scheduling", batch[r] > 0},
                             {"matmul_flops_per_s", rates[r]},
                             {"floor_s", r_floor},
                             {"compute_s", share * seqs[r]},

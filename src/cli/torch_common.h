@@ -31,6 +31,9 @@ struct RankOptions {
   // one that stalls is noticed after this long. A minute is well above any
   // step or checkpoint write of the models here on a 2-core machine.
   int timeout_s = 60;
+  // "batch" (default): ranks and their communication threads run under
+  // SCHED_BATCH (see use_batch_scheduling); "normal": the default policy.
+  std::string sched = "batch";
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 

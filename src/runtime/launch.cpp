@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -76,6 +77,13 @@ int free_local_port() {
   return ntohs(a.sin_port);
 }
 
+
+void use_batch_scheduling() {
+  sched_param none{};
+  none.sched_priority = 0;
+  if (sched_setscheduler(0, SCHED_BATCH, &none) != 0)
+    throw Error(fmt::format("cannot switch to batch scheduling: {}", std::strerror(errno)));
+}
 
 bool is_spawned_rank() {
   const char* v = std::getenv("DUALPIPE_SPAWNED");

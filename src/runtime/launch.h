@@ -33,6 +33,16 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
 // SIGKILL, so that this returns even if a rank hangs.
 int spawn_local_ranks(int world, int argc, char** argv);
 
+// Switches the calling thread to SCHED_BATCH, the kernel's policy for
+// throughput work that should not preempt on wake-up; threads and processes
+// it starts afterwards (Gloo's I/O thread, spawned ranks) inherit it. Same
+// priority as normal, no privilege needed. On small machines where a rank's
+// compute thread and Gloo's I/O threads share cores, every transfer wakes a
+// thread; under the normal policy those wake-ups preempt and bounce threads
+// between cores, and a tiny-model step was 2.9x slower (docs/BENCHMARKS.md).
+// Throws dp::Error if the kernel refuses.
+void use_batch_scheduling();
+
 // True in a rank process started by spawn_local_ranks (its launcher already
 // printed what every rank would print before training, such as warnings).
 bool is_spawned_rank();

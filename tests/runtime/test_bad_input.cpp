@@ -80,6 +80,7 @@ TEST(BadInput, ModelAndRankArgumentsOfVerify) {
       {v + "--timeout 86401", "--timeout must be in 1..86400"},
       {v + "--timeout 99999999999", "--timeout"},
       {v + "--bogus", "--bogus"},
+      {v + "--sched fifo", "--sched: fifo not in {batch,normal}"},
       {"verify -m 1f1b -p 0 -n 2", "--ranks must be at least 1"},
       {"verify -m 1f1b -p 2 -n -1", "--micro-batches must be at least 1"},
       {"verify -m 1f1b -p two -n 2", "--ranks"},

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <cstdio>
+#include <sched.h>
 #include <sys/wait.h>
+#include <thread>
 
 #include "runtime/executor.h"
 #include "runtime/launch.h"
@@ -187,6 +189,21 @@ TEST(Runtime, LossesComeBackFromTheLastStages) {
   EXPECT_EQ(losses[0][0].first, 2);
   for (const auto& rank : losses)
     for (const auto& [mb, l] : rank) EXPECT_NEAR(l, ref.losses[mb], 1e-12 * std::abs(ref.losses[mb]));
+}
+
+// Ranks switch before they start their threads, so that Gloo's I/O thread
+// runs under the same policy; the test thread itself is left as it was.
+TEST(Launch, BatchSchedulingIsInheritedByThreadsStartedLater) {
+  const int before = sched_getscheduler(0);
+  int self = -1, child = -1;
+  std::thread([&] {
+    use_batch_scheduling();
+    self = sched_getscheduler(0);
+    std::thread([&] { child = sched_getscheduler(0); }).join();
+  }).join();
+  EXPECT_EQ(self, SCHED_BATCH);
+  EXPECT_EQ(child, SCHED_BATCH);
+  EXPECT_EQ(sched_getscheduler(0), before);
 }
 
 TEST(Runtime, ExecutorRejectsAMismatchedModel) {

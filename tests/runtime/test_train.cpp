@@ -129,6 +129,12 @@ TEST(TrainCli, WritesLossCurveTimelineAndSummary) {
   EXPECT_EQ(events, static_cast<int>(dualpipe(Shape{2, 4}).action_count()));
 }
 
+TEST(TrainCli, BenchWithNormalSchedulingLeavesThePolicyAlone) {
+  CliRun r = run_cli("bench -m 1f1b -p 2 -n 2 --model mlp --hidden 16 --seq-len 4 --steps 1 --sched normal --format json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const auto& rank : nlohmann::json::parse(r.out)["per_rank"]) EXPECT_FALSE(rank["batch_scheduling"].get<bool>());
+}
+
 TEST(TrainCli, BenchJson) {
   CliRun r = run_cli("bench -m 1f1b -p 2 -n 4 --model mlp --hidden 16 --seq-len 4 --steps 3 --format json");
   ASSERT_EQ(r.code, 0) << r.out;
@@ -149,6 +155,7 @@ TEST(TrainCli, BenchJson) {
     EXPECT_GT(busy, 0.0);
     EXPECT_GE(waited, 0.0);
     EXPECT_LE(busy + waited, rank["last_step_pipeline_s"].get<double>() * (1 + 1e-9));
+    EXPECT_TRUE(rank["batch_scheduling"].get<bool>());  // the default, inherited by the rank processes
   }
   // 1F1B: rank 0 holds P = 2 activations, the last rank 1.
   EXPECT_EQ(j["per_rank"][0]["simulated_peak_activations"].get<int>(), 2);
