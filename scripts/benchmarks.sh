@@ -36,6 +36,11 @@ for ((k = 1; k <= rounds; ++k)); do
 done
 # The overhead model: so small that the runtime, not the arithmetic, is what
 # a step costs.
+# What one cross-thread wake-up costs here: the floor under every transfer.
+if [ -x "$root/build/bench/wakeup_latency" ]; then
+  echo "benchmarks: wakeup_latency" >&2
+  "$root/build/bench/wakeup_latency" >"$dir/wakeup_latency.out"
+fi
 # Each with the ranks' default SCHED_BATCH policy and with --sched normal,
 # alternating, to show what the scheduling policy moves.
 tiny=(-m dualpipe -p 2 -n 20 --model mlp --hidden 64 --seq-len 16 --micro-batch-size 1 --steps 50)

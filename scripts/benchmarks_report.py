@@ -109,6 +109,7 @@ def main():
     w(f"| the model's own compute, no pipeline (per-micro-batch forward and backward on one thread, rank's share) | {ms(dp['compute_s'])} |")
     w(f"| simulated from measured action costs | {ms(dp['simulated_step_s'])} |")
     w(f"| **measured / floor** (goal <= 1.05) | **{dp['median_step_s'] / dp['floor_s']:.3f}** |")
+    w(f"| model compute alone / floor (what the model does besides matrix products: GELU, bias, loss, BLAS's zeroing of outputs) | {dp['compute_s'] / dp['floor_s']:.3f} |")
     w(f"| measured / model compute alone | {dp['median_step_s'] / dp['compute_s']:.3f} |")
     w(f"| **measured / simulated** (goal <= 1.05) | **{dp['median_step_s'] / dp['simulated_step_s']:.3f}** |")
     w(f"| pipeline part / simulated | {dp['median_pipeline_s'] / dp['simulated_step_s']:.3f} |\n")
@@ -196,6 +197,21 @@ def main():
     row("overhead per action", f"{tiny['overhead_per_action_us']:.1f} us",
         f"{normal['overhead_per_action_us']:.1f} us" if normal else "")
     w("")
+    wake_path = os.path.join(folder, "wakeup_latency.out")
+    if os.path.exists(wake_path):
+        with open(wake_path) as f:
+            wk = json.load(f)
+        w(f"What one message between threads costs on this machine (`build/bench/wakeup_latency`: a thread "
+          f"computes for {wk['busy_us']:.0f} us, as a rank does, then writes 8 bytes to a pipe that a sleeping "
+          f"thread reads; {wk['rounds']} rounds):\n")
+        w("| reader on | wake-up delay median | p90 | p99 | max | writer's cost of the write (median) |")
+        w("|---|---|---|---|---|---|")
+        for where, key in [("the same core", "same_core"), ("the other core", "other_core")]:
+            if key + "_wakeup" in wk:
+                d, c = wk[key + "_wakeup"], wk[key + "_write"]
+                w(f"| {where} | {d['median_us']:.1f} us | {d['p90_us']:.1f} us | {d['p99_us']:.1f} us | "
+                  f"{d['max_us']:.0f} us | {c['median_us']:.1f} us |")
+        w("")
     big = runs.get("dualpipe-normal")
     if big:
         w(f"The big model with `--sched normal`: {ms(big['median_step_s'])} against {ms(dp['median_step_s'])} "

@@ -58,6 +58,11 @@ double matmul_flops_per_second(const ModelConfig& c, double seconds) {
 }
 
 double sequential_compute_seconds(const ModelConfig& c, int repeats) {
+  // The allocator settings the executor runs with: without them glibc maps
+  // and unmaps every large activation, and the page faults of touching it
+  // afresh (expensive in a VM) made this yardstick 20% slower than the
+  // pipelined step it is set against.
+  tune_malloc_for_tensors();
   PipelineModel m = make_model(c);
   std::vector<Stage> stages;
   for (int s = 0; s < m.stages; ++s) stages.push_back(m.build(s));
