@@ -52,5 +52,8 @@ for ((k = 1; k <= rounds; ++k)); do
   run "dualpipe-normal.$k" -m dualpipe -p 2 -n 20 "${model[@]}" --steps "$steps" --sched normal
 done
 
-python3 "$root/scripts/benchmarks_report.py" "$dir" "$("$bin" --version 2>/dev/null | head -1)" >"$out"
+# Into a temporary file first: redirecting into $out would truncate it
+# before the report looks at `git status`, and mark a clean tree as changed.
+python3 "$root/scripts/benchmarks_report.py" "$dir" "$("$bin" --version 2>/dev/null | head -1)" >"$dir/report.md"
+mv "$dir/report.md" "$out"
 echo "wrote $out" >&2
