@@ -132,7 +132,10 @@ TEST(TrainCli, WritesLossCurveTimelineAndSummary) {
 TEST(TrainCli, BenchWithNormalSchedulingLeavesThePolicyAlone) {
   CliRun r = run_cli("bench -m 1f1b -p 2 -n 2 --model mlp --hidden 16 --seq-len 4 --steps 1 --sched normal --format json");
   ASSERT_EQ(r.code, 0) << r.out;
-  for (const auto& rank : nlohmann::json::parse(r.out)["per_rank"]) EXPECT_FALSE(rank["batch_scheduling"].get<bool>());
+  // Parsed into a variable: a range-for over parse(...)["per_rank"] would
+  // iterate a member of a temporary destroyed before the loop (ASan found it).
+  const auto j = nlohmann::json::parse(r.out);
+  for (const auto& rank : j["per_rank"]) EXPECT_FALSE(rank["batch_scheduling"].get<bool>());
 }
 
 TEST(TrainCli, BenchJson) {
