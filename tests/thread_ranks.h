@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/launch.h"
@@ -12,6 +13,22 @@
 #include "train/verify.h"
 
 namespace dp::test_support {
+
+// Training options for a small model the tests can afford: `model` (mlp or
+// gpt) sized for `s`, `steps` steps of AdamW at lr 1e-2.
+inline TrainOptions small_train_options(const Schedule& s, const std::string& model, int steps, torch::Dtype dtype) {
+  TrainOptions t;
+  t.model.name = model;
+  t.model.stages = s.stages;
+  t.model.micro_batches = s.micro_batches;
+  t.model.hidden = model == "gpt" ? 32 : 16;
+  t.model.seq_len = model == "gpt" ? 8 : 4;
+  t.model.micro_batch_size = 2;
+  t.model.dtype = dtype;
+  t.steps = steps;
+  t.lr = 1e-2;
+  return t;
+}
 
 inline std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
   std::vector<RankRun> runs(s.ranks);

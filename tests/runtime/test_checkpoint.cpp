@@ -35,17 +35,7 @@ std::string fresh_dir(const std::string& name) {
 }
 
 TrainOptions tiny(const Schedule& s, const std::string& model, int steps) {
-  TrainOptions t;
-  t.model.name = model;
-  t.model.stages = s.stages;
-  t.model.micro_batches = s.micro_batches;
-  t.model.hidden = model == "gpt" ? 32 : 16;
-  t.model.seq_len = model == "gpt" ? 8 : 4;
-  t.model.micro_batch_size = 2;
-  t.model.dtype = torch::kFloat32;
-  t.steps = steps;
-  t.lr = 1e-2;
-  return t;
+  return test_support::small_train_options(s, model, steps, torch::kFloat32);
 }
 
 using test_support::train_threads;

@@ -18,16 +18,7 @@ namespace dp {
 namespace {
 
 TrainOptions mlp_options(const Schedule& s, int steps) {
-  TrainOptions t;
-  t.model.stages = s.stages;
-  t.model.micro_batches = s.micro_batches;
-  t.model.hidden = 16;
-  t.model.seq_len = 4;
-  t.model.micro_batch_size = 2;
-  t.model.dtype = torch::kFloat64;
-  t.steps = steps;
-  t.lr = 1e-2;
-  return t;
+  return test_support::small_train_options(s, "mlp", steps, torch::kFloat64);
 }
 
 using test_support::train_threads;
