@@ -180,22 +180,22 @@ def main():
       "default scheduling policy (SCHED_BATCH) and with `--sched normal`, both measured in this run:\n")
     w("| part | batch (default) | normal |")
     w("|---|---|---|")
-    pb, pn = step_parts(tiny), step_parts(normal) if normal else None
-    def row(label, fb, fn):
-        w(f"| {label} | {fb} | {fn if normal else '-'} |")
-    row("measured step (median)", f"{1e3 * tiny['median_step_s']:.2f} ms",
-        f"{1e3 * normal['median_step_s']:.2f} ms" if normal else "")
-    row("model compute alone (rank's share)", f"{1e3 * tiny['compute_s']:.2f} ms",
-        f"{1e3 * normal['compute_s']:.2f} ms" if normal else "")
-    row("inside compute actions (receive waits excluded)", f"{1e3 * pb['compute']:.2f} ms",
-        f"{1e3 * pn['compute']:.2f} ms" if normal else "")
-    row("blocked on receives", f"{1e3 * pb['wait']:.2f} ms", f"{1e3 * pn['wait']:.2f} ms" if normal else "")
-    row("rest of the pipeline part (sends, posting receives, between actions)", f"{1e3 * pb['rest']:.2f} ms",
-        f"{1e3 * pn['rest']:.2f} ms" if normal else "")
-    row("after the pipeline (replica gradient sums, loss and norm all-reduce)", f"{1e3 * pb['after']:.2f} ms",
-        f"{1e3 * pn['after']:.2f} ms" if normal else "")
-    row("overhead per action", f"{tiny['overhead_per_action_us']:.1f} us",
-        f"{normal['overhead_per_action_us']:.1f} us" if normal else "")
+    # One column per policy; each row reads one figure out of a run.
+    columns = [tiny] + ([normal] if normal else [])
+    rows = [
+        ("measured step (median)", lambda r: f"{1e3 * r['median_step_s']:.2f} ms"),
+        ("model compute alone (rank's share)", lambda r: f"{1e3 * r['compute_s']:.2f} ms"),
+        ("inside compute actions (receive waits excluded)", lambda r: f"{1e3 * step_parts(r)['compute']:.2f} ms"),
+        ("blocked on receives", lambda r: f"{1e3 * step_parts(r)['wait']:.2f} ms"),
+        ("rest of the pipeline part (sends, posting receives, between actions)",
+         lambda r: f"{1e3 * step_parts(r)['rest']:.2f} ms"),
+        ("after the pipeline (replica gradient sums, loss and norm all-reduce)",
+         lambda r: f"{1e3 * step_parts(r)['after']:.2f} ms"),
+        ("overhead per action", lambda r: f"{r['overhead_per_action_us']:.1f} us"),
+    ]
+    for label, figure in rows:
+        cells = [figure(r) for r in columns] + ["-"] * (2 - len(columns))
+        w(f"| {label} | {' | '.join(cells)} |")
     w("")
     wake_path = os.path.join(folder, "wakeup_latency.out")
     if os.path.exists(wake_path):
