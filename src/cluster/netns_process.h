@@ -1,0 +1,51 @@
+#pragma once
+// Processes inside network namespaces that nobody named: a namespace lives
+// as long as a process in it (or an open descriptor of it) does, so a
+// namespace made by a child process vanishes with that child, with no name
+// under /run/netns to clean up. The helpers here make such namespaces, run
+// ip/tc inside them and start programs inside them. Everything between fork
+// and exec is async-signal-safe (argument and environment arrays are built
+// before fork), so they may be called from a program with many threads.
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace dp::netns {
+
+// A child process in a fresh network namespace of its own. It stays until
+// every write end of `life` pipe is closed (by close, exit or SIGKILL of its
+// holders) and then exits, which ends the namespace. It ignores the
+// terminal's SIGINT, SIGQUIT, SIGHUP and SIGTSTP, so that Ctrl-C reaches the
+// launcher, which decides when the network goes.
+struct Holder {
+  pid_t pid = -1;
+  int ns_fd = -1;  // /proc/pid/ns/net, opened O_CLOEXEC
+  int error = 0;   // errno of unshare(CLONE_NEWNET) when it failed (pid and ns_fd then -1)
+};
+// `name` becomes the holder's process name (at most 15 characters).
+Holder start_holder(int life_read_fd, const std::string& name);
+
+// Runs program (a path) with args in the namespace `ns_fd` and waits for it.
+struct RunResult {
+  std::string output;  // its stdout
+  std::string error;   // "" on success, else a line naming the command and its
+                       // first line on stderr (or its exit status)
+};
+RunResult run_in(int ns_fd, const std::string& program, const std::vector<std::string>& args);
+
+// Starts argv (argv[0] a path) in the namespace `ns_fd` with exactly the
+// environment `env` ("NAME=value" entries); the child gets SIGKILL when the
+// calling thread exits (PR_SET_PDEATHSIG). Throws dp::Error if it cannot be
+// started (fork, setns or exec failed).
+pid_t spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env);
+
+// `name` itself if it holds a '/', else the first executable `name` in PATH,
+// /usr/sbin, /sbin, /usr/bin, /bin; "" if there is none.
+std::string find_program(const std::string& name);
+
+// Kills `pid` with SIGKILL unless it already exited, and reaps it. Does
+// nothing for a pid that is not (or no longer) our child.
+void kill_and_reap(pid_t pid);
+
+}  // namespace dp::netns

@@ -1,0 +1,135 @@
+// A tiny TCP probe for the emulated cluster tests (run inside its hosts):
+//   net_probe serve PORT OUTFILE CONNECTIONS   accept CONNECTIONS senders on
+//       PORT, read each to EOF, then write "BYTES FIRST LAST" to OUTFILE:
+//       bytes received, CLOCK_MONOTONIC seconds of the first byte and of the
+//       last EOF (one clock for every namespace, so the test can combine
+//       several servers).
+//   net_probe send ADDR PORT BYTES   connect (retrying while refused: the
+//       server may still be starting), send BYTES, wait for the server to close.
+// Exit 0 on success, 3 when the connection fails for another reason (the
+// message names it), 1 on any other error.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+namespace {
+
+double now() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+int fail(const char* what) {
+  std::fprintf(stderr, "net_probe: %s: %s\n", what, std::strerror(errno));
+  return 1;
+}
+
+int serve(int port, const char* out, int connections) {
+  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return fail("bind");
+  if (listen(s, 16) != 0) return fail("listen");
+  std::vector<pollfd> fds{{s, POLLIN, 0}};
+  int accepted = 0, open = 0;
+  long long bytes = 0;
+  double first = 0, last = 0;
+  std::vector<char> buf(1 << 16);
+  while (accepted < connections || open > 0) {
+    if (poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      return fail("poll");
+    }
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (i == 0) {
+        const int c = accept(s, nullptr, nullptr);
+        if (c < 0) return fail("accept");
+        fds.push_back({c, POLLIN, 0});
+        ++accepted, ++open;
+        if (accepted == connections) fds[0].events = 0;
+        continue;
+      }
+      const ssize_t n = read(fds[i].fd, buf.data(), buf.size());
+      if (n > 0) {
+        if (bytes == 0) first = now();
+        bytes += n;
+      } else if (n == 0 || errno != EINTR) {
+        last = now();
+        close(fds[i].fd);
+        fds[i].fd = -1;  // poll ignores negative descriptors
+        --open;
+      }
+    }
+  }
+  const std::string tmp = std::string(out) + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) return fail("open the output file");
+  std::fprintf(f, "%lld %.6f %.6f\n", bytes, first, last);
+  std::fclose(f);
+  return std::rename(tmp.c_str(), out) == 0 ? 0 : fail("rename the output file");
+}
+
+int send_bytes(const char* addr, int port, long long bytes) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+    std::fprintf(stderr, "net_probe: '%s' is not an IPv4 address\n", addr);
+    return 1;
+  }
+  int s = -1;
+  const double give_up = now() + 5;
+  while (true) {
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) break;
+    const int err = errno;
+    close(s);
+    if (err != ECONNREFUSED || now() > give_up) {
+      std::fprintf(stderr, "net_probe: connect %s:%d: %s\n", addr, port, std::strerror(err));
+      return 3;
+    }
+    usleep(5000);
+  }
+  std::vector<char> buf(1 << 16, 'x');
+  while (bytes > 0) {
+    const ssize_t n = write(s, buf.data(), static_cast<std::size_t>(std::min<long long>(bytes, 1 << 16)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("write");
+    }
+    bytes -= n;
+  }
+  shutdown(s, SHUT_WR);
+  char c;
+  while (read(s, &c, 1) > 0) {
+  }
+  close(s);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "serve" && argc == 5) return serve(std::atoi(argv[2]), argv[3], std::atoi(argv[4]));
+  if (mode == "send" && argc == 5) return send_bytes(argv[2], std::atoi(argv[3]), std::atoll(argv[4]));
+  std::fprintf(stderr, "usage: net_probe serve PORT OUTFILE CONNECTIONS | net_probe send ADDR PORT BYTES\n");
+  return 1;
+}

@@ -1,0 +1,78 @@
+#include <gtest/gtest.h>
+
+#include "cluster/link_rate.h"
+#include "schedule/error.h"
+
+namespace dp {
+namespace {
+
+std::uint64_t bits(const std::string& s) { return parse_link_rate(s).bits_per_second; }
+
+std::string error_of(const std::string& s) {
+  try {
+    parse_link_rate(s);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LinkRate, ReadsTcUnits) {
+  EXPECT_EQ(bits("100mbit"), 100'000'000u);
+  EXPECT_EQ(bits("1gbit"), 1'000'000'000u);
+  EXPECT_EQ(bits("500kbit"), 500'000u);
+  EXPECT_EQ(bits("10gbit"), 10'000'000'000u);
+  EXPECT_EQ(bits("2000000bit"), 2'000'000u);
+  EXPECT_EQ(bits("128kibit"), 128u * 1024);
+  EXPECT_EQ(bits("1mibit"), 1024u * 1024);
+  EXPECT_EQ(bits("1.5gbit"), 1'500'000'000u);
+  EXPECT_EQ(bits("1GBit"), 1'000'000'000u);  // tc's units ignore case
+}
+
+TEST(LinkRate, BpsUnitsAreBytes) {
+  EXPECT_EQ(bits("10mbps"), 80'000'000u);
+  EXPECT_EQ(bits("1gbps"), 8'000'000'000u);
+  EXPECT_EQ(bits("100000bps"), 800'000u);
+  EXPECT_EQ(bits("1mibps"), 8u * 1024 * 1024);
+}
+
+TEST(LinkRate, PlainNumbersAreBits) { EXPECT_EQ(bits("1000000"), 1'000'000u); }
+
+TEST(LinkRate, RefusesWhatIsNotARate) {
+  EXPECT_EQ(error_of("abc"), "--link-rate 'abc' is not a rate such as 1gbit or 100mbit");
+  for (const char* bad : {"", "mbit", "10 mbit", " 10mbit", "-1mbit", "+1mbit", "1e9", "1.", ".5gbit", "10mbitx",
+                          "10mb", "inf", "nan", "1,5gbit", "0x10mbit"})
+    EXPECT_EQ(error_of(bad), std::string("--link-rate '") + bad + "' is not a rate such as 1gbit or 100mbit") << bad;
+}
+
+TEST(LinkRate, RefusesRatesOutOfRange) {
+  EXPECT_EQ(error_of("50kbit"), "--link-rate '50kbit' is outside 100kbit..100gbit");
+  EXPECT_EQ(error_of("0"), "--link-rate '0' is outside 100kbit..100gbit");
+  EXPECT_EQ(error_of("101gbit"), "--link-rate '101gbit' is outside 100kbit..100gbit");
+  EXPECT_EQ(error_of("99999999999999999999999999999gbit"),
+            "--link-rate '99999999999999999999999999999gbit' is outside 100kbit..100gbit");
+  EXPECT_EQ(bits("100kbit"), 100'000u);
+  EXPECT_EQ(bits("100gbit"), 100'000'000'000u);
+}
+
+TEST(LinkRate, PrintsTheShortestExactForm) {
+  EXPECT_EQ(to_string(LinkRate{50'000'000}), "50mbit");
+  EXPECT_EQ(to_string(LinkRate{1'000'000'000}), "1gbit");
+  EXPECT_EQ(to_string(LinkRate{1'500'000}), "1500kbit");
+  EXPECT_EQ(to_string(LinkRate{12'345}), "12345bit");
+  for (const char* s : {"10mbit", "1gbit", "500kbit", "2500mbit"}) EXPECT_EQ(to_string(parse_link_rate(s)), s);
+}
+
+TEST(LinkRate, TbfBucketHoldsAMillisecondAndSeveralFrames) {
+  for (std::uint64_t rate : {100'000ull, 10'000'000ull, 100'000'000ull, 1'000'000'000ull, 10'000'000'000ull}) {
+    const TbfParams p = tbf_params(LinkRate{rate});
+    EXPECT_GE(p.burst_bytes, rate / 8 / 1000) << rate;   // a millisecond of traffic
+    EXPECT_GE(p.burst_bytes, 4u * 1514) << rate;         // full frames always pass
+    EXPECT_GE(p.limit_bytes, p.burst_bytes + rate / 8 / 10) << rate;  // 100 ms of queue
+  }
+  // At 10gbit the millisecond dominates: 1.25 MB.
+  EXPECT_EQ(tbf_params(LinkRate{10'000'000'000ull}).burst_bytes, 1'250'000u);
+}
+
+}  // namespace
+}  // namespace dp
