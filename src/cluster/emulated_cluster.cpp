@@ -94,7 +94,7 @@ EmulatedCluster::~EmulatedCluster() { teardown(); }
 EmulatedCluster::Ns EmulatedCluster::make_namespace(const std::string& name) {
   const netns::Holder h = netns::start_holder(life_read_, name);
   if (h.error != 0) throw Error(unshare_failure(h.error));
-  return Ns{h.pid, h.ns_fd};
+  return Ns{h.process, h.ns_fd};
 }
 
 std::string EmulatedCluster::run_or_throw(const Ns& where, const std::string& program,
@@ -127,7 +127,7 @@ void EmulatedCluster::build() {
     const std::string port = fmt::format("{}p{}", options_.name_prefix, h);
     run_or_throw(host, ip_, {"link", "set", "lo", "up"}, "bring up a host's loopback");
     run_or_throw(host, ip_,
-                 {"link", "add", interface(), "type", "veth", "peer", "name", port, "netns", std::to_string(switch_.pid)},
+                 {"link", "add", interface(), "type", "veth", "peer", "name", port, "netns", std::to_string(switch_.holder.pid)},
                  "create a host's veth link");
     run_or_throw(host, ip_, {"addr", "add", address(h) + "/24", "dev", interface()}, "address a host");
     run_or_throw(host, ip_, {"link", "set", interface(), "up"}, "bring up a host's link");
@@ -138,7 +138,7 @@ void EmulatedCluster::build() {
 }
 
 void EmulatedCluster::teardown() noexcept {
-  for (pid_t pid : spawned_) netns::kill_and_reap(pid);
+  for (netns::Child& child : spawned_) netns::kill_and_reap(child);
   spawned_.clear();
   // Closing the life pipe ends every holder; SIGKILL makes it immediate, and
   // reaping them here means the namespaces are gone when this returns.
@@ -149,7 +149,7 @@ void EmulatedCluster::teardown() noexcept {
     }
   auto end = [](Ns& n) {
     if (n.fd >= 0) close(n.fd);
-    netns::kill_and_reap(n.pid);
+    netns::kill_and_reap(n.holder);
     n = Ns{};
   };
   for (Ns& h : hosts_) end(h);
@@ -169,7 +169,7 @@ std::string EmulatedCluster::address(int host) const {
   return fmt::format("{}.{}", options_.subnet, host + 1);
 }
 
-std::string EmulatedCluster::netns_path(int host) const { return fmt::format("/proc/{}/ns/net", ns(host).pid); }
+std::string EmulatedCluster::netns_path(int host) const { return fmt::format("/proc/{}/ns/net", ns(host).holder.pid); }
 
 pid_t EmulatedCluster::spawn(int host, const std::vector<std::string>& argv,
                              const std::vector<std::pair<std::string, std::string>>& extra_env) {
@@ -188,9 +188,8 @@ pid_t EmulatedCluster::spawn(int host, const std::vector<std::string>& argv,
     if (!overridden) env.push_back(entry);
   }
   for (const auto& kv : extra_env) env.push_back(kv.first + "=" + kv.second);
-  const pid_t pid = netns::spawn_in(where.fd, args, env);
-  spawned_.push_back(pid);
-  return pid;
+  spawned_.push_back(netns::spawn_in(where.fd, args, env));
+  return spawned_.back().pid;
 }
 
 std::string EmulatedCluster::ip(int host, const std::vector<std::string>& args) const {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cluster/link_rate.h"
+#include "cluster/netns_process.h"
 #include "cluster/placement.h"
 #include "schedule/error.h"
 
@@ -79,7 +80,7 @@ class EmulatedCluster {
 
  private:
   struct Ns {
-    pid_t pid = -1;
+    netns::Child holder;
     int fd = -1;
   };
   const Ns& ns(int host) const;
@@ -96,7 +97,7 @@ class EmulatedCluster {
   int life_read_ = -1;   // closed once every holder has its copy
   Ns switch_;
   std::vector<Ns> hosts_;
-  std::vector<pid_t> spawned_;
+  std::vector<netns::Child> spawned_;
 };
 
 // Throws the one-line dp::Error the constructor would throw when this

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,16 +92,16 @@ Holder start_holder(int life_read_fd, const std::string& name) {
   while (n < 0 && errno == EINTR);
   close(ready[0]);
   Holder h;
+  h.process = track(pid);
   if (n != static_cast<ssize_t>(sizeof err) || err != 0) {
-    kill_and_reap(pid);
+    kill_and_reap(h.process);
     h.error = n == static_cast<ssize_t>(sizeof err) ? err : ECHILD;
     return h;
   }
-  h.pid = pid;
   h.ns_fd = open(fmt::format("/proc/{}/ns/net", pid).c_str(), O_RDONLY | O_CLOEXEC);
   if (h.ns_fd < 0) {
     const int e = errno;
-    kill_and_reap(pid);
+    kill_and_reap(h.process);
     throw Error(fmt::format("cannot open the network namespace of process {}: {}", pid, std::strerror(e)));
   }
   return h;
@@ -166,7 +167,7 @@ RunResult run_in(int ns_fd, const std::string& program, const std::vector<std::s
   return result;
 }
 
-pid_t spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+Child spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   if (argv.empty()) throw Error("cannot start a program without a name");
   auto c_argv = c_array(argv);
   auto c_env = c_array(env);
@@ -207,7 +208,7 @@ pid_t spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vecto
     wait_status(pid);
     throw Error(fmt::format("cannot start '{}' in its emulated host: {}", argv[0], std::strerror(err)));
   }
-  return pid;
+  return track(pid);
 }
 
 std::string find_program(const std::string& name) {
@@ -230,15 +231,32 @@ std::string find_program(const std::string& name) {
   return "";
 }
 
-void kill_and_reap(pid_t pid) {
-  if (pid <= 0) return;
+Child track(pid_t pid) {
+  const long fd = syscall(SYS_pidfd_open, pid, 0);
+  return Child{pid, fd >= 0 ? static_cast<int>(fd) : -1};
+}
+
+void kill_and_reap(Child& c) {
+  if (c.pid <= 0) return;
   int status = 0;
-  pid_t r;
-  do r = waitpid(pid, &status, WNOHANG);
-  while (r < 0 && errno == EINTR);
-  if (r != 0) return;  // reaped now, or not our child (already reaped elsewhere)
-  kill(pid, SIGKILL);
-  wait_status(pid);
+  if (c.pidfd >= 0) {
+    // Through the pidfd: ESRCH or ECHILD when it is gone or reaped elsewhere.
+    syscall(SYS_pidfd_send_signal, c.pidfd, SIGKILL, nullptr, 0);
+    constexpr auto kPidfd = static_cast<idtype_t>(3);  // P_PIDFD (Linux 5.4)
+    siginfo_t info{};
+    while (waitid(kPidfd, static_cast<id_t>(c.pidfd), &info, WEXITED) < 0 && errno == EINTR) {
+    }
+    close(c.pidfd);
+  } else {
+    pid_t r;
+    do r = waitpid(c.pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {  // still running, and still ours
+      kill(c.pid, SIGKILL);
+      wait_status(c.pid);
+    }
+  }
+  c = Child{};
 }
 
 }  // namespace dp::netns

@@ -13,15 +13,29 @@
 
 namespace dp::netns {
 
+// A child process and a pidfd of it: a signal or wait through the pidfd
+// reaches exactly that process, never another that got its pid after it was
+// reaped (by a launcher's waitpid(-1) loop, say).
+struct Child {
+  pid_t pid = -1;
+  int pidfd = -1;  // -1 where the kernel has no pidfd_open (before Linux 5.3)
+};
+Child track(pid_t pid);
+
+// Kills `c` with SIGKILL unless it already ended, reaps it unless somebody
+// else did, and closes the pidfd; then c is empty. Without a pidfd, a pid
+// that is no longer our child is left alone.
+void kill_and_reap(Child& c);
+
 // A child process in a fresh network namespace of its own. It stays until
 // every write end of `life` pipe is closed (by close, exit or SIGKILL of its
 // holders) and then exits, which ends the namespace. It ignores the
 // terminal's SIGINT, SIGQUIT, SIGHUP and SIGTSTP, so that Ctrl-C reaches the
 // launcher, which decides when the network goes.
 struct Holder {
-  pid_t pid = -1;
+  Child process;
   int ns_fd = -1;  // /proc/pid/ns/net, opened O_CLOEXEC
-  int error = 0;   // errno of unshare(CLONE_NEWNET) when it failed (pid and ns_fd then -1)
+  int error = 0;   // errno of unshare(CLONE_NEWNET) when it failed (process and ns_fd then empty)
 };
 // `name` becomes the holder's process name (at most 15 characters).
 Holder start_holder(int life_read_fd, const std::string& name);
@@ -38,14 +52,10 @@ RunResult run_in(int ns_fd, const std::string& program, const std::vector<std::s
 // environment `env` ("NAME=value" entries); the child gets SIGKILL when the
 // calling thread exits (PR_SET_PDEATHSIG). Throws dp::Error if it cannot be
 // started (fork, setns or exec failed).
-pid_t spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env);
+Child spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env);
 
 // `name` itself if it holds a '/', else the first executable `name` in PATH,
 // /usr/sbin, /sbin, /usr/bin, /bin; "" if there is none.
 std::string find_program(const std::string& name);
-
-// Kills `pid` with SIGKILL unless it already exited, and reaps it. Does
-// nothing for a pid that is not (or no longer) our child.
-void kill_and_reap(pid_t pid);
 
 }  // namespace dp::netns
