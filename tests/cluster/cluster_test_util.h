@@ -24,6 +24,25 @@ namespace dp::test {
 
 inline bool running_as_root() { return geteuid() == 0; }
 
+// Why this process cannot build a cluster ("" if it can): not root, or root
+// in a container that may not make network namespaces. Tests that build one
+// skip with this reason; what happens without the privilege is tested apart.
+inline const std::string& why_no_namespaces() {
+  static const std::string why = [] {
+    if (!running_as_root()) return std::string("needs root to create network namespaces");
+    try {
+      require_root_and_netns();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  return why;
+}
+
+#define SKIP_UNLESS_NAMESPACES() \
+  if (!dp::test::why_no_namespaces().empty()) GTEST_SKIP() << dp::test::why_no_namespaces()
+
 // Waits up to `limit` for `pid`; kills it after that. Returns its wait status, or -1.
 inline int wait_for(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
   const auto until = std::chrono::steady_clock::now() + limit;

@@ -20,11 +20,8 @@ using test::Flow;
 constexpr std::uint64_t kRate = 50'000'000;  // 50mbit: 4 MB take about 0.7 s
 constexpr long long kBytes = 4'000'000;
 
-#define SKIP_UNLESS_ROOT() \
-  if (!test::running_as_root()) GTEST_SKIP() << "needs root to create network namespaces"
-
 TEST(EmulatedCluster, HostsHaveAddressesOnOneSubnet) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(3, LinkRate{kRate});
   EXPECT_EQ(c.hosts(), 3);
   EXPECT_EQ(c.address(0), "10.231.0.1");
@@ -44,7 +41,7 @@ int count(const std::string& text, const std::string& what) {
 }
 
 TEST(EmulatedCluster, EveryLinkHasATbfEachWay) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(3, LinkRate{kRate});
   // What the kernel holds, as tc prints it: one tbf on each host's eth0
   // (upload) and one on each bridge port in the switch (download).
@@ -61,7 +58,7 @@ TEST(EmulatedCluster, EveryLinkHasATbfEachWay) {
 }
 
 TEST(EmulatedCluster, NothingIsRoutedOutOfTheCluster) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(2, LinkRate{kRate});
   // A host knows its /24 and nothing else: no default route, so a connection
   // to any other address fails at once, on the host (192.0.2.1 is TEST-NET-1).
@@ -73,7 +70,7 @@ TEST(EmulatedCluster, NothingIsRoutedOutOfTheCluster) {
 }
 
 TEST(EmulatedCluster, OneFlowRunsAtTheLinkRate) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(2, LinkRate{kRate});
   const auto m = test::transfer(c, {Flow{0, 1}}, kBytes);
   ASSERT_EQ(m.bytes, kBytes);
@@ -87,7 +84,7 @@ TEST(EmulatedCluster, OneFlowRunsAtTheLinkRate) {
 
 // Both senders have their own upload; only host 2's download is shared.
 TEST(EmulatedCluster, TwoSendersShareTheReceiversDownload) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(3, LinkRate{kRate});
   const auto m = test::transfer(c, {Flow{0, 2}, Flow{1, 2}}, kBytes / 2);
   ASSERT_EQ(m.bytes, kBytes);
@@ -98,7 +95,7 @@ TEST(EmulatedCluster, TwoSendersShareTheReceiversDownload) {
 
 // Both receivers have their own download; only host 0's upload is shared.
 TEST(EmulatedCluster, OneSenderSharesItsUpload) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(3, LinkRate{kRate});
   const auto m = test::transfer(c, {Flow{0, 1}, Flow{0, 2}}, kBytes / 2);
   ASSERT_EQ(m.bytes, kBytes);
@@ -108,7 +105,7 @@ TEST(EmulatedCluster, OneSenderSharesItsUpload) {
 }
 
 TEST(EmulatedCluster, TrafficInsideOneHostIsNotLimited) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(2, LinkRate{kRate});
   // Two processes of host 0 over its own address: the kernel routes that
   // through the host's loopback, never through eth0 and its tbf.
@@ -118,7 +115,7 @@ TEST(EmulatedCluster, TrafficInsideOneHostIsNotLimited) {
 }
 
 TEST(EmulatedCluster, SpawnRunsInTheHostWithTheGivenEnvironment) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(2, LinkRate{kRate});
   const std::string ns = "net:[" + std::to_string(test::netns_inode(c.netns_path(1))) + "]";
   setenv("DP_CLUSTER_TEST_INHERITED", "yes", 1);
@@ -135,7 +132,7 @@ TEST(EmulatedCluster, SpawnRunsInTheHostWithTheGivenEnvironment) {
 }
 
 TEST(EmulatedCluster, RankEnvironmentPointsAtRankZerosHost) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   EmulatedCluster c(2, LinkRate{kRate});
   const std::vector<int> hosts = place_ranks(4, 1, 2);  // stages 0,1 on host 0; 2,3 on host 1
   const auto env = emulated_rank_env(c, hosts, 3, 29600);
@@ -153,7 +150,7 @@ TEST(EmulatedCluster, RankEnvironmentPointsAtRankZerosHost) {
 // Not a check: prints how close tbf keeps one TCP flow to the rate, for
 // docs/emulated_cluster.md. Run with --gtest_also_run_disabled_tests.
 TEST(EmulatedCluster, DISABLED_AccuracyTable) {
-  SKIP_UNLESS_ROOT();
+  SKIP_UNLESS_NAMESPACES();
   for (const char* r : {"10mbit", "50mbit", "100mbit", "1gbit", "10gbit"}) {
     const LinkRate rate = parse_link_rate(r);
     EmulatedCluster c(2, rate);
