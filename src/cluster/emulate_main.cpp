@@ -1,0 +1,113 @@
+// dualpipe_emulate: runs a torchrun-style program (one that reads RANK,
+// WORLD_SIZE, MASTER_ADDR, MASTER_PORT) as ranks spread over an emulated
+// cluster network, e.g.
+//   dualpipe_emulate --emulate-hosts 2 --link-rate 100mbit --ranks 2 -- dualpipe train -p 2 -n 4
+// Builds the cluster, places the ranks (placement.h), starts them in their
+// hosts, waits, removes everything. Exit code: 0, or the first failing rank's
+// (128 + signal if killed); 2 with one line for a usage or setup error.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "cluster/emulated_cluster.h"
+
+namespace {
+
+struct Args {
+  int hosts = 2;
+  std::string rate = "1gbit";
+  int pipeline = 0, experts = 1;
+  int port = 29500;
+  std::vector<std::string> command;
+};
+
+// Waits for every rank; after the first failure the others get a second to
+// end by themselves, then SIGKILL (a peer of a dead rank may wait forever).
+int wait_ranks(const std::vector<pid_t>& pids) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<bool> running(pids.size(), true);
+  std::size_t left = pids.size();
+  int result = 0;
+  Clock::time_point failed_at;
+  while (left > 0) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, result == 0 ? 0 : WNOHANG);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid < 0) break;
+    if (pid == 0) {
+      if (Clock::now() - failed_at > std::chrono::seconds(1))
+        for (std::size_t r = 0; r < pids.size(); ++r)
+          if (running[r]) kill(pids[r], SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    std::size_t r = 0;
+    while (r < pids.size() && pids[r] != pid) ++r;
+    if (r == pids.size()) continue;
+    running[r] = false;
+    --left;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0 && result == 0) {
+      result = code;
+      failed_at = Clock::now();
+      fmt::print(stderr, "dualpipe_emulate: rank {} {}\n", r,
+                 WIFEXITED(status) ? fmt::format("failed with exit code {}", code)
+                                   : fmt::format("died: signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status))));
+    }
+  }
+  return result;
+}
+
+int run(const Args& a) {
+  const int pipeline = a.pipeline;
+  const int world = pipeline * a.experts;
+  const dp::LinkRate rate = dp::parse_link_rate(a.rate);
+  const std::vector<int> host_of = dp::place_ranks(pipeline, a.experts, a.hosts);
+  if (a.command.empty()) throw dp::Error("no program to run (put it after --)");
+  dp::require_root_and_netns();
+  dp::EmulatedCluster cluster(a.hosts, rate);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    auto env = dp::emulated_rank_env(cluster, host_of, r, a.port);
+    if (!std::getenv("OMP_NUM_THREADS")) env.emplace_back("OMP_NUM_THREADS", "1");
+    pids.push_back(cluster.spawn(host_of[static_cast<std::size_t>(r)], a.command, env));
+  }
+  return wait_ranks(pids);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"run a torchrun-style program as ranks over an emulated cluster network (needs root)"};
+  Args a;
+  int ranks = 0;
+  app.add_option("--emulate-hosts,--hosts", a.hosts, "emulated hosts (network namespaces)")->capture_default_str();
+  app.add_option("--link-rate", a.rate, "bandwidth of every host's link, each way (tc units: 100mbit, 1gbit, 10mbps)")
+      ->capture_default_str();
+  app.add_option("--ranks", ranks, "ranks of a plain pipeline (the same as --pipeline-ranks with --expert-ranks 1)");
+  app.add_option("--pipeline-ranks", a.pipeline, "pipeline ranks P of a P x E mesh (rank = expert * P + stage)");
+  app.add_option("--expert-ranks", a.experts, "expert ranks E of a P x E mesh")->capture_default_str();
+  app.add_option("--master-port", a.port, "rendezvous port (any: every host's namespace is fresh)")->capture_default_str();
+  app.add_option("command", a.command, "the program and its arguments, after --");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    if (ranks > 0 && a.pipeline > 0) throw dp::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
+    if (a.pipeline == 0) a.pipeline = ranks;
+    if (a.pipeline < 1) throw dp::Error("give the ranks: --ranks N, or --pipeline-ranks P (and --expert-ranks E)");
+    return run(a);
+  } catch (const dp::Error& e) {
+    fmt::print(stderr, "dualpipe_emulate: error: {}\n", e.what());
+    return 2;
+  }
+}

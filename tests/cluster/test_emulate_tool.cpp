@@ -1,0 +1,105 @@
+// dualpipe_emulate, the command-line way to run ranks over an emulated
+// cluster: one-line errors with exit code 2, the torchrun variables in each
+// rank, a failing rank's exit code, and nothing left afterwards.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+#include <fstream>
+#include <sstream>
+
+#include "cluster_test_util.h"
+
+namespace dp {
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  std::remove(path.c_str());
+  return s.str();
+}
+
+// Runs the tool through the shell, after `prefix` (e.g. a command that drops root).
+Result run_tool(const std::string& args, const std::string& prefix = "") {
+  const std::string base = "/tmp/dp_emulate_test_" + std::to_string(getpid());
+  const int status =
+      std::system((prefix + EMULATE_BINARY + " " + args + " >" + base + ".out 2>" + base + ".err").c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(base + ".out");
+  r.err = slurp(base + ".err");
+  return r;
+}
+
+TEST(EmulateTool, MoreHostsThanRanksIsOneLineExit2) {
+  const Result r = run_tool("--emulate-hosts 5 --ranks 4 --link-rate 1gbit -- true");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
+  const Result mesh = run_tool("--emulate-hosts 5 --pipeline-ranks 2 --expert-ranks 2 -- true");
+  EXPECT_EQ(mesh.code, 2);
+  EXPECT_EQ(mesh.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
+}
+
+TEST(EmulateTool, BadLinkRateIsOneLineExit2) {
+  const Result r = run_tool("--emulate-hosts 2 --ranks 2 --link-rate abc -- true");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "dualpipe_emulate: error: --link-rate 'abc' is not a rate such as 1gbit or 100mbit\n");
+  const Result low = run_tool("--emulate-hosts 2 --ranks 2 --link-rate 1kbit -- true");
+  EXPECT_EQ(low.code, 2);
+  EXPECT_EQ(low.err, "dualpipe_emulate: error: --link-rate '1kbit' is outside 100kbit..100gbit\n");
+}
+
+TEST(EmulateTool, WithoutRootIsOneLineExit2) {
+  if (test::running_as_root() && std::system("command -v setpriv >/dev/null") != 0) GTEST_SKIP() << "no setpriv to drop root";
+  const std::string as_user = test::running_as_root() ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  if (std::system((as_user + "test -x " + EMULATE_BINARY).c_str()) != 0) GTEST_SKIP() << "nobody may not run the tool here";
+  const Result r = run_tool("--emulate-hosts 2 --ranks 2 -- true", as_user);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err,
+            "dualpipe_emulate: error: --emulate-hosts needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network "
+            "namespaces (unshare: Operation not permitted)\n");
+}
+
+TEST(EmulateTool, RanksGetTheTorchrunVariablesOnTheirHosts) {
+  SKIP_UNLESS_NAMESPACES();
+  // Three stages on two hosts: stages 0,1 on host 0 (10.231.0.1), stage 2 on host 1.
+  const Result r = run_tool(
+      "--emulate-hosts 2 --ranks 3 --link-rate 100mbit -- sh -c "
+      "'echo \"$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT $GLOO_SOCKET_IFNAME "
+      "$(ip -4 -o addr show eth0 | tr -s \" \" | cut -d \" \" -f 4)\"'");
+  EXPECT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> lines;
+  std::istringstream in(r.out);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"0 0 3 10.231.0.1 29500 eth0 10.231.0.1/24",
+                                             "1 1 3 10.231.0.1 29500 eth0 10.231.0.1/24",
+                                             "2 0 3 10.231.0.1 29500 eth0 10.231.0.2/24"}));
+}
+
+TEST(EmulateTool, AFailingRankGivesItsExitCodeAndNothingRemains) {
+  SKIP_UNLESS_NAMESPACES();
+  // Each rank names its namespace; rank 1 then fails, rank 0 would sleep
+  // and is stopped a second later.
+  const Result r = run_tool(
+      "--emulate-hosts 2 --ranks 2 -- sh -c 'readlink /proc/self/ns/net; [ $RANK = 1 ] && exit 7; exec sleep 30'");
+  EXPECT_EQ(r.code, 7);
+  EXPECT_EQ(r.err, "dualpipe_emulate: rank 1 failed with exit code 7\n");
+  std::set<ino_t> ns;
+  std::istringstream in(r.out);
+  for (std::string l; std::getline(in, l);)
+    if (l.rfind("net:[", 0) == 0) ns.insert(static_cast<ino_t>(std::stoull(l.substr(5))));
+  EXPECT_EQ(ns.size(), 2u) << r.out;
+  EXPECT_EQ(test::join(test::leftovers("(none)", ns)), "");
+}
+
+}  // namespace
+}  // namespace dp
