@@ -88,6 +88,7 @@ class EmulatedCluster {
   std::string run_or_throw(const Ns& where, const std::string& program, const std::vector<std::string>& args,
                            const char* what) const;
   void build();
+  void wait_until_links_are_up() const;
   void teardown() noexcept;
 
   LinkRate rate_;

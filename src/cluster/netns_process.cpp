@@ -74,6 +74,12 @@ Holder start_holder(int life_read_fd, const std::string& name) {
     // Only the life pipe may keep this process alive: drop every other
     // descriptor (other holders' life pipes, the launcher's files).
     close_all_but(life_read_fd, ready[1]);
+    // Nor may it hold the launcher's terminal or output pipes open.
+    const int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
+      if (null > 2 && null != life_read_fd && null != ready[1]) close(null);
+    }
     int err = unshare(CLONE_NEWNET) == 0 ? 0 : errno;
     (void)!write(ready[1], &err, sizeof err);
     if (err != 0) _exit(1);
