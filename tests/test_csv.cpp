@@ -55,7 +55,8 @@ TEST(Csv, ReadsPyTorchStyleDumps) {
 
 TEST(Csv, ErrorsNameFileLineAndCell) {
   EXPECT_EQ(error_of(""), "x.csv: empty schedule file: expected one row of actions per rank");
-  EXPECT_EQ(error_of("\n\n"), "x.csv: empty schedule file: expected one row of actions per rank");
+  // Blank rows are not an empty file: the message says what the file holds.
+  EXPECT_EQ(error_of("\n\n"), "x.csv: no actions in 2 blank rows (2 bytes): expected one row of actions per rank");
   EXPECT_EQ(error_of(",,\n"), "x.csv: no actions in the file");
   std::string e = error_of("0F0,0B0\n1F0,1Q0\n");
   EXPECT_NE(e.find("x.csv:2, cell 2: malformed action '1Q0'"), std::string::npos) << e;

@@ -284,13 +284,17 @@ TEST(PictureGrid, SecondStageInLowerCase) {
 
 TEST(PictureGrid, LongSchedulesAreSqueezed) {
   Schedule s = dualpipe(Shape{8, 200});
-  auto lines = lines_of(terminal_grid(s, simulate(s, Costs{}), false));
-  ASSERT_EQ(lines.size(), 10u);
+  const std::string grid = terminal_grid(s, simulate(s, Costs{}), false);
+  auto lines = lines_of(grid);
+  ASSERT_GE(lines.size(), 10u);  // ruler, 8 ranks, a legend of one line or more
   for (std::size_t r = 1; r <= 8; ++r) {
+    EXPECT_EQ(lines[r].rfind("r" + std::to_string(r - 1) + " |", 0), 0u) << lines[r];
     EXPECT_EQ(lines[r].size(), lines[1].size());
     EXPECT_LE(lines[r].size(), 4u + 200 + 1);
   }
   EXPECT_NE(lines.back().find("1 column = "), std::string::npos);
+  // Squeezing hides actions: the legend says so.
+  EXPECT_NE(grid.find("squeezed"), std::string::npos);
 }
 
 }  // namespace

@@ -57,8 +57,11 @@ void run_schedule(CLI::App* app) {
       SimResult sim = simulate(s, Costs{});
       text = fmt::format("{}: {} ranks, {} stages, {} micro-batches, {} actions; checked: valid\n", s.method,
                          s.ranks, s.stages, s.micro_batches, s.action_count());
-      bool color = o->output == "-" && isatty(STDOUT_FILENO);
-      text += terminal_grid(s, sim, color);
+      // On a terminal: colours, and the terminal's width ($COLUMNS or its own).
+      GridOptions grid;
+      grid.color = o->output == "-" && isatty(STDOUT_FILENO);
+      grid.columns = o->output == "-" ? terminal_columns() : 0;
+      text += terminal_grid(s, sim, grid);
     }
     write_output(o->output, text);
   });

@@ -1,28 +1,36 @@
 // Terminal grid. Rules:
+// - Width: the picture fits GridOptions::columns (the CLI passes the
+//   terminal's width); the chart is what is left after the "r12|" labels and
+//   the closing '|'.
 // - Scale: one column is the shortest positive action duration divided by k,
 //   where k (1 up to the length of the longest label, "F19" = 3) is as large
-//   as lets the whole step fit in kMaxColumns. When even k = 1 is too wide,
-//   the step is squeezed into kMaxColumns and every action still takes at
-//   least one column (a later action overwrites an earlier one's columns).
-//   Zero-duration actions take no time and are not drawn.
+//   as lets the whole step fit. When even k = 1 is too wide, the step is
+//   squeezed into the chart and every action still takes at least one column
+//   (a later action overwrites an earlier one's columns; the legend says so).
+//   Zero-duration actions (and UNSHARD, RESHARD, REDUCE_GRAD, which take no
+//   simulated time) are not drawn.
 // - A cell shows the op letter and micro-batch, "F12"; an F&B pair shows
-//   "(12|7)" (forward's micro-batch | backward's). Where that does not fit:
-//   "12|7", or the letter and the last digits ("F2"), or the last digits of
-//   each half ("2|7"), or just the letter ("X" for a pair). Idle time is '.'.
-// - Lowercase letters mark the rank's second stage, as the dark shade of the
-//   SVG does: a rank's stages ordered by (stage - rank) mod S, the first
-//   (stage = rank: DualPipe direction 0) upper case, the next lower case,
-//   further ones alternating.
+//   "(12|7)" (forward's micro-batch | backward's) or "12|7". A number is
+//   never cut: where it does not fit, the cell shows the letter alone, and a
+//   pair '&'. Idle time is '.'.
+// - Chunks: a rank's stages ordered by (stage - rank) mod S; the first
+//   (stage = rank: DualPipe's direction 0) is chunk 0. With at most two
+//   chunks per rank the second is written in lower case, as the dark shade
+//   of the SVG; with more, every cell starts with its chunk number ("2F12").
 // - With colour, each cell also gets a background per kind (F orange, B
-//   green, I blue, W purple; darker for the second stage) and a pair is split
+//   blue, I green, W purple; darker for later chunks) and a pair is split
 //   into its forward and backward colours.
+// - The legend names only what the grid shows.
 #include "pictures/grid.h"
 
 #include <fmt/format.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 
 #include "schedule/error.h"
@@ -30,15 +38,16 @@
 namespace dp {
 namespace {
 
-constexpr int kMaxColumns = 200;
 constexpr int kIdle = -1;
+constexpr int kShades = 4;
 
-// ANSI SGR codes, indexed [kind * 2 + shade], kind F, B, I, W.
-const char* const kStyle[8] = {
-    "\x1b[30;48;5;216m", "\x1b[30;48;5;208m",  // F light orange, dark orange
-    "\x1b[30;48;5;151m", "\x1b[30;48;5;71m",   // B light green, dark green
-    "\x1b[30;48;5;153m", "\x1b[97;48;5;68m",   // I light blue, dark blue
-    "\x1b[30;48;5;183m", "\x1b[97;48;5;98m",   // W light purple, dark purple
+// ANSI 256-colour backgrounds, [kind][shade] light to dark, kind F, B, I, W;
+// the two darker shades take white text.
+constexpr int kBackground[4][kShades] = {
+    {223, 215, 214, 172},  // F orange
+    {153, 117, 75, 32},    // B blue
+    {158, 115, 72, 29},    // I green
+    {225, 218, 176, 132},  // W purple
 };
 const char* const kIdleStyle = "\x1b[90m";
 const char* const kReset = "\x1b[0m";
@@ -49,11 +58,16 @@ int kind(Op op) {
     case Op::F: return 0;
     case Op::B: return 1;
     case Op::I: return 2;
-    default: return 3;  // W
+    default: return 3;  // W (callers pass compute actions only)
   }
 }
 
-// Per rank, its stages in shade order (see the file comment).
+std::string style_code(int style) {
+  const int k = style / kShades, sh = style % kShades;
+  return fmt::format("\x1b[{};48;5;{}m", sh >= 2 ? 97 : 30, kBackground[k][sh]);
+}
+
+// Per rank, its stages in chunk order (see the file comment).
 std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
   std::vector<std::vector<int>> held(s.actions.size());
   for (std::size_t r = 0; r < s.actions.size(); ++r) {
@@ -62,7 +76,7 @@ std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
       if (st >= 0 && std::find(h.begin(), h.end(), st) == h.end()) h.push_back(st);
     };
     for (const Action& a : s.actions[r]) {
-      if (is_comm(a.op)) continue;
+      if (!is_compute(a.op)) continue;
       add(a.stage);
       if (a.op == Op::FB) add(a.stage2);
     }
@@ -74,34 +88,66 @@ std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
   return held;
 }
 
-int shade(const std::vector<int>& held, int stage) {
-  auto it = std::find(held.begin(), held.end(), stage);
-  return static_cast<int>(it - held.begin()) % 2;
+int chunk_of(const std::vector<int>& held, int stage) {
+  return static_cast<int>(std::find(held.begin(), held.end(), stage) - held.begin());
 }
 
-// The last n digits of v (all of them if it has fewer).
-std::string last_digits(int v, std::size_t n) {
-  std::string d = std::to_string(v);
-  return d.size() <= n ? d : d.substr(d.size() - n);
+// Colour shade of a chunk among `chunks`: light first, dark last.
+int shade_of(int chunk, int chunks) {
+  if (chunks <= 1) return 0;
+  if (chunks == 2) return chunk ? 2 : 0;
+  return std::min(kShades - 1, static_cast<int>(std::lround(chunk * (kShades - 1.0) / (chunks - 1))));
 }
 
-// The text of one cell `width` columns wide; see the file comment.
-std::string cell_text(const Action& a, int sh, std::size_t width) {
-  if (a.op == Op::FB) {
-    // Parentheses keep a pair apart from a neighbour's digits: "f13(7|13)".
-    std::string full = fmt::format("({}|{})", a.mb, a.mb2);
-    if (full.size() <= width) return full;
-    full = fmt::format("{}|{}", a.mb, a.mb2);
-    if (full.size() <= width) return full;
-    std::string brief = fmt::format("{}|{}", a.mb % 10, a.mb2 % 10);
-    if (brief.size() <= width) return brief;
-    return "X";
+// What the grid ends up showing, for the legend.
+struct Shown {
+  bool kind[4] = {false, false, false, false};
+  bool pair_numbers = false, pair_mark = false, letter_only = false, lower = false, chunk_digits = false;
+  bool stage_only = false, squeezed = false;
+};
+
+struct Labeler {
+  int chunks;  // most chunks on one rank
+  Shown& shown;
+
+  std::string prefix(int chunk) const { return chunks > 2 ? std::to_string(chunk) : std::string(); }
+  char letter(Op op, int chunk) const {
+    const char l = kLetter[kind(op)];
+    return chunks == 2 && chunk == 1 ? static_cast<char>(std::tolower(static_cast<unsigned char>(l))) : l;
   }
-  char letter = kLetter[kind(a.op)];
-  if (sh) letter = static_cast<char>(std::tolower(static_cast<unsigned char>(letter)));
-  if (width <= 1) return std::string(1, letter);
-  return letter + last_digits(a.mb, width - 1);
-}
+  std::string full(const Action& a, int chunk) const {
+    if (a.op == Op::FB) return fmt::format("({}|{})", a.mb, a.mb2);
+    return prefix(chunk) + letter(a.op, chunk) + std::to_string(a.mb);
+  }
+  // The text of one cell `width` columns wide; see the file comment.
+  std::string text(const Action& a, int chunk, std::size_t width) {
+    if (a.op == Op::FB) {
+      shown.kind[0] = shown.kind[1] = true;
+      for (std::string t : {fmt::format("({}|{})", a.mb, a.mb2), fmt::format("{}|{}", a.mb, a.mb2)})
+        if (t.size() <= width) {
+          shown.pair_numbers = true;
+          return t;
+        }
+      shown.pair_mark = true;
+      return "&";
+    }
+    shown.kind[kind(a.op)] = true;
+    const char l = letter(a.op, chunk);
+    shown.lower = shown.lower || l != kLetter[kind(a.op)];
+    std::string t = full(a, chunk);
+    if (t.size() <= width) {
+      shown.chunk_digits = shown.chunk_digits || chunks > 2;
+      return t;
+    }
+    shown.letter_only = true;
+    t = prefix(chunk) + l;
+    if (t.size() <= width) {
+      shown.chunk_digits = shown.chunk_digits || chunks > 2;
+      return t;
+    }
+    return std::string(1, l);
+  }
+};
 
 // 1, 2, 5 times a power of ten, at least v.
 double nice_step(double v) {
@@ -113,37 +159,61 @@ double nice_step(double v) {
 
 }  // namespace
 
-std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
+int terminal_columns() {
+  if (const char* env = std::getenv("COLUMNS")) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v < 100000) return static_cast<int>(v);
+  }
+  winsize ws{};
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 0;
+}
+
+std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOptions& opt) {
   if (sim.timeline.size() != s.actions.size())
     throw Error("terminal_grid: the simulation has no timeline for this schedule");
   const int P = static_cast<int>(s.actions.size());
+  const bool color = opt.color;
 
   int S = s.stages;
   double min_dur = 0;
-  std::size_t label_len = 1;
-  bool present[5] = {false, false, false, false, false};  // F, B, I, W, F&B
+  bool stage_only = false;
   for (int r = 0; r < P; ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      if (is_comm(a.op)) continue;
+      stage_only = stage_only || is_stage_only(a.op);
+      if (!is_compute(a.op)) continue;
       S = std::max({S, a.stage + 1, a.stage2 + 1});
-      present[a.op == Op::FB ? 4 : kind(a.op)] = true;
       const double d = sim.timeline[r][i].end - sim.timeline[r][i].start;
       if (d > 0 && (min_dur == 0 || d < min_dur)) min_dur = d;
-      if (a.op != Op::FB) label_len = std::max(label_len, 1 + std::to_string(a.mb).size());
     }
   }
   const auto held = rank_stages(s, std::max(S, 1));
-  bool two_stages = false;
-  for (const auto& h : held) two_stages = two_stages || h.size() > 1;
+  int chunks = 1;
+  for (const auto& h : held) chunks = std::max(chunks, static_cast<int>(h.size()));
+  Shown shown;
+  shown.stage_only = stage_only;
+  Labeler label{chunks, shown};
+  std::size_t label_len = 1;
+  for (int r = 0; r < P; ++r)
+    for (const Action& a : s.actions[r])
+      if (is_compute(a.op) && a.op != Op::FB) label_len = std::max(label_len, label.full(a, chunk_of(held[r], a.stage)).size());
+
+  // Left labels "r12|" and the closing '|' take what the chart may not.
+  const std::string label_fmt = fmt::format("r{{:<{}}}|", fmt::formatted_size("{}", std::max(P - 1, 0)) + 1);
+  const std::size_t prefix = fmt::formatted_size(label_fmt, 0);
+  const int max_chart = opt.columns > 0 ? std::max(8, opt.columns - static_cast<int>(prefix) - 1) : kDefaultGridColumns;
+  const std::size_t line_width = opt.columns > 0 ? static_cast<std::size_t>(opt.columns) : prefix + max_chart + 1;
 
   // Columns per time unit (file comment).
   const double makespan = sim.makespan;
   double scale = 1;
   if (min_dur > 0) {
     const double slots = makespan / min_dur;  // shortest actions across the step
-    const double k = std::min(static_cast<double>(label_len), std::floor(kMaxColumns / slots));
-    scale = k >= 1 ? k / min_dur : kMaxColumns / makespan;
+    const double k = std::min(static_cast<double>(label_len), std::floor(max_chart / slots));
+    shown.squeezed = k < 1;
+    scale = k >= 1 ? k / min_dur : max_chart / makespan;
   }
   const int width = static_cast<int>(std::ceil(makespan * scale - 1e-9));
 
@@ -154,29 +224,27 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
       const Span& sp = sim.timeline[r][i];
-      if (is_comm(a.op) || sp.end <= sp.start) continue;
+      if (!is_compute(a.op) || sp.end <= sp.start) continue;
       int c0 = static_cast<int>(std::lround(sp.start * scale));
       int c1 = static_cast<int>(std::lround(sp.end * scale));
       c0 = std::min(c0, width - 1);
       c1 = std::min(std::max(c1, c0 + 1), width);
-      const int sh = shade(held[r], a.stage);
-      const std::string text = cell_text(a, sh, static_cast<std::size_t>(c1 - c0));
+      const int chunk = chunk_of(held[r], a.stage);
+      const std::string text = label.text(a, chunk, static_cast<std::size_t>(c1 - c0));
       // A pair's forward half takes the first half of its columns.
       const int mid = a.op == Op::FB ? c0 + (c1 - c0 + 1) / 2 : c1;
-      const int second = a.op == Op::FB ? kind(Op::B) * 2 + shade(held[r], a.stage2) : 0;  // the backward half's style
+      const int first = kind(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, chunks);
+      const int second = a.op == Op::FB ? kind(Op::B) * kShades + shade_of(chunk_of(held[r], a.stage2), chunks) : 0;
       for (int c = c0; c < c1; ++c) {
         const std::size_t at = static_cast<std::size_t>(c - c0);
         chars[r][static_cast<std::size_t>(c)] = at < text.size() ? text[at] : ' ';
-        styles[r][static_cast<std::size_t>(c)] =
-            static_cast<signed char>(c < mid ? kind(a.op == Op::FB ? Op::F : a.op) * 2 + sh : second);
+        styles[r][static_cast<std::size_t>(c)] = static_cast<signed char>(c < mid ? first : second);
       }
     }
   }
 
   std::string out;
   auto o = std::back_inserter(out);
-  const std::string label_fmt = fmt::format("r{{:<{}}}|", fmt::formatted_size("{}", std::max(P - 1, 0)) + 1);
-  const std::size_t prefix = fmt::formatted_size(label_fmt, 0);
 
   // Time ruler: round times, at least 8 columns apart.
   if (width > 0) {
@@ -187,8 +255,10 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
       if (t > makespan + 1e-9) break;
       const std::size_t at = prefix + static_cast<std::size_t>(std::lround(t * scale));
       if (at < ruler.size()) continue;  // would run into the previous label
+      const std::string num = fmt::format("{:g}", t);
+      if (at + num.size() > line_width) break;
       ruler.resize(at, ' ');
-      ruler += fmt::format("{:g}", t);
+      ruler += num;
     }
     out += ruler;
     out += '\n';
@@ -201,7 +271,7 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
       const int st = styles[r][static_cast<std::size_t>(c)];
       if (color && st != current) {
         out += kReset;
-        out += st == kIdle ? kIdleStyle : kStyle[st];
+        out += st == kIdle ? kIdleStyle : style_code(st);
         current = st;
       }
       out += chars[r][static_cast<std::size_t>(c)];
@@ -210,26 +280,60 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
     out += "|\n";
   }
 
-  // Legend: the kinds present, the case rule where it applies, the scale.
-  static const char* const kNames[4] = {"forward", "backward", "input grad", "weight grad"};
-  auto swatch = [&](int style, const std::string& text) {
-    if (color) out += kStyle[style];
-    out += text;
-    if (color) out += kReset;
+  // Legend: what the grid shows, as items wrapped to the width. `plain` is
+  // an item's visible text, `styled` the same with colour.
+  struct Item {
+    std::string plain, styled;
   };
+  std::vector<Item> items;
+  auto swatch = [&](int style, const std::string& text) {
+    return color ? style_code(style) + text + kReset : text;
+  };
+  static const char* const kNames[4] = {"forward", "backward", "input grad", "weight grad"};
   for (int k = 0; k < 4; ++k) {
-    if (!present[k]) continue;
-    swatch(k * 2, std::string(1, kLetter[k]));
-    fmt::format_to(o, " {}  ", kNames[k]);
+    if (!shown.kind[k]) continue;
+    const std::string name = fmt::format(" {}", kNames[k]);
+    items.push_back({kLetter[k] + name, swatch(k * kShades, std::string(1, kLetter[k])) + name});
   }
-  if (present[4]) {
-    swatch(0, "(a");
-    out += "|";
-    swatch(2, "b)");
-    out += " F&B pair (F of a, B of b)  ";
+  if (shown.pair_numbers)
+    items.push_back({"(a|b) F&B pair (F of a, B of b)",
+                     swatch(0, "(a") + "|" + swatch(kind(Op::B) * kShades, "b)") + " F&B pair (F of a, B of b)"});
+  if (shown.pair_mark) items.push_back({"& F&B pair too short for its numbers", "& F&B pair too short for its numbers"});
+  if (shown.letter_only) {
+    const std::string t = chunks > 2 ? "a letter alone: too short for its chunk and number"
+                                     : "a letter alone: too short for its number";
+    items.push_back({t, t});
   }
-  if (two_stages) out += "lower case: the rank's second stage  ";
-  fmt::format_to(o, ". idle  1 column = {:.3g} time units\n", 1 / scale);
+  if (shown.lower) items.push_back({"lower case: the rank's second stage", "lower case: the rank's second stage"});
+  if (shown.chunk_digits) {
+    const std::string t = "leading digit: the rank's chunk (0: stage = rank)";
+    items.push_back({t, t});
+  }
+  items.push_back({". idle", ". idle"});
+  if (shown.stage_only) {
+    const std::string t = "UNSHARD, RESHARD, REDUCE_GRAD: not drawn (no simulated time)";
+    items.push_back({t, t});
+  }
+  if (shown.squeezed) {
+    const std::string t = "squeezed: an action shorter than a column may hide another";
+    items.push_back({t, t});
+  }
+  const std::string scale_text = fmt::format("1 column = {:.3g} time unit{}", 1 / scale, 1 / scale == 1 ? "" : "s");
+  items.push_back({scale_text, scale_text});
+  std::size_t used = 0;
+  for (const Item& it : items) {
+    if (used > 0 && used + 2 + it.plain.size() > line_width) {
+      out += '\n';
+      used = 0;
+    }
+    if (used > 0) {
+      out += "  ";
+      used += 2;
+    }
+    out += it.styled;
+    used += it.plain.size();
+  }
+  out += '\n';
   return out;
 }
 

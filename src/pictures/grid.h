@@ -8,7 +8,21 @@
 
 namespace dp {
 
-// `color` adds ANSI colours (for terminals); without it the grid is plain text.
-std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color);
+struct GridOptions {
+  bool color = false;  // ANSI colours (for terminals); without them plain text
+  // Width of the whole picture in characters (every line fits); 0: the
+  // chart part takes up to kDefaultGridColumns, for output that is not a terminal.
+  int columns = 0;
+};
+inline constexpr int kDefaultGridColumns = 200;
+
+std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOptions& opt);
+inline std::string terminal_grid(const Schedule& s, const SimResult& sim, bool color) {
+  return terminal_grid(s, sim, GridOptions{color, 0});
+}
+
+// The width of the terminal on standard output: $COLUMNS when it holds a
+// number, else the terminal's own (ioctl), else 0 (not a terminal).
+int terminal_columns();
 
 }  // namespace dp

@@ -1,35 +1,50 @@
 // SVG timeline, drawn after Figure 5 of the DeepSeek-V3 report.
 //
 // Layout rules (all in px):
-// - Time runs left to right. The chart is kTargetWidth wide unless the
-//   shortest cell (an action, or half of an F&B pair) would then be too narrow
-//   for its micro-batch number; then it widens until that number fits, up to
-//   kMaxChartWidth, where it stops and numbers that no longer fit are dropped.
-// - A colour per kind: F orange, B green, I blue, W purple; an F&B pair is one
-//   cell split into a forward half and a backward half, framed thickly.
-// - Shade: the stages a rank holds are ordered by (stage - rank) mod S, so the
-//   first is the stage equal to the rank (DualPipe direction 0, the way down
-//   of a V). That first stage is drawn light, the second dark, further ones
-//   alternate. In DualPipe this makes the two directions read apart on every
-//   rank, which "higher stage index is darker" would not (it flips sides).
-// - Schedules with more than kMaxLabelledActions compute actions are drawn
-//   without text (numbers, tooltips) to keep the file small.
+// - Time runs left to right. Without SvgOptions::width the chart is
+//   kTargetWidth wide unless the shortest cell (an action, or half of an F&B
+//   pair) would then be too narrow for its micro-batch number; then it
+//   widens until that number fits, up to kMaxChartWidth. With a width, the
+//   chart fills it. Either way a number that does not fit its cell is left
+//   out (the cell's tooltip still names the action), so large shapes thin
+//   their labels instead of overprinting them.
+// - A time range and a rank range draw part of the step; cells are clipped
+//   to the range and rows keep their real rank numbers.
+// - A colour per kind (palette.h: F orange, B blue, I green, W purple,
+//   chosen to stay apart under colour blindness); an F&B pair is one cell
+//   split into a forward half and a backward half, framed thickly.
+// - Shade: the stages a rank holds are its chunks, ordered by
+//   (stage - rank) mod S, so chunk 0 is the stage equal to the rank
+//   (DualPipe direction 0, the way down of a V). Chunk 0 is light, the last
+//   chunk dark, chunks between them in between. In DualPipe this makes the
+//   two directions read apart on every rank, which "higher stage index is
+//   darker" would not (it flips sides).
+// - The legend shows only what the picture holds: the kinds present, the
+//   pair, the shades with the swatches of the kinds present, and words that
+//   fit the method (DualPipe's directions only for DualPipe).
+// - The time axis is drawn below the chart, and above it as well when there
+//   are more than 16 rows; rank labels stay at 13 px whatever the size.
+// - Schedules with more than kMaxLabelledActions drawn compute actions are
+//   drawn without text (numbers, tooltips) to keep the file small.
 #include "pictures/svg.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 #include <string_view>
 
+#include "pictures/palette.h"
 #include "schedule/error.h"
 
 namespace dp {
 namespace {
 
-constexpr double kTargetWidth = 1400;   // chart width for ordinary schedules
+constexpr double kTargetWidth = 1400;  // chart width for ordinary schedules
 constexpr double kMaxChartWidth = 16000;
+constexpr double kMinChartWidth = 100;
 constexpr std::size_t kMaxLabelledActions = 20000;
 constexpr double kMinUnlabelledWidth = 2;  // px of the shortest cell when there are no numbers to fit
 constexpr double kMinFramedWidth = 8;      // px: narrower F&B pairs go unframed
@@ -37,27 +52,15 @@ constexpr double kLeft = 84, kRight = 24;  // margins around the chart
 constexpr double kRowH = 26, kRowGap = 6;
 constexpr double kCellFont = 11;
 constexpr double kDigitW = 0.6 * kCellFont;  // a digit's width, a little generous
-
-struct Fill {
-  const char* light;
-  const char* dark;
-  const char* name;   // legend text
-};
-// Indexed by kind(): F, B, I, W. The dark shades stay light enough for
-// black text on dark orange; dark B, I and W take white text (class "tw").
-constexpr Fill kFills[4] = {
-    {"#f8c49a", "#e0823d", "forward"},
-    {"#b5dc9a", "#5f9f3e", "backward"},
-    {"#a9cbee", "#4f86c6", "backward for input"},
-    {"#d2bfee", "#8a66c4", "backward for weights"},
-};
+constexpr double kLegendCharW = 6.6;         // estimated width of a legend character
+constexpr double kMinLegendWidth = 900;      // the legend wraps at this width or the picture's
 
 int kind(Op op) {
   switch (op) {
     case Op::F: return 0;
     case Op::B: return 1;
     case Op::I: return 2;
-    default: return 3;  // W
+    default: return 3;  // W (callers pass compute actions only)
   }
 }
 const char kKindLetter[4] = {'F', 'B', 'I', 'W'};
@@ -81,7 +84,7 @@ void xml_escape(std::string& out, std::string_view text) {
 
 int digits(int v) { return static_cast<int>(fmt::formatted_size("{}", v)); }
 
-// Per rank, its stages in shade order (see the file comment).
+// Per rank, its stages in chunk order (see the file comment).
 std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
   std::vector<std::vector<int>> held(s.actions.size());
   for (std::size_t r = 0; r < s.actions.size(); ++r) {
@@ -90,7 +93,7 @@ std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
       if (st >= 0 && std::find(h.begin(), h.end(), st) == h.end()) h.push_back(st);
     };
     for (const Action& a : s.actions[r]) {
-      if (is_comm(a.op)) continue;
+      if (!is_compute(a.op)) continue;
       add(a.stage);
       if (a.op == Op::FB) add(a.stage2);
     }
@@ -102,10 +105,35 @@ std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
   return held;
 }
 
-// 0 for the light shade, 1 for the dark one.
-int shade(const std::vector<int>& held, int stage) {
-  auto it = std::find(held.begin(), held.end(), stage);
-  return static_cast<int>(it - held.begin()) % 2;
+int chunk_of(const std::vector<int>& held, int stage) {
+  return static_cast<int>(std::find(held.begin(), held.end(), stage) - held.begin());
+}
+
+struct Rgb {
+  double r, g, b;
+};
+Rgb parse_hex(const char* hex) {
+  const long v = std::strtol(hex + 1, nullptr, 16);
+  return {static_cast<double>((v >> 16) & 255), static_cast<double>((v >> 8) & 255), static_cast<double>(v & 255)};
+}
+std::string to_hex(const Rgb& c) {
+  auto b = [](double v) { return static_cast<int>(std::lround(std::clamp(v, 0.0, 255.0))); };
+  return fmt::format("#{:02x}{:02x}{:02x}", b(c.r), b(c.g), b(c.b));
+}
+// WCAG relative luminance: dark fills take white text.
+double luminance(const Rgb& c) {
+  auto lin = [](double v) {
+    v /= 255;
+    return v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4);
+  };
+  return 0.2126 * lin(c.r) + 0.7152 * lin(c.g) + 0.0722 * lin(c.b);
+}
+
+// Fill of kind k in chunk c of `chunks`: light to dark (file comment).
+Rgb fill_rgb(int k, int c, int chunks) {
+  const Rgb a = parse_hex(kKindColours[k].light), b = parse_hex(kKindColours[k].dark);
+  const double t = chunks <= 1 ? 0 : static_cast<double>(c) / (chunks - 1);
+  return {a.r + (b.r - a.r) * t, a.g + (b.g - a.g) * t, a.b + (b.b - a.b) * t};
 }
 
 // 1, 2, 5 times a power of ten, at least `v`.
@@ -116,12 +144,62 @@ double nice_step(double v) {
   return 10 * p;
 }
 
+// Words for the shade legend: DualPipe's directions only where they exist.
+std::string chunk_words(const std::string& method, int c, int chunks) {
+  if (chunks == 2) {
+    std::string first = "light: stage = rank", second = "dark: the rank's other stage";
+    if (method == "dualpipe") {
+      first += " (direction 0)";
+      second += " (direction 1)";
+    } else if (method == "dualpipev" || method == "zbv") {
+      first += " (the V going down)";
+      second += " (the way back up)";
+    } else if (method == "chimera") {
+      first += " (the down pipeline)";
+      second += " (the up pipeline)";
+    } else if (method == "interleaved-1f1b") {
+      first = "light: chunk 0 (stage = rank)";
+      second = "dark: chunk 1 (stage = rank + ranks)";
+    }
+    return c == 0 ? first : second;
+  }
+  return c == 0 ? "chunk 0 (stage = rank)" : fmt::format("chunk {}", c);
+}
+
 }  // namespace
+
+void parse_range(const std::string& option, const std::string& text, std::optional<double>& from,
+                 std::optional<double>& to) {
+  const auto colon = text.find(':');
+  auto number = [&](const std::string& part) -> std::optional<double> {
+    if (part.empty()) return std::nullopt;
+    char* end = nullptr;
+    const double v = std::strtod(part.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(v))
+      throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
+    return v;
+  };
+  if (colon == std::string::npos)
+    throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
+  from = number(text.substr(0, colon));
+  to = number(text.substr(colon + 1));
+}
 
 std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& opt) {
   if (sim.timeline.size() != s.actions.size())
     throw Error("timeline_svg: the simulation has no timeline for this schedule");
   const int P = static_cast<int>(s.actions.size());
+
+  // The part to draw.
+  const double makespan = sim.makespan > 0 ? sim.makespan : 1;
+  const double t0 = opt.time_from.value_or(0), t1 = opt.time_to.value_or(makespan);
+  if (!(t0 >= 0 && t0 < t1 && t0 < makespan))
+    throw Error(fmt::format("time range {:g}:{:g} is empty or outside the step (0:{:g})", t0, t1, makespan));
+  const int r0 = opt.rank_from, r1 = opt.rank_to < 0 ? P - 1 : opt.rank_to;
+  if (r0 < 0 || r0 > r1 || r1 >= P)
+    throw Error(fmt::format("rank range {}:{} is empty or outside the schedule's ranks 0:{}", r0, r1, P - 1));
+  const double span = t1 - t0;
+  auto visible = [&](const Span& sp) { return sp.end > t0 && sp.start < t1; };
 
   // What there is to draw.
   int S = s.stages;
@@ -129,88 +207,127 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
   std::size_t compute = 0;
   double min_cell = 0;  // shortest positive cell duration (half a pair counts as a cell)
   bool present[5] = {false, false, false, false, false};  // F, B, I, W, FB
+  bool stage_only = false;
   for (int r = 0; r < P; ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      if (is_comm(a.op)) continue;
-      ++compute;
+      stage_only = stage_only || is_stage_only(a.op);
+      if (!is_compute(a.op)) continue;
       S = std::max({S, a.stage + 1, a.stage2 + 1});
-      max_mb = std::max({max_mb, a.mb, a.mb2});
-      present[a.op == Op::FB ? 4 : kind(a.op)] = true;
       const Span& sp = sim.timeline[r][i];
+      if (r < r0 || r > r1 || !visible(sp)) continue;
+      ++compute;
+      max_mb = std::max({max_mb, a.mb, a.mb2});
+      if (a.op == Op::FB) {
+        present[0] = present[1] = present[4] = true;
+      } else {
+        present[kind(a.op)] = true;
+      }
       double d = (sp.end - sp.start) / (a.op == Op::FB ? 2 : 1);
       if (d > 0 && (min_cell == 0 || d < min_cell)) min_cell = d;
     }
   }
   const auto held = rank_stages(s, std::max(S, 1));
-  bool two_shades = false;
-  for (const auto& h : held) two_shades = two_shades || h.size() > 1;
+  int chunks = 1;
+  for (int r = r0; r <= r1; ++r) chunks = std::max(chunks, static_cast<int>(held[r].size()));
   const bool labels = compute <= kMaxLabelledActions;
 
   // Horizontal scale (file comment).
-  const double makespan = sim.makespan > 0 ? sim.makespan : 1;
   const double label_px = digits(max_mb) * kDigitW + 6;
-  double scale = kTargetWidth / makespan;
-  if (min_cell > 0) scale = std::max(scale, (labels ? label_px : kMinUnlabelledWidth) / min_cell);
-  scale = std::min(scale, kMaxChartWidth / makespan);
-  const double chart_w = makespan * scale;
+  double scale;
+  if (opt.width > 0) {
+    scale = std::max(kMinChartWidth, opt.width - kLeft - kRight) / span;
+  } else {
+    scale = kTargetWidth / span;
+    if (min_cell > 0) scale = std::max(scale, (labels ? label_px : kMinUnlabelledWidth) / min_cell);
+    scale = std::min(scale, kMaxChartWidth / span);
+  }
+  const double chart_w = span * scale;
   // Thin cell outlines only while cells are wide enough for them to help.
   const bool outlines = min_cell * scale >= 4;
+  const double wrap_at = std::max(opt.width > 0 ? opt.width - kRight : kLeft + chart_w, kMinLegendWidth);
 
-  // Vertical layout.
-  double y = 14;
-  const double title_y = opt.title.empty() ? 0 : (y += 18);
-  const double subtitle_y = opt.subtitle.empty() ? 0 : (y += 20);
-  const double chart_top = y + 16;
-  const double chart_h = std::max(0.0, P * (kRowH + kRowGap) - kRowGap);
-  const double axis_y = chart_top + chart_h + 4;
-  const double legend_y = axis_y + 44;
-  const double height = legend_y + (two_shades ? 52 : 26) + 8;
-  auto row_y = [&](int r) { return chart_top + r * (kRowH + kRowGap); };
-
-  // Legend: the kinds present, then the shade rule where it applies. Swatch
+  // Legend: items laid out left to right, wrapped at `wrap_at`. Swatch
   // fills are inline so that the cell classes count only cells.
   std::string legend = "<g id=\"legend\">\n";
   Out lo(legend);
-  double lx = kLeft, legend_right = 0;
-  const double sw = 30, swh = 16;  // swatch size
-  auto swatch = [&](const char* fill, double x, double yy) {
-    fmt::format_to(lo, "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\" stroke=\"#555\"/>\n", px(x), yy,
-                   sw, swh, fill);
+  const double sw = 30, swh = 16, line_h = 26;  // swatch size, legend line height
+  struct Item {
+    std::vector<std::string> fills;  // swatches, left to right
+    bool frame = false;              // a pair's frame around the swatches
+    std::string text;
   };
-  auto text = [&](double x, double yy, std::string_view t) {
-    fmt::format_to(lo, "<text class=\"leg\" x=\"{}\" y=\"{}\">", px(x), yy + 12.5);
-    xml_escape(legend, t);
-    legend += "</text>\n";
-    // Estimated text width: the picture's width must take in the legend.
-    legend_right = std::max(legend_right, x + static_cast<double>(t.size()) * 6.6);
-    return x + static_cast<double>(t.size()) * 6.6 + 26;
-  };
-  for (int k = 0; k < 4; ++k) {
-    if (!present[k]) continue;
-    swatch(kFills[k].light, lx, legend_y);
-    lx = text(lx + sw + 6, legend_y, fmt::format("{} {}", kKindLetter[k], kFills[k].name));
+  std::vector<Item> items;
+  for (int k = 0; k < 4; ++k)
+    if (present[k]) items.push_back({{kKindColours[k].light}, false, fmt::format("{} {}", kKindLetter[k], kKindColours[k].name)});
+  if (present[4])
+    items.push_back({{kKindColours[0].light, kKindColours[1].light}, true, "F&B overlapped forward & backward (pair)"});
+  if (chunks > 1) {
+    for (int c = 0; c < chunks; ++c) {
+      Item it{{}, false, chunk_words(s.method, c, chunks)};
+      for (int k = 0; k < 4; ++k)
+        if (present[k]) it.fills.push_back(to_hex(fill_rgb(k, c, chunks)));
+      items.push_back(it);
+    }
   }
-  if (present[4]) {
-    swatch(kFills[0].light, lx, legend_y);
-    swatch(kFills[1].light, lx + sw, legend_y);
-    fmt::format_to(lo, "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#111\" "
-                   "stroke-width=\"2.2\"/>\n",
-                   px(lx), legend_y, 2 * sw, swh);
-    text(lx + 2 * sw + 6, legend_y, "F&B overlapped forward & backward (pair)");
+  if (stage_only) items.push_back({{}, false, "UNSHARD, RESHARD, REDUCE_GRAD: not drawn (no simulated time)"});
+
+  // Vertical layout; the legend's height depends on its wrapping, so lay it
+  // out first, relative to its top.
+  double lx = kLeft, ly = 0, legend_right = 0;
+  std::string legend_body;
+  Out bo(legend_body);
+  for (const Item& it : items) {
+    const double w = static_cast<double>(it.fills.size()) * sw + (it.fills.empty() ? 0 : 6) +
+                     static_cast<double>(it.text.size()) * kLegendCharW;
+    if (lx > kLeft && lx + w > wrap_at) {
+      lx = kLeft;
+      ly += line_h;
+    }
+    double x = lx;
+    for (const std::string& f : it.fills) {
+      fmt::format_to(bo, "<rect x=\"{}\" y=\"{{Y{}}}\" width=\"{}\" height=\"{}\" fill=\"{}\" stroke=\"#555\"/>\n", px(x),
+                     ly, sw, swh, f);
+      x += sw;
+    }
+    if (it.frame)
+      fmt::format_to(bo, "<rect x=\"{}\" y=\"{{Y{}}}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#111\" "
+                     "stroke-width=\"2.2\"/>\n",
+                     px(lx), ly, px(x - lx), swh);
+    if (!it.fills.empty()) x += 6;
+    fmt::format_to(bo, "<text class=\"leg\" x=\"{}\" y=\"{{T{}}}\">", px(x), ly);
+    xml_escape(legend_body, it.text);
+    legend_body += "</text>\n";
+    legend_right = std::max(legend_right, lx + w);
+    lx += w + 26;
   }
-  if (two_shades) {
-    const double y2 = legend_y + 26;
-    swatch(kFills[0].light, kLeft, y2);
-    swatch(kFills[1].light, kLeft + sw, y2);
-    double x2 = text(kLeft + 2 * sw + 6, y2, "light: stage = rank (DualPipe direction 0, V-shape going down)");
-    swatch(kFills[0].dark, x2, y2);
-    swatch(kFills[1].dark, x2 + sw, y2);
-    text(x2 + 2 * sw + 6, y2, "dark: the rank's other stage (direction 1, the way back)");
+  const double legend_h = items.empty() ? 0 : ly + line_h;
+
+  const int rows = r1 - r0 + 1;
+  const bool top_axis = rows > 16;
+  double y = 14;
+  const double title_y = opt.title.empty() ? 0 : (y += 18);
+  const double subtitle_y = opt.subtitle.empty() ? 0 : (y += 20);
+  const double chart_top = y + 16 + (top_axis ? 18 : 0);
+  const double chart_h = std::max(0.0, rows * (kRowH + kRowGap) - kRowGap);
+  const double axis_y = chart_top + chart_h + 4;
+  const double legend_y = axis_y + 44;
+  const double height = legend_y + legend_h + 8;
+  auto row_y = [&](int r) { return chart_top + (r - r0) * (kRowH + kRowGap); };
+
+  // Place the legend: its rows' y were left as {Yn} / {Tn} markers.
+  for (std::size_t at = 0; (at = legend_body.find("{", at)) != std::string::npos;) {
+    const std::size_t close = legend_body.find('}', at);
+    const bool is_text = legend_body[at + 1] == 'T';
+    const double off = std::strtod(legend_body.c_str() + at + 2, nullptr);
+    const std::string v = fmt::format("{}", px(legend_y + off + (is_text ? 12.5 : 0)));
+    legend_body.replace(at, close - at + 1, v);
+    at += v.size();
   }
+  legend += legend_body;
   legend += "</g>\n";
 
-  const double width = std::max(kLeft + chart_w, legend_right) + kRight;
+  const double width = opt.width > 0 ? opt.width : std::max(kLeft + chart_w, legend_right) + kRight;
 
   std::string out;
   out.reserve(2000 + compute * (labels ? 190 : 40));
@@ -220,10 +337,15 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
                  "font-family=\"Helvetica, Arial, sans-serif\">\n",
                  px(width), px(height));
   out += "<style>\n";
+  std::string cell_classes;
   for (int k = 0; k < 4; ++k)
-    fmt::format_to(o, ".{0}0{{fill:{1}}} .{0}1{{fill:{2}}}\n", kKindLetter[k], kFills[k].light, kFills[k].dark);
+    for (int c = 0; c < std::max(chunks, 2); ++c) {
+      const Rgb f = fill_rgb(k, c, std::max(chunks, 2));
+      fmt::format_to(o, ".{}{}{{fill:{}}}{}", kKindLetter[k], c, to_hex(f), c + 1 == std::max(chunks, 2) ? "\n" : " ");
+      cell_classes += fmt::format("{}.{}{}", cell_classes.empty() ? "" : ",", kKindLetter[k], c);
+    }
   // Cells only (the legend's swatches carry their own stroke attributes).
-  fmt::format_to(o, ".F0,.F1,.B0,.B1,.I0,.I1,.W0,.W1{{stroke:{}}}\n", outlines ? "#555;stroke-width:0.6" : "none");
+  fmt::format_to(o, "{}{{stroke:{}}}\n", cell_classes, outlines ? "#555;stroke-width:0.6" : "none");
   fmt::format_to(o,
                  ".row{{fill:#f2f2f2}} .pair{{fill:none;stroke:#111;stroke-width:2.2}} "
                  ".grid{{stroke:#dcdcdc;stroke-width:1}}\n"
@@ -247,23 +369,26 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
 
   // Time axis: a tick at least every 60 px, on a round number of units.
   const double step = nice_step(60 / scale);
+  auto x_of = [&](double t) { return kLeft + (t - t0) * scale; };
   out += "<g id=\"axis\">\n";
-  for (long k = 0;; ++k) {
+  for (long k = static_cast<long>(std::ceil(t0 / step - 1e-9));; ++k) {
     const double t = static_cast<double>(k) * step;
-    if (t > makespan + 1e-9) break;
-    const double x = px(kLeft + t * scale);
+    if (t > t1 + 1e-9) break;
+    const double x = px(x_of(t));
     fmt::format_to(o, "<line class=\"grid\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n", x, chart_top - 4,
                    axis_y + 5);
     fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, axis_y + 18, t);
+    if (top_axis) fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, chart_top - 8, t);
   }
   fmt::format_to(o, "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#444\" stroke-width=\"1\"/>\n", kLeft,
                  axis_y, px(kLeft + chart_w));
-  fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">time (step {:.4g})</text>\n", px(kLeft + chart_w / 2),
-                 axis_y + 34, sim.makespan);
+  const bool part = t0 > 0 || t1 < makespan;
+  fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">time (step {:.4g}{})</text>\n", px(kLeft + chart_w / 2),
+                 axis_y + 34, sim.makespan, part ? fmt::format("; showing {:g} to {:g}", t0, t1) : "");
   out += "</g>\n";
 
   // One group per rank: a grey band (idle shows through), then the cells.
-  for (int r = 0; r < P; ++r) {
+  for (int r = r0; r <= r1; ++r) {
     const double ry = row_y(r);
     fmt::format_to(o, "<g id=\"rank{}\">\n", r);
     fmt::format_to(o, "<text class=\"lab\" x=\"{}\" y=\"{}\">rank {}</text>\n", kLeft - 10, px(ry + kRowH / 2 + 4.5),
@@ -273,37 +398,45 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
     const double text_y = px(ry + kRowH / 2 + kCellFont * 0.36);
     // Small schedules: a <rect> per cell, with a tooltip and its number.
     // Large ones: one <path> per fill class and rank, a third of the bytes.
-    std::string paths[8];  // [kind * 2 + shade]
+    std::vector<std::string> paths(static_cast<std::size_t>(4 * chunks));  // [kind * chunks + chunk]
     std::string frames;
     std::string tip;
-    auto cell = [&](int k, int sh, double x, double w, int mb) {
+    // A cell over [a, b] in time, clipped to the range; false if nothing is left.
+    auto cell = [&](int k, int c, double a, double b, int mb) {
+      a = std::max(a, t0);
+      b = std::min(b, t1);
+      if (b <= a) return;
+      const double x = x_of(a), w = (b - a) * scale;
       if (!labels) {
-        fmt::format_to(std::back_inserter(paths[k * 2 + sh]), "M{} {}h{}v{}h{}z", px(x), px(ry), px(w), kRowH,
-                       -px(w));
+        fmt::format_to(std::back_inserter(paths[static_cast<std::size_t>(k * chunks + c)]), "M{} {}h{}v{}h{}z", px(x),
+                       px(ry), px(w), kRowH, -px(w));
         return;
       }
-      fmt::format_to(o, "<rect class=\"{}{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>", kKindLetter[k],
-                     sh, px(x), px(ry), px(w), kRowH);
+      fmt::format_to(o, "<rect class=\"{}{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>", kKindLetter[k], c,
+                     px(x), px(ry), px(w), kRowH);
       xml_escape(out, tip);
       out += "</title></rect>\n";
       if (w >= digits(mb) * kDigitW + 4)
-        fmt::format_to(o, "<text class=\"t{}\" x=\"{}\" y=\"{}\">{}</text>\n", sh && k != 0 ? " tw" : "",
-                       px(x + w / 2), text_y, mb);
+        fmt::format_to(o, "<text class=\"t{}\" x=\"{}\" y=\"{}\">{}</text>\n",
+                       luminance(fill_rgb(k, c, std::max(chunks, 2))) < 0.3 ? " tw" : "", px(x + w / 2), text_y, mb);
     };
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      if (is_comm(a.op)) continue;
+      if (!is_compute(a.op)) continue;
       const Span& sp = sim.timeline[r][i];
-      const double x = kLeft + sp.start * scale, w = (sp.end - sp.start) * scale;
+      if (!visible(sp)) continue;
       if (labels) tip = fmt::format("{} [{:g}, {:g}]", to_string(a), sp.start, sp.end);
       if (a.op != Op::FB) {
-        cell(kind(a.op), shade(held[r], a.stage), x, w, a.mb);
+        cell(kind(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);
         continue;
       }
       // Halves of equal width: the pair's inner split is not simulated.
-      cell(0, shade(held[r], a.stage), x, w / 2, a.mb);
-      cell(1, shade(held[r], a.stage2), x + w / 2, w / 2, a.mb2);
+      const double mid = (sp.start + sp.end) / 2;
+      cell(0, chunk_of(held[r], a.stage), sp.start, mid, a.mb);
+      cell(1, chunk_of(held[r], a.stage2), mid, sp.end, a.mb2);
       // The thick frame would blot out pairs only a few pixels wide.
+      const double fa = std::max(sp.start, t0), fb = std::min(sp.end, t1);
+      const double x = x_of(fa), w = (fb - fa) * scale;
       if (w < kMinFramedWidth) continue;
       if (labels)
         fmt::format_to(o, "<rect class=\"pair\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>\n", px(x), px(ry),
@@ -311,9 +444,10 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
       else
         fmt::format_to(std::back_inserter(frames), "M{} {}h{}v{}h{}z", px(x), px(ry), px(w), kRowH, -px(w));
     }
-    for (int c = 0; c < 8; ++c)
-      if (!paths[c].empty())
-        fmt::format_to(o, "<path class=\"{}{}\" d=\"{}\"/>\n", kKindLetter[c / 2], c % 2, paths[c]);
+    for (int c = 0; c < 4 * chunks; ++c)
+      if (!paths[static_cast<std::size_t>(c)].empty())
+        fmt::format_to(o, "<path class=\"{}{}\" d=\"{}\"/>\n", kKindLetter[c / chunks], c % chunks,
+                       paths[static_cast<std::size_t>(c)]);
     if (!frames.empty()) fmt::format_to(o, "<path class=\"pair\" d=\"{}\"/>\n", frames);
     out += "</g>\n";
   }

@@ -5,6 +5,7 @@
 //
 // Format: {"traceEvents":[...],"displayTimeUnit":"ms"}; process 0 is the
 // schedule, thread r is rank r; one "X" (complete) event per compute action,
+// one "i" (instant) event per stage-only action (UNSHARD, RESHARD, REDUCE_GRAD),
 // "M" (metadata) events name the process and the threads and keep the
 // threads in rank order.
 #include "pictures/trace.h"
@@ -56,6 +57,14 @@ std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_
       const Action& a = s.actions[r][i];
       if (is_comm(a.op)) continue;
       const Span& sp = sim.timeline[r][i];
+      if (is_stage_only(a.op)) {
+        // UNSHARD, RESHARD, REDUCE_GRAD take no simulated time: an instant
+        // event on the rank's track marks where it issues them.
+        fmt::format_to(o, ",\n{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{},\"pid\":0,\"tid\":{},"
+                       "\"args\":{{\"stage\":{}}}}}",
+                       to_string(a), op_name(a.op), us_per_unit * sp.start, r, a.stage);
+        continue;
+      }
       // Action strings are digits, op names and "(;)": nothing to escape.
       // {} prints a double in its shortest round-trip form, valid JSON.
       fmt::format_to(o, ",\n{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"X\",\"ts\":{},\"dur\":{},\"pid\":0,\"tid\":{},", to_string(a),

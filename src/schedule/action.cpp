@@ -20,12 +20,16 @@ const char* op_name(Op op) {
     case Op::RECV_F: return "RECV_F";
     case Op::SEND_B: return "SEND_B";
     case Op::RECV_B: return "RECV_B";
+    case Op::UNSHARD: return "UNSHARD";
+    case Op::RESHARD: return "RESHARD";
+    case Op::REDUCE_GRAD: return "REDUCE_GRAD";
   }
   return "?";
 }
 
 std::string to_string(const Action& a) {
   if (a.op == Op::FB) return fmt::format("({}F{};{}B{})OVERLAP_F_B", a.stage, a.mb, a.stage2, a.mb2);
+  if (is_stage_only(a.op)) return fmt::format("{}{}", a.stage, op_name(a.op));
   return fmt::format("{}{}{}", a.stage, op_name(a.op), a.mb);
 }
 
@@ -47,11 +51,13 @@ bool take_prefix(std::string_view& s, std::string_view prefix) {
   return true;
 }
 
-// "<stage><op><mb>" with nothing left over.
+// "<stage><op><mb>" with nothing left over; "<stage><op>" for the
+// stage-only ops, which PyTorch writes without a micro-batch.
 bool parse_simple(std::string_view s, Action& a) {
   if (!take_number(s, a.stage)) return false;
   // Longest names first so that "SEND_F" is not read as something shorter.
-  static const Op ops[] = {Op::SEND_F, Op::RECV_F, Op::SEND_B, Op::RECV_B, Op::F, Op::B, Op::I, Op::W};
+  static const Op ops[] = {Op::REDUCE_GRAD, Op::UNSHARD, Op::RESHARD, Op::SEND_F, Op::RECV_F,
+                           Op::SEND_B,      Op::RECV_B,  Op::F,       Op::B,      Op::I, Op::W};
   bool found = false;
   for (Op op : ops) {
     if (take_prefix(s, op_name(op))) {
@@ -60,8 +66,13 @@ bool parse_simple(std::string_view s, Action& a) {
       break;
     }
   }
-  if (!found || !take_number(s, a.mb)) return false;
+  if (!found) return false;
   a.stage2 = a.mb2 = -1;
+  if (is_stage_only(a.op)) {
+    a.mb = -1;
+    return s.empty();
+  }
+  if (!take_number(s, a.mb)) return false;
   return s.empty();
 }
 
@@ -110,7 +121,8 @@ Action parse_action(std::string_view text) {
   }
   if (parse_simple(s, a)) return a;
   throw Error(fmt::format(
-      "malformed action '{}': expected <stage><op><micro-batch> with op one of F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B",
+      "malformed action '{}': expected <stage><op><micro-batch> with op one of F, B, I, W, SEND_F, RECV_F, SEND_B, "
+      "RECV_B, or <stage><op> with op one of UNSHARD, RESHARD, REDUCE_GRAD",
       printable(text)));
 }
 

@@ -18,9 +18,19 @@ enum class Op : std::uint8_t {
   RECV_F,  // stage receives its forward input from stage-1
   SEND_B,  // stage sends its input gradient to stage-1
   RECV_B,  // stage receives its output gradient from stage+1
+  // Stage-only actions of torch.distributed.pipelining (FSDP-style): written
+  // "0UNSHARD", "0RESHARD", "0REDUCE_GRAD", with no micro-batch (mb = -1).
+  // They move no activations and take no time in the simulator; a runtime
+  // without sharded parameters skips them.
+  UNSHARD,      // gather the stage's sharded parameters before use
+  RESHARD,      // free the gathered parameters again
+  REDUCE_GRAD,  // reduce the stage's gradients (after its last backward)
 };
 
-inline bool is_comm(Op op) { return op >= Op::SEND_F; }
+inline bool is_comm(Op op) { return op >= Op::SEND_F && op <= Op::RECV_B; }
+inline bool is_stage_only(Op op) { return op >= Op::UNSHARD && op <= Op::REDUCE_GRAD; }
+// F, B, I, W or an F&B pair: the actions that take time and carry data.
+inline bool is_compute(Op op) { return !is_comm(op) && !is_stage_only(op); }
 inline bool is_backward(Op op) { return op == Op::B || op == Op::I; }
 
 // Plain 20-byte record: a schedule of 10^7 actions fits comfortably in memory.
@@ -49,7 +59,7 @@ struct Action {
 const char* op_name(Op op);
 
 // PyTorch's action-string form: "3F12", "0I5", "2SEND_F4",
-// "(0F7;7B13)OVERLAP_F_B".
+// "(0F7;7B13)OVERLAP_F_B", "0UNSHARD" (stage-only: no micro-batch).
 std::string to_string(const Action& a);
 
 // `text` for an error message: bytes outside printable ASCII as \xNN, and

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <unordered_map>
 
 #include "schedule/big_array.h"
 #include "schedule/error.h"
@@ -79,8 +80,25 @@ struct Checker {
     for (const auto& r : s.actions)
       for (const Action& a : r) forwards += (a.op == Op::F || a.op == Op::FB);
     const std::size_t needed = static_cast<std::size_t>(S) * static_cast<std::size_t>(N);
-    if (forwards < needed)
-      error("{} stages x {} micro-batches need {} forwards but the schedule holds {}", S, N, needed, forwards);
+    if (forwards < needed) {
+      // Like every other error, name a place: where the largest indices,
+      // which set the shape of a file, were written (a stray index is the
+      // usual cause).
+      std::size_t mb_r = 0, mb_p = 0, st_r = 0, st_p = 0;
+      int hi_mb = -1, hi_st = -1;
+      for (std::size_t r = 0; r < s.actions.size(); ++r)
+        for (std::size_t p = 0; p < s.actions[r].size(); ++p) {
+          const Action& a = s.actions[r][p];
+          if (is_stage_only(a.op)) continue;
+          if (std::max(a.mb, a.mb2) > hi_mb) hi_mb = std::max(a.mb, a.mb2), mb_r = r, mb_p = p;
+          if (std::max(a.stage, a.stage2) > hi_st) hi_st = std::max(a.stage, a.stage2), st_r = r, st_p = p;
+        }
+      std::string at;
+      if (hi_mb >= 0)
+        at = fmt::format(" (largest micro-batch index at {}, largest stage at {})",
+                         where(static_cast<int>(mb_r), mb_p), where(static_cast<int>(st_r), st_p));
+      error("{} stages x {} micro-batches need {} forwards but the schedule holds {}{}", S, N, needed, forwards, at);
+    }
     return rep.ok();
   }
 
@@ -90,6 +108,10 @@ struct Checker {
     for (int r = 0; r < s.ranks && !full(); ++r) {
       for (std::size_t p = 0; p < s.actions[r].size(); ++p) {
         const Action& a = s.actions[r][p];
+        if (is_stage_only(a.op)) {
+          if (a.stage < 0 || a.stage >= S) error("{}: stage must be in 0..{}", where(r, p), S - 1);
+          continue;
+        }
         if (!in_range(a.stage, a.mb) || (a.op == Op::FB && !in_range(a.stage2, a.mb2))) {
           error("{}: stage must be in 0..{} and micro-batch in 0..{}", where(r, p), S - 1, N - 1);
           continue;
@@ -171,6 +193,42 @@ struct Checker {
     }
   }
 
+  // Stage-only actions (UNSHARD, RESHARD, REDUCE_GRAD): each names a stage
+  // its rank runs; REDUCE_GRAD comes once per stage and rank, after the
+  // stage's last backward and W there. Tables are keyed by (rank, stage) and
+  // built only when such actions exist, so ordinary schedules pay nothing.
+  void stage_only_consistency() {
+    bool any = false;
+    for (const auto& r : s.actions)
+      for (const Action& a : r) any = any || is_stage_only(a.op);
+    if (!any) return;
+    auto key = [&](int r, int stage) { return static_cast<long long>(r) * S + stage; };
+    std::unordered_map<long long, Index> last_grad;  // last backward or W of a stage on a rank
+    std::unordered_map<long long, Index> reduce;     // its REDUCE_GRAD
+    each([&](int r, Index g, const Action& a) {
+      if (is_backward(a.op) || a.op == Op::W) last_grad[key(r, a.stage)] = g;
+      if (a.op == Op::FB) last_grad[key(r, a.stage2)] = g;
+      if (a.op == Op::F || a.op == Op::FB) last_grad.try_emplace(key(r, a.stage), kUnset);
+    });
+    each([&](int r, Index g, const Action& a) {
+      if (!is_stage_only(a.op)) return;
+      const auto runs = last_grad.find(key(r, a.stage));
+      if (runs == last_grad.end()) {
+        error("{}: {} of stage {} on rank {}, which runs none of that stage's actions", where(g), op_name(a.op),
+              a.stage, r);
+        return;
+      }
+      if (a.op != Op::REDUCE_GRAD) return;
+      auto [first, fresh] = reduce.try_emplace(key(r, a.stage), g);
+      if (!fresh)
+        error("{}: second REDUCE_GRAD of stage {} on rank {} (first at position {})", where(g), a.stage, r,
+              first->second - offset[r]);
+      else if (runs->second != kUnset && g < runs->second)
+        error("{}: REDUCE_GRAD of stage {} before its last backward on rank {}, at position {}", where(g), a.stage, r,
+              runs->second - offset[r]);
+    });
+  }
+
   // Transfers, for lowered schedules. Forward data crosses from stage s to
   // s+1 (SEND_F s, RECV_F s+1), gradients from s+1 to s (SEND_B s+1, RECV_B s).
   void comm_consistency() {
@@ -243,6 +301,7 @@ struct Checker {
   CheckReport run() {
     if (!shape_ok() || !ranges_ok()) return rep;
     compute_consistency();
+    if (rep.ok()) stage_only_consistency();
     if (rep.ok() && s.has_comm()) comm_consistency();
     if (rep.ok()) deadlock();
     return rep;

@@ -18,6 +18,9 @@ struct CheckReport {
 //  - every (stage, micro-batch) has exactly one forward and one backward (B
 //    or I) on the same rank, the backward after the forward; every I has
 //    exactly one W after it on that rank, and a B has none;
+//  - stage-only actions (UNSHARD, RESHARD, REDUCE_GRAD) name a stage their
+//    rank runs; REDUCE_GRAD at most once per stage and rank, after the
+//    stage's last backward and W there;
 //  - if the schedule has communication actions: every cross-rank transfer has
 //    exactly one send after its producer and one receive before its consumer,
 //    and there are no transfers between stages on one rank;

@@ -13,6 +13,7 @@
 //   FB            needs what both halves need
 //   SEND_F(s,m)   needs F(s,m);   RECV_F(s,m) needs SEND_F(s-1,m)
 //   SEND_B(s,m)   needs B/I(s,m); RECV_B(s,m) needs SEND_B(s+1,m)
+//   UNSHARD, RESHARD, REDUCE_GRAD (stage-only) need nothing
 // A send never waits for its receive (isend semantics, as PyTorch's runtime
 // and ours execute it); a receive waits until its send has been issued.
 //
@@ -125,6 +126,9 @@ class Walker {
       case Op::SEND_B: return need(Need::GradDone, a.stage, a.mb);
       case Op::RECV_F: return need(Need::SentF, a.stage - 1, a.mb);
       case Op::RECV_B: return need(Need::SentB, a.stage + 1, a.mb);
+      case Op::UNSHARD:
+      case Op::RESHARD:
+      case Op::REDUCE_GRAD: return -1;  // stage-only: no data dependency
     }
     return -1;
   }
@@ -161,7 +165,10 @@ class Walker {
       case Op::SEND_B: mark(Need::SentB, a.stage, a.mb, ready); break;
       case Op::W:
       case Op::RECV_F:
-      case Op::RECV_B: break;
+      case Op::RECV_B:
+      case Op::UNSHARD:
+      case Op::RESHARD:
+      case Op::REDUCE_GRAD: break;
     }
   }
 

@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "schedule/error.h"
+#include "schedule/text_file.h"
 
 namespace dp {
 namespace {
@@ -136,13 +137,11 @@ Corpus load_corpus(const std::string& path, int64_t min_chars) {
                       c.size(), min_chars));
     return c;
   }
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw Error(fmt::format("corpus file '{}' does not exist", path));
-  if (std::filesystem::is_directory(path, ec)) throw Error(fmt::format("corpus file '{}' is a directory", path));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("corpus file '{}' cannot be opened for reading", path));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(fmt::format("corpus file '{}' could not be read", path));
+  // Every character becomes an 8-byte token id, so the cap of 128 MiB
+  // (enwik8's 100 MB fits) keeps a corpus under about 1 GiB in memory, and
+  // `--data /dev/zero` ends with one line instead of growing without end.
+  constexpr std::uint64_t kMaxCorpusBytes = std::uint64_t{128} << 20;
+  const std::string text = read_text_file(path, kMaxCorpusBytes, "corpus file");
   if (text.empty()) throw Error(fmt::format("corpus file '{}' is empty", path));
   if (static_cast<int64_t>(text.size()) < min_chars)
     throw Error(fmt::format("corpus file '{}' has {} characters, fewer than the {} one window needs (seq_len + 1)",
