@@ -52,5 +52,7 @@ void run_train(CLI::App* app);
 void run_bench(CLI::App* app);
 void run_simulate(CLI::App* app);
 void run_compare(CLI::App* app);
+void run_plan(CLI::App* app);    // cmd_plan.cpp
+void run_search(CLI::App* app);  // cmd_search.cpp
 
 }  // namespace dp::cli

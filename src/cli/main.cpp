@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   dp::cli::run_schedule(&app);
   dp::cli::run_simulate(&app);
   dp::cli::run_compare(&app);
+  dp::cli::run_plan(&app);
+  dp::cli::run_search(&app);
 #ifdef DUALPIPE_TORCH
   dp::cli::run_verify(&app);
   dp::cli::run_train(&app);

@@ -1,0 +1,187 @@
+// dualpipe plan: the fastest schedule that fits memory, from a model's and a
+// cluster's description (or a preset).
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "pictures/svg.h"
+#include "plan/partition.h"
+#include "plan/planner.h"
+#include "schedule/csv.h"
+#include "schedule/error.h"
+#include "sim/simulate.h"
+
+namespace dp::cli {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  if (text.empty()) return out;
+  for (std::size_t start = 0;;) {
+    const auto comma = text.find(',', start);
+    out.push_back(text.substr(start, comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string memory_text(const plan::RankMemory& m) {
+  return fmt::format("{:.1f} ({:.1f}+{:.1f}+{:.1f}+{:.1f})", m.total() / kGiB, m.params / kGiB, m.grads / kGiB,
+                     m.optimizer / kGiB, m.activations / kGiB);
+}
+
+std::string method_text(const plan::PlanRow& r) {
+  return r.method == "interleaved-1f1b" ? fmt::format("interleaved-1f1b/{}", r.chunks) : r.method;
+}
+
+nlohmann::json row_json(const plan::PlanRow& r) {
+  return {{"method", r.method},
+          {"chunks", r.chunks},
+          {"pp", r.par.pp},
+          {"dp", r.par.dp},
+          {"ep", r.par.ep},
+          {"micro_batch_size", r.par.micro_batch_size},
+          {"micro_batches", r.micro_batches},
+          {"recompute", r.par.recompute},
+          {"layout", r.layout},
+          {"step_s", r.step_s},
+          {"pipeline_s", r.pipeline_s},
+          {"bubble_ratio", r.bubble_ratio},
+          {"exposed_comm_s", r.exposed_comm_s},
+          {"dp_sync_s", r.dp_sync_s},
+          {"peak_rank", r.peak_rank},
+          {"memory_gib",
+           {{"params", r.peak.params / kGiB},
+            {"grads", r.peak.grads / kGiB},
+            {"optimizer", r.peak.optimizer / kGiB},
+            {"activations", r.peak.activations / kGiB},
+            {"total", r.peak.total() / kGiB}}}};
+}
+
+}  // namespace
+
+std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res, std::size_t top) {
+  const double limit = req.memory_limit_gib > 0 ? req.memory_limit_gib : req.cluster.memory_gib;
+  std::string t = fmt::format(
+      "plan {} ({:.4g} B parameters, {:.4g} B active) on {}: {} devices, {} per node, {:g} GiB each\n"
+      "global batch {} sequences of {} tokens; memory limit {:g} GiB; {} candidates, {} fit and were simulated, {} "
+      "over memory\n",
+      req.model.name, plan::total_params(req.model) / 1e9, plan::active_params(req.model) / 1e9, req.cluster.name,
+      req.cluster.devices, req.cluster.devices_per_node, req.cluster.memory_gib, req.global_batch, req.model.seq_len,
+      limit, res.candidates, res.simulated, res.over_memory);
+  t += fmt::format("{:>3} {:<20} {:>4} {:>5} {:>4} {:>4} {:>5} {:>4} {:>10} {:>7} {:>9} {:>8} {:>32}  {}\n", "#",
+                   "method", "pp", "dp", "ep", "mbs", "N", "rc", "step s", "bubble", "exp.comm", "dp sync",
+                   "peak GiB (params+grads+optim+act)", "layers per stage");
+  for (std::size_t i = 0; i < res.rows.size() && i < top; ++i) {
+    const plan::PlanRow& r = res.rows[i];
+    t += fmt::format("{:>3} {:<20} {:>4} {:>5} {:>4} {:>4} {:>5} {:>4} {:>10.4g} {:>6.2f}% {:>9.3g} {:>8.3g} {:>32}  {}\n",
+                     i + 1, method_text(r), r.par.pp, r.par.dp, r.par.ep, r.par.micro_batch_size, r.micro_batches,
+                     r.par.recompute ? "full" : "-", r.step_s, 100 * r.bubble_ratio, r.exposed_comm_s, r.dp_sync_s, memory_text(r.peak),
+                     plan::layout_text(r.layout));
+  }
+  t += "rc: activation recomputation; step: simulated pipeline step + data-parallel gradient sync; bubble: idle time of the most idle device / "
+       "step; exp.comm: step with communication minus without; peak: the device with the most memory\n";
+  return t;
+}
+
+void run_plan(CLI::App* app) {
+  struct Opts {
+    std::string preset, model, cluster;
+    long long global_batch = 0;
+    double memory_limit = 0;
+    std::string methods, layout;
+    int pp = 0, ep = 0, micro_batch_size = 0;
+    bool no_zero1 = false;
+    std::string recompute;
+    std::size_t top = 10;
+    std::string format = "text", csv, svg, output = "-";
+  };
+  auto o = std::make_shared<Opts>();
+  std::string presets;
+  for (const std::string& n : plan::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
+  auto* cmd = app->add_subcommand("plan", "choose the schedule, degrees, micro-batches and cut for a model on a cluster");
+  cmd->add_option("--preset", o->preset, "model and cluster preset: " + presets);
+  cmd->add_option("--model", o->model, "model description (JSON; overrides the preset's)");
+  cmd->add_option("--cluster", o->cluster, "cluster description (JSON; overrides the preset's)");
+  cmd->add_option("--global-batch", o->global_batch, "sequences per training step")->required();
+  CLI::Option* mem = cmd->add_option("--memory-limit", o->memory_limit, "GiB per device (default: the cluster's memory)");
+  cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all)");
+  cmd->add_option("--pp", o->pp, "fix the pipeline degree");
+  cmd->add_option("--ep", o->ep, "fix the expert-parallel degree");
+  cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch");
+  cmd->add_option("--layout", o->layout, "layers per stage by hand: 8,8,8,7 or Et*8|t*8|t*8|t*7L");
+  cmd->add_option("--recompute", o->recompute, "activation recomputation: auto (try both), none or full")
+      ->check(CLI::IsMember({"auto", "none", "full"}));
+  cmd->add_flag("--no-zero1", o->no_zero1, "keep the whole optimizer state on every replica");
+  cmd->add_option("--top", o->top, "rows of the table")->capture_default_str();
+  cmd->add_option("-f,--format", o->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  cmd->add_option("--csv", o->csv, "write the best plan's schedule as CSV");
+  cmd->add_option("--svg", o->svg, "write the best plan's simulated timeline as SVG");
+  cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
+  cmd->callback([o, mem]() {
+    for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o->csv},
+                                    {"--svg", o->svg}, {"--output", o->output}})
+      require_writable(opt, path);
+    plan::PlanRequest req;
+    if (!o->preset.empty()) {
+      plan::Preset p = plan::load_preset(o->preset);
+      req.model = std::move(p.model);
+      req.cluster = std::move(p.cluster);
+    } else if (o->model.empty() || o->cluster.empty()) {
+      throw Error("give --preset NAME, or both --model FILE.json and --cluster FILE.json");
+    }
+    if (!o->model.empty()) req.model = plan::parse_model(plan::read_json_file(o->model), o->model + ": model");
+    if (!o->cluster.empty())
+      req.cluster = plan::parse_cluster(plan::read_json_file(o->cluster), o->cluster + ": cluster");
+    if (!o->recompute.empty()) req.model.recompute = o->recompute;
+    req.global_batch = o->global_batch;
+    if (mem->count() > 0 && !(o->memory_limit > 0 && o->memory_limit <= 1e9))
+      throw Error(fmt::format("--memory-limit must be in (0, 1e9] GiB (got {})", o->memory_limit));
+    req.memory_limit_gib = o->memory_limit;
+    req.methods = split_list(o->methods);
+    if (o->pp < 0 || o->ep < 0 || o->micro_batch_size < 0)
+      throw Error("--pp, --ep and --micro-batch-size must be at least 1");
+    req.pp = o->pp;
+    req.ep = o->ep;
+    req.micro_batch_size = o->micro_batch_size;
+    req.layout = o->layout;
+    req.zero1 = !o->no_zero1;
+    const plan::PlanResult res = plan::plan(req);
+    const plan::PlanRow& best = res.rows.front();
+    if (!o->csv.empty() || !o->svg.empty()) {
+      const plan::BuiltPlan b = plan::build_plan(req, best);
+      if (!o->csv.empty()) write_output(o->csv, to_csv(b.schedule));
+      if (!o->svg.empty()) {
+        const SimResult sim = simulate(b.schedule, b.costs);
+        SvgOptions so;
+        so.title = fmt::format("{} for {}: pp={} dp={} ep={}, {} micro-batches of {}; step {:.4g} s", method_text(best),
+                               req.model.name, best.par.pp, best.par.dp, best.par.ep, best.micro_batches,
+                               best.par.micro_batch_size, sim.makespan);
+        so.subtitle = fmt::format("layers per stage {}", plan::layout_text(best.layout));
+        write_output(o->svg, timeline_svg(b.schedule, sim, so));
+      }
+    }
+    if (o->format == "json") {
+      nlohmann::json j;
+      j["model"] = req.model.name;
+      j["cluster"] = req.cluster.name;
+      j["global_batch"] = req.global_batch;
+      j["memory_limit_gib"] = req.memory_limit_gib > 0 ? req.memory_limit_gib : req.cluster.memory_gib;
+      j["candidates"] = res.candidates;
+      j["simulated"] = res.simulated;
+      j["over_memory"] = res.over_memory;
+      nlohmann::json rows = nlohmann::json::array();
+      for (std::size_t i = 0; i < res.rows.size() && i < o->top; ++i) rows.push_back(row_json(res.rows[i]));
+      j["plans"] = std::move(rows);
+      write_output(o->output, j.dump(1) + "\n");
+    } else {
+      write_output(o->output, plan_table(req, res, o->top));
+    }
+  });
+}
+
+}  // namespace dp::cli

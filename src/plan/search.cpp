@@ -1,0 +1,413 @@
+#include "plan/search.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <random>
+
+#include "schedule/check.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+
+namespace dp::plan {
+namespace {
+
+enum class Layout { OnePerRank, DualPipe, V, Interleaved };
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::OnePerRank: return "one stage per rank";
+    case Layout::DualPipe: return "DualPipe placement";
+    case Layout::V: return "V placement";
+    case Layout::Interleaved: return "interleaved placement";
+  }
+  return "";
+}
+
+Layout layout_of(const std::string& method) {
+  if (method == "dualpipe" || method == "chimera") return Layout::DualPipe;
+  if (method == "dualpipev" || method == "zbv") return Layout::V;
+  if (method == "interleaved-1f1b") return Layout::Interleaved;
+  return Layout::OnePerRank;
+}
+
+struct Problem {
+  int P, N, S;
+  Layout layout;
+  const Costs* costs;
+  int limit;  // 0: none
+  int rank_of(int stage, int mb) const {
+    switch (layout) {
+      case Layout::OnePerRank: return stage;
+      case Layout::DualPipe: return mb < N / 2 ? stage : P - 1 - stage;
+      case Layout::V: return stage < P ? stage : 2 * P - 1 - stage;
+      case Layout::Interleaved: return stage % P;
+    }
+    return 0;
+  }
+};
+
+// Knobs of one list-scheduling pass; the search tries several.
+struct Knobs {
+  double forward_bias = 1;  // > 0: a ready backward goes before a ready forward
+  double stage_weight = 0;  // > 0: earlier stages first; < 0: later ones
+  double mb_weight = 1;     // > 0: older micro-batches first
+  bool split = true;        // backward as I now and W later, W filling idle time
+  double w_fill = 0;        // issue a W when the next other action is at least this many W's away
+  double noise = 0;         // random tie-breaking, in the units of the weights
+  std::uint64_t salt = 0;
+};
+
+// A stream: the micro-batches one rank runs through one stage, in order.
+struct Stream {
+  int stage;
+  std::vector<int> mbs;
+  std::size_t next_f = 0, next_b = 0;
+};
+
+double hashed_noise(std::uint64_t salt, int a, int b, int c) {
+  std::uint64_t x = salt ^ (static_cast<std::uint64_t>(a) * 0x9E3779B97F4A7C15ULL) ^
+                    (static_cast<std::uint64_t>(b) * 0xC2B2AE3D27D4EB4FULL) ^ (static_cast<std::uint64_t>(c) << 17);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return static_cast<double>(x % 1000003) / 1000003.0;
+}
+
+// Builds every rank's order by simulating forward in time: the rank that can
+// act earliest acts next, choosing among its ready actions by the knobs.
+// Returns nothing when the activation limit stalls it.
+std::optional<Schedule> list_schedule(const Problem& pb, const Knobs& k) {
+  const Costs& c = *pb.costs;
+  const double hop = c.transfer();
+  const bool pairs = c.FB.has_value() && (pb.layout == Layout::DualPipe || pb.layout == Layout::V);
+  std::vector<std::vector<Stream>> streams(pb.P);
+  for (int s = 0; s < pb.S; ++s)
+    for (int m = 0; m < pb.N; ++m) {
+      auto& list = streams[pb.rank_of(s, m)];
+      auto it = std::find_if(list.begin(), list.end(), [s](const Stream& st) { return st.stage == s; });
+      if (it == list.end()) {
+        list.push_back({s, {}});
+        it = list.end() - 1;
+      }
+      it->mbs.push_back(m);
+    }
+  const std::size_t cells = static_cast<std::size_t>(pb.S) * pb.N;
+  std::vector<double> fwd_end(cells, -1), grad_end(cells, -1);
+  auto idx = [&](int s, int m) { return static_cast<std::size_t>(s) * pb.N + m; };
+  std::vector<double> free_at(pb.P, 0);
+  std::vector<int> live(pb.P, 0);
+  std::vector<std::vector<std::pair<int, int>>> pending_w(pb.P);
+  std::vector<std::size_t> w_head(pb.P, 0);
+  Schedule out;
+  out.method = "search";
+  out.ranks = pb.P;
+  out.stages = pb.S;
+  out.micro_batches = pb.N;
+  out.actions.resize(pb.P);
+  std::size_t left = cells * 2;  // forwards and backwards still to place
+  const double inf = std::numeric_limits<double>::infinity();
+
+  struct Choice {
+    double time = std::numeric_limits<double>::infinity();
+    int kind = -1;  // 0: F, 1: backward, 2: W
+    int stream = -1;
+  };
+  auto f_ready = [&](int r, const Stream& st) -> double {
+    if (st.next_f >= st.mbs.size()) return inf;
+    const int m = st.mbs[st.next_f];
+    if (st.stage == 0) return 0;
+    const double e = fwd_end[idx(st.stage - 1, m)];
+    if (e < 0) return inf;
+    return e + (pb.rank_of(st.stage - 1, m) != r ? hop : 0);
+  };
+  auto b_ready = [&](int r, const Stream& st) -> double {
+    if (st.next_b >= st.next_f) return inf;
+    const int m = st.mbs[st.next_b];
+    double t = fwd_end[idx(st.stage, m)];
+    if (st.stage + 1 < pb.S) {
+      const double e = grad_end[idx(st.stage + 1, m)];
+      if (e < 0) return inf;
+      t = std::max(t, e + (pb.rank_of(st.stage + 1, m) != r ? hop : 0));
+    }
+    return t;
+  };
+  auto priority = [&](int kind, const Stream& st) {
+    const int m = kind == 0 ? st.mbs[st.next_f] : st.mbs[st.next_b];
+    return (kind == 0 ? k.forward_bias : 0.0) + k.stage_weight * st.stage / pb.S + k.mb_weight * m / pb.N +
+           k.noise * hashed_noise(k.salt, st.stage, m, kind);
+  };
+  // What rank r does next, and when.
+  auto decide = [&](int r) {
+    Choice best;
+    double best_prio = inf, earliest = inf;
+    int earliest_kind = -1, earliest_stream = -1;
+    const bool room = pb.limit == 0 || live[r] < pb.limit;
+    for (std::size_t i = 0; i < streams[r].size(); ++i) {
+      const Stream& st = streams[r][i];
+      for (int kind : {0, 1}) {
+        if (kind == 0 && !room) continue;
+        const double t = kind == 0 ? f_ready(r, st) : b_ready(r, st);
+        if (t == inf) continue;
+        const double start = std::max(t, free_at[r]);
+        if (start <= free_at[r]) {
+          const double p = priority(kind, st);
+          if (p < best_prio) {
+            best_prio = p;
+            best = {free_at[r], kind, static_cast<int>(i)};
+          }
+        } else if (start < earliest) {
+          earliest = start;
+          earliest_kind = kind;
+          earliest_stream = static_cast<int>(i);
+        }
+      }
+    }
+    if (best.kind >= 0) return best;
+    if (w_head[r] < pending_w[r].size()) {
+      const int ws = pending_w[r][w_head[r]].first;
+      if (earliest == inf || earliest - free_at[r] >= k.w_fill * c.w(ws)) return Choice{free_at[r], 2, -1};
+    }
+    if (earliest_kind >= 0) return Choice{earliest, earliest_kind, earliest_stream};
+    return Choice{};
+  };
+
+  std::vector<Choice> choice(pb.P);
+  std::size_t w_left = 0;  // W's queued and not yet placed
+  while (left > 0 || w_left > 0) {
+    int r = -1;
+    for (int q = 0; q < pb.P; ++q) {
+      choice[q] = decide(q);
+      if (choice[q].kind >= 0 && (r < 0 || choice[q].time < choice[r].time)) r = q;
+    }
+    if (r < 0) return std::nullopt;  // stalled by the activation limit
+    const Choice ch = choice[r];
+    const double start = ch.time;
+    if (ch.kind == 2) {
+      const auto [s, m] = pending_w[r][w_head[r]++];
+      --w_left;
+      out.actions[r].push_back(Action::make(Op::W, s, m));
+      free_at[r] = start + c.w(s);
+      continue;
+    }
+    Stream& st = streams[r][static_cast<std::size_t>(ch.stream)];
+    // An overlapped pair: the chosen action with a ready partner of the other kind.
+    int partner = -1;
+    if (pairs && (pb.limit == 0 || live[r] < pb.limit)) {
+      for (std::size_t i = 0; i < streams[r].size() && partner < 0; ++i) {
+        const Stream& o = streams[r][i];
+        if (static_cast<int>(i) == ch.stream) continue;
+        const double t = ch.kind == 0 ? b_ready(r, o) : f_ready(r, o);
+        if (t <= start) partner = static_cast<int>(i);
+      }
+    }
+    if (partner >= 0) {
+      Stream& o = streams[r][static_cast<std::size_t>(partner)];
+      Stream& fs = ch.kind == 0 ? st : o;
+      Stream& bs = ch.kind == 0 ? o : st;
+      const int fm = fs.mbs[fs.next_f++], bm = bs.mbs[bs.next_b++];
+      const double end = start + c.fb(fs.stage, bs.stage);
+      if (c.fb(fs.stage, bs.stage) < c.f(fs.stage) + c.b(bs.stage)) {
+        out.actions[r].push_back(Action::pair(fs.stage, fm, bs.stage, bm));
+        fwd_end[idx(fs.stage, fm)] = end;
+        grad_end[idx(bs.stage, bm)] = end;
+        free_at[r] = end;
+        left -= 2;
+        continue;
+      }
+      --fs.next_f;  // no gain from pairing: undo
+      --bs.next_b;
+    }
+    if (ch.kind == 0) {
+      const int m = st.mbs[st.next_f++];
+      out.actions[r].push_back(Action::make(Op::F, st.stage, m));
+      free_at[r] = start + c.f(st.stage);
+      fwd_end[idx(st.stage, m)] = free_at[r];
+      ++live[r];
+    } else {
+      const int m = st.mbs[st.next_b++];
+      const bool split = k.split && c.w(st.stage) > 0;
+      out.actions[r].push_back(Action::make(split ? Op::I : Op::B, st.stage, m));
+      free_at[r] = start + (split ? c.i(st.stage) : c.b(st.stage));
+      grad_end[idx(st.stage, m)] = free_at[r];
+      if (split) {
+        pending_w[r].push_back({st.stage, m});
+        ++w_left;
+      }
+      --live[r];
+    }
+    --left;
+  }
+  return out;
+}
+
+struct Scored {
+  double makespan = std::numeric_limits<double>::infinity();
+  double sum_end = std::numeric_limits<double>::infinity();  // tie-breaker: every rank done earlier
+  int peak = 0;
+  bool ok = false;
+  bool better_than(const Scored& o) const {
+    if (!ok) return false;
+    if (!o.ok) return true;
+    const double eps = 1e-9 * std::max(1.0, o.makespan);
+    if (makespan < o.makespan - eps) return true;
+    if (makespan > o.makespan + eps) return false;
+    return sum_end < o.sum_end - eps;
+  }
+};
+
+Scored score(const Schedule& s, const Costs& c, int limit, long long& evaluations) {
+  Scored sc;
+  if (!check(s, 1).ok()) return sc;
+  ++evaluations;
+  const SimResult r = simulate(s, c);
+  for (const RankStats& st : r.per_rank) sc.peak = std::max(sc.peak, st.peak_activations);
+  if (limit > 0 && sc.peak > limit) return sc;
+  sc.makespan = r.makespan;
+  sc.sum_end = 0;
+  for (const auto& spans : r.timeline)
+    if (!spans.empty()) sc.sum_end += spans.back().end;
+  sc.ok = true;
+  return sc;
+}
+
+// Moves one compute action to a nearby position on its rank; the checker
+// rejects moves that break a dependency.
+void local_search(Schedule& best, Scored& best_score, const Costs& c, int limit, std::mt19937_64& rng, int moves,
+                  long long& evaluations) {
+  std::vector<int> ranks;
+  for (int r = 0; r < best.ranks; ++r)
+    if (best.actions[r].size() > 1) ranks.push_back(r);
+  if (ranks.empty()) return;
+  for (int it = 0; it < moves; ++it) {
+    const int r = ranks[rng() % ranks.size()];
+    auto& list = best.actions[r];
+    const std::size_t from = rng() % list.size();
+    const long shift = static_cast<long>(rng() % 8) + 1;
+    const long to_l = (rng() & 1) ? static_cast<long>(from) + shift : static_cast<long>(from) - shift;
+    if (to_l < 0 || to_l >= static_cast<long>(list.size())) continue;
+    const std::size_t to = static_cast<std::size_t>(to_l);
+    const Action moved = list[from];
+    list.erase(list.begin() + static_cast<long>(from));
+    list.insert(list.begin() + static_cast<long>(to), moved);
+    const Scored sc = score(best, c, limit, evaluations);
+    if (sc.better_than(best_score)) {
+      best_score = sc;
+    } else {
+      list.erase(list.begin() + static_cast<long>(to));
+      list.insert(list.begin() + static_cast<long>(from), moved);
+    }
+  }
+}
+
+}  // namespace
+
+int search_stages(const SearchRequest& req) {
+  if (req.stages > 0) return req.stages;
+  std::size_t n = std::max({req.costs.F.size(), req.costs.B.size(), req.costs.W.size()});
+  return n > 1 ? static_cast<int>(n) : req.ranks;
+}
+
+SearchResult search(const SearchRequest& req) {
+  if (req.ranks < 1 || req.ranks > 1024) throw Error(fmt::format("--ranks must be in [1, 1024] (got {})", req.ranks));
+  if (req.micro_batches < 1 || req.micro_batches > 4096)
+    throw Error(fmt::format("--micro-batches must be in [1, 4096] (got {})", req.micro_batches));
+  if (req.max_activations < 0)
+    throw Error(fmt::format("--max-activations must be at least 0 (got {})", req.max_activations));
+  if (req.iterations < 0 || req.iterations > 10000000)
+    throw Error(fmt::format("--iterations must be in [0, 10000000] (got {})", req.iterations));
+  if (static_cast<long long>(req.ranks) * req.micro_batches * 2 * std::max(1, req.chunks) > (1LL << 20))
+    throw Error(fmt::format("--ranks x --micro-batches is too large to search: {} x {}, at most about {} stage x "
+                            "micro-batch pairs",
+                            req.ranks, req.micro_batches, 1 << 19));
+  const int P = req.ranks, N = req.micro_batches, S = search_stages(req);
+  req.costs.validate(S);
+
+  SearchResult res;
+  // Baselines: every generator with this stage count that fits the limit.
+  std::vector<Layout> layouts;
+  for (const Method& m : methods()) {
+    if (!req.from_method.empty() && req.from_method != m.name) continue;
+    Schedule s;
+    try {
+      s = generate(m.name, Shape{P, N, req.chunks});
+    } catch (const Error&) {
+      continue;
+    }
+    if (s.stages != S) continue;
+    const Layout l = layout_of(m.name);
+    if (std::find(layouts.begin(), layouts.end(), l) == layouts.end()) layouts.push_back(l);
+    Scored sc = score(s, req.costs, req.max_activations, res.evaluations);
+    if (!sc.ok) continue;
+    if (res.baseline_method.empty() || sc.makespan < res.baseline_makespan) {
+      res.baseline_method = m.name;
+      res.baseline_makespan = sc.makespan;
+      res.schedule = s;
+    }
+  }
+  if (!req.from_method.empty()) {
+    find_method(req.from_method);
+    if (layouts.empty())
+      throw Error(fmt::format("--from-method {} does not run {} ranks, {} micro-batches with {} stages", req.from_method,
+                              P, N, S));
+  }
+  if (layouts.empty()) {
+    // No generator has this stage count: search the placements that could.
+    if (S == P) layouts = {Layout::OnePerRank};
+    else if (S == 2 * P) layouts = {Layout::V};
+    else throw Error(fmt::format("no placement puts {} stages on {} ranks (give S = P or 2P)", S, P));
+  }
+  Scored best;
+  if (!res.baseline_method.empty()) {
+    best = score(res.schedule, req.costs, req.max_activations, res.evaluations);
+    res.found_by = "baseline";
+  }
+
+  // 1. List scheduling under a fixed set of knob settings, then seeded noise.
+  std::mt19937_64 rng(req.seed);
+  std::vector<Knobs> knobs;
+  for (double fb : {1.0, -1.0})
+    for (double sw : {0.0, 1.0, -1.0})
+      for (bool split : {true, false})
+        for (double wf : {0.0, 0.5, 1.0}) {
+          if (!split && wf > 0) continue;
+          knobs.push_back({fb, sw, 1.0, split, wf, 0.0, 0});
+        }
+  const std::size_t fixed = knobs.size();
+  for (int i = 0; i < 32; ++i) {
+    Knobs k = knobs[rng() % fixed];
+    k.noise = 0.5 + static_cast<double>(rng() % 1000) / 1000.0;
+    k.salt = rng();
+    knobs.push_back(k);
+  }
+  for (Layout l : layouts) {
+    if (l == Layout::DualPipe && (P % 2 != 0 || N % 2 != 0)) continue;
+    const Problem pb{P, N, S, l, &req.costs, req.max_activations};
+    for (std::size_t i = 0; i < knobs.size(); ++i) {
+      std::optional<Schedule> s = list_schedule(pb, knobs[i]);
+      if (!s) continue;
+      const Scored sc = score(*s, req.costs, req.max_activations, res.evaluations);
+      if (sc.better_than(best)) {
+        best = sc;
+        res.schedule = std::move(*s);
+        res.found_by = fmt::format("list scheduling ({})", layout_name(l));
+      }
+    }
+  }
+  if (!best.ok)
+    throw Error(fmt::format("no schedule fits --max-activations {}: neither a generator nor the search found one "
+                            "(raise the limit)",
+                            req.max_activations));
+  // 2. Local search from the best so far.
+  const double before = best.makespan;
+  local_search(res.schedule, best, req.costs, req.max_activations, rng, req.iterations, res.evaluations);
+  if (best.makespan < before - 1e-9 * std::max(1.0, before)) res.found_by += " + local search";
+  res.schedule.method = "search";
+  res.sim = simulate(res.schedule, req.costs);
+  for (const RankStats& st : res.sim.per_rank) res.peak_activations.push_back(st.peak_activations);
+  return res;
+}
+
+}  // namespace dp::plan

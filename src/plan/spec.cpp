@@ -1,0 +1,203 @@
+#include "plan/spec.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "plan/presets.h"
+#include "schedule/error.h"
+
+namespace dp::plan {
+namespace {
+
+using nlohmann::json;
+
+// Sizes beyond these are not a model this planner can say anything useful
+// about (and keep every product below 2^63 and finite in a double).
+constexpr std::int64_t kMaxDim = std::int64_t{1} << 24;
+constexpr int kMaxLayers = 4096;
+
+// Reads one field with its valid range; "where.key" names it in errors.
+class Fields {
+ public:
+  Fields(const json& j, std::string where) : j_(j), where_(std::move(where)) {
+    if (!j_.is_object()) throw Error(fmt::format("{}: expected a JSON object", where_));
+  }
+  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  std::string name(const char* key) const { return fmt::format("{}.{}", where_, key); }
+
+  std::int64_t integer(const char* key, std::int64_t lo, std::int64_t hi) const {
+    if (!has(key)) throw Error(fmt::format("{} is missing (an integer in [{}, {}])", name(key), lo, hi));
+    return integer_value(key, lo, hi);
+  }
+  std::int64_t integer(const char* key, std::int64_t lo, std::int64_t hi, std::int64_t fallback) const {
+    return has(key) ? integer_value(key, lo, hi) : fallback;
+  }
+  double number(const char* key, double lo, double hi) const {
+    if (!has(key)) throw Error(fmt::format("{} is missing (a number in [{:g}, {:g}])", name(key), lo, hi));
+    return number_value(key, lo, hi);
+  }
+  double number(const char* key, double lo, double hi, double fallback) const {
+    return has(key) ? number_value(key, lo, hi) : fallback;
+  }
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!j_.at(key).is_boolean()) throw Error(fmt::format("{} must be true or false", name(key)));
+    return j_.at(key).get<bool>();
+  }
+  std::string text(const char* key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    if (!j_.at(key).is_string()) throw Error(fmt::format("{} must be a string", name(key)));
+    return j_.at(key).get<std::string>();
+  }
+  const json& at(const char* key) const { return j_.at(key); }
+
+ private:
+  std::int64_t integer_value(const char* key, std::int64_t lo, std::int64_t hi) const {
+    const json& v = j_.at(key);
+    const bool whole = v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() &&
+                                                 std::fabs(v.get<double>()) < 9e18);
+    if (!whole) throw Error(fmt::format("{} must be an integer in [{}, {}] (got {})", name(key), lo, hi, v.dump()));
+    const double d = v.get<double>();
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+      throw Error(fmt::format("{} must be in [{}, {}] (got {})", name(key), lo, hi, v.dump()));
+    return v.is_number_integer() ? v.get<std::int64_t>() : static_cast<std::int64_t>(d);
+  }
+  double number_value(const char* key, double lo, double hi) const {
+    const json& v = j_.at(key);
+    if (!v.is_number()) throw Error(fmt::format("{} must be a number in [{:g}, {:g}] (got {})", name(key), lo, hi, v.dump()));
+    const double d = v.get<double>();
+    if (!(d >= lo && d <= hi)) throw Error(fmt::format("{} must be in [{:g}, {:g}] (got {})", name(key), lo, hi, v.dump()));
+    return d;
+  }
+
+  const json& j_;
+  std::string where_;
+};
+
+int dtype_size(const std::string& dtype, const std::string& field) {
+  if (dtype == "fp8") return 1;
+  if (dtype == "bf16" || dtype == "fp16") return 2;
+  if (dtype == "fp32" || dtype == "float32") return 4;
+  if (dtype == "fp64" || dtype == "float64") return 8;
+  throw Error(fmt::format("{} must be one of fp8, bf16, fp16, fp32, fp64 (got '{}')", field, dtype));
+}
+
+MoeSpec parse_moe(const json& j, const std::string& where, int layers) {
+  Fields f(j, where);
+  MoeSpec m;
+  m.experts = static_cast<int>(f.integer("experts", 1, 1 << 16));
+  m.top_k = static_cast<int>(f.integer("top_k", 1, m.experts));
+  m.shared_experts = static_cast<int>(f.integer("shared_experts", 0, 64, 0));
+  m.expert_ffn = f.integer("expert_ffn", 1, kMaxDim);
+  m.is_moe.assign(static_cast<std::size_t>(layers), false);
+  if (f.has("layers") && f.has("first_dense_layers"))
+    throw Error(fmt::format("{}: give either layers or first_dense_layers, not both", where));
+  if (f.has("layers")) {
+    const json& list = f.at("layers");
+    if (!list.is_array() || list.empty())
+      throw Error(fmt::format("{}.layers must be a non-empty list of layer indices in [0, {}]", where, layers - 1));
+    for (const json& v : list) {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= layers)
+        throw Error(fmt::format("{}.layers: every entry must be a layer index in [0, {}] (got {})", where, layers - 1,
+                                v.dump()));
+      m.is_moe[v.get<std::size_t>()] = true;
+    }
+  } else {
+    const auto first_dense = f.integer("first_dense_layers", 0, layers - 1, 0);
+    for (int l = static_cast<int>(first_dense); l < layers; ++l) m.is_moe[static_cast<std::size_t>(l)] = true;
+  }
+  return m;
+}
+
+}  // namespace
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("cannot open '{}'", path));
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    std::string what = e.what();
+    throw Error(fmt::format("'{}' is not valid JSON: {}", path, what.substr(0, what.find('\n'))));
+  }
+}
+
+ModelSpec parse_model(const json& j, const std::string& where) {
+  Fields f(j, where);
+  ModelSpec m;
+  m.name = f.text("name", "model");
+  m.layers = static_cast<int>(f.integer("layers", 1, kMaxLayers));
+  m.hidden = f.integer("hidden", 1, kMaxDim);
+  m.heads = f.integer("heads", 1, m.hidden);
+  m.kv_heads = f.integer("kv_heads", 1, m.heads, m.heads);
+  if (m.heads % m.kv_heads != 0)
+    throw Error(fmt::format("{}.kv_heads ({}) must divide {}.heads ({})", where, m.kv_heads, where, m.heads));
+  m.head_dim = f.integer("head_dim", 1, kMaxDim, m.hidden / m.heads);
+  m.vocab = f.integer("vocab", 1, kMaxDim);
+  m.seq_len = f.integer("seq_len", 1, kMaxDim);
+  m.dtype = f.text("dtype", "bf16");
+  m.dtype_bytes = dtype_size(m.dtype, f.name("dtype"));
+  m.gated_ffn = f.boolean("gated_ffn", true);
+  m.flash_attention = f.boolean("flash_attention", true);
+  m.tied_embeddings = f.boolean("tied_embeddings", false);
+  m.learned_positions = f.boolean("learned_positions", false);
+  if (f.has("moe")) m.moe = parse_moe(f.at("moe"), f.name("moe"), m.layers);
+  bool any_dense = m.moe.experts == 0;
+  for (int l = 0; l < m.layers && !any_dense; ++l) any_dense = !m.is_moe_layer(l);
+  // ffn is the dense layers' width: required only where a dense layer exists.
+  m.ffn = any_dense ? f.integer("ffn", 1, kMaxDim) : f.integer("ffn", 1, kMaxDim, 0);
+  if (f.has("training")) {
+    Fields t(f.at("training"), f.name("training"));
+    m.param_bytes = t.number("param_bytes", 0.5, 16, m.dtype_bytes);
+    m.grad_bytes = t.number("grad_bytes", 0, 16, 4);
+    m.optimizer_bytes = t.number("optimizer_bytes", 0, 64, 12);
+    m.recompute = t.text("recompute", "auto");
+    if (m.recompute != "auto" && m.recompute != "none" && m.recompute != "full")
+      throw Error(fmt::format("{} must be auto, none or full (got '{}')", t.name("recompute"), m.recompute));
+  } else {
+    m.param_bytes = m.dtype_bytes;
+  }
+  return m;
+}
+
+ClusterSpec parse_cluster(const json& j, const std::string& where) {
+  Fields f(j, where);
+  ClusterSpec c;
+  c.name = f.text("name", "cluster");
+  c.devices = static_cast<int>(f.integer("devices", 1, 1 << 20));
+  c.devices_per_node = static_cast<int>(f.integer("devices_per_node", 1, c.devices, 1));
+  if (c.devices % c.devices_per_node != 0)
+    throw Error(fmt::format("{}.devices_per_node ({}) must divide {}.devices ({})", where, c.devices_per_node, where,
+                            c.devices));
+  c.memory_gib = f.number("memory_gib", 1e-6, 1e6);
+  c.matmul_tflops = f.number("matmul_tflops", 1e-9, 1e6);
+  c.intra_node_gbps = f.number("intra_node_gbps", 1e-9, 1e6);
+  // One node: nothing crosses nodes, so the field may be left out.
+  c.inter_node_gbps = c.devices > c.devices_per_node ? f.number("inter_node_gbps", 1e-9, 1e6)
+                                                     : f.number("inter_node_gbps", 1e-9, 1e6, c.intra_node_gbps);
+  c.link_latency_us = f.number("link_latency_us", 0, 1e6, 0);
+  return c;
+}
+
+Preset load_preset(const std::string& name) {
+  for (const EmbeddedPreset& p : embedded_presets()) {
+    if (name != p.name) continue;
+    const json j = json::parse(p.json);
+    return {parse_model(j.at("model"), fmt::format("preset {}: model", name)),
+            parse_cluster(j.at("cluster"), fmt::format("preset {}: cluster", name))};
+  }
+  std::string names;
+  for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+  throw Error(fmt::format("unknown preset '{}' (presets: {})", name, names));
+}
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> out;
+  for (const EmbeddedPreset& p : embedded_presets()) out.emplace_back(p.name);
+  return out;
+}
+
+}  // namespace dp::plan

@@ -1,0 +1,317 @@
+// The planner: model and cluster descriptions, the cost and memory models,
+// layer partitioning and the plan enumeration.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "plan/cost_model.h"
+#include "plan/memory.h"
+#include "plan/partition.h"
+#include "plan/planner.h"
+#include "plan/spec.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+#include "sim/simulate.h"
+
+namespace dp::plan {
+namespace {
+
+using nlohmann::json;
+
+json dense_model() {
+  return {{"name", "tiny"}, {"layers", 8},      {"hidden", 256},        {"ffn", 1024},
+          {"heads", 4},     {"vocab", 1000},   {"seq_len", 128},       {"dtype", "bf16"},
+          {"gated_ffn", false}, {"flash_attention", false}};
+}
+
+json small_cluster() {
+  return {{"name", "8 gpus"},        {"devices", 8},          {"devices_per_node", 4},
+          {"memory_gib", 16},        {"matmul_tflops", 100},  {"intra_node_gbps", 100},
+          {"inter_node_gbps", 10},   {"link_latency_us", 5}};
+}
+
+TEST(PlanSpec, PresetsParse) {
+  for (const std::string& name : preset_names()) {
+    SCOPED_TRACE(name);
+    EXPECT_NO_THROW(load_preset(name));
+  }
+  EXPECT_GE(preset_names().size(), 3u);
+}
+
+TEST(PlanSpec, DeepSeekV3PresetHasTheReportsSizes) {
+  const Preset p = load_preset("deepseek-v3");
+  EXPECT_EQ(p.model.layers, 61);
+  EXPECT_EQ(p.model.hidden, 7168);
+  EXPECT_EQ(p.model.moe.experts, 256);
+  EXPECT_EQ(p.model.moe.top_k, 8);
+  EXPECT_EQ(p.model.moe.shared_experts, 1);
+  EXPECT_FALSE(p.model.is_moe_layer(2));
+  EXPECT_TRUE(p.model.is_moe_layer(3));
+  EXPECT_EQ(p.cluster.devices, 2048);
+  EXPECT_EQ(p.cluster.devices_per_node, 8);
+  // The report: 671 B parameters in all, 37 B activated per token (ours
+  // models MLA as MHA of the same width, so a few percent off).
+  EXPECT_NEAR(total_params(p.model) / 1e9, 671, 671 * 0.02);
+  EXPECT_NEAR(active_params(p.model) / 1e9, 37, 37 * 0.06);
+}
+
+TEST(PlanSpec, LlamaPresetIsAbout70BParameters) {
+  const Preset p = load_preset("llama-70b");
+  EXPECT_NEAR(total_params(p.model) / 1e9, 69, 1.5);  // Llama 2 70B: 68.98 B
+}
+
+void expect_error(const json& j, const std::string& want, bool cluster = false) {
+  try {
+    if (cluster) parse_cluster(j);
+    else parse_model(j);
+    ADD_FAILURE() << "no error for " << j.dump() << ", expected '" << want << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+  }
+}
+
+TEST(PlanSpec, BadModelFieldsNameTheFieldAndRange) {
+  json m = dense_model();
+  m["hidden"] = -5;
+  expect_error(m, "model.hidden must be in [1, 16777216] (got -5)");
+  m = dense_model();
+  m.erase("layers");
+  expect_error(m, "model.layers is missing");
+  m = dense_model();
+  m["heads"] = 3.5;
+  expect_error(m, "model.heads must be an integer");
+  m = dense_model();
+  m["dtype"] = "int3";
+  expect_error(m, "model.dtype must be one of");
+  m = dense_model();
+  m["kv_heads"] = 3;
+  expect_error(m, "model.kv_heads (3) must divide model.heads (4)");
+  m = dense_model();
+  m["moe"] = {{"experts", 8}, {"top_k", 9}, {"expert_ffn", 64}};
+  expect_error(m, "model.moe.top_k must be in [1, 8] (got 9)");
+  m = dense_model();
+  m["moe"] = {{"experts", 8}, {"top_k", 2}, {"expert_ffn", 64}, {"layers", {0, 99}}};
+  expect_error(m, "model.moe.layers: every entry must be a layer index in [0, 7] (got 99)");
+  m = dense_model();
+  m["training"] = {{"recompute", "sometimes"}};
+  expect_error(m, "model.training.recompute must be auto, none or full");
+  expect_error(json::array(), "model: expected a JSON object");
+  json c = small_cluster();
+  c["devices_per_node"] = 3;
+  expect_error(c, "cluster.devices_per_node (3) must divide cluster.devices (8)", true);
+  c = small_cluster();
+  c["memory_gib"] = 0;
+  expect_error(c, "cluster.memory_gib must be in", true);
+  c = small_cluster();
+  c.erase("inter_node_gbps");
+  expect_error(c, "cluster.inter_node_gbps is missing", true);
+}
+
+TEST(PlanCost, DenseLayerMatchesMegatronsFlopAndActivationFormulas) {
+  // Narayanan et al. 2021: a GPT layer's forward is 24 b s h^2 + 4 b s^2 h
+  // FLOPs (ffn = 4h, full attention scores); Korthikanti et al. 2022: it
+  // keeps s b h (34 + 5 a s / h) bytes in 16-bit, of which 2 s b h (dropout
+  // masks) + 3 a s^2 b (attention dropout) go without dropout:
+  // 32 s b h + 2 a s^2 b.
+  const ModelSpec m = parse_model(dense_model());
+  ClusterSpec c = parse_cluster(small_cluster());
+  c.devices = 1;
+  const ModelCosts mc = model_costs(m, c, Parallel{1, 1, 1, 2});
+  const double b = 2, s = 128, h = 256, a = 4;
+  const PartCost& l = mc.layers[0];
+  EXPECT_NEAR(l.flops_f, 24 * b * s * h * h + 4 * b * s * s * h, 1e-6 * l.flops_f);
+  EXPECT_NEAR(l.act_bytes, 32 * s * b * h + 2 * a * s * s * b, 1e-6 * l.act_bytes);
+  // Backward = 2 x forward, weight part = the linear part.
+  EXPECT_NEAR(l.i + l.w, 2 * l.f, 1e-12);
+  EXPECT_NEAR(l.w * 100e12, 24 * b * s * h * h, 1e-3);
+  EXPECT_NEAR(mc.boundary_bytes, 2 * b * s * h, 1e-9);
+}
+
+TEST(PlanCost, RecomputeKeepsOnlyTheLayerInputAndRepeatsTheForward) {
+  const ModelSpec m = parse_model(dense_model());
+  ClusterSpec c = parse_cluster(small_cluster());
+  c.devices = 1;
+  const ModelCosts plain = model_costs(m, c, Parallel{1, 1, 1, 1, false});
+  const ModelCosts rc = model_costs(m, c, Parallel{1, 1, 1, 1, true});
+  EXPECT_DOUBLE_EQ(rc.layers[0].act_bytes, 2.0 * 128 * 256);
+  EXPECT_DOUBLE_EQ(rc.layers[0].i, plain.layers[0].i + plain.layers[0].f);
+  EXPECT_DOUBLE_EQ(rc.layers[0].w, plain.layers[0].w);
+}
+
+TEST(PlanCost, AllToAllCrossesNodesOnlyWhenTheExpertGroupDoes) {
+  const ModelSpec m = load_preset("deepseek-v3").model;
+  const ClusterSpec c = load_preset("deepseek-v3").cluster;
+  const ModelCosts in_node = model_costs(m, c, Parallel{16, 128, 8, 1});
+  const ModelCosts across = model_costs(m, c, Parallel{16, 128, 64, 1});
+  EXPECT_EQ(in_node.layers[0].a2a_bytes, 0);  // dense layer
+  const double bytes8 = in_node.layers[10].a2a_bytes;
+  // dispatch + combine of 4096 tokens x top-8 x 7168 x 2 bytes, 7/8 of it leaving the device
+  EXPECT_NEAR(bytes8, 2 * 2 * 4096.0 * 8 * 7168 * 7 / 8, 1);
+  EXPECT_NEAR(in_node.layers[10].a2a_f, bytes8 / 160e9 + 10e-6, 1e-9);
+  // EP 64: 7 of 63 peers in the node; the rest over InfiniBand at 50 GB/s.
+  const double bytes64 = across.layers[10].a2a_bytes;
+  EXPECT_NEAR(across.layers[10].a2a_f, bytes64 * 56 / 63 / 50e9 + 10e-6, 1e-9);
+  EXPECT_THROW(model_costs(m, c, Parallel{16, 128, 3, 1}), Error);  // 3 does not divide 128 or 256
+}
+
+TEST(PlanMemory, ActivationBytesMatchTheSimulatorsHeldCountWithUnitSizes) {
+  for (const char* method : {"1f1b", "zb1p", "dualpipe", "zbv", "interleaved-1f1b"}) {
+    SCOPED_TRACE(method);
+    const Schedule s = generate(method, Shape{4, 8, 2});
+    const SimResult r = simulate(s, Costs{});
+    const std::vector<double> peak = peak_activation_bytes(s, {1.0});
+    for (int q = 0; q < 4; ++q) EXPECT_EQ(peak[q], r.per_rank[q].peak_held);
+  }
+}
+
+TEST(PlanMemory, ZeroOneDividesOnlyTheOptimizerState) {
+  HeldParams p;
+  p.dense = 1000;
+  p.expert = 100;
+  p.dense_replicas = 10;
+  p.expert_replicas = 2;
+  const BytesPerParam bytes{2, 4, 12};
+  const RankMemory z = state_memory(p, bytes, true), full = state_memory(p, bytes, false);
+  EXPECT_DOUBLE_EQ(z.params, 2200);
+  EXPECT_DOUBLE_EQ(z.grads, 4400);
+  EXPECT_DOUBLE_EQ(z.optimizer, 12 * (100 + 50));
+  EXPECT_DOUBLE_EQ(full.optimizer, 12 * 1100);
+}
+
+TEST(PlanPartition, HeavyHeadGetsFewerLayersAndDualPipeBalancesPairs) {
+  const std::vector<double> layers(16, 1.0);
+  // One stage per rank: the head (worth 3 layers) makes the last stage short.
+  const std::vector<int> one = balance_layers(layers, 0, 3, "1f1b", 4, 1);
+  ASSERT_EQ(one.size(), 4u);
+  EXPECT_LE(one[3], 2);  // 19 units over 4 stages: no stage above 5
+  for (int s = 0; s < 3; ++s) EXPECT_LE(one[s], 5);
+  // DualPipe: rank r holds stages r and P-1-r, so ranks 0 and 3 both carry
+  // the head and the embedding; the pairs' sums should be equal.
+  const std::vector<int> dual = balance_layers(layers, 1, 3, "dualpipe", 4, 1);
+  ASSERT_EQ(dual.size(), 4u);
+  const double r0 = dual[0] + 1 + dual[3] + 3, r1 = dual[1] + dual[2];
+  EXPECT_LE(std::fabs(r0 - r1), 1.0) << layout_text(dual);
+  EXPECT_THROW(balance_layers(layers, 0, 0, "zbv", 9, 1), Error);  // 18 stages > 16 layers
+}
+
+TEST(PlanPartition, LayoutStrings) {
+  EXPECT_EQ(parse_layout("5,5,5,1", 4, 16), (std::vector<int>{5, 5, 5, 1}));
+  EXPECT_EQ(parse_layout("Et*5|t*5|ttttt|tL", 4, 16), (std::vector<int>{5, 5, 5, 1}));
+  EXPECT_THROW(parse_layout("5,5,5", 4, 16), Error);
+  EXPECT_THROW(parse_layout("5,5,5,2", 4, 16), Error);
+  EXPECT_THROW(parse_layout("5,5,x,1", 4, 16), Error);
+  EXPECT_THROW(parse_layout("t*5|Et*5|t*5|t", 4, 16), Error);  // E only first
+  EXPECT_THROW(parse_layout("5,0,10,1", 4, 16), Error);
+}
+
+PlanRequest small_request() {
+  PlanRequest req;
+  req.model = parse_model(dense_model());
+  req.cluster = parse_cluster(small_cluster());
+  req.global_batch = 64;
+  return req;
+}
+
+TEST(PlanPlanner, RowsAreRankedFitAndMatchTheirSimulation) {
+  const PlanRequest req = small_request();
+  const PlanResult res = plan(req);
+  ASSERT_FALSE(res.rows.empty());
+  for (std::size_t i = 1; i < res.rows.size(); ++i) EXPECT_LE(res.rows[i - 1].step_s, res.rows[i].step_s);
+  for (const PlanRow& r : res.rows) {
+    EXPECT_LE(r.peak.total(), 16.0 * (1 << 30));
+    EXPECT_EQ(r.par.pp * r.par.dp, 8);
+    EXPECT_EQ(static_cast<long long>(r.par.dp) * r.par.micro_batch_size * r.micro_batches, 64);
+  }
+  const PlanRow& best = res.rows.front();
+  const BuiltPlan b = build_plan(req, best);
+  EXPECT_NEAR(simulate(b.schedule, b.costs).makespan + best.dp_sync_s, best.step_s, 1e-12);
+  // Every stage holds at least one layer and together they hold the model.
+  int total = 0;
+  for (int n : best.layout) {
+    EXPECT_GE(n, 1);
+    total += n;
+  }
+  EXPECT_EQ(total, 8);
+}
+
+TEST(PlanPlanner, AnyRowsStepIsAtLeastItsDevicesComputeShare) {
+  // No schedule beats the work: (all FLOPs of the step) / devices / rate.
+  const PlanRequest req = small_request();
+  const PlanResult res = plan(req);
+  ClusterSpec one = req.cluster;
+  one.devices = 1;
+  const ModelCosts mc = model_costs(req.model, one, Parallel{1, 1, 1, 1});
+  double per_seq = mc.head.f + mc.head.i + mc.head.w;
+  for (const PartCost& l : mc.layers) per_seq += l.f + l.i + l.w;
+  for (const PlanRow& r : res.rows) {
+    const double floor = per_seq * 64 / 8;
+    EXPECT_GE(r.pipeline_s, floor * 0.999) << r.method << " pp=" << r.par.pp;
+  }
+}
+
+TEST(PlanPlanner, TightMemoryLimitSaysWhatTheSmallestPlanNeeds) {
+  PlanRequest req = small_request();
+  req.memory_limit_gib = 1e-4;
+  try {
+    plan(req);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no plan fits --memory-limit 0.00 GiB per device: the smallest"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(PlanPlanner, LowerMemoryLimitNeverGivesAFasterPlan) {
+  PlanRequest req = small_request();
+  const PlanResult loose = plan(req);
+  req.memory_limit_gib = loose.rows.front().peak.total() / (1 << 30) * 0.9;
+  const PlanResult tight = plan(req);
+  EXPECT_GE(tight.rows.front().step_s, loose.rows.front().step_s);
+  EXPECT_LE(tight.rows.front().peak.total(), req.memory_limit_gib * (1 << 30));
+}
+
+TEST(PlanPlanner, DeepSeekV3DualPipeHidesAllToAllThat1F1BExposes) {
+  PlanRequest req;
+  const Preset p = load_preset("deepseek-v3");
+  req.model = p.model;
+  req.model.recompute = "full";
+  req.cluster = p.cluster;
+  req.global_batch = 15360;
+  req.pp = 16;
+  req.ep = 16;
+  req.micro_batch_size = 1;
+  req.methods = {"1f1b"};
+  const PlanResult ofb = plan(req);
+  req.methods = {"dualpipe"};
+  const PlanResult dual = plan(req);
+  ASSERT_FALSE(ofb.rows.empty());
+  ASSERT_FALSE(dual.rows.empty());
+  EXPECT_LE(dual.rows.front().peak.total(), 80.0 * (1 << 30));
+  // DualPipe's F&B pairs overlap one micro-batch's all-to-all with the
+  // other's compute; 1F1B exposes every all-to-all.
+  EXPECT_LT(dual.rows.front().exposed_comm_s, 0.5 * ofb.rows.front().exposed_comm_s);
+  EXPECT_LT(dual.rows.front().step_s, ofb.rows.front().step_s);
+}
+
+TEST(PlanPlanner, RequestsThatCannotWorkAreOneLineErrors) {
+  PlanRequest req = small_request();
+  req.global_batch = 3;  // no data-parallel degree of 8 devices divides 3 except 1 (pp = 8 = layers: fits)
+  EXPECT_NO_THROW(plan(req));
+  req.global_batch = 0;
+  EXPECT_THROW(plan(req), Error);
+  req = small_request();
+  req.pp = 3;
+  EXPECT_THROW(plan(req), Error);
+  req = small_request();
+  req.methods = {"nosuch"};
+  EXPECT_THROW(plan(req), Error);
+  req = small_request();
+  req.layout = "1,1,1";  // no candidate has three stages
+  EXPECT_THROW(plan(req), Error);
+}
+
+}  // namespace
+}  // namespace dp::plan

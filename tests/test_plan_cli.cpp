@@ -1,0 +1,133 @@
+// dualpipe plan and dualpipe search end to end: outputs, files, and bad
+// input as one line with exit code 2.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli_run.h"
+
+namespace dp {
+namespace {
+
+using test_support::CliRun;
+CliRun run(const std::string& args) { return test_support::run_cli(args, "", 120); }
+std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_plan_" + name; }
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+const char* kModel = R"({"name": "tiny", "layers": 8, "hidden": 256, "ffn": 1024, "heads": 4, "vocab": 1000,
+  "seq_len": 128, "dtype": "bf16"})";
+const char* kCluster = R"({"name": "eight", "devices": 8, "devices_per_node": 4, "memory_gib": 16,
+  "matmul_tflops": 100, "intra_node_gbps": 100, "inter_node_gbps": 10})";
+
+TEST(PlanCli, JsonHasRankedPlansAndWritesTheBestSchedule) {
+  const std::string model = temp_path("model.json"), cluster = temp_path("cluster.json");
+  const std::string csv = temp_path("best.csv"), svg = temp_path("best.svg");
+  write_file(model, kModel);
+  write_file(cluster, kCluster);
+  CliRun r = run("plan --model " + model + " --cluster " + cluster + " --global-batch 64 --format json --csv " + csv +
+                 " --svg " + svg);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_FALSE(j["plans"].empty());
+  const auto& best = j["plans"][0];
+  for (const char* key : {"method", "pp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio", "exposed_comm_s",
+                          "memory_gib", "layout"})
+    EXPECT_TRUE(best.contains(key)) << key;
+  EXPECT_LE(best["memory_gib"]["total"].get<double>(), 16.0);
+  // The CSV is the best plan's schedule: it reads back, checks and has pp ranks.
+  CliRun back = run("schedule --from " + csv + " --format json");
+  ASSERT_EQ(back.code, 0) << back.out;
+  EXPECT_EQ(nlohmann::json::parse(back.out)["ranks"], best["pp"]);
+  std::ifstream in(svg);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("<svg"), std::string::npos);
+}
+
+TEST(PlanCli, PresetTableAndOverride) {
+  CliRun r = run("plan --preset llama-70b --global-batch 512 --top 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("plan llama-70b"), std::string::npos);
+  EXPECT_NE(r.out.find("peak GiB"), std::string::npos);
+  // The cluster of the preset replaced by a file: 8 devices now.
+  const std::string cluster = temp_path("cluster2.json");
+  write_file(cluster, kCluster);
+  CliRun o = run("plan --preset llama-70b --cluster " + cluster + " --global-batch 64 --memory-limit 1000 --format json");
+  ASSERT_EQ(o.code, 0) << o.out;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["cluster"], "eight");
+  EXPECT_EQ(j["plans"][0]["pp"].get<int>() * j["plans"][0]["dp"].get<int>(), 8);
+}
+
+TEST(PlanCli, SearchJsonHasTheDocumentedFields) {
+  const std::string csv = temp_path("search.csv");
+  CliRun r = run("search --ranks 4 --micro-batches 16 --cost F=1:1.2:1.4:1.6,B=2:2.4:2.8:3.2,W=1:1.2:1.4:1.6 "
+                 "--iterations 200 --format json --csv " + csv);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_LT(j["makespan"].get<double>(), j["baseline"].get<double>());
+  EXPECT_EQ(j["peak_activations"].size(), 4u);
+  CliRun back = run("simulate --from " + csv + " --cost F=1:1.2:1.4:1.6,B=2:2.4:2.8:3.2,W=1:1.2:1.4:1.6 --format json");
+  ASSERT_EQ(back.code, 0) << back.out;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(back.out)["makespan"].get<double>(), j["makespan"].get<double>());
+}
+
+bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
+
+TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
+  const std::string model = temp_path("m.json"), cluster = temp_path("c.json");
+  write_file(cluster, kCluster);
+  struct BadCase {
+    std::string model_json, args, want;
+  };
+  const std::string base = std::string(kModel);
+  auto with = [&](const std::string& field) {  // kModel with one more (overriding) field
+    return base.substr(0, base.size() - 1) + ", " + field + "}";
+  };
+  const std::vector<BadCase> cases = {
+      {with(R"("hidden": -4)"), "--global-batch 64", "model.hidden must be in [1, 16777216] (got -4)"},
+      {R"({"name": "x", "hidden": 64})", "--global-batch 64", "model.layers is missing"},
+      {"{not json", "--global-batch 64", "is not valid JSON"},
+      {with(R"("moe": {"experts": 8, "top_k": 2, "expert_ffn": 64})"), "--global-batch 64 --ep 3",
+       "--ep must divide model.moe.experts (8) (got 3)"},
+      {with(R"("moe": {"experts": 4, "top_k": 5, "expert_ffn": 64})"), "--global-batch 64",
+       "model.moe.top_k must be in [1, 4] (got 5)"},
+      {kModel, "--global-batch 64 --memory-limit 0.0001", "no plan fits --memory-limit 0.00 GiB per device: the smallest"},
+      {kModel, "--global-batch 64 --memory-limit -3", "--memory-limit must be in (0, 1e9] GiB (got -3)"},
+      {kModel, "--global-batch 0", "--global-batch must be in [1,"},
+      {kModel, "--global-batch 64 --pp 3", "--pp must divide cluster.devices (8) (got 3)"},
+      {kModel, "--global-batch 64 --layout 1,1", "--layout '1,1' places 2 layers; the model has 8"},
+      {kModel, "--global-batch 64 --layout 1,1,1", "no pipeline shape fits"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.want);
+    write_file(model, c.model_json);
+    CliRun r = run("plan --model " + model + " --cluster " + cluster + " " + c.args);
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_TRUE(one_line(r.out)) << r.out;
+    EXPECT_NE(r.out.find(c.want), std::string::npos) << r.out;
+  }
+  const std::vector<std::pair<std::string, std::string>> other = {
+      {"plan --preset nosuch --global-batch 8", "unknown preset 'nosuch' (presets: deepseek-v3"},
+      {"plan --global-batch 8", "give --preset NAME, or both --model"},
+      {"plan --preset deepseek-v3 --global-batch 1099511627776",
+       "micro-batches per pipeline"},  // a batch with very many shapes: refused, not minutes of work
+      {"search --ranks 4 --micro-batches 8 --from-method nosuch", "unknown method 'nosuch'"},
+      {"search --ranks 0 --micro-batches 8", "--ranks must be in [1, 1024] (got 0)"},
+      {"search --ranks 4 --micro-batches 8 --cost F=1:1:1", "no placement puts 3 stages on 4 ranks"},
+      {"search --ranks 4 --micro-batches 99999", "--micro-batches must be in [1, 4096]"},
+      {"search --ranks 1000 --micro-batches 4000", "too large to search"},
+  };
+  for (const auto& [args, want] : other) {
+    SCOPED_TRACE(args);
+    CliRun r = run(args);
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_TRUE(one_line(r.out)) << r.out;
+    EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace dp
