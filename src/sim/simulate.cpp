@@ -9,6 +9,67 @@
 #include "schedule/walk.h"
 
 namespace dp {
+namespace {
+
+// The waits of one chunk run alone from `t0`: piece, all-to-all, piece, ...
+void chunk_waits(const ChunkWork& w, double t0, std::vector<Span>& out) {
+  const double piece = w.compute / (w.phases + 1);
+  double t = t0;
+  for (int k = 0; k < w.phases; ++k) {
+    t += piece;
+    out.push_back({t, t + w.a2a});
+    t += w.a2a;
+  }
+}
+
+double link_time(const ChunkWork& w) { return w.phases * w.a2a; }
+bool talks(const ChunkWork& w) { return w.phases > 0 && w.a2a > 0; }
+
+}  // namespace
+
+PairTime serial_pair(const ChunkWork& f, const ChunkWork& b) {
+  PairTime p;
+  chunk_waits(f, 0, p.waits);
+  const double f_end = f.compute + link_time(f);
+  chunk_waits(b, f_end, p.waits);
+  p.exposed = link_time(f) + link_time(b);
+  p.duration = f_end + b.compute + link_time(b);
+  return p;
+}
+
+PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b) {
+  struct Task {
+    double piece, a2a;
+    int left;            // compute pieces still to run
+    double ready = 0.0;  // when its last all-to-all is done
+  };
+  Task t[2] = {{f.compute / (f.phases + 1), f.a2a, f.phases + 1}, {b.compute / (b.phases + 1), b.a2a, b.phases + 1}};
+  double baton = 0;  // when the running piece ends and the baton is free
+  double link = 0;   // when the link is free
+  int last = 1;      // task that ran last; the forward goes first
+  PairTime p;
+  while (t[0].left > 0 || t[1].left > 0) {
+    int i = t[0].left == 0 ? 1 : 0;
+    if (t[0].left > 0 && t[1].left > 0) {
+      const double r0 = std::max(t[0].ready, baton), r1 = std::max(t[1].ready, baton);
+      i = r0 < r1 ? 0 : r1 < r0 ? 1 : 1 - last;  // a tie: hand the baton over
+    }
+    Task& k = t[i];
+    const double start = std::max(baton, k.ready);
+    if (start > baton) {
+      p.waits.push_back({baton, start});  // nobody can compute: both wait on the wire
+      p.exposed += start - baton;
+    }
+    baton = start + k.piece;
+    last = i;
+    if (--k.left > 0) {
+      link = std::max(baton, link) + k.a2a;
+      k.ready = link;
+    }
+  }
+  p.duration = baton;
+  return p;
+}
 
 SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   check_or_throw(s);
@@ -28,6 +89,11 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
     for (int r = 0; r < s.ranks; ++r) res.timeline[r].resize(s.actions[r].size());
   }
   const double hop = c.transfer();
+  const bool comm = c.has_a2a();
+  if (comm && opt.timeline) res.a2a_waits.resize(s.ranks);
+  auto work = [&](double compute, int stage, bool fwd) {
+    return ChunkWork{compute, c.phases(stage), fwd ? c.a2a_fwd(stage) : c.a2a_bwd(stage)};
+  };
   auto arrive = [&](const BigArray<double>& end, int stage, int mb, int rank) {
     std::size_t k = idx(stage, mb);
     return end[k] + (where[k] != rank ? hop : 0.0);
@@ -65,6 +131,37 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
         dur = c.fb(a.stage, a.stage2);
         break;
       default: break;  // transfers are charged on the edge, not on the rank
+    }
+    // All-to-all phases: only chunks that have some, so that everything else
+    // keeps exactly the figures it had without this model.
+    double exposed = 0, on_link = 0;
+    PairTime waits;
+    if (comm && (a.op == Op::F || is_backward(a.op))) {
+      const ChunkWork w = work(dur, a.stage, a.op == Op::F);
+      if (talks(w)) {
+        on_link = exposed = link_time(w);
+        if (opt.timeline) chunk_waits(w, 0, waits.waits);
+        dur += exposed;
+      }
+    } else if (comm && a.op == Op::FB) {
+      ChunkWork wf = work(c.f(a.stage), a.stage, true), wb = work(c.b(a.stage2), a.stage2, false);
+      if (talks(wf) || talks(wb)) {
+        if (c.FB) {  // FB is the pair's compute: share it in the ratio F : B
+          const double sum = wf.compute + wb.compute;
+          wf.compute = sum > 0 ? *c.FB * wf.compute / sum : *c.FB / 2;
+          wb.compute = sum > 0 ? *c.FB * wb.compute / sum : *c.FB / 2;
+        }
+        waits = c.fb_overlap ? overlapped_pair(wf, wb) : serial_pair(wf, wb);
+        on_link = link_time(wf) + link_time(wb);
+        exposed = waits.exposed;
+        dur = c.fb_overlap ? waits.duration : dur + exposed;
+      }
+    }
+    if (on_link > 0) {
+      st.a2a_total += on_link;
+      st.exposed_a2a += exposed;
+      if (opt.timeline)
+        for (const Span& w : waits.waits) res.a2a_waits[r].push_back({start + w.start, start + w.end});
     }
     const double end = start + dur;
     if (a.op == Op::F || a.op == Op::FB) {
@@ -111,6 +208,11 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
     st.param_copies = static_cast<double>(st.stages_held) * s.ranks / s.stages;
   }
   res.bubble_ratio = res.makespan > 0 ? res.bubble / res.makespan : 0.0;
+  for (const RankStats& st : res.per_rank) {
+    res.a2a_total += st.a2a_total;
+    res.exposed_a2a += st.exposed_a2a;
+  }
+  res.a2a_hidden = res.a2a_total > 0 ? 1.0 - res.exposed_a2a / res.a2a_total : 0.0;
   return res;
 }
 
