@@ -2,6 +2,7 @@
 // cluster's description (or a preset).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -29,9 +30,17 @@ std::vector<std::string> split_list(const std::string& text) {
   return out;
 }
 
-std::string memory_text(const plan::RankMemory& m) {
-  return fmt::format("{:.1f} ({:.1f}+{:.1f}+{:.1f}+{:.1f})", m.total() / kGiB, m.params / kGiB, m.grads / kGiB,
-                     m.optimizer / kGiB, m.activations / kGiB);
+// In GiB, or in MiB when the whole table is below 1 GiB (small models).
+std::string memory_text(const plan::RankMemory& m, double unit) {
+  return fmt::format("{:.1f} ({:.1f}+{:.1f}+{:.1f}+{:.1f})", m.total() / unit, m.params / unit, m.grads / unit,
+                     m.optimizer / unit, m.activations / unit);
+}
+
+// 671.0 B, 69.0 B, 204.5 k parameters.
+std::string count_text(double n) {
+  if (n >= 1e9) return fmt::format("{:.1f} B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.1f} M", n / 1e6);
+  return fmt::format("{:.1f} k", n / 1e3);
 }
 
 std::string method_text(const plan::PlanRow& r) {
@@ -66,21 +75,26 @@ nlohmann::json row_json(const plan::PlanRow& r) {
 
 std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res, std::size_t top) {
   const double limit = req.memory_limit_gib > 0 ? req.memory_limit_gib : req.cluster.memory_gib;
+  double largest = 0;
+  for (std::size_t i = 0; i < res.rows.size() && i < top; ++i) largest = std::max(largest, res.rows[i].peak.total());
+  const double unit = largest >= kGiB ? kGiB : kGiB / 1024;
   std::string t = fmt::format(
-      "plan {} ({:.4g} B parameters, {:.4g} B active) on {}: {} devices, {} per node, {:g} GiB each\n"
+      "plan {} ({} parameters, {} active) on {}: {} devices, {} per node, {:g} GiB each\n"
       "global batch {} sequences of {} tokens; memory limit {:g} GiB; {} candidates, {} fit and were simulated, {} "
       "over memory\n",
-      req.model.name, plan::total_params(req.model) / 1e9, plan::active_params(req.model) / 1e9, req.cluster.name,
+      req.model.name, count_text(plan::total_params(req.model)), count_text(plan::active_params(req.model)),
+      req.cluster.name,
       req.cluster.devices, req.cluster.devices_per_node, req.cluster.memory_gib, req.global_batch, req.model.seq_len,
       limit, res.candidates, res.simulated, res.over_memory);
   t += fmt::format("{:>3} {:<20} {:>4} {:>5} {:>4} {:>4} {:>5} {:>4} {:>10} {:>7} {:>9} {:>8} {:>32}  {}\n", "#",
                    "method", "pp", "dp", "ep", "mbs", "N", "rc", "step s", "bubble", "exp.comm", "dp sync",
-                   "peak GiB (params+grads+optim+act)", "layers per stage");
+                   unit == kGiB ? "peak GiB (params+grads+optim+act)" : "peak MiB (params+grads+optim+act)",
+                   "layers per stage");
   for (std::size_t i = 0; i < res.rows.size() && i < top; ++i) {
     const plan::PlanRow& r = res.rows[i];
     t += fmt::format("{:>3} {:<20} {:>4} {:>5} {:>4} {:>4} {:>5} {:>4} {:>10.4g} {:>6.2f}% {:>9.3g} {:>8.3g} {:>32}  {}\n",
                      i + 1, method_text(r), r.par.pp, r.par.dp, r.par.ep, r.par.micro_batch_size, r.micro_batches,
-                     r.par.recompute ? "full" : "-", r.step_s, 100 * r.bubble_ratio, r.exposed_comm_s, r.dp_sync_s, memory_text(r.peak),
+                     r.par.recompute ? "full" : "-", r.step_s, 100 * r.bubble_ratio, r.exposed_comm_s, r.dp_sync_s, memory_text(r.peak, unit),
                      plan::layout_text(r.layout));
   }
   t += "rc: activation recomputation; step: simulated pipeline step + data-parallel gradient sync; bubble: idle time of the most idle device / "
