@@ -34,6 +34,46 @@ TEST(EmulatedCluster, HostsHaveAddressesOnOneSubnet) {
   for (int h = -1; h < 3; ++h) EXPECT_TRUE(seen.insert(test::netns_inode(c.netns_path(h))).second) << h;
 }
 
+std::string construction_error(int hosts, ClusterOptions o = {}) {
+  try {
+    EmulatedCluster c(hosts, LinkRate{kRate}, o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Refused before anything is made, so without root too.
+TEST(EmulatedCluster, RefusesBadShapesAndOptions) {
+  EXPECT_EQ(construction_error(0), "--emulate-hosts must be in 1..64 (got 0)");
+  EXPECT_EQ(construction_error(65), "--emulate-hosts must be in 1..64 (got 65)");
+  ClusterOptions prefix;
+  prefix.name_prefix = "dp-1";
+  EXPECT_EQ(construction_error(2, prefix), "emulated cluster name prefix 'dp-1' must be 1 to 10 letters or digits");
+  prefix.name_prefix = "dp12345678901";
+  EXPECT_EQ(construction_error(2, prefix),
+            "emulated cluster name prefix 'dp12345678901' must be 1 to 10 letters or digits");
+  for (const char* bad : {"10.231", "10.231.0.0", "10.256.0", "10.01.0", "10..0", "a.b.c", ""}) {
+    ClusterOptions o;
+    o.subnet = bad;
+    EXPECT_EQ(construction_error(2, o),
+              std::string("emulated cluster subnet '") + bad + "' must be three numbers 0..255 such as 10.231.0");
+  }
+}
+
+TEST(EmulatedCluster, AnotherSubnetAndPrefix) {
+  SKIP_UNLESS_NAMESPACES();
+  ClusterOptions o;
+  o.subnet = "192.168.231";
+  o.name_prefix = "dpx" + std::to_string(getpid() % 100000);
+  EmulatedCluster c(2, LinkRate{kRate}, o);
+  EXPECT_EQ(c.address(1), "192.168.231.2");
+  EXPECT_NE(c.ip(1, {"-4", "-o", "addr", "show", "dev", "eth0"}).find("inet 192.168.231.2/24"), std::string::npos);
+  EXPECT_NE(c.ip(-1, {"-o", "link", "show"}).find(o.name_prefix + "br"), std::string::npos);
+  const auto m = test::transfer(c, {Flow{1, 0}}, kBytes / 4);
+  EXPECT_EQ(m.bytes, kBytes / 4);
+}
+
 int count(const std::string& text, const std::string& what) {
   int n = 0;
   for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
