@@ -47,6 +47,7 @@ void run_compare(CLI::App* app) {
                       {"params_per_device", r.params_per_device},
                       {"peak_activations", r.peak_activations},
                       {"published_activations", r.published_activations}});
+          if (c.has_a2a()) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
         }
         j.push_back(row);
       }
@@ -56,6 +57,9 @@ void run_compare(CLI::App* app) {
       text += fmt::format("{:<17} {:>7} {:>6} {:>9} {:>9} {:>10} {:>7} {:>10} {:>11} {:>10}\n", "method", "devices",
                           "stages", "step", "bubble", "published", "ratio", "params/dev", "activations",
                           "published");
+      // With all-to-all costs: two more columns (text.back() is the '\n').
+      const bool a2a = c.has_a2a();
+      if (a2a) text.insert(text.size() - 1, fmt::format(" {:>11} {:>7}", "exposed a2a", "hidden"));
       for (const CompareRow& r : rows) {
         if (!r.error.empty()) {
           text += fmt::format("{:<17} {:>7}  n/a: {}\n", r.method, r.devices, r.error);
@@ -66,9 +70,14 @@ void run_compare(CLI::App* app) {
                             r.published_bubble ? fmt::format("{:g}", *r.published_bubble) : std::string("-"),
                             100.0 * r.bubble_ratio, r.params_per_device, r.peak_activations,
                             r.published_activations);
+        if (a2a)
+          text.insert(text.size() - 1, fmt::format(" {:>11g} {:>6.2f}%", r.exposed_a2a, 100.0 * r.a2a_hidden));
       }
       text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
               "one PP-stage activation\n";
+      if (a2a)
+        text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
+                "hidden behind compute\n";
     }
     write_output(o->output, text);
   });

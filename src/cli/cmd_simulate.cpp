@@ -21,6 +21,15 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
   j["makespan"] = r.makespan;
   j["bubble"] = r.bubble;
   j["bubble_ratio"] = r.bubble_ratio;
+  const bool a2a = c.has_a2a();
+  if (a2a) {
+    const auto& bwd = c.a2a_bwd_bytes.empty() ? c.a2a_bytes : c.a2a_bwd_bytes;
+    j["costs"]["a2a"] = {{"bytes", c.a2a_bytes}, {"bwd_bytes", bwd},          {"phases", c.a2a_phases},
+                         {"rate", c.a2a_rate},   {"latency", c.a2a_latency}, {"fb_overlap", c.fb_overlap}};
+    j["a2a_total"] = r.a2a_total;
+    j["exposed_a2a"] = r.exposed_a2a;
+    j["a2a_hidden"] = r.a2a_hidden;
+  }
   nlohmann::json ranks = nlohmann::json::array();
   for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
     const RankStats& st = r.per_rank[i];
@@ -30,6 +39,7 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
                      {"peak_activations", st.peak_activations},
                      {"stages_held", st.stages_held},
                      {"param_copies", st.param_copies}});
+    if (a2a) ranks.back().update({{"exposed_a2a", st.exposed_a2a}, {"a2a_total", st.a2a_total}});
   }
   j["per_rank"] = std::move(ranks);
   return j;
@@ -38,15 +48,22 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
 std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& r) {
   std::string t = fmt::format("{}: {} ranks, {} stages, {} micro-batches; costs {}\n", s.method, s.ranks, s.stages,
                               s.micro_batches, describe(c));
-  t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step, most idle rank)\n\n", r.makespan, r.bubble,
+  t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step, most idle rank)\n", r.makespan, r.bubble,
                    100.0 * r.bubble_ratio);
-  t += fmt::format("{:>5} {:>10} {:>10} {:>8} {:>16} {:>7} {:>12}\n", "rank", "busy", "idle", "idle %",
+  const bool a2a = c.has_a2a();
+  if (a2a)
+    t += fmt::format("all-to-all {:g} in all, exposed {:g}, hidden {:.2f}% (F&B overlap {}; busy includes exposed)\n",
+                     r.a2a_total, r.exposed_a2a, 100.0 * r.a2a_hidden, c.fb_overlap ? "on" : "off");
+  t += "\n";
+  t += fmt::format("{:>5} {:>10} {:>10} {:>8} {:>16} {:>7} {:>12}", "rank", "busy", "idle", "idle %",
                    "peak activations", "stages", "param copies");
+  t += a2a ? fmt::format(" {:>11} {:>10}\n", "exposed a2a", "a2a total") : "\n";
   for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
     const RankStats& st = r.per_rank[i];
-    t += fmt::format("{:>5} {:>10g} {:>10g} {:>7.2f}% {:>16} {:>7} {:>12g}\n", i, st.busy, st.idle,
+    t += fmt::format("{:>5} {:>10g} {:>10g} {:>7.2f}% {:>16} {:>7} {:>12g}", i, st.busy, st.idle,
                      r.makespan > 0 ? 100.0 * st.idle / r.makespan : 0.0, st.peak_activations, st.stages_held,
                      st.param_copies);
+    t += a2a ? fmt::format(" {:>11g} {:>10g}\n", st.exposed_a2a, st.a2a_total) : "\n";
   }
   return t;
 }

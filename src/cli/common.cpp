@@ -64,6 +64,19 @@ void add_cost_options(CLI::App* app, CostOptions& o) {
       ->capture_default_str();
   app->add_option("--act-bytes", o.act_bytes, "bytes of one activation crossing a stage boundary")
       ->capture_default_str();
+  // Expert-parallel all-to-all phases inside each chunk (docs/simulation.md).
+  app->add_option("--a2a-bytes", o.a2a_bytes,
+                  "bytes all all-to-alls of one forward chunk move together (per stage with colons; default 0)");
+  app->add_option("--a2a-bwd-bytes", o.a2a_bwd_bytes, "the same for a backward chunk (default: as --a2a-bytes)");
+  app->add_option("--a2a-phases", o.a2a_phases,
+                  "all-to-alls per chunk: 2 (dispatch, combine) x MoE layers of the stage (per stage with colons; "
+                  "default 2)");
+  app->add_option("--a2a-rate", o.a2a_rate, "bytes per time unit of a rank's all-to-all link")
+      ->capture_default_str();
+  app->add_option("--a2a-latency", o.a2a_latency, "fixed time of every all-to-all phase")->capture_default_str();
+  app->add_option("--fb-overlap", o.fb_overlap, "hide each F&B pair's all-to-alls behind its other half's compute")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
 }
 
 Costs make_costs(const CostOptions& o) {
@@ -71,6 +84,12 @@ Costs make_costs(const CostOptions& o) {
   c.latency = o.latency;
   c.bandwidth = o.bandwidth;
   c.act_bytes = o.act_bytes;
+  if (!o.a2a_bytes.empty()) c.a2a_bytes = parse_stage_values(o.a2a_bytes, "--a2a-bytes");
+  if (!o.a2a_bwd_bytes.empty()) c.a2a_bwd_bytes = parse_stage_values(o.a2a_bwd_bytes, "--a2a-bwd-bytes");
+  if (!o.a2a_phases.empty()) c.a2a_phases = parse_stage_counts(o.a2a_phases, "--a2a-phases");
+  c.a2a_rate = o.a2a_rate;
+  c.a2a_latency = o.a2a_latency;
+  c.fb_overlap = o.fb_overlap == "on";
   return c;
 }
 

@@ -28,6 +28,10 @@ Schedule load_schedule(const SourceOptions& o);
 struct CostOptions {
   std::string cost;  // "F=1,B=2,W=1,FB=3"
   double latency = 0, bandwidth = 0, act_bytes = 0;
+  // Expert-parallel all-to-all (Costs::a2a_*); empty text keeps the default.
+  std::string a2a_bytes, a2a_bwd_bytes, a2a_phases;
+  double a2a_rate = 0, a2a_latency = 0;
+  std::string fb_overlap = "on";
 };
 void add_cost_options(CLI::App* app, CostOptions& o);
 Costs make_costs(const CostOptions& o);

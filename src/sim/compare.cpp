@@ -74,6 +74,17 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
         cs.B = scale(c.B);
         cs.W = scale(c.W);
         if (c.FB) cs.FB = *c.FB * PP / s.stages;
+        // A finer stage holds fewer MoE layers: fewer phases of the same
+        // size where they divide evenly, else as many phases moving less.
+        cs.a2a_bytes = scale(c.a2a_bytes);
+        if (!c.a2a_bwd_bytes.empty()) cs.a2a_bwd_bytes = scale(c.a2a_bwd_bytes);
+        cs.a2a_phases.assign(s.stages, 0);
+        for (int st = 0; st < s.stages; ++st) {
+          const int k = c.a2a_phases.size() == 1 ? c.a2a_phases[0]
+                                                 : c.a2a_phases[static_cast<std::size_t>(st) * PP / s.stages];
+          const long long kp = static_cast<long long>(k) * PP;
+          cs.a2a_phases[st] = kp % s.stages == 0 && kp >= s.stages ? static_cast<int>(kp / s.stages) : k;
+        }
       }
       SimResult sim = simulate(s, cs, SimOptions{false});
       row.makespan = sim.makespan;
@@ -86,6 +97,8 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
       }
       row.params_per_device = static_cast<double>(held) * PP / s.stages;
       row.peak_activations = static_cast<double>(peak) * PP / s.stages;
+      for (const RankStats& st : sim.per_rank) row.exposed_a2a = std::max(row.exposed_a2a, st.exposed_a2a);
+      row.a2a_hidden = sim.a2a_hidden;
     } catch (const Error& e) {
       row.error = e.what();
     }

@@ -21,6 +21,9 @@ struct CompareRow {
   double params_per_device = 0;            // relative to 1F1B on PP stages
   double peak_activations = 0;             // largest over ranks, in units of one PP-stage activation
   std::string published_activations;       // the literature's figure, as text
+  // With all-to-all costs: the most exposed all-to-all time of a device, and
+  // the share of all devices' all-to-all time hidden behind compute.
+  double exposed_a2a = 0, a2a_hidden = 0;
 };
 
 // PP: pipeline stages of the reference cut (devices for 1F1B). `chunks`: v of

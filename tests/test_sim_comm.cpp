@@ -1,0 +1,383 @@
+// Communication phases in the simulator: expert-parallel all-to-alls inside
+// chunks, hidden by F&B overlap or exposed (docs/simulation.md,
+// "Communication phases"). Figures are derived by hand in the comments.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+#include "cli_run.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+#include "sim/compare.h"
+#include "sim/simulate.h"
+
+namespace dp {
+namespace {
+
+using test_support::run_cli;
+
+Schedule one_rank(int stages, int mbs, const std::vector<std::string>& actions) {
+  Schedule s;
+  s.method = "test";
+  s.ranks = 1;
+  s.stages = stages;
+  s.micro_batches = mbs;
+  s.actions.emplace_back();
+  for (const auto& t : actions) s.actions[0].push_back(parse_action(t));
+  return s;
+}
+
+// F, B, W compute; every chunk has `phases` all-to-alls moving `fwd_bytes`
+// (forward) and `bwd_bytes` (backward) in all at rate 1 byte per time unit.
+Costs a2a_costs(double F, double B, double W, int phases, double fwd_bytes, double bwd_bytes) {
+  Costs c;
+  c.F = {F};
+  c.B = {B};
+  c.W = {W};
+  c.a2a_phases = {phases};
+  c.a2a_bytes = {fwd_bytes};
+  c.a2a_bwd_bytes = {bwd_bytes};
+  c.a2a_rate = 1;
+  return c;
+}
+
+// ---- one F&B pair -------------------------------------------------------
+
+// F: compute 3 in pieces of 1; B: compute 6 in pieces of 2; each has two
+// all-to-alls of 1. With the baton (F first):
+//   F [0,1]  F-a2a [1,2]   B [1,3]  B-a2a [3,4]   F [3,4]  F-a2a [4,5]
+//   B [4,6]  B-a2a [6,7]   F [6,7]  B [7,9]
+// Someone computes at every instant: 9 = cF + cB, nothing exposed.
+TEST(SimComm, PairHidesAllToAllsShorterThanTheOtherHalfsPieces) {
+  PairTime p = overlapped_pair({3, 2, 1}, {6, 2, 1});
+  EXPECT_DOUBLE_EQ(p.duration, 9);
+  EXPECT_DOUBLE_EQ(p.exposed, 0);
+  EXPECT_TRUE(p.waits.empty());
+}
+
+// Both halves: compute 3 in pieces of 1, two all-to-alls of 2 each. The
+// link carries 8 in all, one all-to-all at a time, and it can start only
+// after the first piece and the last piece runs after the last all-to-all:
+// at least 1 + 8 + 1 = 10. The baton rule reaches that bound:
+//   F [0,1] F-a2a [1,3] | B [1,2] B-a2a [3,5] | wait [2,3] | F [3,4]
+//   F-a2a [5,7] | wait [4,5] | B [5,6] B-a2a [7,9] | wait [6,7] | F [7,8]
+//   | wait [8,9] | B [9,10]
+// 10 - 6 of compute = 4 exposed of 8 on the link.
+TEST(SimComm, PairExposesWhatTheLinkCannotHide) {
+  PairTime p = overlapped_pair({3, 2, 2}, {3, 2, 2});
+  EXPECT_DOUBLE_EQ(p.duration, 10);
+  EXPECT_DOUBLE_EQ(p.exposed, 4);
+  ASSERT_EQ(p.waits.size(), 4u);
+  EXPECT_DOUBLE_EQ(p.waits[0].start, 2);
+  EXPECT_DOUBLE_EQ(p.waits[0].end, 3);
+  EXPECT_DOUBLE_EQ(p.waits[3].start, 8);
+  EXPECT_DOUBLE_EQ(p.waits[3].end, 9);
+}
+
+// Without overlap the halves run one after the other: 3+4 then 3+4.
+TEST(SimComm, SerialPairExposesEveryPhase) {
+  PairTime p = serial_pair({3, 2, 2}, {3, 2, 2});
+  EXPECT_DOUBLE_EQ(p.duration, 14);
+  EXPECT_DOUBLE_EQ(p.exposed, 8);
+  ASSERT_EQ(p.waits.size(), 4u);
+  EXPECT_DOUBLE_EQ(p.waits[0].start, 1);  // after F's first piece
+  EXPECT_DOUBLE_EQ(p.waits[2].start, 8);  // F ends at 7, B's first piece at 8
+}
+
+// One forward phase (dispatch+combine of a layer written as one), nothing
+// for the backward: F [0,1] a2a [1,5]... B computes [1,5] meanwhile, F's
+// last piece [5,6]. 4 of compute hide 4 of a2a.
+TEST(SimComm, PairWithOneSidedCommunication) {
+  PairTime p = overlapped_pair({2, 1, 4}, {4, 0, 0});
+  EXPECT_DOUBLE_EQ(p.duration, 6);
+  EXPECT_DOUBLE_EQ(p.exposed, 0);
+  p = overlapped_pair({2, 1, 5}, {4, 0, 0});  // 1 more than B's compute: exposed
+  EXPECT_DOUBLE_EQ(p.duration, 7);
+  EXPECT_DOUBLE_EQ(p.exposed, 1);
+}
+
+// Bounds that hold for any pair: at least both computes, at least the link's
+// total, never more than running them one after the other.
+TEST(SimComm, PairBounds) {
+  for (double cf : {0.0, 1.0, 3.0})
+    for (double cb : {0.0, 2.0, 6.0})
+      for (int kf : {0, 1, 2, 4})
+        for (int kb : {0, 1, 2, 3})
+          for (double af : {0.0, 0.5, 1.0, 4.0})
+            for (double ab : {0.0, 0.25, 2.0}) {
+              const ChunkWork f{cf, kf, af}, b{cb, kb, ab};
+              const PairTime p = overlapped_pair(f, b), q = serial_pair(f, b);
+              const double link = kf * af + kb * ab;
+              const double eps = 1e-9;
+              SCOPED_TRACE(::testing::Message() << cf << " " << kf << " " << af << " | " << cb << " " << kb << " "
+                                                << ab);
+              EXPECT_GE(p.duration, cf + cb - eps);
+              EXPECT_GE(p.duration, link - eps);
+              EXPECT_LE(p.duration, q.duration + eps);
+              EXPECT_NEAR(q.duration, cf + cb + link, eps);
+              EXPECT_NEAR(p.exposed, p.duration - cf - cb, eps);
+              EXPECT_LE(p.exposed, link + eps);
+              EXPECT_GE(p.exposed, -eps);
+            }
+}
+
+// ---- whole schedules ----------------------------------------------------
+
+// One rank, one stage: F0, then the pair (F1; B0), then B1. F=3, B=6, two
+// phases of 1 in each chunk (bytes 2 at rate 1).
+// F0: 3 + 2 = 5; pair: 9 (first test); B1: 6 + 2 = 8. Step 22; exposed
+// 2 + 0 + 2 of 2 + 4 + 2 on the link: half hidden.
+TEST(SimComm, PlainChunksExposeThePairHides) {
+  Schedule s = one_rank(1, 2, {"0F0", "(0F1;0B0)OVERLAP_F_B", "0B1"});
+  Costs c = a2a_costs(3, 6, 1, 2, 2, 2);
+  SimResult r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.makespan, 22);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].start, 5);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 14);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 4);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 8);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].busy, 22);  // exposed all-to-all is part of the actions
+  EXPECT_DOUBLE_EQ(r.a2a_hidden, 0.5);
+  // Waits: F0's at [1,2] and [3,4]; B1's pieces of 2 from 14: [16,17], [19,20].
+  ASSERT_EQ(r.a2a_waits.size(), 1u);
+  ASSERT_EQ(r.a2a_waits[0].size(), 4u);
+  EXPECT_DOUBLE_EQ(r.a2a_waits[0][1].start, 3);
+  EXPECT_DOUBLE_EQ(r.a2a_waits[0][2].start, 16);
+  EXPECT_DOUBLE_EQ(r.a2a_waits[0][3].end, 20);
+
+  c.fb_overlap = false;  // the pair takes 9 + 4: step 26, everything exposed
+  r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.makespan, 26);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 8);
+  EXPECT_DOUBLE_EQ(r.a2a_hidden, 0);
+}
+
+// I carries the backward's all-to-alls, W has none: F 1+1, I (2-1)+1, W 1.
+TEST(SimComm, WeightGradientsHaveNoAllToAll) {
+  SimResult r = simulate(one_rank(1, 1, {"0F0", "0I0", "0W0"}), a2a_costs(1, 2, 1, 2, 1, 1));
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 4);
+  EXPECT_DOUBLE_EQ(r.timeline[0][2].end - r.timeline[0][2].start, 1);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 2);
+}
+
+// Per-stage values: stage 0 dense (no phases), stage 1 with 4 phases of
+// latency 0.25 each and bytes 2:4 per forward chunk at rate 2 (0.5 and 1 per
+// chunk, over 4 phases), backward the same bytes.
+TEST(SimComm, PerStageValuesAndLatency) {
+  Costs c;
+  c.a2a_phases = {0, 4};
+  c.a2a_bytes = {2, 4};
+  c.a2a_rate = 2;
+  c.a2a_latency = 0.25;
+  EXPECT_DOUBLE_EQ(c.a2a_fwd(0), 0);               // no phases, nothing to time
+  EXPECT_DOUBLE_EQ(c.a2a_fwd(1), 0.25 + 4.0 / 4 / 2);  // 0.75
+  EXPECT_DOUBLE_EQ(c.a2a_bwd(1), 0.75);
+  SimResult r = simulate(one_f_one_b(Shape{2, 1}), c);
+  // rank 0: F 1; rank 1: F 1 + 3, B 2 + 3; rank 0: B 2. Step 1+4+5+2 = 12.
+  EXPECT_DOUBLE_EQ(r.makespan, 12);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 0);
+  EXPECT_DOUBLE_EQ(r.per_rank[1].exposed_a2a, 6);
+}
+
+// Without overlap, all-to-alls are part of each chunk: the same step as
+// chunk costs F + kF·aF, B + kB·aB (I grows by the same, W does not) with
+// no all-to-all model at all. Checked on every method.
+TEST(SimComm, NoOverlapEqualsInflatedChunkCosts) {
+  for (const Method& m : methods()) {
+    Shape shape{4, 8, 2};
+    Schedule s = generate(m.name, shape);
+    Costs c = a2a_costs(1, 2, 1, 2, 1, 1.5);  // phases of 0.5 and 0.75
+    c.fb_overlap = false;
+    Costs plain;
+    plain.F = {1 + 1.0};
+    plain.B = {2 + 1.5};
+    plain.W = {1};
+    SimResult a = simulate(s, c, SimOptions{false}), b = simulate(s, plain, SimOptions{false});
+    EXPECT_DOUBLE_EQ(a.makespan, b.makespan) << m.name;
+    for (int r = 0; r < s.ranks; ++r) {
+      EXPECT_DOUBLE_EQ(a.per_rank[r].busy, b.per_rank[r].busy) << m.name;
+      EXPECT_DOUBLE_EQ(a.per_rank[r].exposed_a2a, a.per_rank[r].a2a_total) << m.name;
+    }
+  }
+}
+
+// Overlap never makes a step slower (a pair never lasts longer, and no
+// start time grows when durations shrink); exposed never exceeds the total.
+TEST(SimComm, OverlapNeverSlowerAndExposedWithinTotal) {
+  for (const Method& m : methods()) {
+    for (double ratio : {0.25, 1.0, 3.0}) {
+      Schedule s = generate(m.name, Shape{4, 8, 2});
+      Costs on = a2a_costs(1, 2, 1, 2, ratio, ratio);
+      Costs off = on;
+      off.fb_overlap = false;
+      SimResult a = simulate(s, on, SimOptions{false}), b = simulate(s, off, SimOptions{false});
+      EXPECT_LE(a.makespan, b.makespan + 1e-9) << m.name << " ratio " << ratio;
+      EXPECT_NEAR(a.a2a_total, b.a2a_total, 1e-9) << m.name;
+      for (const RankStats& st : a.per_rank) {
+        EXPECT_GE(st.exposed_a2a, -1e-12) << m.name;
+        EXPECT_LE(st.exposed_a2a, st.a2a_total + 1e-9) << m.name;
+      }
+    }
+  }
+}
+
+// Zero all-to-all time (phases but no bytes and no latency, or bytes with
+// no phases) changes no figure.
+TEST(SimComm, ZeroCommunicationChangesNothing) {
+  Schedule s = dualpipe(Shape{4, 8});
+  Costs base;
+  base.FB = 2.5;
+  Costs zero = base;
+  zero.a2a_rate = 5;
+  zero.a2a_phases = {0};
+  zero.a2a_bytes = {7};
+  EXPECT_FALSE(zero.has_a2a());
+  SimResult a = simulate(s, base), b = simulate(s, zero);
+  EXPECT_EQ(a.makespan, b.makespan);
+  EXPECT_EQ(a.bubble, b.bubble);
+  EXPECT_EQ(a.a2a_total, 0);
+  EXPECT_TRUE(b.a2a_waits.empty());
+  for (int r = 0; r < s.ranks; ++r) EXPECT_EQ(a.per_rank[r].busy, b.per_rank[r].busy);
+}
+
+// DeepSeek-V3's case: cross-node expert parallelism, a forward chunk's
+// all-to-alls as long as its compute (1:1), the backward moving the same
+// bytes. At P=4, N=16, F=1 B=2 W=1, 1F1B exposes every phase. In a DualPipe
+// pair (F pieces 1/3, B pieces 2/3, phases of 1/2) only 1/3 of the pair's 2
+// stays exposed; the chunks outside pairs expose theirs.
+TEST(SimComm, DualPipeHidesWhat1F1BExposes) {
+  const Shape shape{4, 16};
+  EXPECT_DOUBLE_EQ(overlapped_pair({1, 2, 0.5}, {2, 2, 0.5}).exposed, 1.0 / 3);
+  Costs c = a2a_costs(1, 2, 1, 2, 1, 1);
+  Costs off = c;
+  off.fb_overlap = false;
+  SimResult d = simulate(dualpipe(shape), c), d_off = simulate(dualpipe(shape), off);
+  SimResult o = simulate(one_f_one_b(shape), c);
+  EXPECT_DOUBLE_EQ(o.exposed_a2a, o.a2a_total);
+  EXPECT_DOUBLE_EQ(o.a2a_hidden, 0);
+  EXPECT_DOUBLE_EQ(d_off.a2a_hidden, 0);
+  // The same traffic in all: one forward and one backward per micro-batch and stage.
+  EXPECT_DOUBLE_EQ(d.a2a_total, o.a2a_total);
+  EXPECT_LT(d.exposed_a2a, 0.5 * o.exposed_a2a);
+  EXPECT_GT(d.a2a_hidden, 0.5);
+  EXPECT_LT(d.makespan, d_off.makespan);
+  EXPECT_LT(d.makespan, o.makespan);
+  for (int r = 0; r < 4; ++r) EXPECT_LT(d.per_rank[r].exposed_a2a, o.per_rank[r].exposed_a2a) << r;
+}
+
+// ---- costs: validation and parsing ---------------------------------------
+
+TEST(SimComm, ValidationRefusesBadValues) {
+  auto refuses = [](Costs c, const char* what) {
+    try {
+      c.validate(4);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  Costs c;
+  c.a2a_bytes = {1};
+  refuses(c, "link rate");  // bytes with no rate
+  c.a2a_rate = 1;
+  EXPECT_NO_THROW(c.validate(4));
+  Costs bad = c;
+  bad.a2a_bytes = {1, 2};
+  refuses(bad, "all-to-all bytes has 2 values");
+  bad = c;
+  bad.a2a_bytes = {-1};
+  refuses(bad, "must not be negative");
+  bad = c;
+  bad.a2a_bwd_bytes = {NAN};
+  refuses(bad, "finite");
+  bad = c;
+  bad.a2a_phases = {-2};
+  refuses(bad, "phases must not be negative");
+  bad = c;
+  bad.a2a_phases = {1, 2, 3};
+  refuses(bad, "phases has 3 values");
+  bad = c;
+  bad.a2a_rate = INFINITY;
+  refuses(bad, "finite");
+  bad = c;
+  bad.a2a_latency = -1;
+  refuses(bad, "latency must not be negative");
+  bad = c;
+  bad.a2a_bytes = {1e308};
+  bad.a2a_rate = 1e-300;
+  refuses(bad, "overflows");
+}
+
+TEST(SimComm, ParsesStageLists) {
+  EXPECT_EQ(parse_stage_values("1e6", "--a2a-bytes"), std::vector<double>({1e6}));
+  EXPECT_EQ(parse_stage_values("1:2.5:0", "--a2a-bytes"), std::vector<double>({1, 2.5, 0}));
+  EXPECT_EQ(parse_stage_counts("2:0:4", "--a2a-phases"), std::vector<int>({2, 0, 4}));
+  for (const char* bad : {"", "x", "1::2", "1:", "nan", "inf", "1e400"})
+    EXPECT_THROW(parse_stage_values(bad, "--a2a-bytes"), Error) << bad;
+  for (const char* bad : {"", "1.5", "-1", "2:x", "99999999999999999999"})
+    EXPECT_THROW(parse_stage_counts(bad, "--a2a-phases"), Error) << bad;
+}
+
+// ---- compare and the command line ---------------------------------------
+
+TEST(SimComm, CompareReportsExposedAllToAllOnlyWithCosts) {
+  Costs c = a2a_costs(1, 2, 1, 2, 1, 1);
+  std::vector<CompareRow> rows = compare(4, 16, c);
+  bool saw_dualpipe = false;
+  for (const CompareRow& r : rows) {
+    if (!r.error.empty()) continue;
+    EXPECT_GE(r.exposed_a2a, 0) << r.method;
+    if (r.method == "1f1b") {
+      EXPECT_GT(r.exposed_a2a, 0);
+      EXPECT_DOUBLE_EQ(r.a2a_hidden, 0);
+    }
+    if (r.method == "dualpipe") {
+      saw_dualpipe = true;
+      EXPECT_GT(r.a2a_hidden, 0.5);
+    }
+  }
+  EXPECT_TRUE(saw_dualpipe);
+}
+
+TEST(SimComm, CliSimulateReportsAllToAll) {
+  const std::string base = "simulate -m dualpipe -p 4 -n 16 --cost F=1,B=2,W=1 --a2a-bytes 1 --a2a-rate 1 -f json";
+  auto on = run_cli(base), off = run_cli(base + " --fb-overlap off");
+  ASSERT_EQ(on.code, 0) << on.out;
+  ASSERT_EQ(off.code, 0) << off.out;
+  auto j = nlohmann::json::parse(on.out), k = nlohmann::json::parse(off.out);
+  EXPECT_GT(j["a2a_hidden"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(k["a2a_hidden"].get<double>(), 0);
+  EXPECT_LT(j["makespan"].get<double>(), k["makespan"].get<double>());
+  ASSERT_EQ(j["per_rank"].size(), 4u);
+  for (const auto& rank : k["per_rank"])
+    EXPECT_DOUBLE_EQ(rank["exposed_a2a"].get<double>(), rank["a2a_total"].get<double>());
+
+  auto text = run_cli("simulate -m 1f1b -p 4 -n 8 --a2a-bytes 1 --a2a-rate 1");
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_NE(text.out.find("exposed a2a"), std::string::npos) << text.out;
+  auto plain = run_cli("simulate -m 1f1b -p 4 -n 8");
+  EXPECT_EQ(plain.out.find("a2a"), std::string::npos) << plain.out;
+}
+
+TEST(SimComm, CliRefusesBadAllToAllOptions) {
+  for (const char* args : {"--a2a-bytes 1", "--a2a-bytes 1 --a2a-rate -1", "--a2a-bytes x --a2a-rate 1",
+                           "--a2a-bytes 1:2 --a2a-rate 1", "--a2a-phases 1.5", "--fb-overlap maybe",
+                           "--a2a-latency nan"}) {
+    auto r = run_cli(std::string("simulate -m 1f1b -p 4 -n 8 ") + args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+  }
+}
+
+TEST(SimComm, CliCompareShowsTheColumnOnlyWithCosts) {
+  auto with = run_cli("compare -p 4 -n 16 --a2a-bytes 1 --a2a-rate 1");
+  ASSERT_EQ(with.code, 0) << with.out;
+  EXPECT_NE(with.out.find("exposed a2a"), std::string::npos) << with.out;
+  auto without = run_cli("compare -p 4 -n 16");
+  ASSERT_EQ(without.code, 0) << without.out;
+  EXPECT_EQ(without.out.find("a2a"), std::string::npos) << without.out;
+}
+
+}  // namespace
+}  // namespace dp
