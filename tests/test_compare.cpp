@@ -51,3 +51,50 @@ TEST(Compare, RejectsBadArguments) {
 
 }  // namespace
 }  // namespace dp
+
+namespace dp {
+namespace {
+
+// Item 18: on the same devices, DualPipeV runs on P ranks like DualPipe
+// (2P stages of half the cost); on the same stages, on P/2.
+TEST(Compare, DevicesBasisPutsEveryMethodOnTheSameDevices) {
+  const Costs c = parse_costs("F=1,B=2,W=1,FB=2.5");
+  auto stages = compare(8, 20, c, 2, CompareBasis::Stages);
+  auto devices = compare(8, 20, c, 2, CompareBasis::Devices);
+  for (const CompareRow& r : devices)
+    if (r.error.empty()) {
+      EXPECT_EQ(r.devices, 8) << r.method;
+    }
+  EXPECT_EQ(row(stages, "dualpipev").devices, 4);
+  const CompareRow& dpv = row(devices, "dualpipev");
+  EXPECT_EQ(dpv.stages, 16);
+  // DualPipeV on 8 devices is DualPipe's half on 16 ranks of half-cost
+  // stages: its bubble is the published (16/2 - 1)(FB + B - 3W) at half cost.
+  ASSERT_TRUE(dpv.published_bubble.has_value());
+  EXPECT_DOUBLE_EQ(*dpv.published_bubble, 7 * (2.5 + 2 - 3) / 2);
+  EXPECT_DOUBLE_EQ(dpv.bubble, *dpv.published_bubble);
+  // The same work on the same devices: no longer twice DualPipe's step.
+  EXPECT_LT(dpv.makespan, 1.2 * row(devices, "dualpipe").makespan);
+  EXPECT_GT(row(stages, "dualpipev").makespan, 1.8 * row(stages, "dualpipe").makespan);
+  // Rows that do not depend on the basis do not change.
+  EXPECT_DOUBLE_EQ(row(devices, "1f1b").makespan, row(stages, "1f1b").makespan);
+  // Activations stay in units of one 1/P of the model: DualPipeV holds 2P+1
+  // half-size ones.
+  EXPECT_DOUBLE_EQ(*row(devices, "dualpipev").published_activations_value, 8.5);
+  EXPECT_DOUBLE_EQ(*row(stages, "dualpipev").published_activations_value, 9);
+}
+
+// Item 21: published activations as numbers, a range as two, approximate flagged.
+TEST(Compare, PublishedActivationsAreNumbers) {
+  auto rows = compare(8, 24, Costs{});
+  EXPECT_DOUBLE_EQ(*row(rows, "1f1b").published_activations_value, 8);
+  EXPECT_FALSE(row(rows, "1f1b").published_activations_approx);
+  EXPECT_DOUBLE_EQ(*row(rows, "interleaved-1f1b").published_activations_value, 8 + 7 / 2.0);
+  EXPECT_TRUE(row(rows, "interleaved-1f1b").published_activations_approx);
+  EXPECT_DOUBLE_EQ(*row(rows, "chimera").published_activations_value, 5);
+  EXPECT_DOUBLE_EQ(*row(rows, "chimera").published_activations_max, 8);
+  EXPECT_FALSE(row(rows, "zbv").published_activations_value.has_value());
+}
+
+}  // namespace
+}  // namespace dp

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "schedule/words.h"
 #include "schedule/error.h"
 #include "sim/compare.h"
 
@@ -15,11 +16,19 @@ void run_compare(CLI::App* app) {
     CostOptions cost;
     std::string format = "text";
     std::string output = "-";
+    std::string basis = "stages";
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand(
-      "compare", "all methods side by side on the same model cut into P stages (V shapes use P/2 devices)");
-  cmd->add_option("-p,--ranks", o->ranks, "pipeline stages PP of the reference cut (devices for 1F1B)")->required();
+      "compare", "all methods side by side on the same model: on P stages (V shapes use P/2 devices) or on P devices");
+  cmd->add_option("-p,--ranks", o->ranks,
+                  "pipeline ranks P: the devices of 1F1B, cutting the model into P stages (as in simulate)")
+      ->required();
+  cmd->add_option("--basis", o->basis,
+                  "stages: every method on the model cut into P stages (V-shaped methods, two stages a device, use "
+                  "P/2 devices); devices: every method on P devices (V-shaped ones cut 2P half stages)")
+      ->check(CLI::IsMember({"stages", "devices"}))
+      ->capture_default_str();
   cmd->add_option("-n,--micro-batches", o->micro_batches, "micro-batches N per step")->required();
   cmd->add_option("--chunks", o->chunks, "chunks per rank V for interleaved-1f1b")->capture_default_str();
   add_cost_options(cmd, o->cost);
@@ -30,30 +39,62 @@ void run_compare(CLI::App* app) {
   cmd->callback([o]() {
     Costs c = make_costs(o->cost);
     if (o->chunks < 1) throw dp::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
-    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks);
+    const CompareBasis basis = o->basis == "devices" ? CompareBasis::Devices : CompareBasis::Stages;
+    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks, basis);
     std::string text;
     if (o->format == "json") {
       nlohmann::json j = nlohmann::json::array();
+      // Sums of decimal costs carry float noise (21.200000000000003): 12
+      // significant digits are more than any cost has.
+      auto clean = [](double v) { return std::stod(fmt::format("{:.12g}", v)); };
+      auto clean_all = [&](const std::vector<double>& v) {
+        std::vector<double> out;
+        for (double x : v) out.push_back(clean(x));
+        return out;
+      };
       for (const CompareRow& r : rows) {
         nlohmann::json row = {{"method", r.method}, {"devices", r.devices}};
         if (!r.error.empty()) {
           row["error"] = r.error;
         } else {
+          // Published activations: a number, {"min", "max"} for a range,
+          // null where the literature gives none; "approximate" flags "~".
+          nlohmann::json act = nullptr;
+          if (r.published_activations_max)
+            act = {{"min", clean(*r.published_activations_value)}, {"max", clean(*r.published_activations_max)}};
+          else if (r.published_activations_value)
+            act = clean(*r.published_activations_value);
           row.update({{"stages", r.stages},
-                      {"makespan", r.makespan},
-                      {"bubble", r.bubble},
-                      {"bubble_ratio", r.bubble_ratio},
-                      {"published_bubble", r.published_bubble ? nlohmann::json(*r.published_bubble) : nullptr},
-                      {"params_per_device", r.params_per_device},
-                      {"peak_activations", r.peak_activations},
-                      {"published_activations", r.published_activations}});
+                      {"makespan", clean(r.makespan)},
+                      {"bubble", clean(r.bubble)},
+                      {"bubble_ratio", clean(r.bubble_ratio)},
+                      {"published_bubble", r.published_bubble ? nlohmann::json(clean(*r.published_bubble)) : nullptr},
+                      {"params_per_device", clean(r.params_per_device)},
+                      {"peak_activations", clean(r.peak_activations)},
+                      {"published_activations", act},
+                      {"published_activations_approximate", r.published_activations_approx}});
           if (c.has_a2a()) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
         }
         j.push_back(row);
       }
-      text = j.dump(1) + "\n";
+      // An object: the inputs, then one row per method.
+      nlohmann::json doc = {{"ranks", o->ranks},
+                            {"micro_batches", o->micro_batches},
+                            {"chunks", o->chunks},
+                            {"basis", o->basis},
+                            {"costs",
+                             {{"F", clean_all(c.F)},
+                              {"B", clean_all(c.B)},
+                              {"W", clean_all(c.W)},
+                              {"FB", c.FB ? nlohmann::json(clean(*c.FB)) : nullptr},
+                              {"transfer", clean(c.transfer())}}},
+                            {"rows", std::move(j)}};
+      text = doc.dump(1) + "\n";
     } else {
-      text = fmt::format("PP={} stages, N={} micro-batches, costs {}\n", o->ranks, o->micro_batches, describe(c));
+      text = fmt::format("{}, N={}, costs {}\n",
+                         basis == CompareBasis::Devices ? fmt::format("P={} devices for every method", o->ranks)
+                                                        : fmt::format("PP={}", count_of(o->ranks, "stage")),
+                         count_of(o->micro_batches, "micro-batch"), describe(c));
       text += fmt::format("{:<17} {:>7} {:>6} {:>9} {:>9} {:>10} {:>7} {:>10} {:>11} {:>10}\n", "method", "devices",
                           "stages", "step", "bubble", "published", "ratio", "params/dev", "activations",
                           "published");
@@ -75,6 +116,10 @@ void run_compare(CLI::App* app) {
       }
       text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
               "one PP-stage activation\n";
+      if (basis == CompareBasis::Stages && o->ranks >= 2)
+        text += fmt::format("dualpipev and zbv hold two stages a device, so here they run on {} devices; "
+                            "--basis devices puts every method on {}\n",
+                            o->ranks / 2, o->ranks);
       if (a2a)
         text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
                 "hidden behind compute\n";

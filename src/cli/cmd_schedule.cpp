@@ -8,6 +8,7 @@
 #include "pictures/grid.h"
 #include "schedule/csv.h"
 #include "schedule/lower.h"
+#include "schedule/words.h"
 #include "sim/simulate.h"
 
 namespace dp::cli {
@@ -55,8 +56,9 @@ void run_schedule(CLI::App* app) {
     } else {
       // The grid places actions at their simulated times under default costs.
       SimResult sim = simulate(s, Costs{});
-      text = fmt::format("{}: {} ranks, {} stages, {} micro-batches, {} actions; checked: valid\n", s.method,
-                         s.ranks, s.stages, s.micro_batches, s.action_count());
+      text = fmt::format("{}: {}, {}, {}, {}; checked: valid\n", s.method, count_of(s.ranks, "rank"),
+                         count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
+                         count_of(static_cast<long long>(s.action_count()), "action"));
       // On a terminal: colours, and the terminal's width ($COLUMNS or its own).
       GridOptions grid;
       grid.color = o->output == "-" && isatty(STDOUT_FILENO);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "schedule/words.h"
 #include "pictures/svg.h"
 #include "pictures/trace.h"
 #include "sim/simulate.h"
@@ -46,8 +47,8 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
 }
 
 std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& r) {
-  std::string t = fmt::format("{}: {} ranks, {} stages, {} micro-batches; costs {}\n", s.method, s.ranks, s.stages,
-                              s.micro_batches, describe(c));
+  std::string t = fmt::format("{}: {}, {}, {}; costs {}\n", s.method, count_of(s.ranks, "rank"),
+                              count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"), describe(c));
   t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step, most idle rank)\n", r.makespan, r.bubble,
                    100.0 * r.bubble_ratio);
   const bool a2a = c.has_a2a();
@@ -75,6 +76,8 @@ void run_simulate(CLI::App* app) {
     std::string format = "text";
     std::string svg, trace;
     std::string output = "-";
+    double svg_width = 0;
+    std::string svg_time, svg_ranks;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand("simulate", "simulate one training step: step time, bubble, memory per rank");
@@ -84,6 +87,12 @@ void run_simulate(CLI::App* app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_option("--svg", o->svg, "also write the timeline as an SVG picture");
+  cmd->add_option("--svg-width", o->svg_width,
+                  "width of the SVG in px (0: wide enough for every micro-batch number; numbers that do not fit "
+                  "their cell are left out)")
+      ->capture_default_str();
+  cmd->add_option("--svg-time", o->svg_time, "draw only this part of the step, A:B in time units (e.g. 0:40, 100:)");
+  cmd->add_option("--svg-ranks", o->svg_ranks, "draw only these ranks, A:B inclusive (e.g. 0:7)");
   cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");
   cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
   cmd->callback([o]() {
@@ -95,9 +104,21 @@ void run_simulate(CLI::App* app) {
       so.title = fmt::format("{}  P={} N={}  step {:g}, bubble {:g}", s.method, s.ranks, s.micro_batches,
                              r.makespan, r.bubble);
       so.subtitle = describe(c);
+      so.width = o->svg_width;
+      if (!o->svg_time.empty()) parse_range("--svg-time", o->svg_time, so.time_from, so.time_to);
+      if (!o->svg_ranks.empty()) {
+        std::optional<double> a, b;
+        parse_range("--svg-ranks", o->svg_ranks, a, b);
+        so.rank_from = a ? static_cast<int>(*a) : 0;
+        so.rank_to = b ? static_cast<int>(*b) : -1;
+      }
       write_output(o->svg, timeline_svg(s, r, so));
+      fmt::print(stderr, "wrote {} (timeline)\n", o->svg);
     }
-    if (!o->trace.empty()) write_output(o->trace, chrome_trace(s, r));
+    if (!o->trace.empty()) {
+      write_output(o->trace, chrome_trace(s, r));
+      fmt::print(stderr, "wrote {} (Chrome trace; open it in https://ui.perfetto.dev)\n", o->trace);
+    }
     write_output(o->output, o->format == "json" ? simulation_json(s, c, r).dump(1) + "\n" : simulation_text(s, c, r));
   });
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "schedule/check.h"
 #include "schedule/csv.h"
@@ -22,17 +23,39 @@ ProgramArgs program_args;
 void add_source_options(CLI::App* app, SourceOptions& o) {
   std::string names;
   for (const Method& m : methods()) names += fmt::format("{}{}", names.empty() ? "" : ", ", m.name);
-  app->add_option("-m,--method", o.method, "schedule generator: " + names);
-  app->add_option("-p,--ranks", o.ranks, "pipeline ranks P");
-  app->add_option("-n,--micro-batches", o.micro_batches, "micro-batches N per training step");
+  o.command = app->get_name();
+  // Required unless --from is given (load_schedule says which are missing);
+  // a command may set defaults first, which then count as given.
+  const std::string req = o.method.empty() ? " (required unless --from)" : "";
+  o.method_opt = app->add_option("-m,--method", o.method, "schedule generator: " + names + req);
+  o.ranks_opt = app->add_option("-p,--ranks", o.ranks,
+                                "pipeline ranks P (devices)" + std::string(o.ranks ? "" : " (required unless --from)"));
+  o.micro_batches_opt =
+      app->add_option("-n,--micro-batches", o.micro_batches,
+                      "micro-batches N per training step" + std::string(o.micro_batches ? "" : " (required unless --from)"));
   app->add_option("--chunks", o.chunks, "stages per rank V, for interleaved-1f1b")->capture_default_str();
   app->add_option("--from", o.from, "read the schedule from a CSV file (PyTorch's action-string form) instead");
 }
 
+namespace {
+
+bool given(const CLI::Option* opt) { return opt && opt->count() > 0; }
+
+// "a", "a and b", "a, b and c".
+std::string listing(const std::vector<std::string>& items) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == items.size() ? " and " : ", ") + items[i];
+  return out;
+}
+
+}  // namespace
+
 Schedule load_schedule(const SourceOptions& o) {
+  const std::string help = o.command.empty() ? "" : fmt::format(" (see dualpipe {} --help)", o.command);
   if (!o.from.empty()) {
-    if (!o.method.empty() || o.ranks || o.micro_batches)
-      throw Error("--from reads the whole schedule from the file; drop --method, --ranks and --micro-batches");
+    if (given(o.method_opt) || given(o.ranks_opt) || given(o.micro_batches_opt))
+      throw Error("--from reads the whole schedule from the file; drop --method, --ranks and --micro-batches" + help);
     Schedule s = read_csv_file(o.from);
     CheckReport rep = check(s);
     if (!rep.ok()) {
@@ -47,10 +70,18 @@ Schedule load_schedule(const SourceOptions& o) {
     }
     return s;
   }
-  if (o.method.empty()) throw Error("name a schedule with --method M (or read one with --from FILE.csv)");
-  if (o.ranks <= 0) throw Error(fmt::format("--ranks must be at least 1 (got {})", o.ranks));
-  if (o.micro_batches <= 0) throw Error(fmt::format("--micro-batches must be at least 1 (got {})", o.micro_batches));
-  if (o.chunks <= 0) throw Error(fmt::format("--chunks must be at least 1 (got {})", o.chunks));
+  // Left out (and no default) is "required"; given but out of range says the value.
+  std::vector<std::string> missing;
+  if (o.method.empty()) missing.push_back("--method");
+  if (o.ranks == 0 && !given(o.ranks_opt)) missing.push_back("--ranks");
+  if (o.micro_batches == 0 && !given(o.micro_batches_opt)) missing.push_back("--micro-batches");
+  if (!missing.empty())
+    throw Error(fmt::format("{} {} required{}{}", listing(missing), missing.size() == 1 ? "is" : "are",
+                            o.method.empty() ? ", or --from FILE.csv" : "", help));
+  if (o.ranks <= 0) throw Error(fmt::format("--ranks must be at least 1 (got {}){}", o.ranks, help));
+  if (o.micro_batches <= 0)
+    throw Error(fmt::format("--micro-batches must be at least 1 (got {}){}", o.micro_batches, help));
+  if (o.chunks <= 0) throw Error(fmt::format("--chunks must be at least 1 (got {}){}", o.chunks, help));
   return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
 }
 
@@ -90,6 +121,12 @@ Costs make_costs(const CostOptions& o) {
   c.a2a_rate = o.a2a_rate;
   c.a2a_latency = o.a2a_latency;
   c.fb_overlap = o.fb_overlap == "on";
+  // A transfer costs latency + act_bytes / bandwidth: either of the last two
+  // alone changes nothing, which would look like a result.
+  if (o.bandwidth > 0 && o.act_bytes == 0)
+    throw Error("--comm-bandwidth does nothing without --act-bytes (the bytes one transfer moves)");
+  if (o.act_bytes > 0 && o.bandwidth == 0)
+    throw Error("--act-bytes does nothing without --comm-bandwidth (bytes per time unit; 0 means unlimited)");
   return c;
 }
 

@@ -18,6 +18,10 @@ struct SourceOptions {
   // `schedule --from` is the tool for finding what is wrong with a file: it
   // lists every error (one line each). Other commands stop at one line.
   bool list_errors = false;
+  // Set by add_source_options: the subcommand (for "see dualpipe X --help")
+  // and its options, to tell an option left out from one given as 0.
+  std::string command;
+  CLI::Option *method_opt = nullptr, *ranks_opt = nullptr, *micro_batches_opt = nullptr;
 };
 
 // --method/--ranks/--micro-batches/--chunks, or --from FILE.

@@ -69,7 +69,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "dualpipe: error: {} (see dualpipe --help)\n", e.what());
+    // Point to the subcommand's own help where there is one.
+    const bool sub = argc > 1 && argv[1][0] != '-';
+    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
     return 2;
   } catch (const dp::Error& e) {
     // Subcommands run inside parse() through their callbacks.

@@ -56,7 +56,10 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{0}\" height=\"{1}\" fill=\"white\"/>\n",
       W, H);
   s += fmt::format("<text x=\"{}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n", left, escape(title));
-  const double xs_step = tick_step(x1 - x0, 8), ys_step = tick_step(y1 - y0, 6);
+  // Steps (or any x that is a whole number everywhere) get whole-number ticks.
+  const bool whole_x = std::all_of(xs.begin(), xs.end(), [](double x) { return x == std::floor(x); });
+  const double xs_step = whole_x ? std::max(1.0, tick_step(x1 - x0, 8)) : tick_step(x1 - x0, 8);
+  const double ys_step = tick_step(y1 - y0, 6);
   for (double t = std::ceil(y0 / ys_step) * ys_step; t <= y1; t += ys_step)
     s += fmt::format(
         "<line x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\" stroke=\"#e4e4e4\"/><text x=\"{3}\" y=\"{4:.1f}\" "

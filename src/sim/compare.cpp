@@ -22,13 +22,29 @@ std::optional<double> published_bubble(const std::string& method, int PP, const 
 
 namespace {
 
-std::string published_activations(const std::string& method, int PP, int N, int v) {
-  if (method == "1f1b" || method == "zb1p") return fmt::format("{}", PP);
-  if (method == "dualpipe" || method == "dualpipev") return fmt::format("{}", PP + 1);
-  if (method == "chimera") return fmt::format("{}..{}", PP / 2 + 1, PP);
-  if (method == "gpipe") return fmt::format("{}", N);
-  if (method == "interleaved-1f1b") return fmt::format("~{:.3g}", PP + (PP - 1.0) / v);
-  return "-";
+// The literature's peak activations in units of one PP-stage: sets the
+// row's number, range and text. `S`: the stages of the method's own cut
+// (DualPipeV's are PP/S of a PP-stage: it holds S + 1 of them).
+void published_activations(CompareRow& row, int PP, int S, int N, int v) {
+  const std::string& method = row.method;
+  if (method == "1f1b" || method == "zb1p") row.published_activations_value = PP;
+  if (method == "dualpipe" || method == "dualpipev") row.published_activations_value = (S + 1.0) * PP / S;
+  if (method == "gpipe") row.published_activations_value = N;
+  if (method == "chimera") {
+    row.published_activations_value = PP / 2 + 1;
+    row.published_activations_max = PP;
+  }
+  if (method == "interleaved-1f1b") {
+    row.published_activations_value = PP + (PP - 1.0) / v;
+    row.published_activations_approx = true;
+  }
+  if (!row.published_activations_value)
+    row.published_activations = "-";
+  else if (row.published_activations_max)
+    row.published_activations = fmt::format("{:g}..{:g}", *row.published_activations_value, *row.published_activations_max);
+  else
+    row.published_activations =
+        fmt::format("{}{:.3g}", row.published_activations_approx ? "~" : "", *row.published_activations_value);
 }
 
 // V-shaped methods put two stages on each rank: PP stages need PP/2 ranks.
@@ -36,7 +52,7 @@ bool v_shaped(const std::string& m) { return m == "dualpipev" || m == "zbv"; }
 
 }  // namespace
 
-std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
+std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, CompareBasis basis) {
   if (PP < 1) throw Error(fmt::format("compare needs at least 1 stage (got {})", PP));
   if (N < 1) throw Error(fmt::format("compare needs at least 1 micro-batch (got {})", N));
   // Every row cuts the model into at least PP stages: refuse absurd shapes
@@ -50,12 +66,13 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
     row.method = m.name;
     const bool interleaved = row.method == "interleaved-1f1b";
     const int v = interleaved ? chunks : 1;
-    Shape shape{v_shaped(row.method) ? PP / 2 : PP, N, chunks};
+    const bool half = v_shaped(row.method) && basis == CompareBasis::Stages;
+    Shape shape{half ? PP / 2 : PP, N, chunks};
     row.devices = shape.ranks;
     row.published_bubble = published_bubble(row.method, PP, c, chunks);
-    row.published_activations = published_activations(row.method, PP, N, v);
+    published_activations(row, PP, PP, N, v);
     try {
-      if (v_shaped(row.method) && PP % 2 != 0)
+      if (half && PP % 2 != 0)
         throw Error(fmt::format("V-shaped schedules need an even stage count (got {})", PP));
       Schedule s = generate(m.name, shape);
       row.stages = s.stages;
@@ -85,6 +102,12 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks) {
           const long long kp = static_cast<long long>(k) * PP;
           cs.a2a_phases[st] = kp % s.stages == 0 && kp >= s.stages ? static_cast<int>(kp / s.stages) : k;
         }
+      }
+      // A V-shaped cut's formulas are in its own stages (two a device) at
+      // its own stage costs; on the stages basis that is PP at c, as above.
+      if (v_shaped(row.method)) {
+        row.published_bubble = published_bubble(row.method, s.stages, cs, chunks);
+        published_activations(row, PP, s.stages, N, v);
       }
       SimResult sim = simulate(s, cs, SimOptions{false});
       row.makespan = sim.makespan;
