@@ -7,9 +7,20 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <utility>
+
 #include "pictures/grid.h"
+#include "pictures/palette.h"
 #include "pictures/svg.h"
 #include "pictures/trace.h"
+#include "schedule/error.h"
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 #include "sim/simulate.h"
@@ -295,6 +306,295 @@ TEST(PictureGrid, LongSchedulesAreSqueezed) {
   EXPECT_NE(lines.back().find("1 column = "), std::string::npos);
   // Squeezing hides actions: the legend says so.
   EXPECT_NE(grid.find("squeezed"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dp
+
+// Issue 14, items 19 and 20: pictures that stay truthful and readable at any shape.
+namespace dp {
+namespace {
+
+// The cell texts of one grid row, left to right.
+std::vector<std::string> cell_tokens(const std::string& row) {
+  std::vector<std::string> out;
+  const std::string body = row.substr(row.find('|') + 1);
+  std::size_t i = 0;
+  while (i < body.size()) {
+    const char c = body[i];
+    if (c == '.' || c == ' ' || c == '|') {
+      ++i;
+      continue;
+    }
+    std::size_t j = i + 1;
+    if (c == '(') {
+      j = body.find(')', i) + 1;
+    } else {
+      // A token: optional chunk digits, a letter, digits; or a pair "a|b"; or '&'.
+      while (j < body.size() && std::isdigit(static_cast<unsigned char>(body[j]))) ++j;
+      if (std::isdigit(static_cast<unsigned char>(c)) && j < body.size() && body[j] == '|') {
+        ++j;
+        while (j < body.size() && std::isdigit(static_cast<unsigned char>(body[j]))) ++j;
+      } else if (j < body.size() && body[j] == ':') {  // "F2:13": chunk 2, micro-batch 13
+        ++j;
+        while (j < body.size() && std::isdigit(static_cast<unsigned char>(body[j]))) ++j;
+      }
+    }
+    out.push_back(body.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Every numbered cell shows its action's whole number: the k-th token of a
+// row is the k-th compute action of that rank (the grid is not squeezed here).
+void expect_whole_numbers(const Schedule& s, const std::string& grid) {
+  auto lines = lines_of(grid);
+  for (std::size_t r = 0; r < s.actions.size(); ++r) {
+    const auto tokens = cell_tokens(lines[1 + r]);
+    std::vector<Action> compute;
+    for (const Action& a : s.actions[r])
+      if (is_compute(a.op)) compute.push_back(a);
+    ASSERT_EQ(tokens.size(), compute.size()) << lines[1 + r];
+    for (std::size_t k = 0; k < tokens.size(); ++k) {
+      const Action& a = compute[k];
+      const std::string& t = tokens[k];
+      if (a.op == Op::FB) {
+        EXPECT_TRUE(t == "&" || t == fmt::format("({}|{})", a.mb, a.mb2) || t == fmt::format("{}|{}", a.mb, a.mb2))
+            << "rank " << r << " token " << t << " for " << to_string(a);
+        continue;
+      }
+      const std::string digits = t.substr(t.find(':') == std::string::npos ? 1 : t.find(':') + 1);
+      EXPECT_TRUE(digits.empty() || digits == std::to_string(a.mb))
+          << "rank " << r << " token " << t << " for " << to_string(a) << "\n" << lines[1 + r];
+    }
+  }
+}
+
+TEST(PictureGrid, NumbersAreNeverCut) {
+  // ZB-V at N=16 used to show micro-batches 10..15 as "F0".."F5".
+  for (const auto& [m, N] : std::vector<std::pair<const char*, int>>{{"zbv", 16}, {"1f1b", 12}, {"dualpipe", 24}}) {
+    Schedule s = generate(m, Shape{4, N});
+    expect_whole_numbers(s, terminal_grid(s, simulate(s, Costs{}), GridOptions{false, 0}));
+  }
+}
+
+TEST(PictureGrid, FitsTheGivenWidth) {
+  Schedule s = dualpipe(Shape{8, 20});
+  SimResult sim = simulate(s, Costs{});
+  for (int columns : {60, 100, 150}) {
+    const std::string plain = terminal_grid(s, sim, GridOptions{false, columns});
+    for (const std::string& line : lines_of(plain)) EXPECT_LE(line.size(), static_cast<std::size_t>(columns)) << line;
+    const std::string colour = terminal_grid(s, sim, GridOptions{true, columns});
+    for (const std::string& line : lines_of(strip_ansi(colour)))
+      EXPECT_LE(line.size(), static_cast<std::size_t>(columns)) << line;
+  }
+}
+
+// Every symbol in the rows is one the legend explains.
+TEST(PictureGrid, EverySymbolIsExplained) {
+  for (int columns : {60, 0}) {
+    Schedule s = dualpipe(Shape{8, 20});
+    const std::string grid = terminal_grid(s, simulate(s, Costs{}), GridOptions{false, columns});
+    auto lines = lines_of(grid);
+    std::string legend;
+    for (std::size_t i = 9; i < lines.size(); ++i) legend += lines[i] + "\n";
+    for (std::size_t r = 1; r <= 8; ++r)
+      for (char c : lines[r].substr(lines[r].find('|'))) {
+        if (c == '&') {
+          EXPECT_NE(legend.find("& F&B pair"), std::string::npos) << legend;
+        }
+        if (c == '(') {
+          EXPECT_NE(legend.find("(a|b) F&B pair"), std::string::npos) << legend;
+        }
+        if (std::islower(static_cast<unsigned char>(c))) {
+          EXPECT_NE(legend.find("lower case"), std::string::npos);
+        }
+        if (std::isupper(static_cast<unsigned char>(c))) {
+          EXPECT_NE(legend.find(std::string(1, c) + " "), std::string::npos) << c << "\n" << legend;
+        }
+      }
+  }
+}
+
+TEST(PictureGrid, MoreThanTwoChunksAreNumbered) {
+  Schedule s = interleaved_1f1b(Shape{2, 4, 4});
+  const std::string grid = terminal_grid(s, simulate(s, Costs{}), GridOptions{false, 400});
+  auto lines = lines_of(grid);
+  EXPECT_NE(grid.find("F2:13: forward of chunk 2"), std::string::npos) << grid;
+  for (std::size_t r = 0; r < 2; ++r) {
+    const auto tokens = cell_tokens(lines[1 + r]);
+    std::vector<Action> compute;
+    for (const Action& a : s.actions[r])
+      if (is_compute(a.op)) compute.push_back(a);
+    ASSERT_EQ(tokens.size(), compute.size()) << lines[1 + r];
+    for (std::size_t k = 0; k < tokens.size(); ++k) {
+      const int chunk = compute[k].stage / 2;  // stage = chunk * P + rank
+      // The whole label, or (too short for the number) the letter and chunk.
+      const std::string whole = fmt::format("{}{}:{}", op_name(compute[k].op), chunk, compute[k].mb);
+      EXPECT_TRUE(tokens[k] == whole || tokens[k] == whole.substr(0, whole.find(':'))) << tokens[k] << " " << whole;
+    }
+  }
+}
+
+TEST(PictureGrid, LegendShowsOnlyWhatIsThere) {
+  Schedule zbv = generate("zbv", Shape{4, 8});
+  const std::string g = terminal_grid(zbv, simulate(zbv, Costs{}), GridOptions{false, 0});
+  const std::string legend = lines_of(g).back();
+  EXPECT_EQ(legend.find("B backward"), std::string::npos) << legend;
+  EXPECT_EQ(legend.find("F&B"), std::string::npos) << legend;
+  Schedule one = one_f_one_b(Shape{4, 8});
+  const std::string g1 = terminal_grid(one, simulate(one, Costs{}), GridOptions{false, 0});
+  EXPECT_EQ(g1.find("lower case"), std::string::npos) << g1;
+  EXPECT_EQ(g1.find("I input"), std::string::npos) << g1;
+}
+
+TEST(PictureSvg, LegendShowsOnlyWhatIsThereInTheMethodsWords) {
+  auto legend_of = [](const Schedule& s) {
+    const std::string svg = timeline_svg(s, simulate(s, Costs{}));
+    return svg.substr(svg.find("<g id=\"legend\">"));
+  };
+  // ZB-V has no B: no B swatch, light or dark, and no B entry.
+  const std::string zbv = legend_of(generate("zbv", Shape{4, 8}));
+  EXPECT_EQ(zbv.find("B backward"), std::string::npos);
+  EXPECT_EQ(zbv.find(kKindColours[1].light), std::string::npos) << zbv;
+  EXPECT_EQ(zbv.find(kKindColours[1].dark), std::string::npos) << zbv;
+  // DualPipe's words only for DualPipe.
+  for (const char* m : {"chimera", "interleaved-1f1b", "zbv"}) {
+    const std::string l = legend_of(generate(m, Shape{4, 8}));
+    EXPECT_EQ(l.find("DualPipe"), std::string::npos) << m << l;
+    EXPECT_EQ(l.find("direction"), std::string::npos) << m << l;
+    EXPECT_NE(l.find("stage = rank"), std::string::npos) << m << l;
+  }
+  EXPECT_NE(legend_of(dualpipe(Shape{4, 8})).find("direction 1"), std::string::npos);
+}
+
+TEST(PictureSvg, MoreThanTwoChunksGetTheirOwnShades) {
+  Schedule s = interleaved_1f1b(Shape{2, 4, 4});
+  const std::string svg = timeline_svg(s, simulate(s, Costs{}));
+  for (int c = 0; c < 4; ++c) EXPECT_EQ(count(svg, fmt::format("<rect class=\"F{}\"", c)), 8u) << c;
+  for (int c = 0; c < 4; ++c) EXPECT_NE(svg.find(fmt::format("chunk {}", c)), std::string::npos) << c;
+}
+
+// Colour blindness: Machado, Oliveira and Fernandes (2009), severity 1, on
+// linear sRGB; distances in CIELAB (delta E 1976).
+struct Lab {
+  double L, a, b;
+};
+double srgb_to_linear(int v) {
+  const double c = v / 255.0;
+  return c <= 0.04045 ? c / 12.92 : std::pow((c + 0.055) / 1.055, 2.4);
+}
+Lab simulated_lab(const char* hex, const double m[3][3]) {
+  const long v = std::strtol(hex + 1, nullptr, 16);
+  const double rgb[3] = {srgb_to_linear(static_cast<int>((v >> 16) & 255)),
+                         srgb_to_linear(static_cast<int>((v >> 8) & 255)), srgb_to_linear(static_cast<int>(v & 255))};
+  double l[3];
+  for (int i = 0; i < 3; ++i) l[i] = std::clamp(m[i][0] * rgb[0] + m[i][1] * rgb[1] + m[i][2] * rgb[2], 0.0, 1.0);
+  const double X = 0.4124 * l[0] + 0.3576 * l[1] + 0.1805 * l[2];
+  const double Y = 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2];
+  const double Z = 0.0193 * l[0] + 0.1192 * l[1] + 0.9505 * l[2];
+  auto f = [](double t) { return t > 216.0 / 24389 ? std::cbrt(t) : (24389.0 / 27 * t + 16) / 116; };
+  const double fx = f(X / 0.95047), fy = f(Y), fz = f(Z / 1.08883);
+  return {116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)};
+}
+double delta_e(const Lab& x, const Lab& y) { return std::hypot(x.L - y.L, x.a - y.a, x.b - y.b); }
+
+TEST(PictureSvg, KindsStayApartForColourBlindReaders) {
+  const double identity[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+  const double deuteranopia[3][3] = {
+      {0.367322, 0.860646, -0.227968}, {0.280085, 0.672501, 0.047413}, {-0.011820, 0.042940, 0.968881}};
+  const double protanopia[3][3] = {
+      {0.152286, 1.052583, -0.204868}, {0.114503, 0.786281, 0.099216}, {-0.003882, -0.048116, 1.051998}};
+  for (const auto* m : {identity, deuteranopia, protanopia}) {
+    for (int i = 0; i < 4; ++i) {
+      // Light and dark of one kind (a rank's two stages) stay apart.
+      EXPECT_GE(delta_e(simulated_lab(kKindColours[i].light, m), simulated_lab(kKindColours[i].dark, m)), 15) << i;
+      for (int j = i + 1; j < 4; ++j) {
+        EXPECT_GE(delta_e(simulated_lab(kKindColours[i].light, m), simulated_lab(kKindColours[j].light, m)), 12)
+            << kKindColours[i].name << " / " << kKindColours[j].name;
+        EXPECT_GE(delta_e(simulated_lab(kKindColours[i].dark, m), simulated_lab(kKindColours[j].dark, m)), 12)
+            << kKindColours[i].name << " / " << kKindColours[j].name;
+      }
+    }
+  }
+}
+
+// The x of every axis label below the chart, left to right.
+std::vector<double> axis_label_xs(const std::string& svg, double* bottom_y = nullptr) {
+  std::vector<std::pair<double, double>> all;  // (y, x)
+  for (std::size_t at = svg.find("<text class=\"ax\" x=\""); at != std::string::npos;
+       at = svg.find("<text class=\"ax\" x=\"", at + 1)) {
+    const double x = std::stod(svg.substr(at + 20));
+    const std::size_t y_at = svg.find("y=\"", at) + 3;
+    all.push_back({std::stod(svg.substr(y_at)), x});
+  }
+  double y = 0;
+  for (const auto& p : all) y = std::max(y, p.first);
+  std::vector<double> xs;
+  for (const auto& p : all)
+    if (p.first == y - 16 || (p.first < y && p.first > y - 20)) xs.push_back(p.second);  // ticks sit above the title
+  if (bottom_y) *bottom_y = y;
+  return xs;
+}
+
+TEST(PictureSvg, LargeShapesStayReadable) {
+  Schedule s = dualpipe(Shape{32, 64});
+  SimResult sim = simulate(s, Costs{});
+  SvgOptions o;
+  o.width = 1600;
+  const std::string svg = timeline_svg(s, sim, o);
+  EXPECT_EQ(check_balanced(svg), "");
+  EXPECT_NE(svg.find("width=\"1600\""), std::string::npos);
+  for (int r = 0; r < 32; ++r) EXPECT_NE(svg.find(">rank " + std::to_string(r) + "</text>"), std::string::npos) << r;
+  // Axis labels at least 60 px apart, below and (32 rows) above the chart.
+  const auto xs = axis_label_xs(svg);
+  ASSERT_GE(xs.size(), 3u);
+  for (std::size_t i = 1; i < xs.size(); ++i) EXPECT_GE(xs[i] - xs[i - 1], 59.9);
+  EXPECT_EQ(count(svg, "<text class=\"ax\""), 2 * xs.size() + 1);
+  // Numbers are thinned rather than overprinted: each one drawn fits its cell.
+  std::size_t numbers = 0;
+  for (std::size_t at = svg.find("<rect class=\""); at != std::string::npos; at = svg.find("<rect class=\"", at + 1)) {
+    const std::size_t w_at = svg.find("width=\"", at) + 7;
+    const double w = std::stod(svg.substr(w_at));
+    const std::size_t next = svg.find('\n', svg.find("</rect>", at));
+    if (svg.compare(next + 1, 14, "<text class=\"t") != 0) continue;
+    ++numbers;
+    const std::size_t gt = svg.find('>', next + 1) + 1;
+    const std::string num = svg.substr(gt, svg.find('<', gt) - gt);
+    EXPECT_GE(w, 0.6 * 11 * static_cast<double>(num.size())) << num;
+  }
+  EXPECT_GT(numbers, 0u);
+}
+
+TEST(PictureSvg, TimeAndRankRangesDrawPartOfTheStep) {
+  Schedule s = dualpipe(Shape{8, 20});
+  SimResult sim = simulate(s, Costs{});
+  SvgOptions o;
+  parse_range("--svg-time", "10:30", o.time_from, o.time_to);
+  o.rank_from = 2;
+  o.rank_to = 5;
+  const std::string svg = timeline_svg(s, sim, o);
+  EXPECT_EQ(check_balanced(svg), "");
+  for (int r = 0; r < 8; ++r)
+    EXPECT_EQ(svg.find(">rank " + std::to_string(r) + "</text>") != std::string::npos, r >= 2 && r <= 5) << r;
+  // Cells lie inside the chart: from the left margin to the range's end.
+  double right = 0;
+  for (std::size_t at = svg.find("<rect class=\""); at != std::string::npos; at = svg.find("<rect class=\"", at + 1)) {
+    if (svg.compare(at, 17, "<rect class=\"row\"") == 0) continue;
+    const double x = std::stod(svg.substr(svg.find("x=\"", at) + 3));
+    const double w = std::stod(svg.substr(svg.find("width=\"", at) + 7));
+    EXPECT_GE(x, 84 - 1e-9);
+    right = std::max(right, x + w);
+  }
+  const std::size_t row_w = svg.find("width=\"", svg.find("<rect class=\"row\"")) + 7;
+  EXPECT_LE(right, 84 + std::stod(svg.substr(row_w)) + 1e-6);
+  EXPECT_NE(svg.find(">10</text>"), std::string::npos);  // the axis starts at the range
+  EXPECT_NE(svg.find("showing 10 to 30"), std::string::npos);
+  std::optional<double> a, b;
+  EXPECT_THROW(parse_range("--svg-time", "abc", a, b), Error);
+  o.rank_to = 9;
+  EXPECT_THROW(timeline_svg(s, sim, o), Error);
 }
 
 }  // namespace

@@ -16,7 +16,9 @@
 // - Chunks: a rank's stages ordered by (stage - rank) mod S; the first
 //   (stage = rank: DualPipe's direction 0) is chunk 0. With at most two
 //   chunks per rank the second is written in lower case, as the dark shade
-//   of the SVG; with more, every cell starts with its chunk number ("2F12").
+//   of the SVG; with more, the letter carries the chunk number, then ':'
+//   and the micro-batch ("F2:12"), so that cells never run together into
+//   one number.
 // - With colour, each cell also gets a background per kind (F orange, B
 //   blue, I green, W purple; darker for later chunks) and a pair is split
 //   into its forward and backward colours.
@@ -110,14 +112,14 @@ struct Labeler {
   int chunks;  // most chunks on one rank
   Shown& shown;
 
-  std::string prefix(int chunk) const { return chunks > 2 ? std::to_string(chunk) : std::string(); }
+  std::string chunk_mark(int chunk) const { return chunks > 2 ? std::to_string(chunk) : std::string(); }
   char letter(Op op, int chunk) const {
     const char l = kLetter[kind(op)];
     return chunks == 2 && chunk == 1 ? static_cast<char>(std::tolower(static_cast<unsigned char>(l))) : l;
   }
   std::string full(const Action& a, int chunk) const {
     if (a.op == Op::FB) return fmt::format("({}|{})", a.mb, a.mb2);
-    return prefix(chunk) + letter(a.op, chunk) + std::to_string(a.mb);
+    return letter(a.op, chunk) + chunk_mark(chunk) + (chunks > 2 ? ":" : "") + std::to_string(a.mb);
   }
   // The text of one cell `width` columns wide; see the file comment.
   std::string text(const Action& a, int chunk, std::size_t width) {
@@ -140,7 +142,7 @@ struct Labeler {
       return t;
     }
     shown.letter_only = true;
-    t = prefix(chunk) + l;
+    t = l + chunk_mark(chunk);
     if (t.size() <= width) {
       shown.chunk_digits = shown.chunk_digits || chunks > 2;
       return t;
@@ -300,13 +302,13 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
                      swatch(0, "(a") + "|" + swatch(kind(Op::B) * kShades, "b)") + " F&B pair (F of a, B of b)"});
   if (shown.pair_mark) items.push_back({"& F&B pair too short for its numbers", "& F&B pair too short for its numbers"});
   if (shown.letter_only) {
-    const std::string t = chunks > 2 ? "a letter alone: too short for its chunk and number"
+    const std::string t = chunks > 2 ? "F2 or F alone: too short for its number (and chunk)"
                                      : "a letter alone: too short for its number";
     items.push_back({t, t});
   }
   if (shown.lower) items.push_back({"lower case: the rank's second stage", "lower case: the rank's second stage"});
   if (shown.chunk_digits) {
-    const std::string t = "leading digit: the rank's chunk (0: stage = rank)";
+    const std::string t = "F2:13: forward of chunk 2 of the rank (0: stage = rank), micro-batch 13";
     items.push_back({t, t});
   }
   items.push_back({". idle", ". idle"});
