@@ -131,3 +131,29 @@ TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
 
 }  // namespace
 }  // namespace dp
+
+namespace dp {
+namespace {
+
+// Item 14 end to end: a PyTorch dump with stage-only actions loads, checks,
+// prints and simulates; a misplaced one is named by rank and position.
+TEST(CliOptions, PyTorchDumpWithStageOnlyActionsLoads) {
+  const std::string path = ::testing::TempDir() + "dualpipe_opts_fsdp.csv";
+  std::ofstream(path) << "0UNSHARD,0F0,0F1,0B0,0B1,0REDUCE_GRAD,0RESHARD\n"
+                         "1UNSHARD,1F0,1B0,1F1,1B1,1REDUCE_GRAD,1RESHARD\n";
+  CliRun j = run("schedule --from " + path + " -f json");
+  ASSERT_EQ(j.code, 0) << j.out;
+  EXPECT_EQ(nlohmann::json::parse(j.out)["actions"][0][5], "0REDUCE_GRAD");
+  CliRun grid = run("schedule --from " + path);
+  EXPECT_EQ(grid.code, 0) << grid.out;
+  EXPECT_NE(grid.out.find("UNSHARD, RESHARD, REDUCE_GRAD: not drawn"), std::string::npos) << grid.out;
+  CliRun sim = run("simulate --from " + path + " -f json");
+  ASSERT_EQ(sim.code, 0) << sim.out;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(sim.out)["makespan"].get<double>(), 9);  // 1F1B, P=2, N=2
+  const std::string bad = ::testing::TempDir() + "dualpipe_opts_fsdp_bad.csv";
+  std::ofstream(bad) << "0F0,0B0,1RESHARD\n1F0,1B0\n";
+  expect_error("simulate --from " + bad, "rank 0, position 2 (1RESHARD)");
+}
+
+}  // namespace
+}  // namespace dp

@@ -382,7 +382,11 @@ TEST(PictureGrid, NumbersAreNeverCut) {
 TEST(PictureGrid, FitsTheGivenWidth) {
   Schedule s = dualpipe(Shape{8, 20});
   SimResult sim = simulate(s, Costs{});
-  for (int columns : {60, 100, 150}) {
+  // Squeezed, with more than two chunks: the longest legend items.
+  Schedule il = interleaved_1f1b(Shape{3, 12, 3});
+  const std::string narrow = terminal_grid(il, simulate(il, Costs{}), GridOptions{false, 40});
+  for (const std::string& line : lines_of(narrow)) EXPECT_LE(line.size(), 40u) << line;
+  for (int columns : {40, 60, 100, 150}) {
     const std::string plain = terminal_grid(s, sim, GridOptions{false, columns});
     for (const std::string& line : lines_of(plain)) EXPECT_LE(line.size(), static_cast<std::size_t>(columns)) << line;
     const std::string colour = terminal_grid(s, sim, GridOptions{true, columns});

@@ -322,8 +322,24 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   }
   const std::string scale_text = fmt::format("1 column = {:.3g} time unit{}", 1 / scale, 1 / scale == 1 ? "" : "s");
   items.push_back({scale_text, scale_text});
-  std::size_t used = 0;
+  // Items without colour that are wider than a line are split at spaces.
+  std::vector<Item> fitted;
   for (const Item& it : items) {
+    if (it.plain.size() <= line_width || it.plain != it.styled) {
+      fitted.push_back(it);
+      continue;
+    }
+    std::string rest = it.plain;
+    while (rest.size() > line_width) {
+      std::size_t cut = rest.rfind(' ', line_width);
+      if (cut == std::string::npos || cut == 0) cut = line_width;
+      fitted.push_back({rest.substr(0, cut), rest.substr(0, cut)});
+      rest = rest.substr(cut + (rest[cut] == ' ' ? 1 : 0));
+    }
+    if (!rest.empty()) fitted.push_back({rest, rest});
+  }
+  std::size_t used = 0;
+  for (const Item& it : fitted) {
     if (used > 0 && used + 2 + it.plain.size() > line_width) {
       out += '\n';
       used = 0;
