@@ -34,6 +34,8 @@ const Case kUneven[] = {
     {"slow last stage against 1f1b", 6, 12, 0, "F=1:1:1:1:1:1.5,B=2:2:2:2:2:3,W=1:1:1:1:1:1.5", 0, "1f1b", 0},
     {"backward far above 2F, small W", 4, 8, 0, "F=1,B=3,W=0.5", 0, "", 0},
     {"transfers of half a forward", 4, 8, 0, "F=1,B=2,W=1", 0, "", 0.5},
+    {"F&B below F+B, V placement, W half a forward", 4, 8, 8, "F=1,B=2,W=0.5,FB=2.4", 0, "", 0},
+    {"F&B above F+B (the overlap slower than one after the other)", 4, 8, 0, "F=1,B=2,W=1,FB=3.5", 0, "", 0},
 };
 
 SearchRequest request(const Case& c) {
