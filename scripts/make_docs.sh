@@ -2,6 +2,7 @@
 # Regenerates the figures the README shows, from the built tool:
 #   docs/compare_P8_N20.txt            dualpipe compare -p 8 -n 20 (F=1 B=2 W=1 FB=2.5)
 #   docs/compare_P8_N24.txt            the same at N=24, where Chimera (N a multiple of P) runs too
+#   docs/compare_P8_N20_devices.txt    every method on 8 devices (compare's default --basis devices)
 #   docs/dualpipe_P8_N20.svg           DualPipe's simulated timeline, same costs
 #   docs/dualpipev_P4_N10.svg          DualPipeV's, same costs
 #   docs/pictures/*.svg                large and many-chunk timelines (docs/pictures.md)
@@ -11,8 +12,9 @@ bin="$root/build/dualpipe"
 [ -x "$bin" ] || bash "$root/scripts/build.sh" >/dev/null
 mkdir -p "$root/docs"
 cost="F=1,B=2,W=1,FB=2.5"
-"$bin" compare -p 8 -n 20 --cost "$cost" >"$root/docs/compare_P8_N20.txt"
-"$bin" compare -p 8 -n 24 --cost "$cost" >"$root/docs/compare_P8_N24.txt"
+"$bin" compare -p 8 -n 20 --cost "$cost" --basis stages >"$root/docs/compare_P8_N20.txt"
+"$bin" compare -p 8 -n 24 --cost "$cost" --basis stages >"$root/docs/compare_P8_N24.txt"
+"$bin" compare -p 8 -n 20 --cost "$cost" >"$root/docs/compare_P8_N20_devices.txt"
 "$bin" simulate -m dualpipe -p 8 -n 20 --cost "$cost" --svg "$root/docs/dualpipe_P8_N20.svg" >/dev/null
 "$bin" simulate -m dualpipev -p 4 -n 10 --cost "$cost" --svg "$root/docs/dualpipev_P4_N10.svg" >/dev/null
 mkdir -p "$root/docs/pictures"

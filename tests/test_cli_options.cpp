@@ -92,7 +92,7 @@ namespace {
 // Item 21: compare's JSON is an object holding its inputs, numbers as
 // numbers, without float noise.
 TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
-  CliRun r = run("compare -p 8 -n 20 --cost F=1.1,B=2.2,W=1.1 -f json");
+  CliRun r = run("compare -p 8 -n 20 --cost F=1.1,B=2.2,W=1.1 -f json --basis stages");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j.is_object());
@@ -115,7 +115,10 @@ TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
 
 // Item 18: compare --basis devices runs every method on --ranks devices, as simulate does.
 TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
-  CliRun c = run("compare -p 4 -n 8 --basis devices -f json");
+  CliRun c = run("compare -p 4 -n 8 -f json");  // devices is the default
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_EQ(nlohmann::json::parse(c.out)["basis"], "devices");
+  c = run("compare -p 4 -n 8 --basis devices -f json");
   ASSERT_EQ(c.code, 0) << c.out;
   const auto j = nlohmann::json::parse(c.out);
   CliRun s = run("simulate -m dualpipev -p 4 -n 8 --cost F=0.5,B=1,W=0.5 -f json");

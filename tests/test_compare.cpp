@@ -98,3 +98,17 @@ TEST(Compare, PublishedActivationsAreNumbers) {
 
 }  // namespace
 }  // namespace dp
+
+namespace dp {
+namespace {
+
+TEST(Compare, PublishedActivationsPrintWithoutExponents) {
+  // Three significant digits printed 299.5 as "~300" (and 1001 as "1e+03").
+  auto rows = compare(200, 400, Costs{});
+  EXPECT_EQ(row(rows, "dualpipe").published_activations, "201");
+  EXPECT_EQ(row(rows, "1f1b").published_activations, "200");
+  EXPECT_EQ(row(rows, "interleaved-1f1b").published_activations, "~299.5");
+}
+
+}  // namespace
+}  // namespace dp

@@ -16,17 +16,19 @@ void run_compare(CLI::App* app) {
     CostOptions cost;
     std::string format = "text";
     std::string output = "-";
-    std::string basis = "stages";
+    // Devices by default, so that --ranks means what it means in simulate.
+    std::string basis = "devices";
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand(
-      "compare", "all methods side by side on the same model: on P stages (V shapes use P/2 devices) or on P devices");
+      "compare", "all methods side by side on the same model, on P devices (or on P stages: --basis stages)");
   cmd->add_option("-p,--ranks", o->ranks,
                   "pipeline ranks P: the devices of 1F1B, cutting the model into P stages (as in simulate)")
       ->required();
   cmd->add_option("--basis", o->basis,
-                  "stages: every method on the model cut into P stages (V-shaped methods, two stages a device, use "
-                  "P/2 devices); devices: every method on P devices (V-shaped ones cut 2P half stages)")
+                  "devices: every method on P devices (V-shaped ones cut the model into 2P half stages); stages: "
+                  "every method on the model cut into P stages, the published table's form (V-shaped methods, two "
+                  "stages a device, use P/2 devices)")
       ->check(CLI::IsMember({"stages", "devices"}))
       ->capture_default_str();
   cmd->add_option("-n,--micro-batches", o->micro_batches, "micro-batches N per step")->required();

@@ -44,7 +44,7 @@ void published_activations(CompareRow& row, int PP, int S, int N, int v) {
     row.published_activations = fmt::format("{:g}..{:g}", *row.published_activations_value, *row.published_activations_max);
   else
     row.published_activations =
-        fmt::format("{}{:.3g}", row.published_activations_approx ? "~" : "", *row.published_activations_value);
+        fmt::format("{}{:g}", row.published_activations_approx ? "~" : "", *row.published_activations_value);
 }
 
 // V-shaped methods put two stages on each rank: PP stages need PP/2 ranks.
