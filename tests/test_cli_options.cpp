@@ -44,6 +44,10 @@ TEST(CliOptions, OptionsThatDoNothingAloneAreRefused) {
   expect_error("simulate -m 1f1b -p 4 -n 4 --act-bytes 100", "--act-bytes does nothing without --comm-bandwidth");
   expect_error("compare -p 4 -n 4 --comm-bandwidth 10", "--comm-bandwidth does nothing without --act-bytes");
   EXPECT_EQ(run("simulate -m 1f1b -p 4 -n 4 --comm-bandwidth 10 --act-bytes 5").code, 0);
+  expect_error("simulate -m 1f1b -p 4 -n 4 --svg-width 800", "add --svg FILE");
+  expect_error("simulate -m 1f1b -p 4 -n 4 --svg-time 0:10", "add --svg FILE");
+  expect_error("simulate -m 1f1b -p 4 -n 4 --chunks 3", "--chunks applies to interleaved-1f1b only, not 1f1b");
+  EXPECT_EQ(run("simulate -m interleaved-1f1b -p 4 -n 4 --chunks 3").code, 0);
 }
 
 TEST(CliOptions, SimulateSaysWhatItWrote) {

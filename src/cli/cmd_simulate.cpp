@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "schedule/error.h"
 #include "schedule/words.h"
 #include "pictures/svg.h"
 #include "pictures/trace.h"
@@ -96,6 +97,9 @@ void run_simulate(CLI::App* app) {
   cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");
   cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
   cmd->callback([o]() {
+    if (o->svg.empty() && (o->svg_width != 0 || !o->svg_time.empty() || !o->svg_ranks.empty()))
+      throw Error("--svg-width, --svg-time and --svg-ranks shape the --svg picture: add --svg FILE "
+                  "(see dualpipe simulate --help)");
     Schedule s = load_schedule(o->src);
     Costs c = make_costs(o->cost);
     SimResult r = simulate(s, c);

@@ -33,7 +33,8 @@ void add_source_options(CLI::App* app, SourceOptions& o) {
   o.micro_batches_opt =
       app->add_option("-n,--micro-batches", o.micro_batches,
                       "micro-batches N per training step" + std::string(o.micro_batches ? "" : " (required unless --from)"));
-  app->add_option("--chunks", o.chunks, "stages per rank V, for interleaved-1f1b")->capture_default_str();
+  o.chunks_opt =
+      app->add_option("--chunks", o.chunks, "stages per rank V, for interleaved-1f1b")->capture_default_str();
   app->add_option("--from", o.from, "read the schedule from a CSV file (PyTorch's action-string form) instead");
 }
 
@@ -54,8 +55,9 @@ std::string listing(const std::vector<std::string>& items) {
 Schedule load_schedule(const SourceOptions& o) {
   const std::string help = o.command.empty() ? "" : fmt::format(" (see dualpipe {} --help)", o.command);
   if (!o.from.empty()) {
-    if (given(o.method_opt) || given(o.ranks_opt) || given(o.micro_batches_opt))
-      throw Error("--from reads the whole schedule from the file; drop --method, --ranks and --micro-batches" + help);
+    if (given(o.method_opt) || given(o.ranks_opt) || given(o.micro_batches_opt) || given(o.chunks_opt))
+      throw Error("--from reads the whole schedule from the file; drop --method, --ranks, --micro-batches and --chunks" +
+                  help);
     Schedule s = read_csv_file(o.from);
     CheckReport rep = check(s);
     if (!rep.ok()) {
@@ -82,6 +84,9 @@ Schedule load_schedule(const SourceOptions& o) {
   if (o.micro_batches <= 0)
     throw Error(fmt::format("--micro-batches must be at least 1 (got {}){}", o.micro_batches, help));
   if (o.chunks <= 0) throw Error(fmt::format("--chunks must be at least 1 (got {}){}", o.chunks, help));
+  // Only interleaved 1F1B has a chunk count; elsewhere --chunks would be ignored.
+  if (given(o.chunks_opt) && o.method != "interleaved-1f1b")
+    throw Error(fmt::format("--chunks applies to interleaved-1f1b only, not {}{}", o.method, help));
   return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
 }
 

@@ -21,7 +21,7 @@ struct SourceOptions {
   // Set by add_source_options: the subcommand (for "see dualpipe X --help")
   // and its options, to tell an option left out from one given as 0.
   std::string command;
-  CLI::Option *method_opt = nullptr, *ranks_opt = nullptr, *micro_batches_opt = nullptr;
+  CLI::Option *method_opt = nullptr, *ranks_opt = nullptr, *micro_batches_opt = nullptr, *chunks_opt = nullptr;
 };
 
 // --method/--ranks/--micro-batches/--chunks, or --from FILE.
