@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "cli_run.h"
+#include "pictures/svg.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
 #include "sim/compare.h"
@@ -265,6 +266,16 @@ TEST(SimComm, DualPipeHidesWhat1F1BExposes) {
   EXPECT_LT(d.makespan, d_off.makespan);
   EXPECT_LT(d.makespan, o.makespan);
   for (int r = 0; r < 4; ++r) EXPECT_LT(d.per_rank[r].exposed_a2a, o.per_rank[r].exposed_a2a) << r;
+}
+
+// The SVG timeline hatches the waits, and only when there are some.
+TEST(SimComm, SvgHatchesExposedAllToAll) {
+  Schedule s = dualpipe(Shape{4, 8});
+  const std::string with = timeline_svg(s, simulate(s, a2a_costs(1, 2, 1, 2, 1, 1)), SvgOptions());
+  const std::string without = timeline_svg(s, simulate(s, Costs{}), SvgOptions());
+  EXPECT_NE(with.find("<path fill=\"url(#a2a)\" d=\"M"), std::string::npos);
+  EXPECT_NE(with.find("waiting for an all-to-all"), std::string::npos);
+  EXPECT_EQ(without.find("a2a"), std::string::npos);
 }
 
 // ---- costs: validation and parsing ---------------------------------------

@@ -271,6 +271,10 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
     }
   }
   if (stage_only) items.push_back({{}, false, "UNSHARD, RESHARD, REDUCE_GRAD: not drawn (no simulated time)"});
+  // Simulated with all-to-all phases (docs/simulation.md): the rank's waits
+  // for them, hatched over the cells they fall in.
+  const bool a2a = !sim.a2a_waits.empty();
+  if (a2a) items.push_back({{"url(#a2a)"}, false, "waiting for an all-to-all (exposed)"});
 
   // Vertical layout; the legend's height depends on its wrapping, so lay it
   // out first, relative to its top.
@@ -354,6 +358,10 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
                  ".leg{{font-size:12px;fill:#222}}\n",
                  kCellFont);
   out += "</style>\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\" stroke=\"none\"/>\n";
+  if (a2a)
+    out += "<defs><pattern id=\"a2a\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
+           "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#fff\" fill-opacity=\"0.5\"/>"
+           "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#222\" stroke-width=\"2\"/></pattern></defs>\n";
 
   if (!opt.title.empty()) {
     fmt::format_to(o, "<text x=\"{}\" y=\"{}\" font-size=\"16\" font-weight=\"bold\" fill=\"#111\">", kLeft - 60,
@@ -449,6 +457,16 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
         fmt::format_to(o, "<path class=\"{}{}\" d=\"{}\"/>\n", kKindLetter[c / chunks], c % chunks,
                        paths[static_cast<std::size_t>(c)]);
     if (!frames.empty()) fmt::format_to(o, "<path class=\"pair\" d=\"{}\"/>\n", frames);
+    if (a2a) {
+      std::string waits;
+      for (const Span& w : sim.a2a_waits[r]) {
+        const double a = std::max(w.start, t0), b = std::min(w.end, t1);
+        if (b > a)
+          fmt::format_to(std::back_inserter(waits), "M{} {}h{}v{}h{}z", px(x_of(a)), px(ry), px((b - a) * scale),
+                         kRowH, -px((b - a) * scale));
+      }
+      if (!waits.empty()) fmt::format_to(o, "<path fill=\"url(#a2a)\" d=\"{}\"/>\n", waits);
+    }
     out += "</g>\n";
   }
 
