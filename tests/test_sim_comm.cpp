@@ -155,6 +155,23 @@ TEST(SimComm, PlainChunksExposeThePairHides) {
   EXPECT_DOUBLE_EQ(r.a2a_hidden, 0);
 }
 
+// A given FB is the pair's compute: 2.5 shared 1 : 2 between the halves.
+// Without overlap the pair takes 2.5 + 4 phases of 0.5; with phases of 0.005
+// everything hides and the pair takes its compute, 2.5.
+TEST(SimComm, GivenFBIsThePairsCompute) {
+  Schedule s = one_rank(1, 2, {"0F0", "(0F1;0B0)OVERLAP_F_B", "0B1"});
+  Costs c = a2a_costs(1, 2, 1, 2, 1, 1);
+  c.FB = 2.5;
+  c.fb_overlap = false;
+  SimResult r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end - r.timeline[0][1].start, 4.5);
+  c.fb_overlap = true;
+  c.a2a_bytes = c.a2a_bwd_bytes = {0.01};
+  r = simulate(s, c);
+  EXPECT_NEAR(r.timeline[0][1].end - r.timeline[0][1].start, 2.5, 1e-12);
+  EXPECT_NEAR(r.per_rank[0].exposed_a2a, 0.02, 1e-12);  // the plain F0 and B1 only
+}
+
 // I carries the backward's all-to-alls, W has none: F 1+1, I (2-1)+1, W 1.
 TEST(SimComm, WeightGradientsHaveNoAllToAll) {
   SimResult r = simulate(one_rank(1, 1, {"0F0", "0I0", "0W0"}), a2a_costs(1, 2, 1, 2, 1, 1));
