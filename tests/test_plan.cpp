@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plan/cost_model.h"
+#include "plan/measured.h"
 #include "plan/memory.h"
 #include "plan/partition.h"
 #include "plan/planner.h"
@@ -154,6 +155,36 @@ TEST(PlanCost, AllToAllCrossesNodesOnlyWhenTheExpertGroupDoes) {
   const double bytes64 = across.layers[10].a2a_bytes;
   EXPECT_NEAR(across.layers[10].a2a_f, bytes64 * 56 / 63 / 50e9 + 10e-6, 1e-9);
   EXPECT_THROW(model_costs(m, c, Parallel{16, 128, 3, 1}), Error);  // 3 does not divide 128 or 256
+}
+
+TEST(PlanMeasured, ProfiledCostsReplaceTheFormulasScaledToTheMicroBatch) {
+  const json j = {{"micro_batch_size", 2},
+                  {"layer", {{"f", 1.0}, {"i", 1.5}, {"w", 0.5}, {"act_bytes", 1000}}},
+                  {"embedding", {{"f", 0.1}, {"i", 0.1}, {"w", 0.0}, {"act_bytes", 10}}},
+                  {"head", {{"f", 2.0}, {"i", 2.0}, {"w", 1.0}, {"act_bytes", 500}}}};
+  const MeasuredCosts m = parse_measured(j, "p.json");
+  const ModelSpec spec = parse_model(dense_model());
+  ClusterSpec c = parse_cluster(small_cluster());
+  c.devices = 1;
+  ModelCosts mc = model_costs(spec, c, Parallel{1, 1, 1, 4});
+  const double a2a = mc.layers[0].a2a_f, params = mc.layers[0].dense_params;
+  apply_measured(mc, m, Parallel{1, 1, 1, 4});
+  EXPECT_DOUBLE_EQ(mc.layers[3].f, 2.0);  // micro-batch 4 = twice the measured 2
+  EXPECT_DOUBLE_EQ(mc.layers[3].i, 3.0);
+  EXPECT_DOUBLE_EQ(mc.layers[3].act_bytes, 2000);
+  EXPECT_DOUBLE_EQ(mc.head.w, 2.0);
+  EXPECT_DOUBLE_EQ(mc.layers[0].a2a_f, a2a);
+  EXPECT_DOUBLE_EQ(mc.layers[0].dense_params, params);
+  ModelCosts rc = model_costs(spec, c, Parallel{1, 1, 1, 2, true});
+  apply_measured(rc, m, Parallel{1, 1, 1, 2, true});
+  EXPECT_DOUBLE_EQ(rc.layers[0].i, 2.5);  // the forward again, then I
+  EXPECT_DOUBLE_EQ(rc.layers[0].act_bytes, rc.boundary_bytes);
+  json bad = j;
+  bad["layer"]["w"] = -1;
+  EXPECT_THROW(parse_measured(bad, "p.json"), Error);
+  bad = j;
+  bad.erase("head");
+  EXPECT_THROW(parse_measured(bad, "p.json"), Error);
 }
 
 TEST(PlanMemory, ActivationBytesMatchTheSimulatorsHeldCountWithUnitSizes) {

@@ -61,6 +61,26 @@ TEST(PlanCli, PresetTableAndOverride) {
   EXPECT_EQ(j["plans"][0]["pp"].get<int>() * j["plans"][0]["dp"].get<int>(), 8);
 }
 
+TEST(PlanCli, MeasuredProfileDrivesThePlan) {
+  // A profile whose layers take 1 ms each: the step can be no shorter than
+  // one device's share of the work (8 layers x 3 ms x 64 sequences / 8 devices).
+  const std::string model = temp_path("pm.json"), cluster = temp_path("pc.json"), profile = temp_path("pp.json");
+  write_file(model, kModel);
+  write_file(cluster, kCluster);
+  write_file(profile, R"({"micro_batch_size": 1, "layer": {"f": 0.001, "i": 0.001, "w": 0.001, "act_bytes": 1000},
+    "embedding": {"f": 0, "i": 0, "w": 0, "act_bytes": 0}, "head": {"f": 0, "i": 0, "w": 0, "act_bytes": 0}})");
+  CliRun r = run("plan --model " + model + " --cluster " + cluster + " --profile " + profile +
+                 " --global-batch 64 --recompute none --format json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GE(j["plans"][0]["pipeline_s"].get<double>(), 8 * 0.003 * 64 / 8 * 0.999);
+  EXPECT_LT(j["plans"][0]["pipeline_s"].get<double>(), 8 * 0.003 * 64 / 8 * 1.5);
+  write_file(profile, R"({"micro_batch_size": 1, "layer": {"f": -1}})");
+  CliRun bad = run("plan --model " + model + " --cluster " + cluster + " --profile " + profile + " --global-batch 64");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find(".layer.f must be a finite number >= 0 (got -1)"), std::string::npos) << bad.out;
+}
+
 TEST(PlanCli, SearchJsonHasTheDocumentedFields) {
   const std::string csv = temp_path("search.csv");
   CliRun r = run("search --ranks 4 --micro-batches 16 --cost F=1:1.2:1.4:1.6,B=2:2.4:2.8:3.2,W=1:1.2:1.4:1.6 "

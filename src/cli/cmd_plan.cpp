@@ -104,7 +104,7 @@ std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res
 
 void run_plan(CLI::App* app) {
   struct Opts {
-    std::string preset, model, cluster;
+    std::string preset, model, cluster, profile;
     long long global_batch = 0;
     double memory_limit = 0;
     std::string methods, layout;
@@ -121,6 +121,7 @@ void run_plan(CLI::App* app) {
   cmd->add_option("--preset", o->preset, "model and cluster preset: " + presets);
   cmd->add_option("--model", o->model, "model description (JSON; overrides the preset's)");
   cmd->add_option("--cluster", o->cluster, "cluster description (JSON; overrides the preset's)");
+  cmd->add_option("--profile", o->profile, "per-layer costs measured by dualpipe profile (JSON), in place of the formulas");
   cmd->add_option("--global-batch", o->global_batch, "sequences per training step")->required();
   CLI::Option* mem = cmd->add_option("--memory-limit", o->memory_limit, "GiB per device (default: the cluster's memory)");
   cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all)");
@@ -152,6 +153,10 @@ void run_plan(CLI::App* app) {
     if (!o->cluster.empty())
       req.cluster = plan::parse_cluster(plan::read_json_file(o->cluster), o->cluster + ": cluster");
     if (!o->recompute.empty()) req.model.recompute = o->recompute;
+    if (!o->profile.empty()) {
+      req.use_measured = true;
+      req.measured = plan::parse_measured(plan::read_json_file(o->profile), o->profile);
+    }
     req.global_batch = o->global_batch;
     if (mem->count() > 0 && !(o->memory_limit > 0 && o->memory_limit <= 1e9))
       throw Error(fmt::format("--memory-limit must be in (0, 1e9] GiB (got {})", o->memory_limit));

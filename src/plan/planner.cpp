@@ -260,6 +260,7 @@ PlanResult plan(const PlanRequest& req) {
     if (cand.par.pp != last.pp || cand.par.ep != last.ep || cand.par.micro_batch_size != last.micro_batch_size ||
         cand.par.recompute != last.recompute) {
       mc = model_costs(req.model, req.cluster, cand.par);
+      if (req.use_measured) apply_measured(mc, req.measured, cand.par);
       last = cand.par;
     }
     PlanRow row;
@@ -290,7 +291,8 @@ PlanResult plan(const PlanRequest& req) {
 }
 
 BuiltPlan build_plan(const PlanRequest& req, const PlanRow& row) {
-  const ModelCosts mc = model_costs(req.model, req.cluster, row.par);
+  ModelCosts mc = model_costs(req.model, req.cluster, row.par);
+  if (req.use_measured) apply_measured(mc, req.measured, row.par);
   BuiltPlan b;
   b.schedule = generate(row.method, Shape{row.par.pp, row.micro_batches, row.chunks});
   const std::vector<PartCost> parts = stage_parts(mc, row.layout);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "plan/cost_model.h"
+#include "plan/measured.h"
 #include "plan/memory.h"
 #include "plan/spec.h"
 #include "schedule/schedule.h"
@@ -24,6 +25,9 @@ struct PlanRequest {
   std::vector<int> chunk_options{2, 4};  // for interleaved-1f1b
   int pp = 0, ep = 0, micro_batch_size = 0;  // 0: enumerate; else fixed
   std::string layout;  // a cut by hand; candidates with another stage count are skipped
+  // Per-layer compute and activations measured by dualpipe profile, in place of the formulas.
+  bool use_measured = false;
+  MeasuredCosts measured;
 };
 
 struct PlanRow {
