@@ -62,5 +62,6 @@ void run_simulate(CLI::App* app);
 void run_compare(CLI::App* app);
 void run_plan(CLI::App* app);    // cmd_plan.cpp
 void run_search(CLI::App* app);  // cmd_search.cpp
+void run_profile(CLI::App* app);  // cmd_profile.cpp, with LibTorch only
 
 }  // namespace dp::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   dp::cli::run_verify(&app);
   dp::cli::run_train(&app);
   dp::cli::run_bench(&app);
+  dp::cli::run_profile(&app);
 #endif
   // No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf"
   // and "1e999" into a double, and NaN passes every "x < 0" range check. So

@@ -1,0 +1,147 @@
+// dualpipe profile: per-layer costs of a shipped model measured on this
+// machine with LibTorch (forward, input-gradient and weight-gradient time,
+// activation bytes), written as JSON that `dualpipe plan --profile` reads in
+// place of its formulas, so a plan can be checked against a real run.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "cli/common.h"
+#include "cli/torch_common.h"
+#include "runtime/malloc_tuning.h"
+#include "runtime/split_linear.h"
+#include "schedule/error.h"
+#include "train/gpt.h"
+
+namespace dp::cli {
+namespace {
+
+struct Measured {
+  double f = 0, i = 0, w = 0, act_bytes = 0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// One stage on micro-batch 0, `reps` times after one warm-up: the forward,
+// the backward with weight gradients deferred (I), then the deferred work
+// (W); the heap that the forward leaves alive is its activation.
+Measured measure_stage(const PipelineModel& m, int s, int reps) {
+  Stage st = m.build(s);
+  WeightGradStore store;
+  if (st.attach_store) st.attach_store(&store);
+  std::vector<double> f, i, w, act;
+  using clock = std::chrono::steady_clock;
+  auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  for (int rep = 0; rep <= reps; ++rep) {
+    torch::Tensor x = s == 0 ? m.input(0)
+                             : torch::randn(m.boundary_shape, torch::TensorOptions().dtype(m.boundary_dtype))
+                                   .requires_grad_(true);
+    const double heap0 = malloc_in_use_bytes();
+    const auto t0 = clock::now();
+    torch::Tensor out = st.forward(x);
+    const auto t1 = clock::now();
+    const double held = malloc_in_use_bytes() - heap0;
+    const bool last = s == m.stages - 1;
+    torch::Tensor target = last ? m.loss(out, 0) : out;
+    torch::Tensor grad = last ? torch::ones_like(target) : torch::randn_like(out);
+    store.begin(rep);
+    const auto t2 = clock::now();
+    torch::autograd::backward({target}, {grad});
+    const auto t3 = clock::now();
+    store.end();
+    store.run(rep);
+    const auto t4 = clock::now();
+    if (rep == 0) continue;  // warm-up
+    f.push_back(secs(t0, t1));
+    i.push_back(secs(t2, t3));
+    w.push_back(secs(t3, t4));
+    act.push_back(held);
+  }
+  return {median(f), median(i), median(w), median(act)};
+}
+
+nlohmann::json part_json(const Measured& p) {
+  return {{"f", p.f}, {"i", p.i}, {"w", p.w}, {"act_bytes", p.act_bytes}};
+}
+
+}  // namespace
+
+void run_profile(CLI::App* app) {
+  struct Opts {
+    ModelOptions model;
+    int reps = 20;
+    std::string output = "-";
+  };
+  auto o = std::make_shared<Opts>();
+  o->model.model = "gpt";
+  o->model.seq_len = 32;
+  o->model.micro_batch_size = 4;
+  auto* cmd = app->add_subcommand("profile",
+                                  "measure per-layer costs of a shipped model here (LibTorch), for dualpipe plan --profile");
+  add_model_options(cmd, o->model);
+  cmd->add_option("--reps", o->reps, "timed repetitions per stage (the median is kept)")->capture_default_str();
+  cmd->add_option("-o,--output", o->output, "file for the JSON ('-' for stdout)")->capture_default_str();
+  cmd->callback([o]() {
+    require_writable("--output", o->output);
+    if (o->reps < 1 || o->reps > 10000) throw Error(fmt::format("--reps must be in [1, 10000] (got {})", o->reps));
+    if (o->model.model != "gpt" && o->model.model != "mlp")
+      throw Error(fmt::format("--model must be gpt or mlp (got '{}')", o->model.model));
+    // One layer per stage: gpt's stage 0 adds the embedding and its last
+    // stage the head, which are what those stages take beyond a middle one.
+    const int layers = o->model.layers > 0 ? o->model.layers : 4;
+    if (o->model.model == "gpt" && layers < 3)
+      throw Error(fmt::format("--layers must be at least 3 to tell the embedding and the head from a block (got {})",
+                              layers));
+    Schedule shape;
+    shape.ranks = 1;
+    shape.stages = layers;
+    shape.micro_batches = 1;
+    ModelOptions mo = o->model;
+    mo.layers = o->model.model == "gpt" ? layers : 0;
+    const ModelConfig c = make_model_config(mo, shape);
+    torch::set_num_threads(1);  // as a rank runs: one intra-op thread
+    const PipelineModel m = make_model(c);
+    std::vector<Measured> stages;
+    for (int s = 0; s < layers; ++s) stages.push_back(measure_stage(m, s, o->reps));
+    Measured block, embedding, head;
+    const bool gpt = o->model.model == "gpt";
+    const int first = gpt ? 1 : 0, end = gpt ? layers - 1 : layers;
+    std::vector<double> f, i, w, a;
+    for (int s = first; s < end; ++s) {
+      f.push_back(stages[s].f);
+      i.push_back(stages[s].i);
+      w.push_back(stages[s].w);
+      a.push_back(stages[s].act_bytes);
+    }
+    block = {median(f), median(i), median(w), median(a)};
+    auto beyond = [&](const Measured& st) {
+      return Measured{std::max(0.0, st.f - block.f), std::max(0.0, st.i - block.i), std::max(0.0, st.w - block.w),
+                      std::max(0.0, st.act_bytes - block.act_bytes)};
+    };
+    if (gpt) {
+      embedding = beyond(stages.front());
+      head = beyond(stages.back());
+    }
+    nlohmann::json j;
+    j["source"] = "dualpipe profile";
+    j["model"] = {{"name", o->model.model}, {"hidden", o->model.hidden}, {"layers", layers},
+                  {"heads", o->model.heads},  {"seq_len", o->model.seq_len}, {"dtype", o->model.dtype}};
+    j["micro_batch_size"] = o->model.micro_batch_size;
+    j["reps"] = o->reps;
+    j["layer"] = part_json(block);
+    j["embedding"] = part_json(embedding);
+    j["head"] = part_json(head);
+    nlohmann::json raw = nlohmann::json::array();
+    for (const Measured& st : stages) raw.push_back(part_json(st));
+    j["stages"] = std::move(raw);
+    write_output(o->output, j.dump(1) + "\n");
+  });
+}
+
+}  // namespace dp::cli
