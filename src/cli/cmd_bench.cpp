@@ -46,27 +46,34 @@ void run_bench(CLI::App* app) {
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;
-    t.model = make_model_config(o->model, s);
+    t.model = make_model_config(o->model, s, o->ranks.ep);
+    t.fb_overlap = o->ranks.fb_overlap == "on";
     t.steps = o->steps;
     t.warmup_steps = 1;
     t.optimize = false;
     t.track_memory = !o->ranks.threads;  // the heap is per process
     const StageFlops flops = mlp_stage_flops(t.model);
-    int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
+    // The yardsticks run the model unsharded on one rank.
+    ModelConfig whole = t.model;
+    whole.ep = 1;
+    int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
+      const std::shared_ptr<Comm>& comm = mesh.world;
       // Yardsticks first, on every rank at once, so each core is as loaded
       // as during the run: the matrix-product rate, the model's own compute
       // with no pipeline, and the bytes of one activation.
       const double rate = t.model.name == "mlp" ? matmul_flops_per_second(t.model, 0.5) : 0.0;
-      const double sequential = sequential_compute_seconds(t.model, 1);
-      const double unit = activation_unit_bytes(t.model);
-      PipelineModel shapes = make_model(t.model);
-      const double latency = transfer_seconds(*comm, shapes.boundary_shape, shapes.boundary_dtype, 50);
-      RankRun run = train_rank(s, t, comm);
+      const double sequential = sequential_compute_seconds(whole, 1);
+      const double unit = activation_unit_bytes(whole);
+      PipelineModel shapes = make_model(whole);
+      const double latency = transfer_seconds(*mesh.pipeline, shapes.boundary_shape, shapes.boundary_dtype, 50);
+      RankRun run = train_rank(s, t, mesh);
+      auto exposed_a2a = gather_value(run.last_exposed.all_to_all, *comm);
+      auto exposed_pipe = gather_value(run.last_exposed.pipeline, *comm);
       auto rates = gather_value(rate, *comm);
       auto heaps = gather_value(run.peak_heap_bytes, *comm);
       auto seqs = gather_value(sequential, *comm);
       auto batch = gather_value(sched_getscheduler(0) == SCHED_BATCH ? 1.0 : 0.0, *comm);
-      auto times = gather_times(s, run.last_times, *comm);
+      auto times = gather_times(s, run.last_times, *mesh.pipeline);
       if (comm->rank != 0) return 0;
       std::vector<double> steps, pipes;
       for (const StepStats& st : run.steps) {
@@ -118,7 +125,9 @@ void run_bench(CLI::App* app) {
                             {"compute_actions", computes[r]},
                             {"actions", s.actions[r].size()},
                             {"simulated_peak_activations", sim.per_rank[r].peak_activations},
-                            {"simulated_peak_held", sim.per_rank[r].peak_held}};
+                            {"simulated_peak_held", sim.per_rank[r].peak_held},
+                            // Idle time waiting for communication in the last timed step.
+                            {"exposed_comm_s", {{"all_to_all", exposed_a2a[r]}, {"pipeline", exposed_pipe[r]}}}};
         if (t.track_memory) {
           // Held, not just live: what a split backward leaves for its W stays
           // in memory until the W runs.
@@ -135,6 +144,7 @@ void run_bench(CLI::App* app) {
                             {"ffn", o->model.model == "mlp" ? mlp_ffn(t.model) : 0},
                             {"seq_len", o->model.seq_len}, {"micro_batch_size", o->model.micro_batch_size},
                             {"dtype", o->model.dtype},    {"median_step_s", med},
+                            {"ep", o->ranks.ep},          {"fb_overlap", o->ranks.fb_overlap == "on"},
                             {"median_pipeline_s", med_pipe},
                             {"step_times", steps},        {"pipeline_times", pipes},
                             {"simulated_step_s", sim.makespan},

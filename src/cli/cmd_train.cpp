@@ -22,6 +22,20 @@ std::string duration(double s) {
   return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02}", t / 60, t % 60);
 }
 
+// "load balance (last step): tokens per expert 130 121 ... (max/mean 1.08); balance loss 0.0101"
+std::string load_balance_line(const StepStats& st) {
+  double sum = 0, mx = 0;
+  std::string list;
+  for (double t : st.expert_tokens) {
+    sum += t;
+    mx = std::max(mx, t);
+    list += fmt::format(" {:.0f}", t);
+  }
+  const double mean = sum / static_cast<double>(st.expert_tokens.size());
+  return fmt::format("load balance (last step, all blocks): tokens per expert{} (max/mean {:.2f}); balance loss {:.4f}",
+                     list, mean > 0 ? mx / mean : 0.0, st.aux_loss);
+}
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -60,6 +74,8 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
   const double med = median(secs);
   fmt::print("summary: loss {:.4f} -> {:.4f} over {} steps; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
              ys.back(), ys.size(), med, tokens_per_step / med);
+  const StepStats& last = run.steps.back();
+  if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
 
   // The simulator fed with what each action really cost.
   SimResult measured = measured_result(s, times);
@@ -136,7 +152,8 @@ void run_train(CLI::App* app) {
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;
-    t.model = make_model_config(o->model, s);
+    t.model = make_model_config(o->model, s, o->ranks.ep);
+    t.fb_overlap = o->ranks.fb_overlap == "on";
     t.steps = o->steps;
     t.lr = o->lr;
     t.weight_decay = o->weight_decay;
@@ -170,9 +187,10 @@ void run_train(CLI::App* app) {
         fmt::print(stderr, "dualpipe: warning: no complete checkpoint in {}: starting at step 1\n", ck.dir);
       }
     }
-    const double tokens = static_cast<double>(s.micro_batches * o->model.micro_batch_size * o->model.seq_len);
-    int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
-      const bool lead = comm->rank == 0;
+    const double tokens =
+        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->model.micro_batch_size * o->model.seq_len);
+    int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
+      const bool lead = mesh.rank == 0;
       if (lead)
         fmt::print("train {}: {} ranks, {} stages, {} micro-batches of {} x {} tokens; model {} (hidden {}, {}); "
                    "{} steps\n",
@@ -183,7 +201,7 @@ void run_train(CLI::App* app) {
                    t.checkpoint.resume_step);
       double elapsed = 0;
       const int every = std::max(1, o->steps / 25);
-      RankRun run = train_rank(s, t, comm, [&](const StepStats& st) {
+      RankRun run = train_rank(s, t, mesh, [&](const StepStats& st) {
         elapsed += st.seconds;
         const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
         if (done % every && done != o->steps && done != first) return;
@@ -192,8 +210,9 @@ void run_train(CLI::App* app) {
                    duration(elapsed / (done - first + 1) * (o->steps - done)));
         std::fflush(stdout);
       });
-      auto times = gather_times(s, run.last_times, *comm);
-      auto heap = gather_value(run.peak_heap_bytes, *comm);
+      // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
+      auto times = gather_times(s, run.last_times, *mesh.pipeline);
+      auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
       if (lead) report(*o, s, run, times, t.track_memory ? heap : std::vector<double>{}, tokens);
       return 0;
     });

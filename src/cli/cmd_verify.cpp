@@ -11,13 +11,16 @@ namespace {
 
 double tolerance(const std::string& dtype) { return dtype == "float64" ? 1e-12 : 1e-5; }
 
-std::string report(const Schedule& s, const ModelOptions& m, bool threads, const VerifyResult& r) {
+std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r) {
   const double tol = tolerance(m.dtype);
   const bool ok = r.loss_error <= tol && r.grad_error <= tol;
   std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; model {} (hidden {}, seq {}, "
                               "micro-batch size {}), {}, {} ranks\n",
                               s.method, s.ranks, s.stages, s.micro_batches, m.model, m.hidden, m.seq_len,
-                              m.micro_batch_size, m.dtype, threads ? "thread" : "process");
+                              m.micro_batch_size, m.dtype, ro.threads ? "thread" : "process");
+  if (ro.ep > 1)
+    t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap {}\n",
+                     s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap);
   t += fmt::format("largest relative difference: losses {:.3g}, gradients {:.3g} (tolerance {:g}): {}\n",
                    r.loss_error, r.grad_error, tol, ok ? "PASS" : "FAIL");
   for (const auto& [name, e] : r.per_param) t += fmt::format("  {:<36} {:.3g}\n", name, e);
@@ -44,11 +47,11 @@ void run_verify(CLI::App* app) {
   cmd->callback([o]() {
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
-    ModelConfig mc = make_model_config(o->model, s);
+    ModelConfig mc = make_model_config(o->model, s, o->ranks.ep);
     const double tol = tolerance(o->model.dtype);
-    int code = launch_ranks(o->ranks, s.ranks, [&](std::shared_ptr<Comm> comm) {
-      VerifyResult r = verify_step(s, mc, comm);
-      if (comm->rank == 0) fmt::print("{}", report(s, o->model, o->ranks.threads, r));
+    int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
+      VerifyResult r = verify_step(s, mc, mesh, o->ranks.fb_overlap == "on");
+      if (mesh.rank == 0) fmt::print("{}", report(s, o->model, o->ranks, r));
       return r.loss_error <= tol && r.grad_error <= tol ? 0 : 1;
     });
     if (code != 0) std::exit(code);

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cluster/emulated_cluster.h"
 #include "runtime/launch.h"
+#include "runtime/malloc_tuning.h"
 #include "schedule/error.h"
 
 namespace dp::cli {
@@ -25,7 +27,13 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--layers", o.layers, "gpt: transformer blocks, spread evenly over the stages (0: max(stages, 4))")
       ->capture_default_str();
   app->add_option("--heads", o.heads, "gpt: attention heads (must divide --hidden)")->capture_default_str();
-  app->add_option("--data", o.data, "gpt: train on this text file (default: the built-in corpus)");
+  app->add_option("--data", o.data, "gpt, moe: train on this text file (default: the built-in corpus)");
+  app->add_option("--experts", o.experts, "moe: routed experts per block (a multiple of --ep)")->capture_default_str();
+  app->add_option("--top-k", o.top_k, "moe: experts each token is sent to")->capture_default_str();
+  app->add_option("--shared-expert", o.shared_expert, "moe: add a shared expert every token goes through (true/false)")
+      ->capture_default_str();
+  app->add_option("--expert-ffn", o.expert_ffn, "moe: inner width of an expert (0: 2 x hidden)")->capture_default_str();
+  app->add_option("--aux-alpha", o.aux_alpha, "moe: weight of the load-balancing loss")->capture_default_str();
 }
 
 namespace {
@@ -37,6 +45,9 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 20;        // hidden, ffn, seq-len, micro-batch size
 constexpr int64_t kMaxLayers = 4096;                 // gpt blocks
 constexpr double kMaxElements = double(int64_t{1} << 31);  // whole model's parameters; one activation tensor
+// Ranks (processes or threads) one launch starts on one machine: each holds
+// a model copy, Gloo threads and sockets; beyond this a 2-core machine thrashes.
+constexpr int kMaxRanks = 64;
 
 void check_model_size(const ModelOptions& o, const Schedule& s) {
   auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
@@ -46,14 +57,14 @@ void check_model_size(const ModelOptions& o, const Schedule& s) {
   in_range("--ffn", o.ffn, 0, kMaxDim);
   in_range("--seq-len", o.seq_len, 1, kMaxDim);
   in_range("--micro-batch-size", o.micro_batch_size, 1, kMaxDim);
-  if (o.model == "gpt") {  // mlp ignores both
+  if (o.model == "gpt" || o.model == "moe") {  // mlp ignores both
     in_range("--layers", o.layers, 0, kMaxLayers);
     in_range("--heads", o.heads, 1, o.hidden);
   }
   // In double: products of values up to 2^20 overflow 64 bits.
   const double h = static_cast<double>(o.hidden), rows = static_cast<double>(o.micro_batch_size) * static_cast<double>(o.seq_len);
   double params = 0, activation = 0;
-  if (o.model == "gpt") {
+  if (o.model == "gpt" || o.model == "moe") {
     const double layers = o.layers > 0 ? o.layers : std::max(s.stages, 4);
     params = layers * 12 * h * h + (static_cast<double>(o.seq_len) + 256.0) * h * 2;  // blocks; embeddings and head (bytes vocab)
     activation = std::max(rows * 4 * h, static_cast<double>(o.micro_batch_size) * static_cast<double>(o.heads) *
@@ -75,8 +86,10 @@ void check_model_size(const ModelOptions& o, const Schedule& s) {
 
 }  // namespace
 
-ModelConfig make_model_config(const ModelOptions& o, const Schedule& s) {
+ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) {
   check_model_size(o, s);
+  if (ep > 1 && o.model != "moe")
+    throw Error(fmt::format("--ep {} shards experts, but --model {} has none (use --model moe)", ep, o.model));
   ModelConfig mc;
   mc.name = o.model;
   mc.stages = s.stages;
@@ -90,6 +103,12 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s) {
   mc.layers = o.layers;
   mc.heads = o.heads;
   mc.data_path = o.data;
+  mc.experts = o.experts;
+  mc.top_k = o.top_k;
+  mc.shared_expert = o.shared_expert;
+  mc.expert_ffn = o.expert_ffn;
+  mc.aux_alpha = o.aux_alpha;
+  mc.ep = ep;
   (void)make_model(mc);  // bad model options fail here, before any rank starts
   return mc;
 }
@@ -105,28 +124,96 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "wake-up preemptions, much lower per-transfer overhead on small machines) or normal")
       ->check(CLI::IsMember({"batch", "normal"}))
       ->capture_default_str();
+  app->add_option("--ep", o.ep,
+                  "expert-parallel degree E: the MoE experts are sharded over E ranks per pipeline stage, and the run "
+                  "uses ranks x E processes (--model moe)")
+      ->capture_default_str();
+  app->add_option("--fb-overlap", o.fb_overlap,
+                  "on: the two halves of an F&B pair hand the CPU to each other at communication points (all-to-alls, "
+                  "pipeline receives), so one's communication hides behind the other's compute; off: forward, then "
+                  "backward")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app->add_option("--emulate-hosts", o.emulate_hosts,
+                  "run the rank processes on H emulated hosts: network namespaces on this machine joined by a bridge, "
+                  "each host's link limited to --link-rate (needs root); the expert ranks of a stage go to different "
+                  "hosts. 0: all ranks on this machine's loopback")
+      ->capture_default_str();
+  app->add_option("--link-rate", o.link_rate,
+                  "with --emulate-hosts: each host's link rate in each direction, as tc writes it (100mbit, 1gbit, "
+                  "10gbit)")
+      ->capture_default_str();
 }
 
-int launch_ranks(const RankOptions& o, int world, const std::function<int(std::shared_ptr<Comm>)>& body) {
+namespace {
+
+// Starts the P*E rank processes inside an emulated cluster and waits for
+// them; the cluster is removed when this returns or throws (and, should the
+// launcher die, by the kernel: its namespaces die with their holders).
+int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
+  if (o.threads) throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
+  const LinkRate rate = parse_link_rate(o.link_rate);
+  const std::vector<int> host_of = place_ranks(shape.pp, shape.ep * shape.dp, o.emulate_hosts);
+  require_root_and_netns();
+  EmulatedCluster cluster(o.emulate_hosts, rate);
+  std::string where;
+  for (int r = 0; r < shape.size(); ++r) where += fmt::format("{}{}:{}", r ? " " : "", r, host_of[r]);
+  fmt::print("emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
+  std::fflush(stdout);
+  std::vector<std::string> args{"/proc/self/exe"};
+  for (int i = 1; i < program_args.argc; ++i) args.emplace_back(program_args.argv[i]);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < shape.size(); ++r) {
+    auto env = emulated_rank_env(cluster, host_of, r);
+    env.emplace_back("DUALPIPE_SPAWNED", "1");
+    env.emplace_back("OMP_NUM_THREADS", "1");
+    pids.push_back(cluster.spawn(host_of[r], args, env));
+  }
+  return supervise_ranks(pids);
+}
+
+}  // namespace
+
+void apply_process_policy(const RankOptions& o) {
+  tune_malloc_for_tensors();
+  // Before any rank thread, rank process or Gloo thread exists: they all inherit it.
+  if (o.sched == "batch") use_batch_scheduling();
+}
+
+int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body) {
   // A day at most: beyond it a stalled rank is never reported in practice.
   if (o.timeout_s < 1 || o.timeout_s > 86400)
     throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
+  if (o.ep < 1 || o.ep > kMaxRanks)
+    throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
+  MeshShape shape;
+  shape.pp = pipeline_ranks;
+  shape.ep = o.ep;
+  if (shape.size() > kMaxRanks)
+    throw Error(fmt::format("{} ranks x --ep {} = {} rank {}, more than the {} this launcher starts on one machine",
+                            pipeline_ranks, o.ep, shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
   const auto timeout = std::chrono::milliseconds(1000L * o.timeout_s);
-  // Before any rank thread, rank process or Gloo thread exists: they all inherit it.
-  if (o.sched == "batch") use_batch_scheduling();
+  apply_process_policy(o);
+  const auto env = rank_from_env();
+  if (shape.ep > 1 && !is_spawned_rank() && (!env || env->rank == 0)) {
+    fmt::print("{}", describe_layout(shape));
+    std::fflush(stdout);  // before the ranks print
+  }
   if (o.threads) {
     at::set_num_threads(1);
-    std::vector<int> codes(world, 0);
-    run_thread_ranks(world, [&](std::shared_ptr<Comm> comm) { codes[comm->rank] = body(comm); }, timeout);
+    std::vector<int> codes(shape.size(), 0);
+    run_mesh_threads(shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, timeout);
     return codes[0];
   }
-  if (auto env = rank_from_env()) {
-    if (env->world != world)
-      throw Error(fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env->world, world));
+  if (env) {
+    if (env->world != shape.size())
+      throw Error(shape.ep > 1 ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert)",
+                                             env->world, shape.size(), shape.pp, shape.ep)
+                               : fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env->world, shape.size()));
     at::set_num_threads(1);  // one intra-op thread per rank
-    std::shared_ptr<Comm> comm;
+    Mesh mesh;
     try {
-      comm = connect_env(*env, timeout);
+      mesh = connect_env_mesh(*env, shape, timeout);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -135,17 +222,19 @@ int launch_ranks(const RankOptions& o, int world, const std::function<int(std::s
                               env->master_addr, env->master_port, o.timeout_s, why.substr(0, why.find('\n'))));
     }
     try {
-      return body(comm);
+      return body(mesh);
     } catch (const PeerError& e) {
-      // Leave at once: unwinding would destroy the process group, whose
-      // destructor waits for Gloo work still blocked on the dead or stalled peer.
+      // Leave at once: unwinding would destroy the process groups, whose
+      // destructors wait for Gloo work still blocked on the dead or stalled peer.
       fmt::print(stderr, "dualpipe: error: {}\n", e.what());
       std::fflush(stdout);
       std::fflush(stderr);
       std::_Exit(2);
     }
   }
-  return spawn_local_ranks(world, program_args.argc, program_args.argv);
+  if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
+  if (o.emulate_hosts > 0) return run_on_emulated_hosts(o, shape);
+  return spawn_local_ranks(shape.size(), program_args.argc, program_args.argv);
 }
 
 }  // namespace dp::cli

@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "runtime/comm.h"
+#include "runtime/mesh.h"
 #include "train/models.h"
 
 namespace dp::cli {
@@ -20,10 +21,16 @@ struct ModelOptions {
   int64_t heads = 4;   // gpt: attention heads
   std::string data;    // gpt: text file (empty: the built-in corpus)
   uint64_t seed = 1234;
+  // moe:
+  int experts = 4, top_k = 2;
+  bool shared_expert = true;
+  int64_t expert_ffn = 0;
+  double aux_alpha = 0.01;
 };
 void add_model_options(CLI::App* app, ModelOptions& o);
-// Throws dp::Error for bad values (checked before any rank starts).
-ModelConfig make_model_config(const ModelOptions& o, const Schedule& s);
+// Throws dp::Error for bad values (checked before any rank starts). `ep`:
+// the expert-parallel degree the model will be sharded over.
+ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep = 1);
 
 struct RankOptions {
   bool threads = false;
@@ -34,13 +41,23 @@ struct RankOptions {
   // "batch" (default): ranks and their communication threads run under
   // SCHED_BATCH (see use_batch_scheduling); "normal": the default policy.
   std::string sched = "batch";
+  int ep = 1;                    // expert-parallel degree E: P*E ranks
+  std::string fb_overlap = "on";  // on: F&B halves hand over at communication points
+  int emulate_hosts = 0;          // > 0: run the ranks on that many emulated hosts (network namespaces)
+  std::string link_rate = "1gbit";  // each emulated host's link, both directions
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 
-// Runs body(comm) on every rank and returns the exit code to leave with:
-// with --threads on threads of this process (rank 0's code); started as a
-// rank by a launcher (RANK set) in this process; otherwise by spawning the
-// ranks as local processes and waiting for them.
-int launch_ranks(const RankOptions& o, int world, const std::function<int(std::shared_ptr<Comm>)>& body);
+// Runs body(mesh) on every rank of a pipeline_ranks x o.ep mesh and returns
+// the exit code to leave with: with --threads on threads of this process
+// (rank 0's code); started as a rank by a launcher (RANK set) in this
+// process; otherwise by spawning the ranks as local processes and waiting
+// for them. The launching process prints the mesh layout first when E > 1.
+int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body);
+
+// Process-wide settings for rank processes and threads, made once by the
+// program (never by the library): allocator tuning for tensor workloads and,
+// with --sched batch, SCHED_BATCH.
+void apply_process_policy(const RankOptions& o);
 
 }  // namespace dp::cli

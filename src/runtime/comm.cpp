@@ -20,14 +20,47 @@ std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds t
   return fmt::format("rank {}: lost connection to another rank during {}", rank, what);
 }
 
+compat::WorkPtr C10dComm::isend(torch::Tensor& t, int peer, int tag) {
+  std::vector<torch::Tensor> v{t};
+  return pg_->send(v, peer, tag);
+}
+
+compat::WorkPtr C10dComm::irecv(torch::Tensor& t, int peer, int tag) {
+  std::vector<torch::Tensor> v{t};
+  return pg_->recv(v, peer, tag);
+}
+
+compat::WorkPtr C10dComm::iall_reduce(torch::Tensor& t, c10d::ReduceOp op) {
+  std::vector<torch::Tensor> v{t};
+  c10d::AllreduceOptions o;
+  o.reduceOp = op;
+  return pg_->allreduce(v, o);
+}
+
+compat::WorkPtr C10dComm::iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
+                                      std::vector<int64_t>& in_splits) {
+  return pg_->alltoall_base(out, in, out_splits, in_splits);
+}
+
+compat::WorkPtr C10dComm::ibarrier() { return pg_->barrier(); }
+
+std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds timeout, std::vector<int> global_ranks,
+                                 std::string name) {
+  if (!pg) throw Error("wrap_group: the process group is null");
+  auto c = std::make_shared<C10dComm>(pg);
+  c->rank = pg->getRank();
+  c->world = pg->getSize();
+  c->timeout = timeout;
+  if (!global_ranks.empty() && static_cast<int>(global_ranks.size()) != c->world)
+    throw Error(fmt::format("wrap_group: {} global ranks given for a group of {}", global_ranks.size(), c->world));
+  c->global_ranks = std::move(global_ranks);
+  c->name = std::move(name);
+  return c;
+}
+
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world, std::chrono::milliseconds timeout,
                               bool local) {
-  auto c = std::make_shared<Comm>();
-  c->rank = rank;
-  c->world = world;
-  c->timeout = timeout;
-  c->pg = compat::make_gloo(store, rank, world, timeout, local);
-  return c;
+  return wrap_group(compat::make_gloo(store, rank, world, timeout, local), timeout);
 }
 
 }  // namespace dp

@@ -1,9 +1,15 @@
 #pragma once
-// Point-to-point and collective calls of one rank, over c10d.
+// The communication interface of the runtime: point-to-point transfers and
+// the few collectives it uses, among the ranks of one group (a pipeline, the
+// expert ranks of one stage, the whole job). The executor and the layers talk
+// to a Comm only, so a caller can hand in their own process groups, and a
+// backend other than Gloo (NCCL on GPUs) is one more subclass, not a change
+// to the executor.
 #include <chrono>
 #include <exception>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/torch_compat.h"
 #include "schedule/error.h"
@@ -23,11 +29,33 @@ struct PeerError : Error {
 std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds timeout, const std::string& what,
                                  const std::exception& cause);
 
-struct Comm {
-  int rank = 0;
-  int world = 1;
-  compat::GlooPtr pg;
+// One group of ranks. Thread-safety: calls may come from several threads of
+// one rank (the two tasks of an overlapped F&B pair), but the collectives of
+// one group must be issued in the same order on every member, so a rank uses
+// one group per thread of control (see Mesh::expert and expert_bwd).
+class Comm {
+ public:
+  virtual ~Comm() = default;
+
+  int rank = 0;   // this rank's index in the group
+  int world = 1;  // ranks in the group
+  // Ranks in errors are the job's ranks: global_ranks[i] is member i (empty:
+  // the group is the whole job).
+  std::vector<int> global_ranks;
+  std::string name = "world";  // for errors: "pipeline", "expert", ...
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+
+  virtual compat::WorkPtr isend(torch::Tensor& t, int peer, int tag) = 0;
+  virtual compat::WorkPtr irecv(torch::Tensor& t, int peer, int tag) = 0;
+  virtual compat::WorkPtr iall_reduce(torch::Tensor& t, c10d::ReduceOp op) = 0;
+  // Row blocks of `in` go to the members in order (in_splits[i] rows to
+  // member i); out receives out_splits[i] rows from member i. Both contiguous.
+  virtual compat::WorkPtr iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
+                                      std::vector<int64_t>& in_splits) = 0;
+  virtual compat::WorkPtr ibarrier() = 0;
+
+  // The job rank of member `peer` (for messages).
+  int global(int peer) const { return global_ranks.empty() || peer < 0 ? peer : global_ranks[peer]; }
 
   // Waits for `work` at most `timeout`. A c10d/Gloo failure (a timeout, or a
   // connection error when the peer process died) comes out of LibTorch as a
@@ -39,34 +67,44 @@ struct Comm {
     try {
       work->wait(timeout);
     } catch (const std::exception& e) {
-      throw PeerError(wait_failure_message(rank, peer, timeout, describe(), e));
+      throw PeerError(wait_failure_message(global(rank), global(peer), timeout, describe(), e));
     }
   }
 
-  compat::WorkPtr isend(torch::Tensor& t, int peer, int tag) {
-    std::vector<torch::Tensor> v{t};
-    return pg->send(v, peer, tag);
-  }
-  compat::WorkPtr irecv(torch::Tensor& t, int peer, int tag) {
-    std::vector<torch::Tensor> v{t};
-    return pg->recv(v, peer, tag);
-  }
-  // In place; every rank of the group must call it.
-  // `what` names the collective in the error if a rank fails to join it.
+  // In place; every member must call it. `what` names the collective in the
+  // error if a rank fails to join it.
   void all_reduce(torch::Tensor& t, c10d::ReduceOp op = c10d::ReduceOp::SUM, const std::string& what = "an all-reduce") {
-    std::vector<torch::Tensor> v{t};
-    c10d::AllreduceOptions o;
-    o.reduceOp = op;
-    wait(pg->allreduce(v, o), -1, [&] { return what; });
+    wait(iall_reduce(t, op), -1, [&] { return what; });
   }
   void barrier(const std::string& what = "a barrier") {
-    wait(pg->barrier(), -1, [&] { return what; });
+    wait(ibarrier(), -1, [&] { return what; });
   }
 };
 
-// Rendezvous over a store shared by all ranks (a TCPStore across processes,
-// a HashStore between threads of one process).
-// `local`: all ranks on this machine, so Gloo stays on loopback.
+// A Comm over a c10d process group: Gloo here; any c10d group whose
+// send/recv/allreduce/alltoall_base/barrier work on the tensors' device.
+class C10dComm : public Comm {
+ public:
+  explicit C10dComm(compat::GroupPtr pg) : pg_(std::move(pg)) {}
+  compat::WorkPtr isend(torch::Tensor& t, int peer, int tag) override;
+  compat::WorkPtr irecv(torch::Tensor& t, int peer, int tag) override;
+  compat::WorkPtr iall_reduce(torch::Tensor& t, c10d::ReduceOp op) override;
+  compat::WorkPtr iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
+                              std::vector<int64_t>& in_splits) override;
+  compat::WorkPtr ibarrier() override;
+  const compat::GroupPtr& group() const { return pg_; }
+
+ private:
+  compat::GroupPtr pg_;
+};
+
+// Wraps a caller's c10d process group (rank and size are read from it).
+std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds timeout,
+                                 std::vector<int> global_ranks = {}, std::string name = "world");
+
+// A Gloo group of `world` ranks that meet through `store` (a TCPStore across
+// processes, a HashStore between threads of one process, a PrefixStore for a
+// subgroup). `local`: all ranks on this machine, so Gloo stays on loopback.
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world,
                               std::chrono::milliseconds timeout = std::chrono::minutes(5), bool local = true);
 

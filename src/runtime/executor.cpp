@@ -28,18 +28,40 @@ long recv_key(Op op, int stage, int mb, int N) {
 
 }  // namespace
 
-RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm)
-    : sched_(lowered), rank_(rank), model_(std::move(model)), comm_(std::move(comm)) {
-  tune_malloc_for_tensors();
-  if (model_.stages != sched_.stages)
-    throw Error(fmt::format("the model has {} stages but the schedule {}", model_.stages, sched_.stages));
-  if (rank_ < 0 || rank_ >= sched_.ranks)
-    throw Error(fmt::format("rank {} is outside the schedule's {} ranks", rank_, sched_.ranks));
-  const int N = sched_.micro_batches;
-  where_.assign(static_cast<std::size_t>(sched_.stages) * N, -1);
-  replicas_.assign(sched_.stages, {});
-  for (int r = 0; r < sched_.ranks; ++r)
-    for (const Action& a : sched_.actions[r])
+RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm,
+                           ExecutorOptions options)
+    : RankExecutor(std::make_shared<const Schedule>(lowered), std::move(model),
+                   comm ? std::move(comm) : throw SetupError(SetupError::GroupSize, "the executor needs a process group (got none)"),
+                   options) {
+  if (rank != rank_)
+    throw SetupError(SetupError::GroupSize,
+                     fmt::format("rank {} was asked for, but the process group's rank is {}", rank, rank_));
+}
+
+RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineModel model, std::shared_ptr<Comm> comm,
+                           ExecutorOptions options)
+    : sched_(std::move(lowered)), rank_(comm ? comm->rank : -1), model_(std::move(model)), comm_(std::move(comm)),
+      opt_(options) {
+  if (!sched_) throw SetupError(SetupError::NotLowered, "the executor needs a schedule (got none)");
+  if (!comm_) throw SetupError(SetupError::GroupSize, "the executor needs a process group (got none)");
+  const Schedule& sc = *sched_;
+  if (comm_->world != sc.ranks)
+    throw SetupError(SetupError::GroupSize, fmt::format("the pipeline process group has {} ranks but the schedule {}",
+                                                        comm_->world, sc.ranks));
+  if (model_.stages != sc.stages)
+    throw SetupError(SetupError::StageCount,
+                     fmt::format("the model has {} stages but the schedule {}", model_.stages, sc.stages));
+  if (sc.ranks > 1 && !sc.has_comm())
+    throw SetupError(SetupError::NotLowered,
+                     "the schedule is not lowered: it has no SEND/RECV actions (call dp::lower on it first)");
+  if (opt_.data_shards < 1 || opt_.data_shard < 0 || opt_.data_shard >= opt_.data_shards)
+    throw SetupError(SetupError::BadOption, fmt::format("data shard {} of {} is not a valid share of the batch",
+                                                        opt_.data_shard, opt_.data_shards));
+  const int N = sc.micro_batches;
+  where_.assign(static_cast<std::size_t>(sc.stages) * N, -1);
+  replicas_.assign(sc.stages, {});
+  for (int r = 0; r < sc.ranks; ++r)
+    for (const Action& a : sc.actions[r])
       if (a.op == Op::F || a.op == Op::FB) {
         where_[static_cast<std::size_t>(a.stage) * N + a.mb] = r;
         auto& reps = replicas_[a.stage];
@@ -49,25 +71,23 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
   // Where every transfer is sent and where its receiver consumes it (the
   // compute action that waits for it), as positions in those ranks' lists;
   // see release_sends().
-  const std::size_t transfers = static_cast<std::size_t>(sched_.stages) * N * 2;
+  const std::size_t transfers = static_cast<std::size_t>(sc.stages) * N * 2;
   send_pos_.assign(transfers, -1);
   consume_pos_.assign(transfers, -1);
   // Indexed by transfer_tag, which numbers the transfers densely.
   auto transfer = [N](bool grad, int producer, int mb) {
     return static_cast<std::size_t>(transfer_tag(grad, producer, mb, N));
   };
-  for (int r = 0; r < sched_.ranks; ++r) {
-    const auto& list = sched_.actions[r];
+  for (int r = 0; r < sc.ranks; ++r) {
+    const auto& list = sc.actions[r];
     for (std::size_t p = 0; p < list.size(); ++p) {
       const Action& a = list[p];
       const int pos = static_cast<int>(p);
       auto consumes_fwd = [&](int stage, int mb) {
-        if (stage > 0 && where_[static_cast<std::size_t>(stage - 1) * N + mb] != r)
-          consume_pos_[transfer(false, stage - 1, mb)] = pos;
+        if (stage > 0 && where(stage - 1, mb) != r) consume_pos_[transfer(false, stage - 1, mb)] = pos;
       };
       auto consumes_bwd = [&](int stage, int mb) {
-        if (stage + 1 < sched_.stages && where_[static_cast<std::size_t>(stage + 1) * N + mb] != r)
-          consume_pos_[transfer(true, stage + 1, mb)] = pos;
+        if (stage + 1 < sc.stages && where(stage + 1, mb) != r) consume_pos_[transfer(true, stage + 1, mb)] = pos;
       };
       switch (a.op) {
         case Op::SEND_F: send_pos_[transfer(false, a.stage, a.mb)] = pos; break;
@@ -83,7 +103,7 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
       }
     }
   }
-  for (const Action& a : sched_.actions[rank_]) {
+  for (const Action& a : sc.actions[rank_]) {
     if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
       Stage st = model_.build(a.stage);
       if (st.attach_store) st.attach_store(&store_);
@@ -93,18 +113,18 @@ RankExecutor::RankExecutor(const Schedule& lowered, int rank, PipelineModel mode
 }
 
 RankExecutor::Slot& RankExecutor::slot(int stage, int mb) {
-  return slots_[static_cast<long>(stage) * sched_.micro_batches + mb];
+  return slots_[static_cast<long>(stage) * sched_->micro_batches + mb];
 }
 
 void RankExecutor::post_recv(const Action& a, std::size_t pos) {
-  const int N = sched_.micro_batches;
+  const int N = sched_->micro_batches;
   const long key = recv_key(a.op, a.stage, a.mb, N);
   if (recvs_.count(key)) return;
   const bool grad = a.op == Op::RECV_B;
   const int producer = grad ? a.stage + 1 : a.stage - 1;
-  const int peer = where_[static_cast<std::size_t>(producer) * N + a.mb];
+  const int peer = where(producer, a.mb);
   PendingRecv pr;
-  pr.buffer = torch::empty(model_.boundary_shape, torch::dtype(model_.boundary_dtype));
+  pr.buffer = torch::empty(model_.boundary_shape, torch::dtype(model_.boundary_dtype).device(opt_.device));
   pr.work = comm_->irecv(pr.buffer, peer, transfer_tag(grad, producer, a.mb, N));
   pr.peer = peer;
   pr.pos = static_cast<int>(pos);
@@ -112,19 +132,22 @@ void RankExecutor::post_recv(const Action& a, std::size_t pos) {
 }
 
 torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
-  auto it = recvs_.find(recv_key(op, stage, mb, sched_.micro_batches));
+  const long key = recv_key(op, stage, mb, sched_->micro_batches);
+  auto it = recvs_.find(key);
   if (it == recvs_.end())
     throw Error(fmt::format("rank {}: no receive was posted for {}", rank_, to_string(Action::make(op, stage, mb))));
-  const auto w0 = Clock::now();
-  comm_->wait(it->second.work, it->second.peer, [&] {
-    return fmt::format("{} of stage {}, micro-batch {}, at position {}", op_name(op), stage, mb, it->second.pos);
+  // Copies: while this task waits, the other half of an F&B pair may post
+  // or take other receives.
+  const compat::WorkPtr work = it->second.work;
+  const int peer = it->second.peer, pos = it->second.pos;
+  comm_wait(*comm_, work, CommKind::Pipeline, peer, [&] {
+    return fmt::format("{} of stage {}, micro-batch {}, at position {}", op_name(op), stage, mb, pos);
   });
-  wait_ += since(w0);
+  it = recvs_.find(key);
   torch::Tensor t = std::move(it->second.buffer);
-  const int peer = it->second.peer;
   recvs_.erase(it);
   const bool grad = op == Op::RECV_B;
-  release_sends(peer, send_pos_[transfer_tag(grad, grad ? stage + 1 : stage - 1, mb, sched_.micro_batches)]);
+  release_sends(peer, send_pos_[transfer_tag(grad, grad ? stage + 1 : stage - 1, mb, sched_->micro_batches)]);
   return t;
 }
 
@@ -147,48 +170,81 @@ void RankExecutor::release_sends(int peer, int peer_pos) {
   sends_.erase(std::remove_if(sends_.begin(), sends_.end(), done), sends_.end());
 }
 
+void RankExecutor::send(const Action& a) {
+  const int N = sched_->micro_batches;
+  const bool grad = a.op == Op::SEND_B;
+  torch::Tensor t = grad ? slot(a.stage, a.mb).input.grad().contiguous() : slot(a.stage, a.mb).output.detach().contiguous();
+  const int peer = where(grad ? a.stage - 1 : a.stage + 1, a.mb);
+  const int tag = transfer_tag(grad, a.stage, a.mb, N);
+  sends_.push_back({t, comm_->isend(t, peer, tag), peer, a, consume_pos_[tag]});
+  if (grad) slots_.erase(static_cast<long>(a.stage) * N + a.mb);  // the send holds the tensor now
+}
+
 void RankExecutor::forward(int stage, int mb) {
-  const int N = sched_.micro_batches;
   torch::Tensor in;
+  const int model_mb = opt_.data_shard * sched_->micro_batches + mb;
   if (stage == 0)
-    in = model_.input(mb);
-  else if (where_[static_cast<std::size_t>(stage - 1) * N + mb] == rank_)
+    in = model_.input(model_mb);
+  else if (where(stage - 1, mb) == rank_)
     in = slot(stage - 1, mb).output.detach();  // the previous stage runs here: no transfer
   else
     in = take_recv(Op::RECV_F, stage, mb);
   // Each stage's input is a leaf of its own graph, so that its backward
   // stops there and leaves the gradient to pass on in input.grad.
   if (stage > 0) in = in.detach().requires_grad_(true);
+  torch::Tensor out = stages_.at(stage).forward(in);
   Slot& sl = slot(stage, mb);
   sl.input = in;
-  sl.output = stages_.at(stage).forward(in);
-  if (stage == sched_.stages - 1) {
-    sl.loss = model_.loss(sl.output, mb);
-    losses_.emplace_back(mb, sl.loss.item<double>());
+  sl.output = out;
+  if (stage == sched_->stages - 1) {
+    sl.loss = model_.loss(sl.output, model_mb);
+    losses_.emplace_back(model_mb, sl.loss.item<double>());
   }
 }
 
 void RankExecutor::backward(int stage, int mb, bool defer_weights) {
-  const int N = sched_.micro_batches;
-  Slot& sl = slot(stage, mb);
-  const bool next_here = stage + 1 < sched_.stages && where_[static_cast<std::size_t>(stage + 1) * N + mb] == rank_;
-  if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
-  if (stage == sched_.stages - 1) {
-    torch::autograd::backward({sl.loss / static_cast<double>(N)});
-  } else {
-    torch::Tensor grad = next_here ? slot(stage + 1, mb).input.grad() : take_recv(Op::RECV_B, stage, mb);
-    torch::autograd::backward({sl.output}, {grad});
+  const int N = sched_->micro_batches;
+  const bool next_here = stage + 1 < sched_->stages && where(stage + 1, mb) == rank_;
+  torch::Tensor output, loss, grad;
+  {
+    Slot& sl = slot(stage, mb);
+    output = sl.output;
+    loss = sl.loss;
   }
+  if (stage + 1 < sched_->stages)
+    grad = next_here ? slot(stage + 1, mb).input.grad() : take_recv(Op::RECV_B, stage, mb);
+  if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
+  if (stage == sched_->stages - 1)
+    torch::autograd::backward({loss / (static_cast<double>(N) * opt_.data_shards)});
+  else
+    torch::autograd::backward({output}, {grad});
   store_.end();
+  // Looked up again: the other half of an F&B pair may have added slots
+  // meanwhile (std::map keeps references valid, but say so plainly).
+  Slot& sl = slot(stage, mb);
   sl.output = torch::Tensor();
   sl.loss = torch::Tensor();
   if (next_here) slots_.erase(static_cast<long>(stage + 1) * N + mb);  // its input gradient is consumed
   if (stage == 0) slots_.erase(static_cast<long>(stage) * N + mb);
 }
 
+void RankExecutor::run_pair(const Action& a) {
+  auto fwd = [&] { forward(a.stage, a.mb); };
+  auto bwd = [&] { backward(a.stage2, a.mb2, false); };
+  const Stage& st = stages_.at(a.stage);
+  if (st.overlapped) {
+    st.overlapped(fwd, bwd);
+  } else if (opt_.fb_overlap) {
+    if (!worker_) worker_ = std::make_unique<OverlapWorker>();
+    worker_->run_pair(baton_, fwd, bwd);
+  } else {
+    fwd();
+    bwd();
+  }
+}
+
 StepOutput RankExecutor::step() {
-  const auto& list = sched_.actions[rank_];
-  const int N = sched_.micro_batches;
+  const auto& list = sched_->actions[rank_];
   StepOutput out;
   out.times.resize(list.size());
   losses_.clear();
@@ -203,36 +259,26 @@ StepOutput RankExecutor::step() {
     int computes = 0;
     std::size_t q = from;
     for (; q < list.size(); ++q) {
-      if (!is_comm(list[q].op) && ++computes > kLookahead + 1) break;
+      if (is_compute(list[q].op) && ++computes > kLookahead + 1) break;
       if (q >= posted && (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B)) post_recv(list[q], q);
     }
     posted = std::max(posted, q);
   };
 
   const double heap0 = track_memory ? malloc_in_use_bytes() : 0;
+  // This thread computes; it hands the baton over only while it waits.
+  BatonScope holding(&baton_);
+  const ExposedComm exposed0 = baton_.exposed();
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     const Action& a = list[p];
     out.times[p].start = since(t0);
-    wait_ = 0;
+    const ExposedComm before = baton_.exposed();
     switch (a.op) {
       case Op::RECV_F:
       case Op::RECV_B: post_recv(a, p); break;
-      case Op::SEND_F: {
-        torch::Tensor t = slot(a.stage, a.mb).output.detach().contiguous();
-        int peer = where_[static_cast<std::size_t>(a.stage + 1) * N + a.mb];
-        sends_.push_back({t, comm_->isend(t, peer, transfer_tag(false, a.stage, a.mb, N)), peer, a,
-                          consume_pos_[transfer_tag(false, a.stage, a.mb, N)]});
-        break;
-      }
-      case Op::SEND_B: {
-        torch::Tensor t = slot(a.stage, a.mb).input.grad().contiguous();
-        int peer = where_[static_cast<std::size_t>(a.stage - 1) * N + a.mb];
-        sends_.push_back({t, comm_->isend(t, peer, transfer_tag(true, a.stage, a.mb, N)), peer, a,
-                          consume_pos_[transfer_tag(true, a.stage, a.mb, N)]});
-        slots_.erase(static_cast<long>(a.stage) * N + a.mb);  // the send holds the tensor now
-        break;
-      }
+      case Op::SEND_F:
+      case Op::SEND_B: send(a); break;
       case Op::F:
         post_ahead(p);
         forward(a.stage, a.mb);
@@ -242,23 +288,17 @@ StepOutput RankExecutor::step() {
         post_ahead(p);
         backward(a.stage, a.mb, a.op == Op::I);
         break;
-      case Op::W: store_.run(static_cast<long>(a.stage) * N + a.mb); break;
-      case Op::FB: {
+      case Op::W: store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb); break;
+      case Op::FB:
         post_ahead(p);
-        auto fwd = [&] { forward(a.stage, a.mb); };
-        auto bwd = [&] { backward(a.stage2, a.mb2, false); };
-        const Stage& st = stages_.at(a.stage);
-        if (st.overlapped)
-          st.overlapped(fwd, bwd);
-        else {
-          fwd();
-          bwd();
-        }
+        run_pair(a);
         break;
-      }
+      default: break;  // actions with no work for this runtime
     }
+    const ExposedComm after = baton_.exposed();
     out.times[p].end = since(t0);
-    out.times[p].wait = wait_;
+    out.times[p].wait = after.total() - before.total();
+    out.times[p].a2a = after.all_to_all - before.all_to_all;
     if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, malloc_in_use_bytes() - heap0);
   }
   for (const PendingSend& ps : sends_)
@@ -272,13 +312,16 @@ StepOutput RankExecutor::step() {
                             recvs_.size(), store_.pending()));
   slots_.clear();
   out.seconds = since(t0);
+  const ExposedComm exposed1 = baton_.exposed();
+  out.exposed.pipeline = exposed1.pipeline - exposed0.pipeline;
+  out.exposed.all_to_all = exposed1.all_to_all - exposed0.all_to_all;
   out.losses = losses_;
   std::sort(out.losses.begin(), out.losses.end());
   return out;
 }
 
 void RankExecutor::sum_replica_grads() {
-  const int base = 2 * sched_.stages * sched_.micro_batches;  // above every pipeline transfer tag
+  const int base = 2 * sched_->stages * sched_->micro_batches;  // above every pipeline transfer tag
   // Two phases, so that the exchanges of all replicated stages are in flight
   // together (DualPipe replicates every stage a rank holds): post every
   // send and receive, then wait, add and write back stage by stage.

@@ -60,6 +60,12 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
   return connect(store, env.rank, env.world, timeout, local);
 }
 
+Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout) {
+  auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
+  const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
+  return connect_mesh(store, env.rank, shape, timeout, local);
+}
+
 // A port that was free a moment ago (the kernel picks it).
 int free_local_port() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -118,7 +124,10 @@ int spawn_local_ranks(int world, int argc, char** argv) {
     }
     pids.push_back(pid);
   }
+  return supervise_ranks(pids);
+}
 
+int supervise_ranks(const std::vector<pid_t>& pids) {
   // Once a rank fails, the others cannot finish: a peer of a dead rank fails
   // fast (connection closed) or within its --timeout, but a rank that stalls
   // never exits by itself. So after the first failure the others get
@@ -183,16 +192,17 @@ int spawn_local_ranks(int world, int argc, char** argv) {
   return result;
 }
 
-void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
-                      std::chrono::milliseconds timeout) {
-  auto store = compat::make_hash_store();
+namespace {
+
+// Runs body(rank) on `world` threads; rethrows the first exception.
+void on_threads(int world, const std::function<void(int)>& body) {
   std::mutex mu;
   std::exception_ptr first;
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       try {
-        fn(connect(store, r, world, timeout));
+        body(r);
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
         if (!first) first = std::current_exception();
@@ -201,6 +211,20 @@ void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)
   }
   for (auto& t : threads) t.join();
   if (first) std::rethrow_exception(first);
+}
+
+}  // namespace
+
+void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
+                      std::chrono::milliseconds timeout) {
+  auto store = compat::make_hash_store();
+  on_threads(world, [&](int r) { fn(connect(store, r, world, timeout)); });
+}
+
+void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mesh&)>& fn,
+                      std::chrono::milliseconds timeout) {
+  auto store = compat::make_hash_store();
+  on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout)); });
 }
 
 }  // namespace dp

@@ -7,8 +7,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <sys/types.h>
 
 #include "runtime/comm.h"
+#include "runtime/mesh.h"
 
 namespace dp {
 
@@ -24,6 +28,9 @@ std::optional<RankEnv> rank_from_env();
 
 // Rendezvous of this process as `env.rank` through a TCPStore at master_addr:master_port.
 std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout);
+// The same for a mesh of env.world = shape.size() ranks: every group of this
+// rank, built through the one store.
+Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout);
 
 // Re-runs this program (same arguments) as `world` local rank processes with
 // the torchrun variables set, one intra-op thread each, and waits for them.
@@ -32,6 +39,10 @@ std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds 
 // it failed. The others get a second to exit by themselves, then SIGTERM, then
 // SIGKILL, so that this returns even if a rank hangs.
 int spawn_local_ranks(int world, int argc, char** argv);
+
+// The waiting half of spawn_local_ranks, for rank processes started another
+// way (inside emulated hosts): pids[r] is rank r, a child of this process.
+int supervise_ranks(const std::vector<pid_t>& pids);
 
 // Switches the calling thread to SCHED_BATCH, the kernel's policy for
 // throughput work that should not preempt on wake-up; threads and processes
@@ -54,6 +65,9 @@ int free_local_port();
 // Runs fn(comm) on `world` threads of this process, connected through an
 // in-process store; rethrows the first exception any rank threw.
 void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
+                      std::chrono::milliseconds timeout = std::chrono::minutes(2));
+// The same for a whole mesh: shape.size() threads, each with its groups.
+void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mesh&)>& fn,
                       std::chrono::milliseconds timeout = std::chrono::minutes(2));
 
 }  // namespace dp

@@ -4,6 +4,7 @@
 // and the shape of the tensor that crosses a stage boundary.
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -11,6 +12,7 @@
 namespace dp {
 
 class WeightGradStore;
+struct MoeStats;
 
 struct Stage {
   std::shared_ptr<torch::nn::Module> module;  // this stage's parameters
@@ -23,6 +25,10 @@ struct Stage {
   // backward; a stage may interleave their pieces (as DeepSeek-V3 does to
   // hide its all-to-all traffic). Both must have run when it returns.
   std::function<void(const std::function<void()>& fwd, const std::function<void()>& bwd)> overlapped;
+  // Parameters sharded over the expert group (a MoE layer's routed experts),
+  // by their name in module->named_parameters(); their gradients are not
+  // summed over that group. Null: every parameter is dense (replicated).
+  std::function<bool(const std::string& name)> is_expert_param;
 };
 
 struct PipelineModel {
@@ -35,6 +41,8 @@ struct PipelineModel {
   // Called before every training step with its index, so that data can move
   // on (null: the data does not depend on the step).
   std::function<void(int step)> begin_step;
+  // moe: tokens per expert and balance loss of the blocks built (null otherwise).
+  std::shared_ptr<MoeStats> moe_stats;
 };
 
 }  // namespace dp

@@ -6,6 +6,7 @@
 #include <torch/version.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
@@ -19,14 +20,17 @@ namespace dp::compat {
 // Work handle of an asynchronous c10d operation (c10d::Work in 1.13 and 2.x).
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 using StorePtr = c10::intrusive_ptr<c10d::Store>;
-// In 1.13 ProcessGroupGloo is a ProcessGroup; in 2.x it is a Backend. Both
-// have the send/recv/allreduce/barrier calls we use, so we hold the concrete type.
-using GlooPtr = c10::intrusive_ptr<c10d::ProcessGroupGloo>;
+// A process group as the runtime holds it. In 1.13 ProcessGroupGloo is a
+// c10d::ProcessGroup; in 2.x it is a c10d::Backend wrapped by a ProcessGroup,
+// and make_gloo there builds the ProcessGroup around it. The calls used
+// (send, recv, allreduce, alltoall_base, barrier, getRank, getSize) are
+// spelled the same on both.
+using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
 
 // `local` keeps all traffic on loopback (every rank on this machine);
 // otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the interface that
 // this machine's hostname resolves to, as torchrun's Gloo backend does.
-inline GlooPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
+inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
   auto opts = c10d::ProcessGroupGloo::Options::create();
   opts->timeout = timeout;
   const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
@@ -50,6 +54,11 @@ inline StorePtr make_tcp_store(const std::string& host, int port, bool server, i
 }
 
 inline StorePtr make_hash_store() { return c10::make_intrusive<c10d::HashStore>(); }
+
+// Keys of `store` seen under "prefix/": one rendezvous store serves every group.
+inline StorePtr make_prefix_store(const std::string& prefix, const StorePtr& store) {
+  return c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+}
 
 inline std::string version() { return TORCH_VERSION; }
 

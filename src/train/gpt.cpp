@@ -43,39 +43,65 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// Pre-LayerNorm transformer block.
+// Pre-LayerNorm transformer block; its MLP is a mixture of experts when
+// `moe` is given.
 struct BlockImpl : torch::nn::Module {
-  BlockImpl(int64_t d, int64_t heads, torch::Dtype dtype)
+  BlockImpl(int64_t d, int64_t heads, torch::Dtype dtype, const MoeLayer& moe_layer)
       : ln1(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
         attn(register_module("attn", Attention(d, heads, dtype))),
-        ln2(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
-        fc(register_module("fc", SplitLinear(d, 4 * d, dtype))),
-        proj(register_module("proj", SplitLinear(4 * d, d, dtype))) {}
+        ln2(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))) {
+    if (moe_layer) {
+      moe = register_module("moe", moe_layer);
+    } else {
+      fc = register_module("fc", SplitLinear(d, 4 * d, dtype));
+      proj = register_module("proj", SplitLinear(4 * d, d, dtype));
+    }
+  }
 
   torch::Tensor forward(torch::Tensor x) {
     x = x + attn(ln1(x));
+    if (moe) return x + moe(ln2(x));
     return x + proj(torch::gelu(fc(ln2(x))));
+  }
+
+  std::vector<SplitLinear> split_linears() const {
+    std::vector<SplitLinear> all;
+    all.push_back(attn->qkv);
+    all.push_back(attn->proj);
+    if (moe) {
+      auto m = moe->split_linears();
+      all.insert(all.end(), m.begin(), m.end());
+    } else {
+      all.push_back(fc);
+      all.push_back(proj);
+    }
+    return all;
   }
 
   torch::nn::LayerNorm ln1;
   Attention attn;
   torch::nn::LayerNorm ln2;
-  SplitLinear fc, proj;
+  SplitLinear fc{nullptr}, proj{nullptr};
+  MoeLayer moe{nullptr};
 };
 TORCH_MODULE(Block);
 
 struct GptStageImpl : torch::nn::Module {
   // Blocks [first, end) of the whole model, plus the embeddings on the first
   // stage and the final LayerNorm and LM head on the last.
-  GptStageImpl(const ModelConfig& c, int64_t vocab, int first, int end, bool first_stage, bool last_stage) {
+  GptStageImpl(const ModelConfig& c, int64_t vocab, int first, int end, bool first_stage, bool last_stage,
+               const ExpertGroup& group, const std::shared_ptr<MoeStats>& stats) {
     if (first_stage) {
       tok = register_module("tok", torch::nn::Embedding(vocab, c.hidden));
       pos = register_module("pos", torch::nn::Embedding(c.seq_len, c.hidden));
     }
     // Named by their index in the whole model, so "block5" is the same block
     // whatever the number of stages.
-    for (int b = first; b < end; ++b)
-      blocks.push_back(register_module(fmt::format("block{}", b), Block(c.hidden, c.heads, c.dtype)));
+    for (int b = first; b < end; ++b) {
+      MoeLayer moe{nullptr};
+      if (c.name == "moe") moe = MoeLayer(moe_config(c), b, group, stats);
+      blocks.push_back(register_module(fmt::format("block{}", b), Block(c.hidden, c.heads, c.dtype, moe)));
+    }
     if (last_stage) {
       ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden})));
       head = register_module("head", SplitLinear(c.hidden, vocab, c.dtype));
@@ -96,7 +122,10 @@ struct GptStageImpl : torch::nn::Module {
   // The layers whose weight gradients the I/W split can defer.
   std::vector<SplitLinear> split_linears() const {
     std::vector<SplitLinear> all;
-    for (const auto& b : blocks) all.insert(all.end(), {b->attn->qkv, b->attn->proj, b->fc, b->proj});
+    for (const auto& b : blocks) {
+      auto l = b->split_linears();
+      all.insert(all.end(), l.begin(), l.end());
+    }
     if (head) all.push_back(head);
     return all;
   }
@@ -113,6 +142,9 @@ void init_stage(GptStage& mod, int layers, at::Generator& gen) {
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * layers);
   for (const auto& item : mod->named_modules()) {
+    // Routed experts draw from generators of their own (MoeLayer::init_experts),
+    // so that sharding them over ranks changes nothing.
+    if (is_routed_expert_param(item.key())) continue;
     torch::nn::Module& m = *item.value();
     if (auto* ln = m.as<torch::nn::LayerNorm>()) {
       ln->weight.fill_(1.0);
@@ -131,18 +163,55 @@ void init_stage(GptStage& mod, int layers, at::Generator& gen) {
 
 }  // namespace
 
+void check_moe(const ModelConfig& c) {
+  if (c.ep < 1) throw Error(fmt::format("--ep must be at least 1 (got {})", c.ep));
+  if (c.experts < 1 || c.experts > 4096) throw Error(fmt::format("--experts must be in 1..4096 (got {})", c.experts));
+  if (c.experts % c.ep != 0)
+    throw Error(fmt::format("--experts {} is not a multiple of --ep {}: every expert rank must hold the same number "
+                            "of experts",
+                            c.experts, c.ep));
+  if (c.top_k < 1 || c.top_k > c.experts)
+    throw Error(fmt::format("--top-k must be in 1..{} (the number of experts; got {})", c.experts, c.top_k));
+  if (c.ep_rank < 0 || c.ep_rank >= c.ep)
+    throw Error(fmt::format("expert rank {} is outside 0..{}", c.ep_rank, c.ep - 1));
+  if (c.expert_ffn < 0 || c.expert_ffn > (int64_t{1} << 20))
+    throw Error(fmt::format("--expert-ffn must be in 0..1048576 (got {})", c.expert_ffn));
+  if (!(c.aux_alpha >= 0) || !std::isfinite(c.aux_alpha))
+    throw Error(fmt::format("--aux-alpha must be a finite number >= 0 (got {})", c.aux_alpha));
+  if (c.micro_batches < 1 || c.data_shards < 1)
+    throw Error(fmt::format("moe needs the number of micro-batches and pipelines (got {} and {})", c.micro_batches,
+                            c.data_shards));
+}
+
 int gpt_layers(const ModelConfig& c) { return c.layers > 0 ? c.layers : std::max(c.stages, 4); }
 
 std::pair<int, int> gpt_blocks(int stage, int stages, int layers) {
   return {stage * layers / stages, (stage + 1) * layers / stages};
 }
 
-PipelineModel gpt_model(const ModelConfig& c) {
+MoeConfig moe_config(const ModelConfig& c) {
+  MoeConfig m;
+  m.hidden = c.hidden;
+  m.expert_ffn = moe_expert_ffn(c);
+  m.experts = c.experts;
+  m.top_k = c.top_k;
+  m.shared_expert = c.shared_expert;
+  m.aux_alpha = c.aux_alpha;
+  m.aux_grad_scale = 1.0 / (static_cast<double>(c.micro_batches) * c.data_shards);
+  m.ep = c.ep;
+  m.ep_rank = c.ep_rank;
+  m.dtype = c.dtype;
+  m.seed = c.seed;
+  return m;
+}
+
+PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
   if (c.stages < 1) throw Error(fmt::format("a model needs at least 1 stage (got {})", c.stages));
   if (c.layers < 0)
     throw Error(fmt::format("gpt: --layers must be at least 0 (got {}; 0 means max(stages, 4))", c.layers));
   if (c.heads < 1 || c.hidden % c.heads != 0)
     throw Error(fmt::format("gpt: --heads ({}) must be at least 1 and divide --hidden ({})", c.heads, c.hidden));
+  if (c.name == "moe") check_moe(c);
   const int layers = gpt_layers(c);
   // One copy of the text for the model and all its stages, loaded now so that
   // a bad file fails before any rank starts work.
@@ -153,16 +222,22 @@ PipelineModel gpt_model(const ModelConfig& c) {
   m.stages = c.stages;
   m.boundary_shape = {c.micro_batch_size, c.seq_len, c.hidden};
   m.boundary_dtype = c.dtype;
-  m.build = [c, layers, vocab](int stage) {
+  // Tokens per expert and balance loss of every MoE block this model builds.
+  auto stats = c.name == "moe" ? std::make_shared<MoeStats>() : nullptr;
+  m.moe_stats = stats;
+  m.build = [c, layers, vocab, group, stats](int stage) {
     // Initialise from a generator seeded by the stage alone, so that every
     // replica of a stage, on any rank, starts bit-identical (as mlp does).
     auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
-    auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1);
+    auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
     init_stage(mod, layers, gen);
+    for (auto& b : mod->blocks)
+      if (b->moe) b->moe->init_experts(layers);
     Stage st;
     st.module = mod.ptr();
     st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
+    if (c.name == "moe") st.is_expert_param = is_routed_expert_param;
     std::vector<SplitLinear> linears = mod->split_linears();
     if (!linears.empty())
       st.attach_store = [linears](WeightGradStore* store) mutable {

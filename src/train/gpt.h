@@ -35,6 +35,10 @@
 
 namespace dp {
 
+// moe: the MoE layer settings of a config; throws dp::Error for bad ones.
+MoeConfig moe_config(const ModelConfig& c);
+void check_moe(const ModelConfig& c);
+
 // L for a config: c.layers, or max(stages, 4) when it is 0.
 int gpt_layers(const ModelConfig& c);
 

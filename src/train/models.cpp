@@ -72,15 +72,15 @@ PipelineModel mlp_model(const ModelConfig& c) {
   return m;
 }
 
-PipelineModel make_model(const ModelConfig& c) {
+PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
   if (c.stages < 1) throw Error(fmt::format("a model needs at least 1 stage (got {})", c.stages));
   if (c.ffn < 0) throw Error(fmt::format("--ffn must be at least 1, or 0 for 4 x hidden (got {})", c.ffn));
   if (c.hidden < 1 || c.seq_len < 1 || c.micro_batch_size < 1)
     throw Error(fmt::format("--hidden, --seq-len and --micro-batch-size must be at least 1 (got {}, {}, {})",
                             c.hidden, c.seq_len, c.micro_batch_size));
   if (c.name == "mlp") return mlp_model(c);
-  if (c.name == "gpt") return gpt_model(c);
-  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt)", c.name));
+  if (c.name == "gpt" || c.name == "moe") return gpt_model(c, experts);
+  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe)", c.name));
 }
 
 }  // namespace dp

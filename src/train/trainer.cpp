@@ -9,6 +9,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+
+#include "runtime/grad_sum.h"
 
 #include "schedule/error.h"
 
@@ -36,10 +39,10 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // Makes the rank fail halfway through its forwards of the fault's step, so
 // that some of its transfers have happened and its peers are mid-step.
-void arm_fault(PipelineModel& model, const Schedule& lowered, const Fault& f, int rank) {
+void arm_fault(PipelineModel& model, const Schedule& lowered, const Fault& f, int rank, int pipeline_rank) {
   if ((f.kind != Fault::Kill && f.kind != Fault::Stall) || f.rank != rank) return;
   int forwards = 0;
-  for (const Action& a : lowered.actions[rank]) forwards += a.op == Op::F || a.op == Op::FB;
+  for (const Action& a : lowered.actions[pipeline_rank]) forwards += a.op == Op::F || a.op == Op::FB;
   const int fire_at = std::max(1, (forwards + 1) / 2);
   auto step = std::make_shared<int>(-1), count = std::make_shared<int>(0);
   auto begin = model.begin_step;
@@ -87,22 +90,53 @@ Fault fault_from_env() {
   return f;
 }
 
+ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh) {
+  ModelConfig c = base;
+  c.micro_batches = lowered.micro_batches;
+  c.ep = mesh.shape.ep;
+  c.ep_rank = mesh.coord.ep;
+  c.data_shards = mesh.shape.data_shards();
+  return c;
+}
+
+ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap) {
+  ExecutorOptions o;
+  o.data_shard = mesh.data_shard();
+  o.data_shards = mesh.shape.data_shards();
+  o.fb_overlap = fb_overlap;
+  return o;
+}
+
+void reduce_grads(RankExecutor& exec, const Mesh& mesh) {
+  exec.sum_replica_grads();
+  if (mesh.expert) sum_dense_grads(exec.stages(), *mesh.expert, "the sum of dense gradients over the expert ranks");
+}
+
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
                    const std::function<void(const StepStats&)>& progress) {
-  PipelineModel model = make_model(opt.model);
-  arm_fault(model, lowered, opt.fault, comm->rank);
-  RankExecutor exec(lowered, comm->rank, model, comm);
+  return train_rank(lowered, opt, pipeline_mesh(comm), progress);
+}
+
+RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
+                   const std::function<void(const StepStats&)>& progress) {
+  const std::shared_ptr<Comm>& comm = mesh.world;
+  PipelineModel model = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd});
+  arm_fault(model, lowered, opt.fault, mesh.rank, mesh.coord.pp);
+  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, opt.fb_overlap));
   // Sampling the heap after every action (mallinfo2 walks malloc's free
   // lists) costs up to hundreds of microseconds an action: the timed steps
   // run without it, and one extra pipeline step at the end measures memory.
   exec.track_memory = false;
   std::vector<torch::Tensor> params;
-  // A replicated stage's gradient is counted once in the global norm.
+  // Each parameter counts once in the global norm: a replicated stage's
+  // copies, and a dense parameter's copies on the expert ranks, share its term.
   std::vector<std::pair<torch::Tensor, double>> norm_terms;
   for (const auto& [s, st] : exec.stages())
-    for (auto& p : st.module->parameters()) {
-      params.push_back(p);
-      norm_terms.emplace_back(p, 1.0 / static_cast<double>(exec.replicas()[s].size()));
+    for (auto& item : st.module->named_parameters()) {
+      const bool expert = st.is_expert_param && st.is_expert_param(item.key());
+      params.push_back(item.value());
+      norm_terms.emplace_back(item.value(), 1.0 / (static_cast<double>(exec.replicas()[s].size()) *
+                                                   (expert ? 1.0 : static_cast<double>(mesh.shape.ep))));
     }
   std::unique_ptr<torch::optim::AdamW> adam;
   if (opt.optimize && !params.empty())
@@ -128,7 +162,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
     comm->barrier(fmt::format("the barrier before step {}", k + 1 - opt.warmup_steps));
     const auto t0 = Clock::now();
     StepOutput out = exec.step();
-    exec.sum_replica_grads();
+    reduce_grads(exec, mesh);
     // Global loss, gradient norm and every rank's pipeline time in one
     // all-reduce (a SUM where each rank fills its own time slot): one
     // collective per step, not two, as each costs a round of messages.
@@ -136,18 +170,38 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
     for (const auto& l : out.losses) loss_sum += l.second;
     for (const auto& [p, w] : norm_terms)
       if (p.grad().defined()) sq += w * p.grad().pow(2).sum().item<double>();
-    torch::Tensor red = torch::zeros({2 + comm->world}, torch::kFloat64);
+    // moe: tokens per expert and the balance loss ride along.
+    std::vector<double> tokens;
+    double aux_sum = 0, aux_count = 0;
+    if (model.moe_stats) {
+      std::lock_guard<std::mutex> lock(model.moe_stats->mu);
+      tokens = model.moe_stats->tokens;
+      aux_sum = model.moe_stats->aux_sum;
+      aux_count = model.moe_stats->aux_count;
+      std::fill(model.moe_stats->tokens.begin(), model.moe_stats->tokens.end(), 0.0);
+      model.moe_stats->aux_sum = 0;
+      model.moe_stats->aux_count = 0;
+    }
+    const int X = model.moe_stats ? opt.model.experts : 0;
+    torch::Tensor red = torch::zeros({2 + comm->world + 2 + X}, torch::kFloat64);
     {
       double* v = red.data_ptr<double>();
       v[0] = loss_sum;
       v[1] = sq;
       v[2 + comm->rank] = out.seconds;
+      v[2 + comm->world] = aux_sum;
+      v[3 + comm->world] = aux_count;
+      for (std::size_t j = 0; j < tokens.size() && static_cast<int>(j) < X; ++j) v[4 + comm->world + j] = tokens[j];
     }
     comm->all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt.warmup_steps));
     StepStats st;
     st.step = k - opt.warmup_steps;
     const double* v = red.data_ptr<double>();
-    st.loss = v[0] / lowered.micro_batches;
+    st.loss = v[0] / (static_cast<double>(lowered.micro_batches) * mesh.shape.data_shards());
+    if (X > 0) {
+      st.aux_loss = v[3 + comm->world] > 0 ? v[2 + comm->world] / v[3 + comm->world] : 0.0;
+      st.expert_tokens.assign(v + 4 + comm->world, v + 4 + comm->world + X);
+    }
     st.grad_norm = std::sqrt(v[1]);
     st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
     if (adam) {
@@ -166,6 +220,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
       save_checkpoint(ck_save, done, exec.stages(), adam.get(), *comm);
     run.steps.push_back(st);
     run.last_times = out.times;
+    run.last_exposed = out.exposed;
     if (comm->rank == 0 && progress) progress(st);
   }
   if (opt.track_memory && total > ck.resume_step) {

@@ -8,6 +8,7 @@
 
 #include "runtime/comm.h"
 #include "runtime/executor.h"
+#include "runtime/mesh.h"
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
 #include "train/checkpoint.h"
@@ -43,6 +44,7 @@ struct TrainOptions {
   bool track_memory = false;
   CheckpointOptions checkpoint;  // checkpoint.resume_step > 0: continue after that step
   Fault fault;
+  bool fb_overlap = true;  // ExecutorOptions::fb_overlap
 };
 
 struct StepStats {
@@ -51,18 +53,37 @@ struct StepStats {
   double seconds = 0;    // rank 0's wall time for the whole step (pipeline + replicas + optimizer)
   double pipeline_seconds = 0;  // slowest rank's time for the pipeline part alone
   double grad_norm = 0;  // before clipping
+  // moe: tokens routed to each expert in this step, over every rank, and the
+  // mean balance loss per (block, micro-batch).
+  std::vector<double> expert_tokens;
+  double aux_loss = 0;
 };
 
 struct RankRun {
   std::vector<StepStats> steps;
   std::vector<ActionTime> last_times;  // this rank's actions in the last step
+  ExposedComm last_exposed;            // this rank's idle time waiting for communication, last step
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
 };
 
-// `progress` is called on rank 0 after each reported step.
+// `progress` is called on rank 0 after each reported step. Every rank of
+// the mesh calls it; each pipeline runs `lowered` on its own share of the
+// batch (Mesh::data_shard), MoE experts are sharded over the expert group.
+RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
+                   const std::function<void(const StepStats&)>& progress = {});
+// One pipeline (E = D = 1) over `comm`.
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
                    const std::function<void(const StepStats&)>& progress = {});
+
+// The model of one mesh rank: `base` with its expert rank, expert group and
+// share of the batch filled in; and the executor options that go with it.
+ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh);
+ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap);
+
+// After a step: sum gradients over DualPipe/Chimera replicas (pipeline
+// group) and, for dense parameters, over the expert group.
+void reduce_grads(RankExecutor& exec, const Mesh& mesh);
 
 // Rank 0 receives every rank's action times (others send theirs and get {}).
 std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const std::vector<ActionTime>& mine,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "runtime/comm.h"
+#include "runtime/mesh.h"
 #include "schedule/schedule.h"
 #include "train/models.h"
 
@@ -16,20 +17,25 @@ struct VerifyResult {
   std::vector<std::pair<std::string, double>> per_param;  // "stage 3 up.weight" -> relative difference
 };
 
-// Runs on every rank (all ranks of `comm` call it). Each rank executes its
-// part of `lowered`, sums replica gradients, computes the unpipelined step
-// of the whole model locally, and compares what it holds; the result is the
-// maximum over all ranks, the same on every rank.
+// Runs on every rank of the mesh. Each rank executes its part of `lowered`
+// on its pipeline's share of the batch, sums gradients over replicas and
+// expert ranks, computes the unpipelined, unsharded step of the whole model
+// on the whole batch (every pipeline's micro-batches, every expert) locally,
+// and compares what it holds, parameter by name; the result is the maximum
+// over all ranks, the same on every rank.
+VerifyResult verify_step(const Schedule& lowered, const ModelConfig& model, const Mesh& mesh, bool fb_overlap = true);
 VerifyResult verify_step(const Schedule& lowered, const ModelConfig& model, const std::shared_ptr<Comm>& comm);
 
-// The unpipelined step: the whole batch through all stages in one process,
-// loss = mean of the micro-batch losses.
+// The unpipelined step: the micro-batches 0..micro_batches-1 one after the
+// other through all stages in one process, gradients accumulated, loss =
+// mean of the micro-batch losses (and, for moe, each micro-batch's balance
+// loss, whose gradient the layers add with the same 1/micro_batches scale).
 struct Reference {
   std::vector<double> losses;                     // per micro-batch
   std::vector<std::vector<torch::Tensor>> grads;  // [stage][parameter]
   std::vector<std::vector<std::string>> names;    // [stage][parameter]
 };
-Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t micro_batch_size);
+Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t micro_batch_size = 0);
 
 // max |a - b| / max |b| (0 when both are zero).
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b);

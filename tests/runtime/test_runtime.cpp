@@ -206,11 +206,32 @@ TEST(Launch, BatchSchedulingIsInheritedByThreadsStartedLater) {
   EXPECT_EQ(sched_getscheduler(0), before);
 }
 
-TEST(Runtime, ExecutorRejectsAMismatchedModel) {
+// A library user's mistakes come back as typed errors naming the mismatch.
+TEST(Runtime, ExecutorRejectsMismatchesWithTypedErrors) {
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
   ModelConfig c = small_mlp(s);
-  c.stages = 3;
-  EXPECT_THROW(RankExecutor(s, 0, make_model(c), nullptr), Error);
+  auto kind_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const SetupError& e) {
+      return static_cast<int>(e.kind);
+    }
+    return -1;
+  };
+  run_thread_ranks(2, [&](std::shared_ptr<Comm> comm) {
+    ModelConfig three = c;
+    three.stages = 3;
+    EXPECT_EQ(kind_of([&] { RankExecutor(s, comm->rank, make_model(three), comm); }), SetupError::StageCount);
+    EXPECT_EQ(kind_of([&] { RankExecutor(one_f_one_b(Shape{2, 2}), comm->rank, make_model(c), comm); }),
+              SetupError::NotLowered);
+    EXPECT_EQ(kind_of([&] { RankExecutor(lower(one_f_one_b(Shape{4, 4})), comm->rank, make_model(small_mlp(lower(one_f_one_b(Shape{4, 4})))), comm); }),
+              SetupError::GroupSize);
+    ExecutorOptions bad;
+    bad.data_shard = 2;
+    bad.data_shards = 2;
+    EXPECT_EQ(kind_of([&] { RankExecutor(s, comm->rank, make_model(c), comm, bad); }), SetupError::BadOption);
+    EXPECT_EQ(kind_of([&] { RankExecutor(s, comm->rank, make_model(c), nullptr); }), SetupError::GroupSize);
+  });
 }
 
 using test_support::CliRun;

@@ -1,0 +1,218 @@
+#include "train/moe.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "runtime/overlap.h"
+
+namespace dp {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
+
+// One all-to-all, waited on at a communication point.
+torch::Tensor all_to_all(Comm& comm, const torch::Tensor& x, std::vector<int64_t> out_splits,
+                         std::vector<int64_t> in_splits, const char* what, int layer) {
+  torch::Tensor in = x.contiguous();
+  torch::Tensor out = torch::empty({sum(out_splits), x.size(1)}, x.options());
+  compat::WorkPtr work = comm.iall_to_all(out, in, out_splits, in_splits);
+  comm_wait(comm, work, CommKind::AllToAll, -1, [&] { return fmt::format("the MoE {} all-to-all of block {}", what, layer); });
+  return out;
+}
+
+// Rows of x to the expert ranks and back, differentiable: the backward is the
+// reverse all-to-all of the gradient, on the group kept for backward traffic.
+struct AllToAllFn : torch::autograd::Function<AllToAllFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group_addr,
+                               std::vector<int64_t> out_splits, std::vector<int64_t> in_splits, int64_t what_layer) {
+    auto* group = reinterpret_cast<ExpertGroup*>(group_addr);
+    ctx->saved_data["group"] = group_addr;
+    ctx->saved_data["out"] = out_splits;
+    ctx->saved_data["in"] = in_splits;
+    ctx->saved_data["what"] = what_layer;
+    const bool combine = what_layer % 2 == 1;
+    return all_to_all(*group->fwd, x, out_splits, in_splits, combine ? "combine" : "dispatch",
+                      static_cast<int>(what_layer / 2));
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto* group = reinterpret_cast<ExpertGroup*>(ctx->saved_data["group"].toInt());
+    const int64_t what_layer = ctx->saved_data["what"].toInt();
+    const bool combine = what_layer % 2 == 1;
+    torch::Tensor g = all_to_all(*group->bwd, grads[0], ctx->saved_data["in"].toIntVector(),
+                                 ctx->saved_data["out"].toIntVector(),
+                                 combine ? "combine-gradient" : "dispatch-gradient", static_cast<int>(what_layer / 2));
+    return {g, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// y unchanged forward; backward adds d(scale * aux) to the graph of aux, so
+// the balance loss trains the router without travelling down the pipeline.
+struct AuxInjectFn : torch::autograd::Function<AuxInjectFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& y, const torch::Tensor& aux, double scale) {
+    ctx->saved_data["scale"] = scale;
+    (void)aux;
+    return y.clone();
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const double scale = ctx->saved_data["scale"].toDouble();
+    return {grads[0], torch::full({}, scale, grads[0].options()), torch::Tensor()};
+  }
+};
+
+// Sizes of the [E, L] count matrix as a vector of E row sums.
+std::vector<int64_t> row_sums(const torch::Tensor& counts_el) {
+  std::vector<int64_t> v;
+  auto a = counts_el.accessor<int64_t, 2>();
+  for (int64_t s = 0; s < counts_el.size(0); ++s) {
+    int64_t t = 0;
+    for (int64_t j = 0; j < counts_el.size(1); ++j) t += a[s][j];
+    v.push_back(t);
+  }
+  return v;
+}
+
+}  // namespace
+
+void MoeStats::add(const torch::Tensor& counts, double aux) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (tokens.size() != static_cast<std::size_t>(counts.numel())) tokens.assign(counts.numel(), 0.0);
+  auto a = counts.accessor<int64_t, 1>();
+  for (int64_t j = 0; j < counts.numel(); ++j) tokens[j] += static_cast<double>(a[j]);
+  aux_sum += aux;
+  ++aux_count;
+}
+
+bool is_routed_expert_param(const std::string& name) { return name.find("moe.expert") != std::string::npos; }
+
+ExpertMlpImpl::ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype)
+    : fc(register_module("fc", SplitLinear(d, f, dtype))), proj(register_module("proj", SplitLinear(f, d, dtype))) {}
+
+MoeLayerImpl::MoeLayerImpl(const MoeConfig& c, int layer_index, ExpertGroup g, std::shared_ptr<MoeStats> s)
+    : cfg(c),
+      layer(layer_index),
+      first_local(c.ep_rank * (c.experts / c.ep)),
+      local_count(c.experts / c.ep),
+      router(register_module("router", SplitLinear(c.hidden, c.experts, c.dtype))),
+      group(std::move(g)),
+      stats(std::move(s)) {
+  for (int j = first_local; j < first_local + local_count; ++j)
+    experts.push_back(register_module(fmt::format("expert{}", j), ExpertMlp(c.hidden, c.expert_ffn, c.dtype)));
+  if (c.shared_expert) shared = register_module("shared", ExpertMlp(c.hidden, c.expert_ffn, c.dtype));
+  if (!group.fwd && local_count != c.experts)
+    throw Error(fmt::format("moe: block {} holds {} of {} experts but has no expert group to reach the others", layer,
+                            local_count, c.experts));
+}
+
+std::vector<SplitLinear> MoeLayerImpl::split_linears() const {
+  std::vector<SplitLinear> all{router};
+  for (const auto& e : experts) {
+    all.push_back(e->fc);
+    all.push_back(e->proj);
+  }
+  if (shared) {
+    all.push_back(shared->fc);
+    all.push_back(shared->proj);
+  }
+  return all;
+}
+
+void MoeLayerImpl::init_experts(int layers) {
+  torch::NoGradGuard no_grad;
+  const double residual_std = 0.02 / std::sqrt(2.0 * layers);
+  for (int i = 0; i < local_count; ++i) {
+    const int j = first_local + i;
+    auto gen = at::detail::createCPUGenerator(cfg.seed * 104729 + static_cast<uint64_t>(layer) * 65536 +
+                                              static_cast<uint64_t>(j) + 1);
+    experts[i]->fc->weight.normal_(0.0, 0.02, gen);
+    experts[i]->proj->weight.normal_(0.0, residual_std, gen);
+  }
+}
+
+torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
+  const int64_t D = x.size(-1);
+  const int X = cfg.experts, K = cfg.top_k, L = local_count;
+  torch::Tensor xs = x.reshape({-1, D});
+  const int64_t n = xs.size(0);
+  // Routing.
+  torch::Tensor probs = torch::softmax(router(xs), -1);  // [n, X]
+  auto [weights, idx] = probs.topk(K, -1);                 // [n, K] each
+  torch::Tensor flat = idx.reshape({-1});                  // expert of each (token, k) pair
+  torch::Tensor counts = torch::bincount(flat, {}, X);     // [X] int64
+  // Balance loss.
+  torch::Tensor f = counts.to(x.scalar_type()) * (static_cast<double>(X) / (static_cast<double>(K) * static_cast<double>(n)));
+  torch::Tensor aux = cfg.aux_alpha * (f * probs.mean(0)).sum();
+  if (stats) stats->add(counts, aux.item<double>());
+  // Dispatch: pairs sorted by expert (stable, so ties keep token order).
+  torch::Tensor order = std::get<1>(torch::sort(flat, /*stable=*/true, 0, false));
+  torch::Tensor token = torch::div(torch::arange(n * K, torch::kInt64), K, "floor").index_select(0, order);
+  torch::Tensor rows = xs.index_select(0, token);  // [n K, d], grouped by expert
+  torch::Tensor out_sorted;
+  if (!group.fwd) {
+    // Every expert here: apply each to its block of rows.
+    std::vector<torch::Tensor> outs;
+    auto c = counts.accessor<int64_t, 1>();
+    int64_t off = 0;
+    for (int j = 0; j < X; ++j) {
+      outs.push_back(experts[j](rows.narrow(0, off, c[j])));
+      off += c[j];
+    }
+    out_sorted = torch::cat(outs);
+  } else {
+    const int E = cfg.ep;
+    // How many rows go to each rank, and, per local expert, how many come from each.
+    torch::Tensor recv_counts = torch::empty({E * L}, torch::kInt64);
+    {
+      torch::Tensor send_counts = counts.contiguous();
+      std::vector<int64_t> equal(E, L);
+      compat::WorkPtr w = group.fwd->iall_to_all(recv_counts, send_counts, equal, equal);
+      comm_wait(*group.fwd, w, CommKind::AllToAll, -1,
+                [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
+    }
+    torch::Tensor rc = recv_counts.reshape({E, L});
+    std::vector<int64_t> send_splits = row_sums(counts.reshape({E, L})), recv_splits = row_sums(rc);
+    torch::Tensor recv = AllToAllFn::apply(rows, reinterpret_cast<int64_t>(&group), recv_splits, send_splits,
+                                           int64_t{2} * layer);
+    // Received rows come per source rank, each source's grouped by local
+    // expert: regroup by expert, run the experts, and put the rows back.
+    auto a = rc.accessor<int64_t, 2>();
+    std::vector<int64_t> perm, block(L, 0);
+    std::vector<int64_t> src_off(E, 0);
+    for (int s = 1; s < E; ++s) src_off[s] = src_off[s - 1] + recv_splits[s - 1];
+    for (int j = 0; j < L; ++j)
+      for (int s = 0; s < E; ++s) {
+        int64_t start = src_off[s];
+        for (int jj = 0; jj < j; ++jj) start += a[s][jj];
+        for (int64_t r = 0; r < a[s][j]; ++r) perm.push_back(start + r);
+        block[j] += a[s][j];
+      }
+    torch::Tensor perm_t = torch::tensor(perm, torch::kInt64);
+    torch::Tensor inv = torch::empty_like(perm_t);
+    inv.index_put_({perm_t}, torch::arange(static_cast<int64_t>(perm.size()), torch::kInt64));
+    torch::Tensor h = recv.index_select(0, perm_t);
+    std::vector<torch::Tensor> outs;
+    int64_t off = 0;
+    for (int j = 0; j < L; ++j) {
+      outs.push_back(experts[j](h.narrow(0, off, block[j])));
+      off += block[j];
+    }
+    torch::Tensor out_recv = torch::cat(outs).index_select(0, inv);
+    out_sorted = AllToAllFn::apply(out_recv, reinterpret_cast<int64_t>(&group), send_splits, recv_splits,
+                                   int64_t{2} * layer + 1);
+  }
+  // Combine: back to (token, k) order, weighted sum over the K choices.
+  torch::Tensor inv_order = torch::empty_like(order);
+  inv_order.index_put_({order}, torch::arange(n * K, torch::kInt64));
+  torch::Tensor per_pair = out_sorted.index_select(0, inv_order).reshape({n, K, D});
+  torch::Tensor y = (per_pair * weights.unsqueeze(-1)).sum(1);
+  if (shared) y = y + shared(xs);
+  y = AuxInjectFn::apply(y, aux, cfg.aux_grad_scale);
+  return y.reshape(x.sizes());
+}
+
+}  // namespace dp
