@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 
 #include "cli/torch_common.h"
 #include "pictures/plot.h"
@@ -12,6 +13,8 @@
 #include "runtime/launch.h"
 #include "schedule/error.h"
 #include "schedule/lower.h"
+#include "schedule/words.h"
+#include "train/lr_warmup.h"
 #include "train/trainer.h"
 
 namespace dp::cli {
@@ -48,6 +51,8 @@ struct Opts {
   RankOptions ranks;
   int steps = 400;
   double lr = 3e-3, weight_decay = 0.01, clip = 1.0;
+  int warmup_steps = -1;  // not given: default_lr_warmup_steps(steps)
+  CLI::Option* warmup_opt = nullptr;
   std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
   std::string trace, svg;
   std::string checkpoint_dir;
@@ -72,8 +77,8 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
                                           "loss (mean over micro-batches)", xs, ys));
   const double med = median(secs);
-  fmt::print("summary: loss {:.4f} -> {:.4f} over {} steps; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
-             ys.back(), ys.size(), med, tokens_per_step / med);
+  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
+             ys.back(), count_of(static_cast<long long>(ys.size()), "step"), med, tokens_per_step / med);
   const StepStats& last = run.steps.back();
   if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
 
@@ -89,8 +94,8 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
   if (!heap.empty()) {
     std::string per;
     for (int r = 0; r < s.ranks; ++r)
-      per += fmt::format("{}rank {}: {:.2f} MiB / {} activations", r ? "; " : "", r, heap[r] / (1 << 20),
-                         predicted.per_rank[r].peak_activations);
+      per += fmt::format("{}rank {}: {:.2f} MiB / {}", r ? "; " : "", r, heap[r] / (1 << 20),
+                         count_of(static_cast<long long>(predicted.per_rank[r].peak_activations), "activation"));
     fmt::print("peak activation memory (heap growth during the step) against the simulated peak count: {}\n", per);
   }
   SvgOptions so;
@@ -116,10 +121,15 @@ void run_train(CLI::App* app) {
   auto* cmd = app->add_subcommand("train", "train a model across pipeline ranks (defaults: a small GPT on the "
                                            "built-in corpus, DualPipe on 2 local ranks)");
   add_source_options(cmd, o->src);
+  o->src.micro_batches_opt->description(
+      "micro-batches N per training step (default: 8, or 2P when that is more: DualPipe overlaps fully from N = 2P)");
   add_model_options(cmd, o->model);
   add_rank_options(cmd, o->ranks);
   cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
   cmd->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
+  o->warmup_opt = cmd->add_option("--warmup-steps", o->warmup_steps,
+                  "learning-rate warm-up: the rate rises linearly to --lr over the first W steps (default: a tenth "
+                  "of --steps, at most 50; 0: off)");
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
   cmd->add_option("--clip", o->clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
   cmd->add_option("--loss-csv", o->loss_csv, "write the loss curve as CSV")->capture_default_str();
@@ -144,11 +154,19 @@ void run_train(CLI::App* app) {
       throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o->keep_checkpoints));
     if (o->resume && o->checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
     if (o->lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o->lr));
+    const bool warmup_given = o->warmup_opt->count() > 0;
+    if (warmup_given && o->warmup_steps < 0)
+      throw Error(fmt::format("--warmup-steps must not be negative (got {})", o->warmup_steps));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
     require_writable("--loss-csv", o->loss_csv);
     require_writable("--loss-svg", o->loss_svg);
     require_writable("--trace", o->trace);
     require_writable("--svg", o->svg);
+    // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
+    // below the 2P micro-batches it needs to fill its bubbles.
+    if (o->src.from.empty() && o->src.micro_batches_opt->count() == 0 && o->src.ranks > 0 &&
+        o->src.ranks <= (1 << 24))  // beyond it generate() refuses P
+      o->src.micro_batches = std::max(8, 2 * o->src.ranks);
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;
@@ -156,6 +174,7 @@ void run_train(CLI::App* app) {
     t.fb_overlap = o->ranks.fb_overlap == "on";
     t.steps = o->steps;
     t.lr = o->lr;
+    t.lr_warmup_steps = warmup_given ? o->warmup_steps : default_lr_warmup_steps(o->steps);
     t.weight_decay = o->weight_decay;
     t.clip = o->clip;
     t.track_memory = !o->ranks.threads;  // the heap is per process
@@ -165,6 +184,10 @@ void run_train(CLI::App* app) {
     // (or rank 0 of a torchrun-style launch) is the one that prints.
     const auto env = rank_from_env();
     const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
+    // Held by the launching process (rank 0 of a torchrun-style launch) until
+    // the run ends, before anything in the folder is read or written.
+    std::optional<CheckpointLock> lock;
+    if (!o->checkpoint_dir.empty() && lead_process) lock.emplace(o->checkpoint_dir);
     if (!o->checkpoint_dir.empty()) {
       CheckpointOptions& ck = t.checkpoint;
       ck.dir = o->checkpoint_dir;
@@ -189,13 +212,25 @@ void run_train(CLI::App* app) {
     }
     const double tokens =
         static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->model.micro_batch_size * o->model.seq_len);
+    // What every rank must share: the schedule and model (as a checkpoint
+    // names them, the corpus by content) and the training options.
+    RankSettings settings;
+    const auto identity = run_identity(s, t.model);  // a named object: items() refers into it
+    for (const auto& [key, v] : identity.items())
+      settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
+    for (const auto& [key, v] : {std::pair<std::string, double>{"lr", t.lr}, {"weight_decay", t.weight_decay},
+                                 {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
+      settings.emplace_back(key, fmt::format("{}", v));
+    settings.emplace_back("ep", std::to_string(o->ranks.ep));
+    settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
+      if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
       const bool lead = mesh.rank == 0;
       if (lead)
-        fmt::print("train {}: {} ranks, {} stages, {} micro-batches of {} x {} tokens; model {} (hidden {}, {}); "
-                   "{} steps\n",
-                   s.method, s.ranks, s.stages, s.micro_batches, o->model.micro_batch_size, o->model.seq_len,
-                   o->model.model, o->model.hidden, o->model.dtype, o->steps);
+        fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
+                   count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
+                   o->model.micro_batch_size, o->model.seq_len, o->model.model, o->model.hidden, o->model.dtype,
+                   count_of(o->steps, "step"));
       if (lead && t.checkpoint.resume_step > 0)
         fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
                    t.checkpoint.resume_step);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +24,8 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--ffn", o.ffn, "mlp: inner width of a stage (0: 4 x hidden)")->capture_default_str();
   app->add_option("--seq-len", o.seq_len, "sequence length")->capture_default_str();
   app->add_option("--micro-batch-size", o.micro_batch_size, "samples per micro-batch")->capture_default_str();
-  app->add_option("--seed", o.seed, "seed of parameters and data")->capture_default_str();
+  app->add_option("--seed", o.seed_text, "seed of parameters, data and LibTorch's default generator (0..2^64-1)")
+      ->default_str(std::to_string(o.seed));
   app->add_option("--layers", o.layers, "gpt: transformer blocks, spread evenly over the stages (0: max(stages, 4))")
       ->capture_default_str();
   app->add_option("--heads", o.heads, "gpt: attention heads (must divide --hidden)")->capture_default_str();
@@ -84,6 +86,23 @@ void check_model_size(const ModelOptions& o, const Schedule& s) {
                             activation, kMaxElements));
 }
 
+// --seed: a decimal integer in 0..2^64-1, refused like the other integer
+// options when out of range or not a number (never wrapped or clamped).
+uint64_t parse_seed(const ModelOptions& o) {
+  if (o.seed_text.empty()) return o.seed;
+  const std::string& t = o.seed_text;
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  const Error bad(fmt::format("--seed must be in 0..{} (got {})", max, t));
+  if (t.size() > 20 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) throw bad;
+  uint64_t v = 0;
+  for (char c : t) {
+    const auto d = static_cast<uint64_t>(c - '0');
+    if (v > (max - d) / 10) throw bad;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
 }  // namespace
 
 ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) {
@@ -99,7 +118,7 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   mc.seq_len = o.seq_len;
   mc.micro_batch_size = o.micro_batch_size;
   mc.dtype = o.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
-  mc.seed = o.seed;
+  mc.seed = parse_seed(o);
   mc.layers = o.layers;
   mc.heads = o.heads;
   mc.data_path = o.data;
@@ -173,6 +192,43 @@ int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
 }
 
 }  // namespace
+
+void check_same_settings(const RankSettings& mine, Comm& world) {
+  // name=value lines, each a byte in a double (exact), zero-padded: the
+  // SUM of rows that only their own rank fills is every rank's text.
+  constexpr int64_t kBytes = 2048;
+  std::string text;
+  for (const auto& [name, value] : mine) text += name + "=" + value + "\n";
+  text.resize(static_cast<std::size_t>(kBytes), '\0');
+  torch::Tensor t = torch::zeros({world.world, kBytes}, torch::kFloat64);
+  double* row = t.data_ptr<double>() + static_cast<int64_t>(world.rank) * kBytes;
+  for (int64_t i = 0; i < kBytes; ++i) row[i] = static_cast<unsigned char>(text[static_cast<std::size_t>(i)]);
+  world.all_reduce(t, c10d::ReduceOp::SUM, "the exchange of every rank's settings");
+  auto settings_of = [&](int r) {
+    std::string s;
+    const double* v = t.data_ptr<double>() + static_cast<int64_t>(r) * kBytes;
+    for (int64_t i = 0; i < kBytes && v[i] != 0; ++i) s += static_cast<char>(static_cast<unsigned char>(v[i]));
+    std::vector<std::pair<std::string, std::string>> out;
+    for (std::size_t at = 0; at < s.size();) {
+      const std::size_t end = std::min(s.find('\n', at), s.size()), eq = s.find('=', at);
+      if (eq < end) out.emplace_back(s.substr(at, eq - at), s.substr(eq + 1, end - eq - 1));
+      at = end + 1;
+    }
+    return out;
+  };
+  const auto first = settings_of(0);
+  for (int r = 1; r < world.world; ++r) {
+    const auto other = settings_of(r);
+    for (std::size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+      const std::string name = i < first.size() ? first[i].first : other[i].first;
+      const std::string a = i < first.size() ? first[i].second : "(none)", b = i < other.size() ? other[i].second : "(none)";
+      if ((i < other.size() && other[i].first != name) || a != b)
+        throw Error(fmt::format("the ranks were started with different settings: {} is {} on rank 0 but {} on rank {} "
+                                "(start every rank with the same options)",
+                                name, a, b, r));
+    }
+  }
+}
 
 void apply_process_policy(const RankOptions& o) {
   tune_malloc_for_tensors();

@@ -4,6 +4,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "cli/common.h"
 #include "runtime/comm.h"
@@ -21,6 +24,9 @@ struct ModelOptions {
   int64_t heads = 4;   // gpt: attention heads
   std::string data;    // gpt: text file (empty: the built-in corpus)
   uint64_t seed = 1234;
+  // --seed as typed: CLI11 would wrap -1 to 2^64-1 and clamp 1e20 to the
+  // maximum, so make_model_config parses it (empty: `seed` as set).
+  std::string seed_text;
   // moe:
   int experts = 4, top_k = 2;
   bool shared_expert = true;
@@ -54,6 +60,15 @@ void add_rank_options(CLI::App* app, RankOptions& o);
 // process; otherwise by spawning the ranks as local processes and waiting
 // for them. The launching process prints the mesh layout first when E > 1.
 int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body);
+
+// Named settings every rank of a run must share ("dtype" -> "float32").
+using RankSettings = std::vector<std::pair<std::string, std::string>>;
+// Refuses a run whose ranks were started with different settings (each rank
+// of a torchrun-style launch has its own command line): every rank's settings
+// travel to all in one all-reduce of a fixed-size buffer, before any model
+// tensor (whose dtype or size may differ). Throws dp::Error, on every rank,
+// naming the first differing setting and both values.
+void check_same_settings(const RankSettings& mine, Comm& world);
 
 // Process-wide settings for rank processes and threads, made once by the
 // program (never by the library): allocator tuning for tensor workloads and,

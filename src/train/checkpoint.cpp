@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -119,9 +120,35 @@ std::string mismatch(const std::string& path, const Identity& made, const Identi
   return fmt::format("checkpoint {} was made with {}; this run has {}", path, was, is);
 }
 
+// A field of the manifest's run whose JSON type differs from this run's
+// (a hand-edited or damaged manifest: "hidden": "16"), or "" if none. Such a
+// manifest is corrupt, not another run, and comparing across types would
+// print "made with hidden 16; this run has hidden 16".
+std::string type_problem(const nlohmann::ordered_json& made, const Identity& run) {
+  for (const auto& [key, v] : run.items()) {
+    if (!made.contains(key)) continue;
+    const auto& m = made[key];
+    if (m.is_number() != v.is_number() || (!v.is_number() && m.type() != v.type()))
+      return fmt::format("corrupt (manifest.json: run.{} is a {}, not a {})", key, m.type_name(), v.type_name());
+  }
+  return "";
+}
+
+std::string problem_of(const std::string& path, int step, const Identity& identity);
+
 // Why the checkpoint at `path` is not usable, or "" if it is complete and
 // intact. Throws dp::Error if it belongs to another run.
 std::string problem(const std::string& path, int step, const Identity& identity) {
+  try {
+    return problem_of(path, step, identity);
+  } catch (const nlohmann::json::exception& e) {
+    // A field of the wrong type (e.g. "step": "3"): corrupt like any other damage.
+    const std::string what = e.what();
+    return fmt::format("corrupt (manifest.json: {})", what.substr(0, what.find('\n')));
+  }
+}
+
+std::string problem_of(const std::string& path, int step, const Identity& identity) {
   const std::string mpath = (fs::path(path) / kManifest).string();
   auto text = read_all(mpath);
   if (!text) return "incomplete (no manifest.json: the run stopped while writing it)";
@@ -135,6 +162,7 @@ std::string problem(const std::string& path, int step, const Identity& identity)
       m.value("step", -1) != step || !m.contains("run") || !m["run"].is_object() || !m.contains("files") ||
       !m["files"].is_array())
     return "corrupt (manifest.json is not a dualpipe checkpoint manifest of this step)";
+  if (std::string why = type_problem(m["run"], identity); !why.empty()) return why;
   if (m["run"] != identity) throw Error(mismatch(path, m["run"], identity));
   const int ranks = identity.value("ranks", 0);
   if (static_cast<int>(m["files"].size()) != ranks)
@@ -151,6 +179,15 @@ std::string problem(const std::string& path, int step, const Identity& identity)
       return fmt::format("corrupt ({} fails its checksum)", rank_file(r));
   }
   return "";
+}
+
+// The corpus by content, not by the path as typed: the same text moved or
+// reached by another path resumes; other text behind the same path does not.
+std::string corpus_identity(const std::string& path) {
+  if (path.empty()) return "built-in corpus";
+  auto text = read_all(path);
+  if (!text) return path;  // unreadable: the corpus loader reports it
+  return fmt::format("text of {} bytes, fnv1a64 {}", text->size(), hex64(fnv1a64(text->data(), text->size())));
 }
 
 uint64_t schedule_hash(const Schedule& s) {
@@ -199,7 +236,7 @@ Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
   if (m.name == "gpt") {
     id["layers"] = m.layers > 0 ? m.layers : std::max(m.stages, 4);
     id["heads"] = m.heads;
-    id["data"] = m.data_path.empty() ? "built-in corpus" : m.data_path;
+    id["data"] = corpus_identity(m.data_path);
   }
   return id;
 }
@@ -213,6 +250,30 @@ std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Ide
     if (warn) warn(fmt::format("skipping checkpoint {}: {}", it->second, why));
   }
   return std::nullopt;
+}
+
+CheckpointLock::CheckpointLock(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("cannot create the checkpoint folder {}: {}", dir, ec.message()));
+  const std::string path = (fs::path(dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) io_error("open the lock file", path);
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      throw Error(fmt::format("checkpoint folder {} is in use by another run (it holds {}): wait for it to end, or "
+                              "choose another --checkpoint-dir",
+                              dir, path));
+    errno = err;
+    io_error("lock", path);
+  }
+}
+
+CheckpointLock::~CheckpointLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 void check_no_checkpoint(const std::string& dir) {

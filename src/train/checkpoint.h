@@ -65,6 +65,21 @@ struct FoundCheckpoint {
 std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
                                                const std::function<void(const std::string&)>& warn);
 
+// An exclusive lock (flock) on DIR/.lock, held while it lives, by the process
+// that launches a run: two runs writing into one folder would overwrite and
+// delete each other's checkpoints. Creates DIR if needed; throws dp::Error
+// naming the folder if another process holds the lock.
+class CheckpointLock {
+ public:
+  explicit CheckpointLock(const std::string& dir);
+  ~CheckpointLock();
+  CheckpointLock(const CheckpointLock&) = delete;
+  CheckpointLock& operator=(const CheckpointLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Throws dp::Error if `dir` holds a complete checkpoint: a run that does not
 // resume would otherwise mix its checkpoints with an earlier run's.
 void check_no_checkpoint(const std::string& dir);

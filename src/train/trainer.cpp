@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "runtime/grad_sum.h"
+#include "train/lr_warmup.h"
 
 #include "schedule/error.h"
 
@@ -143,6 +144,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     adam = std::make_unique<torch::optim::AdamW>(
         params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
   const CheckpointOptions& ck = opt.checkpoint;
+  // The default generator (dropout, anything that draws from it) starts from
+  // the run's seed on every rank; a resume replaces it with the saved state.
+  torch::manual_seed(opt.model.seed);
   if (ck.resume_step > 0) load_checkpoint(ck, exec.stages(), adam.get(), comm->rank);
   CheckpointOptions ck_save = ck;
   if (opt.fault.kind == Fault::KillBeforeManifest && opt.fault.rank == comm->rank)
@@ -211,6 +215,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
         for (auto& p : params)
           if (p.grad().defined()) p.mutable_grad().mul_(scale);
       }
+      // The warm-up's rate is a function of the step: a resumed run continues it.
+      const double rate = warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps);
+      for (auto& g : adam->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(rate);
       adam->step();
     }
     st.seconds = seconds_since(t0);

@@ -39,6 +39,7 @@ struct TrainOptions {
   double clip = 1.0;       // global gradient-norm clipping; 0 disables it
   bool optimize = true;    // false: pipeline steps only (bench)
   int warmup_steps = 0;    // run first, not reported (bench)
+  int lr_warmup_steps = 0;  // the learning rate rises linearly over these steps (lr_warmup.h)
   // Measure activation memory: one extra pipeline step after the last, with
   // no optimizer update, samples the heap after every action.
   bool track_memory = false;

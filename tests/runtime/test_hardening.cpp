@@ -1,0 +1,311 @@
+// Hardening of the runtime commands (issue 14): option ranges, seeding,
+// defaults that follow the shape, wording of counts.
+#include <gtest/gtest.h>
+
+#include "cli_run.h"
+#include "thread_ranks.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/launch.h"
+#include "schedule/error.h"
+#include "schedule/generators.h"
+#include "schedule/lower.h"
+#include "train/checkpoint.h"
+#include "train/lr_warmup.h"
+#include "train/trainer.h"
+
+namespace dp {
+namespace {
+namespace fs = std::filesystem;
+
+using test_support::CliRun;
+using test_support::run_cli;
+
+std::string temp_file(const std::string& name) {
+  return (fs::path(::testing::TempDir()) / fmt::format("dp_harden_{}_{}", getpid(), name)).string();
+}
+
+bool has(const std::string& text, const std::string& fragment) { return text.find(fragment) != std::string::npos; }
+
+// A tiny training run on thread ranks: seconds, not minutes.
+const std::string kTinyMlp = " --model mlp --hidden 8 --seq-len 2 --micro-batch-size 1 --threads --loss-csv /dev/null "
+                             "--loss-svg /dev/null";
+
+// Item 10: CLI11 wraps -1 to 2^64-1 and clamps numbers beyond 2^64-1 for a
+// uint64_t option; --seed must be refused instead, as every integer option.
+TEST(Hardening, SeedOutOfRangeIsRefused) {
+  const std::string v = "verify -m 1f1b -p 2 -n 2 --threads --hidden 8 --seq-len 2 --seed ";
+  for (const std::string bad : {"-1", "1e30", "18446744073709551616", "99999999999999999999999", "12abc"}) {
+    CliRun r = run_cli(v + bad);
+    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
+    EXPECT_TRUE(has(r.out, "dualpipe: error: --seed must be in 0..18446744073709551615 (got " + bad + ")"))
+        << bad << "\n" << r.out;
+  }
+  // The ends of the range run.
+  for (const std::string good : {"0", "18446744073709551615"}) {
+    CliRun r = run_cli(v + good);
+    EXPECT_EQ(r.code, 0) << good << "\n" << r.out;
+  }
+}
+
+// Item 12: every rank seeds LibTorch's default generator from the run's seed,
+// so the random state a checkpoint saves (and any dropout) is reproducible.
+TEST(Hardening, TrainingSeedsTheDefaultGenerator) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  TrainOptions t = test_support::small_train_options(s, "mlp", 1, torch::kFloat32);
+  for (uint64_t seed : {4242u, 777u}) {
+    t.model.seed = seed;
+    torch::manual_seed(1);  // whatever state came before
+    test_support::train_threads(s, t);
+    EXPECT_EQ(at::detail::getDefaultCPUGenerator().current_seed(), seed);
+  }
+}
+
+// Item 13: `train --from FILE.csv` takes the schedule from the file although
+// train has defaults for --method, --ranks and --micro-batches.
+TEST(Hardening, TrainFromCsv) {
+  const std::string csv = temp_file("sched.csv");
+  std::ofstream(csv) << "0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n";
+  CliRun r = run_cli("train --from " + csv + " --steps 1" + kTinyMlp);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "2 ranks, 2 stages, 2 micro-batches")) << r.out;
+  CliRun both = run_cli("train --from " + csv + " -n 4 --steps 1" + kTinyMlp);
+  EXPECT_EQ(both.code, 2) << both.out;
+  EXPECT_TRUE(has(both.out, "--from reads the whole schedule")) << both.out;
+}
+
+// Item 17: without -n, N follows P (8, or 2P when that is more), so that
+// `train -p 8` does not run DualPipe below the 2P micro-batches it needs.
+TEST(Hardening, TrainDefaultMicroBatchesFollowRanks) {
+  CliRun r = run_cli("train -p 8 --steps 1" + kTinyMlp);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "train dualpipe: 8 ranks, 8 stages, 16 micro-batches")) << r.out;
+  CliRun small = run_cli("train -p 2 --steps 1" + kTinyMlp);
+  EXPECT_TRUE(has(small.out, "2 ranks, 2 stages, 8 micro-batches")) << small.out;
+  CliRun given = run_cli("train -p 8 -n 10 --steps 1" + kTinyMlp);
+  EXPECT_TRUE(has(given.out, "8 ranks, 8 stages, 10 micro-batches")) << given.out;
+}
+
+// Item 22: counts of one are singular in train's output.
+TEST(Hardening, TrainSaysOneStepInTheSingular) {
+  CliRun r = run_cli("train -m 1f1b -p 1 -n 1 --steps 1 --model mlp --hidden 8 --seq-len 2 --micro-batch-size 1 "
+                     "--loss-csv /dev/null --loss-svg /dev/null");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "train 1f1b: 1 rank, 1 stage, 1 micro-batch of 1 x 2 tokens")) << r.out;
+  EXPECT_TRUE(has(r.out, "; 1 step\n")) << r.out;
+  EXPECT_TRUE(has(r.out, "over 1 step;")) << r.out;
+  EXPECT_TRUE(has(r.out, "/ 1 activation\n")) << r.out;
+  EXPECT_FALSE(has(r.out, " 1 steps") || has(r.out, " 1 activations") || has(r.out, " 1 ranks")) << r.out;
+}
+
+// Item 24: the learning rate rises linearly over the warm-up, and train warms
+// up by default over a tenth of the run (at most 50 steps).
+TEST(Hardening, LearningRateWarmUpValues) {
+  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 0, 4), 0.25);
+  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 1, 4), 0.5);
+  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 3, 4), 1.0);
+  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 9, 4), 1.0);
+  EXPECT_DOUBLE_EQ(warmup_lr(2.0, 0, 0), 2.0);
+  EXPECT_EQ(default_lr_warmup_steps(400), 40);
+  EXPECT_EQ(default_lr_warmup_steps(5000), 50);
+  EXPECT_EQ(default_lr_warmup_steps(6), 0);
+}
+
+// AdamW's update is proportional to the rate (weight decay included), so the
+// first step of a 4-step warm-up must equal a step at a quarter of the rate,
+// and differ from one at the full rate.
+TEST(Hardening, WarmUpStepIsTheStepAtTheLowerRate) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  TrainOptions warm = test_support::small_train_options(s, "mlp", 1, torch::kFloat64);
+  warm.lr_warmup_steps = 4;
+  TrainOptions quarter = warm, full = warm;
+  quarter.lr_warmup_steps = full.lr_warmup_steps = 0;
+  quarter.lr = warm.lr / 4;
+  auto a = test_support::train_threads(s, warm), b = test_support::train_threads(s, quarter),
+       c = test_support::train_threads(s, full);
+  for (int r = 0; r < s.ranks; ++r)
+    for (const auto& [stage, flat] : a[r].final_params) {
+      EXPECT_TRUE(torch::allclose(flat, b[r].final_params.at(stage), 1e-12, 1e-12)) << "stage " << stage;
+      EXPECT_FALSE(torch::allclose(flat, c[r].final_params.at(stage), 1e-12, 1e-12)) << "stage " << stage;
+    }
+}
+
+// Short runs on the default settings: without a warm-up the default GPT's
+// loss jumped by 0.165 from step 5 to step 6 (3.093 -> 3.258) of a 30-step
+// run; with the default warm-up no step of the first 12 rises by 0.1.
+TEST(Hardening, DefaultTrainingHasNoEarlySpike) {
+  const std::string csv = temp_file("loss.csv");
+  CliRun r = run_cli("train --steps 30 --threads --loss-svg /dev/null --loss-csv " + csv);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<double> loss;
+  while (std::getline(in, line)) loss.push_back(std::stod(line.substr(line.find(',') + 1)));
+  ASSERT_EQ(loss.size(), 30u);
+  for (std::size_t k = 1; k < 12; ++k) EXPECT_LT(loss[k] - loss[k - 1], 0.1) << "step " << k + 1;
+}
+
+// A fresh, empty folder for one test.
+std::string fresh_dir(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / fmt::format("dp_harden_{}_{}", name, getpid());
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+// Item 5: a manifest whose fields have the wrong JSON type is skipped with a
+// warning naming it, like any other corrupt checkpoint, never a raw
+// json exception; and the older intact checkpoint is found.
+TEST(Hardening, ManifestFieldsOfTheWrongTypeAreSkipped) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  TrainOptions t = test_support::small_train_options(s, "mlp", 2, torch::kFloat32);
+  t.checkpoint.dir = fresh_dir("types");
+  t.checkpoint.every = 1;
+  t.checkpoint.keep = 5;
+  t.checkpoint.identity = run_identity(s, t.model);
+  test_support::train_threads(s, t);
+  const std::string manifest = checkpoint_path(t.checkpoint.dir, 2) + "/manifest.json";
+  const std::string original = [&] {
+    std::ifstream in(manifest);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  auto edited = [&](const std::function<void(nlohmann::ordered_json&)>& edit) {
+    auto m = nlohmann::ordered_json::parse(original);
+    edit(m);
+    std::ofstream(manifest) << m.dump(2);
+  };
+  const std::vector<std::function<void(nlohmann::ordered_json&)>> edits = {
+      [](nlohmann::ordered_json& m) { m["step"] = "2"; },
+      [](nlohmann::ordered_json& m) { m["version"] = "1"; },
+      [](nlohmann::ordered_json& m) { m["run"]["hidden"] = "16"; },
+      [](nlohmann::ordered_json& m) { m["run"]["ranks"] = "2"; },
+      [](nlohmann::ordered_json& m) { m["files"][0]["bytes"] = "12"; },
+      [](nlohmann::ordered_json& m) { m["files"][1]["fnv1a64"] = 7; },
+  };
+  for (std::size_t i = 0; i < edits.size(); ++i) {
+    edited(edits[i]);
+    std::vector<std::string> warnings;
+    std::optional<FoundCheckpoint> found;
+    try {
+      found = find_checkpoint(t.checkpoint.dir, t.checkpoint.identity,
+                              [&](const std::string& w) { warnings.push_back(w); });
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "edit " << i << " threw: " << e.what();
+      continue;
+    }
+    ASSERT_TRUE(found.has_value()) << "edit " << i;
+    EXPECT_EQ(found->step, 1) << "edit " << i;
+    ASSERT_EQ(warnings.size(), 1u) << "edit " << i;
+    EXPECT_TRUE(has(warnings[0], checkpoint_path(t.checkpoint.dir, 2)) && has(warnings[0], "corrupt"))
+        << "edit " << i << ": " << warnings[0];
+  }
+}
+
+// Item 6: the corpus is identified by its text, not by the path as typed.
+TEST(Hardening, CheckpointIdentifiesTheCorpusByContent) {
+  const std::string dir = fresh_dir("corpus");
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the quick brown fox jumps over the lazy dog. ";
+  std::ofstream(dir + "/a.txt") << text;
+  std::ofstream(dir + "/b.txt") << text;
+  std::ofstream(dir + "/c.txt") << text << "and more";
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  ModelConfig m = test_support::small_train_options(s, "gpt", 1, torch::kFloat32).model;
+  auto id = [&](const std::string& path) {
+    m.data_path = path;
+    return run_identity(s, m);
+  };
+  EXPECT_EQ(id(dir + "/a.txt"), id(dir + "/b.txt"));
+  EXPECT_EQ(id(dir + "/a.txt"), id(dir + "/./a.txt"));
+  EXPECT_NE(id(dir + "/a.txt"), id(dir + "/c.txt"));
+  const auto before = id(dir + "/a.txt");
+  std::ofstream(dir + "/a.txt") << "other text at the same path, long enough to be a corpus of its own. ";
+  EXPECT_NE(id(dir + "/a.txt"), before);
+}
+
+// Item 9: a second run on a checkpoint folder in use is refused with one line.
+TEST(Hardening, TwoRunsCannotShareACheckpointFolder) {
+  const std::string dir = fresh_dir("lock");
+  {
+    CheckpointLock held(dir);
+    EXPECT_THROW(CheckpointLock again(dir), Error);
+    CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --steps 1 --checkpoint-dir " + dir + kTinyMlp);
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_EQ(r.out, "dualpipe: error: checkpoint folder " + dir + " is in use by another run (it holds " + dir +
+                         "/.lock): wait for it to end, or choose another --checkpoint-dir\n");
+  }
+  // Released with its holder: the next run may use the folder.
+  CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --steps 1 --checkpoint-dir " + dir + kTinyMlp);
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
+// Item 1: ranks started with different settings (torchrun-style, each with
+// its own command line) are refused at start, with one line naming the first
+// differing setting and both values, not a Gloo abort (exit 134).
+void expect_ranks_refused(const std::string& common, const std::string& rank0, const std::string& rank1,
+                          const std::string& fragment) {
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_local_port());
+  auto a = std::async(std::launch::async, [&] { return run_cli(common + rank0, "RANK=0 " + env, 120); });
+  auto b = std::async(std::launch::async, [&] { return run_cli(common + rank1, "RANK=1 " + env, 120); });
+  const CliRun r0 = a.get(), r1 = b.get();
+  for (const CliRun* r : {&r0, &r1}) {
+    EXPECT_EQ(r->code, 2) << r->out;
+    EXPECT_TRUE(has(r->out, "dualpipe: error: the ranks were started with different settings: " + fragment))
+        << r->out;
+    EXPECT_FALSE(has(r->out, "EnforceNotMet") || has(r->out, "terminate")) << r->out;
+  }
+}
+
+TEST(Hardening, RanksWithDifferentSettingsAreRefused) {
+  const std::string common = "train -m 1f1b -p 2 -n 2 --steps 1 --model mlp --seq-len 2 "
+                             "--loss-csv /dev/null --loss-svg /dev/null ";
+  expect_ranks_refused(common, "--hidden 8 --dtype float32", "--hidden 8 --dtype float64",
+                       "dtype is float32 on rank 0 but float64 on rank 1");
+  expect_ranks_refused(common, "--hidden 16", "--hidden 8", "hidden is 16 on rank 0 but 8 on rank 1");
+  expect_ranks_refused(common, "--hidden 8 --lr 0.001", "--hidden 8", "lr is 0.001 on rank 0 but 0.003 on rank 1");
+}
+
+// Item 16: with more ranks than cores the overhead yardstick is flagged as
+// unreliable instead of printed (it came out as -19298 us per action).
+TEST(Hardening, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  ASSERT_GT(cores, 0u);
+  const std::string p = std::to_string(cores + 1);
+  const std::string args = "bench -m 1f1b -p " + p + " -n " + p + " --model mlp --hidden 8 --seq-len 2 --steps 1 --threads";
+  CliRun text = run_cli(args);
+  EXPECT_EQ(text.code, 0) << text.out;
+  EXPECT_TRUE(has(text.out, "overhead: unreliable (ranks outnumber cores)")) << text.out;
+  EXPECT_FALSE(has(text.out, "us per compute action")) << text.out;
+  CliRun json = run_cli(args + " --format json");
+  ASSERT_EQ(json.code, 0) << json.out;
+  auto j = nlohmann::json::parse(json.out);
+  ASSERT_TRUE(j.contains("overhead_reliable")) << json.out;
+  EXPECT_FALSE(j["overhead_reliable"].get<bool>());
+  // Where it is called reliable, it is not negative.
+  CliRun two = run_cli("bench -m 1f1b -p 1 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2 --format json");
+  ASSERT_EQ(two.code, 0) << two.out;
+  auto k = nlohmann::json::parse(two.out);
+  if (k.at("overhead_reliable").get<bool>()) {
+    EXPECT_GE(k["overhead_per_action_us"].get<double>(), 0.0);
+  }
+}
+
+}  // namespace
+}  // namespace dp
