@@ -11,6 +11,7 @@
 #include "cli/torch_common.h"
 #include "schedule/error.h"
 #include "schedule/lower.h"
+#include "train/gpt.h"
 #include "train/perf.h"
 #include "train/trainer.h"
 
@@ -67,6 +68,17 @@ void run_bench(CLI::App* app) {
       const double unit = activation_unit_bytes(whole);
       PipelineModel shapes = make_model(whole);
       const double latency = transfer_seconds(*mesh.pipeline, shapes.boundary_shape, shapes.boundary_dtype, 50);
+      // moe across expert ranks: the wire time of one dispatch or combine of
+      // the average size (every token's K copies spread evenly over the E
+      // ranks), and of the small token-count exchange before each dispatch.
+      double a2a_phase = 0;
+      if (mesh.expert) {
+        const int64_t rows = o->model.micro_batch_size * o->model.seq_len * o->model.top_k / mesh.shape.ep;
+        const double tokens_a2a = all_to_all_seconds(*mesh.expert, std::max<int64_t>(rows, 1), o->model.hidden,
+                                                     t.model.dtype, 20);
+        const double counts_a2a = all_to_all_seconds(*mesh.expert, 1, o->model.experts / mesh.shape.ep, torch::kInt64, 20);
+        a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
+      }
       RankRun run = train_rank(s, t, mesh);
       auto exposed_a2a = gather_value(run.last_exposed.all_to_all, *comm);
       auto exposed_pipe = gather_value(run.last_exposed.pipeline, *comm);
@@ -88,6 +100,23 @@ void run_bench(CLI::App* app) {
       // ... and the same with the measured transfer time on every cross-rank edge.
       costs.latency = latency;
       const double sim_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
+      // ... and with the all-to-alls as communication phases of every chunk
+      // (2 per MoE block of the stage), hidden by F&B pairs when overlap is on.
+      SimResult sim_a2a;
+      if (a2a_phase > 0) {
+        Costs ca = measured_costs(s, times);
+        ca.latency = latency;
+        ca.a2a_bytes.assign(s.stages, 0.0);
+        ca.a2a_phases.assign(s.stages, 0);
+        for (int st = 0; st < s.stages; ++st) {
+          const auto [first, end] = gpt_blocks(st, s.stages, gpt_layers(t.model));
+          ca.a2a_phases[st] = 2 * (end - first);
+          ca.a2a_bytes[st] = a2a_phase * ca.a2a_phases[st];  // "bytes" in seconds at rate 1
+        }
+        ca.a2a_rate = 1.0;
+        ca.fb_overlap = t.fb_overlap;
+        sim_a2a = simulate(compute_only(s), ca);
+      }
       // The model's compute, split over ranks by their share of the work
       // (F, B, I, W counted by FLOPs for mlp, by compute actions otherwise).
       double all_flops = 0, all_computes = 0;
@@ -129,6 +158,10 @@ void run_bench(CLI::App* app) {
                             {"simulated_peak_held", sim.per_rank[r].peak_held},
                             // Idle time waiting for communication in the last timed step.
                             {"exposed_comm_s", {{"all_to_all", exposed_a2a[r]}, {"pipeline", exposed_pipe[r]}}}};
+        if (a2a_phase > 0) {
+          j["simulated_exposed_a2a_s"] = sim_a2a.per_rank[r].exposed_a2a;
+          j["simulated_a2a_total_s"] = sim_a2a.per_rank[r].a2a_total;
+        }
         if (t.track_memory) {
           // Held, not just live: what a split backward leaves for its W stays
           // in memory until the W runs.
@@ -153,6 +186,8 @@ void run_bench(CLI::App* app) {
                             {"seq_len", o->model.seq_len}, {"micro_batch_size", o->model.micro_batch_size},
                             {"dtype", o->model.dtype},    {"median_step_s", med},
                             {"ep", o->ranks.ep},          {"fb_overlap", o->ranks.fb_overlap == "on"},
+                            {"a2a_phase_s", a2a_phase},
+                            {"simulated_with_a2a_s", a2a_phase > 0 ? sim_a2a.makespan : 0.0},
                             {"median_pipeline_s", med_pipe},
                             {"step_times", steps},        {"pipeline_times", pipes},
                             {"simulated_step_s", sim.makespan},
@@ -185,6 +220,12 @@ void run_bench(CLI::App* app) {
                      overhead_us);
         else
           fmt::print("  model compute alone {:.4f} s: overhead: unreliable ({})\n", compute, unreliable_why);
+        for (int r = 0; r < s.ranks; ++r)
+          fmt::print("  rank {}: idle waiting for communication in the last step: all-to-all {:.4f} s, pipeline {:.4f} s\n",
+                     r, exposed_a2a[r], exposed_pipe[r]);
+        if (a2a_phase > 0)
+          fmt::print("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
+                     1e3 * a2a_phase, sim_a2a.makespan, med_pipe / sim_a2a.makespan);
       }
       return 0;
     });

@@ -63,6 +63,7 @@ struct Opts {
 // Rank 0's closing report: the loss curve files, the measured last step
 // against the simulator, and memory.
 void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vector<std::vector<ActionTime>>& times,
+            const std::vector<std::vector<Span>>& a2a_waits,
             const std::vector<double>& heap, double tokens_per_step) {
   std::vector<double> xs, ys, secs;
   std::string csv = "step,loss,grad_norm,step_seconds,pipeline_seconds\n";
@@ -84,6 +85,11 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
 
   // The simulator fed with what each action really cost.
   SimResult measured = measured_result(s, times);
+  // moe across expert ranks: the stretches each rank stood idle waiting for
+  // an all-to-all, drawn hatched over its timeline.
+  bool any_wait = false;
+  for (const auto& w : a2a_waits) any_wait = any_wait || !w.empty();
+  if (any_wait) measured.a2a_waits = a2a_waits;
   Costs c = measured_costs(s, times);
   SimResult predicted = simulate(compute_only(s), c);
   const double step = run.steps.back().pipeline_seconds;
@@ -247,8 +253,9 @@ void run_train(CLI::App* app) {
       });
       // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
+      auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
       auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
-      if (lead) report(*o, s, run, times, t.track_memory ? heap : std::vector<double>{}, tokens);
+      if (lead) report(*o, s, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
       return 0;
     });
     if (code != 0) std::exit(code);

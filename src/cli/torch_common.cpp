@@ -170,7 +170,6 @@ namespace {
 // them; the cluster is removed when this returns or throws (and, should the
 // launcher die, by the kernel: its namespaces die with their holders).
 int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
-  if (o.threads) throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
   const LinkRate rate = parse_link_rate(o.link_rate);
   const std::vector<int> host_of = place_ranks(shape.pp, shape.ep * shape.dp, o.emulate_hosts);
   require_root_and_netns();
@@ -248,6 +247,9 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
   if (shape.size() > kMaxRanks)
     throw Error(fmt::format("{} ranks x --ep {} = {} rank {}, more than the {} this launcher starts on one machine",
                             pipeline_ranks, o.ep, shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
+  if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
+  if (o.emulate_hosts > 0 && o.threads)
+    throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
   const auto timeout = std::chrono::milliseconds(1000L * o.timeout_s);
   apply_process_policy(o);
   const auto env = rank_from_env();
@@ -288,7 +290,6 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
       std::_Exit(2);
     }
   }
-  if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
   if (o.emulate_hosts > 0) return run_on_emulated_hosts(o, shape);
   return spawn_local_ranks(shape.size(), program_args.argc, program_args.argv);
 }

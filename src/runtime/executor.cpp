@@ -269,6 +269,7 @@ StepOutput RankExecutor::step() {
   // This thread computes; it hands the baton over only while it waits.
   BatonScope holding(&baton_);
   const ExposedComm exposed0 = baton_.exposed();
+  baton_.take_idle_spans();
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     const Action& a = list[p];
@@ -315,6 +316,12 @@ StepOutput RankExecutor::step() {
   const ExposedComm exposed1 = baton_.exposed();
   out.exposed.pipeline = exposed1.pipeline - exposed0.pipeline;
   out.exposed.all_to_all = exposed1.all_to_all - exposed0.all_to_all;
+  const double epoch = std::chrono::duration<double>(t0.time_since_epoch()).count();
+  for (IdleSpan sp : baton_.take_idle_spans()) {
+    sp.start -= epoch;
+    sp.end -= epoch;
+    out.idle.push_back(sp);
+  }
   out.losses = losses_;
   std::sort(out.losses.begin(), out.losses.end());
   return out;

@@ -60,6 +60,7 @@ struct StepOutput {
   std::vector<ActionTime> times;               // per position of the rank's action list
   double seconds = 0;                          // the rank's wall time for the step
   ExposedComm exposed;                         // idle time waiting for communication, by kind
+  std::vector<IdleSpan> idle;                  // when: seconds since the start of the step
   // With track_memory: largest heap growth over the step's start, sampled
   // after every action (activations, pending gradients and transfers).
   double peak_heap_bytes = 0;

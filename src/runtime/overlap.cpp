@@ -1,5 +1,7 @@
 #include "runtime/overlap.h"
 
+#include <utility>
+
 namespace dp {
 namespace {
 
@@ -14,8 +16,13 @@ void ComputeBaton::acquire(const CommKind* after) {
   if (idle_) {
     // Nobody computed since the last release: the rank waited on the
     // communication that has just let this task go on.
-    const double s = std::chrono::duration<double>(Clock::now() - idle_since_).count();
-    if (after) (*after == CommKind::AllToAll ? exposed_.all_to_all : exposed_.pipeline) += s;
+    const auto now = Clock::now();
+    const double s = std::chrono::duration<double>(now - idle_since_).count();
+    if (after) {
+      (*after == CommKind::AllToAll ? exposed_.all_to_all : exposed_.pipeline) += s;
+      auto at = [](Clock::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); };
+      spans_.push_back({at(idle_since_), at(now), *after});
+    }
     idle_ = false;
   }
 }
@@ -33,6 +40,11 @@ void ComputeBaton::release() {
 ExposedComm ComputeBaton::exposed() const {
   std::lock_guard<std::mutex> lock(mu_);
   return exposed_;
+}
+
+std::vector<IdleSpan> ComputeBaton::take_idle_spans() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(spans_, {});
 }
 
 ComputeBaton* current_baton() { return tl_baton; }

@@ -20,6 +20,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "runtime/comm.h"
 
@@ -34,6 +35,13 @@ struct ExposedComm {
   double total() const { return pipeline + all_to_all; }
 };
 
+// One stretch of time in which no task computed, waiting for `kind`
+// (seconds on the steady clock's epoch).
+struct IdleSpan {
+  double start = 0, end = 0;
+  CommKind kind = CommKind::Pipeline;
+};
+
 class ComputeBaton {
  public:
   // Blocks until no task computes. `after` is the communication the caller
@@ -41,6 +49,8 @@ class ComputeBaton {
   void acquire(const CommKind* after);
   void release();
   ExposedComm exposed() const;
+  // Idle stretches charged since the last call (for measured timelines).
+  std::vector<IdleSpan> take_idle_spans();
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -50,6 +60,7 @@ class ComputeBaton {
   Clock::time_point idle_since_{};
   bool idle_ = false;
   ExposedComm exposed_;
+  std::vector<IdleSpan> spans_;
 };
 
 // The baton of the calling thread's task (null outside an executor step).

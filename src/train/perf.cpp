@@ -117,4 +117,20 @@ double transfer_seconds(Comm& comm, const std::vector<int64_t>& shape, torch::Dt
   return trips[trips.size() / 2] / 2;
 }
 
+double all_to_all_seconds(Comm& comm, int64_t rows, int64_t width, torch::Dtype dtype, int repeats) {
+  if (comm.world < 2) return 0.0;
+  torch::Tensor in = torch::zeros({rows * comm.world, width}, torch::dtype(dtype));
+  torch::Tensor out = torch::empty_like(in);
+  std::vector<int64_t> splits(static_cast<std::size_t>(comm.world), rows);
+  std::vector<double> times;
+  for (int k = 0; k < repeats + 1; ++k) {  // the first one warms the connections up
+    comm.barrier("the all-to-all yardstick");
+    const auto t0 = Clock::now();
+    comm.wait(comm.iall_to_all(out, in, splits, splits), -1, [] { return std::string("the all-to-all yardstick"); });
+    if (k > 0) times.push_back(since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 }  // namespace dp

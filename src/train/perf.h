@@ -43,4 +43,10 @@ double activation_unit_bytes(const ModelConfig& c);
 // other than 0 and 1 only wait at the closing barrier. 0 with one rank.
 double transfer_seconds(Comm& comm, const std::vector<int64_t>& shape, torch::Dtype dtype, int round_trips);
 
+// Median time of one all-to-all over `comm` in which every member sends
+// `rows` rows of `width` elements to every member (itself included): the
+// wire time of one MoE dispatch or combine of that size. Every member must
+// call it. 0 with one member.
+double all_to_all_seconds(Comm& comm, int64_t rows, int64_t width, torch::Dtype dtype, int repeats);
+
 }  // namespace dp

@@ -228,6 +228,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     run.steps.push_back(st);
     run.last_times = out.times;
     run.last_exposed = out.exposed;
+    run.last_idle = out.idle;
     if (comm->rank == 0 && progress) progress(st);
   }
   if (opt.track_memory && total > ck.resume_step) {
@@ -275,6 +276,34 @@ std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const
     all[r].resize(lowered.actions[r].size());
     for (std::size_t i = 0; i < all[r].size(); ++i)
       all[r][i] = {a[static_cast<int64_t>(3 * i)], a[static_cast<int64_t>(3 * i + 1)], a[static_cast<int64_t>(3 * i + 2)]};
+  }
+  return all;
+}
+
+std::vector<std::vector<Span>> gather_a2a_waits(const std::vector<IdleSpan>& mine, Comm& comm) {
+  std::vector<double> flat;
+  for (const IdleSpan& sp : mine)
+    if (sp.kind == CommKind::AllToAll) {
+      flat.push_back(sp.start);
+      flat.push_back(sp.end);
+    }
+  // How many each rank has, then the spans themselves to rank 0.
+  torch::Tensor counts = torch::zeros({comm.world}, torch::kFloat64);
+  counts[comm.rank] = static_cast<double>(flat.size());
+  comm.all_reduce(counts, c10d::ReduceOp::SUM, "the gather of all-to-all wait counts");
+  if (comm.rank != 0) {
+    if (!flat.empty()) {
+      torch::Tensor t = torch::tensor(flat, torch::kFloat64);
+      comm.wait(comm.isend(t, 0, kGatherTag + 1), 0, [] { return std::string("the send of all-to-all waits"); });
+    }
+    return {};
+  }
+  std::vector<std::vector<Span>> all(comm.world);
+  for (int r = 0; r < comm.world; ++r) {
+    const auto n = static_cast<int64_t>(counts[r].item<double>());
+    torch::Tensor t = r == 0 ? torch::tensor(flat, torch::kFloat64) : torch::empty({n}, torch::kFloat64);
+    if (r != 0 && n > 0) comm.wait(comm.irecv(t, r, kGatherTag + 1), r, [] { return std::string("all-to-all waits"); });
+    for (int64_t i = 0; i + 1 < n; i += 2) all[r].push_back({t[i].item<double>(), t[i + 1].item<double>()});
   }
   return all;
 }

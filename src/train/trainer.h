@@ -64,6 +64,7 @@ struct RankRun {
   std::vector<StepStats> steps;
   std::vector<ActionTime> last_times;  // this rank's actions in the last step
   ExposedComm last_exposed;            // this rank's idle time waiting for communication, last step
+  std::vector<IdleSpan> last_idle;     // ... and when (seconds since the step's start)
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
 };
@@ -89,6 +90,10 @@ void reduce_grads(RankExecutor& exec, const Mesh& mesh);
 // Rank 0 receives every rank's action times (others send theirs and get {}).
 std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const std::vector<ActionTime>& mine,
                                                   Comm& comm);
+// Every rank's stretches of idle time waiting for all-to-alls, on rank 0
+// (others get {}), for the measured timeline's hatching.
+std::vector<std::vector<Span>> gather_a2a_waits(const std::vector<IdleSpan>& mine, Comm& comm);
+
 // Every rank's value of x, on rank 0 (others get {}).
 std::vector<double> gather_value(double x, Comm& comm);
 

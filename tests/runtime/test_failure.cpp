@@ -69,6 +69,34 @@ TEST(RankFailure, KilledRankIsNamedAndEveryoneExits) {
   RecordProperty("exit_after_kill_s", std::to_string(exit_after));
 }
 
+// Expert parallelism: rank 2 (the second expert rank of pipeline stage 0)
+// dies or stalls while its expert peers wait in a MoE all-to-all.
+const std::string kMoeTrain = "train -m dualpipe -p 2 -n 4 --model moe --ep 2 --hidden 16 --seq-len 4 --heads 2 "
+                              "--steps 4 --loss-csv /dev/null --loss-svg /dev/null";
+
+TEST(RankFailure, RankKilledDuringAllToAllIsNamedAndEveryoneExits) {
+  const int timeout_s = 20;
+  Timed r = run_timed("DUALPIPE_TEST_FAULT=kill:2:2", kMoeTrain + fmt::format(" --timeout {}", timeout_s), 120);
+  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  ASSERT_GE(r.fault_time, 0) << "the fault did not fire\n" << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(dualpipe: error: rank 2 \(pid \d+\) died: signal 9)"))) << r.out;
+  EXPECT_LT(r.exit_time - r.fault_time, timeout_s + 5.0) << r.out;
+}
+
+TEST(RankFailure, RankStalledDuringAllToAllIsReportedWithTheCollective) {
+  Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:2:2", kMoeTrain + " --timeout 3", 120);
+  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  ASSERT_GE(r.fault_time, 0) << "the fault did not fire\n" << r.out;
+  // Its expert peer (rank 0) gives up on the all-to-all after 3 s and says which.
+  EXPECT_TRUE(std::regex_search(
+      r.out, std::regex(R"(dualpipe: error: rank 0: timed out after 3 s waiting for the other ranks \(the MoE (token-count exchange|dispatch all-to-all|combine all-to-all) of block \d\))")))
+      << r.out;
+  const double exit_after = r.exit_time - r.fault_time;
+  EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
+}
+
 TEST(RankFailure, StalledRankIsNamedByItsPeerWithTheActionItWaitedFor) {
   Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:1:3", kTrain + " --timeout 3", 120);
   ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;

@@ -234,12 +234,15 @@ TEST(MoeCli, VerifyWithProcessRanksPasses) {
 
 TEST(MoeCli, BadInputIsOneLineWithCode2) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
-           {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be in 1..64 (got 0)"},
+           {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be at least 1 (got 0)"},
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 2 --experts 3", "--experts 3 is not a multiple of --ep 2"},
            {"verify -m 1f1b -p 2 -n 4 --model moe --top-k 9", "--top-k must be in 1..4"},
            {"verify -m 1f1b -p 2 -n 4 --model gpt --ep 2", "use --model moe"},
            {"verify -m 1f1b -p 8 -n 8 --model moe --ep 16 --experts 16", "more than the 64"},
            {"verify -m 1f1b -p 2 -n 4 --model moe --fb-overlap maybe", "--fb-overlap"},
+           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 3", "--emulate-hosts 3 needs at least 3 ranks (the run has 2)"},
+           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --link-rate fast", "--link-rate 'fast' is not a rate"},
+           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --threads", "does not go with --threads"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
@@ -259,18 +262,6 @@ TEST(MoeCli, VerifyAcrossEmulatedHosts) {
   EXPECT_NE(r.out.find("emulated cluster: 2 hosts at 100mbit"), std::string::npos) << r.out;
   // Expert ranks of a stage on different hosts: ranks 0 and 2 (stage rank 0) apart.
   EXPECT_NE(r.out.find("0:0 1:0 2:1 3:1"), std::string::npos) << r.out;
-}
-
-TEST(MoeCli, EmulatedHostsBadInput) {
-  for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
-           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 3", "--emulate-hosts 3 needs at least 3 ranks (the run has 2)"},
-           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --link-rate fast", "--link-rate 'fast' is not a rate"},
-           {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --threads", "does not go with --threads"},
-       }) {
-    CliRun r = run_cli(args);
-    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
-    EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
-  }
 }
 
 }  // namespace
