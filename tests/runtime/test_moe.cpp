@@ -2,7 +2,10 @@
 // MoE gradients against the unpipelined, unsharded model.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <string>
@@ -262,6 +265,16 @@ TEST(MoeCli, VerifyAcrossEmulatedHosts) {
   EXPECT_NE(r.out.find("emulated cluster: 2 hosts at 100mbit"), std::string::npos) << r.out;
   // Expert ranks of a stage on different hosts: ranks 0 and 2 (stage rank 0) apart.
   EXPECT_NE(r.out.find("0:0 1:0 2:1 3:1"), std::string::npos) << r.out;
+}
+
+// Without root the launcher refuses in one line before it starts anything.
+TEST(MoeCli, EmulatedHostsWithoutRootIsOneLine) {
+  if (geteuid() != 0 || std::system("command -v setpriv >/dev/null") != 0) GTEST_SKIP() << "needs root and setpriv";
+  CliRun r = test_support::run_command(std::string("setpriv --reuid=65534 --regid=65534 --clear-groups ") +
+                                       DUALPIPE_BINARY + " verify -m 1f1b -p 2 -n 4 --emulate-hosts 2");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("dualpipe: error: --emulate-hosts needs root"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
 }
 
 }  // namespace
