@@ -4,6 +4,7 @@
 
 #include "cli/torch_common.h"
 #include "schedule/lower.h"
+#include "train/checkpoint.h"
 #include "train/verify.h"
 
 namespace dp::cli {
@@ -49,7 +50,15 @@ void run_verify(CLI::App* app) {
     if (!s.has_comm()) s = lower(s);
     ModelConfig mc = make_model_config(o->model, s, o->ranks.ep);
     const double tol = tolerance(o->model.dtype);
+    // Every rank (own command line in a torchrun-style launch) must run the same check.
+    RankSettings settings;
+    const Identity identity = run_identity(s, mc);
+    for (const auto& [key, v] : identity.items())
+      settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
+    settings.emplace_back("ep", std::to_string(o->ranks.ep));
+    settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
+      if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
       VerifyResult r = verify_step(s, mc, mesh, o->ranks.fb_overlap == "on");
       if (mesh.rank == 0) fmt::print("{}", report(s, o->model, o->ranks, r));
       return r.loss_error <= tol && r.grad_error <= tol ? 0 : 1;

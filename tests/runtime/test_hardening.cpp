@@ -280,6 +280,8 @@ TEST(Hardening, RanksWithDifferentSettingsAreRefused) {
                        "dtype is float32 on rank 0 but float64 on rank 1");
   expect_ranks_refused(common, "--hidden 16", "--hidden 8", "hidden is 16 on rank 0 but 8 on rank 1");
   expect_ranks_refused(common, "--hidden 8 --lr 0.001", "--hidden 8", "lr is 0.001 on rank 0 but 0.003 on rank 1");
+  expect_ranks_refused("verify -m 1f1b -p 2 -n 2 --hidden 8 --seq-len 2 ", "--dtype float32", "--dtype float64",
+                       "dtype is float32 on rank 0 but float64 on rank 1");
 }
 
 // Item 16: with more ranks than cores the overhead yardstick is flagged as
