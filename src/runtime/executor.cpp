@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "runtime/grad_sum.h"
 #include "runtime/malloc_tuning.h"
 #include "schedule/error.h"
 
@@ -344,13 +345,9 @@ void RankExecutor::sum_replica_grads() {
     // Every replica of a stage has the same parameter list, so all of them
     // skip a stage without parameters (e.g. a GPT stage with no blocks) together.
     if (reps.size() < 2 || st.module->parameters().empty()) continue;
-    std::vector<torch::Tensor> grads;
-    for (auto& p : st.module->parameters()) {
-      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-      grads.push_back(p.grad().reshape({-1}));
-    }
+    std::vector<torch::Tensor> params = st.module->parameters();
     Exchange ex{s, &st, std::vector<torch::Tensor>(reps.size()), {}};
-    torch::Tensor mine = torch::cat(grads);
+    torch::Tensor mine = flat_grads(params);
     for (std::size_t i = 0; i < reps.size(); ++i) {
       if (reps[i] == rank_) {
         ex.parts[i] = mine;
@@ -371,12 +368,8 @@ void RankExecutor::sum_replica_grads() {
     // (parts[0] + parts[1] is one pass where clone-then-add is two.)
     torch::Tensor total = ex.parts[0] + ex.parts[1];
     for (std::size_t i = 2; i < ex.parts.size(); ++i) total.add_(ex.parts[i]);
-    int64_t off = 0;
-    for (auto& p : ex.st->module->parameters()) {
-      const int64_t n = p.numel();
-      p.mutable_grad().copy_(total.narrow(0, off, n).view_as(p));
-      off += n;
-    }
+    std::vector<torch::Tensor> params = ex.st->module->parameters();
+    set_flat_grads(params, total);
   }
 }
 
