@@ -4,6 +4,20 @@
 
 namespace dp {
 
+bool is_timeout_text(const std::string& text) {
+  return text.find("imed out") != std::string::npos || text.find("Timeout") != std::string::npos;
+}
+
+bool is_timeout(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const PeerError& p) {
+    return p.timed_out;
+  } catch (...) {
+    return false;
+  }
+}
+
 std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds timeout, const std::string& what,
                                  const std::exception& cause) {
   // Gloo's unbound buffers say "Timed out waiting Nms for recv operation",
@@ -11,7 +25,7 @@ std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds t
   // early is a broken connection (Gloo: "Connection closed by peer", "Read
   // error", "Broken pipe"): the peer process is gone.
   const std::string text = cause.what();
-  const bool timed_out = text.find("imed out") != std::string::npos || text.find("Timeout") != std::string::npos;
+  const bool timed_out = is_timeout_text(text);
   const std::string who = peer >= 0 ? fmt::format("rank {}", peer) : std::string("the other ranks");
   if (timed_out)
     return fmt::format("rank {}: timed out after {:g} s waiting for {} ({})", rank,

@@ -19,8 +19,15 @@ namespace dp {
 // A peer rank died or stalled while this rank waited for it. A dp::Error, so
 // the command line prints it as its one line.
 struct PeerError : Error {
-  using Error::Error;
+  PeerError(const std::string& message, bool timed_out_) : Error(message), timed_out(timed_out_) {}
+  // The wait ran out of time (else: the connection dropped). Gloo closes a
+  // pair whose wait timed out, so other waits on that pair fail next with a
+  // lost connection: when both are seen, the timeout is the cause.
+  bool timed_out = false;
 };
+
+// True if `e` is a PeerError that timed out.
+bool is_timeout(const std::exception_ptr& e);
 
 // The one line for a failed wait: "rank R: timed out after T s waiting for
 // rank P (WHAT)" when the wait ran out of time, "rank R: lost connection to
@@ -28,6 +35,8 @@ struct PeerError : Error {
 // peer). peer < 0: a collective, where any of the other ranks may be the cause.
 std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds timeout, const std::string& what,
                                  const std::exception& cause);
+// Whether a c10d/Gloo failure text says the wait ran out of time.
+bool is_timeout_text(const std::string& text);
 
 // One group of ranks. Thread-safety: calls may come from several threads of
 // one rank (the two tasks of an overlapped F&B pair), but the collectives of
@@ -67,7 +76,7 @@ class Comm {
     try {
       work->wait(timeout);
     } catch (const std::exception& e) {
-      throw PeerError(wait_failure_message(global(rank), global(peer), timeout, describe(), e));
+      throw PeerError(wait_failure_message(global(rank), global(peer), timeout, describe(), e), is_timeout_text(e.what()));
     }
   }
 

@@ -146,6 +146,8 @@ int supervise_ranks(const std::vector<pid_t>& pids) {
     for (std::size_t r = 0; r < pids.size(); ++r)
       if (running[r]) {
         kill(pids[r], sig);
+        // A stopped process (SIGSTOP) acts on SIGTERM only once continued.
+        if (sig == SIGTERM) kill(pids[r], SIGCONT);
         if (sig == SIGTERM) stopped += fmt::format("{}{}", stopped.empty() ? "" : ", ", r);
       }
   };

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "runtime/comm.h"
+
 namespace dp {
 namespace {
 
@@ -120,6 +122,9 @@ void OverlapWorker::run_pair(ComputeBaton& baton, const std::function<void()>& f
     bwd_error = error_;
   }
   baton.acquire(nullptr);
+  // A half whose wait timed out is the cause when the other half then lost
+  // its connection (see PeerError::timed_out).
+  if (fwd_error && bwd_error && !is_timeout(fwd_error) && is_timeout(bwd_error)) std::rethrow_exception(bwd_error);
   if (fwd_error) std::rethrow_exception(fwd_error);
   if (bwd_error) std::rethrow_exception(bwd_error);
 }

@@ -32,8 +32,12 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
                now, static_cast<int>(getpid()));
   std::fflush(stdout);
   std::fflush(stderr);
-  if (f.kind == Fault::Stall)
-    for (;;) pause();  // until a signal ends the process: the launcher's SIGTERM
+  // A stall stops the whole process, as SIGSTOP from outside would: no thread
+  // of it answers or times out, so only its peers' timeouts can notice.
+  if (f.kind == Fault::Stall) {
+    raise(SIGSTOP);
+    for (;;) pause();  // continued without a signal that ends it: stay stalled
+  }
   raise(SIGKILL);
   std::abort();  // not reached
 }

@@ -19,7 +19,7 @@ namespace dp {
 // Testing hook for failure handling, set from DUALPIPE_TEST_FAULT=KIND:RANK:STEP
 // (fault_from_env): in step STEP (1-based), rank RANK
 //   kill:  raises SIGKILL halfway through its forwards of the step;
-//   stall: sleeps forever at the same place (its peers must time out);
+//   stall: stops its process (SIGSTOP) at the same place (its peers must time out);
 //   kill-before-manifest: (rank 0 only) raises SIGKILL while writing the
 //          checkpoint of step STEP, after every rank file and before the manifest.
 // Each prints one line with the CLOCK_MONOTONIC time first, so that tests can
