@@ -7,7 +7,7 @@
 
 #include "plan/cost_model.h"
 #include "plan/measured.h"
-#include "plan/memory.h"
+#include "sim/memory.h"
 #include "plan/partition.h"
 #include "plan/planner.h"
 #include "plan/spec.h"

@@ -31,7 +31,7 @@ std::vector<std::string> split_list(const std::string& text) {
 }
 
 // In GiB, or in MiB when the whole table is below 1 GiB (small models).
-std::string memory_text(const plan::RankMemory& m, double unit) {
+std::string memory_text(const RankMemory& m, double unit) {
   return fmt::format("{:.1f} ({:.1f}+{:.1f}+{:.1f}+{:.1f})", m.total() / unit, m.params / unit, m.grads / unit,
                      m.optimizer / unit, m.activations / unit);
 }

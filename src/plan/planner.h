@@ -8,7 +8,7 @@
 
 #include "plan/cost_model.h"
 #include "plan/measured.h"
-#include "plan/memory.h"
+#include "sim/memory.h"
 #include "plan/spec.h"
 #include "schedule/schedule.h"
 #include "sim/cost.h"

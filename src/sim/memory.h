@@ -1,13 +1,15 @@
 #pragma once
 // Memory in bytes per device: parameters, gradients, optimizer state and
-// activations. Kept apart from the planner so that data-parallel work can
-// reuse it (ZeRO-1 is a parameter: the optimizer state of a parameter is
-// divided over the devices that hold a replica of it).
+// activations. The one byte model of the project: the planner (src/plan) and
+// the simulator's data-parallel report (sim/data_parallel.h) both use it, so
+// it lives in the simulation layer, below the planner. ZeRO-1 is a parameter:
+// the optimizer state of a parameter is divided over the devices that hold a
+// replica of it.
 #include <vector>
 
 #include "schedule/schedule.h"
 
-namespace dp::plan {
+namespace dp {
 
 struct BytesPerParam {
   double param = 2, grad = 4, optimizer = 12;
@@ -37,4 +39,4 @@ RankMemory state_memory(const HeldParams& p, const BytesPerParam& bytes, bool ze
 // actions are ignored.
 std::vector<double> peak_activation_bytes(const Schedule& s, const std::vector<double>& bytes_per_stage);
 
-}  // namespace dp::plan
+}  // namespace dp

@@ -1,8 +1,8 @@
-#include "plan/memory.h"
+#include "sim/memory.h"
 
 #include <algorithm>
 
-namespace dp::plan {
+namespace dp {
 
 RankMemory state_memory(const HeldParams& p, const BytesPerParam& bytes, bool zero1) {
   RankMemory m;
@@ -40,4 +40,4 @@ std::vector<double> peak_activation_bytes(const Schedule& s, const std::vector<d
   return peak;
 }
 
-}  // namespace dp::plan
+}  // namespace dp
