@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/data_parallel_options.h"
 #include "schedule/words.h"
 #include "schedule/error.h"
 #include "sim/compare.h"
@@ -14,6 +15,7 @@ void run_compare(CLI::App* app) {
   struct Opts {
     int ranks = 0, micro_batches = 0, chunks = 2;
     CostOptions cost;
+    DataParallelOptions dpo;
     std::string format = "text";
     std::string output = "-";
     // Devices by default, so that --ranks means what it means in simulate.
@@ -34,6 +36,7 @@ void run_compare(CLI::App* app) {
   cmd->add_option("-n,--micro-batches", o->micro_batches, "micro-batches N per step")->required();
   cmd->add_option("--chunks", o->chunks, "chunks per rank V for interleaved-1f1b")->capture_default_str();
   add_cost_options(cmd, o->cost);
+  add_data_parallel_options(cmd, o->dpo);
   cmd->add_option("-f,--format", o->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
@@ -42,7 +45,10 @@ void run_compare(CLI::App* app) {
     Costs c = make_costs(o->cost);
     if (o->chunks < 1) throw dp::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
     const CompareBasis basis = o->basis == "devices" ? CompareBasis::Devices : CompareBasis::Stages;
-    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks, basis);
+    const DataParallel dpo = make_data_parallel(o->dpo);
+    const bool dpr = dpo.reduces(), mem = dpo.has_memory();
+    const double limit = o->dpo.memory_limit_gib;
+    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks, basis, dpo);
     std::string text;
     if (o->format == "json") {
       nlohmann::json j = nlohmann::json::array();
@@ -76,6 +82,11 @@ void run_compare(CLI::App* app) {
                       {"published_activations", act},
                       {"published_activations_approximate", r.published_activations_approx}});
           if (c.has_a2a()) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
+          if (dpr)
+            row.update({{"step_with_grad_reduce", clean(r.step_with_grad_reduce)},
+                        {"exposed_grad_reduce", clean(r.exposed_grad_reduce)}});
+          if (mem) row.update({{"peak_memory_rank", r.peak_memory_rank},
+                               {"peak_memory", memory_json(r.peak_memory, limit)}});
         }
         j.push_back(row);
       }
@@ -91,6 +102,13 @@ void run_compare(CLI::App* app) {
                               {"FB", c.FB ? nlohmann::json(clean(*c.FB)) : nullptr},
                               {"transfer", clean(c.transfer())}}},
                             {"rows", std::move(j)}};
+      if (dpr || mem) {
+        doc["data_parallel"] = {{"dp", dpo.replicas},         {"zero", dpo.zero1 ? 1 : 0},
+                                {"grad_bytes", dpo.grad_bytes}, {"param_bytes", dpo.param_bytes},
+                                {"act_mem_bytes", dpo.act_mem_bytes}, {"dp_rate", dpo.rate},
+                                {"grad_buckets", dpo.buckets}, {"overlap_grad_reduce", dpo.overlap}};
+        if (limit > 0) doc["memory_limit_bytes"] = limit * 1024.0 * 1024.0 * 1024.0;
+      }
       text = doc.dump(1) + "\n";
     } else {
       text = fmt::format("{}, N={}, costs {}\n",
@@ -103,6 +121,9 @@ void run_compare(CLI::App* app) {
       // With all-to-all costs: two more columns (text.back() is the '\n').
       const bool a2a = c.has_a2a();
       if (a2a) text.insert(text.size() - 1, fmt::format(" {:>11} {:>7}", "exposed a2a", "hidden"));
+      if (dpr) text.insert(text.size() - 1, fmt::format(" {:>10} {:>10}", "step+dp", "dp exposed"));
+      if (mem) text.insert(text.size() - 1, fmt::format(" {:>8} {:>28}{}", "peak GiB", "(params+grads+optim+act)",
+                                                         limit > 0 ? "  fits" : ""));
       for (const CompareRow& r : rows) {
         if (!r.error.empty()) {
           text += fmt::format("{:<17} {:>7}  n/a: {}\n", r.method, r.devices, r.error);
@@ -115,6 +136,17 @@ void run_compare(CLI::App* app) {
                             r.published_activations);
         if (a2a)
           text.insert(text.size() - 1, fmt::format(" {:>11g} {:>6.2f}%", r.exposed_a2a, 100.0 * r.a2a_hidden));
+        if (dpr)
+          text.insert(text.size() - 1, fmt::format(" {:>10g} {:>10g}", r.step_with_grad_reduce, r.exposed_grad_reduce));
+        if (mem) {
+          const RankMemory& m = r.peak_memory;
+          const double gib = 1024.0 * 1024.0 * 1024.0;
+          text.insert(text.size() - 1,
+                      fmt::format(" {:>8.2f} {:>28}{}", m.total() / gib,
+                                  fmt::format("({:.2f}+{:.2f}+{:.2f}+{:.2f})", m.params / gib, m.grads / gib,
+                                              m.optimizer / gib, m.activations / gib),
+                                  limit > 0 ? (m.total() <= limit * gib ? "   yes" : "    NO") : ""));
+        }
       }
       text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
               "one PP-stage activation\n";
@@ -125,6 +157,12 @@ void run_compare(CLI::App* app) {
       if (a2a)
         text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
                 "hidden behind compute\n";
+      if (dpr || mem) text += fmt::format("data parallel {}\n", describe_data_parallel(dpo));
+      if (dpr)
+        text += "step+dp: step including the gradient reductions; dp exposed: what they add after the compute of the "
+                "most exposed device\n";
+      if (mem)
+        text += "peak GiB: the device with the most memory (weights, gradients, AdamW moments, peak activations)\n";
     }
     write_output(o->output, text);
   });

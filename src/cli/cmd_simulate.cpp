@@ -2,8 +2,10 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/common.h"
+#include "cli/data_parallel_options.h"
 #include "schedule/error.h"
 #include "schedule/words.h"
 #include "pictures/svg.h"
@@ -12,7 +14,62 @@
 
 namespace dp::cli {
 
-nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResult& r) {
+// What the data-parallel options add to a simulation: the gradient
+// reductions (when there are gradient bytes) and the memory table (when
+// there are any bytes).
+struct DataParallelReport {
+  DataParallel d;
+  double limit_gib = 0;
+  std::optional<GradReduce> reduce;
+  std::vector<RankMemory> memory;
+};
+
+namespace {
+
+DataParallelReport data_parallel_report(const Schedule& s, const SimResult& r, const DataParallelOptions& o) {
+  DataParallelReport rep;
+  rep.d = make_data_parallel(o);
+  rep.limit_gib = o.memory_limit_gib;
+  if (rep.d.reduces()) rep.reduce = reduce_gradients(s, r, rep.d);
+  if (rep.d.has_memory()) rep.memory = rank_memory(s, rep.d);
+  return rep;
+}
+
+void add_data_parallel_json(nlohmann::json& j, const DataParallelReport& rep) {
+  const DataParallel& d = rep.d;
+  if (!rep.reduce && rep.memory.empty()) return;
+  j["data_parallel"] = {{"dp", d.replicas},         {"zero", d.zero1 ? 1 : 0},       {"grad_bytes", d.grad_bytes},
+                        {"param_bytes", d.param_bytes}, {"act_mem_bytes", d.act_mem_bytes}, {"dp_rate", d.rate},
+                        {"grad_buckets", d.buckets}, {"overlap_grad_reduce", d.overlap}};
+  nlohmann::json& ranks = j["per_rank"];
+  if (rep.reduce) {
+    j["step_with_grad_reduce"] = rep.reduce->step;
+    j["exposed_grad_reduce"] = rep.reduce->exposed;
+    j["grad_reduce_link"] = rep.reduce->link;
+    for (std::size_t i = 0; i < ranks.size(); ++i) {
+      const RankReduce& rr = rep.reduce->per_rank[i];
+      ranks[i].update({{"grad_reduce_link", rr.link}, {"exposed_grad_reduce", rr.exposed}, {"end", rr.end}});
+    }
+  }
+  if (!rep.memory.empty()) {
+    std::size_t peak = 0;
+    for (std::size_t i = 0; i < rep.memory.size(); ++i) {
+      ranks[i]["memory_bytes"] = memory_json(rep.memory[i], rep.limit_gib);
+      if (rep.memory[i].total() > rep.memory[peak].total()) peak = i;
+    }
+    j["peak_memory_rank"] = peak;
+    j["peak_memory_bytes"] = rep.memory[peak].total();
+    if (rep.limit_gib > 0) {
+      j["memory_limit_bytes"] = rep.limit_gib * 1024.0 * 1024.0 * 1024.0;
+      j["fits"] = rep.memory[peak].total() <= rep.limit_gib * 1024.0 * 1024.0 * 1024.0;
+    }
+  }
+}
+
+}  // namespace
+
+nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResult& r,
+                               const DataParallelReport& rep = {}) {
   nlohmann::json j;
   j["method"] = s.method;
   j["ranks"] = s.ranks;
@@ -44,10 +101,12 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
     if (a2a) ranks.back().update({{"exposed_a2a", st.exposed_a2a}, {"a2a_total", st.a2a_total}});
   }
   j["per_rank"] = std::move(ranks);
+  add_data_parallel_json(j, rep);
   return j;
 }
 
-std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& r) {
+std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& r,
+                            const DataParallelReport& rep = {}) {
   std::string t = fmt::format("{}: {}, {}, {}; costs {}\n", s.method, count_of(s.ranks, "rank"),
                               count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"), describe(c));
   t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step, most idle rank)\n", r.makespan, r.bubble,
@@ -56,17 +115,30 @@ std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& 
   if (a2a)
     t += fmt::format("all-to-all {:g} in all, exposed {:g}, hidden {:.2f}% (F&B overlap {}; busy includes exposed)\n",
                      r.a2a_total, r.exposed_a2a, 100.0 * r.a2a_hidden, c.fb_overlap ? "on" : "off");
+  const bool dpr = rep.reduce.has_value();
+  if (dpr || !rep.memory.empty()) t += fmt::format("data parallel {}\n", describe_data_parallel(rep.d));
+  if (dpr)
+    t += fmt::format("step with gradient reduction {:g} (exposed {:g} after the pipeline's {:g}); dp link busy {:g} "
+                     "in all\n",
+                     rep.reduce->step, rep.reduce->exposed, r.makespan, rep.reduce->link);
   t += "\n";
   t += fmt::format("{:>5} {:>10} {:>10} {:>8} {:>16} {:>7} {:>12}", "rank", "busy", "idle", "idle %",
                    "peak activations", "stages", "param copies");
-  t += a2a ? fmt::format(" {:>11} {:>10}\n", "exposed a2a", "a2a total") : "\n";
+  t += a2a ? fmt::format(" {:>11} {:>10}", "exposed a2a", "a2a total") : "";
+  t += dpr ? fmt::format(" {:>10} {:>10}\n", "dp link", "dp exposed") : "\n";
   for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
     const RankStats& st = r.per_rank[i];
     t += fmt::format("{:>5} {:>10g} {:>10g} {:>7.2f}% {:>16} {:>7} {:>12g}", i, st.busy, st.idle,
                      r.makespan > 0 ? 100.0 * st.idle / r.makespan : 0.0, st.peak_activations, st.stages_held,
                      st.param_copies);
-    t += a2a ? fmt::format(" {:>11g} {:>10g}\n", st.exposed_a2a, st.a2a_total) : "\n";
+    t += a2a ? fmt::format(" {:>11g} {:>10g}", st.exposed_a2a, st.a2a_total) : "";
+    t += dpr ? fmt::format(" {:>10g} {:>10g}\n", rep.reduce->per_rank[i].link, rep.reduce->per_rank[i].exposed)
+             : "\n";
   }
+  if (dpr)
+    t += "dp link: time the rank's data-parallel link reduced gradients; dp exposed: what the rank adds after its "
+         "last compute\n";
+  if (!rep.memory.empty()) t += "\n" + memory_table(rep.memory, rep.limit_gib);
   return t;
 }
 
@@ -74,6 +146,7 @@ void run_simulate(CLI::App* app) {
   struct Opts {
     SourceOptions src;
     CostOptions cost;
+    DataParallelOptions dpo;
     std::string format = "text";
     std::string svg, trace;
     std::string output = "-";
@@ -84,6 +157,7 @@ void run_simulate(CLI::App* app) {
   auto* cmd = app->add_subcommand("simulate", "simulate one training step: step time, bubble, memory per rank");
   add_source_options(cmd, o->src);
   add_cost_options(cmd, o->cost);
+  add_data_parallel_options(cmd, o->dpo);
   cmd->add_option("-f,--format", o->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
@@ -102,7 +176,9 @@ void run_simulate(CLI::App* app) {
                   "(see dualpipe simulate --help)");
     Schedule s = load_schedule(o->src);
     Costs c = make_costs(o->cost);
+    make_data_parallel(o->dpo);  // bad options fail before the simulation
     SimResult r = simulate(s, c);
+    const DataParallelReport rep = data_parallel_report(s, r, o->dpo);
     if (!o->svg.empty()) {
       SvgOptions so;
       so.title = fmt::format("{}  P={} N={}  step {:g}, bubble {:g}", s.method, s.ranks, s.micro_batches,
@@ -123,7 +199,8 @@ void run_simulate(CLI::App* app) {
       write_output(o->trace, chrome_trace(s, r));
       fmt::print(stderr, "wrote {} (Chrome trace; open it in https://ui.perfetto.dev)\n", o->trace);
     }
-    write_output(o->output, o->format == "json" ? simulation_json(s, c, r).dump(1) + "\n" : simulation_text(s, c, r));
+    write_output(o->output,
+                 o->format == "json" ? simulation_json(s, c, r, rep).dump(1) + "\n" : simulation_text(s, c, r, rep));
   });
 }
 

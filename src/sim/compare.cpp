@@ -52,7 +52,8 @@ bool v_shaped(const std::string& m) { return m == "dualpipev" || m == "zbv"; }
 
 }  // namespace
 
-std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, CompareBasis basis) {
+std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, CompareBasis basis,
+                                const DataParallel& dpo) {
   if (PP < 1) throw Error(fmt::format("compare needs at least 1 stage (got {})", PP));
   if (N < 1) throw Error(fmt::format("compare needs at least 1 micro-batch (got {})", N));
   // Every row cuts the model into at least PP stages: refuse absurd shapes
@@ -60,6 +61,7 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
   // are checked in its own row).
   require_feasible_size("compare", Shape{PP, N, 1});
   c.validate(PP);
+  dpo.validate(PP);
   std::vector<CompareRow> rows;
   for (const Method& m : methods()) {
     CompareRow row;
@@ -79,6 +81,7 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
       // The model is the same for every row: a stage of a finer cut costs
       // proportionally less. Per-stage cost lists map onto the PP-stage cut.
       Costs cs = c;
+      DataParallel ds = dpo;
       if (s.stages != PP) {
         auto scale = [&](const std::vector<double>& per_pp) {
           std::vector<double> out(s.stages);
@@ -102,6 +105,10 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
           const long long kp = static_cast<long long>(k) * PP;
           cs.a2a_phases[st] = kp % s.stages == 0 && kp >= s.stages ? static_cast<int>(kp / s.stages) : k;
         }
+        // A finer stage holds fewer weights and activations.
+        if (!dpo.grad_bytes.empty()) ds.grad_bytes = scale(dpo.grad_bytes);
+        if (!dpo.param_bytes.empty()) ds.param_bytes = scale(dpo.param_bytes);
+        if (!dpo.act_mem_bytes.empty()) ds.act_mem_bytes = scale(dpo.act_mem_bytes);
       }
       // A V-shaped cut's formulas are in its own stages (two a device) at
       // its own stage costs; on the stages basis that is PP at c, as above.
@@ -109,7 +116,7 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
         row.published_bubble = published_bubble(row.method, s.stages, cs, chunks);
         published_activations(row, PP, s.stages, N, v);
       }
-      SimResult sim = simulate(s, cs, SimOptions{false});
+      SimResult sim = simulate(s, cs, SimOptions{dpo.reduces()});  // reductions need the timeline
       row.makespan = sim.makespan;
       row.bubble = sim.bubble;
       row.bubble_ratio = sim.bubble_ratio;
@@ -122,6 +129,20 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
       row.peak_activations = static_cast<double>(peak) * PP / s.stages;
       for (const RankStats& st : sim.per_rank) row.exposed_a2a = std::max(row.exposed_a2a, st.exposed_a2a);
       row.a2a_hidden = sim.a2a_hidden;
+      row.step_with_grad_reduce = sim.makespan;
+      if (ds.reduces()) {
+        const GradReduce g = reduce_gradients(s, sim, ds);
+        row.step_with_grad_reduce = g.step;
+        for (const RankReduce& rr : g.per_rank) row.exposed_grad_reduce = std::max(row.exposed_grad_reduce, rr.exposed);
+      }
+      if (ds.has_memory()) {
+        const std::vector<RankMemory> mem = rank_memory(s, ds);
+        for (std::size_t r = 0; r < mem.size(); ++r)
+          if (r == 0 || mem[r].total() > row.peak_memory.total()) {
+            row.peak_memory = mem[r];
+            row.peak_memory_rank = static_cast<int>(r);
+          }
+      }
     } catch (const Error& e) {
       row.error = e.what();
     }

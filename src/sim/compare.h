@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "sim/cost.h"
+#include "sim/data_parallel.h"
 #include "sim/simulate.h"
 
 namespace dp {
@@ -28,6 +29,12 @@ struct CompareRow {
   // With all-to-all costs: the most exposed all-to-all time of a device, and
   // the share of all devices' all-to-all time hidden behind compute.
   double exposed_a2a = 0, a2a_hidden = 0;
+  // With data-parallel options (DataParallel): the step including the
+  // gradient reductions, the most exposed reduction of a device, and the
+  // memory in bytes of the device that needs the most.
+  double step_with_grad_reduce = 0, exposed_grad_reduce = 0;
+  RankMemory peak_memory;
+  int peak_memory_rank = 0;
 };
 
 // What the rows share. Stages: the model cut into PP stages (the published
@@ -39,8 +46,10 @@ enum class CompareBasis { Stages, Devices };
 // PP: pipeline stages of the reference cut (devices for 1F1B). `chunks`: v of
 // interleaved 1F1B. Costs are per PP-stage (1/PP of the model); a finer
 // stage costs proportionally less.
+// `dpo`: data parallelism, with its byte sizes per PP-stage (a finer stage
+// holds proportionally fewer bytes, as it costs less).
 std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks = 2,
-                                CompareBasis basis = CompareBasis::Stages);
+                                CompareBasis basis = CompareBasis::Stages, const DataParallel& dpo = {});
 
 // The published bubble formula for `method` (PIPELINES.md), if any.
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks);
