@@ -36,7 +36,7 @@ bool one_line(const std::string& s) {
 TEST(Cli, ScheduleCsvMatchesTheReference) {
   CliRun r = run("schedule --method dualpipe --ranks 4 --micro-batches 8 --format csv");
   ASSERT_EQ(r.code, 0) << r.out;
-  std::ifstream ref(test::shared_dir() + "/reference/dualpipe_P4_N8.csv");
+  std::ifstream ref(test::data_dir() + "/dualpipe_P4_N8.csv");
   std::string want((std::istreambuf_iterator<char>(ref)), {});
   EXPECT_EQ(r.out, want);
 }

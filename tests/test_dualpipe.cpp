@@ -14,7 +14,7 @@ namespace {
 
 TEST(DualPipe, MatchesEveryReferenceFile) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(test::shared_dir()) / "reference";
+  const fs::path dir = test::data_dir();
   ASSERT_TRUE(fs::is_directory(dir)) << dir;
   const std::regex name(R"((dualpipev?)_P(\d+)_N(\d+)\.csv)");
   int files = 0;

@@ -11,10 +11,11 @@
 
 namespace dp::test {
 
-// ../shared from the project root, or $DUALPIPE_SHARED.
-inline std::string shared_dir() {
-  if (const char* env = std::getenv("DUALPIPE_SHARED")) return env;
-  return DUALPIPE_SHARED_DIR;
+// tests/data (the reference orders the generators are checked against), or
+// $DUALPIPE_TEST_DATA.
+inline std::string data_dir() {
+  if (const char* env = std::getenv("DUALPIPE_TEST_DATA")) return env;
+  return DUALPIPE_TEST_DATA_DIR;
 }
 
 // Action-for-action equality with a message naming the first difference.

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/torch_common.h"
+#include "cli/torch_commands.h"
 #include "schedule/error.h"
 #include "schedule/lower.h"
 #include "train/gpt.h"
@@ -35,7 +36,7 @@ void run_bench(CLI::App* app) {
     std::string format = "text";
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app->add_subcommand("bench", "time K pipeline steps after one warm-up step, one thread per rank");
+  auto* cmd = app->add_subcommand("bench", std::string(torch_command_summary("bench")));
   add_source_options(cmd, o->src);
   add_model_options(cmd, o->model);
   add_rank_options(cmd, o->ranks);

@@ -11,6 +11,7 @@
 
 #include "cli/common.h"
 #include "cli/torch_common.h"
+#include "cli/torch_commands.h"
 #include "runtime/malloc_tuning.h"
 #include "runtime/split_linear.h"
 #include "schedule/error.h"
@@ -82,8 +83,7 @@ void run_profile(CLI::App* app) {
   o->model.model = "gpt";
   o->model.seq_len = 32;
   o->model.micro_batch_size = 4;
-  auto* cmd = app->add_subcommand("profile",
-                                  "measure per-layer costs of a shipped model here (LibTorch), for dualpipe plan --profile");
+  auto* cmd = app->add_subcommand("profile", std::string(torch_command_summary("profile")));
   add_model_options(cmd, o->model);
   cmd->add_option("--reps", o->reps, "timed repetitions per stage (the median is kept)")->capture_default_str();
   cmd->add_option("-o,--output", o->output, "file for the JSON ('-' for stdout)")->capture_default_str();

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "cli/torch_common.h"
+#include "cli/torch_commands.h"
 #include "pictures/plot.h"
 #include "pictures/svg.h"
 #include "pictures/trace.h"
@@ -124,8 +125,7 @@ void run_train(CLI::App* app) {
   // About a minute on a 2-core machine, long enough for the loss to fall clearly.
   o->model.seq_len = 32;
   o->model.micro_batch_size = 4;
-  auto* cmd = app->add_subcommand("train", "train a model across pipeline ranks (defaults: a small GPT on the "
-                                           "built-in corpus, DualPipe on 2 local ranks)");
+  auto* cmd = app->add_subcommand("train", std::string(torch_command_summary("train")));
   add_source_options(cmd, o->src);
   o->src.micro_batches_opt->description(
       "micro-batches N per training step (default: 8, or 2P when that is more: DualPipe overlaps fully from N = 2P)");

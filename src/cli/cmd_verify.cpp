@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cli/torch_common.h"
+#include "cli/torch_commands.h"
 #include "schedule/lower.h"
 #include "train/checkpoint.h"
 #include "train/verify.h"
@@ -40,8 +41,7 @@ void run_verify(CLI::App* app) {
   o->model.dtype = "float64";
   o->model.hidden = 32;
   o->model.seq_len = 8;
-  auto* cmd = app->add_subcommand(
-      "verify", "run one step pipelined across local ranks and compare losses and gradients with unpipelined training");
+  auto* cmd = app->add_subcommand("verify", std::string(torch_command_summary("verify")));
   add_source_options(cmd, o->src);
   add_model_options(cmd, o->model);
   add_rank_options(cmd, o->ranks);

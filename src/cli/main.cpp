@@ -1,93 +1,23 @@
-// dualpipe: pipeline schedules as data; simulate, compare and draw them.
-#include <fmt/format.h>
-
-#include <CLI/CLI.hpp>
-#include <cmath>
-#include <cstdlib>
-#include <new>
-#include <string>
-
-#include "cli/common.h"
-#include "schedule/error.h"
+// dualpipe: pipeline schedules as data; generate, simulate, compare and draw
+// them, and (through dualpipe-torch) run them on LibTorch.
+//
+// This program does not link LibTorch, so the schedule commands start in
+// milliseconds. The commands that need LibTorch (torch_commands.h) are listed
+// here and run by dualpipe-torch, which replaces this process (exec) with the
+// same arguments: one `dualpipe` command, one set of options and exit codes.
+#include "cli/app.h"
+#include "cli/torch_program.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "dualpipe: generate, check, simulate and compare pipeline-parallel schedules "
-      "(DualPipe, DualPipeV, 1F1B, GPipe, interleaved 1F1B, ZB1P, ZBV, Chimera)"};
-  app.name("dualpipe");
-  app.require_subcommand(1);
-  app.set_version_flag("--version", "dualpipe 0.1.0");
-  dp::cli::run_schedule(&app);
-  dp::cli::run_simulate(&app);
-  dp::cli::run_compare(&app);
-  dp::cli::run_plan(&app);
-  dp::cli::run_search(&app);
 #ifdef DUALPIPE_TORCH
-  dp::cli::run_verify(&app);
-  dp::cli::run_train(&app);
-  dp::cli::run_bench(&app);
-  dp::cli::run_profile(&app);
+  if (argc > 1 && dp::cli::is_torch_command(argv[1])) return dp::cli::exec_torch_program(argc, argv);
 #endif
-  // No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf"
-  // and "1e999" into a double, and NaN passes every "x < 0" range check. So
-  // every option whose default is a number gets this validator, which also
-  // covers options added later.
-  const CLI::Validator finite(
-      [](std::string& text) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(text.c_str(), &end);
-        if (!text.empty() && *end == '\0' && !std::isfinite(v)) return "'" + text + "' is not a finite number";
-        return "";
-      },
-      "", "FINITE");
-  for (CLI::App* sub : app.get_subcommands({})) {
-    for (CLI::Option* opt : sub->get_options()) {
-      const std::string def = opt->get_default_str();
-      char* end = nullptr;
-      const double v = def.empty() ? 0 : std::strtod(def.c_str(), &end);
-      if (!def.empty() && *end == '\0' && std::isfinite(v)) opt->check(finite);
-    }
-  }
-  dp::cli::program_args = {argc, argv};
-  if (argc > 1 && argv[1][0] != '-') {
-    bool known = false;
-    std::string names;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      known = known || sub->get_name() == argv[1];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", argv[1], names);
-      return 2;
-    }
-  }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::Success& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    // Point to the subcommand's own help where there is one.
-    const bool sub = argc > 1 && argv[1][0] != '-';
-    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
-    return 2;
-  } catch (const dp::Error& e) {
-    // Subcommands run inside parse() through their callbacks.
-    fmt::print(stderr, "dualpipe: error: {}\n", e.what());
-    return 2;
-  } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "dualpipe: error: out of memory (try fewer ranks or micro-batches)\n");
-    return 2;
-  } catch (const std::exception& e) {
-    // Anything else (a LibTorch c10::Error, whose message carries a stack
-    // trace over many lines) still ends as one line and exit code 2, not as
-    // std::terminate's abort.
-    const std::string what = e.what();
-    fmt::print(stderr, "dualpipe: error: {}\n", what.substr(0, what.find('\n')));
-    return 2;
-  }
-  return 0;
+  CLI::App app;
+  dp::cli::setup_app(app);
+  dp::cli::add_schedule_commands(&app);
+#ifdef DUALPIPE_TORCH
+  dp::cli::add_torch_command_entries(&app);
+#endif
+  dp::cli::add_version_command(&app);
+  return dp::cli::run_app(app, argc, argv);
 }

@@ -1,0 +1,104 @@
+#include "cli/app.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "cli/common.h"
+#include "schedule/error.h"
+
+#include <dualpipe/version.h>
+
+namespace dp::cli {
+
+void setup_app(CLI::App& app) {
+  app.description(
+      "dualpipe: generate, check, simulate and compare pipeline-parallel schedules "
+      "(DualPipe, DualPipeV, 1F1B, GPipe, interleaved 1F1B, ZB1P, ZBV, Chimera)");
+  app.name("dualpipe");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "dualpipe " DUALPIPE_VERSION);
+}
+
+void add_schedule_commands(CLI::App* app) {
+  run_schedule(app);
+  run_simulate(app);
+  run_compare(app);
+  run_plan(app);
+  run_search(app);
+}
+
+void add_version_command(CLI::App* app) {
+  auto* cmd = app->add_subcommand("version", "print the version of dualpipe");
+  cmd->callback([] { fmt::print("dualpipe {}\n", DUALPIPE_VERSION); });
+}
+
+int run_app(CLI::App& app, int argc, char** argv) {
+  // No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf"
+  // and "1e999" into a double, and NaN passes every "x < 0" range check. So
+  // every option whose default is a number gets this validator, which also
+  // covers options added later.
+  const CLI::Validator finite(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (!text.empty() && *end == '\0' && !std::isfinite(v)) return "'" + text + "' is not a finite number";
+        return "";
+      },
+      "", "FINITE");
+  for (CLI::App* sub : app.get_subcommands({})) {
+    for (CLI::Option* opt : sub->get_options()) {
+      const std::string def = opt->get_default_str();
+      char* end = nullptr;
+      const double v = def.empty() ? 0 : std::strtod(def.c_str(), &end);
+      if (!def.empty() && *end == '\0' && std::isfinite(v)) opt->check(finite);
+    }
+  }
+  program_args = {argc, argv};
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", argv[1], names);
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Point to the subcommand's own help where there is one.
+    const bool sub = argc > 1 && argv[1][0] != '-';
+    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
+    return 2;
+  } catch (const dp::Error& e) {
+    // Subcommands run inside parse() through their callbacks.
+    fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "dualpipe: error: out of memory (try fewer ranks or micro-batches)\n");
+    return 2;
+  } catch (const std::exception& e) {
+    // Anything else (a LibTorch c10::Error, whose message carries a stack
+    // trace over many lines) still ends as one line and exit code 2, not as
+    // std::terminate's abort.
+    const std::string what = e.what();
+    fmt::print(stderr, "dualpipe: error: {}\n", what.substr(0, what.find('\n')));
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace dp::cli
