@@ -218,6 +218,8 @@ TEST(DataParallel, BadOptionsAreErrors) {
   EXPECT_THROW(reduce_gradients(s, sim, d), Error);
   d = dp_of(2, 1, 1, true, 0);
   EXPECT_THROW(reduce_gradients(s, sim, d), Error);
+  d = dp_of(2, 1, 1, true, 5000);  // more buckets than any layer count
+  EXPECT_THROW(reduce_gradients(s, sim, d), Error);
 }
 
 TEST(DataParallel, CompareScalesBytesWithTheCut) {

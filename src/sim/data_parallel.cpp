@@ -64,8 +64,13 @@ void DataParallel::validate(int stages) const {
   // a pipeline is far beyond any cluster.
   if (replicas < 1 || replicas > 1000000)
     throw Error(fmt::format("--dp (data-parallel degree) must be from 1 to 1000000 (got {})", replicas));
-  if (buckets < 1 || buckets > 1000000)
-    throw Error(fmt::format("--grad-buckets must be from 1 to 1000000 (got {})", buckets));
+  // One collective per bucket and stage: keep their number what a step of
+  // the largest schedules holds in actions.
+  if (buckets < 1 || buckets > 4096)
+    throw Error(fmt::format("--grad-buckets must be from 1 to 4096 (got {})", buckets));
+  if (static_cast<long long>(buckets) * stages > (1LL << 24))
+    throw Error(fmt::format("--grad-buckets {} x {} stages is more than 2^24 collectives; use fewer buckets", buckets,
+                            stages));
   auto check_list = [&](const std::vector<double>& v, const char* option) {
     if (v.size() > 1 && static_cast<int>(v.size()) != stages)
       throw Error(fmt::format("{} has {} values; give one for all stages or one per stage ({})", option, v.size(),
