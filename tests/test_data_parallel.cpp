@@ -13,6 +13,7 @@
 #include "cli_run.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
+#include "schedule/placement.h"
 #include "sim/compare.h"
 #include "sim/data_parallel.h"
 #include "sim/simulate.h"
@@ -49,11 +50,11 @@ double ring_time(double bytes, int holders, double rate) { return 2.0 * (holders
 TEST(DataParallel, HoldersFollowTheSchedulesPlacement) {
   // DualPipe and Chimera run every stage on two ranks (r and P-1-r); the
   // others on one.
-  const auto dual = stage_ranks(generate("dualpipe", Shape{4, 8, 1}));
+  const auto dual = placement_of(generate("dualpipe", Shape{4, 8, 1})).replicas;
   for (int st = 0; st < 4; ++st) EXPECT_EQ(dual[st], (std::vector<int>{std::min(st, 3 - st), std::max(st, 3 - st)}));
-  const auto chim = stage_ranks(generate("chimera", Shape{4, 8, 1}));
+  const auto chim = placement_of(generate("chimera", Shape{4, 8, 1})).replicas;
   for (const auto& v : chim) EXPECT_EQ(v.size(), 2u);
-  const auto zbv = stage_ranks(generate("zbv", Shape{4, 8, 1}));
+  const auto zbv = placement_of(generate("zbv", Shape{4, 8, 1})).replicas;
   ASSERT_EQ(zbv.size(), 8u);
   for (int st = 0; st < 8; ++st) EXPECT_EQ(zbv[st], (std::vector<int>{st < 4 ? st : 7 - st}));
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "plan/cost_model.h"
@@ -13,6 +14,7 @@
 #include "plan/spec.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
+#include "schedule/placement.h"
 #include "sim/simulate.h"
 
 namespace dp::plan {
@@ -214,17 +216,44 @@ TEST(PlanMemory, ZeroOneDividesOnlyTheOptimizerState) {
 TEST(PlanPartition, HeavyHeadGetsFewerLayersAndDualPipeBalancesPairs) {
   const std::vector<double> layers(16, 1.0);
   // One stage per rank: the head (worth 3 layers) makes the last stage short.
-  const std::vector<int> one = balance_layers(layers, 0, 3, "1f1b", 4, 1);
+  const std::vector<int> one = balance_layers(layers, 0, 3, placement_of(generate("1f1b", Shape{4, 4})));
   ASSERT_EQ(one.size(), 4u);
   EXPECT_LE(one[3], 2);  // 19 units over 4 stages: no stage above 5
   for (int s = 0; s < 3; ++s) EXPECT_LE(one[s], 5);
   // DualPipe: rank r holds stages r and P-1-r, so ranks 0 and 3 both carry
   // the head and the embedding; the pairs' sums should be equal.
-  const std::vector<int> dual = balance_layers(layers, 1, 3, "dualpipe", 4, 1);
+  const std::vector<int> dual = balance_layers(layers, 1, 3, placement_of(generate("dualpipe", Shape{4, 8})));
   ASSERT_EQ(dual.size(), 4u);
   const double r0 = dual[0] + 1 + dual[3] + 3, r1 = dual[1] + dual[2];
   EXPECT_LE(std::fabs(r0 - r1), 1.0) << layout_text(dual);
-  EXPECT_THROW(balance_layers(layers, 0, 0, "zbv", 9, 1), Error);  // 18 stages > 16 layers
+  EXPECT_THROW(balance_layers(layers, 0, 0, placement_of(generate("zbv", Shape{9, 18}))), Error);  // 18 stages > 16 layers
+}
+
+TEST(PlanPartition, HeldStagesAreThePublishedPlacements) {
+  // DualPipe (DeepSeek-V3) and Chimera: rank r holds stages r and P-1-r,
+  // each for half of the micro-batches (one direction each).
+  for (const char* m : {"dualpipe", "chimera"}) {
+    const auto held = held_stages(placement_of(generate(m, Shape{4, 8})));
+    ASSERT_EQ(held.size(), 4u) << m;
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_EQ(held[r].size(), 2u) << m << " rank " << r;
+      EXPECT_EQ(held[r][0].stage, std::min(r, 3 - r)) << m;
+      EXPECT_EQ(held[r][1].stage, std::max(r, 3 - r)) << m;
+      for (const HeldStage& h : held[r]) EXPECT_DOUBLE_EQ(h.share, 0.5) << m << " rank " << r;
+    }
+  }
+  // V shapes: stages r and 2P-1-r, all micro-batches; interleaved: r, r+P.
+  const auto v = held_stages(placement_of(generate("zbv", Shape{3, 6})));
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_EQ(v[r].size(), 2u);
+    EXPECT_EQ(v[r][0].stage, r);
+    EXPECT_EQ(v[r][1].stage, 5 - r);
+    EXPECT_DOUBLE_EQ(v[r][1].share, 1.0);
+  }
+  const auto inter = held_stages(placement_of(generate("interleaved-1f1b", Shape{2, 4, 2})));
+  ASSERT_EQ(inter[1].size(), 2u);
+  EXPECT_EQ(inter[1][0].stage, 1);
+  EXPECT_EQ(inter[1][1].stage, 3);
 }
 
 TEST(PlanPartition, LayoutStrings) {
@@ -265,6 +294,32 @@ TEST(PlanPlanner, RowsAreRankedFitAndMatchTheirSimulation) {
     total += n;
   }
   EXPECT_EQ(total, 8);
+}
+
+TEST(PlanPlanner, ZeroOneDividesTheOptimizerStateOverEveryCopyOfAStage) {
+  // DualPipe and Chimera keep each stage on two ranks of a pipeline, so with
+  // dp pipelines a stage has 2 dp copies and ZeRO-1 divides its optimizer
+  // state by 2 dp; one-copy methods divide it by dp. Weights are never divided,
+  // so optimizer / weights is optimizer_bytes / (param_bytes x copies).
+  PlanRequest req = small_request();
+  req.methods = {"dualpipe", "chimera", "1f1b"};
+  req.pp = 4;  // dp = 2
+  req.micro_batch_size = 4;
+  const PlanResult res = plan(req);
+  std::set<std::string> seen;
+  for (const PlanRow& r : res.rows) {
+    ASSERT_EQ(r.par.dp, 2);
+    const double copies = r.par.dp * (r.method == "1f1b" ? 1 : 2);
+    ASSERT_GT(r.peak.params, 0);
+    EXPECT_NEAR(r.peak.optimizer / r.peak.params, req.model.optimizer_bytes / (req.model.param_bytes * copies), 1e-12)
+        << r.method;
+    seen.insert(r.method);
+  }
+  EXPECT_EQ(seen.size(), 3u);
+  // Without ZeRO-1 every copy holds the whole state.
+  req.zero1 = false;
+  for (const PlanRow& r : plan(req).rows)
+    EXPECT_NEAR(r.peak.optimizer / r.peak.params, req.model.optimizer_bytes / req.model.param_bytes, 1e-12) << r.method;
 }
 
 TEST(PlanPlanner, AnyRowsStepIsAtLeastItsDevicesComputeShare) {

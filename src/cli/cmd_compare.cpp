@@ -7,6 +7,7 @@
 #include "cli/data_parallel_options.h"
 #include "schedule/words.h"
 #include "schedule/error.h"
+#include "schedule/generators.h"
 #include "sim/compare.h"
 
 namespace dp::cli {
@@ -150,10 +151,14 @@ void run_compare(CLI::App* app) {
       }
       text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
               "one PP-stage activation\n";
-      if (basis == CompareBasis::Stages && o->ranks >= 2)
-        text += fmt::format("dualpipev and zbv hold two stages a device, so here they run on {} devices; "
+      if (basis == CompareBasis::Stages && o->ranks >= 2) {
+        std::vector<std::string> v_shaped;
+        for (const Method& m : methods())
+          if (m.v_shaped()) v_shaped.emplace_back(m.name);
+        text += fmt::format("{} hold two stages a device, so here they run on {} devices; "
                             "--basis devices puts every method on {}\n",
-                            o->ranks / 2, o->ranks);
+                            listing(v_shaped), o->ranks / 2, o->ranks);
+      }
       if (a2a)
         text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
                 "hidden behind compute\n";

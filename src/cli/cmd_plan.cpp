@@ -11,6 +11,7 @@
 #include "plan/planner.h"
 #include "schedule/csv.h"
 #include "schedule/error.h"
+#include "schedule/generators.h"
 #include "sim/simulate.h"
 
 namespace dp::cli {
@@ -44,7 +45,7 @@ std::string count_text(double n) {
 }
 
 std::string method_text(const plan::PlanRow& r) {
-  return r.method == "interleaved-1f1b" ? fmt::format("interleaved-1f1b/{}", r.chunks) : r.method;
+  return find_method(r.method).takes_chunks() ? fmt::format("{}/{}", r.method, r.chunks) : r.method;
 }
 
 nlohmann::json row_json(const plan::PlanRow& r) {

@@ -15,6 +15,7 @@
 #include "schedule/csv.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
+#include "schedule/words.h"
 
 namespace dp::cli {
 
@@ -42,13 +43,6 @@ namespace {
 
 bool given(const CLI::Option* opt) { return opt && opt->count() > 0; }
 
-// "a", "a and b", "a, b and c".
-std::string listing(const std::vector<std::string>& items) {
-  std::string out;
-  for (std::size_t i = 0; i < items.size(); ++i)
-    out += (i == 0 ? "" : i + 1 == items.size() ? " and " : ", ") + items[i];
-  return out;
-}
 
 }  // namespace
 
@@ -85,8 +79,13 @@ Schedule load_schedule(const SourceOptions& o) {
     throw Error(fmt::format("--micro-batches must be at least 1 (got {}){}", o.micro_batches, help));
   if (o.chunks <= 0) throw Error(fmt::format("--chunks must be at least 1 (got {}){}", o.chunks, help));
   // Only interleaved 1F1B has a chunk count; elsewhere --chunks would be ignored.
-  if (given(o.chunks_opt) && o.method != "interleaved-1f1b")
-    throw Error(fmt::format("--chunks applies to interleaved-1f1b only, not {}{}", o.method, help));
+  const Method* method = method_named(o.method);
+  if (given(o.chunks_opt) && !(method && method->takes_chunks())) {
+    std::vector<std::string> takers;
+    for (const Method& m : methods())
+      if (m.takes_chunks()) takers.emplace_back(m.name);
+    throw Error(fmt::format("--chunks applies to {} only, not {}{}", listing(takers), o.method, help));
+  }
   return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
 }
 

@@ -35,63 +35,20 @@
 #include <cstdlib>
 #include <iterator>
 
+#include "pictures/layout.h"
+#include "pictures/palette.h"
 #include "schedule/error.h"
 
 namespace dp {
 namespace {
 
 constexpr int kIdle = -1;
-constexpr int kShades = 4;
-
-// ANSI 256-colour backgrounds, [kind][shade] light to dark, kind F, B, I, W;
-// the two darker shades take white text.
-constexpr int kBackground[4][kShades] = {
-    {223, 215, 214, 172},  // F orange
-    {153, 117, 75, 32},    // B blue
-    {158, 115, 72, 29},    // I green
-    {225, 218, 176, 132},  // W purple
-};
+constexpr int kShades = kAnsiShades;
 const char* const kIdleStyle = "\x1b[90m";
 const char* const kReset = "\x1b[0m";
-const char kLetter[4] = {'F', 'B', 'I', 'W'};
-
-int kind(Op op) {
-  switch (op) {
-    case Op::F: return 0;
-    case Op::B: return 1;
-    case Op::I: return 2;
-    default: return 3;  // W (callers pass compute actions only)
-  }
-}
-
 std::string style_code(int style) {
   const int k = style / kShades, sh = style % kShades;
-  return fmt::format("\x1b[{};48;5;{}m", sh >= 2 ? 97 : 30, kBackground[k][sh]);
-}
-
-// Per rank, its stages in chunk order (see the file comment).
-std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
-  std::vector<std::vector<int>> held(s.actions.size());
-  for (std::size_t r = 0; r < s.actions.size(); ++r) {
-    auto& h = held[r];
-    auto add = [&h](int st) {
-      if (st >= 0 && std::find(h.begin(), h.end(), st) == h.end()) h.push_back(st);
-    };
-    for (const Action& a : s.actions[r]) {
-      if (!is_compute(a.op)) continue;
-      add(a.stage);
-      if (a.op == Op::FB) add(a.stage2);
-    }
-    const int rank = static_cast<int>(r);
-    std::sort(h.begin(), h.end(), [&](int x, int y) {
-      return ((x - rank) % S + S) % S < ((y - rank) % S + S) % S;
-    });
-  }
-  return held;
-}
-
-int chunk_of(const std::vector<int>& held, int stage) {
-  return static_cast<int>(std::find(held.begin(), held.end(), stage) - held.begin());
+  return fmt::format("\x1b[{};48;5;{}m", sh >= 2 ? 97 : 30, kAnsiBackground[k][sh]);
 }
 
 // Colour shade of a chunk among `chunks`: light first, dark last.
@@ -114,7 +71,7 @@ struct Labeler {
 
   std::string chunk_mark(int chunk) const { return chunks > 2 ? std::to_string(chunk) : std::string(); }
   char letter(Op op, int chunk) const {
-    const char l = kLetter[kind(op)];
+    const char l = kKindLetter[kind_of(op)];
     return chunks == 2 && chunk == 1 ? static_cast<char>(std::tolower(static_cast<unsigned char>(l))) : l;
   }
   std::string full(const Action& a, int chunk) const {
@@ -133,9 +90,9 @@ struct Labeler {
       shown.pair_mark = true;
       return "&";
     }
-    shown.kind[kind(a.op)] = true;
+    shown.kind[kind_of(a.op)] = true;
     const char l = letter(a.op, chunk);
-    shown.lower = shown.lower || l != kLetter[kind(a.op)];
+    shown.lower = shown.lower || l != kKindLetter[kind_of(a.op)];
     std::string t = full(a, chunk);
     if (t.size() <= width) {
       shown.chunk_digits = shown.chunk_digits || chunks > 2;
@@ -150,14 +107,6 @@ struct Labeler {
     return std::string(1, l);
   }
 };
-
-// 1, 2, 5 times a power of ten, at least v.
-double nice_step(double v) {
-  double p = std::pow(10.0, std::floor(std::log10(v)));
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * p >= v) return m * p;
-  return 10 * p;
-}
 
 }  // namespace
 
@@ -178,20 +127,17 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   const int P = static_cast<int>(s.actions.size());
   const bool color = opt.color;
 
-  int S = s.stages;
   double min_dur = 0;
-  bool stage_only = false;
+  const bool stage_only = any_stage_only(s);
   for (int r = 0; r < P; ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      stage_only = stage_only || is_stage_only(a.op);
       if (!is_compute(a.op)) continue;
-      S = std::max({S, a.stage + 1, a.stage2 + 1});
       const double d = sim.timeline[r][i].end - sim.timeline[r][i].start;
       if (d > 0 && (min_dur == 0 || d < min_dur)) min_dur = d;
     }
   }
-  const auto held = rank_stages(s, std::max(S, 1));
+  const auto held = chunk_order(s);
   int chunks = 1;
   for (const auto& h : held) chunks = std::max(chunks, static_cast<int>(h.size()));
   Shown shown;
@@ -235,8 +181,9 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
       const std::string text = label.text(a, chunk, static_cast<std::size_t>(c1 - c0));
       // A pair's forward half takes the first half of its columns.
       const int mid = a.op == Op::FB ? c0 + (c1 - c0 + 1) / 2 : c1;
-      const int first = kind(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, chunks);
-      const int second = a.op == Op::FB ? kind(Op::B) * kShades + shade_of(chunk_of(held[r], a.stage2), chunks) : 0;
+      const int first = kind_of(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, chunks);
+      const int second =
+          a.op == Op::FB ? kind_of(Op::B) * kShades + shade_of(chunk_of(held[r], a.backward_half().stage), chunks) : 0;
       for (int c = c0; c < c1; ++c) {
         const std::size_t at = static_cast<std::size_t>(c - c0);
         chars[r][static_cast<std::size_t>(c)] = at < text.size() ? text[at] : ' ';
@@ -295,11 +242,11 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   for (int k = 0; k < 4; ++k) {
     if (!shown.kind[k]) continue;
     const std::string name = fmt::format(" {}", kNames[k]);
-    items.push_back({kLetter[k] + name, swatch(k * kShades, std::string(1, kLetter[k])) + name});
+    items.push_back({kKindLetter[k] + name, swatch(k * kShades, std::string(1, kKindLetter[k])) + name});
   }
   if (shown.pair_numbers)
     items.push_back({"(a|b) F&B pair (F of a, B of b)",
-                     swatch(0, "(a") + "|" + swatch(kind(Op::B) * kShades, "b)") + " F&B pair (F of a, B of b)"});
+                     swatch(0, "(a") + "|" + swatch(kind_of(Op::B) * kShades, "b)") + " F&B pair (F of a, B of b)"});
   if (shown.pair_mark) items.push_back({"& F&B pair too short for its numbers", "& F&B pair too short for its numbers"});
   if (shown.letter_only) {
     const std::string t = chunks > 2 ? "F2 or F alone: too short for its number (and chunk)"

@@ -1,5 +1,6 @@
 #pragma once
-// Colours of the action kinds, shared by the SVG timeline and its tests.
+// Colours of the action kinds: the SVG timeline's (and its tests') and the
+// terminal grid's.
 //
 // Chosen to stay apart for colour-blind readers: under a simulated
 // deuteranopia or protanopia (Machado et al. 2009, severity 1) every two
@@ -20,6 +21,16 @@ inline constexpr KindColours kKindColours[4] = {
     {"#8fc8ec", "#2f7fc4", "backward"},
     {"#7fd1b4", "#138a66", "backward for input"},
     {"#d493c0", "#a8468c", "backward for weights"},
+};
+
+// The terminal grid: ANSI 256-colour backgrounds, [kind][shade] light to
+// dark, kinds as above; the two darker shades take white text.
+inline constexpr int kAnsiShades = 4;
+inline constexpr int kAnsiBackground[4][kAnsiShades] = {
+    {223, 215, 214, 172},  // F orange
+    {153, 117, 75, 32},    // B blue
+    {158, 115, 72, 29},    // I green
+    {225, 218, 176, 132},  // W purple
 };
 
 }  // namespace dp

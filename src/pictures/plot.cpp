@@ -5,31 +5,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "pictures/layout.h"
+
 namespace dp {
 namespace {
 
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-// Round step for about `n` ticks over `span`: 1, 2 or 5 times a power of ten.
-double tick_step(double span, int n) {
-  double raw = span / n;
-  double mag = std::pow(10.0, std::floor(std::log10(raw)));
-  for (double m : {1.0, 2.0, 5.0})
-    if (raw <= m * mag) return m * mag;
-  return 10 * mag;
-}
+// Round step for about `n` ticks over `span`.
+double tick_step(double span, int n) { return nice_step(span / n); }
 
 }  // namespace
 
@@ -55,7 +37,7 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{0}\" height=\"{1}\" fill=\"white\"/>\n",
       W, H);
-  s += fmt::format("<text x=\"{}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n", left, escape(title));
+  s += fmt::format("<text x=\"{}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n", left, xml_escaped(title));
   // Steps (or any x that is a whole number everywhere) get whole-number ticks.
   const bool whole_x = std::all_of(xs.begin(), xs.end(), [](double x) { return x == std::floor(x); });
   const double xs_step = whole_x ? std::max(1.0, tick_step(x1 - x0, 8)) : tick_step(x1 - x0, 8);
@@ -70,9 +52,9 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
   s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n", left, top,
                    pw, ph);
   s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", left + pw / 2, H - 10,
-                   escape(x_label));
+                   xml_escaped(x_label));
   s += fmt::format("<text transform=\"translate(16 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", top + ph / 2,
-                   escape(y_label));
+                   xml_escaped(y_label));
   std::string pts;
   for (std::size_t i = 0; i < xs.size(); ++i) pts += fmt::format("{:.1f},{:.1f} ", X(xs[i]), Y(ys[i]));
   s += fmt::format("<polyline fill=\"none\" stroke=\"#1f6fb4\" stroke-width=\"2\" points=\"{}\"/>\n", pts);

@@ -36,7 +36,9 @@
 #include <iterator>
 #include <string_view>
 
+#include "pictures/layout.h"
 #include "pictures/palette.h"
+#include "schedule/generators.h"
 #include "schedule/error.h"
 
 namespace dp {
@@ -55,59 +57,12 @@ constexpr double kDigitW = 0.6 * kCellFont;  // a digit's width, a little genero
 constexpr double kLegendCharW = 6.6;         // estimated width of a legend character
 constexpr double kMinLegendWidth = 900;      // the legend wraps at this width or the picture's
 
-int kind(Op op) {
-  switch (op) {
-    case Op::F: return 0;
-    case Op::B: return 1;
-    case Op::I: return 2;
-    default: return 3;  // W (callers pass compute actions only)
-  }
-}
-const char kKindLetter[4] = {'F', 'B', 'I', 'W'};
-
 using Out = std::back_insert_iterator<std::string>;
 
 // Coordinates rounded to 0.01 px and printed shortest: small files, no noise.
 double px(double v) { return std::round(v * 100) / 100; }
 
-void xml_escape(std::string& out, std::string_view text) {
-  for (char ch : text) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += ch;
-    }
-  }
-}
-
 int digits(int v) { return static_cast<int>(fmt::formatted_size("{}", v)); }
-
-// Per rank, its stages in chunk order (see the file comment).
-std::vector<std::vector<int>> rank_stages(const Schedule& s, int S) {
-  std::vector<std::vector<int>> held(s.actions.size());
-  for (std::size_t r = 0; r < s.actions.size(); ++r) {
-    auto& h = held[r];
-    auto add = [&h](int st) {
-      if (st >= 0 && std::find(h.begin(), h.end(), st) == h.end()) h.push_back(st);
-    };
-    for (const Action& a : s.actions[r]) {
-      if (!is_compute(a.op)) continue;
-      add(a.stage);
-      if (a.op == Op::FB) add(a.stage2);
-    }
-    const int rank = static_cast<int>(r);
-    std::sort(h.begin(), h.end(), [&](int x, int y) {
-      return ((x - rank) % S + S) % S < ((y - rank) % S + S) % S;
-    });
-  }
-  return held;
-}
-
-int chunk_of(const std::vector<int>& held, int stage) {
-  return static_cast<int>(std::find(held.begin(), held.end(), stage) - held.begin());
-}
 
 struct Rgb {
   double r, g, b;
@@ -136,30 +91,17 @@ Rgb fill_rgb(int k, int c, int chunks) {
   return {a.r + (b.r - a.r) * t, a.g + (b.g - a.g) * t, a.b + (b.b - a.b) * t};
 }
 
-// 1, 2, 5 times a power of ten, at least `v`.
-double nice_step(double v) {
-  double p = std::pow(10.0, std::floor(std::log10(v)));
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-// Words for the shade legend: DualPipe's directions only where they exist.
+// Words for the shade legend: a method's directions only where it has them
+// (the registry's words), interleaved's chunks by their stages.
 std::string chunk_words(const std::string& method, int c, int chunks) {
   if (chunks == 2) {
+    const Method* m = method_named(method);
+    if (m && m->placement == PlacementStyle::Interleaved)
+      return c == 0 ? "light: chunk 0 (stage = rank)" : "dark: chunk 1 (stage = rank + ranks)";
     std::string first = "light: stage = rank", second = "dark: the rank's other stage";
-    if (method == "dualpipe") {
-      first += " (direction 0)";
-      second += " (direction 1)";
-    } else if (method == "dualpipev" || method == "zbv") {
-      first += " (the V going down)";
-      second += " (the way back up)";
-    } else if (method == "chimera") {
-      first += " (the down pipeline)";
-      second += " (the up pipeline)";
-    } else if (method == "interleaved-1f1b") {
-      first = "light: chunk 0 (stage = rank)";
-      second = "dark: chunk 1 (stage = rank + ranks)";
+    if (m && m->directions[0]) {
+      first += fmt::format(" ({})", m->directions[0]);
+      second += fmt::format(" ({})", m->directions[1]);
     }
     return c == 0 ? first : second;
   }
@@ -202,18 +144,15 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
   auto visible = [&](const Span& sp) { return sp.end > t0 && sp.start < t1; };
 
   // What there is to draw.
-  int S = s.stages;
   int max_mb = 0;
   std::size_t compute = 0;
   double min_cell = 0;  // shortest positive cell duration (half a pair counts as a cell)
   bool present[5] = {false, false, false, false, false};  // F, B, I, W, FB
-  bool stage_only = false;
+  const bool stage_only = any_stage_only(s);
   for (int r = 0; r < P; ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      stage_only = stage_only || is_stage_only(a.op);
       if (!is_compute(a.op)) continue;
-      S = std::max({S, a.stage + 1, a.stage2 + 1});
       const Span& sp = sim.timeline[r][i];
       if (r < r0 || r > r1 || !visible(sp)) continue;
       ++compute;
@@ -221,13 +160,13 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
       if (a.op == Op::FB) {
         present[0] = present[1] = present[4] = true;
       } else {
-        present[kind(a.op)] = true;
+        present[kind_of(a.op)] = true;
       }
       double d = (sp.end - sp.start) / (a.op == Op::FB ? 2 : 1);
       if (d > 0 && (min_cell == 0 || d < min_cell)) min_cell = d;
     }
   }
-  const auto held = rank_stages(s, std::max(S, 1));
+  const auto held = chunk_order(s);
   int chunks = 1;
   for (int r = r0; r <= r1; ++r) chunks = std::max(chunks, static_cast<int>(held[r].size()));
   const bool labels = compute <= kMaxLabelledActions;
@@ -435,13 +374,14 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
       if (!visible(sp)) continue;
       if (labels) tip = fmt::format("{} [{:g}, {:g}]", to_string(a), sp.start, sp.end);
       if (a.op != Op::FB) {
-        cell(kind(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);
+        cell(kind_of(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);
         continue;
       }
       // Halves of equal width: the pair's inner split is not simulated.
       const double mid = (sp.start + sp.end) / 2;
-      cell(0, chunk_of(held[r], a.stage), sp.start, mid, a.mb);
-      cell(1, chunk_of(held[r], a.stage2), mid, sp.end, a.mb2);
+      const Action f = a.forward_half(), b = a.backward_half();
+      cell(kind_of(f.op), chunk_of(held[r], f.stage), sp.start, mid, f.mb);
+      cell(kind_of(b.op), chunk_of(held[r], b.stage), mid, sp.end, b.mb);
       // The thick frame would blot out pairs only a few pixels wide.
       const double fa = std::max(sp.start, t0), fb = std::min(sp.end, t1);
       const double x = x_of(fa), w = (fb - fa) * scale;

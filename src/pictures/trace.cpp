@@ -69,10 +69,11 @@ std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_
       // {} prints a double in its shortest round-trip form, valid JSON.
       fmt::format_to(o, ",\n{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"X\",\"ts\":{},\"dur\":{},\"pid\":0,\"tid\":{},", to_string(a),
                      op_name(a.op), us_per_unit * sp.start, us_per_unit * (sp.end - sp.start), r);
-      if (a.op == Op::FB)
-        fmt::format_to(o, "\"args\":{{\"f_stage\":{},\"f_mb\":{},\"b_stage\":{},\"b_mb\":{}}}}}", a.stage, a.mb,
-                       a.stage2, a.mb2);
-      else
+      if (a.op == Op::FB) {
+        const Action f = a.forward_half(), b = a.backward_half();
+        fmt::format_to(o, "\"args\":{{\"f_stage\":{},\"f_mb\":{},\"b_stage\":{},\"b_mb\":{}}}}}", f.stage, f.mb,
+                       b.stage, b.mb);
+      } else
         fmt::format_to(o, "\"args\":{{\"stage\":{},\"mb\":{}}}}}", a.stage, a.mb);
     }
   }

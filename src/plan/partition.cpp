@@ -11,26 +11,11 @@
 
 namespace dp::plan {
 
-int stage_count(const std::string& method, int ranks, int chunks) {
-  if (method == "dualpipev" || method == "zbv") return 2 * ranks;
-  if (method == "interleaved-1f1b") return chunks * ranks;
-  return ranks;
-}
-
-std::vector<std::vector<HeldStage>> stages_of_ranks(const std::string& method, int P, int chunks) {
-  std::vector<std::vector<HeldStage>> out(P);
-  for (int r = 0; r < P; ++r) {
-    if (method == "dualpipe" || method == "chimera") {
-      if (P == 1) out[r] = {{0, 1.0}};
-      else out[r] = {{r, 0.5}, {P - 1 - r, 0.5}};
-    } else if (method == "dualpipev" || method == "zbv") {
-      out[r] = {{r, 1.0}, {2 * P - 1 - r, 1.0}};
-    } else if (method == "interleaved-1f1b") {
-      for (int k = 0; k < chunks; ++k) out[r].push_back({k * P + r, 1.0});
-    } else {
-      out[r] = {{r, 1.0}};
-    }
-  }
+std::vector<std::vector<HeldStage>> held_stages(const Placement& pl) {
+  std::vector<std::vector<HeldStage>> out(pl.stages_of.size());
+  for (std::size_t r = 0; r < out.size(); ++r)
+    for (int st : pl.stages_of[r])
+      out[r].push_back({st, static_cast<double>(pl.micro_batches_on(st, static_cast<int>(r))) / pl.micro_batches});
   return out;
 }
 
@@ -49,10 +34,11 @@ struct Score {
 }  // namespace
 
 std::vector<int> balance_layers(const std::vector<double>& layer_time, double first_extra, double last_extra,
-                                const std::string& method, int ranks, int chunks) {
-  const int L = static_cast<int>(layer_time.size()), S = stage_count(method, ranks, chunks);
+                                const Placement& placement) {
+  const int L = static_cast<int>(layer_time.size()), S = placement.stages;
   if (S > L)
-    throw Error(fmt::format("{} on {} ranks needs {} stages, more than the model's {} layers", method, ranks, S, L));
+    throw Error(fmt::format("the schedule on {} ranks has {} stages, more than the model's {} layers",
+                            placement.stages_of.size(), S, L));
   std::vector<double> prefix(L + 1, 0.0);
   for (int l = 0; l < L; ++l) prefix[l + 1] = prefix[l] + layer_time[l];
   auto stage_time = [&](int s, int a, int b) {  // layers [a, b) as stage s
@@ -80,7 +66,7 @@ std::vector<int> balance_layers(const std::vector<double>& layer_time, double fi
 
   // 2. Where a rank holds several stages, move single boundaries while the
   //    busiest rank (then the slowest stage) gets lighter.
-  const auto held = stages_of_ranks(method, ranks, chunks);
+  const auto held = held_stages(placement);
   auto score = [&](const std::vector<int>& b) {
     std::vector<double> t(S);
     for (int s = 0; s < S; ++s) t[s] = stage_time(s, b[s], b[s + 1]);

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "plan/partition.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
+#include "schedule/placement.h"
 #include "sim/simulate.h"
 
 namespace dp::plan {
@@ -55,8 +57,8 @@ Costs sim_costs(const std::vector<PartCost>& parts, const ModelCosts& mc, const 
   std::set<std::pair<int, int>> seen;
   for (const auto& rank : s.actions)
     for (const Action& a : rank)
-      if (a.op == Op::FB && seen.insert({a.stage, a.stage2}).second) {
-        const PartCost &f = parts[a.stage], &b = parts[a.stage2];
+      if (a.op == Op::FB && seen.insert({a.forward_half().stage, a.backward_half().stage}).second) {
+        const PartCost &f = parts[a.forward_half().stage], &b = parts[a.backward_half().stage];
         fb = std::max(fb, std::max(f.f + b.i + b.w, k * (f.a2a_f + b.a2a_b)));
       }
   if (fb >= 0) c.FB = fb;
@@ -114,9 +116,9 @@ class Planner {
           for (bool recompute : {false, true}) {
           if (m.recompute == (recompute ? "none" : "full")) continue;
           for (const std::string& method : methods) {
-            const bool inter = method == "interleaved-1f1b";
-            for (int chunks : inter ? req_.chunk_options : std::vector<int>{1}) {
-              const int S = stage_count(method, pp, chunks);
+            const Method& mm = find_method(method);
+            for (int chunks : mm.takes_chunks() ? req_.chunk_options : std::vector<int>{1}) {
+              const int S = mm.stage_count(pp, chunks);
               if (S > m.layers) continue;
               if (!req_.layout.empty() && S != layout_stages()) continue;
               out.push_back({method, chunks, Parallel{pp, dp, ep, mbs, recompute}, static_cast<int>(N)});
@@ -136,42 +138,53 @@ class Planner {
     row.chunks = cand.chunks;
     row.par = cand.par;
     row.micro_batches = cand.N;
-    const int P = cand.par.pp, S = stage_count(cand.method, P, cand.chunks);
+    const int P = cand.par.pp, S = find_method(cand.method).stage_count(P, cand.chunks);
     Schedule sched;
     try {
       sched = generate(cand.method, Shape{P, cand.N, cand.chunks});
     } catch (const Error&) {
       return false;  // e.g. DualPipe with an odd number of ranks
     }
+    const Placement placement = placement_of(sched);
     row.layout = req_.layout.empty()
-                     ? balance_layers(layer_times(mc), part_time(mc.embedding), part_time(mc.head), cand.method, P,
-                                      cand.chunks)
+                     ? balance_layers(layer_times(mc), part_time(mc.embedding), part_time(mc.head), placement)
                      : parse_layout(req_.layout, S, req_.model.layers);
     const std::vector<PartCost> parts = stage_parts(mc, row.layout);
     std::vector<double> act(parts.size());
     for (std::size_t s = 0; s < parts.size(); ++s) act[s] = parts[s].act_bytes;
     const std::vector<double> peak_act = peak_activation_bytes(sched, act);
-    const auto held = stages_of_ranks(cand.method, P, cand.chunks);
     const BytesPerParam bytes{req_.model.param_bytes, req_.model.grad_bytes, req_.model.optimizer_bytes};
     double worst_sync_bytes_dense = 0, worst_sync_bytes_expert = 0;
     for (int r = 0; r < P; ++r) {
-      HeldParams hp;
-      hp.dense_replicas = cand.par.dp;
-      hp.expert_replicas = cand.par.dp / cand.par.ep;
-      std::set<int> distinct;
-      for (const HeldStage& h : held[r]) distinct.insert(h.stage);
-      for (int s : distinct) {
+      // ZeRO-1 divides a stage's optimizer state over all its holders: the
+      // data-parallel replicas times the stage's ranks in one pipeline (two
+      // for DualPipe and Chimera). Stages with as many holders are summed
+      // first, so the usual one group costs one state_memory call.
+      std::map<int, HeldParams> by_holders;
+      HeldParams all;
+      for (int s : placement.stages_of[static_cast<std::size_t>(r)]) {
+        HeldParams& hp = by_holders[placement.holders(s)];
         hp.dense += parts[s].dense_params;
         hp.expert += parts[s].expert_params;
+        all.dense += parts[s].dense_params;
+        all.expert += parts[s].expert_params;
       }
-      RankMemory rm = state_memory(hp, bytes, req_.zero1);
+      RankMemory rm;
+      for (auto& [holders, hp] : by_holders) {
+        hp.dense_replicas = cand.par.dp * holders;
+        hp.expert_replicas = cand.par.dp / cand.par.ep * holders;
+        const RankMemory m = state_memory(hp, bytes, req_.zero1);
+        rm.params += m.params;
+        rm.grads += m.grads;
+        rm.optimizer += m.optimizer;
+      }
       rm.activations = peak_act[r];
       if (r == 0 || rm.total() > row.peak.total()) {
         row.peak = rm;
         row.peak_rank = r;
       }
-      worst_sync_bytes_dense = std::max(worst_sync_bytes_dense, hp.dense * bytes.grad);
-      worst_sync_bytes_expert = std::max(worst_sync_bytes_expert, hp.expert * bytes.grad);
+      worst_sync_bytes_dense = std::max(worst_sync_bytes_dense, all.dense * bytes.grad);
+      worst_sync_bytes_expert = std::max(worst_sync_bytes_expert, all.expert * bytes.grad);
     }
     if (!simulate_it || row.peak.total() > limit_bytes_) return true;
     SimOptions quiet;
@@ -232,7 +245,7 @@ PlanResult plan(const PlanRequest& req) {
   res.candidates = static_cast<long long>(cands.size());
   // Work: the actions simulated (twice) over all candidates.
   double work = 0;
-  for (const Candidate& c : cands) work += 3.0 * stage_count(c.method, c.par.pp, c.chunks) * c.N;
+  for (const Candidate& c : cands) work += 3.0 * find_method(c.method).stage_count(c.par.pp, c.chunks) * c.N;
   if (work > kMaxSimulatedActions)
     throw Error(fmt::format("cluster.devices {} with --global-batch {}: {} candidate plans of {:.3g} actions in all, "
                             "at most {:.3g} are simulated; fix --pp, --ep or --micro-batch-size, or lower --global-batch",

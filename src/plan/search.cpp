@@ -14,23 +14,18 @@
 namespace dp::plan {
 namespace {
 
-enum class Layout { OnePerRank, DualPipe, V, Interleaved };
+// The search lays stages out as the generators do (PlacementStyle, from
+// the registry) and orders each rank's work itself.
+using Layout = PlacementStyle;
 
 const char* layout_name(Layout l) {
   switch (l) {
     case Layout::OnePerRank: return "one stage per rank";
-    case Layout::DualPipe: return "DualPipe placement";
+    case Layout::TwoWay: return "DualPipe placement";
     case Layout::V: return "V placement";
     case Layout::Interleaved: return "interleaved placement";
   }
   return "";
-}
-
-Layout layout_of(const std::string& method) {
-  if (method == "dualpipe" || method == "chimera") return Layout::DualPipe;
-  if (method == "dualpipev" || method == "zbv") return Layout::V;
-  if (method == "interleaved-1f1b") return Layout::Interleaved;
-  return Layout::OnePerRank;
 }
 
 struct Problem {
@@ -41,7 +36,7 @@ struct Problem {
   int rank_of(int stage, int mb) const {
     switch (layout) {
       case Layout::OnePerRank: return stage;
-      case Layout::DualPipe: return mb < N / 2 ? stage : P - 1 - stage;
+      case Layout::TwoWay: return mb < N / 2 ? stage : P - 1 - stage;
       case Layout::V: return stage < P ? stage : 2 * P - 1 - stage;
       case Layout::Interleaved: return stage % P;
     }
@@ -82,7 +77,7 @@ double hashed_noise(std::uint64_t salt, int a, int b, int c) {
 std::optional<Schedule> list_schedule(const Problem& pb, const Knobs& k) {
   const Costs& c = *pb.costs;
   const double hop = c.transfer();
-  const bool pairs = c.FB.has_value() && (pb.layout == Layout::DualPipe || pb.layout == Layout::V);
+  const bool pairs = c.FB.has_value() && (pb.layout == Layout::TwoWay || pb.layout == Layout::V);
   std::vector<std::vector<Stream>> streams(pb.P);
   for (int s = 0; s < pb.S; ++s)
     for (int m = 0; m < pb.N; ++m) {
@@ -337,7 +332,7 @@ SearchResult search(const SearchRequest& req) {
       continue;
     }
     if (s.stages != S) continue;
-    const Layout l = layout_of(m.name);
+    const Layout l = m.placement;
     if (std::find(layouts.begin(), layouts.end(), l) == layouts.end()) layouts.push_back(l);
     Scored sc = score(s, req.costs, req.max_activations, res.evaluations);
     if (!sc.ok) continue;
@@ -383,7 +378,7 @@ SearchResult search(const SearchRequest& req) {
     knobs.push_back(k);
   }
   for (Layout l : layouts) {
-    if (l == Layout::DualPipe && (P % 2 != 0 || N % 2 != 0)) continue;
+    if (l == Layout::TwoWay && (P % 2 != 0 || N % 2 != 0)) continue;
     const Problem pb{P, N, S, l, &req.costs, req.max_activations};
     for (std::size_t i = 0; i < knobs.size(); ++i) {
       std::optional<Schedule> s = list_schedule(pb, knobs[i]);

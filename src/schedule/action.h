@@ -55,6 +55,20 @@ struct Action {
   friend bool operator!=(const Action& a, const Action& b) { return !(a == b); }
 };
 
+// The plain compute actions `a` stands for: an F&B pair's forward half (F)
+// and backward half (B), in that order; any other action alone. Loops over
+// halves(a) treat a pair as its two halves without taking it apart by hand.
+struct Halves {
+  Action part[2];
+  int count = 1;
+  const Action* begin() const { return part; }
+  const Action* end() const { return part + count; }
+};
+inline Halves halves(const Action& a) {
+  if (a.op == Op::FB) return {{a.forward_half(), a.backward_half()}, 2};
+  return {{a, Action{}}, 1};
+}
+
 // "F", "SEND_B", ... as used inside action strings.
 const char* op_name(Op op);
 

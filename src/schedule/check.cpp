@@ -153,7 +153,8 @@ struct Checker {
     bwd_is_i = BigArray<std::uint8_t>(n);
     // Forwards first, so that each backward can be checked against its forward.
     each([&](int, Index g, const Action& a) {
-      if (a.op == Op::F || a.op == Op::FB) record(fwd, cell(a.stage, a.mb), g, "forward", a.stage, a.mb);
+      for (const Action& h : halves(a))
+        if (h.op == Op::F) record(fwd, cell(h.stage, h.mb), g, "forward", h.stage, h.mb);
     });
     auto backward = [&](int r, Index g, int stage, int mb, bool is_i) {
       const std::size_t c = cell(stage, mb);
@@ -167,8 +168,8 @@ struct Checker {
         error("{}: backward issued before its forward at position {}", where(g), f - offset[r]);
     };
     each([&](int r, Index g, const Action& a) {
-      if (is_backward(a.op)) backward(r, g, a.stage, a.mb, a.op == Op::I);
-      if (a.op == Op::FB) backward(r, g, a.stage2, a.mb2, false);
+      for (const Action& h : halves(a))
+        if (is_backward(h.op)) backward(r, g, h.stage, h.mb, h.op == Op::I);
     });
     each([&](int r, Index g, const Action& a) {
       if (a.op != Op::W) return;
@@ -206,9 +207,10 @@ struct Checker {
     std::unordered_map<long long, Index> last_grad;  // last backward or W of a stage on a rank
     std::unordered_map<long long, Index> reduce;     // its REDUCE_GRAD
     each([&](int r, Index g, const Action& a) {
-      if (is_backward(a.op) || a.op == Op::W) last_grad[key(r, a.stage)] = g;
-      if (a.op == Op::FB) last_grad[key(r, a.stage2)] = g;
-      if (a.op == Op::F || a.op == Op::FB) last_grad.try_emplace(key(r, a.stage), kUnset);
+      for (const Action& h : halves(a)) {
+        if (is_backward(h.op) || h.op == Op::W) last_grad[key(r, h.stage)] = g;
+        if (h.op == Op::F) last_grad.try_emplace(key(r, h.stage), kUnset);
+      }
     });
     each([&](int r, Index g, const Action& a) {
       if (!is_stage_only(a.op)) return;
@@ -274,9 +276,10 @@ struct Checker {
                   forward ? "after" : "before", where(g));
         }
       };
-      if (a.op == Op::F || a.op == Op::FB) needs(true, a.stage, a.mb);
-      if (is_backward(a.op)) needs(false, a.stage, a.mb);
-      if (a.op == Op::FB) needs(false, a.stage2, a.mb2);
+      for (const Action& h : halves(a)) {
+        if (h.op == Op::F) needs(true, h.stage, h.mb);
+        if (is_backward(h.op)) needs(false, h.stage, h.mb);
+      }
     });
   }
 

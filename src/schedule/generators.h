@@ -23,16 +23,60 @@ Schedule dualpipe(const Shape& shape);
 Schedule dualpipev(const Shape& shape);
 Schedule chimera(const Shape& shape);
 
-// Registry: name -> generator, so the command line, the tests and the
-// benchmarks enumerate one list. Adding a schedule adds one entry here.
+// How a method lays its stages on the ranks: what the planner, the
+// comparison table and the pictures need to know before (or without) a
+// schedule. The placement of a built schedule is schedule/placement.h.
+enum class PlacementStyle {
+  OnePerRank,   // P stages, stage r on rank r
+  TwoWay,       // P stages, stages r and P-1-r on rank r, each for half of the
+                // micro-batches (two pipelines in opposite directions)
+  V,            // 2P stages, stages r and 2P-1-r on rank r
+  Interleaved,  // V*P stages (--chunks V), stages r, r+P, ..., r+(V-1)P on rank r
+};
+// Stages a method of `style` cuts the model into on `ranks` ranks.
+int stage_count(PlacementStyle style, int ranks, int chunks);
+
+// The inputs of the published formulas (PIPELINES.md): PP pipeline stages,
+// S the stages of the method's own cut (a finer cut's stage is PP/S of a
+// PP-stage), N micro-batches, interleaved's V chunks, and the costs of one
+// uniform stage.
+struct PublishedTerms {
+  int PP = 0, S = 0, N = 0, chunks = 1;
+  double F = 0, B = 0, W = 0, FB = 0;
+};
+// The literature's peak activations in units of one PP-stage: a value (the
+// low end of a range), the high end of a range, and whether it is approximate.
+struct PublishedActivations {
+  double value = 0;
+  double max = -1;  // < 0: not a range
+  bool approx = false;
+};
+
+// Registry: name -> generator and the method's facts, so the command line,
+// the tests, the benchmarks, the comparison table, the planner and the
+// pictures enumerate one list. Adding a schedule is one generator function
+// plus one entry here.
 struct Method {
   const char* name;
   Schedule (*generate)(const Shape&);
   const char* summary;
+  PlacementStyle placement;
+  // Published bubble and activations; nullptr where the literature gives none.
+  double (*published_bubble)(const PublishedTerms&);
+  PublishedActivations (*published_activations)(const PublishedTerms&);
+  // Words for a rank's first and second stage in pictures ("direction 0");
+  // nullptr: none beyond "stage = rank" and "the rank's other stage".
+  const char* directions[2];
+
+  int stage_count(int ranks, int chunks) const { return dp::stage_count(placement, ranks, chunks); }
+  bool takes_chunks() const { return placement == PlacementStyle::Interleaved; }
+  bool v_shaped() const { return placement == PlacementStyle::V; }
 };
 const std::vector<Method>& methods();
 // Throws dp::Error listing the known names.
 const Method& find_method(const std::string& name);
+// nullptr for a name that is not a method ("file", "search", ...).
+const Method* method_named(const std::string& name);
 Schedule generate(const std::string& method, const Shape& shape);
 
 // The largest schedule generate() builds: stages x micro-batches (stage,

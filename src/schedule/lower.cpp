@@ -2,19 +2,17 @@
 
 #include "schedule/check.h"
 #include "schedule/error.h"
+#include "schedule/placement.h"
 
 namespace dp {
 
 Schedule lower(const Schedule& s) {
   if (s.has_comm()) throw Error("schedule already holds communication actions; lower a compute-only schedule");
   check_or_throw(s);
-  const int S = s.stages, N = s.micro_batches;
-  // Where each (stage, mb) runs: its forward's rank (its backward is on the same one).
-  std::vector<int> rank_of(static_cast<std::size_t>(S) * N, -1);
-  for (int r = 0; r < s.ranks; ++r)
-    for (const Action& a : s.actions[r])
-      if (a.op == Op::F || a.op == Op::FB) rank_of[static_cast<std::size_t>(a.stage) * N + a.mb] = r;
-  auto at = [&](int stage, int mb) { return rank_of[static_cast<std::size_t>(stage) * N + mb]; };
+  const int S = s.stages;
+  // Where each (stage, mb) runs (its backward is on the same rank).
+  const Placement placement = placement_of(s);
+  auto at = [&](int stage, int mb) { return placement.rank(stage, mb); };
 
   Schedule out = s;
   for (int r = 0; r < s.ranks; ++r) {
@@ -32,29 +30,17 @@ Schedule lower(const Schedule& s) {
     auto send_b = [&](int st, int mb) {
       if (st > 0 && at(st - 1, mb) != r) list.push_back(Action::make(Op::SEND_B, st, mb));
     };
+    // Inputs arrive before the action, outputs leave after it; an F&B pair
+    // needs both halves' inputs before it starts and sends both outputs at its end.
+    auto receive = [&](const Action& h) { h.op == Op::F ? recv_f(h.stage, h.mb) : recv_b(h.stage, h.mb); };
+    auto send = [&](const Action& h) { h.op == Op::F ? send_f(h.stage, h.mb) : send_b(h.stage, h.mb); };
     for (const Action& a : s.actions[r]) {
-      switch (a.op) {
-        case Op::F:
-          recv_f(a.stage, a.mb);
-          list.push_back(a);
-          send_f(a.stage, a.mb);
-          break;
-        case Op::B:
-        case Op::I:
-          recv_b(a.stage, a.mb);
-          list.push_back(a);
-          send_b(a.stage, a.mb);
-          break;
-        case Op::FB:
-          // Both inputs must be there before the pair starts; both outputs leave at its end.
-          recv_f(a.stage, a.mb);
-          recv_b(a.stage2, a.mb2);
-          list.push_back(a);
-          send_f(a.stage, a.mb);
-          send_b(a.stage2, a.mb2);
-          break;
-        default: list.push_back(a); break;
-      }
+      const bool moves_data = a.op == Op::F || is_backward(a.op) || a.op == Op::FB;
+      if (moves_data)
+        for (const Action& h : halves(a)) receive(h);
+      list.push_back(a);
+      if (moves_data)
+        for (const Action& h : halves(a)) send(h);
     }
     out.actions[r] = std::move(list);
   }

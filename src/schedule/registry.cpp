@@ -7,26 +7,65 @@
 
 namespace dp {
 
+namespace {
+
+// Published formulas (PIPELINES.md), for uniform stages.
+double one_f_one_b_bubble(const PublishedTerms& t) { return (t.PP - 1) * (t.F + t.B); }
+double dualpipe_bubble(const PublishedTerms& t) { return (t.PP / 2.0 - 1) * (t.FB + t.B - 3 * t.W); }
+PublishedActivations pp_activations(const PublishedTerms& t) { return {static_cast<double>(t.PP)}; }
+// DualPipe's PP + 1 in units of its own stages, which are PP/S of a PP-stage.
+PublishedActivations dualpipe_activations(const PublishedTerms& t) { return {(t.S + 1.0) * t.PP / t.S}; }
+
+
+}  // namespace
+
 const std::vector<Method>& methods() {
+  using P = PublishedTerms;
+  using A = PublishedActivations;
   static const std::vector<Method> list = {
-      {"dualpipe", dualpipe, "DeepSeek-V3 bidirectional schedule; P ranks, P stages, two replicas per rank"},
-      {"dualpipev", dualpipev, "DualPipe cut in half (V shape); P ranks, 2P stages"},
-      {"1f1b", one_f_one_b, "one forward, one backward (PipeDream-Flush); P ranks, P stages"},
-      {"gpipe", gpipe, "all forwards, then all backwards; P ranks, P stages"},
-      {"interleaved-1f1b", interleaved_1f1b, "Megatron interleaved 1F1B; P ranks, V*P stages (--chunks V)"},
-      {"zb1p", zb1p, "zero-bubble ZB-H1 (Qi et al. 2024); P ranks, P stages"},
-      {"zbv", zbv, "zero-bubble V schedule (ZB-V); P ranks, 2P stages"},
-      {"chimera", chimera, "Chimera bidirectional pipelines (Li & Hoefler 2021); P ranks, P stages"},
+      {"dualpipe", dualpipe, "DeepSeek-V3 bidirectional schedule; P ranks, P stages, two replicas per rank",
+       PlacementStyle::TwoWay, dualpipe_bubble, dualpipe_activations, {"direction 0", "direction 1"}},
+      {"dualpipev", dualpipev, "DualPipe cut in half (V shape); P ranks, 2P stages", PlacementStyle::V,
+       dualpipe_bubble, dualpipe_activations, {"the V going down", "the way back up"}},
+      {"1f1b", one_f_one_b, "one forward, one backward (PipeDream-Flush); P ranks, P stages",
+       PlacementStyle::OnePerRank, one_f_one_b_bubble, pp_activations, {nullptr, nullptr}},
+      {"gpipe", gpipe, "all forwards, then all backwards; P ranks, P stages", PlacementStyle::OnePerRank,
+       one_f_one_b_bubble, [](const P& t) { return A{static_cast<double>(t.N)}; }, {nullptr, nullptr}},
+      {"interleaved-1f1b", interleaved_1f1b, "Megatron interleaved 1F1B; P ranks, V*P stages (--chunks V)",
+       PlacementStyle::Interleaved, [](const P& t) { return (t.PP - 1) * (t.F + t.B) / t.chunks; },
+       [](const P& t) { return A{t.PP + (t.PP - 1.0) / t.chunks, -1, true}; }, {nullptr, nullptr}},
+      {"zb1p", zb1p, "zero-bubble ZB-H1 (Qi et al. 2024); P ranks, P stages", PlacementStyle::OnePerRank,
+       [](const P& t) { return (t.PP - 1) * (t.F + t.B - 2 * t.W); }, pp_activations, {nullptr, nullptr}},
+      {"zbv", zbv, "zero-bubble V schedule (ZB-V); P ranks, 2P stages", PlacementStyle::V, nullptr, nullptr,
+       {"the V going down", "the way back up"}},
+      {"chimera", chimera, "Chimera bidirectional pipelines (Li & Hoefler 2021); P ranks, P stages",
+       PlacementStyle::TwoWay, [](const P& t) { return (t.PP / 2.0 - 1) * (t.F + t.B); },
+       [](const P& t) { return A{static_cast<double>(t.PP / 2 + 1), static_cast<double>(t.PP)}; },
+       {"the down pipeline", "the up pipeline"}},
   };
   return list;
 }
 
-const Method& find_method(const std::string& name) {
-  std::string known;
-  for (const Method& m : methods()) {
-    if (name == m.name) return m;
-    known += known.empty() ? m.name : fmt::format(", {}", m.name);
+int stage_count(PlacementStyle style, int ranks, int chunks) {
+  switch (style) {
+    case PlacementStyle::V: return 2 * ranks;
+    case PlacementStyle::Interleaved: return chunks * ranks;
+    case PlacementStyle::OnePerRank:
+    case PlacementStyle::TwoWay: break;
   }
+  return ranks;
+}
+
+const Method* method_named(const std::string& name) {
+  for (const Method& m : methods())
+    if (name == m.name) return &m;
+  return nullptr;
+}
+
+const Method& find_method(const std::string& name) {
+  if (const Method* m = method_named(name)) return *m;
+  std::string known;
+  for (const Method& m : methods()) known += known.empty() ? m.name : fmt::format(", {}", m.name);
   throw Error(fmt::format("unknown method '{}' (known: {})", name, known));
 }
 
@@ -34,15 +73,15 @@ void require_feasible_size(const std::string& method, const Shape& shape) {
   if (shape.ranks < 1 || shape.micro_batches < 1 || shape.chunks < 1) return;  // the generator says why
   // In double: V * P * N of three int arguments can exceed 64 bits.
   const double P = shape.ranks, N = shape.micro_batches;
-  const double stages = method == "interleaved-1f1b"           ? P * shape.chunks
-                        : method == "dualpipev" || method == "zbv" ? 2 * P
-                                                                   : P;
+  // Not a method ("compare" for its reference cut): P stages.
+  const Method* m = method_named(method);
+  const double stages = m ? m->stage_count(1, shape.chunks) * P : P;
   const double cells = stages * std::max(N, 2 * P);
   if (cells > static_cast<double>(kMaxGeneratedCells))
     throw Error(fmt::format("{} with {} ranks, {} micro-batches{} is too large: {:.3g} (stage, micro-batch) pairs, "
                             "at most {} are supported",
                             method, shape.ranks, shape.micro_batches,
-                            method == "interleaved-1f1b" ? fmt::format(" and {} chunks", shape.chunks) : "", cells,
+                            m && m->takes_chunks() ? fmt::format(" and {} chunks", shape.chunks) : "", cells,
                             kMaxGeneratedCells));
 }
 

@@ -118,10 +118,10 @@ class Walker {
       case Op::B:
       case Op::I: return bwd(a.stage, a.mb);
       case Op::W: return need(Need::GradDone, a.stage, a.mb);
-      case Op::FB: {
-        long k = fwd(a.stage, a.mb);
-        return k >= 0 ? k : bwd(a.stage2, a.mb2);
-      }
+      case Op::FB:
+        for (const Action& h : halves(a))
+          if (long k = first_missing(h); k >= 0) return k;
+        return -1;
       case Op::SEND_F: return need(Need::FwdDone, a.stage, a.mb);
       case Op::SEND_B: return need(Need::GradDone, a.stage, a.mb);
       case Op::RECV_F: return need(Need::SentF, a.stage - 1, a.mb);
@@ -158,8 +158,7 @@ class Walker {
       case Op::B:
       case Op::I: mark(Need::GradDone, a.stage, a.mb, ready); break;
       case Op::FB:
-        mark(Need::FwdDone, a.stage, a.mb, ready);
-        mark(Need::GradDone, a.stage2, a.mb2, ready);
+        for (const Action& h : halves(a)) produce(h, ready);
         break;
       case Op::SEND_F: mark(Need::SentF, a.stage, a.mb, ready); break;
       case Op::SEND_B: mark(Need::SentB, a.stage, a.mb, ready); break;

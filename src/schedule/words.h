@@ -1,6 +1,7 @@
 #pragma once
-// Counts in messages: "1 step", "2 steps", "1 micro-batch", "3 micro-batches".
+// Words in messages: counts ("1 step", "3 micro-batches") and lists ("a, b and c").
 #include <string>
+#include <vector>
 
 namespace dp {
 
@@ -14,5 +15,13 @@ inline std::string plural(const std::string& noun, long long n) {
   return noun + (ends("ch") || ends("sh") || ends("s") || ends("x") ? "es" : "s");
 }
 inline std::string count_of(long long n, const std::string& noun) { return std::to_string(n) + " " + plural(noun, n); }
+
+// "a", "a and b", "a, b and c".
+inline std::string listing(const std::vector<std::string>& items) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == items.size() ? " and " : ", ") + items[i];
+  return out;
+}
 
 }  // namespace dp

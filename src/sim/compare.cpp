@@ -10,14 +10,14 @@
 namespace dp {
 
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks) {
+  const Method* m = method_named(method);
+  if (!m || !m->published_bubble) return std::nullopt;
   // The formulas assume uniform stages; take stage 0's costs.
-  const double F = c.f(0), B = c.b(0), W = c.w(0), FB = c.fb(0, 0);
-  if (method == "1f1b" || method == "gpipe") return (PP - 1) * (F + B);
-  if (method == "zb1p") return (PP - 1) * (F + B - 2 * W);
-  if (method == "dualpipe" || method == "dualpipev") return (PP / 2.0 - 1) * (FB + B - 3 * W);
-  if (method == "chimera") return (PP / 2.0 - 1) * (F + B);
-  if (method == "interleaved-1f1b") return (PP - 1) * (F + B) / chunks;
-  return std::nullopt;
+  PublishedTerms t;
+  t.PP = t.S = PP;
+  t.chunks = chunks;
+  t.F = c.f(0), t.B = c.b(0), t.W = c.w(0), t.FB = c.fb(0, 0);
+  return m->published_bubble(t);
 }
 
 namespace {
@@ -25,30 +25,23 @@ namespace {
 // The literature's peak activations in units of one PP-stage: sets the
 // row's number, range and text. `S`: the stages of the method's own cut
 // (DualPipeV's are PP/S of a PP-stage: it holds S + 1 of them).
-void published_activations(CompareRow& row, int PP, int S, int N, int v) {
-  const std::string& method = row.method;
-  if (method == "1f1b" || method == "zb1p") row.published_activations_value = PP;
-  if (method == "dualpipe" || method == "dualpipev") row.published_activations_value = (S + 1.0) * PP / S;
-  if (method == "gpipe") row.published_activations_value = N;
-  if (method == "chimera") {
-    row.published_activations_value = PP / 2 + 1;
-    row.published_activations_max = PP;
-  }
-  if (method == "interleaved-1f1b") {
-    row.published_activations_value = PP + (PP - 1.0) / v;
-    row.published_activations_approx = true;
-  }
-  if (!row.published_activations_value)
+void published_activations(CompareRow& row, const Method& m, int PP, int S, int N, int v) {
+  if (!m.published_activations) {
     row.published_activations = "-";
-  else if (row.published_activations_max)
+    return;
+  }
+  PublishedTerms t;
+  t.PP = PP, t.S = S, t.N = N, t.chunks = v;
+  const PublishedActivations a = m.published_activations(t);
+  row.published_activations_value = a.value;
+  if (a.max >= 0) row.published_activations_max = a.max;
+  row.published_activations_approx = a.approx;
+  if (row.published_activations_max)
     row.published_activations = fmt::format("{:g}..{:g}", *row.published_activations_value, *row.published_activations_max);
   else
     row.published_activations =
         fmt::format("{}{:g}", row.published_activations_approx ? "~" : "", *row.published_activations_value);
 }
-
-// V-shaped methods put two stages on each rank: PP stages need PP/2 ranks.
-bool v_shaped(const std::string& m) { return m == "dualpipev" || m == "zbv"; }
 
 }  // namespace
 
@@ -66,13 +59,12 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
   for (const Method& m : methods()) {
     CompareRow row;
     row.method = m.name;
-    const bool interleaved = row.method == "interleaved-1f1b";
-    const int v = interleaved ? chunks : 1;
-    const bool half = v_shaped(row.method) && basis == CompareBasis::Stages;
+    const int v = m.takes_chunks() ? chunks : 1;
+    const bool half = m.v_shaped() && basis == CompareBasis::Stages;
     Shape shape{half ? PP / 2 : PP, N, chunks};
     row.devices = shape.ranks;
     row.published_bubble = published_bubble(row.method, PP, c, chunks);
-    published_activations(row, PP, PP, N, v);
+    published_activations(row, m, PP, PP, N, v);
     try {
       if (half && PP % 2 != 0)
         throw Error(fmt::format("V-shaped schedules need an even stage count (got {})", PP));
@@ -112,9 +104,9 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
       }
       // A V-shaped cut's formulas are in its own stages (two a device) at
       // its own stage costs; on the stages basis that is PP at c, as above.
-      if (v_shaped(row.method)) {
+      if (m.v_shaped()) {
         row.published_bubble = published_bubble(row.method, s.stages, cs, chunks);
-        published_activations(row, PP, s.stages, N, v);
+        published_activations(row, m, PP, s.stages, N, v);
       }
       SimResult sim = simulate(s, cs, SimOptions{dpo.reduces()});  // reductions need the timeline
       row.makespan = sim.makespan;

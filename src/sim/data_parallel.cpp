@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "schedule/error.h"
+#include "schedule/placement.h"
 
 namespace dp {
 namespace {
@@ -91,15 +92,6 @@ void DataParallel::validate(int stages) const {
       throw Error(fmt::format("the gradient reduction of stage {} overflows (use other units)", s));
 }
 
-std::vector<std::vector<int>> stage_ranks(const Schedule& s) {
-  std::vector<std::vector<int>> out(s.stages);
-  for (int r = 0; r < s.ranks; ++r)
-    for (const Action& a : s.actions[r])
-      if ((a.op == Op::F || a.op == Op::FB) && (out[a.stage].empty() || out[a.stage].back() != r))
-        out[a.stage].push_back(r);  // ranks ascend, so a repeat is always the last entry
-  return out;
-}
-
 double ring_allreduce_bytes(double bytes, int holders) {
   return holders <= 1 ? 0.0 : 2.0 * (holders - 1) / holders * bytes;
 }
@@ -110,7 +102,7 @@ GradReduce reduce_gradients(const Schedule& s, const SimResult& sim, const DataP
     throw std::logic_error("reduce_gradients needs a simulation with its timeline");
   GradReduce g;
   g.per_rank.assign(s.ranks, RankReduce{});
-  const std::vector<std::vector<int>> ranks = stage_ranks(s);
+  const std::vector<std::vector<int>> ranks = placement_of(s).replicas;
 
   // Per stage: when each bucket's gradients are ready on the last of its
   // ranks. The last action doing weight-gradient work for the stage (W; B
@@ -124,7 +116,8 @@ GradReduce reduce_gradients(const Schedule& s, const SimResult& sim, const DataP
     for (const Span& sp : sim.timeline[r]) rr.compute_end = std::max(rr.compute_end, sp.end);
     for (std::size_t pos = s.actions[r].size(); pos-- > 0;) {
       const Action& a = s.actions[r][pos];
-      const int st = a.op == Op::FB ? a.stage2 : (a.op == Op::W || a.op == Op::B) ? a.stage : -1;
+      const Action part = a.op == Op::FB ? a.backward_half() : a;  // the part that makes weight gradients
+      const int st = part.op == Op::W || part.op == Op::B ? part.stage : -1;
       if (st < 0 || seen[st] == r) continue;
       seen[st] = r;
       const Span& sp = sim.timeline[r][pos];
@@ -183,7 +176,7 @@ GradReduce reduce_gradients(const Schedule& s, const SimResult& sim, const DataP
 
 std::vector<RankMemory> rank_memory(const Schedule& s, const DataParallel& d) {
   d.validate(s.stages);
-  const std::vector<std::vector<int>> ranks = stage_ranks(s);
+  const std::vector<std::vector<int>> ranks = placement_of(s).replicas;
   const std::vector<double> act = peak_activation_bytes(s, d.act_mem_bytes.empty() ? std::vector<double>{0.0}
                                                                                     : d.act_mem_bytes);
   std::vector<RankMemory> out(s.ranks);

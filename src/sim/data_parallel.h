@@ -39,10 +39,6 @@ struct DataParallel {
   void validate(int stages) const;
 };
 
-// [stage]: the ranks of one pipeline that run the stage (issue its forward),
-// in rank order: one for most methods, two for DualPipe and Chimera.
-std::vector<std::vector<int>> stage_ranks(const Schedule& s);
-
 // Bytes one rank sends (and receives) in a ring all-reduce of `bytes` over
 // `holders` ranks: 2 (H-1)/H x bytes. A reduce-scatter or an all-gather
 // alone is half of it.
@@ -64,11 +60,11 @@ struct GradReduce {
 
 // The gradient reductions of one step, after `sim` (simulated with its
 // timeline). Every stage's reduction is a collective of all its holders (D x
-// its ranks in the pipeline); the other replicas run the same schedule at
-// the same time, so it waits only for this pipeline's ranks: it is ready
-// when the last of them has its gradients, and starts when their links are
-// free as well. A link carries one collective at a time, in the order they
-// become ready. Throws dp::Error on bad options.
+// its ranks in the pipeline: Placement::replicas); the other replicas run
+// the same schedule at the same time, so it waits only for this pipeline's
+// ranks: it is ready when the last of them has its gradients, and starts
+// when their links are free as well. A link carries one collective at a
+// time, in the order they become ready. Throws dp::Error on bad options.
 GradReduce reduce_gradients(const Schedule& s, const SimResult& sim, const DataParallel& d);
 
 // Every rank's memory in bytes: the weights and gradients of each stage it

@@ -20,22 +20,19 @@ std::vector<double> peak_activation_bytes(const Schedule& s, const std::vector<d
   std::vector<double> peak(s.ranks, 0.0);
   for (int r = 0; r < s.ranks; ++r) {
     double live = 0;
-    for (const Action& a : s.actions[r]) {
-      switch (a.op) {
-        case Op::F:
-          live += size(a.stage);
-          peak[r] = std::max(peak[r], live);
-          break;
-        case Op::FB:
-          live += size(a.stage);
-          peak[r] = std::max(peak[r], live);
-          live -= size(a.stage2);
-          break;
-        case Op::B:
-        case Op::W: live -= size(a.stage); break;
-        default: break;  // I keeps what W needs; transfers hold nothing here
+    // An F&B pair is its forward half, then its backward half: it holds both while it runs.
+    for (const Action& a : s.actions[r])
+      for (const Action& h : halves(a)) {
+        switch (h.op) {
+          case Op::F:
+            live += size(h.stage);
+            peak[r] = std::max(peak[r], live);
+            break;
+          case Op::B:
+          case Op::W: live -= size(h.stage); break;
+          default: break;  // I keeps what W needs; transfers hold nothing here
+        }
       }
-    }
   }
   return peak;
 }

@@ -6,6 +6,7 @@
 #include "schedule/big_array.h"
 #include "schedule/check.h"
 #include "schedule/error.h"
+#include "schedule/placement.h"
 #include "schedule/walk.h"
 
 namespace dp {
@@ -79,7 +80,7 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   auto idx = [N](int stage, int mb) { return static_cast<std::size_t>(stage) * N + mb; };
 
   BigArray<double> fwd_end(cells), grad_end(cells);
-  BigArray<int> where(cells);  // rank of each (stage, mb), set by its forward before any reader
+  const Placement placement = placement_of(s);  // rank of each (stage, mb)
   std::vector<double> free_at(s.ranks, 0.0);
   std::vector<int> live(s.ranks, 0), held(s.ranks, 0);
   SimResult res;
@@ -96,7 +97,7 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   };
   auto arrive = [&](const BigArray<double>& end, int stage, int mb, int rank) {
     std::size_t k = idx(stage, mb);
-    return end[k] + (where[k] != rank ? hop : 0.0);
+    return end[k] + (placement.rank(stage, mb) != rank ? hop : 0.0);
   };
   // Earliest start of each half, given the inputs it needs.
   auto fwd_ready = [&](int stage, int mb, int rank) {
@@ -126,10 +127,12 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
         start = std::max(start, grad_end[idx(a.stage, a.mb)]);
         dur = c.w(a.stage);
         break;
-      case Op::FB:
-        start = std::max({start, fwd_ready(a.stage, a.mb, r), bwd_ready(a.stage2, a.mb2, r)});
-        dur = c.fb(a.stage, a.stage2);
+      case Op::FB: {
+        const Action f = a.forward_half(), b = a.backward_half();
+        start = std::max({start, fwd_ready(f.stage, f.mb, r), bwd_ready(b.stage, b.mb, r)});
+        dur = c.fb(f.stage, b.stage);
         break;
+      }
       default: break;  // transfers are charged on the edge, not on the rank
     }
     // All-to-all phases: only chunks that have some, so that everything else
@@ -144,7 +147,8 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
         dur += exposed;
       }
     } else if (comm && a.op == Op::FB) {
-      ChunkWork wf = work(c.f(a.stage), a.stage, true), wb = work(c.b(a.stage2), a.stage2, false);
+      const Action f = a.forward_half(), b = a.backward_half();
+      ChunkWork wf = work(c.f(f.stage), f.stage, true), wb = work(c.b(b.stage), b.stage, false);
       if (talks(wf) || talks(wb)) {
         if (c.FB) {  // FB is the pair's compute: share it in the ratio F : B
           const double sum = wf.compute + wb.compute;
@@ -164,26 +168,22 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
         for (const Span& w : waits.waits) res.a2a_waits[r].push_back({start + w.start, start + w.end});
     }
     const double end = start + dur;
-    if (a.op == Op::F || a.op == Op::FB) {
-      std::size_t k = idx(a.stage, a.mb);
-      fwd_end[k] = end;
-      where[k] = r;
-      // The new forward's activation is alive from its start; an overlapped
-      // pair frees the backward's one at its end, so it peaks at +1.
-      st.peak_activations = std::max(st.peak_activations, ++live[r]);
-      st.peak_held = std::max(st.peak_held, ++held[r]);
-    }
-    if (is_backward(a.op)) {
-      grad_end[idx(a.stage, a.mb)] = end;
-      --live[r];
-      if (a.op == Op::B) --held[r];
+    // An F&B pair ends both halves at its end. The new forward's activation
+    // is alive from its start; a pair frees its backward's one at its end,
+    // so it peaks at +1.
+    for (const Action& h : halves(a)) {
+      if (h.op == Op::F) {
+        fwd_end[idx(h.stage, h.mb)] = end;
+        st.peak_activations = std::max(st.peak_activations, ++live[r]);
+        st.peak_held = std::max(st.peak_held, ++held[r]);
+      }
+      if (is_backward(h.op)) {
+        grad_end[idx(h.stage, h.mb)] = end;
+        --live[r];
+        if (h.op == Op::B) --held[r];
+      }
     }
     if (a.op == Op::W) --held[r];
-    if (a.op == Op::FB) {
-      grad_end[idx(a.stage2, a.mb2)] = end;
-      --live[r];
-      --held[r];
-    }
     st.busy += dur;
     free_at[r] = end;
     if (opt.timeline) res.timeline[r][pos] = {start, end};
@@ -194,17 +194,11 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   // "inf" step time with "nan" idle times would be a silent wrong answer.
   if (!std::isfinite(res.makespan))
     throw Error("costs too large: the simulated step time overflows a double (use smaller units)");
-  std::vector<int> held_by(s.stages, -1);  // last rank seen running each stage
   for (int r = 0; r < s.ranks; ++r) {
     RankStats& st = res.per_rank[r];
     st.idle = res.makespan - st.busy;
     res.bubble = std::max(res.bubble, st.idle);
-    for (const Action& a : s.actions[r]) {
-      if ((a.op == Op::F || a.op == Op::FB) && held_by[a.stage] != r) {
-        held_by[a.stage] = r;
-        ++st.stages_held;
-      }
-    }
+    st.stages_held = static_cast<int>(placement.stages_of[static_cast<std::size_t>(r)].size());
     st.param_copies = static_cast<double>(st.stages_held) * s.ranks / s.stages;
   }
   res.bubble_ratio = res.makespan > 0 ? res.bubble / res.makespan : 0.0;
