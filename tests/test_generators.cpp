@@ -11,6 +11,7 @@
 #include "schedule/check.h"
 #include "schedule/error.h"
 #include "schedule/generators.h"
+#include "schedule/placement.h"
 #include "sim/compare.h"
 #include "sim/simulate.h"
 
@@ -46,6 +47,39 @@ int expected_stages(const std::string& m, int P, int V) {
 SimResult sim(const Schedule& s, const Costs& c) { return simulate(s, c, SimOptions{false}); }
 
 // ---------------------------------------------------------------- validity
+
+// The registry's facts of a method are data that the planner, the
+// comparison table and the pictures trust without building a schedule: they
+// must agree with what the generator builds. Stage r is on rank r (chunk 0)
+// in every style; TwoWay keeps it on ranks r and P-1-r; V puts stage 2P-1-r
+// on rank r; interleaved puts stage r + kP on rank r.
+TEST(Registry, PlacementStyleMatchesTheGeneratedSchedule) {
+  const int P = 4, N = 8, V = 2;
+  for (const Method& m : methods()) {
+    const Schedule s = m.generate(Shape{P, N, V});
+    ASSERT_EQ(s.stages, m.stage_count(P, V)) << m.name;
+    EXPECT_EQ(m.takes_chunks(), m.placement == PlacementStyle::Interleaved) << m.name;
+    const Placement pl = placement_of(s);
+    for (int st = 0; st < s.stages; ++st) {
+      int first = st, second = -1;  // the ranks that should hold stage st
+      switch (m.placement) {
+        case PlacementStyle::OnePerRank: break;
+        case PlacementStyle::TwoWay:
+          first = std::min(st, P - 1 - st);
+          second = std::max(st, P - 1 - st);
+          break;
+        case PlacementStyle::V: first = st < P ? st : 2 * P - 1 - st; break;
+        case PlacementStyle::Interleaved: first = st % P; break;
+      }
+      const std::vector<int>& got = pl.replicas[st];
+      ASSERT_EQ(got.size(), second < 0 ? 1u : 2u) << m.name << " stage " << st;
+      EXPECT_EQ(got[0], first) << m.name << " stage " << st;
+      if (second >= 0) {
+        EXPECT_EQ(got[1], second) << m.name << " stage " << st;
+      }
+    }
+  }
+}
 
 TEST(GenValid, EveryMethodOverItsWholeRange) {
   for (const Method& m : methods()) {
