@@ -8,6 +8,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "cli/memory_fit.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "schedule/error.h"
@@ -50,6 +51,7 @@ void run_bench(CLI::App* app) {
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;
     t.model = make_model_config(o->model, s, o->ranks.ep);
+    require_run_fits(s, t.model, o->ranks, false);
     t.fb_overlap = o->ranks.fb_overlap == "on";
     t.steps = o->steps;
     t.warmup_steps = 1;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/output_paths.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "runtime/malloc_tuning.h"
@@ -88,7 +89,7 @@ void run_profile(CLI::App* app) {
   cmd->add_option("--reps", o->reps, "timed repetitions per stage (the median is kept)")->capture_default_str();
   cmd->add_option("-o,--output", o->output, "file for the JSON ('-' for stdout)")->capture_default_str();
   cmd->callback([o]() {
-    require_writable("--output", o->output);
+    require_output_file("--output", o->output);
     if (o->reps < 1 || o->reps > 10000) throw Error(fmt::format("--reps must be in [1, 10000] (got {})", o->reps));
     if (o->model.model != "gpt" && o->model.model != "mlp")
       throw Error(fmt::format("--model must be gpt or mlp (got '{}')", o->model.model));

@@ -6,6 +6,9 @@
 #include <fstream>
 #include <optional>
 
+#include "cli/memory_fit.h"
+#include "cli/output_paths.h"
+#include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "pictures/plot.h"
@@ -57,32 +60,38 @@ struct Opts {
   std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
   std::string trace, svg;
   std::string checkpoint_dir;
+  CLI::Option *trace_opt = nullptr, *svg_opt = nullptr, *checkpoint_opt = nullptr;  // given (maybe as "")
   int checkpoint_every = 100, keep_checkpoints = 2;
   bool resume = false;
+  std::string format = "text";
 };
 
+// The loss curve as CSV: the header, then one row per step, written as the
+// steps end (a run that fails later keeps the rows of the steps it made).
+constexpr const char* kLossCsvHeader = "step,loss,grad_norm,step_seconds,pipeline_seconds\n";
+std::string loss_csv_row(const StepStats& st) {
+  return fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f}\n", st.step + 1, st.loss, st.grad_norm, st.seconds,
+                     st.pipeline_seconds);
+}
+
 // Rank 0's closing report: the loss curve files, the measured last step
-// against the simulator, and memory.
-void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vector<std::vector<ActionTime>>& times,
-            const std::vector<std::vector<Span>>& a2a_waits,
+// against the simulator, and memory; as text or (--format json) one object.
+void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankRun& run,
+            const std::vector<std::vector<ActionTime>>& times, const std::vector<std::vector<Span>>& a2a_waits,
             const std::vector<double>& heap, double tokens_per_step) {
   std::vector<double> xs, ys, secs;
-  std::string csv = "step,loss,grad_norm,step_seconds,pipeline_seconds\n";
+  std::string csv = kLossCsvHeader;
   for (const StepStats& st : run.steps) {
     xs.push_back(st.step + 1);
     ys.push_back(st.loss);
     secs.push_back(st.seconds);
-    csv += fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f}\n", st.step + 1, st.loss, st.grad_norm, st.seconds,
-                       st.pipeline_seconds);
+    csv += loss_csv_row(st);
   }
-  write_output(o.loss_csv, csv);
+  if (o.loss_csv == "-") write_output(o.loss_csv, csv);  // a file got its rows step by step
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
                                           "loss (mean over micro-batches)", xs, ys));
   const double med = median(secs);
-  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
-             ys.back(), count_of(static_cast<long long>(ys.size()), "step"), med, tokens_per_step / med);
   const StepStats& last = run.steps.back();
-  if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
 
   // The simulator fed with what each action really cost.
   SimResult measured = measured_result(s, times);
@@ -93,7 +102,60 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
   if (any_wait) measured.a2a_waits = a2a_waits;
   Costs c = measured_costs(s, times);
   SimResult predicted = simulate(compute_only(s), c);
-  const double step = run.steps.back().pipeline_seconds;
+  const double step = last.pipeline_seconds;
+  SvgOptions so;
+  so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, step);
+  so.subtitle = "real timeline of the last training step (receive waits shown as idle)";
+  if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, measured, so));
+  if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, measured, 1e6));
+
+  if (o.format == "json") {
+    nlohmann::json inputs = run_inputs_json(s, o.model, o.ranks, t.model.seed);
+    inputs.update({{"steps", o.steps},
+                   {"lr", t.lr},
+                   {"warmup_steps", t.lr_warmup_steps},
+                   {"weight_decay", t.weight_decay},
+                   {"clip", t.clip},
+                   {"resume_step", t.checkpoint.resume_step}});
+    nlohmann::json j = {{"command", "train"},
+                        {"inputs", inputs},
+                        {"steps_run", run.steps.size()},
+                        {"first_step", run.steps.front().step + 1},
+                        {"loss_first", clean_number(ys.front())},
+                        {"loss_last", clean_number(ys.back())},
+                        {"grad_norm_last", clean_number(last.grad_norm)},
+                        {"median_step_s", clean_number(med)},
+                        {"tokens_per_step", tokens_per_step},
+                        {"tokens_per_s", clean_number(tokens_per_step / med, 4)},
+                        {"last_step_pipeline_s", clean_number(step)},
+                        {"simulated_pipeline_s", clean_number(predicted.makespan)},
+                        {"bubble_s", clean_number(measured.bubble)},
+                        {"simulated_bubble_s", clean_number(predicted.bubble)},
+                        {"threads", threads_json()}};
+    if (!heap.empty()) {
+      nlohmann::json per = nlohmann::json::array();
+      for (int r = 0; r < s.ranks; ++r)
+        per.push_back({{"rank", r},
+                       {"peak_heap_bytes", clean_number(heap[r], 4)},
+                       {"simulated_peak_activations", predicted.per_rank[r].peak_activations}});
+      j["memory"] = per;
+    }
+    if (!last.expert_tokens.empty()) {
+      nlohmann::json tokens = nlohmann::json::array();
+      for (double x : last.expert_tokens) tokens.push_back(clean_number(x));
+      j["expert_tokens_last_step"] = tokens;
+      j["balance_loss_last_step"] = clean_number(last.aux_loss, 4);
+    }
+    nlohmann::json files = {{"loss_csv", o.loss_csv}, {"loss_svg", o.loss_svg}};
+    if (!o.svg.empty()) files["svg"] = o.svg;
+    if (!o.trace.empty()) files["trace"] = o.trace;
+    j["files"] = files;
+    fmt::print("{}\n", j.dump(1));
+    return;
+  }
+  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
+             ys.back(), count_of(static_cast<long long>(ys.size()), "step"), med, tokens_per_step / med);
+  if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
   fmt::print("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
              "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
              1e3 * step, 1e3 * predicted.makespan, step / predicted.makespan, 1e3 * measured.bubble,
@@ -105,11 +167,6 @@ void report(const Opts& o, const Schedule& s, const RankRun& run, const std::vec
                          count_of(static_cast<long long>(predicted.per_rank[r].peak_activations), "activation"));
     fmt::print("peak activation memory (heap growth during the step) against the simulated peak count: {}\n", per);
   }
-  SvgOptions so;
-  so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, step);
-  so.subtitle = "real timeline of the last training step (receive waits shown as idle)";
-  if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, measured, so));
-  if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, measured, 1e6));
   fmt::print("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
              o.trace.empty() ? "" : ", " + o.trace);
 }
@@ -140,9 +197,9 @@ void run_train(CLI::App* app) {
   cmd->add_option("--clip", o->clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
   cmd->add_option("--loss-csv", o->loss_csv, "write the loss curve as CSV")->capture_default_str();
   cmd->add_option("--loss-svg", o->loss_svg, "write the loss curve as SVG")->capture_default_str();
-  cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
-  cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
-  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+  o->trace_opt = cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
+  o->svg_opt = cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
+  o->checkpoint_opt = cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "write checkpoints (parameters, AdamW state, step, RNG state) to DIR/step-NNNNNN/");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,
                   "with --checkpoint-dir: a checkpoint every K steps and after the last (0: after the last only)")
@@ -152,6 +209,11 @@ void run_train(CLI::App* app) {
   cmd->add_flag("--resume", o->resume,
                 "continue from the newest complete checkpoint in --checkpoint-dir (incomplete or corrupt ones are "
                 "skipped; none: start from scratch); --steps counts from the start of the run");
+  cmd->add_option("-f,--format", o->format,
+                  "text, or json: the closing summary as one object with the inputs and results, and no progress "
+                  "lines (docs/json_output.md)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   cmd->callback([o]() {
     if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
     if (o->checkpoint_every < 0)
@@ -164,10 +226,12 @@ void run_train(CLI::App* app) {
     if (warmup_given && o->warmup_steps < 0)
       throw Error(fmt::format("--warmup-steps must not be negative (got {})", o->warmup_steps));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
-    require_writable("--loss-csv", o->loss_csv);
-    require_writable("--loss-svg", o->loss_svg);
-    require_writable("--trace", o->trace);
-    require_writable("--svg", o->svg);
+    // Every output, before any rank starts (given as "" is refused, not skipped).
+    require_output_file("--loss-csv", o->loss_csv);
+    require_output_file("--loss-svg", o->loss_svg);
+    if (o->trace_opt->count() > 0) require_output_file("--trace", o->trace);
+    if (o->svg_opt->count() > 0) require_output_file("--svg", o->svg);
+    if (o->checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o->checkpoint_dir);
     // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
     // below the 2P micro-batches it needs to fill its bubbles.
     if (o->src.from.empty() && o->src.micro_batches_opt->count() == 0 && o->src.ranks > 0 &&
@@ -177,6 +241,7 @@ void run_train(CLI::App* app) {
     if (!s.has_comm()) s = lower(s);
     TrainOptions t;
     t.model = make_model_config(o->model, s, o->ranks.ep);
+    require_run_fits(s, t.model, o->ranks, true);
     t.fb_overlap = o->ranks.fb_overlap == "on";
     t.steps = o->steps;
     t.lr = o->lr;
@@ -232,20 +297,24 @@ void run_train(CLI::App* app) {
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
       const bool lead = mesh.rank == 0;
-      if (lead)
+      const bool text = o->format == "text";  // json: the summary alone on stdout
+      if (lead && text)
         fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
                    count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
                    o->model.micro_batch_size, o->model.seq_len, o->model.model, o->model.hidden, o->model.dtype,
                    count_of(o->steps, "step"));
-      if (lead && t.checkpoint.resume_step > 0)
+      if (lead && text && t.checkpoint.resume_step > 0)
         fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
                    t.checkpoint.resume_step);
       double elapsed = 0;
       const int every = std::max(1, o->steps / 25);
+      const bool stream_csv = lead && o->loss_csv != "-";
+      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader);
       RankRun run = train_rank(s, t, mesh, [&](const StepStats& st) {
         elapsed += st.seconds;
+        if (stream_csv) append_output(o->loss_csv, loss_csv_row(st));
         const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
-        if (done % every && done != o->steps && done != first) return;
+        if (!text || (done % every && done != o->steps && done != first)) return;
         fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
                    o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
                    duration(elapsed / (done - first + 1) * (o->steps - done)));
@@ -255,7 +324,7 @@ void run_train(CLI::App* app) {
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
       auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
       auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
-      if (lead) report(*o, s, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
+      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
       return 0;
     });
     if (code != 0) std::exit(code);

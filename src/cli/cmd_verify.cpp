@@ -2,6 +2,8 @@
 // unpipelined in one process; exit 0 within tolerance, 1 outside it.
 #include <fmt/format.h>
 
+#include "cli/memory_fit.h"
+#include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "schedule/lower.h"
@@ -29,6 +31,23 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
   return t;
 }
 
+// --format json: the inputs, the differences as numbers (3 significant
+// digits, as the text shows them) and the verdict.
+nlohmann::json report_json(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const ModelConfig& mc,
+                           const VerifyResult& r) {
+  const double tol = tolerance(m.dtype);
+  nlohmann::json per_param = nlohmann::json::object();
+  for (const auto& [name, e] : r.per_param) per_param[name] = clean_number(e, 3);
+  return {{"command", "verify"},
+          {"inputs", run_inputs_json(s, m, ro, mc.seed)},
+          {"loss_error", clean_number(r.loss_error, 3)},
+          {"grad_error", clean_number(r.grad_error, 3)},
+          {"tolerance", tol},
+          {"pass", r.loss_error <= tol && r.grad_error <= tol},
+          {"per_param", per_param},
+          {"threads", threads_json()}};
+}
+
 }  // namespace
 
 void run_verify(CLI::App* app) {
@@ -36,6 +55,7 @@ void run_verify(CLI::App* app) {
     SourceOptions src;
     ModelOptions model;
     RankOptions ranks;
+    std::string format = "text";
   };
   auto o = std::make_shared<Opts>();
   o->model.dtype = "float64";
@@ -45,10 +65,14 @@ void run_verify(CLI::App* app) {
   add_source_options(cmd, o->src);
   add_model_options(cmd, o->model);
   add_rank_options(cmd, o->ranks);
+  cmd->add_option("-f,--format", o->format, "text, or json: one object with the inputs and results (docs/json_output.md)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   cmd->callback([o]() {
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     ModelConfig mc = make_model_config(o->model, s, o->ranks.ep);
+    require_run_fits(s, mc, o->ranks, false);
     const double tol = tolerance(o->model.dtype);
     // Every rank (own command line in a torchrun-style launch) must run the same check.
     RankSettings settings;
@@ -60,7 +84,10 @@ void run_verify(CLI::App* app) {
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
       VerifyResult r = verify_step(s, mc, mesh, o->ranks.fb_overlap == "on");
-      if (mesh.rank == 0) fmt::print("{}", report(s, o->model, o->ranks, r));
+      if (mesh.rank == 0 && o->format == "json")
+        fmt::print("{}\n", report_json(s, o->model, o->ranks, mc, r).dump(1));
+      else if (mesh.rank == 0)
+        fmt::print("{}", report(s, o->model, o->ranks, r));
       return r.loss_error <= tol && r.grad_error <= tol ? 0 : 1;
     });
     if (code != 0) std::exit(code);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cli/rank_process.h"
 #include "cluster/emulated_cluster.h"
 #include "runtime/launch.h"
 #include "runtime/malloc_tuning.h"
@@ -162,6 +163,10 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "with --emulate-hosts: each host's link rate in each direction, as tc writes it (100mbit, 1gbit, "
                   "10gbit)")
       ->capture_default_str();
+  app->add_option("--intra-op-threads", o.intra_op_threads,
+                  "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
+                  "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
+      ->capture_default_str();
 }
 
 namespace {
@@ -184,7 +189,7 @@ int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
   for (int r = 0; r < shape.size(); ++r) {
     auto env = emulated_rank_env(cluster, host_of, r);
     env.emplace_back("DUALPIPE_SPAWNED", "1");
-    env.emplace_back("OMP_NUM_THREADS", "1");
+    env.emplace_back("OMP_NUM_THREADS", std::to_string(o.intra_op_threads));
     pids.push_back(cluster.spawn(host_of[r], args, env));
   }
   return supervise_ranks(pids);
@@ -230,6 +235,7 @@ void check_same_settings(const RankSettings& mine, Comm& world) {
 }
 
 void apply_process_policy(const RankOptions& o) {
+  quiet_library_logging();
   tune_malloc_for_tensors();
   // Before any rank thread, rank process or Gloo thread exists: they all inherit it.
   if (o.sched == "batch") use_batch_scheduling();
@@ -241,6 +247,8 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
     throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
   if (o.ep < 1 || o.ep > kMaxRanks)
     throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
+  if (o.intra_op_threads < 1 || o.intra_op_threads > 1024)
+    throw Error(fmt::format("--intra-op-threads must be in 1..1024 (got {})", o.intra_op_threads));
   MeshShape shape;
   shape.pp = pipeline_ranks;
   shape.ep = o.ep;
@@ -258,7 +266,7 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
     std::fflush(stdout);  // before the ranks print
   }
   if (o.threads) {
-    at::set_num_threads(1);
+    set_compute_threads(o.intra_op_threads);
     std::vector<int> codes(shape.size(), 0);
     run_mesh_threads(shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, timeout);
     return codes[0];
@@ -268,9 +276,19 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
       throw Error(shape.ep > 1 ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert)",
                                              env->world, shape.size(), shape.pp, shape.ep)
                                : fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env->world, shape.size()));
-    at::set_num_threads(1);  // one intra-op thread per rank
+    // One intra-op thread per rank by default, also where no launcher of
+    // ours set OMP_NUM_THREADS.
+    set_compute_threads(o.intra_op_threads);
+    require_resolvable(env->master_addr, env->master_port);
     Mesh mesh;
     try {
+      // Every wait of the rendezvous is bounded by --timeout, plus a second
+      // for the waits inside to report what they waited for first.
+      RendezvousDeadline deadline(
+          timeout + std::chrono::seconds(1),
+          fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
+                      "ranks started, and is that port free of other programs?)",
+                      env->rank, env->master_addr, env->master_port, o.timeout_s));
       mesh = connect_env_mesh(*env, shape, timeout);
     } catch (const Error&) {
       throw;

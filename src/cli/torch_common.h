@@ -51,6 +51,9 @@ struct RankOptions {
   std::string fb_overlap = "on";  // on: F&B halves hand over at communication points
   int emulate_hosts = 0;          // > 0: run the ranks on that many emulated hosts (network namespaces)
   std::string link_rate = "1gbit";  // each emulated host's link, both directions
+  // Compute threads of each rank (LibTorch intra-op and OpenBLAS), whichever
+  // way it was started: more ranks than cores run best with one each.
+  int intra_op_threads = 1;
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 

@@ -1,0 +1,46 @@
+#include "cli/output_paths.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "cli/common.h"
+#include "schedule/error.h"
+
+namespace dp::cli {
+
+void require_output_file(const std::string& option, const std::string& path) {
+  if (path.empty()) throw Error(fmt::format("{} is empty: give a file name", option));
+  if (path == "-") return;
+  require_writable(option, path);  // missing folder, a folder
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(path, ec);
+  const int fd = existed ? ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC)
+                         : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("{} '{}': cannot be written: {}", option, path, std::strerror(errno)));
+  ::close(fd);
+  if (!existed) ::unlink(path.c_str());
+}
+
+void require_output_folder(const std::string& option, const std::string& path) {
+  if (path.empty()) throw Error(fmt::format("{} is empty: give a folder name", option));
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (std::filesystem::exists(st) && !std::filesystem::is_directory(st))
+    throw Error(fmt::format("{} '{}': is a file, not a folder", option, path));
+}
+
+void append_output(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "ab");
+  const bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (f && std::fclose(f) != 0) throw Error(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+  if (!ok) throw Error(fmt::format("cannot write '{}'", path));
+}
+
+}  // namespace dp::cli

@@ -1,0 +1,54 @@
+#pragma once
+// Settings a rank process needs beyond its options: quiet libraries, a fixed
+// number of compute threads, and a rendezvous that cannot outlive --timeout.
+// Made by the program (the CLI), never by the runtime library.
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace dp::cli {
+
+// LibTorch's c10d and Gloo log through glog, straight to stderr: a rank
+// waiting for an unreachable MASTER_ADDR printed one warning a second, and a
+// timeout two more lines before dualpipe's own. Errors reach the user as
+// dualpipe's one line (the exception's text), so glog is limited to FATAL.
+// A user who sets GLOG_minloglevel keeps what they asked for.
+void quiet_library_logging();
+
+// Compute threads of one rank: LibTorch's intra-op pool and OpenBLAS's own
+// threads, which LibTorch's setting does not reach (OpenBLAS sizes its pool
+// from OMP_NUM_THREADS when it is loaded: a torchrun-style rank without that
+// variable ran every matrix product on every core, 2-3.6x slower steps).
+void set_compute_threads(int n);
+
+struct ComputeThreads {
+  int intra_op = 0;  // at::get_num_threads()
+  int blas = -1;     // openblas_get_num_threads(); -1: not OpenBLAS
+};
+ComputeThreads compute_threads();
+
+// Throws dp::Error at once when `host` (MASTER_ADDR) has no address: c10d
+// would retry the lookup every second until --timeout.
+void require_resolvable(const std::string& host, int port);
+
+// Ends the process with one line and exit code 2 if it still lives `after`
+// from now: c10d's TCPStore client waits without limit for an answer from a
+// program that accepted its connection but is no rendezvous store, and the
+// store's own waits add up to more than --timeout. Destroying it disarms it.
+class RendezvousDeadline {
+ public:
+  RendezvousDeadline(std::chrono::milliseconds after, std::string message);
+  ~RendezvousDeadline();
+  RendezvousDeadline(const RendezvousDeadline&) = delete;
+  RendezvousDeadline& operator=(const RendezvousDeadline&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace dp::cli

@@ -1,0 +1,60 @@
+#pragma once
+// Pieces of the JSON summaries of train and verify (--format json): one
+// object per run with its inputs, numbers as numbers, without float noise.
+// docs/json_output.md lists the fields.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/rank_process.h"
+#include "cli/torch_common.h"
+#include "schedule/schedule.h"
+
+namespace dp::cli {
+
+// `x` rounded to `digits` significant digits, so that it prints shortest
+// (0.12345678912 -> 0.123457; a sum never shows as 21.200000000000003).
+// Not finite: null.
+inline nlohmann::json clean_number(double x, int digits = 6) {
+  if (!std::isfinite(x)) return nullptr;
+  return std::stod(fmt::format("{:.{}g}", x, digits));
+}
+
+// The run's inputs: schedule, model and how the ranks run.
+inline nlohmann::json run_inputs_json(const Schedule& s, const ModelOptions& m, const RankOptions& r, uint64_t seed) {
+  nlohmann::json model = {{"name", m.model},   {"dtype", m.dtype},
+                          {"hidden", m.hidden}, {"seq_len", m.seq_len},
+                          {"micro_batch_size", m.micro_batch_size}};
+  if (m.model == "mlp") model["ffn"] = m.ffn > 0 ? m.ffn : 4 * m.hidden;
+  if (m.model != "mlp") {
+    model["layers"] = m.layers > 0 ? m.layers : std::max(s.stages, 4);
+    model["heads"] = m.heads;
+    model["data"] = m.data.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.data);
+  }
+  if (m.model == "moe")
+    model.update({{"experts", m.experts}, {"top_k", m.top_k}, {"shared_expert", m.shared_expert}});
+  return {{"method", s.method},
+          {"ranks", s.ranks},
+          {"stages", s.stages},
+          {"micro_batches", s.micro_batches},
+          {"ep", r.ep},
+          {"model", model},
+          // A string: JSON readers keep integers exactly only up to 2^53.
+          {"seed", std::to_string(seed)},
+          {"rank_kind", r.threads ? "threads" : "processes"},
+          {"intra_op_threads", r.intra_op_threads},
+          {"timeout_s", r.timeout_s}};
+}
+
+// The compute threads in effect in the process that writes the summary
+// (rank 0): LibTorch's intra-op threads and OpenBLAS's (null: not OpenBLAS).
+inline nlohmann::json threads_json() {
+  const ComputeThreads t = compute_threads();
+  return {{"intra_op", t.intra_op}, {"blas", t.blas >= 0 ? nlohmann::json(t.blas) : nlohmann::json(nullptr)}};
+}
+
+}  // namespace dp::cli

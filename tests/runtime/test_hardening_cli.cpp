@@ -1,0 +1,330 @@
+// Hardening of the runtime commands, as a user runs them (issue 14, items 2,
+// 4, 8, 11, 15, 21): the rendezvous bounded by --timeout, output paths
+// checked before any rank starts, errors in one line, runs too large for the
+// machine refused, compute threads per rank, JSON summaries.
+#include <gtest/gtest.h>
+
+#include "cli_run.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace dp {
+namespace {
+namespace fs = std::filesystem;
+
+using test_support::CliRun;
+using test_support::run_cli;
+using Clock = std::chrono::steady_clock;
+
+bool has(const std::string& text, const std::string& fragment) { return text.find(fragment) != std::string::npos; }
+
+std::string temp_path(const std::string& name) {
+  return (fs::path(::testing::TempDir()) / fmt::format("dp_cli_harden_{}_{}", getpid(), name)).string();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// A port that was free a moment ago (the kernel picks it).
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+// One line, "dualpipe: error: ...", as every user error must be.
+void expect_one_error_line(const CliRun& r, const std::string& fragment, const std::string& what) {
+  EXPECT_EQ(r.code, 2) << what << "\n" << r.out;
+  EXPECT_EQ(lines_of(r.out).size(), 1u) << what << "\n" << r.out;
+  EXPECT_EQ(r.out.rfind("dualpipe: error: ", 0), 0u) << what << "\n" << r.out;
+  EXPECT_TRUE(has(r.out, fragment)) << what << " should say: " << fragment << "\n" << r.out;
+}
+
+struct TimedRun {
+  CliRun run;
+  double seconds = 0;
+};
+
+TimedRun run_timed(const std::string& args, const std::string& env, int limit_s) {
+  const auto t0 = Clock::now();
+  TimedRun t;
+  t.run = run_cli(args, env, limit_s);
+  t.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return t;
+}
+
+// A listening socket on a free local port that never answers: the kernel
+// completes connections into its backlog, as a busy program of another kind
+// (or another job's store that ignores us) would.
+struct SilentListener {
+  int fd = -1, port = 0;
+  SilentListener() {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      return;
+    port = ntohs(a.sin_port);
+  }
+  ~SilentListener() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+const std::string kVerify = "verify -m 1f1b -p 2 -n 2 --hidden 8 --seq-len 2 ";
+
+// Item 2: a non-zero rank whose MASTER_PORT is held by a program that is not
+// the rendezvous store waited forever (the store client has no read timeout).
+TEST(HardeningCli, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
+  SilentListener other;
+  ASSERT_GT(other.port, 0);
+  const int timeout_s = 2;
+  TimedRun t = run_timed(kVerify + fmt::format("--timeout {}", timeout_s),
+                         fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", other.port), 30);
+  ASSERT_NE(t.run.code, 124) << "hung past --timeout\n" << t.run.out;
+  expect_one_error_line(t.run, "rank 1: cannot meet the other ranks at 127.0.0.1:" + std::to_string(other.port),
+                        "foreign program on the port");
+  // --timeout, the one-second grace, and the start of a LibTorch program on a loaded machine.
+  EXPECT_LT(t.seconds, timeout_s + 1 + 5.0) << t.run.out;
+  std::cout << "[ measured ] rank 1 against a silent program on its port, --timeout " << timeout_s << ": exit after "
+            << t.seconds << " s\n";
+}
+
+// Item 2: rank 0 alone (its peers never come) took 8.8 s at --timeout 3.
+TEST(HardeningCli, RankZeroWithoutPeersEndsWithinTheTimeout) {
+  const int timeout_s = 6;
+  TimedRun t = run_timed(kVerify + fmt::format("--timeout {}", timeout_s),
+                         fmt::format("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port()), 60);
+  expect_one_error_line(t.run, "rank 0: cannot meet the other ranks", "rank 0 alone");
+  EXPECT_LT(t.seconds, timeout_s + 1 + 5.0) << t.run.out;
+  std::cout << "[ measured ] rank 0 without peers, --timeout " << timeout_s << ": exit after " << t.seconds << " s\n";
+}
+
+// Item 8: a name that does not resolve is final at once, in one line (c10d
+// retried the lookup every second until --timeout, with a glog warning each).
+TEST(HardeningCli, UnresolvableMasterAddrIsOneLineAtOnce) {
+  TimedRun t = run_timed(kVerify + "--timeout 30",
+                         "RANK=1 WORLD_SIZE=2 MASTER_ADDR=no-such-host.invalid MASTER_PORT=29500", 60);
+  expect_one_error_line(t.run, "MASTER_ADDR 'no-such-host.invalid' has no address", "unresolvable MASTER_ADDR");
+  EXPECT_LT(t.seconds, 15.0) << t.run.out;
+}
+
+// Item 8: no library log lines (glog's "W1126 01:34:08.49 ... socket.cpp")
+// around a rendezvous that times out, and one launcher line for a failed rank.
+TEST(HardeningCli, NoLibraryLogLinesAndOneLauncherLine) {
+  TimedRun alone = run_timed(kVerify + "--timeout 2",
+                             fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port()),
+                             30);
+  expect_one_error_line(alone.run, "rank 1: cannot meet the other ranks", "rank 1 alone");
+  CliRun killed = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 4 --timeout 10 "
+                          "--loss-csv /dev/null --loss-svg /dev/null",
+                          "DUALPIPE_TEST_FAULT=kill:1:2", 120);
+  EXPECT_NE(killed.code, 0) << killed.out;
+  int launcher_lines = 0;
+  for (const std::string& line : lines_of(killed.out)) {
+    if (line.rfind("dualpipe: error: rank ", 0) == 0 && has(line, " (pid ")) ++launcher_lines;
+    EXPECT_FALSE(has(line, "Logging before InitGoogleLogging") || line.rfind("W1", 0) == 0 ||
+                 line.rfind("E1", 0) == 0 || line.rfind("[enforce fail", 0) == 0)
+        << line << "\n" << killed.out;
+  }
+  EXPECT_EQ(launcher_lines, 1) << killed.out;
+}
+
+// Item 4: every output is checked before any rank starts: an empty name, a
+// place where no file can be made (/proc refuses new files, even to root),
+// a file where a folder is wanted.
+TEST(HardeningCli, OutputPathsAreCheckedBeforeTheRanksStart) {
+  const std::string file = temp_path("a_file");
+  std::ofstream(file) << "x";
+  const std::string t = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 --threads ";
+  const std::string quiet = "--loss-csv /dev/null --loss-svg /dev/null ";
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::vector<Case> cases = {
+      {t + "--loss-csv '' --loss-svg /dev/null", "--loss-csv is empty"},
+      {t + "--loss-svg '' --loss-csv /dev/null", "--loss-svg is empty"},
+      {t + "--loss-csv /proc/dp_loss.csv --loss-svg /dev/null", "--loss-csv '/proc/dp_loss.csv': cannot be written"},
+      {t + "--loss-svg /proc/dp_loss.svg --loss-csv /dev/null", "--loss-svg '/proc/dp_loss.svg': cannot be written"},
+      {t + quiet + "--trace ''", "--trace is empty"},
+      {t + quiet + "--svg ''", "--svg is empty"},
+      {t + quiet + "--svg /proc/dp_step.svg", "--svg '/proc/dp_step.svg': cannot be written"},
+      {t + quiet + "--checkpoint-dir ''", "--checkpoint-dir is empty"},
+      {t + quiet + "--checkpoint-dir " + file, "--checkpoint-dir '" + file + "': is a file, not a folder"},
+      {"profile --model mlp --reps 1 -o ''", "--output is empty"},
+      {"profile --model mlp --reps 1 -o /proc/dp_profile.json", "--output '/proc/dp_profile.json': cannot be written"},
+  };
+  std::vector<std::future<CliRun>> runs;
+  for (const Case& c : cases) runs.push_back(std::async(std::launch::async, [&c] { return run_cli(c.args); }));
+  for (std::size_t i = 0; i < cases.size(); ++i) expect_one_error_line(runs[i].get(), cases[i].fragment, cases[i].args);
+  fs::remove(file);
+}
+
+// Item 4: the loss CSV grows step by step, so a run that fails later (here a
+// rank killed in step 3; as well a final write that fails) keeps its rows.
+TEST(HardeningCli, LossCsvSurvivesAFailureLater) {
+  const std::string csv = temp_path("loss.csv");
+  fs::remove(csv);
+  CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 5 --timeout 10 "
+                     "--loss-svg /dev/null --loss-csv " + csv,
+                     "DUALPIPE_TEST_FAULT=kill:1:3", 120);
+  EXPECT_NE(r.code, 0) << r.out;
+  std::ifstream in(csv);
+  ASSERT_TRUE(in.good()) << "no loss CSV after the failure\n" << r.out;
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto rows = lines_of(text.str());
+  ASSERT_EQ(rows.size(), 3u) << text.str();  // the header, steps 1 and 2
+  EXPECT_EQ(rows[0], "step,loss,grad_norm,step_seconds,pipeline_seconds");
+  EXPECT_EQ(rows[1].rfind("1,", 0), 0u) << text.str();
+  EXPECT_EQ(rows[2].rfind("2,", 0), 0u) << text.str();
+  fs::remove(csv);
+}
+
+// Item 11: a run larger than the memory available is refused before it
+// starts, with the estimate and the memory. The machine's memory is stood in
+// for (DUALPIPE_TEST_MEMORY_AVAILABLE) so that the test never allocates much.
+// The parameters of the mlp are 2 matrices h x ffn per stage: 2 stages x
+// 2 x 64 x 256 float64 = 512 KiB; gradients as much, AdamW twice that.
+TEST(HardeningCli, RunTooLargeForTheMachineIsRefused) {
+  const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 64 --ffn 256 --seq-len 2 --dtype float64 "
+                           "--steps 1 --loss-csv /dev/null --loss-svg /dev/null";
+  for (const std::string kind : {"", " --threads"}) {
+    CliRun r = run_cli(args + kind, "DUALPIPE_TEST_MEMORY_AVAILABLE=1000000");
+    expect_one_error_line(r, "parameters 512.0 KiB, gradients 512.0 KiB, AdamW state 1.0 MiB", kind);
+    EXPECT_TRUE(has(r.out, "more than the 976.6 KiB (1000000 bytes) this machine has available")) << r.out;
+  }
+  // The same run fits where there is room (the estimate is 2 MiB and the activations).
+  CliRun ok = run_cli(args + " --threads", "DUALPIPE_TEST_MEMORY_AVAILABLE=100000000");
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  // verify holds no optimizer state: parameters and gradients only.
+  CliRun v = run_cli("verify -m 1f1b -p 2 -n 2 --model mlp --hidden 64 --ffn 256 --seq-len 2 --threads",
+                     "DUALPIPE_TEST_MEMORY_AVAILABLE=1000000");
+  expect_one_error_line(v, "parameters 512.0 KiB, gradients 512.0 KiB, AdamW state 0 bytes", "verify");
+}
+
+nlohmann::json parse_json(const CliRun& r) {
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not JSON: " << e.what() << "\n" << r.out;
+    return nullptr;
+  }
+}
+
+// Items 15 and 21: ranks started torchrun-style, without OMP_NUM_THREADS,
+// compute on one thread each (LibTorch's pool and OpenBLAS's), as ranks our
+// launcher spawns do; verify --format json reports it.
+TEST(HardeningCli, TorchrunStyleRanksUseOneComputeThread) {
+  const std::string port = std::to_string(free_port());
+  const std::string env = "env -u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 "
+                          "MASTER_PORT=" + port + " RANK=";
+  auto rank1 = std::async(std::launch::async, [&] { return run_cli(kVerify + "--format json", env + "1", 120); });
+  CliRun r0 = run_cli(kVerify + "--format json", env + "0", 120);
+  CliRun r1 = rank1.get();
+  ASSERT_EQ(r0.code, 0) << r0.out;
+  ASSERT_EQ(r1.code, 0) << r1.out;
+  EXPECT_EQ(r1.out, "");  // rank 0 reports
+  nlohmann::json j = parse_json(r0);
+  ASSERT_TRUE(j.is_object()) << r0.out;
+  EXPECT_EQ(j["threads"]["intra_op"], 1) << r0.out;
+  if (!j["threads"]["blas"].is_null()) {
+    EXPECT_EQ(j["threads"]["blas"], 1) << r0.out;
+  }
+}
+
+// Item 15: --intra-op-threads sets it for every kind of rank.
+TEST(HardeningCli, IntraOpThreadsOptionReachesEveryKindOfRank) {
+  for (const std::string kind : {" --threads", ""}) {
+    CliRun r = run_cli(kVerify + "--format json --intra-op-threads 2" + kind);
+    ASSERT_EQ(r.code, 0) << kind << "\n" << r.out;
+    nlohmann::json j = parse_json(r);
+    ASSERT_TRUE(j.is_object()) << r.out;
+    EXPECT_EQ(j["threads"]["intra_op"], 2) << kind << "\n" << r.out;
+    if (!j["threads"]["blas"].is_null()) {
+      EXPECT_EQ(j["threads"]["blas"], 2) << kind << "\n" << r.out;
+    }
+    EXPECT_EQ(j["inputs"]["intra_op_threads"], 2) << r.out;
+  }
+  expect_one_error_line(run_cli(kVerify + "--threads --intra-op-threads 0"), "--intra-op-threads must be in 1..1024",
+                        "zero threads");
+}
+
+// Item 21: verify --format json is one object: the inputs, numbers as numbers.
+TEST(HardeningCli, VerifyJsonSummary) {
+  CliRun r = run_cli("verify -m dualpipe -p 2 -n 4 --hidden 8 --seq-len 2 --threads --format json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  nlohmann::json j = parse_json(r);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["command"], "verify");
+  const auto& in = j["inputs"];
+  EXPECT_EQ(in["method"], "dualpipe");
+  EXPECT_EQ(in["ranks"], 2);
+  EXPECT_EQ(in["micro_batches"], 4);
+  EXPECT_EQ(in["model"]["hidden"], 8);
+  EXPECT_EQ(in["model"]["dtype"], "float64");
+  EXPECT_EQ(in["seed"], "1234");
+  EXPECT_TRUE(j["loss_error"].is_number()) << r.out;
+  EXPECT_TRUE(j["grad_error"].is_number()) << r.out;
+  EXPECT_EQ(j["tolerance"], 1e-12);
+  EXPECT_EQ(j["pass"], true);
+  EXPECT_TRUE(j["per_param"].is_object() && !j["per_param"].empty()) << r.out;
+}
+
+// Item 21: train --format json: stdout is the one object (no progress lines),
+// the inputs as given (lr 0.003, not 0.0030000000000000001).
+TEST(HardeningCli, TrainJsonSummary) {
+  const std::string csv = temp_path("json_loss.csv");
+  CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 3 --threads --format json "
+                     "--loss-svg /dev/null --loss-csv " + csv);
+  ASSERT_EQ(r.code, 0) << r.out;
+  nlohmann::json j = parse_json(r);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["command"], "train");
+  EXPECT_EQ(j["inputs"]["steps"], 3);
+  EXPECT_EQ(j["inputs"]["lr"], 0.003);
+  EXPECT_TRUE(has(r.out, "\"lr\": 0.003,")) << r.out;
+  EXPECT_EQ(j["inputs"]["micro_batches"], 2);
+  EXPECT_EQ(j["steps_run"], 3);
+  EXPECT_TRUE(j["loss_first"].is_number() && j["loss_last"].is_number()) << r.out;
+  EXPECT_GT(j["median_step_s"].get<double>(), 0.0);
+  EXPECT_EQ(j["files"]["loss_csv"], csv);
+  // The CSV holds the same steps.
+  std::ifstream in(csv);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(lines_of(text.str()).size(), 4u) << text.str();
+  fs::remove(csv);
+}
+
+}  // namespace
+}  // namespace dp
