@@ -53,6 +53,7 @@ void run_bench(CLI::App* app) {
     t.model = make_model_config(o->model, s, o->ranks.ep);
     require_run_fits(s, t.model, o->ranks, false);
     t.fb_overlap = o->ranks.fb_overlap == "on";
+    t.reduce = reduce_options(o->ranks);
     t.steps = o->steps;
     t.warmup_steps = 1;
     t.optimize = false;
@@ -189,6 +190,7 @@ void run_bench(CLI::App* app) {
                             {"seq_len", o->model.seq_len}, {"micro_batch_size", o->model.micro_batch_size},
                             {"dtype", o->model.dtype},    {"median_step_s", med},
                             {"ep", o->ranks.ep},          {"fb_overlap", o->ranks.fb_overlap == "on"},
+                            {"dp", o->ranks.dp},          {"zero", o->ranks.zero},
                             {"a2a_phase_s", a2a_phase},
                             {"simulated_with_a2a_s", a2a_phase > 0 ? sim_a2a.makespan : 0.0},
                             {"median_pipeline_s", med_pipe},

@@ -243,6 +243,7 @@ void run_train(CLI::App* app) {
     t.model = make_model_config(o->model, s, o->ranks.ep);
     require_run_fits(s, t.model, o->ranks, true);
     t.fb_overlap = o->ranks.fb_overlap == "on";
+    t.reduce = reduce_options(o->ranks);
     t.steps = o->steps;
     t.lr = o->lr;
     t.lr_warmup_steps = warmup_given ? o->warmup_steps : default_lr_warmup_steps(o->steps);
@@ -265,6 +266,7 @@ void run_train(CLI::App* app) {
       ck.every = o->checkpoint_every;
       ck.keep = o->keep_checkpoints;
       ck.identity = run_identity(s, t.model);
+      add_mesh_identity(ck.identity, o->ranks);
       if (!o->resume) {
         check_no_checkpoint(ck.dir);
       } else if (auto found = find_checkpoint(ck.dir, ck.identity, [&](const std::string& w) {
@@ -282,18 +284,20 @@ void run_train(CLI::App* app) {
       }
     }
     const double tokens =
-        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->model.micro_batch_size * o->model.seq_len);
+        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->ranks.dp * o->model.micro_batch_size * o->model.seq_len);
     // What every rank must share: the schedule and model (as a checkpoint
     // names them, the corpus by content) and the training options.
     RankSettings settings;
-    const auto identity = run_identity(s, t.model);  // a named object: items() refers into it
+    auto identity = run_identity(s, t.model);  // a named object: items() refers into it
+    add_mesh_identity(identity, o->ranks);
     for (const auto& [key, v] : identity.items())
       settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
     for (const auto& [key, v] : {std::pair<std::string, double>{"lr", t.lr}, {"weight_decay", t.weight_decay},
                                  {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
       settings.emplace_back(key, fmt::format("{}", v));
-    settings.emplace_back("ep", std::to_string(o->ranks.ep));
     settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
+    settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
+    settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
       const bool lead = mesh.rank == 0;
@@ -324,7 +328,18 @@ void run_train(CLI::App* app) {
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
       auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
       auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
+      auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
       if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
+      if (lead && text && !run.steps.empty()) {
+        std::vector<double> waits;
+        for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);
+        fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
+                   "overlap with the step: {})\n",
+                   median(waits), o->ranks.overlap_grad_reduce);
+      }
+      if (lead && text && !optimizer.empty())
+        fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
+                   optimizer[0] / 1024, *std::max_element(optimizer.begin(), optimizer.end()) / 1024, o->ranks.zero);
       return 0;
     });
     if (code != 0) std::exit(code);

@@ -15,9 +15,14 @@ namespace {
 
 double tolerance(const std::string& dtype) { return dtype == "float64" ? 1e-12 : 1e-5; }
 
+// Losses, gradients and (when compared) the parameters after the step.
+bool passed(const VerifyResult& r, double tol) {
+  return r.loss_error <= tol && r.grad_error <= tol && r.param_error <= tol;
+}
+
 std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r) {
   const double tol = tolerance(m.dtype);
-  const bool ok = r.loss_error <= tol && r.grad_error <= tol;
+  const bool ok = passed(r, tol);
   std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; model {} (hidden {}, seq {}, "
                               "micro-batch size {}), {}, {} ranks\n",
                               s.method, s.ranks, s.stages, s.micro_batches, m.model, m.hidden, m.seq_len,
@@ -25,8 +30,13 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
   if (ro.ep > 1)
     t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap {}\n",
                      s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap);
-  t += fmt::format("largest relative difference: losses {:.3g}, gradients {:.3g} (tolerance {:g}): {}\n",
-                   r.loss_error, r.grad_error, tol, ok ? "PASS" : "FAIL");
+  if (ro.dp > 1 || ro.zero)
+    t += fmt::format("data parallel: {} pipeline replicas, {} micro-batches in all (one process: all of them); ZeRO-{}; "
+                     "gradient buckets of {:g} MiB, reduction overlapped with the step: {}\n",
+                     ro.dp, s.micro_batches * ro.ep * ro.dp, ro.zero, ro.bucket_mb, ro.overlap_grad_reduce);
+  const std::string after = r.param_error >= 0 ? fmt::format(", parameters after one AdamW step {:.3g}", r.param_error) : "";
+  t += fmt::format("largest relative difference: losses {:.3g}, gradients {:.3g}{} (tolerance {:g}): {}\n",
+                   r.loss_error, r.grad_error, after, tol, ok ? "PASS" : "FAIL");
   for (const auto& [name, e] : r.per_param) t += fmt::format("  {:<36} {:.3g}\n", name, e);
   return t;
 }
@@ -43,7 +53,8 @@ nlohmann::json report_json(const Schedule& s, const ModelOptions& m, const RankO
           {"loss_error", clean_number(r.loss_error, 3)},
           {"grad_error", clean_number(r.grad_error, 3)},
           {"tolerance", tol},
-          {"pass", r.loss_error <= tol && r.grad_error <= tol},
+          {"param_error", r.param_error >= 0 ? nlohmann::json(clean_number(r.param_error, 3)) : nlohmann::json()},
+          {"pass", passed(r, tol)},
           {"per_param", per_param},
           {"threads", threads_json()}};
 }
@@ -76,19 +87,26 @@ void run_verify(CLI::App* app) {
     const double tol = tolerance(o->model.dtype);
     // Every rank (own command line in a torchrun-style launch) must run the same check.
     RankSettings settings;
-    const Identity identity = run_identity(s, mc);
+    Identity identity = run_identity(s, mc);
+    add_mesh_identity(identity, o->ranks);
+    VerifyOptions vo;
+    vo.fb_overlap = o->ranks.fb_overlap == "on";
+    vo.reduce = reduce_options(o->ranks);
+    // Sharded optimizer state is checked through the parameters after one step.
+    vo.optimizer_step = vo.reduce.zero;
     for (const auto& [key, v] : identity.items())
       settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
-    settings.emplace_back("ep", std::to_string(o->ranks.ep));
     settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
+    settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
+    settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
-      VerifyResult r = verify_step(s, mc, mesh, o->ranks.fb_overlap == "on");
+      VerifyResult r = verify_step(s, mc, mesh, vo);
       if (mesh.rank == 0 && o->format == "json")
         fmt::print("{}\n", report_json(s, o->model, o->ranks, mc, r).dump(1));
       else if (mesh.rank == 0)
         fmt::print("{}", report(s, o->model, o->ranks, r));
-      return r.loss_error <= tol && r.grad_error <= tol ? 0 : 1;
+      return passed(r, tol) ? 0 : 1;
     });
     if (code != 0) std::exit(code);
   });

@@ -148,6 +148,21 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "expert-parallel degree E: the MoE experts are sharded over E ranks per pipeline stage, and the run "
                   "uses ranks x E processes (--model moe)")
       ->capture_default_str();
+  app->add_option("--dp", o.dp,
+                  "data-parallel degree D: D replicas of the whole pipeline, each on its own share of every batch "
+                  "(ranks x E x D processes); gradients are summed over every holder of a parameter")
+      ->capture_default_str();
+  app->add_option("--zero", o.zero,
+                  "1: ZeRO-1, AdamW state sharded over the holders of each parameter (reduce-scatter, update the "
+                  "owned chunk, all-gather); 0: every holder keeps all of it")
+      ->capture_default_str();
+  app->add_option("--bucket-mb", o.bucket_mb, "gradient-reduction bucket size in MiB (one collective per bucket)")
+      ->capture_default_str();
+  app->add_option("--overlap-grad-reduce", o.overlap_grad_reduce,
+                  "on: a stage's gradients start reducing as soon as its last weight-gradient work on the rank is "
+                  "done (during the pipeline's cooldown); off: after the step")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app->add_option("--fb-overlap", o.fb_overlap,
                   "on: the two halves of an F&B pair hand the CPU to each other at communication points (all-to-alls, "
                   "pipeline receives), so one's communication hides behind the other's compute; off: forward, then "
@@ -167,6 +182,24 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
       ->capture_default_str();
+}
+
+ReduceOptions reduce_options(const RankOptions& o) {
+  if (o.zero != 0 && o.zero != 1) throw Error(fmt::format("--zero must be 0 or 1 (got {})", o.zero));
+  // Above 4 GiB a bucket is no longer a bucket; below a KiB, collectives of a few elements.
+  if (!(o.bucket_mb >= 1.0 / 1024 && o.bucket_mb <= 4096))
+    throw Error(fmt::format("--bucket-mb must be in 0.001..4096 (got {})", o.bucket_mb));
+  ReduceOptions r;
+  r.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
+  r.overlap = o.overlap_grad_reduce == "on";
+  r.zero = o.zero == 1;
+  return r;
+}
+
+void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o) {
+  id["ep"] = o.ep;
+  id["dp"] = o.dp;
+  id["zero"] = o.zero;
 }
 
 namespace {
@@ -249,19 +282,22 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
     throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
   if (o.intra_op_threads < 1 || o.intra_op_threads > 1024)
     throw Error(fmt::format("--intra-op-threads must be in 1..1024 (got {})", o.intra_op_threads));
+  if (o.dp < 1 || o.dp > kMaxRanks) throw Error(fmt::format("--dp must be in 1..{} (got {})", kMaxRanks, o.dp));
   MeshShape shape;
   shape.pp = pipeline_ranks;
   shape.ep = o.ep;
+  shape.dp = o.dp;
   if (shape.size() > kMaxRanks)
-    throw Error(fmt::format("{} ranks x --ep {} = {} rank {}, more than the {} this launcher starts on one machine",
-                            pipeline_ranks, o.ep, shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
+    throw Error(fmt::format("{} ranks x --ep {} x --dp {} = {} rank {}, more than the {} this launcher starts on one "
+                            "machine",
+                            pipeline_ranks, o.ep, o.dp, shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
   if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
   if (o.emulate_hosts > 0 && o.threads)
     throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
   const auto timeout = std::chrono::milliseconds(1000L * o.timeout_s);
   apply_process_policy(o);
   const auto env = rank_from_env();
-  if (shape.ep > 1 && !is_spawned_rank() && (!env || env->rank == 0)) {
+  if ((shape.ep > 1 || shape.dp > 1) && !is_spawned_rank() && (!env || env->rank == 0)) {
     fmt::print("{}", describe_layout(shape));
     std::fflush(stdout);  // before the ranks print
   }
@@ -273,8 +309,9 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
   }
   if (env) {
     if (env->world != shape.size())
-      throw Error(shape.ep > 1 ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert)",
-                                             env->world, shape.size(), shape.pp, shape.ep)
+      throw Error(shape.size() > shape.pp
+                      ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert x {} data)",
+                                    env->world, shape.size(), shape.pp, shape.ep, shape.dp)
                                : fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env->world, shape.size()));
     // One intra-op thread per rank by default, also where no launcher of
     // ours set OMP_NUM_THREADS.

@@ -1,6 +1,8 @@
 #pragma once
 // Options and launching shared by the commands that run the LibTorch runtime
 // (verify, train, bench).
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -12,6 +14,7 @@
 #include "runtime/comm.h"
 #include "runtime/mesh.h"
 #include "train/models.h"
+#include "train/trainer.h"
 
 namespace dp::cli {
 
@@ -48,6 +51,10 @@ struct RankOptions {
   // SCHED_BATCH (see use_batch_scheduling); "normal": the default policy.
   std::string sched = "batch";
   int ep = 1;                    // expert-parallel degree E: P*E ranks
+  int dp = 1;                    // data-parallel degree D: P*E*D ranks
+  int zero = 0;                  // 1: ZeRO-1, optimizer state sharded over each parameter's holders
+  double bucket_mb = 25;         // gradient-reduction bucket size, MiB
+  std::string overlap_grad_reduce = "on";  // on: a stage's reduction starts when its gradients are final
   std::string fb_overlap = "on";  // on: F&B halves hand over at communication points
   int emulate_hosts = 0;          // > 0: run the ranks on that many emulated hosts (network namespaces)
   std::string link_rate = "1gbit";  // each emulated host's link, both directions
@@ -56,6 +63,12 @@ struct RankOptions {
   int intra_op_threads = 1;
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
+// The gradient reduction the options ask for; throws dp::Error for bad values.
+ReduceOptions reduce_options(const RankOptions& o);
+// Adds the mesh settings (ep, dp, zero) to a run's identity: the ranks of a
+// run must share them, and a checkpoint's tensors only fit a run that has
+// them (a resume with another D or ZeRO setting is refused, naming both).
+void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o);
 
 // Runs body(mesh) on every rank of a pipeline_ranks x o.ep mesh and returns
 // the exit code to leave with: with --threads on threads of this process

@@ -58,6 +58,19 @@ compat::WorkPtr C10dComm::iall_to_all(torch::Tensor& out, torch::Tensor& in, std
 
 compat::WorkPtr C10dComm::ibarrier() { return pg_->barrier(); }
 
+compat::WorkPtr C10dComm::ireduce_scatter(torch::Tensor& flat) {
+  // Gloo (LibTorch 1.13) has no reduce-scatter: a sum of the whole buffer
+  // leaves every chunk summed, which is what the contract asks of ours. It
+  // moves twice the bytes; a backend with reduce_scatter uses it here.
+  return iall_reduce(flat, c10d::ReduceOp::SUM);
+}
+
+compat::WorkPtr C10dComm::iall_gather(torch::Tensor& flat) {
+  std::vector<torch::Tensor> mine{flat.chunk(world)[static_cast<std::size_t>(rank)].clone()};
+  std::vector<std::vector<torch::Tensor>> out{flat.chunk(world)};
+  return pg_->allgather(out, mine);
+}
+
 std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds timeout, std::vector<int> global_ranks,
                                  std::string name) {
   if (!pg) throw Error("wrap_group: the process group is null");

@@ -62,6 +62,12 @@ class Comm {
   virtual compat::WorkPtr iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
                                       std::vector<int64_t>& in_splits) = 0;
   virtual compat::WorkPtr ibarrier() = 0;
+  // In place on `flat`, world equal chunks: after the wait, this member's
+  // chunk holds the sum of every member's chunk (the rest is unspecified).
+  virtual compat::WorkPtr ireduce_scatter(torch::Tensor& flat) = 0;
+  // In place on `flat`, world equal chunks: this member's chunk goes to all;
+  // after the wait every chunk holds its member's.
+  virtual compat::WorkPtr iall_gather(torch::Tensor& flat) = 0;
 
   // The job rank of member `peer` (for messages).
   int global(int peer) const { return global_ranks.empty() || peer < 0 ? peer : global_ranks[peer]; }
@@ -101,6 +107,8 @@ class C10dComm : public Comm {
   compat::WorkPtr iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
                               std::vector<int64_t>& in_splits) override;
   compat::WorkPtr ibarrier() override;
+  compat::WorkPtr ireduce_scatter(torch::Tensor& flat) override;
+  compat::WorkPtr iall_gather(torch::Tensor& flat) override;
   const compat::GroupPtr& group() const { return pg_; }
 
  private:

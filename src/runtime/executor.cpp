@@ -6,7 +6,7 @@
 
 #include <chrono>
 
-#include "runtime/grad_sum.h"
+#include "runtime/flat_params.h"
 #include "runtime/malloc_tuning.h"
 #include "schedule/error.h"
 
@@ -103,6 +103,17 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
         default: break;
       }
     }
+  }
+  {
+    const auto& mine = sc.actions[rank_];
+    std::map<int, std::size_t> last;  // stage -> position of its last gradient work here
+    for (std::size_t p = 0; p < mine.size(); ++p) {
+      const Action& a = mine[p];
+      if (a.op == Op::B || a.op == Op::I || a.op == Op::W) last[a.stage] = p;
+      if (a.op == Op::FB) last[a.stage2] = p;
+    }
+    grads_done_at_.assign(mine.size(), {});
+    for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
   }
   for (const Action& a : sc.actions[rank_]) {
     if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
@@ -302,6 +313,8 @@ StepOutput RankExecutor::step() {
     out.times[p].wait = after.total() - before.total();
     out.times[p].a2a = after.all_to_all - before.all_to_all;
     if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, malloc_in_use_bytes() - heap0);
+    if (opt_.on_grads_done)
+      for (int stage : grads_done_at_[p]) opt_.on_grads_done(stage);
   }
   for (const PendingSend& ps : sends_)
     comm_->wait(ps.work, ps.peer, [&] {

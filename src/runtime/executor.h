@@ -13,6 +13,7 @@
 // shared_ptr) and its Comm; it owns its stages. One thread calls step(); the
 // executor runs the backward half of an overlapped pair on a worker thread
 // of its own. Not safe to call from several threads at once.
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -47,6 +48,11 @@ struct ExecutorOptions {
   bool fb_overlap = true;
   // Where receive buffers live (the model's tensors' device).
   torch::Device device = torch::kCPU;
+  // Called on the stepping thread right after this rank's last action of the
+  // step that adds to `stage`'s weight gradients (its last B, I, W, or F&B
+  // whose backward half is that stage): the stage's gradients are final on
+  // this rank, so their reduction can start while the step goes on.
+  std::function<void(int stage)> on_grads_done;
 };
 
 struct ActionTime {
@@ -94,6 +100,8 @@ class RankExecutor {
   const std::vector<std::vector<int>>& replicas() const { return replicas_; }
   const Schedule& schedule() const { return *sched_; }
   const ExecutorOptions& options() const { return opt_; }
+  // Replaces ExecutorOptions::on_grads_done (for a hook made after the executor).
+  void set_on_grads_done(std::function<void(int stage)> f) { opt_.on_grads_done = std::move(f); }
 
  private:
   struct Slot;
@@ -137,6 +145,8 @@ class RankExecutor {
   // position of its SEND in the sender's list, and of the compute action that
   // consumes it in the receiver's.
   std::vector<int> send_pos_, consume_pos_;
+  // Per position of this rank's list: the stages whose gradients are final after it.
+  std::vector<std::vector<int>> grads_done_at_;
   std::vector<PendingSend> sends_;
   std::vector<std::pair<int, double>> losses_;
   ComputeBaton baton_;

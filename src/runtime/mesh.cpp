@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace dp {
 
 int mesh_rank(const MeshShape& s, const MeshCoord& c) { return (c.dp * s.ep + c.ep) * s.pp + c.pp; }
@@ -74,6 +76,14 @@ Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shap
     m.expert_bwd = subgroup(store, shape, rank, MeshDim::Expert, "expert-bwd", timeout, local);
   }
   if (shape.dp > 1) m.data = subgroup(store, shape, rank, MeshDim::Data, "data", timeout, local);
+  m.make_group = [store, rank, timeout, local](const std::vector<int>& members, const std::string& key) {
+    const auto it = std::find(members.begin(), members.end(), rank);
+    if (it == members.end()) throw Error(fmt::format("rank {} is not a member of group {}", rank, key));
+    auto pg = compat::make_gloo(compat::make_prefix_store("group/" + key, store),
+                                static_cast<int>(it - members.begin()), static_cast<int>(members.size()), timeout,
+                                local);
+    return wrap_group(pg, timeout, members, key);
+  };
   return m;
 }
 

@@ -15,6 +15,7 @@
 //   rank 2: pp 0, ep 1    rank 3: pp 1, ep 1
 //   pipelines {0,1} {2,3}; expert groups {0,2} {1,3}
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,13 @@ struct Mesh {
 
   // This pipeline's index among the E*D pipelines (its share of the batch).
   int data_shard() const { return coord.dp * shape.ep + coord.ep; }
+
+  // Makes a group of the given job ranks (sorted; this rank among them),
+  // named `key` the same on every member. Every member must call it, and a
+  // rank that is in several groups must make them in one order shared by all
+  // ranks (Gloo's rendezvous of a group waits for all its members). Set by
+  // connect_mesh; empty for pipeline_mesh (a caller's single group).
+  std::function<std::shared_ptr<Comm>(const std::vector<int>& members, const std::string& key)> make_group;
 };
 
 // Builds every group of `rank` through prefixed keys of `store`. All ranks

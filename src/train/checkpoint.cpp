@@ -164,7 +164,9 @@ std::string problem_of(const std::string& path, int step, const Identity& identi
     return "corrupt (manifest.json is not a dualpipe checkpoint manifest of this step)";
   if (std::string why = type_problem(m["run"], identity); !why.empty()) return why;
   if (m["run"] != identity) throw Error(mismatch(path, m["run"], identity));
-  const int ranks = identity.value("ranks", 0);
+  // A file per rank of the whole mesh: the pipeline's ranks times the expert
+  // and data-parallel degrees, where the run has them.
+  const int ranks = identity.value("ranks", 0) * identity.value("ep", 1) * identity.value("dp", 1);
   if (static_cast<int>(m["files"].size()) != ranks)
     return fmt::format("corrupt (manifest.json lists {} files for {} ranks)", m["files"].size(), ranks);
   for (int r = 0; r < ranks; ++r) {

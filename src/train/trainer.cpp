@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "runtime/grad_sum.h"
 #include "train/lr_warmup.h"
 
 #include "schedule/error.h"
@@ -112,9 +111,46 @@ ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap) {
   return o;
 }
 
-void reduce_grads(RankExecutor& exec, const Mesh& mesh) {
-  exec.sum_replica_grads();
-  if (mesh.expert) sum_dense_grads(exec.stages(), *mesh.expert, "the sum of dense gradients over the expert ranks");
+std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, const ReduceOptions& o) {
+  GradReduceOptions g;
+  g.bucket_bytes = o.bucket_bytes;
+  g.shard = o.zero;
+  // A caller's single pipeline group cannot make holder groups: replicas are
+  // then summed point to point by the executor.
+  std::function<void()> p2p;
+  if (!mesh.make_group) p2p = [&exec] { exec.sum_replica_grads(); };
+  auto r = std::make_unique<GradReducer>(mesh, exec.stages(), exec.replicas(), g, p2p);
+  if (o.overlap && mesh.make_group) exec.set_on_grads_done([p = r.get()](int stage) { p->start(stage); });
+  return r;
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(GradReducer& reducer, const std::vector<torch::Tensor>& params,
+                                               double lr, double weight_decay) {
+  const auto options = torch::optim::AdamWOptions(lr).weight_decay(weight_decay);
+  if (reducer.sharded()) return std::make_unique<torch::optim::AdamW>(reducer.owned_params(), options);
+  return std::make_unique<torch::optim::AdamW>(params, options);
+}
+
+void adamw_step(GradReducer& reducer, torch::optim::AdamW& adam, double grad_norm, double clip, double lr) {
+  if (clip > 0 && grad_norm > clip) reducer.scale(clip / (grad_norm + 1e-6));
+  for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  if (reducer.sharded()) {
+    // The same AdamW arithmetic, element by element, on the owned chunks.
+    std::vector<torch::Tensor> grads = reducer.owned_grads();
+    for (std::size_t i = 0; i < grads.size(); ++i) reducer.owned_params()[i].mutable_grad() = grads[i];
+  }
+  adam.step();
+  if (reducer.sharded()) reducer.write_back_params();
+}
+
+double optimizer_state_bytes(const torch::optim::AdamW& adam) {
+  double bytes = 0;
+  for (const auto& [key, state] : adam.state()) {
+    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
+    for (const torch::Tensor& t : {s.exp_avg(), s.exp_avg_sq(), s.max_exp_avg_sq()})
+      if (t.defined()) bytes += static_cast<double>(t.numel() * t.element_size());
+  }
+  return bytes;
 }
 
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
@@ -128,30 +164,23 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
   PipelineModel model = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd});
   arm_fault(model, lowered, opt.fault, mesh.rank, mesh.coord.pp);
   RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, opt.fb_overlap));
+  std::unique_ptr<GradReducer> reducer = make_reducer(exec, mesh, opt.reduce);
   // Sampling the heap after every action (mallinfo2 walks malloc's free
   // lists) costs up to hundreds of microseconds an action: the timed steps
   // run without it, and one extra pipeline step at the end measures memory.
   exec.track_memory = false;
   std::vector<torch::Tensor> params;
-  // Each parameter counts once in the global norm: a replicated stage's
-  // copies, and a dense parameter's copies on the expert ranks, share its term.
-  std::vector<std::pair<torch::Tensor, double>> norm_terms;
   for (const auto& [s, st] : exec.stages())
-    for (auto& item : st.module->named_parameters()) {
-      const bool expert = st.is_expert_param && st.is_expert_param(item.key());
-      params.push_back(item.value());
-      norm_terms.emplace_back(item.value(), 1.0 / (static_cast<double>(exec.replicas()[s].size()) *
-                                                   (expert ? 1.0 : static_cast<double>(mesh.shape.ep))));
-    }
+    for (auto& p : st.module->parameters()) params.push_back(p);
   std::unique_ptr<torch::optim::AdamW> adam;
-  if (opt.optimize && !params.empty())
-    adam = std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
+  if (opt.optimize && !params.empty()) adam = make_adamw(*reducer, params, opt.lr, opt.weight_decay);
   const CheckpointOptions& ck = opt.checkpoint;
   // The default generator (dropout, anything that draws from it) starts from
   // the run's seed on every rank; a resume replaces it with the saved state.
   torch::manual_seed(opt.model.seed);
-  if (ck.resume_step > 0) load_checkpoint(ck, exec.stages(), adam.get(), comm->rank);
+  if (ck.resume_step > 0) {
+    load_checkpoint(ck, exec.stages(), adam.get(), comm->rank);
+  }
   CheckpointOptions ck_save = ck;
   if (opt.fault.kind == Fault::KillBeforeManifest && opt.fault.rank == comm->rank)
     ck_save.before_manifest = [f = opt.fault, r = comm->rank](int step) {
@@ -170,14 +199,16 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     comm->barrier(fmt::format("the barrier before step {}", k + 1 - opt.warmup_steps));
     const auto t0 = Clock::now();
     StepOutput out = exec.step();
-    reduce_grads(exec, mesh);
+    const auto reduce_t0 = Clock::now();
+    reducer->finish();
+    const double reduce_s = seconds_since(reduce_t0);
     // Global loss, gradient norm and every rank's pipeline time in one
     // all-reduce (a SUM where each rank fills its own time slot): one
     // collective per step, not two, as each costs a round of messages.
     double loss_sum = 0, sq = 0;
     for (const auto& l : out.losses) loss_sum += l.second;
-    for (const auto& [p, w] : norm_terms)
-      if (p.grad().defined()) sq += w * p.grad().pow(2).sum().item<double>();
+    // Each reduced element counts once: every rank adds the chunks it owns.
+    sq = reducer->owned_sq_norm();
     // moe: tokens per expert and the balance loss ride along.
     std::vector<double> tokens;
     double aux_sum = 0, aux_count = 0;
@@ -191,7 +222,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
       model.moe_stats->aux_count = 0;
     }
     const int X = model.moe_stats ? opt.model.experts : 0;
-    torch::Tensor red = torch::zeros({2 + comm->world + 2 + X}, torch::kFloat64);
+    // Slots: loss, norm, every rank's pipeline time, aux loss and count, X
+    // expert token counts, every rank's reduction wait.
+    torch::Tensor red = torch::zeros({2 + comm->world + 2 + X + comm->world}, torch::kFloat64);
     {
       double* v = red.data_ptr<double>();
       v[0] = loss_sum;
@@ -200,6 +233,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
       v[2 + comm->world] = aux_sum;
       v[3 + comm->world] = aux_count;
       for (std::size_t j = 0; j < tokens.size() && static_cast<int>(j) < X; ++j) v[4 + comm->world + j] = tokens[j];
+      v[4 + comm->world + X + comm->rank] = reduce_s;
     }
     comm->all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt.warmup_steps));
     StepStats st;
@@ -212,18 +246,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     }
     st.grad_norm = std::sqrt(v[1]);
     st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
-    if (adam) {
-      if (opt.clip > 0 && st.grad_norm > opt.clip) {
-        torch::NoGradGuard no_grad;
-        const double scale = opt.clip / (st.grad_norm + 1e-6);
-        for (auto& p : params)
-          if (p.grad().defined()) p.mutable_grad().mul_(scale);
-      }
-      // The warm-up's rate is a function of the step: a resumed run continues it.
-      const double rate = warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps);
-      for (auto& g : adam->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(rate);
-      adam->step();
-    }
+    st.reduce_seconds = *std::max_element(v + 4 + comm->world + X, v + 4 + 2 * comm->world + X);
+    // The warm-up's rate is a function of the step: a resumed run continues it.
+    if (adam) adamw_step(*reducer, *adam, st.grad_norm, opt.clip, warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps));
     st.seconds = seconds_since(t0);
     if (k < opt.warmup_steps) continue;
     const int done = k + 1 - opt.warmup_steps;
@@ -244,8 +269,10 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     comm->barrier("the barrier before the memory step");
     exec.track_memory = true;
     run.peak_heap_bytes = exec.step().peak_heap_bytes;
+    reducer->finish();  // the reductions it started
     exec.track_memory = false;
   }
+  if (adam) run.optimizer_bytes = optimizer_state_bytes(*adam);
   for (const auto& [s, st] : exec.stages()) {
     std::vector<torch::Tensor> flat;
     for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));

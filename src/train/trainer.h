@@ -8,6 +8,7 @@
 
 #include "runtime/comm.h"
 #include "runtime/executor.h"
+#include "runtime/grad_reduce.h"
 #include "runtime/mesh.h"
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
@@ -31,6 +32,15 @@ struct Fault {
 // Throws dp::Error if the variable is set but malformed.
 Fault fault_from_env();
 
+// How gradients are reduced over their holders (grad_reduce.h).
+struct ReduceOptions {
+  int64_t bucket_bytes = 25 << 20;
+  // Start a stage's reduction as soon as its gradients are final on the rank
+  // (during the pipeline's cooldown); off: after the step.
+  bool overlap = true;
+  bool zero = false;  // ZeRO-1: optimizer state sharded over the holders
+};
+
 struct TrainOptions {
   ModelConfig model;
   int steps = 100;
@@ -46,6 +56,7 @@ struct TrainOptions {
   CheckpointOptions checkpoint;  // checkpoint.resume_step > 0: continue after that step
   Fault fault;
   bool fb_overlap = true;  // ExecutorOptions::fb_overlap
+  ReduceOptions reduce;    // the gradient reduction over every holder
 };
 
 struct StepStats {
@@ -54,6 +65,9 @@ struct StepStats {
   double seconds = 0;    // rank 0's wall time for the whole step (pipeline + replicas + optimizer)
   double pipeline_seconds = 0;  // slowest rank's time for the pipeline part alone
   double grad_norm = 0;  // before clipping
+  // The slowest rank's wait for its gradient reductions after its pipeline
+  // part ended: the reduction time the step did not hide.
+  double reduce_seconds = 0;
   // moe: tokens routed to each expert in this step, over every rank, and the
   // mean balance loss per (block, micro-batch).
   std::vector<double> expert_tokens;
@@ -66,6 +80,7 @@ struct RankRun {
   ExposedComm last_exposed;            // this rank's idle time waiting for communication, last step
   std::vector<IdleSpan> last_idle;     // ... and when (seconds since the step's start)
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
+  double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
 };
 
@@ -83,9 +98,23 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
 ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh);
 ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap);
 
-// After a step: sum gradients over DualPipe/Chimera replicas (pipeline
-// group) and, for dense parameters, over the expert group.
-void reduce_grads(RankExecutor& exec, const Mesh& mesh);
+// The gradient reduction of one rank over every holder of its parameters
+// (DualPipe/Chimera replicas, expert ranks for dense parameters, data
+// replicas); with o.overlap, hooked into `exec` so that each stage starts
+// reducing when its gradients are final. Every rank of the mesh calls it
+// at the same point (it makes the holder groups).
+std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, const ReduceOptions& o);
+
+// AdamW over this rank's parameters, or with a sharded reducer over the
+// chunks it owns; `params`: the rank's parameters.
+std::unique_ptr<torch::optim::AdamW> make_adamw(GradReducer& reducer, const std::vector<torch::Tensor>& params,
+                                               double lr, double weight_decay);
+// After GradReducer::finish(): clips to `clip` with the global norm
+// `grad_norm` (0: no clipping), sets the learning rate, and steps; a sharded
+// reducer then all-gathers the new parameters.
+void adamw_step(GradReducer& reducer, torch::optim::AdamW& adam, double grad_norm, double clip, double lr);
+// Bytes of optimizer state this rank holds (AdamW's moments).
+double optimizer_state_bytes(const torch::optim::AdamW& adam);
 
 // Rank 0 receives every rank's action times (others send theirs and get {}).
 std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const std::vector<ActionTime>& mine,

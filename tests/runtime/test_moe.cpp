@@ -53,6 +53,8 @@ struct WaitOnlyComm : Comm {
     throw Error("unused");
   }
   compat::WorkPtr ibarrier() override { throw Error("unused"); }
+  compat::WorkPtr ireduce_scatter(torch::Tensor&) override { throw Error("unused"); }
+  compat::WorkPtr iall_gather(torch::Tensor&) override { throw Error("unused"); }
 };
 
 // Work that completes when the test says so: stands for a transfer on the wire.
