@@ -55,5 +55,13 @@ done
 # Into a temporary file first: redirecting into $out would truncate it
 # before the report looks at `git status`, and mark a clean tree as changed.
 python3 "$root/scripts/benchmarks_report.py" "$dir" "$("$bin" --version 2>/dev/null | head -1)" >"$dir/report.md"
+# Start-up of the command line: schedule commands without LibTorch, LibTorch ones through dualpipe-torch.
+{
+  printf '\n## Start-up\n\n'
+  printf 'Wall time of one `dualpipe` call, from spawn to exit, output discarded (`scripts/bench_startup.py`, '
+  printf 'median of 30 runs, fastest in brackets). Schedule commands run without LibTorch; `train --help` '
+  printf 'and `verify --help` exec dualpipe-torch, which loads it (docs/library.md).\n\n'
+  python3 "$root/scripts/bench_startup.py" "dualpipe=$bin"
+} >>"$dir/report.md"
 mv "$dir/report.md" "$out"
 echo "wrote $out" >&2

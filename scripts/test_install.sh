@@ -46,10 +46,13 @@ grep -q "#define DUALPIPE_VERSION \"$version\"" "$prefix/include/dualpipe/versio
 if [ "$torch" = ON ]; then
   [ -x "$prefix/libexec/dualpipe/dualpipe-torch" ] || fail "dualpipe-torch is not in libexec/dualpipe"
   [ ! -e "$prefix/bin/dualpipe-torch" ] || fail "dualpipe-torch belongs in libexec, not bin"
-  "$prefix/bin/dualpipe" --help | grep -q "train" || fail "dualpipe --help does not list train"
+  # (Output captured first: grep -q would end the pipe early, and pipefail count that.)
+  help="$("$prefix/bin/dualpipe" --help)"
+  grep -q "^  train " <<<"$help" || fail "dualpipe --help does not list train"
   # The prefix moves (a relocated or copied install): dualpipe finds dualpipe-torch relative to itself.
   mv "$prefix" "$tmp/moved"
-  "$tmp/moved/bin/dualpipe" train --help | grep -q "Usage: dualpipe train" || fail "installed dualpipe train --help"
+  help="$("$tmp/moved/bin/dualpipe" train --help)" || fail "installed dualpipe train --help exited $?"
+  grep -q "Usage: dualpipe train" <<<"$help" || fail "installed dualpipe train --help: $help"
   mv "$tmp/moved" "$prefix"
 fi
 
@@ -59,7 +62,7 @@ cmake -S "$root/examples" -B "$tmp/examples" -DCMAKE_BUILD_TYPE=Release -DCMAKE_
       -DEXAMPLES_WITH_TORCH="$torch" >"$tmp/examples.log" 2>&1 || { cat "$tmp/examples.log"; fail "configuring examples/"; }
 cmake --build "$tmp/examples" -j "$jobs" >>"$tmp/examples.log" 2>&1 || { cat "$tmp/examples.log"; fail "building examples/"; }
 out="$("$tmp/examples/simulate_schedule" 4 8)" || fail "simulate_schedule exited $?"
-echo "$out" | grep -q "^dualpipe " || fail "simulate_schedule printed no dualpipe row: $out"
+grep -q "^dualpipe " <<<"$out" || fail "simulate_schedule printed no dualpipe row: $out"
 if [ "$torch" = ON ]; then
   "$tmp/examples/train_two_stages" 1f1b || fail "train_two_stages 1f1b"
   "$tmp/examples/train_two_stages" zb1p || fail "train_two_stages zb1p"
@@ -85,8 +88,11 @@ cmake -S "$tmp/super" -B "$tmp/super-build" -DCMAKE_BUILD_TYPE=Release >"$tmp/su
   { cat "$tmp/super.log"; fail "configuring the super-project"; }
 cmake --build "$tmp/super-build" -j "$jobs" --target simulate_schedule >>"$tmp/super.log" 2>&1 ||
   { cat "$tmp/super.log"; fail "building the super-project"; }
-"$tmp/super-build/simulate_schedule" 4 8 | grep -q "^dualpipe " || fail "super-project simulate_schedule"
+out="$("$tmp/super-build/simulate_schedule" 4 8)" || fail "super-project simulate_schedule exited $?"
+grep -q "^dualpipe " <<<"$out" || fail "super-project simulate_schedule printed no dualpipe row"
 # The tests read their data from the source tree, not from beside the super-project.
-data="$(grep -rho 'DUALPIPE_TEST_DATA_DIR=\\"[^\\]*' "$tmp/super-build/dualpipe/tests" | head -1 | sed 's/.*=\\"//')"
+flags="$tmp/super-build/dualpipe/tests/CMakeFiles/dualpipe_tests.dir/flags.make"
+data="$(grep -o -m1 'DUALPIPE_TEST_DATA_DIR=\\"[^\\]*' "$flags" || true)"
+data="${data#*=\\\"}"
 [ -n "$data" ] && [ -e "$data/dualpipe_P4_N8.csv" ] || fail "the tests' data folder in a subproject: '$data'"
 step "OK (LibTorch parts: $torch)"
