@@ -8,6 +8,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "schedule/stats.h"
 #include "cli/memory_fit.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
@@ -18,15 +19,6 @@
 #include "train/trainer.h"
 
 namespace dp::cli {
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  if (v.empty()) return 0;
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-}  // namespace
 
 void run_bench(CLI::App* app) {
   struct Opts {

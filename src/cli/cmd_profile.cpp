@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "schedule/stats.h"
 #include "cli/common.h"
 #include "cli/output_paths.h"
 #include "cli/torch_common.h"
@@ -24,11 +25,6 @@ namespace {
 struct Measured {
   double f = 0, i = 0, w = 0, act_bytes = 0;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // One stage on micro-batch 0, `reps` times after one warm-up: the forward,
 // the backward with weight gradients deferred (I), then the deferred work

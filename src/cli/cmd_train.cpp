@@ -6,6 +6,7 @@
 #include <fstream>
 #include <optional>
 
+#include "schedule/stats.h"
 #include "cli/memory_fit.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
@@ -43,11 +44,6 @@ std::string load_balance_line(const StepStats& st) {
                      list, mean > 0 ? mx / mean : 0.0, st.aux_loss);
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 struct Opts {
   SourceOptions src;

@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <vector>
 
 #include "runtime/launch.h"
 #include "schedule/error.h"
+#include "schedule/placement.h"
 #include "sim/memory.h"
 #include "train/gpt.h"
 
@@ -76,7 +76,8 @@ std::string human_bytes(double b) {
 
 }  // namespace
 
-RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, bool optimizer, int only_rank) {
+RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, bool optimizer, int only_rank, int dp,
+                              bool zero) {
   const double elt = mc.dtype == torch::kFloat64 ? 8 : 4;
   const std::vector<StageSize> sizes = stage_sizes(mc, ep);
   std::vector<double> act_bytes;
@@ -88,22 +89,27 @@ RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, 
   bytes.optimizer = optimizer ? 2 * elt : 0;  // AdamW: first and second moments
   RunMemory total;
   // Every expert rank of a pipeline rank holds what it holds, with its own
-  // share of the experts: the mesh's ranks are E copies of the pipeline's.
-  const int copies = only_rank >= 0 ? 1 : std::max(1, ep);
+  // share of the experts: the mesh's ranks are E x D copies of the pipeline's.
+  const int copies = only_rank >= 0 ? 1 : std::max(1, ep) * std::max(1, dp);
+  const Placement placement = placement_of(s);
   for (int r = 0; r < s.ranks; ++r) {
     if (only_rank >= 0 && r != only_rank % s.ranks) continue;
-    std::set<int> held;
-    for (const Action& a : s.actions[static_cast<std::size_t>(r)])
-      if (a.op == Op::F || a.op == Op::B || a.op == Op::W || a.op == Op::I || a.op == Op::FB) {
-        held.insert(a.stage);
-        if (a.op == Op::FB) held.insert(a.stage2);
-      }
-    HeldParams p;
+    const std::vector<int>& held = placement.stages_of[static_cast<std::size_t>(r)];
+    // ZeRO-1 divides the optimizer state over the holders: D x the stage's
+    // copies in the pipeline (x E for dense parameters).
+    RankMemory m;
     for (int st : held) {
-      p.dense += sizes[static_cast<std::size_t>(st)].dense;
-      p.expert += sizes[static_cast<std::size_t>(st)].expert;
+      HeldParams p;
+      p.dense = sizes[static_cast<std::size_t>(st)].dense;
+      p.expert = sizes[static_cast<std::size_t>(st)].expert;
+      const int reps = static_cast<int>(placement.replicas[static_cast<std::size_t>(st)].size());
+      p.dense_replicas = std::max(1, dp) * std::max(1, ep) * reps;
+      p.expert_replicas = std::max(1, dp) * reps;
+      const RankMemory part = state_memory(p, bytes, zero);
+      m.params += part.params;
+      m.grads += part.grads;
+      m.optimizer += part.optimizer;
     }
-    const RankMemory m = state_memory(p, bytes, false);
     total.params += copies * m.params;
     total.grads += copies * m.grads;
     total.optimizer += copies * m.optimizer;
@@ -140,11 +146,12 @@ void require_run_fits(const Schedule& s, const ModelConfig& mc, const RankOption
   if (is_spawned_rank()) return;
   const auto env = rank_from_env();
   if (env) {
-    require_memory_fits(estimate_run_memory(s, mc, o.ep, optimizer, env->rank), fmt::format("rank {}", env->rank));
+    require_memory_fits(estimate_run_memory(s, mc, o.ep, optimizer, env->rank, o.dp, o.zero == 1),
+                        fmt::format("rank {}", env->rank));
     return;
   }
-  const int ranks = s.ranks * std::max(1, o.ep);
-  require_memory_fits(estimate_run_memory(s, mc, o.ep, optimizer),
+  const int ranks = s.ranks * std::max(1, o.ep) * std::max(1, o.dp);
+  require_memory_fits(estimate_run_memory(s, mc, o.ep, optimizer, -1, o.dp, o.zero == 1),
                       fmt::format("the run ({} rank {} on this machine)", ranks, o.threads ? "threads" : "processes"));
 }
 

@@ -23,7 +23,8 @@ struct RunMemory {
 // The estimate for `ranks` of the lowered schedule `s` (all ranks when
 // `ranks` is empty) of the model `mc` with expert-parallel degree `ep`;
 // `optimizer`: AdamW state is held (train), not (verify, bench).
-RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, bool optimizer, int only_rank = -1);
+RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, bool optimizer, int only_rank = -1,
+                              int dp = 1, bool zero = false);
 
 // MemAvailable of /proc/meminfo in bytes (0: unknown). For tests, the
 // variable DUALPIPE_TEST_MEMORY_AVAILABLE=BYTES stands in for it.

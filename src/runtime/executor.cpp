@@ -9,6 +9,7 @@
 #include "runtime/flat_params.h"
 #include "runtime/malloc_tuning.h"
 #include "schedule/error.h"
+#include "schedule/placement.h"
 
 namespace dp {
 namespace {
@@ -59,16 +60,11 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
     throw SetupError(SetupError::BadOption, fmt::format("data shard {} of {} is not a valid share of the batch",
                                                         opt_.data_shard, opt_.data_shards));
   const int N = sc.micro_batches;
-  where_.assign(static_cast<std::size_t>(sc.stages) * N, -1);
-  replicas_.assign(sc.stages, {});
-  for (int r = 0; r < sc.ranks; ++r)
-    for (const Action& a : sc.actions[r])
-      if (a.op == Op::F || a.op == Op::FB) {
-        where_[static_cast<std::size_t>(a.stage) * N + a.mb] = r;
-        auto& reps = replicas_[a.stage];
-        if (std::find(reps.begin(), reps.end(), r) == reps.end()) reps.push_back(r);
-      }
-  for (auto& reps : replicas_) std::sort(reps.begin(), reps.end());
+  {
+    Placement placement = placement_of(sc);  // the one definition of where each cell runs
+    where_ = std::move(placement.rank_of_cell);
+    replicas_ = std::move(placement.replicas);
+  }
   // Where every transfer is sent and where its receiver consumes it (the
   // compute action that waits for it), as positions in those ranks' lists;
   // see release_sends().
