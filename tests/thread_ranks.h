@@ -49,4 +49,19 @@ inline VerifyResult verify_threads(const Schedule& s, const ModelConfig& c) {
   return res[0];
 }
 
+// One verify step of `s` (lowered here) on a P x E x D mesh of thread ranks
+// (shape.pp is set from `s`); every rank must end with the same maxima, and
+// rank 0's are returned.
+inline VerifyResult verify_mesh(const Schedule& s, const ModelConfig& c, MeshShape shape, const VerifyOptions& o) {
+  Schedule low = lower(s);
+  shape.pp = s.ranks;
+  std::vector<VerifyResult> res(shape.size());
+  run_mesh_threads(shape, [&](const Mesh& m) { res[m.rank] = verify_step(low, c, m, o); });
+  for (const VerifyResult& r : res) {
+    EXPECT_EQ(r.grad_error, res[0].grad_error);
+    EXPECT_EQ(r.param_error, res[0].param_error);
+  }
+  return res[0];
+}
+
 }  // namespace dp::test_support

@@ -16,6 +16,7 @@
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 #include "thread_ranks.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "train/verify.h"
 
@@ -44,19 +45,7 @@ ModelConfig small_model(const Schedule& s, const std::string& name) {
   return c;
 }
 
-// One verify step on a P x E x D mesh of thread ranks; every rank must end
-// with the same maxima, and rank 0's are returned.
-VerifyResult verify_mesh(const Schedule& s, const ModelConfig& c, MeshShape shape, const VerifyOptions& o) {
-  Schedule low = lower(s);
-  shape.pp = s.ranks;
-  std::vector<VerifyResult> res(shape.size());
-  run_mesh_threads(shape, [&](const Mesh& m) { res[m.rank] = verify_step(low, c, m, o); });
-  for (const VerifyResult& r : res) {
-    EXPECT_EQ(r.grad_error, res[0].grad_error);
-    EXPECT_EQ(r.param_error, res[0].param_error);
-  }
-  return res[0];
-}
+using test_support::verify_mesh;
 
 struct Case {
   std::string method;
@@ -166,6 +155,37 @@ TEST(DpRuntime, ReductionIsDeterministicAndOverlapChangesNoBit) {
     EXPECT_TRUE(torch::equal(p, z[2].final_params.at(stage)));
     EXPECT_LT((p - a[0].final_params.at(stage)).abs().max().item<double>(), 1e-5);
   }
+}
+
+// A D = 2, ZeRO-1 run checkpointed and resumed continues bit for bit: each
+// rank's file holds its chunks of AdamW's state.
+TEST(DpRuntime, ShardedResumeIsBitIdentical) {
+  Schedule s = lower(generate("dualpipe", Shape{2, 4, 2}));
+  const MeshShape shape{2, 1, 2};
+  const std::string dir = ::testing::TempDir() + "dp_resume_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  auto train = [&](int steps, int resume_step) {
+    TrainOptions t = test_support::small_train_options(s, "mlp", steps, torch::kFloat32);
+    t.reduce.zero = true;
+    t.reduce.bucket_bytes = 256;
+    t.checkpoint.dir = dir;
+    t.checkpoint.identity = run_identity(s, t.model);
+    t.checkpoint.resume_step = resume_step;
+    std::vector<RankRun> runs(static_cast<std::size_t>(shape.size()));
+    run_mesh_threads(shape, [&](const Mesh& m) { runs[static_cast<std::size_t>(m.rank)] = train_rank(s, t, m); });
+    return runs;
+  };
+  const auto first = train(2, 0);
+  const auto resumed = train(4, 2);
+  std::filesystem::remove_all(dir);
+  const auto straight = train(4, 0);
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(resumed[0].steps.size(), 2u);
+  for (int k = 0; k < 2; ++k) EXPECT_EQ(straight[0].steps[static_cast<std::size_t>(k + 2)].loss, resumed[0].steps[static_cast<std::size_t>(k)].loss);
+  for (int r = 0; r < shape.size(); ++r)
+    for (const auto& [stage, p] : straight[static_cast<std::size_t>(r)].final_params)
+      EXPECT_TRUE(torch::equal(p, resumed[static_cast<std::size_t>(r)].final_params.at(stage))) << "rank " << r;
+  EXPECT_EQ(first[0].steps.size(), 2u);
 }
 
 // ZeRO-1 divides AdamW's state by the number of holders of each parameter.

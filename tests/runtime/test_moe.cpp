@@ -18,6 +18,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 #include "schedule/lower.h"
+#include "thread_ranks.h"
 #include "train/gpt.h"
 #include "train/trainer.h"
 #include "train/verify.h"
@@ -129,14 +130,11 @@ ModelConfig small_moe(const Schedule& s) {
 }
 
 VerifyResult verify_mesh(const Schedule& s, const ModelConfig& c, int ep, bool overlap) {
-  Schedule low = lower(s);
   MeshShape shape;
-  shape.pp = s.ranks;
   shape.ep = ep;
-  std::vector<VerifyResult> res(shape.size());
-  run_mesh_threads(shape, [&](const Mesh& m) { res[m.rank] = verify_step(low, c, m, overlap); });
-  for (const VerifyResult& r : res) EXPECT_EQ(r.grad_error, res[0].grad_error);
-  return res[0];
+  VerifyOptions o;
+  o.fb_overlap = overlap;
+  return test_support::verify_mesh(s, c, shape, o);
 }
 
 struct MethodCase {
