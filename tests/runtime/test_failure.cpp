@@ -97,6 +97,21 @@ TEST(RankFailure, RankStalledDuringAllToAllIsReportedWithTheCollective) {
   EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
 }
 
+// Data parallelism: rank 3 (stage 1 of the second replica) stalls; rank 1,
+// its data-parallel peer, gives up on their gradient reduction after the
+// timeout and says which collective; every rank ends.
+TEST(RankFailure, StalledDataParallelPeerEndsEveryRankNamingTheReduction) {
+  Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:3:2",
+                      "train -m 1f1b -p 2 -n 4 --dp 2 --model mlp --hidden 16 --seq-len 4 --steps 4 "
+                      "--loss-csv /dev/null --loss-svg /dev/null --timeout 3",
+                      120);
+  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  ASSERT_GE(r.fault_time, 0) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(timed out after 3 s waiting for (rank 3|the other ranks))"))) << r.out;
+  EXPECT_LT(r.exit_time - r.fault_time, 3.0 + 6.0) << r.out;
+}
+
 TEST(RankFailure, StalledRankIsNamedByItsPeerWithTheActionItWaitedFor) {
   Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:1:3", kTrain + " --timeout 3", 120);
   ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
