@@ -3,6 +3,7 @@
 // command, standard output and error together, the exit code. Under
 // `timeout`, so that a hang fails the test (exit 124) instead of stalling the
 // suite. DUALPIPE_BINARY is set by tests/CMakeLists.txt.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -30,6 +31,17 @@ inline CliRun run_command(const std::string& shell_command) {
 
 inline CliRun run_cli(const std::string& args, const std::string& env = "", int limit_s = 300) {
   return run_command(env + " timeout -k 5 " + std::to_string(limit_s) + " " + DUALPIPE_BINARY + " " + args);
+}
+
+// The output is exactly one line (an error, as the project prints them).
+inline bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
+
+// `dualpipe ARGS` fails with exit code 2 and one line containing `fragment`.
+inline void expect_cli_error(const std::string& args, const std::string& fragment) {
+  CliRun r = run_cli(args, "", 60);
+  EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+  EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
+  EXPECT_TRUE(one_line(r.out)) << args << "\n" << r.out;
 }
 
 }  // namespace dp::test_support

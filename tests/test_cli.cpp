@@ -29,9 +29,7 @@ std::string temp_path(const std::string& name) { return ::testing::TempDir() + "
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
-bool one_line(const std::string& s) {
-  return !s.empty() && s.find('\n') == s.size() - 1;
-}
+using test_support::one_line;
 
 TEST(Cli, ScheduleCsvMatchesTheReference) {
   CliRun r = run("schedule --method dualpipe --ranks 4 --micro-batches 8 --format csv");

@@ -94,7 +94,7 @@ TEST(PlanCli, SearchJsonHasTheDocumentedFields) {
   EXPECT_DOUBLE_EQ(nlohmann::json::parse(back.out)["makespan"].get<double>(), j["makespan"].get<double>());
 }
 
-bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
+using test_support::one_line;
 
 TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
   const std::string model = temp_path("m.json"), cluster = temp_path("c.json");
