@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the figures the README shows, from the built tool:
+# Regenerates the figures the README and the manual show (README.md,
+# docs/manual/compare.md, docs/manual/simulate.md, docs/pictures.md), from the built tool:
 #   docs/compare_P8_N20.txt            dualpipe compare -p 8 -n 20 (F=1 B=2 W=1 FB=2.5)
 #   docs/compare_P8_N24.txt            the same at N=24, where Chimera (N a multiple of P) runs too
 #   docs/compare_P8_N20_devices.txt    every method on 8 devices (compare's default --basis devices)

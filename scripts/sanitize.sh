@@ -3,7 +3,7 @@
 #   scripts/sanitize.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer, whole suite (build-asan/)
 #   scripts/sanitize.sh tsan   # ThreadSanitizer, every thread-rank runtime test (build-tsan/)
 # LibTorch, Gloo and the other Debian libraries are not instrumented; see
-# "Sanitizers and fuzzing" in README.md for what that means.
+# "Sanitizers and fuzzing" in docs/testing.md for what that means.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-asan}
