@@ -71,11 +71,13 @@ dp::PipelineModel two_stage_model() {
 // that holds the last stage; empty elsewhere).
 std::vector<double> run_rank(int rank, int world, const c10::intrusive_ptr<c10d::Store>& store,
                              const std::shared_ptr<const dp::Schedule>& schedule, int steps) {
-  // The caller's process group (LibTorch 1.13; on 2.x ProcessGroupGloo is a
-  // c10d::Backend: wrap it in a c10d::ProcessGroup, as dp::compat::make_gloo does).
+  // The caller's process group. On LibTorch 2.x ProcessGroupGloo is a
+  // c10d::Backend that a c10d::ProcessGroup fronts; as_group makes that front
+  // (on 1.13 it returns the Gloo group itself).
   auto options = c10d::ProcessGroupGloo::Options::create();
   options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+  dp::compat::GroupPtr group = dp::compat::as_group(gloo, store, rank, world);
   std::shared_ptr<dp::Comm> comm = dp::wrap_group(group, std::chrono::seconds(60), {}, "pipeline");
 
   dp::RankExecutor exec(schedule, two_stage_model(), comm);

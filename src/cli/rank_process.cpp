@@ -18,9 +18,12 @@ namespace dp::cli {
 
 void quiet_library_logging() {
   if (std::getenv("GLOG_minloglevel")) return;
-  // glog's flag by its symbol (LibTorch loads glog; this program does not
-  // link it itself). 3 is FATAL, which ends the process anyway.
+  // glog's flag by its symbol (Debian's LibTorch loads glog; this program
+  // does not link it itself). 3 is FATAL, which ends the process anyway.
   if (auto* level = static_cast<int*>(dlsym(RTLD_DEFAULT, "_ZN3fLI17FLAGS_minloglevelE"))) *level = 3;
+  // LibTorch built without glog (PyTorch's wheels) logs through c10's own
+  // logger, whose threshold is the global FLAGS_caffe2_log_level (3: FATAL too).
+  if (auto* level = static_cast<int*>(dlsym(RTLD_DEFAULT, "FLAGS_caffe2_log_level"))) *level = 3;
 }
 
 void set_compute_threads(int n) {

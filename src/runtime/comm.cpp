@@ -34,26 +34,83 @@ std::string wait_failure_message(int rank, int peer, std::chrono::milliseconds t
   return fmt::format("rank {}: lost connection to another rank during {}", rank, what);
 }
 
+namespace {
+
+// The work of a staged operation: the posted host operation, the host copy
+// it reads or fills (kept alive until the work is done), and where the result
+// goes on the device (undefined for a send). The copy back happens once, on
+// the first wait or completion check that finds the host work done.
+class StagedWork : public c10d::Work {
+ public:
+  StagedWork(compat::WorkPtr inner, torch::Tensor host, torch::Tensor device)
+      : inner_(std::move(inner)), host_(std::move(host)), device_(std::move(device)) {}
+  bool isCompleted() override {
+    if (!copied_ && inner_->isCompleted() && inner_->isSuccess()) copy_back();
+    return copied_;
+  }
+  bool isSuccess() const override { return inner_->isSuccess(); }
+  bool wait(std::chrono::milliseconds timeout) override {
+    inner_->wait(timeout);
+    copy_back();
+    return true;
+  }
+
+ private:
+  void copy_back() {
+    if (copied_) return;
+    if (device_.defined()) device_.copy_(host_);
+    copied_ = true;
+  }
+  compat::WorkPtr inner_;
+  torch::Tensor host_, device_;
+  bool copied_ = false;
+};
+
+}  // namespace
+
+bool C10dComm::staged(const torch::Tensor& t) const { return host_staging && !t.device().is_cpu(); }
+
+compat::WorkPtr C10dComm::stage(const torch::Tensor& device, bool copy_in, bool copy_out,
+                                const std::function<compat::WorkPtr(torch::Tensor&)>& post) {
+  torch::Tensor host = copy_in ? device.to(torch::kCPU) : torch::empty_like(device, torch::device(torch::kCPU));
+  compat::WorkPtr inner = post(host);
+  return c10::make_intrusive<StagedWork>(std::move(inner), host, copy_out ? device : torch::Tensor());
+}
+
 compat::WorkPtr C10dComm::isend(torch::Tensor& t, int peer, int tag) {
-  std::vector<torch::Tensor> v{t};
-  return pg_->send(v, peer, tag);
+  auto post = [&](torch::Tensor& x) {
+    std::vector<torch::Tensor> v{x};
+    return pg_->send(v, peer, tag);
+  };
+  return staged(t) ? stage(t, true, false, post) : post(t);
 }
 
 compat::WorkPtr C10dComm::irecv(torch::Tensor& t, int peer, int tag) {
-  std::vector<torch::Tensor> v{t};
-  return pg_->recv(v, peer, tag);
+  auto post = [&](torch::Tensor& x) {
+    std::vector<torch::Tensor> v{x};
+    return pg_->recv(v, peer, tag);
+  };
+  return staged(t) ? stage(t, false, true, post) : post(t);
 }
 
 compat::WorkPtr C10dComm::iall_reduce(torch::Tensor& t, c10d::ReduceOp op) {
-  std::vector<torch::Tensor> v{t};
-  c10d::AllreduceOptions o;
-  o.reduceOp = op;
-  return pg_->allreduce(v, o);
+  auto post = [&](torch::Tensor& x) {
+    std::vector<torch::Tensor> v{x};
+    c10d::AllreduceOptions o;
+    o.reduceOp = op;
+    return pg_->allreduce(v, o);
+  };
+  return staged(t) ? stage(t, true, true, post) : post(t);
 }
 
 compat::WorkPtr C10dComm::iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
                                       std::vector<int64_t>& in_splits) {
-  return pg_->alltoall_base(out, in, out_splits, in_splits);
+  if (!staged(out) && !staged(in)) return pg_->alltoall_base(out, in, out_splits, in_splits);
+  torch::Tensor host_in = in.to(torch::kCPU);
+  return stage(out, false, true, [&](torch::Tensor& host_out) {
+    auto w = pg_->alltoall_base(host_out, host_in, out_splits, in_splits);
+    return c10::make_intrusive<StagedWork>(std::move(w), host_in, torch::Tensor());
+  });
 }
 
 compat::WorkPtr C10dComm::ibarrier() { return pg_->barrier(); }
@@ -66,9 +123,12 @@ compat::WorkPtr C10dComm::ireduce_scatter(torch::Tensor& flat) {
 }
 
 compat::WorkPtr C10dComm::iall_gather(torch::Tensor& flat) {
-  std::vector<torch::Tensor> mine{flat.chunk(world)[static_cast<std::size_t>(rank)].clone()};
-  std::vector<std::vector<torch::Tensor>> out{flat.chunk(world)};
-  return pg_->allgather(out, mine);
+  auto post = [&](torch::Tensor& x) {
+    std::vector<torch::Tensor> mine{x.chunk(world)[static_cast<std::size_t>(rank)].clone()};
+    std::vector<std::vector<torch::Tensor>> out{x.chunk(world)};
+    return pg_->allgather(out, mine);
+  };
+  return staged(flat) ? stage(flat, true, true, post) : post(flat);
 }
 
 std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds timeout, std::vector<int> global_ranks,

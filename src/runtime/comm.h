@@ -7,6 +7,7 @@
 // to the executor.
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,10 @@ class Comm {
   std::vector<int> global_ranks;
   std::string name = "world";  // for errors: "pipeline", "expert", ...
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // Tensors on a device (CUDA) travel through host copies: Gloo moves host
+  // memory only. A backend that moves device memory itself (NCCL) sets this
+  // false. Host tensors are never copied.
+  bool host_staging = true;
 
   virtual compat::WorkPtr isend(torch::Tensor& t, int peer, int tag) = 0;
   virtual compat::WorkPtr irecv(torch::Tensor& t, int peer, int tag) = 0;
@@ -96,8 +101,11 @@ class Comm {
   }
 };
 
-// A Comm over a c10d process group: Gloo here; any c10d group whose
-// send/recv/allreduce/alltoall_base/barrier work on the tensors' device.
+// A Comm over a c10d process group: Gloo here, or any c10d group (with
+// host_staging false where it moves device tensors itself, as NCCL does).
+// A staged transfer copies a device tensor to the host before posting, and a
+// received or reduced result back to the device when the work is waited on
+// (or seen completed).
 class C10dComm : public Comm {
  public:
   explicit C10dComm(compat::GroupPtr pg) : pg_(std::move(pg)) {}
@@ -112,6 +120,11 @@ class C10dComm : public Comm {
   const compat::GroupPtr& group() const { return pg_; }
 
  private:
+  bool staged(const torch::Tensor& t) const;
+  // Posts `post` on a host copy of `device` (copied in first when copy_in),
+  // and copies the host result back into `device` on completion when copy_out.
+  compat::WorkPtr stage(const torch::Tensor& device, bool copy_in, bool copy_out,
+                        const std::function<compat::WorkPtr(torch::Tensor&)>& post);
   compat::GroupPtr pg_;
 };
 

@@ -21,11 +21,29 @@ namespace dp::compat {
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 using StorePtr = c10::intrusive_ptr<c10d::Store>;
 // A process group as the runtime holds it. In 1.13 ProcessGroupGloo is a
-// c10d::ProcessGroup; in 2.x it is a c10d::Backend wrapped by a ProcessGroup,
-// and make_gloo there builds the ProcessGroup around it. The calls used
-// (send, recv, allreduce, alltoall_base, barrier, getRank, getSize) are
-// spelled the same on both.
+// c10d::ProcessGroup; in 2.x it is a c10d::Backend, and a ProcessGroup is a
+// front that routes each call to the backend registered for the tensors'
+// device. The calls used (send, recv, allreduce, alltoall_base, barrier,
+// getRank, getSize) are spelled the same on both.
 using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
+
+// A Gloo backend (2.x) or group (1.13) as a GroupPtr. In 2.x the one Gloo
+// backend serves CPU tensors, and CUDA tensors too, which Gloo handles for
+// the collectives (the runtime stages point-to-point transfers of device
+// tensors through host memory itself, see comm.h).
+template <class Gloo>
+GroupPtr as_group(c10::intrusive_ptr<Gloo> gloo, const StorePtr& store, int rank, int world) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+  pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+  pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  return pg;
+#else
+  (void)store, (void)rank, (void)world;
+  return gloo;
+#endif
+}
 
 // `local` keeps all traffic on loopback (every rank on this machine);
 // otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the interface that
@@ -40,7 +58,7 @@ inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chron
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
   else
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+  return as_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts), store, rank, world);
 }
 
 inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,

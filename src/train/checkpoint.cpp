@@ -1,4 +1,5 @@
 #include "train/checkpoint.h"
+#include "train/remove_tree.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -364,7 +365,7 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
       oldest_kept = it->first;
     }
   for (const auto& [s, p] : dirs)
-    if (s < oldest_kept) fs::remove_all(p, ec);
+    if (s < oldest_kept) remove_tree(p);
 }
 
 void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& stages,

@@ -20,6 +20,7 @@
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 #include "train/checkpoint.h"
+#include "train/remove_tree.h"
 #include "train/trainer.h"
 
 namespace dp {
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 // A fresh, empty folder for one test.
 std::string fresh_dir(const std::string& name) {
   const fs::path p = fs::path(::testing::TempDir()) / fmt::format("dp_ckpt_{}_{}", name, getpid());
-  fs::remove_all(p);
+  remove_tree(p.string());
   fs::create_directories(p);
   return p.string();
 }
@@ -81,7 +82,7 @@ void expect_resume_identical(const Schedule& s, const std::string& model, int cu
   std::cout << "[ resume   ] " << model << " " << s.method << " P=" << s.ranks << ": " << total << " straight vs "
             << cut << " + resumed " << total - cut << "; losses (straight / resumed):" << figures
             << " max |param difference| " << max_diff << "\n";
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 TEST(Checkpoint, ResumeIsBitIdenticalMlpDualPipe) {
@@ -139,7 +140,7 @@ TEST(Checkpoint, IncompleteAndCorruptCheckpointsAreSkipped) {
     ASSERT_EQ(warnings.size(), 1u) << c.name;
     EXPECT_NE(warnings[0].find("skipping checkpoint " + checkpoint_path(copy, 4) + ": " + c.expect), std::string::npos)
         << c.name << ": " << warnings[0];
-    fs::remove_all(copy);
+    remove_tree(copy);
   }
   // Untouched, the newest is taken without a word.
   std::vector<std::string> warnings;
@@ -147,7 +148,7 @@ TEST(Checkpoint, IncompleteAndCorruptCheckpointsAreSkipped) {
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->step, 4);
   EXPECT_TRUE(warnings.empty());
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
@@ -185,7 +186,7 @@ TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
     EXPECT_EQ(std::string(e.what()), "checkpoint " + checkpoint_path(dir, 7) +
                                          " was made with hidden 16, ffn 64; this run has hidden 32, ffn 128");
   }
-  fs::remove_all(dir);
+  remove_tree(dir);
 }
 
 // ---- through the command line, with rank processes ----
@@ -272,8 +273,8 @@ TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
   std::cout << "[ resume   ] gpt dualpipe P=2, rank processes, killed writing step 4, resumed from step 2:\n"
             << loss_lines(la, 3) << "vs\n"
             << loss_lines(lc, 3);
-  fs::remove_all(dir);
-  fs::remove_all(ref);
+  remove_tree(dir);
+  remove_tree(ref);
 }
 
 TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
@@ -300,7 +301,31 @@ TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
   CliRun f = run_cli("train -m dualpipe --resume --model mlp --steps 2 --threads");
   EXPECT_EQ(f.code, 2) << f.out;
   EXPECT_NE(f.out.find("--resume needs --checkpoint-dir"), std::string::npos) << f.out;
-  fs::remove_all(dir);
+  remove_tree(dir);
+}
+
+}  // namespace
+}  // namespace dp
+
+namespace dp {
+namespace {
+
+// remove_tree (used for old checkpoints) removes nested folders and files,
+// removes a link without touching what it points to, and accepts a missing path.
+TEST(RemoveTree, RemovesNestedFoldersButNotWhatALinkPointsTo) {
+  const fs::path root = fs::path(::testing::TempDir()) / fmt::format("dp_rmtree_{}", getpid());
+  const fs::path outside = root.string() + "_outside";
+  fs::create_directories(root / "a" / "b");
+  fs::create_directories(outside);
+  std::ofstream(root / "a" / "b" / "f.pt") << "x";
+  std::ofstream(outside / "keep.txt") << "y";
+  fs::create_directory_symlink(outside, root / "a" / "link");
+  EXPECT_TRUE(remove_tree(root.string()));
+  EXPECT_FALSE(fs::exists(root));
+  EXPECT_TRUE(fs::exists(outside / "keep.txt"));
+  EXPECT_TRUE(remove_tree(root.string()));  // already gone
+  EXPECT_TRUE(remove_tree(outside.string()));
+  EXPECT_FALSE(fs::exists(outside));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "schedule/lower.h"
 #include "thread_ranks.h"
 #include "train/checkpoint.h"
+#include "train/remove_tree.h"
 #include "train/trainer.h"
 #include "train/verify.h"
 
@@ -163,7 +164,7 @@ TEST(DpRuntime, ShardedResumeIsBitIdentical) {
   Schedule s = lower(generate("dualpipe", Shape{2, 4, 2}));
   const MeshShape shape{2, 1, 2};
   const std::string dir = ::testing::TempDir() + "dp_resume_" + std::to_string(::getpid());
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   auto train = [&](int steps, int resume_step) {
     TrainOptions t = test_support::small_train_options(s, "mlp", steps, torch::kFloat32);
     t.reduce.zero = true;
@@ -177,9 +178,9 @@ TEST(DpRuntime, ShardedResumeIsBitIdentical) {
   };
   const auto first = train(2, 0);
   const auto resumed = train(4, 2);
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   const auto straight = train(4, 0);
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   ASSERT_EQ(resumed[0].steps.size(), 2u);
   for (int k = 0; k < 2; ++k) EXPECT_EQ(straight[0].steps[static_cast<std::size_t>(k + 2)].loss, resumed[0].steps[static_cast<std::size_t>(k)].loss);
   for (int r = 0; r < shape.size(); ++r)
@@ -256,7 +257,7 @@ TEST(DpRuntimeCli, CheckpointOfAnotherMeshIsRefused) {
   auto other = test_support::run_cli(base + " --steps 6 --dp 1 --zero 1 --resume");
   EXPECT_EQ(other.code, 2) << other.out;
   EXPECT_NE(other.out.find("dp 2; this run has dp 1"), std::string::npos) << other.out;
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
 }
 
 }  // namespace

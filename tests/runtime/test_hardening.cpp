@@ -24,6 +24,7 @@
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 #include "train/checkpoint.h"
+#include "train/remove_tree.h"
 #include "train/lr_warmup.h"
 #include "train/trainer.h"
 
@@ -164,7 +165,7 @@ TEST(Hardening, DefaultTrainingHasNoEarlySpike) {
 // A fresh, empty folder for one test.
 std::string fresh_dir(const std::string& name) {
   const fs::path p = fs::path(::testing::TempDir()) / fmt::format("dp_harden_{}_{}", name, getpid());
-  fs::remove_all(p);
+  remove_tree(p.string());
   fs::create_directories(p);
   return p.string();
 }
