@@ -2,26 +2,39 @@
 # Expert-parallel benchmark on the emulated cluster (needs root): a small MoE
 # model on P=2 pipeline ranks x E=2 expert ranks, the expert ranks of each
 # stage on different emulated hosts, every host link limited to RATE
-# (default 800mbit: one all-to-all phase about half a forward chunk's
-# compute, so a chunk's two all-to-alls take about as long as its compute,
-# DeepSeek-V3's 1:1). Runs 1F1B, ZB1P, DualPipe with --fb-overlap off and on,
-# DualPipeV, and DualPipe on a 100gbit link (unlimited: the CPU sets the pace), and
-# prints one table: exposed all-to-all time per rank, the share hidden
+# (default auto, below: the rate at which a chunk's two all-to-alls take
+# about as long as its forward compute, DeepSeek-V3's 1:1; about 800mbit on
+# the 2-core development machine and on a 16-core machine alike). Runs
+# 1F1B, ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, and DualPipe
+# on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated.
-#   scripts/bench_expert_parallel.sh [RATE]        (results in build/ep-bench/)
+#   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
+# auto: a first 1F1B run at 1gbit measures one all-to-all phase and the
+# forward compute of a chunk, and the rate is set so that a chunk's phases
+# take as long as its forward compute (the ratio depends on the machine's
+# cores, so a fixed rate is 1:1 on one machine only).
+# HOSTS (default 4): emulated hosts. With 4, every rank has a host and a link
+# of its own, as every GPU of a DeepSeek-V3 node has its own network card;
+# with 2, the two ranks of a pipeline share a host and its link (link-bound:
+# docs/BENCHMARKS_EP.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-rate="${1:-800mbit}"
+rate="${1:-auto}"
 bin="$root/build/dualpipe"
 out="$root/build/ep-bench"
 mkdir -p "$out"
 model=(--model moe --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps 3 --format json
-       --emulate-hosts 2 -p 2 -n "${N:-16}")
+       --emulate-hosts "${HOSTS:-4}" -p 2 -n "${N:-16}")
 run() {  # name, extra arguments
   local name=$1; shift
   echo "running $name ..." >&2
   "$bin" bench "${model[@]}" "$@" > "$out/$name.json"
 }
+if [ "$rate" = auto ]; then
+  run probe -m 1f1b --link-rate 1gbit
+  rate=$(python3 "$root/scripts/bench_expert_parallel_report.py" --rate-for-1to1 "$out/probe.json" 1000)
+  echo "auto: link rate $rate (a chunk's all-to-all phases = its forward compute)" >&2
+fi
 run 1f1b -m 1f1b --link-rate "$rate"
 run zb1p -m zb1p --link-rate "$rate"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off

@@ -4,13 +4,29 @@ import json
 import os
 import sys
 
+def load(path):
+    text = open(path).read()
+    return json.loads(text[text.index("{"):])  # the mesh layout lines come first
+
+
+if sys.argv[1] == "--rate-for-1to1":
+    # From a 1F1B run at RATE Mbit/s: the rate at which one chunk's all-to-all
+    # phases take as long as its forward compute. A rank's compute in the
+    # last step is N forwards and N backwards (a backward about two
+    # forwards); a MoE block has two phases (dispatch, combine).
+    d, mbit = load(sys.argv[2]), float(sys.argv[3])
+    forward = sum(r["last_step_compute_s"] for r in d["per_rank"]) / len(d["per_rank"]) / (3 * d["micro_batches"])
+    blocks = 1  # per stage: the benchmark's --layers 2 over P=2
+    phases = 2 * blocks * d["a2a_phase_s"]
+    print(f"{max(1, round(mbit * phases / forward))}mbit")
+    sys.exit(0)
+
 out, rate = sys.argv[1], sys.argv[2]
 runs = ["1f1b", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipev", "dualpipe_on_unlimited"]
 data = {}
 for name in runs:
     path = os.path.join(out, name + ".json")
-    text = open(path).read()
-    data[name] = json.loads(text[text.index("{"):])  # the mesh layout lines come first
+    data[name] = load(path)
 
 
 def exposed(d):
