@@ -3,7 +3,7 @@
 #include "schedule/action.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(ActionString, RoundTripsEveryKind) {
@@ -34,4 +34,4 @@ TEST(ActionString, RejectsMalformed) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

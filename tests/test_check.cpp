@@ -6,7 +6,7 @@
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule from_rows(int stages, int mbs, const std::vector<std::vector<std::string>>& rows) {
@@ -133,4 +133,4 @@ TEST(Check, EveryGeneratorIsValidWithAndWithoutCommunication) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

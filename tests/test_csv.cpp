@@ -9,7 +9,7 @@
 #include "schedule/lower.h"
 #include "test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule parse(const std::string& text) {
@@ -114,4 +114,4 @@ TEST(Csv, AHugeIndexIsRefusedWithoutAllocatingForIt) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -18,7 +18,7 @@
 #include "sim/data_parallel.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs costs() { return parse_costs("F=1,B=2,W=1"); }
@@ -313,4 +313,4 @@ TEST(DataParallelCli, CompareAddsColumnsOnlyWhenAsked) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 #include "schedule/generators.h"
 #include "test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(DualPipe, MatchesEveryReferenceFile) {
@@ -82,4 +82,4 @@ TEST(DualPipe, RejectsUnsupportedShapesWithTheRange) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -15,7 +15,7 @@
 #include "sim/compare.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs costs(double F, double B, double W) {
@@ -339,4 +339,4 @@ TEST(GenCompare, NewMethodsInTheTable) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -7,7 +7,7 @@
 #include "schedule/lower.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 std::string row(const Schedule& s, int r) {
@@ -81,4 +81,4 @@ TEST(Lower, RefusesInvalidOrAlreadyLoweredInput) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

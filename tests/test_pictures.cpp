@@ -25,7 +25,7 @@
 #include "schedule/lower.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs overlapped() {
@@ -309,10 +309,10 @@ TEST(PictureGrid, LongSchedulesAreSqueezed) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
 // Issue 14, items 19 and 20: pictures that stay truthful and readable at any shape.
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // The cell texts of one grid row, left to right.
@@ -602,4 +602,4 @@ TEST(PictureSvg, TimeAndRankRangesDrawPartOfTheStep) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

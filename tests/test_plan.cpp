@@ -17,7 +17,7 @@
 #include "schedule/placement.h"
 #include "sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 using nlohmann::json;
@@ -400,4 +400,4 @@ TEST(PlanPlanner, RequestsThatCannotWorkAreOneLineErrors) {
 }
 
 }  // namespace
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

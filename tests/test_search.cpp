@@ -12,7 +12,7 @@
 #include "schedule/generators.h"
 #include "sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 struct Case {
@@ -153,4 +153,4 @@ TEST(Search, BadRequestsAreErrors) {
 }
 
 }  // namespace
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

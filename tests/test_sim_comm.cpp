@@ -14,7 +14,7 @@
 #include "sim/compare.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::run_cli;
@@ -408,4 +408,4 @@ TEST(SimComm, CliCompareShowsTheColumnOnlyWithCosts) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -5,7 +5,7 @@
 #include "schedule/generators.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule one_rank(int stages, int mbs, const std::vector<std::string>& actions) {
@@ -165,4 +165,4 @@ TEST(Simulate, TimelineCanBeSkipped) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -15,7 +15,7 @@
 #include "schedule/lower.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule parse(const std::string& text) {
@@ -127,4 +127,4 @@ TEST(StageOnly, PicturesShowThemOrLeaveThemOut) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

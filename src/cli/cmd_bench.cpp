@@ -18,7 +18,7 @@
 #include "train/perf.h"
 #include "train/trainer.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void run_bench(CLI::App* app) {
   struct Opts {
@@ -230,4 +230,4 @@ void run_bench(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

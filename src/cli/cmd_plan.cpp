@@ -14,7 +14,7 @@
 #include "schedule/generators.h"
 #include "sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -204,4 +204,4 @@ void run_plan(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

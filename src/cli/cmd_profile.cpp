@@ -19,7 +19,7 @@
 #include "schedule/error.h"
 #include "train/gpt.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 struct Measured {
@@ -141,4 +141,4 @@ void run_profile(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

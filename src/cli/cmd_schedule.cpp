@@ -11,7 +11,7 @@
 #include "schedule/words.h"
 #include "sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 nlohmann::json schedule_json(const Schedule& s) {
   nlohmann::json j;
@@ -69,4 +69,4 @@ void run_schedule(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -10,7 +10,7 @@
 #include "schedule/csv.h"
 #include "schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void run_search(CLI::App* app) {
   struct Opts {
@@ -93,4 +93,4 @@ void run_search(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -12,7 +12,7 @@
 #include "pictures/trace.h"
 #include "sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // What the data-parallel options add to a simulation: the gradient
 // reductions (when there are gradient bytes) and the memory table (when
@@ -204,4 +204,4 @@ void run_simulate(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

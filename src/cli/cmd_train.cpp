@@ -22,7 +22,7 @@
 #include "train/lr_warmup.h"
 #include "train/trainer.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 std::string duration(double s) {
@@ -342,4 +342,4 @@ void run_train(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -10,7 +10,7 @@
 #include "train/checkpoint.h"
 #include "train/verify.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 double tolerance(const std::string& dtype) { return dtype == "float64" ? 1e-12 : 1e-5; }
@@ -112,4 +112,4 @@ void run_verify(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

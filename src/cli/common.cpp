@@ -17,7 +17,7 @@
 #include "schedule/generators.h"
 #include "schedule/words.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 ProgramArgs program_args;
 
@@ -158,4 +158,4 @@ void write_output(const std::string& path, const std::string& text) {
   if (!out) throw Error(fmt::format("cannot write '{}'", path));
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

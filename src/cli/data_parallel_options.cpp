@@ -7,7 +7,7 @@
 #include "schedule/error.h"
 #include "sim/cost.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -108,4 +108,4 @@ nlohmann::json memory_json(const RankMemory& m, double limit_gib) {
   return j;
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -14,7 +14,7 @@
 
 #include "schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void quiet_library_logging() {
   if (std::getenv("GLOG_minloglevel")) return;
@@ -73,4 +73,4 @@ RendezvousDeadline::~RendezvousDeadline() {
   thread_.join();
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

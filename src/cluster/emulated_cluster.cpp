@@ -17,7 +17,7 @@
 
 extern char** environ;
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr const char* kNeedsRoot = "--emulate-hosts needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces";
@@ -263,4 +263,4 @@ std::vector<std::pair<std::string, std::string>> emulated_rank_env(const Emulate
           {"GLOO_SOCKET_IFNAME", cluster.interface()}};
 }
 
-}  // namespace dp
+}  // namespace dualpipe

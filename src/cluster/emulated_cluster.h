@@ -22,7 +22,7 @@
 #include "cluster/placement.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct ClusterOptions {
   // Names the bridge and its ports inside the switch namespace and the
@@ -42,7 +42,7 @@ class EmulatedCluster {
  public:
   static constexpr int kMaxHosts = 64;
 
-  // Builds the network; throws dp::Error with one line when it cannot (not
+  // Builds the network; throws dualpipe::Error with one line when it cannot (not
   // root, no namespaces, ip or tc missing or failing), after removing what
   // it had made.
   EmulatedCluster(int hosts, LinkRate rate, ClusterOptions options = {});
@@ -74,7 +74,7 @@ class EmulatedCluster {
 
   // Runs the ip or tc program with `args` inside `host`'s namespace (-1: the
   // switch), e.g. tc(0, {"-s", "qdisc", "show"}), and returns its stdout;
-  // throws dp::Error with its first line on stderr if it fails.
+  // throws dualpipe::Error with its first line on stderr if it fails.
   std::string ip(int host, const std::vector<std::string>& args) const;
   std::string tc(int host, const std::vector<std::string>& args) const;
 
@@ -101,7 +101,7 @@ class EmulatedCluster {
   std::vector<netns::Child> spawned_;
 };
 
-// Throws the one-line dp::Error the constructor would throw when this
+// Throws the one-line dualpipe::Error the constructor would throw when this
 // process may not make network namespaces (not root, or unshare refused);
 // cheap (one short-lived child), for a launcher to call before anything else.
 void require_root_and_netns();
@@ -115,4 +115,4 @@ std::vector<std::pair<std::string, std::string>> emulated_rank_env(const Emulate
                                                                    const std::vector<int>& host_of, int rank,
                                                                    int master_port = 29500);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct Unit {
@@ -105,4 +105,4 @@ TbfParams tbf_params(LinkRate rate) {
   return p;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace dp {
+namespace dualpipe {
 
 struct LinkRate {
   std::uint64_t bits_per_second = 0;
@@ -16,7 +16,7 @@ struct LinkRate {
 // "10mbps" is 80 Mbit/s). A number may have a fraction ("1.5gbit"). A plain
 // number is bits per second (tc itself reads it as bytes per second; on our
 // command line every rate without a unit is in bits, like the flag's name).
-// The result must lie in 100kbit..100gbit. Throws dp::Error with one line
+// The result must lie in 100kbit..100gbit. Throws dualpipe::Error with one line
 // otherwise.
 LinkRate parse_link_rate(const std::string& text);
 
@@ -32,4 +32,4 @@ struct TbfParams {
 };
 TbfParams tbf_params(LinkRate rate);
 
-}  // namespace dp
+}  // namespace dualpipe

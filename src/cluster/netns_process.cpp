@@ -17,7 +17,7 @@
 
 #include "schedule/error.h"
 
-namespace dp::netns {
+namespace dualpipe::netns {
 namespace {
 
 std::vector<char*> c_array(const std::vector<std::string>& v) {
@@ -265,4 +265,4 @@ void kill_and_reap(Child& c) {
   c = Child{};
 }
 
-}  // namespace dp::netns
+}  // namespace dualpipe::netns

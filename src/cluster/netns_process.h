@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace dp::netns {
+namespace dualpipe::netns {
 
 // A child process and a pidfd of it: a signal or wait through the pidfd
 // reaches exactly that process, never another that got its pid after it was
@@ -50,7 +50,7 @@ RunResult run_in(int ns_fd, const std::string& program, const std::vector<std::s
 
 // Starts argv (argv[0] a path) in the namespace `ns_fd` with exactly the
 // environment `env` ("NAME=value" entries); the child gets SIGKILL when the
-// calling thread exits (PR_SET_PDEATHSIG). Throws dp::Error if it cannot be
+// calling thread exits (PR_SET_PDEATHSIG). Throws dualpipe::Error if it cannot be
 // started (fork, setns or exec failed).
 Child spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vector<std::string>& env);
 
@@ -58,4 +58,4 @@ Child spawn_in(int ns_fd, const std::vector<std::string>& argv, const std::vecto
 // /usr/sbin, /sbin, /usr/bin, /bin; "" if there is none.
 std::string find_program(const std::string& name);
 
-}  // namespace dp::netns
+}  // namespace dualpipe::netns

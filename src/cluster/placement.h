@@ -16,17 +16,17 @@
 //   and every host gets at least one rank because n_e <= ceil(hosts/E) <= P.
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
-// Throws dp::Error unless 1 <= hosts <= ranks, e.g.
+// Throws dualpipe::Error unless 1 <= hosts <= ranks, e.g.
 // "--emulate-hosts 5 needs at least 5 ranks (the run has 4)".
 void check_host_count(int hosts, int ranks);
 
-// The host of `rank` under the rule above; throws dp::Error for a host count
+// The host of `rank` under the rule above; throws dualpipe::Error for a host count
 // check_host_count refuses, for P or E below 1 or a rank outside 0..P*E-1.
 int host_of_rank(int rank, int pipeline_ranks, int expert_ranks, int hosts);
 
 // host_of_rank for every rank 0..P*E-1.
 std::vector<int> place_ranks(int pipeline_ranks, int expert_ranks, int hosts);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -39,7 +39,7 @@
 #include "pictures/palette.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr int kIdle = -1;
@@ -302,4 +302,4 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

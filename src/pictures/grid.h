@@ -6,7 +6,7 @@
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct GridOptions {
   bool color = false;  // ANSI colours (for terminals); without them plain text
@@ -25,4 +25,4 @@ inline std::string terminal_grid(const Schedule& s, const SimResult& sim, bool c
 // number, else the terminal's own (ioctl), else 0 (not a terminal).
 int terminal_columns();
 
-}  // namespace dp
+}  // namespace dualpipe

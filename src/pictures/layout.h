@@ -12,7 +12,7 @@
 #include "schedule/placement.h"
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 // Kinds drawn, in palette order: F, B, I, W.
 inline constexpr int kKinds = 4;
@@ -84,4 +84,4 @@ inline std::string xml_escaped(std::string_view text) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

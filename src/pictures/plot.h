@@ -3,9 +3,9 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
 std::string line_chart_svg(const std::string& title, const std::string& x_label, const std::string& y_label,
                            const std::vector<double>& xs, const std::vector<double>& ys);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -41,7 +41,7 @@
 #include "schedule/generators.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr double kTargetWidth = 1400;  // chart width for ordinary schedules
@@ -415,4 +415,4 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct SvgOptions {
   SvgOptions() = default;
@@ -29,11 +29,11 @@ struct SvgOptions {
 };
 
 // `sim` must come from simulate(s, ...) with the timeline recorded. Throws
-// dp::Error when the time or rank range is empty or outside the schedule.
+// dualpipe::Error when the time or rank range is empty or outside the schedule.
 std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& opt = {});
 
-// Parses "A:B" (either side may be empty) for the range options. Throws dp::Error naming `option`.
+// Parses "A:B" (either side may be empty) for the range options. Throws dualpipe::Error naming `option`.
 void parse_range(const std::string& option, const std::string& text, std::optional<double>& from,
                  std::optional<double>& to);
 
-}  // namespace dp
+}  // namespace dualpipe

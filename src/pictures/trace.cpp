@@ -17,7 +17,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 void json_escape(std::string& out, std::string_view text) {
@@ -81,4 +81,4 @@ std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,9 +6,9 @@
 #include "schedule/schedule.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 
 // `us_per_unit` converts simulator time units to trace microseconds.
 std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_unit = 1000.0);
 
-}  // namespace dp
+}  // namespace dualpipe

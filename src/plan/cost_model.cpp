@@ -6,7 +6,7 @@
 
 #include "schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 // Bytes per second of the slowest link a group of devices, `stride` apart,
@@ -131,9 +131,9 @@ ModelCosts model_costs(const ModelSpec& m, const ClusterSpec& c, const Parallel&
   return out;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 double total_params(const ModelSpec& m) {
   ClusterSpec one;
@@ -154,4 +154,4 @@ double active_params(const ModelSpec& m) {
   return n;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -7,7 +7,7 @@
 
 #include "plan/spec.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 // How the devices are used: devices = pp * dp; the ep devices of one expert
 // group are ep consecutive members of the data-parallel dimension (ep
@@ -39,7 +39,7 @@ struct ModelCosts {
   double p2p_latency = 0, p2p_bandwidth = 0;  // seconds; bytes per second
 };
 
-// Throws dp::Error if the degrees do not fit the model and cluster.
+// Throws dualpipe::Error if the degrees do not fit the model and cluster.
 ModelCosts model_costs(const ModelSpec& m, const ClusterSpec& c, const Parallel& par);
 
 // Sum of several parts (a stage).
@@ -49,4 +49,4 @@ PartCost& operator+=(PartCost& a, const PartCost& b);
 // are spaced `stride` devices apart (to tell NVLink from the network).
 double allreduce_seconds(const ClusterSpec& c, double bytes, int group, int stride);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -7,7 +7,7 @@
 
 #include "schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 MeasuredPart parse_part(const nlohmann::json& j, const std::string& where) {
@@ -57,4 +57,4 @@ void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par)
   put(mc.head, m.head, false);
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -7,7 +7,7 @@
 
 #include "plan/cost_model.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 struct MeasuredPart {
   double f = 0, i = 0, w = 0, act_bytes = 0;  // seconds, bytes
@@ -18,7 +18,7 @@ struct MeasuredCosts {
   MeasuredPart layer, embedding, head;
 };
 
-// Throws dp::Error naming the field (`where`.layer.f, ...) when malformed.
+// Throws dualpipe::Error naming the field (`where`.layer.f, ...) when malformed.
 MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
 
 // Replaces the compute times and activation bytes of every layer, the
@@ -27,4 +27,4 @@ MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
 // are); communication and parameters stay as computed.
 void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -9,7 +9,7 @@
 
 #include "schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 std::vector<std::vector<HeldStage>> held_stages(const Placement& pl) {
   std::vector<std::vector<HeldStage>> out(pl.stages_of.size());
@@ -154,4 +154,4 @@ std::string layout_text(const std::vector<int>& layers_per_stage) {
   return fmt::format("{}", fmt::join(layers_per_stage, ","));
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

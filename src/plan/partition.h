@@ -10,7 +10,7 @@
 
 #include "schedule/placement.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 // [rank] -> the stages it runs, with the share of the micro-batches each
 // gets there (DualPipe and Chimera run each of their two stages on half).
@@ -29,11 +29,11 @@ std::vector<int> balance_layers(const std::vector<double>& layer_time, double fi
 
 // A cut given by hand: "8,8,8,7" (layers per stage) or in the spirit of
 // Megatron's pipeline layout, "Et*8|t*8|t*8|t*7L" (E: embedding, t: a layer,
-// L: loss/head; stages separated by '|'). Throws dp::Error naming what is
+// L: loss/head; stages separated by '|'). Throws dualpipe::Error naming what is
 // wrong unless it has `stages` stages whose layers add up to `layers`.
 std::vector<int> parse_layout(const std::string& text, int stages, int layers);
 
 // "8,8,8,7".
 std::string layout_text(const std::vector<int>& layers_per_stage);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -13,7 +13,7 @@
 #include "schedule/placement.h"
 #include "sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -96,7 +96,7 @@ class Planner {
     const ClusterSpec& c = req_.cluster;
     std::vector<std::string> methods = req_.methods;
     if (methods.empty())
-      for (const Method& mm : dp::methods()) methods.emplace_back(mm.name);
+      for (const Method& mm : dualpipe::methods()) methods.emplace_back(mm.name);
     std::vector<Candidate> out;
     for (int pp : divisors(c.devices, m.layers)) {
       if (req_.pp && pp != req_.pp) continue;
@@ -314,4 +314,4 @@ BuiltPlan build_plan(const PlanRequest& req, const PlanRow& row) {
   return b;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -13,7 +13,7 @@
 #include "schedule/schedule.h"
 #include "sim/cost.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 struct PlanRequest {
   ModelSpec model;
@@ -61,7 +61,7 @@ inline constexpr int kMaxMicroBatches = 4096;
 // About 20 s of simulation on the development machine.
 inline constexpr double kMaxSimulatedActions = 1e9;
 
-// Throws dp::Error for inconsistent requests, enumerations that are too
+// Throws dualpipe::Error for inconsistent requests, enumerations that are too
 // large, and when no candidate fits the memory limit (naming what the
 // smallest one needs).
 PlanResult plan(const PlanRequest& req);
@@ -74,4 +74,4 @@ struct BuiltPlan {
 };
 BuiltPlan build_plan(const PlanRequest& req, const PlanRow& row);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

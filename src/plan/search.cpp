@@ -11,7 +11,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 // The search lays stages out as the generators do (PlacementStyle, from
@@ -405,4 +405,4 @@ SearchResult search(const SearchRequest& req) {
   return res;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

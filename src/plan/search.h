@@ -11,7 +11,7 @@
 #include "sim/cost.h"
 #include "sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 struct SearchRequest {
   int ranks = 0;          // P
@@ -35,11 +35,11 @@ struct SearchResult {
   long long evaluations = 0;  // schedules simulated
 };
 
-// Throws dp::Error for bad requests, and when nothing (neither a generator nor
+// Throws dualpipe::Error for bad requests, and when nothing (neither a generator nor
 // the search) fits the activation limit.
 SearchResult search(const SearchRequest& req);
 
 // The stage count of the request (see SearchRequest::stages).
 int search_stages(const SearchRequest& req);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -9,7 +9,7 @@
 #include "plan/presets.h"
 #include "schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 using nlohmann::json;
@@ -200,4 +200,4 @@ std::vector<std::string> preset_names() {
   return out;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

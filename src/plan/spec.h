@@ -9,7 +9,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 // Mixture-of-experts layers: routed experts of which each token uses top_k,
 // plus shared experts every token uses (DeepSeek-V3: 256, 8 and 1).
@@ -52,7 +52,7 @@ struct ClusterSpec {
   double link_latency_us = 0;  // per transfer
 };
 
-// Parse and validate; every problem is a dp::Error naming the field (with
+// Parse and validate; every problem is a dualpipe::Error naming the field (with
 // the `where` prefix, e.g. "model.hidden") and its valid range.
 ModelSpec parse_model(const nlohmann::json& j, const std::string& where = "model");
 ClusterSpec parse_cluster(const nlohmann::json& j, const std::string& where = "cluster");
@@ -72,4 +72,4 @@ double total_params(const ModelSpec& m);
 // Parameters one token uses (top-k experts only).
 double active_params(const ModelSpec& m);
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -15,9 +15,9 @@
 #include "runtime/torch_compat.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
-// A peer rank died or stalled while this rank waited for it. A dp::Error, so
+// A peer rank died or stalled while this rank waited for it. A dualpipe::Error, so
 // the command line prints it as its one line.
 struct PeerError : Error {
   PeerError(const std::string& message, bool timed_out_) : Error(message), timed_out(timed_out_) {}
@@ -138,4 +138,4 @@ std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds 
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world,
                               std::chrono::milliseconds timeout = std::chrono::minutes(5), bool local = true);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -24,7 +24,7 @@
 #include "runtime/stage.h"
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 // What a caller can get wrong when building an executor: a typed error, so
 // that a library user can tell the cases apart without reading the text.
@@ -74,7 +74,7 @@ struct StepOutput {
 
 class RankExecutor {
  public:
-  // `lowered` must be checked and lowered (dp::lower) and hold `model.stages`
+  // `lowered` must be checked and lowered (dualpipe::lower) and hold `model.stages`
   // stages; `pipeline` is this pipeline's group, whose rank is the schedule's
   // rank. Throws SetupError for a mismatch.
   RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineModel model, std::shared_ptr<Comm> pipeline,
@@ -153,4 +153,4 @@ class RankExecutor {
   std::unique_ptr<OverlapWorker> worker_;  // made on the first overlapped pair
 };
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -41,7 +41,7 @@
 #include "runtime/mesh.h"
 #include "runtime/stage.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct GradReduceOptions {
   int64_t bucket_bytes = 25 << 20;  // as PyTorch DDP's default
@@ -120,4 +120,4 @@ class GradReducer {
   std::function<void()> replica_sum_;
 };
 
-}  // namespace dp
+}  // namespace dualpipe

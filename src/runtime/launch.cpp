@@ -20,7 +20,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 int env_int(const char* name, int fallback, bool required) {
@@ -229,4 +229,4 @@ void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mes
   on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout)); });
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -14,7 +14,7 @@
 #include "runtime/comm.h"
 #include "runtime/mesh.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct RankEnv {
   int rank = 0, world = 1, local_rank = 0;
@@ -22,7 +22,7 @@ struct RankEnv {
   int master_port = 29500;
 };
 
-// The torchrun-style variables, if RANK is set; throws dp::Error if they are
+// The torchrun-style variables, if RANK is set; throws dualpipe::Error if they are
 // incomplete or inconsistent.
 std::optional<RankEnv> rank_from_env();
 
@@ -51,7 +51,7 @@ int supervise_ranks(const std::vector<pid_t>& pids);
 // compute thread and Gloo's I/O threads share cores, every transfer wakes a
 // thread; under the normal policy those wake-ups preempt and bounce threads
 // between cores, and a tiny-model step was 2.9x slower (docs/BENCHMARKS.md).
-// Throws dp::Error if the kernel refuses.
+// Throws dualpipe::Error if the kernel refuses.
 void use_batch_scheduling();
 
 // True in a rank process started by spawn_local_ranks (its launcher already
@@ -59,7 +59,7 @@ void use_batch_scheduling();
 bool is_spawned_rank();
 
 // A loopback TCP port that was free a moment ago (the kernel picks it);
-// throws dp::Error if there is none.
+// throws dualpipe::Error if there is none.
 int free_local_port();
 
 // Runs fn(comm) on `world` threads of this process, connected through an
@@ -70,4 +70,4 @@ void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)
 void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mesh&)>& fn,
                       std::chrono::milliseconds timeout = std::chrono::minutes(2));
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -22,7 +22,7 @@
 
 #include "runtime/comm.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct MeshShape {
   int pp = 1, ep = 1, dp = 1;
@@ -80,4 +80,4 @@ Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shap
 // A mesh that is one pipeline over an existing group (E = D = 1).
 Mesh pipeline_mesh(std::shared_ptr<Comm> comm);
 
-}  // namespace dp
+}  // namespace dualpipe

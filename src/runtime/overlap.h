@@ -24,7 +24,7 @@
 
 #include "runtime/comm.h"
 
-namespace dp {
+namespace dualpipe {
 
 // What a rank waited for, for the exposed-communication figures.
 enum class CommKind { Pipeline = 0, AllToAll = 1 };
@@ -116,4 +116,4 @@ class OverlapWorker {
   std::thread thread_;
 };
 
-}  // namespace dp
+}  // namespace dualpipe

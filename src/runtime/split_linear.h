@@ -17,7 +17,7 @@
 
 #include <torch/torch.h>
 
-namespace dp {
+namespace dualpipe {
 
 class WeightGradStore {
  public:
@@ -49,4 +49,4 @@ struct SplitLinearImpl : torch::nn::Module {
 };
 TORCH_MODULE(SplitLinear);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 
 #include <torch/torch.h>
 
-namespace dp {
+namespace dualpipe {
 
 class WeightGradStore;
 struct MoeStats;
@@ -45,4 +45,4 @@ struct PipelineModel {
   std::shared_ptr<MoeStats> moe_stats;
 };
 
-}  // namespace dp
+}  // namespace dualpipe

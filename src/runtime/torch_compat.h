@@ -15,7 +15,7 @@
 #include <cstdlib>
 #include <string>
 
-namespace dp::compat {
+namespace dualpipe::compat {
 
 // Work handle of an asynchronous c10d operation (c10d::Work in 1.13 and 2.x).
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
@@ -80,4 +80,4 @@ inline StorePtr make_prefix_store(const std::string& prefix, const StorePtr& sto
 
 inline std::string version() { return TORCH_VERSION; }
 
-}  // namespace dp::compat
+}  // namespace dualpipe::compat

@@ -7,7 +7,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 const char* op_name(Op op) {
   switch (op) {
@@ -126,4 +126,4 @@ Action parse_action(std::string_view text) {
       printable(text)));
 }
 
-}  // namespace dp
+}  // namespace dualpipe

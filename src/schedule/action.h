@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace dp {
+namespace dualpipe {
 
 enum class Op : std::uint8_t {
   F,       // forward of one stage on one micro-batch
@@ -80,7 +80,7 @@ std::string to_string(const Action& a);
 // cut after `max_chars` characters.
 std::string printable(std::string_view text, std::size_t max_chars = 60);
 
-// Parses one action string; throws dp::Error naming the text on failure.
+// Parses one action string; throws dualpipe::Error naming the text on failure.
 Action parse_action(std::string_view text);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -10,7 +10,7 @@
 #include "schedule/error.h"
 #include "schedule/walk.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Every action has a global index: its rank's offset plus its position. One
@@ -323,4 +323,4 @@ void check_or_throw(const Schedule& s) {
   throw Error(msg);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,7 +6,7 @@
 
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct CheckReport {
   std::vector<std::string> errors;  // each names rank, position and action where it can
@@ -28,7 +28,7 @@ struct CheckReport {
 // Stops collecting after `max_errors`.
 CheckReport check(const Schedule& s, std::size_t max_errors = 20);
 
-// Throws dp::Error with the first problem (and how many more there are).
+// Throws dualpipe::Error with the first problem (and how many more there are).
 void check_or_throw(const Schedule& s);
 
-}  // namespace dp
+}  // namespace dualpipe

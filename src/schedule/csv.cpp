@@ -12,7 +12,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 void write_csv(std::ostream& out, const Schedule& s) {
   for (const auto& rank : s.actions) {
@@ -181,4 +181,4 @@ Schedule read_csv_file(const std::string& path, const CsvLimits& limits) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

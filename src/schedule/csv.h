@@ -10,7 +10,7 @@
 
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 void write_csv(std::ostream& out, const Schedule& s);
 std::string to_csv(const Schedule& s);
@@ -31,4 +31,4 @@ struct CsvLimits {
 Schedule read_csv(std::istream& in, const std::string& origin, const CsvLimits& limits = {});
 Schedule read_csv_file(const std::string& path, const CsvLimits& limits = {});
 
-}  // namespace dp
+}  // namespace dualpipe

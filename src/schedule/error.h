@@ -5,10 +5,10 @@
 #include <stdexcept>
 #include <string>
 
-namespace dp {
+namespace dualpipe {
 
 struct Error : std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -40,7 +40,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule chimera(const Shape& shape) {
   require_basic_shape("chimera", shape);
@@ -79,4 +79,4 @@ Schedule chimera(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -19,7 +19,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct PhaseInfo {
@@ -152,4 +152,4 @@ Schedule dualpipev(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

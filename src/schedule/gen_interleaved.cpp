@@ -35,7 +35,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct Slot {
@@ -94,4 +94,4 @@ Schedule interleaved_1f1b(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -38,7 +38,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule zb1p(const Shape& shape) {
   require_basic_shape("zb1p", shape);
@@ -127,4 +127,4 @@ Schedule zbv(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

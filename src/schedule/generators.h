@@ -1,12 +1,12 @@
 #pragma once
 // Schedule generators: each one is a small pure function of the shape.
-// They throw dp::Error with the valid range when a shape is not supported.
+// They throw dualpipe::Error with the valid range when a shape is not supported.
 #include <string>
 #include <vector>
 
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct Shape {
   int ranks = 0;          // P
@@ -68,12 +68,12 @@ struct Method {
   // nullptr: none beyond "stage = rank" and "the rank's other stage".
   const char* directions[2];
 
-  int stage_count(int ranks, int chunks) const { return dp::stage_count(placement, ranks, chunks); }
+  int stage_count(int ranks, int chunks) const { return dualpipe::stage_count(placement, ranks, chunks); }
   bool takes_chunks() const { return placement == PlacementStyle::Interleaved; }
   bool v_shaped() const { return placement == PlacementStyle::V; }
 };
 const std::vector<Method>& methods();
-// Throws dp::Error listing the known names.
+// Throws dualpipe::Error listing the known names.
 const Method& find_method(const std::string& name);
 // nullptr for a name that is not a method ("file", "search", ...).
 const Method* method_named(const std::string& name);
@@ -86,7 +86,7 @@ Schedule generate(const std::string& method, const Shape& shape);
 // memory instead of saying no. DualPipe at P=512, N=8192 (the benchmark's
 // largest case) needs 4.2 M.
 inline constexpr long long kMaxGeneratedCells = 1LL << 24;
-// Throws dp::Error, stating the limit, when `method` at `shape` would exceed
+// Throws dualpipe::Error, stating the limit, when `method` at `shape` would exceed
 // it. Counts the stages the method uses (V*P, 2P or P) and at least 2P
 // micro-batches, because DualPipe and ZB-V build that many for small N.
 void require_feasible_size(const std::string& method, const Shape& shape);
@@ -94,4 +94,4 @@ void require_feasible_size(const std::string& method, const Shape& shape);
 // For generator implementations: throws unless ranks >= 1 and N >= 1.
 void require_basic_shape(const char* method, const Shape& shape);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -4,7 +4,7 @@
 #include "schedule/error.h"
 #include "schedule/placement.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule lower(const Schedule& s) {
   if (s.has_comm()) throw Error("schedule already holds communication actions; lower a compute-only schedule");
@@ -47,4 +47,4 @@ Schedule lower(const Schedule& s) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

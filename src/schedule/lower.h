@@ -7,9 +7,9 @@
 // order here is the order in which data is needed.)
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
-// Expects a valid compute-only schedule (throws dp::Error otherwise).
+// Expects a valid compute-only schedule (throws dualpipe::Error otherwise).
 Schedule lower(const Schedule& s);
 
-}  // namespace dp
+}  // namespace dualpipe

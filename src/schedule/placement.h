@@ -10,7 +10,7 @@
 
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct Placement {
   int stages = 0, micro_batches = 0;
@@ -68,4 +68,4 @@ inline Placement placement_of(const Schedule& s) {
   return p;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

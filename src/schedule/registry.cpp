@@ -5,7 +5,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 namespace {
 
@@ -102,4 +102,4 @@ Schedule compute_only(const Schedule& s) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 
 #include "schedule/action.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct Schedule {
   std::string method;  // generator name, or "file" for schedules read from CSV
@@ -34,4 +34,4 @@ struct Schedule {
 // The same schedule with communication actions removed.
 Schedule compute_only(const Schedule& s);
 
-}  // namespace dp
+}  // namespace dualpipe

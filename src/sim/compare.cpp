@@ -7,7 +7,7 @@
 #include "schedule/error.h"
 #include "schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks) {
   const Method* m = method_named(method);
@@ -143,4 +143,4 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
   return rows;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -10,7 +10,7 @@
 #include "sim/data_parallel.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct CompareRow {
   std::string method;
@@ -54,4 +54,4 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks = 2,
 // The published bubble formula for `method` (PIPELINES.md), if any.
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks);
 
-}  // namespace dp
+}  // namespace dualpipe

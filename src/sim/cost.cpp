@@ -9,7 +9,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 double parse_number(const std::string& text, const std::string& key) {
@@ -187,4 +187,4 @@ std::string describe(const Costs& c) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
 struct Costs {
   // One value for every stage, or one per stage.
@@ -54,7 +54,7 @@ struct Costs {
   // True when some stage's chunks spend time in all-to-alls.
   bool has_a2a() const;
 
-  // Throws dp::Error unless every list has 1 or `stages` entries and all
+  // Throws dualpipe::Error unless every list has 1 or `stages` entries and all
   // values make sense (non-negative, W <= B).
   void validate(int stages) const;
 
@@ -68,15 +68,15 @@ struct Costs {
 };
 
 // Parses "F=1,B=2,W=1,FB=3"; a per-stage list is written with colons:
-// "F=1:1:1.5:1". Keys not given keep their defaults. Throws dp::Error.
+// "F=1:1:1.5:1". Keys not given keep their defaults. Throws dualpipe::Error.
 Costs parse_costs(const std::string& spec);
 
 // "1e6" or "1e6:2e6:..." (one value for all stages, or one per stage) for
-// the all-to-all options; `what` names the option in errors. Throws dp::Error.
+// the all-to-all options; `what` names the option in errors. Throws dualpipe::Error.
 std::vector<double> parse_stage_values(const std::string& text, const std::string& what);
 std::vector<int> parse_stage_counts(const std::string& text, const std::string& what);
 
 // "F=1 B=2 W=1 FB=3" for headings.
 std::string describe(const Costs& c);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 #include "schedule/error.h"
 #include "schedule/placement.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 double pick(const std::vector<double>& v, int stage) {
@@ -198,4 +198,4 @@ std::vector<RankMemory> rank_memory(const Schedule& s, const DataParallel& d) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

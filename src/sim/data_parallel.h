@@ -11,7 +11,7 @@
 #include "sim/memory.h"
 #include "sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct DataParallel {
   int replicas = 1;                 // D: copies of the whole pipeline
@@ -33,7 +33,7 @@ struct DataParallel {
   double params(int stage) const;  // param_bytes, else grad_bytes, else 0
   bool reduces() const;            // some stage has gradient bytes to reduce
   bool has_memory() const;         // some byte size is given: a memory table makes sense
-  // Throws dp::Error unless every list has 1 or `stages` values and every
+  // Throws dualpipe::Error unless every list has 1 or `stages` values and every
   // value makes sense (D >= 1, finite, not negative, a rate where there are
   // bytes to reduce).
   void validate(int stages) const;
@@ -64,13 +64,13 @@ struct GradReduce {
 // the same schedule at the same time, so it waits only for this pipeline's
 // ranks: it is ready when the last of them has its gradients, and starts
 // when their links are free as well. A link carries one collective at a
-// time, in the order they become ready. Throws dp::Error on bad options.
+// time, in the order they become ready. Throws dualpipe::Error on bad options.
 GradReduce reduce_gradients(const Schedule& s, const SimResult& sim, const DataParallel& d);
 
 // Every rank's memory in bytes: the weights and gradients of each stage it
 // runs, AdamW's two moments (2 x the weights' bytes; divided over the
 // stage's holders with ZeRO-1) and its peak activations
-// (peak_activation_bytes). Throws dp::Error on bad options.
+// (peak_activation_bytes). Throws dualpipe::Error on bad options.
 std::vector<RankMemory> rank_memory(const Schedule& s, const DataParallel& d);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,7 +9,7 @@
 
 #include "schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct BytesPerParam {
   double param = 2, grad = 4, optimizer = 12;
@@ -39,4 +39,4 @@ RankMemory state_memory(const HeldParams& p, const BytesPerParam& bytes, bool ze
 // actions are ignored.
 std::vector<double> peak_activation_bytes(const Schedule& s, const std::vector<double>& bytes_per_stage);
 
-}  // namespace dp
+}  // namespace dualpipe

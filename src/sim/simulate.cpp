@@ -9,7 +9,7 @@
 #include "schedule/placement.h"
 #include "schedule/walk.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // The waits of one chunk run alone from `t0`: piece, all-to-all, piece, ...
@@ -210,4 +210,4 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   return res;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

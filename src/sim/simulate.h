@@ -7,7 +7,7 @@
 #include "schedule/schedule.h"
 #include "sim/cost.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct Span {
   double start = 0, end = 0;
@@ -50,7 +50,7 @@ struct SimOptions {
   bool timeline = true;  // record spans (off saves memory on huge schedules)
 };
 
-// Checks the schedule and the costs first; throws dp::Error if either is bad.
+// Checks the schedule and the costs first; throws dualpipe::Error if either is bad.
 // Actions other than F, B, I, W and F&B take no time on their rank.
 SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt = {});
 
@@ -76,4 +76,4 @@ PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b);
 // The same two chunks one after the other, every all-to-all exposed.
 PairTime serial_pair(const ChunkWork& f, const ChunkWork& b);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -17,7 +17,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace fs = std::filesystem;
 namespace {
 
@@ -138,7 +138,7 @@ std::string type_problem(const nlohmann::ordered_json& made, const Identity& run
 std::string problem_of(const std::string& path, int step, const Identity& identity);
 
 // Why the checkpoint at `path` is not usable, or "" if it is complete and
-// intact. Throws dp::Error if it belongs to another run.
+// intact. Throws dualpipe::Error if it belongs to another run.
 std::string problem(const std::string& path, int step, const Identity& identity) {
   try {
     return problem_of(path, step, identity);
@@ -424,4 +424,4 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
   }
 }
 
-}  // namespace dp
+}  // namespace dualpipe

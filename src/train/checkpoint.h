@@ -26,7 +26,7 @@
 #include "schedule/schedule.h"
 #include "train/models.h"
 
-namespace dp {
+namespace dualpipe {
 
 using Identity = nlohmann::ordered_json;
 
@@ -59,7 +59,7 @@ struct FoundCheckpoint {
 
 // The newest complete checkpoint in `dir`, or none. Incomplete (no manifest)
 // and corrupt ones (unreadable manifest, missing file, size or checksum
-// mismatch) are skipped, each with one line through `warn`. Throws dp::Error
+// mismatch) are skipped, each with one line through `warn`. Throws dualpipe::Error
 // if the newest complete one was made by a different run (another method,
 // shape or model), naming the difference.
 std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
@@ -67,7 +67,7 @@ std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Ide
 
 // An exclusive lock (flock) on DIR/.lock, held while it lives, by the process
 // that launches a run: two runs writing into one folder would overwrite and
-// delete each other's checkpoints. Creates DIR if needed; throws dp::Error
+// delete each other's checkpoints. Creates DIR if needed; throws dualpipe::Error
 // naming the folder if another process holds the lock.
 class CheckpointLock {
  public:
@@ -80,7 +80,7 @@ class CheckpointLock {
   int fd_ = -1;
 };
 
-// Throws dp::Error if `dir` holds a complete checkpoint: a run that does not
+// Throws dualpipe::Error if `dir` holds a complete checkpoint: a run that does not
 // resume would otherwise mix its checkpoints with an earlier run's.
 void check_no_checkpoint(const std::string& dir);
 
@@ -91,8 +91,8 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
                      torch::optim::Optimizer* optimizer, Comm& comm);
 
 // Loads this rank's file of DIR/step-N (o.resume_step) into the stages and
-// the optimizer, after checking it against the manifest; throws dp::Error.
+// the optimizer, after checking it against the manifest; throws dualpipe::Error.
 void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& stages,
                      torch::optim::Optimizer* optimizer, int rank);
 
-}  // namespace dp
+}  // namespace dualpipe

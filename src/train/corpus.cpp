@@ -10,7 +10,7 @@
 #include "schedule/error.h"
 #include "schedule/text_file.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Original prose written for this project (no third-party text). Kept as
@@ -149,4 +149,4 @@ Corpus load_corpus(const std::string& path, int64_t min_chars) {
   return Corpus(text, path);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
 class Corpus {
  public:
@@ -49,8 +49,8 @@ class Corpus {
 const std::string& builtin_text();
 
 // The text of `path`, or the built-in one when `path` is empty. Throws
-// dp::Error (one line, naming the file) if the file is missing, unreadable,
+// dualpipe::Error (one line, naming the file) if the file is missing, unreadable,
 // empty, or has fewer than `min_chars` characters.
 Corpus load_corpus(const std::string& path, int64_t min_chars);
 
-}  // namespace dp
+}  // namespace dualpipe

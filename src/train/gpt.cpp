@@ -13,7 +13,7 @@
 #include "schedule/error.h"
 #include "train/corpus.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Causal multi-head self-attention with plain tensor ops (LibTorch 1.13 has
@@ -263,4 +263,4 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
   return m;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

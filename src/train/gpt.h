@@ -33,9 +33,9 @@
 
 #include "train/models.h"
 
-namespace dp {
+namespace dualpipe {
 
-// moe: the MoE layer settings of a config; throws dp::Error for bad ones.
+// moe: the MoE layer settings of a config; throws dualpipe::Error for bad ones.
 MoeConfig moe_config(const ModelConfig& c);
 void check_moe(const ModelConfig& c);
 
@@ -45,4 +45,4 @@ int gpt_layers(const ModelConfig& c);
 // The blocks of stage `stage`: [first, end) of `layers`, cut over `stages`.
 std::pair<int, int> gpt_blocks(int stage, int stages, int layers);
 
-}  // namespace dp
+}  // namespace dualpipe

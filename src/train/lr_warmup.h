@@ -3,7 +3,7 @@
 // step 1 spikes (the first updates move every weight by about lr, whatever
 // its gradient), so the rate rises linearly over the first steps.
 
-namespace dp {
+namespace dualpipe {
 
 // The warm-up length `train` uses when --warmup-steps is not given: a tenth
 // of the run, at most 50 steps (none for runs under 10 steps).
@@ -15,4 +15,4 @@ inline double warmup_lr(double lr, int step, int warmup) {
   return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

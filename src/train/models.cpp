@@ -8,7 +8,7 @@
 #include "runtime/split_linear.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 torch::Tensor seeded_normal(std::vector<int64_t> shape, uint64_t seed, torch::Dtype dtype) {
@@ -83,4 +83,4 @@ PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
   throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe)", c.name));
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,7 +6,7 @@
 #include "runtime/stage.h"
 #include "train/moe.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct ModelConfig {
   std::string name = "mlp";  // mlp, gpt or moe
@@ -55,11 +55,11 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& experts = {});
 // The inner width of an mlp stage.
 inline int64_t mlp_ffn(const ModelConfig& c) { return c.ffn > 0 ? c.ffn : 4 * c.hidden; }
 
-// Throws dp::Error for unknown names or bad sizes. `experts`: the expert
+// Throws dualpipe::Error for unknown names or bad sizes. `experts`: the expert
 // group of this rank (moe with ep > 1), else ignored.
 PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts = {});
 
 // moe: the inner width of an expert.
 inline int64_t moe_expert_ffn(const ModelConfig& c) { return c.expert_ffn > 0 ? c.expert_ffn : 2 * c.hidden; }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -7,7 +7,7 @@
 
 #include "runtime/overlap.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -215,4 +215,4 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   return y.reshape(x.sizes());
 }
 
-}  // namespace dp
+}  // namespace dualpipe

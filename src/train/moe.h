@@ -35,7 +35,7 @@
 #include "runtime/comm.h"
 #include "runtime/split_linear.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct ExpertGroup {
   std::shared_ptr<Comm> fwd, bwd;  // null: every expert is local, no communication
@@ -93,4 +93,4 @@ TORCH_MODULE(MoeLayer);
 // True for the parameters of routed experts ("...moe.expert<j>....").
 bool is_routed_expert_param(const std::string& name);
 
-}  // namespace dp
+}  // namespace dualpipe

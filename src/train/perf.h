@@ -8,7 +8,7 @@
 #include "schedule/schedule.h"
 #include "train/models.h"
 
-namespace dp {
+namespace dualpipe {
 
 // Matrix-product FLOPs of one stage on one micro-batch, by action kind
 // (mlp only: two Linear layers; 2*m*n*k per product). F: forward; I: input
@@ -49,4 +49,4 @@ double transfer_seconds(Comm& comm, const std::vector<int64_t>& shape, torch::Dt
 // call it. 0 with one member.
 double all_to_all_seconds(Comm& comm, int64_t rows, int64_t width, torch::Dtype dtype, int repeats);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -15,7 +15,7 @@
 
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -407,4 +407,4 @@ Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<Acti
   return c;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

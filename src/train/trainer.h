@@ -15,7 +15,7 @@
 #include "train/checkpoint.h"
 #include "train/models.h"
 
-namespace dp {
+namespace dualpipe {
 
 // Testing hook for failure handling, set from DUALPIPE_TEST_FAULT=KIND:RANK:STEP
 // (fault_from_env): in step STEP (1-based), rank RANK
@@ -29,7 +29,7 @@ struct Fault {
   enum Kind { None, Kill, Stall, KillBeforeManifest } kind = None;
   int rank = -1, step = 0;
 };
-// Throws dp::Error if the variable is set but malformed.
+// Throws dualpipe::Error if the variable is set but malformed.
 Fault fault_from_env();
 
 // How gradients are reduced over their holders (grad_reduce.h).
@@ -133,4 +133,4 @@ SimResult measured_result(const Schedule& lowered, const std::vector<std::vector
 // where the stage ran it, as simulator costs.
 Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -8,7 +8,7 @@
 #include "runtime/flat_params.h"
 #include "train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   double scale = b.abs().max().item<double>();
@@ -200,4 +200,4 @@ VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const 
   return res;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

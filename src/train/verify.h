@@ -10,7 +10,7 @@
 #include "train/models.h"
 #include "train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 
 struct VerifyResult {
   double loss_error = 0;  // largest relative difference of the per-micro-batch losses
@@ -53,4 +53,4 @@ Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t mi
 // max |a - b| / max |b| (0 when both are zero).
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b);
 
-}  // namespace dp
+}  // namespace dualpipe

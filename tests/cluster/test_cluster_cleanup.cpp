@@ -20,7 +20,7 @@
 #include "cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr LinkRate kRate{100'000'000};
@@ -313,4 +313,4 @@ TEST(ClusterPrivileges, CheckAgreesWithUnshare) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -12,7 +12,7 @@
 #include "cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test::Flow;
@@ -212,4 +212,4 @@ TEST(EmulatedCluster, DISABLED_AccuracyTable) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,7 +6,7 @@
 #include "cluster/placement.h"
 #include "schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using V = std::vector<int>;
@@ -79,4 +79,4 @@ TEST(Placement, MoreHostsThanRanksIsRefused) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -150,4 +150,4 @@ TEST(BadInput, LauncherVariablesThatDoNotMatchTheSchedule) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

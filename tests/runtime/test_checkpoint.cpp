@@ -23,7 +23,7 @@
 #include "train/remove_tree.h"
 #include "train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 namespace fs = std::filesystem;
 
@@ -305,9 +305,9 @@ TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // remove_tree (used for old checkpoints) removes nested folders and files,
@@ -329,4 +329,4 @@ TEST(RemoveTree, RemovesNestedFoldersButNotWhatALinkPointsTo) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

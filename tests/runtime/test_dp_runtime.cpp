@@ -21,7 +21,7 @@
 #include "train/trainer.h"
 #include "train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 int error_lines(const std::string& text) {
@@ -261,4 +261,4 @@ TEST(DpRuntimeCli, CheckpointOfAnotherMeshIsRefused) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

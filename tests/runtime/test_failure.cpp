@@ -16,7 +16,7 @@
 
 #include "runtime/launch.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -203,4 +203,4 @@ TEST(RankFailure, LostConnectionIsNamedWithoutWaitingForTheTimeout) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

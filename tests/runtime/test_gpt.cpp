@@ -16,7 +16,7 @@
 #include "train/gpt.h"
 #include "train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Tiny, so that every schedule runs in well under a second.
@@ -284,4 +284,4 @@ TEST(GptTraining, LossGoesDownOnTheBuiltInCorpus) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

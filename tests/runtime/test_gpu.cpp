@@ -18,7 +18,7 @@
 #include "schedule/generators.h"
 #include "schedule/lower.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr int64_t kBatch = 4, kWidth = 8;
@@ -138,4 +138,4 @@ TEST_F(Gpu, StagedAllReduceSumsDeviceTensors) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

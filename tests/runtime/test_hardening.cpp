@@ -28,7 +28,7 @@
 #include "train/lr_warmup.h"
 #include "train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 namespace fs = std::filesystem;
 
@@ -311,4 +311,4 @@ TEST(Hardening, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -23,7 +23,7 @@
 #include "train/trainer.h"
 #include "train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(Mesh, LayoutRoundTripsAndGroupsAreConsistent) {
@@ -278,4 +278,4 @@ TEST(MoeCli, EmulatedHostsWithoutRootIsOneLine) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,7 +6,7 @@
 #include "schedule/lower.h"
 #include "train/perf.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 ModelConfig mlp(int64_t h, int64_t seq, int64_t mbs, int64_t ffn = 0) {
@@ -87,4 +87,4 @@ TEST(Perf, TransferTimeBetweenThreadRanks) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -18,7 +18,7 @@
 #include "schedule/lower.h"
 #include "train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(SplitLinear, DeferredWeightGradientEqualsFullBackward) {
@@ -263,4 +263,4 @@ TEST(VerifyCli, BadInputExitsWithCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

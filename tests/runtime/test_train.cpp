@@ -14,7 +14,7 @@
 #include "schedule/lower.h"
 #include "train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TrainOptions mlp_options(const Schedule& s, int steps) {
@@ -165,4 +165,4 @@ TEST(TrainCli, BadOptions) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
