@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "plan/planner.h"
-#include "plan/spec.h"
+#include "dualpipe/plan/planner.h"
+#include "dualpipe/plan/spec.h"
 
 int main(int argc, char** argv) {
   const int runs = argc > 1 ? std::atoi(argv[1]) : 3;

@@ -12,9 +12,9 @@
 #include <fstream>
 #include <string>
 
-#include "schedule/check.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 // simulates to the same step time. A violation traps (libFuzzer: a crash).
 #include <cmath>
 
-#include "schedule/check.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
 inline void require_valid_schedule_invariants(const dualpipe::Schedule& s) {
   const dualpipe::SimResult r = dualpipe::simulate(s, dualpipe::Costs{});

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "schedule/action.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/action.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

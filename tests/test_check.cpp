@@ -1,10 +1,10 @@
 // The checker: every kind of broken schedule is caught and named.
 #include <gtest/gtest.h>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 
 namespace dualpipe {
 namespace {

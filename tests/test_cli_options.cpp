@@ -9,7 +9,7 @@
 #include "cli_run.h"
 #include <nlohmann/json.hpp>
 
-#include "pictures/plot.h"
+#include "dualpipe/pictures/plot.h"
 
 namespace dualpipe {
 namespace {

@@ -2,8 +2,8 @@
 // published closed forms.
 #include <gtest/gtest.h>
 
-#include "schedule/error.h"
-#include "sim/compare.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/sim/compare.h"
 
 namespace dualpipe {
 namespace {

@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <regex>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 #include "test_util.h"
 
 namespace dualpipe {

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "cli_run.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/text_file.h"
 
 namespace dualpipe {

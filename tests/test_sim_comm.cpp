@@ -8,11 +8,11 @@
 #include <cmath>
 
 #include "cli_run.h"
-#include "pictures/svg.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/compare.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/compare.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace dualpipe {
 namespace {

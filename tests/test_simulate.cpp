@@ -1,9 +1,9 @@
 // The simulator against figures derived by hand and from PIPELINES.md.
 #include <gtest/gtest.h>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace dualpipe {
 namespace {

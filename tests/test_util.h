@@ -5,9 +5,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "schedule/action.h"
-#include "schedule/csv.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/action.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe::test {
 

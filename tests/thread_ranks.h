@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "runtime/launch.h"
-#include "schedule/lower.h"
-#include "train/trainer.h"
-#include "train/verify.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
 
 namespace dualpipe::test_support {
 

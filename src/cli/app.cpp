@@ -8,7 +8,7 @@
 #include <string>
 
 #include "cli/common.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 #include <dualpipe/version.h>
 

@@ -12,11 +12,11 @@
 #include "cli/memory_fit.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "schedule/error.h"
-#include "schedule/lower.h"
-#include "train/gpt.h"
-#include "train/perf.h"
-#include "train/trainer.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/gpt.h"
+#include "dualpipe/train/perf.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe::cli {
 

@@ -6,9 +6,9 @@
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
 #include "schedule/words.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/compare.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/compare.h"
 
 namespace dualpipe::cli {
 

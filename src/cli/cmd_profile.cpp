@@ -15,9 +15,9 @@
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "runtime/malloc_tuning.h"
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
-#include "train/gpt.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/train/gpt.h"
 
 namespace dualpipe::cli {
 namespace {

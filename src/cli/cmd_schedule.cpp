@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "pictures/grid.h"
-#include "schedule/csv.h"
-#include "schedule/lower.h"
+#include "dualpipe/pictures/grid.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/lower.h"
 #include "schedule/words.h"
-#include "sim/simulate.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace dualpipe::cli {
 

@@ -5,10 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "pictures/svg.h"
-#include "plan/search.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/plan/search.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::cli {
 

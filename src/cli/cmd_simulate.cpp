@@ -6,11 +6,11 @@
 
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/words.h"
-#include "pictures/svg.h"
-#include "pictures/trace.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/pictures/trace.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace dualpipe::cli {
 

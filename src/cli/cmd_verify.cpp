@@ -6,9 +6,9 @@
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "schedule/lower.h"
-#include "train/checkpoint.h"
-#include "train/verify.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/verify.h"
 
 namespace dualpipe::cli {
 namespace {

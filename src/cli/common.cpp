@@ -11,10 +11,10 @@
 #include <fstream>
 #include <vector>
 
-#include "schedule/check.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 #include "schedule/words.h"
 
 namespace dualpipe::cli {

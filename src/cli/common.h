@@ -4,8 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "schedule/schedule.h"
-#include "sim/cost.h"
+#include "dualpipe/schedule/schedule.h"
+#include "dualpipe/sim/cost.h"
 
 namespace dualpipe::cli {
 

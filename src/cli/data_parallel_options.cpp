@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "schedule/error.h"
-#include "sim/cost.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/sim/cost.h"
 
 namespace dualpipe::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/data_parallel.h"
+#include "dualpipe/sim/data_parallel.h"
 
 namespace dualpipe::cli {
 

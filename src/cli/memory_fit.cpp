@@ -8,11 +8,11 @@
 #include <sstream>
 #include <vector>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
-#include "sim/memory.h"
-#include "train/gpt.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/memory.h"
+#include "dualpipe/train/gpt.h"
 
 namespace dualpipe::cli {
 namespace {

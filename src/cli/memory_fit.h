@@ -5,8 +5,8 @@
 #include <string>
 
 #include "cli/torch_common.h"
-#include "schedule/schedule.h"
-#include "train/models.h"
+#include "dualpipe/schedule/schedule.h"
+#include "dualpipe/train/models.h"
 
 namespace dualpipe::cli {
 

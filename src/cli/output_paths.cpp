@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "cli/common.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::cli {
 

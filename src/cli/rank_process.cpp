@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <utility>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::cli {
 

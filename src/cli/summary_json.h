@@ -12,7 +12,7 @@
 
 #include "cli/rank_process.h"
 #include "cli/torch_common.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe::cli {
 

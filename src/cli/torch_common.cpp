@@ -9,10 +9,10 @@
 #include <cstdlib>
 
 #include "cli/rank_process.h"
-#include "cluster/emulated_cluster.h"
-#include "runtime/launch.h"
+#include "dualpipe/cluster/emulated_cluster.h"
+#include "dualpipe/runtime/launch.h"
 #include "runtime/malloc_tuning.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::cli {
 

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "cli/common.h"
-#include "runtime/comm.h"
-#include "runtime/mesh.h"
-#include "train/models.h"
-#include "train/trainer.h"
+#include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/train/models.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe::cli {
 

@@ -16,7 +16,7 @@
 #include <cstring>
 #include <thread>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -12,8 +12,8 @@
 #include <cstring>
 #include <exception>
 
-#include "cluster/netns_process.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/netns_process.h"
+#include "dualpipe/schedule/error.h"
 
 extern char** environ;
 

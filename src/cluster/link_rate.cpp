@@ -1,4 +1,4 @@
-#include "cluster/link_rate.h"
+#include "dualpipe/cluster/link_rate.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

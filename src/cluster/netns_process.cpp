@@ -1,4 +1,4 @@
-#include "cluster/netns_process.h"
+#include "dualpipe/cluster/netns_process.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -15,7 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::netns {
 namespace {

@@ -1,8 +1,8 @@
-#include "cluster/placement.h"
+#include "dualpipe/cluster/placement.h"
 
 #include <fmt/format.h>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 

@@ -23,7 +23,7 @@
 //   blue, I green, W purple; darker for later chunks) and a pair is split
 //   into its forward and backward colours.
 // - The legend names only what the grid shows.
-#include "pictures/grid.h"
+#include "dualpipe/pictures/grid.h"
 
 #include <fmt/format.h>
 #include <sys/ioctl.h>
@@ -37,7 +37,7 @@
 
 #include "pictures/layout.h"
 #include "pictures/palette.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "schedule/placement.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe {
 

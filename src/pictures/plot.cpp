@@ -1,4 +1,4 @@
-#include "pictures/plot.h"
+#include "dualpipe/pictures/plot.h"
 
 #include <fmt/format.h>
 

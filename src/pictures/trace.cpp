@@ -8,14 +8,14 @@
 // one "i" (instant) event per stage-only action (UNSHARD, RESHARD, REDUCE_GRAD),
 // "M" (metadata) events name the process and the threads and keep the
 // threads in rank order.
-#include "pictures/trace.h"
+#include "dualpipe/pictures/trace.h"
 
 #include <fmt/format.h>
 
 #include <iterator>
 #include <string_view>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

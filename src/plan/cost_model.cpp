@@ -1,10 +1,10 @@
-#include "plan/cost_model.h"
+#include "dualpipe/plan/cost_model.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
 namespace {

@@ -1,11 +1,11 @@
-#include "plan/measured.h"
+#include "dualpipe/plan/measured.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
 namespace {

@@ -1,4 +1,4 @@
-#include "plan/partition.h"
+#include "dualpipe/plan/partition.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <limits>
 #include <numeric>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
 

@@ -1,4 +1,4 @@
-#include "plan/planner.h"
+#include "dualpipe/plan/planner.h"
 
 #include <fmt/format.h>
 
@@ -7,11 +7,11 @@
 #include <map>
 #include <set>
 
-#include "plan/partition.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/placement.h"
-#include "sim/simulate.h"
+#include "dualpipe/plan/partition.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace dualpipe::plan {
 namespace {

@@ -1,4 +1,4 @@
-#include "plan/search.h"
+#include "dualpipe/plan/search.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 #include <optional>
 #include <random>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe::plan {
 namespace {

@@ -1,4 +1,4 @@
-#include "plan/spec.h"
+#include "dualpipe/plan/spec.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plan/presets.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/comm.h"
+#include "dualpipe/runtime/comm.h"
 
 #include <fmt/format.h>
 

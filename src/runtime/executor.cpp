@@ -1,4 +1,4 @@
-#include "runtime/executor.h"
+#include "dualpipe/runtime/executor.h"
 
 #include <fmt/format.h>
 
@@ -8,8 +8,8 @@
 
 #include "runtime/flat_params.h"
 #include "runtime/malloc_tuning.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
 namespace dualpipe {
 namespace {

@@ -4,7 +4,7 @@
 // (or a bucket of it) can be reduced or gathered in one collective.
 #include <vector>
 
-#include "runtime/torch_compat.h"
+#include "dualpipe/runtime/torch_compat.h"
 
 namespace dualpipe {
 

@@ -1,4 +1,4 @@
-#include "runtime/grad_reduce.h"
+#include "dualpipe/runtime/grad_reduce.h"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/mesh.h"
+#include "dualpipe/runtime/mesh.h"
 
 #include <fmt/format.h>
 

@@ -1,8 +1,8 @@
-#include "runtime/overlap.h"
+#include "dualpipe/runtime/overlap.h"
 
 #include <utility>
 
-#include "runtime/comm.h"
+#include "dualpipe/runtime/comm.h"
 
 namespace dualpipe {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/split_linear.h"
+#include "dualpipe/runtime/split_linear.h"
 
 namespace dualpipe {
 

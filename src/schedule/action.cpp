@@ -1,11 +1,11 @@
-#include "schedule/action.h"
+#include "dualpipe/schedule/action.h"
 
 #include <fmt/format.h>
 
 #include <cctype>
 #include <charconv>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 

@@ -1,4 +1,4 @@
-#include "schedule/check.h"
+#include "dualpipe/schedule/check.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "schedule/big_array.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/walk.h"
 
 namespace dualpipe {

@@ -1,4 +1,4 @@
-#include "schedule/csv.h"
+#include "dualpipe/schedule/csv.h"
 
 #include <fmt/format.h>
 
@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string_view>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 

@@ -37,8 +37,8 @@
 #include <utility>
 #include <vector>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe {
 

@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <deque>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe {
 namespace {

@@ -35,8 +35,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe {
 

@@ -1,8 +1,8 @@
-#include "schedule/lower.h"
+#include "dualpipe/schedule/lower.h"
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
 namespace dualpipe {
 

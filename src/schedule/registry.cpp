@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe {
 

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 

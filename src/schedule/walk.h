@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "schedule/big_array.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe {
 

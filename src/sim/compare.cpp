@@ -1,11 +1,11 @@
-#include "sim/compare.h"
+#include "dualpipe/sim/compare.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
 namespace dualpipe {
 

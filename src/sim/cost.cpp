@@ -1,4 +1,4 @@
-#include "sim/cost.h"
+#include "dualpipe/sim/cost.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -1,4 +1,4 @@
-#include "sim/data_parallel.h"
+#include "dualpipe/sim/data_parallel.h"
 
 #include <fmt/format.h>
 
@@ -6,8 +6,8 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
 namespace dualpipe {
 namespace {

@@ -1,4 +1,4 @@
-#include "sim/memory.h"
+#include "dualpipe/sim/memory.h"
 
 #include <algorithm>
 

@@ -1,12 +1,12 @@
-#include "sim/simulate.h"
+#include "dualpipe/sim/simulate.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "schedule/big_array.h"
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 #include "schedule/walk.h"
 
 namespace dualpipe {

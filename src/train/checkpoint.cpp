@@ -1,4 +1,4 @@
-#include "train/checkpoint.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
 
 #include <fcntl.h>
@@ -15,7 +15,7 @@
 #include <sstream>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace fs = std::filesystem;

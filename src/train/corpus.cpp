@@ -1,4 +1,4 @@
-#include "train/corpus.h"
+#include "dualpipe/train/corpus.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/text_file.h"
 
 namespace dualpipe {

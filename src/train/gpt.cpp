@@ -1,4 +1,4 @@
-#include "train/gpt.h"
+#include "dualpipe/train/gpt.h"
 
 #include <fmt/format.h>
 
@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
-#include "train/corpus.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/train/corpus.h"
 
 namespace dualpipe {
 namespace {

@@ -1,12 +1,12 @@
-#include "train/models.h"
+#include "dualpipe/train/models.h"
 
 #include <fmt/format.h>
 
 #include <map>
 #include <mutex>
 
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -1,11 +1,11 @@
-#include "train/moe.h"
+#include "dualpipe/train/moe.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <numeric>
 
-#include "runtime/overlap.h"
+#include "dualpipe/runtime/overlap.h"
 
 namespace dualpipe {
 namespace {

@@ -1,4 +1,4 @@
-#include "train/perf.h"
+#include "dualpipe/train/perf.h"
 
 #include <algorithm>
 #include <chrono>

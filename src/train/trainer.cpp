@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
 #include <fmt/format.h>
 
@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "train/lr_warmup.h"
+#include "dualpipe/train/lr_warmup.h"
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

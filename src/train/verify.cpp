@@ -1,12 +1,12 @@
-#include "train/verify.h"
+#include "dualpipe/train/verify.h"
 
 #include <fmt/format.h>
 
 #include <map>
 
-#include "runtime/executor.h"
+#include "dualpipe/runtime/executor.h"
 #include "runtime/flat_params.h"
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe {
 

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
 namespace dualpipe::test {
 

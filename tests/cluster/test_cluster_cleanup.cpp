@@ -17,7 +17,7 @@
 #include <set>
 #include <stdexcept>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
 namespace dualpipe {

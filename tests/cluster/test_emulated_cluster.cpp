@@ -9,7 +9,7 @@
 #include <map>
 #include <set>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
 namespace dualpipe {

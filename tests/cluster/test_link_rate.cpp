@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "cluster/link_rate.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/link_rate.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <set>
 
-#include "cluster/placement.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/placement.h"
+#include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
 namespace {

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>

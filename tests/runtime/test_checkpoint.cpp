@@ -15,13 +15,13 @@
 #include <iostream>
 #include <sstream>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/checkpoint.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe {
 namespace {

@@ -14,7 +14,7 @@
 
 #include <fmt/format.h>
 
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 
 namespace dualpipe {
 namespace {

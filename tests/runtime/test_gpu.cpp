@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "runtime/executor.h"
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/runtime/executor.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 
 namespace dualpipe {
 namespace {

@@ -1,10 +1,10 @@
 // The yardsticks of `dualpipe bench` against hand-derived figures.
 #include <gtest/gtest.h>
 
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/perf.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/perf.h"
 
 namespace dualpipe {
 namespace {

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/trainer.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe {
 namespace {
