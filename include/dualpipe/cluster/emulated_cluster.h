@@ -38,6 +38,8 @@ struct ClusterOptions {
   std::string tc_program = "tc";
 };
 
+// Ownership: owns the namespaces, bridge and processes it made, removed on
+// destruction; not copyable. Thread-safety: one thread at a time.
 class EmulatedCluster {
  public:
   static constexpr int kMaxHosts = 64;

@@ -16,6 +16,7 @@ namespace dualpipe::netns {
 // A child process and a pidfd of it: a signal or wait through the pidfd
 // reaches exactly that process, never another that got its pid after it was
 // reaped (by a launcher's waitpid(-1) loop, say).
+// Plain handles, not owned: kill_and_reap() (or the caller) closes pidfd.
 struct Child {
   pid_t pid = -1;
   int pidfd = -1;  // -1 where the kernel has no pidfd_open (before Linux 5.3)
@@ -32,6 +33,7 @@ void kill_and_reap(Child& c);
 // holders) and then exits, which ends the namespace. It ignores the
 // terminal's SIGINT, SIGQUIT, SIGHUP and SIGTSTP, so that Ctrl-C reaches the
 // launcher, which decides when the network goes.
+// Plain handles, not owned: the caller closes ns_fd and reaps `process`.
 struct Holder {
   Child process;
   int ns_fd = -1;  // /proc/pid/ns/net, opened O_CLOEXEC

@@ -106,6 +106,7 @@ class Comm {
 // A staged transfer copies a device tensor to the host before posting, and a
 // received or reduced result back to the device when the work is waited on
 // (or seen completed).
+// Ownership: shares the process group. Thread-safety: as Comm.
 class C10dComm : public Comm {
  public:
   explicit C10dComm(compat::GroupPtr pg) : pg_(std::move(pg)) {}

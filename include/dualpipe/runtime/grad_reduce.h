@@ -59,6 +59,8 @@ struct GradBucket {
   compat::WorkPtr work;
 };
 
+// One group of ranks holding the same parameters. Plain data (shares its
+// tensors and Comm); owned and used by one GradReducer.
 struct HolderGroup {
   int stage = 0;
   bool expert = false;                // expert parameters (else dense)

@@ -48,6 +48,8 @@ std::string describe_layout(const MeshShape& s);
 
 // One rank's view of the mesh. Groups of one rank are null where a dimension
 // has size 1 (except `pipeline` and `world`, always set).
+// Ownership: shares its groups (shared_ptr<Comm>) with whoever copies it.
+// Thread-safety: one per rank; its groups follow Comm's rules.
 struct Mesh {
   MeshShape shape;
   MeshCoord coord;

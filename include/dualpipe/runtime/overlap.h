@@ -42,6 +42,9 @@ struct IdleSpan {
   CommKind kind = CommKind::Pipeline;
 };
 
+// Lets one task of a rank compute at a time and charges idle time to the
+// communication waited for. Thread-safety: safe to call from several threads
+// (internally locked); that is its purpose. Not copyable.
 class ComputeBaton {
  public:
   // Blocks until no task computes. `after` is the communication the caller
@@ -67,6 +70,8 @@ class ComputeBaton {
 ComputeBaton* current_baton();
 
 // Makes `b` the calling thread's baton for its lifetime, and holds it.
+// Ownership: borrows `b`, which must outlive it. Thread-safety: affects the
+// calling thread only; not copyable.
 class BatonScope {
  public:
   explicit BatonScope(ComputeBaton* b);
@@ -98,6 +103,8 @@ void comm_wait(const Comm& comm, const compat::WorkPtr& work, CommKind kind, int
 // holds `baton`) and `bwd` on `worker`, handing over at communication points.
 // The backward starts when the forward first waits. Rethrows the first
 // exception of either half after both ended.
+// Ownership: owns its worker thread, joined on destruction. Thread-safety:
+// run_pair from one thread at a time. Not copyable.
 class OverlapWorker {
  public:
   OverlapWorker();

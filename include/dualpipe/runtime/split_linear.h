@@ -19,6 +19,9 @@
 
 namespace dualpipe {
 
+// Deferred weight-gradient work of one rank's stages, by (stage, micro-batch)
+// key. Ownership: owns the queued closures. Thread-safety: none; the executor
+// that owns it drives it from one task at a time.
 class WeightGradStore {
  public:
   // While a deferring backward for `key` runs, SplitLinear layers queue their
@@ -41,6 +44,9 @@ class WeightGradStore {
   std::map<long, std::vector<std::function<void()>>> pending_;
 };
 
+// A Linear layer whose backward can leave its weight gradient to a later W.
+// Ownership: owns its weight; `store` is borrowed. Thread-safety: as any
+// torch::nn::Module, one thread at a time.
 struct SplitLinearImpl : torch::nn::Module {
   SplitLinearImpl(int64_t in, int64_t out, torch::Dtype dtype);
   torch::Tensor forward(const torch::Tensor& x);

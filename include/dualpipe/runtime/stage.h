@@ -14,6 +14,8 @@ namespace dualpipe {
 class WeightGradStore;
 struct MoeStats;
 
+// One pipeline stage: its module and how to run it. Plain data (copyable;
+// copies share the module). Thread-safety: as its module, one thread at a time.
 struct Stage {
   std::shared_ptr<torch::nn::Module> module;  // this stage's parameters
   std::function<torch::Tensor(const torch::Tensor&)> forward;
@@ -31,6 +33,9 @@ struct Stage {
   std::function<bool(const std::string& name)> is_expert_param;
 };
 
+// How to build the stages and feed the pipeline. Plain data of callbacks
+// (copyable); the callbacks may be called from each rank's thread, so they
+// must not share mutable state between ranks unguarded.
 struct PipelineModel {
   int stages = 0;
   std::function<Stage(int stage)> build;  // deterministic: every replica of a stage starts equal

@@ -34,6 +34,7 @@ inline bool is_compute(Op op) { return !is_comm(op) && !is_stage_only(op); }
 inline bool is_backward(Op op) { return op == Op::B || op == Op::I; }
 
 // Plain 20-byte record: a schedule of 10^7 actions fits comfortably in memory.
+// Copyable value type.
 struct Action {
   Op op = Op::F;
   std::int32_t stage = 0;   // for FB: the forward half
@@ -58,6 +59,7 @@ struct Action {
 // The plain compute actions `a` stands for: an F&B pair's forward half (F)
 // and backward half (B), in that order; any other action alone. Loops over
 // halves(a) treat a pair as its two halves without taking it apart by hand.
+// A value type; copyable.
 struct Halves {
   Action part[2];
   int count = 1;

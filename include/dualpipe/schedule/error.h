@@ -7,6 +7,7 @@
 
 namespace dualpipe {
 
+// A user error with a one-line message. Copyable, as any exception.
 struct Error : std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };

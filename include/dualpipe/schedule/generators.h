@@ -56,6 +56,8 @@ struct PublishedActivations {
 // the tests, the benchmarks, the comparison table, the planner and the
 // pictures enumerate one list. Adding a schedule is one generator function
 // plus one entry here.
+// Plain data; the registry (methods()) is immutable, safe to read from any
+// thread.
 struct Method {
   const char* name;
   Schedule (*generate)(const Shape&);

@@ -12,6 +12,7 @@
 
 namespace dualpipe {
 
+// Plain data; copyable. Thread-safety: const methods safe from several threads.
 struct Placement {
   int stages = 0, micro_batches = 0;
   // [stage * micro_batches + mb]: the rank that runs it; -1 where the

@@ -11,6 +11,8 @@
 
 namespace dualpipe {
 
+// Plain data; copyable and movable. Thread-safety: const use from several
+// threads at once is safe (the runtime's ranks share one schedule).
 struct Schedule {
   std::string method;  // generator name, or "file" for schedules read from CSV
   int ranks = 0;

@@ -69,6 +69,8 @@ std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Ide
 // that launches a run: two runs writing into one folder would overwrite and
 // delete each other's checkpoints. Creates DIR if needed; throws dualpipe::Error
 // naming the folder if another process holds the lock.
+// Ownership: owns the lock file descriptor; not copyable. Thread-safety: one
+// per launching process.
 class CheckpointLock {
  public:
   explicit CheckpointLock(const std::string& dir);

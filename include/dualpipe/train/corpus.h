@@ -20,6 +20,8 @@
 
 namespace dualpipe {
 
+// A tokenised training text. Ownership: owns its tokens. Thread-safety: const
+// methods are safe from several threads; copies share the token tensor.
 class Corpus {
  public:
   // `name` is what messages call the text: the file path or "built-in corpus".

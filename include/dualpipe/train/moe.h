@@ -42,6 +42,8 @@ struct ExpertGroup {
 };
 
 // Tokens routed to each expert and the balance loss, summed since the last take().
+// Ownership: shared (shared_ptr) by the MoE layers of one rank. Thread-safety:
+// add() locks `mu`, and so must a reader; safe from the two tasks of a pair.
 struct MoeStats {
   std::mutex mu;
   std::vector<double> tokens;  // [X]
@@ -63,6 +65,7 @@ struct MoeConfig {
   uint64_t seed = 1234;
 };
 
+// Thread-safety: as any torch::nn::Module, one thread at a time.
 struct ExpertMlpImpl : torch::nn::Module {
   ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype);
   torch::Tensor forward(const torch::Tensor& x) { return proj(torch::gelu(fc(x))); }
@@ -70,6 +73,8 @@ struct ExpertMlpImpl : torch::nn::Module {
 };
 TORCH_MODULE(ExpertMlp);
 
+// Ownership: shares `group`'s Comms and `stats`. Thread-safety: one forward
+// or backward at a time per layer (each rank builds its own).
 struct MoeLayerImpl : torch::nn::Module {
   // `layer`: the block's index in the whole model, for the experts' seeds.
   MoeLayerImpl(const MoeConfig& c, int layer, ExpertGroup group, std::shared_ptr<MoeStats> stats);

@@ -74,6 +74,7 @@ struct StepStats {
   double aux_loss = 0;
 };
 
+// Plain data: one rank's results; copyable.
 struct RankRun {
   std::vector<StepStats> steps;
   std::vector<ActionTime> last_times;  // this rank's actions in the last step

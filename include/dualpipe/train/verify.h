@@ -42,6 +42,7 @@ VerifyResult verify_step(const Schedule& lowered, const ModelConfig& model, cons
 // other through all stages in one process, gradients accumulated, loss =
 // mean of the micro-batch losses (and, for moe, each micro-batch's balance
 // loss, whose gradient the layers add with the same 1/micro_batches scale).
+// Plain data (owns its stages and tensors); built and read by one thread.
 struct Reference {
   std::vector<Stage> stages;                      // the whole model, gradients accumulated
   std::vector<double> losses;                     // per micro-batch
