@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "plan/planner.h"
-#include "plan/spec.h"
+#include "dualpipe/plan/planner.h"
+#include "dualpipe/plan/spec.h"
 
 int main(int argc, char** argv) {
   const int runs = argc > 1 ? std::atoi(argv[1]) : 3;
@@ -19,16 +19,16 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "usage: plan_bench [runs >= 1] [global batch >= 1]\n");
     return 2;
   }
-  dp::plan::PlanRequest req;
-  const dp::plan::Preset p = dp::plan::load_preset("deepseek-v3");
+  dualpipe::plan::PlanRequest req;
+  const dualpipe::plan::Preset p = dualpipe::plan::load_preset("deepseek-v3");
   req.model = p.model;
   req.cluster = p.cluster;
   req.global_batch = batch;
   std::vector<double> seconds;
-  dp::plan::PlanResult res;
+  dualpipe::plan::PlanResult res;
   for (int i = 0; i < runs; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    res = dp::plan::plan(req);
+    res = dualpipe::plan::plan(req);
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     fmt::print("run {}: {:.3f} s\n", i + 1, seconds.back());
   }

@@ -12,15 +12,15 @@
 #include <fstream>
 #include <string>
 
-#include "schedule/check.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace {
 
-void run_once(const dp::Shape& shape) {
-  dp::Schedule s = dp::dualpipe(shape);
-  benchmark::DoNotOptimize(dp::simulate(s, dp::parse_costs("F=1,B=2,W=1,FB=2.5"), dp::SimOptions{false}).makespan);
+void run_once(const dualpipe::Shape& shape) {
+  dualpipe::Schedule s = dualpipe::dualpipe(shape);
+  benchmark::DoNotOptimize(dualpipe::simulate(s, dualpipe::parse_costs("F=1,B=2,W=1,FB=2.5"), dualpipe::SimOptions{false}).makespan);
 }
 
 // Peak resident memory (VmHWM) of a fresh process (this program,
@@ -59,10 +59,10 @@ long vm_hwm_kb() {
 }
 
 void BM_Generate(benchmark::State& st) {
-  dp::Shape shape{static_cast<int>(st.range(0)), static_cast<int>(st.range(1))};
+  dualpipe::Shape shape{static_cast<int>(st.range(0)), static_cast<int>(st.range(1))};
   std::size_t actions = 0;
   for (auto _ : st) {
-    dp::Schedule s = dp::dualpipe(shape);
+    dualpipe::Schedule s = dualpipe::dualpipe(shape);
     actions = s.action_count();
     benchmark::DoNotOptimize(s.actions.data());
   }
@@ -71,9 +71,9 @@ void BM_Generate(benchmark::State& st) {
 }
 
 void BM_Check(benchmark::State& st) {
-  dp::Schedule s = dp::dualpipe({static_cast<int>(st.range(0)), static_cast<int>(st.range(1))});
+  dualpipe::Schedule s = dualpipe::dualpipe({static_cast<int>(st.range(0)), static_cast<int>(st.range(1))});
   for (auto _ : st) {
-    dp::CheckReport rep = dp::check(s);
+    dualpipe::CheckReport rep = dualpipe::check(s);
     if (!rep.ok()) st.SkipWithError(rep.errors.front().c_str());
   }
   st.counters["actions/s"] =
@@ -81,22 +81,22 @@ void BM_Check(benchmark::State& st) {
 }
 
 void BM_Simulate(benchmark::State& st) {
-  dp::Schedule s = dp::dualpipe({static_cast<int>(st.range(0)), static_cast<int>(st.range(1))});
-  dp::Costs c = dp::parse_costs("F=1,B=2,W=1,FB=2.5");
-  for (auto _ : st) benchmark::DoNotOptimize(dp::simulate(s, c, dp::SimOptions{false}).makespan);
+  dualpipe::Schedule s = dualpipe::dualpipe({static_cast<int>(st.range(0)), static_cast<int>(st.range(1))});
+  dualpipe::Costs c = dualpipe::parse_costs("F=1,B=2,W=1,FB=2.5");
+  for (auto _ : st) benchmark::DoNotOptimize(dualpipe::simulate(s, c, dualpipe::SimOptions{false}).makespan);
   st.counters["actions/s"] =
       benchmark::Counter(static_cast<double>(s.action_count()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The whole user-facing job: what `dualpipe simulate` does before printing.
 void BM_GenerateCheckSimulate(benchmark::State& st) {
-  dp::Shape shape{static_cast<int>(st.range(0)), static_cast<int>(st.range(1))};
-  dp::Costs c = dp::parse_costs("F=1,B=2,W=1,FB=2.5");
+  dualpipe::Shape shape{static_cast<int>(st.range(0)), static_cast<int>(st.range(1))};
+  dualpipe::Costs c = dualpipe::parse_costs("F=1,B=2,W=1,FB=2.5");
   std::size_t actions = 0;
   for (auto _ : st) {
-    dp::Schedule s = dp::dualpipe(shape);
+    dualpipe::Schedule s = dualpipe::dualpipe(shape);
     actions = s.action_count();
-    benchmark::DoNotOptimize(dp::simulate(s, c, dp::SimOptions{false}).makespan);  // simulate checks first
+    benchmark::DoNotOptimize(dualpipe::simulate(s, c, dualpipe::SimOptions{false}).makespan);  // simulate checks first
   }
   const double base = child_peak_rss_bytes(0, 0);
   const double peak = child_peak_rss_bytes(shape.ranks, shape.micro_batches);
@@ -114,7 +114,7 @@ BENCHMARK(BM_GenerateCheckSimulate)->Args({64, 1024})->Args({256, 4096})->Args({
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--memory-child") {
     int ranks = std::stoi(argv[2]), mbs = std::stoi(argv[3]);
-    if (ranks > 0) run_once(dp::Shape{ranks, mbs});
+    if (ranks > 0) run_once(dualpipe::Shape{ranks, mbs});
     std::printf("%ld\n", vm_hwm_kb());
     return 0;
   }

@@ -3,14 +3,10 @@
 # programs and a dualpipeConfig.cmake. Included at the end of the top-level
 # CMakeLists.txt, after every library target exists.
 #
-# Headers live in src/<layer>/ and the code includes them as "<layer>/x.h".
-# Installed, they go to <prefix>/include/dualpipe/<layer>/, and the exported
-# targets put both <prefix>/include and <prefix>/include/dualpipe on the include
-# path, so that "schedule/x.h" (the project's own spelling, used inside the
-# headers) and <dualpipe/schedule/x.h> both work. In the build tree the same
-# holds through ${PROJECT_BINARY_DIR}/include/dualpipe/<layer>, a symbolic link
-# to src/<layer>. When the headers move to include/dualpipe/ in the source tree,
-# DUALPIPE_HEADER_ROOT and the links below are what changes.
+# Public headers live in include/dualpipe/<layer>/ and install as they are
+# to <prefix>/include/dualpipe/<layer>/; the exported targets put
+# <prefix>/include on the include path (<dualpipe/schedule/x.h>). Internal
+# headers (src/<layer>/) are not installed.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -33,10 +29,7 @@ foreach(layer IN LISTS DUALPIPE_CORE_LAYERS DUALPIPE_TORCH_LAYERS)
   add_library(dualpipe::${layer} ALIAS dualpipe_${layer})
   set_target_properties(dualpipe_${layer} PROPERTIES EXPORT_NAME ${layer})
   foreach(dir IN LISTS DUALPIPE_HEADERS_${layer})
-    if(NOT EXISTS ${DUALPIPE_INCLUDE_BUILD_DIR}/dualpipe/${dir})
-      file(CREATE_LINK ${DUALPIPE_HEADER_ROOT}/${dir} ${DUALPIPE_INCLUDE_BUILD_DIR}/dualpipe/${dir} SYMBOLIC)
-    endif()
-    install(DIRECTORY ${DUALPIPE_HEADER_ROOT}/${dir} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/dualpipe
+    install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/dualpipe/${dir} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/dualpipe
             COMPONENT dualpipe_dev FILES_MATCHING PATTERN "*.h")
   endforeach()
 endforeach()

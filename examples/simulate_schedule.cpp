@@ -22,25 +22,25 @@ int main(int argc, char** argv) {
   const int micro_batches = argc > 2 ? std::atoi(argv[2]) : 20;
   std::printf("dualpipe %s: P=%d ranks, N=%d micro-batches, costs F=1 B=2 W=1\n", DUALPIPE_VERSION, ranks,
               micro_batches);
-  const dp::Costs costs;  // the defaults; parse_costs("F=1,B=2,W=1,FB=3") reads the command line's form
+  const dualpipe::Costs costs;  // the defaults; parse_costs("F=1,B=2,W=1,FB=3") reads the command line's form
   std::printf("%-18s %8s %10s %8s\n", "method", "stages", "step time", "bubble");
-  for (const dp::Method& m : dp::methods()) {
-    dp::Schedule s;
+  for (const dualpipe::Method& m : dualpipe::methods()) {
+    dualpipe::Schedule s;
     try {
-      s = m.generate(dp::Shape{ranks, micro_batches});
-    } catch (const dp::Error& e) {  // a shape the method does not support
+      s = m.generate(dualpipe::Shape{ranks, micro_batches});
+    } catch (const dualpipe::Error& e) {  // a shape the method does not support
       std::printf("%-18s %s\n", m.name, e.what());
       continue;
     }
-    const dp::CheckReport report = dp::check(s);
+    const dualpipe::CheckReport report = dualpipe::check(s);
     if (!report.ok()) {
       std::fprintf(stderr, "%s: invalid schedule: %s\n", m.name, report.errors.front().c_str());
       return 1;
     }
-    const dp::SimResult r = dp::simulate(s, costs);
+    const dualpipe::SimResult r = dualpipe::simulate(s, costs);
     std::printf("%-18s %8d %10.1f %7.1f%%\n", m.name, s.stages, r.makespan, 100.0 * r.bubble_ratio);
   }
-  const dp::Schedule s = dp::generate("dualpipe", dp::Shape{ranks, micro_batches});
-  std::printf("\n%s", dp::terminal_grid(s, dp::simulate(s, costs), dp::GridOptions{false, 100}).c_str());
+  const dualpipe::Schedule s = dualpipe::generate("dualpipe", dualpipe::Shape{ranks, micro_batches});
+  std::printf("\n%s", dualpipe::terminal_grid(s, dualpipe::simulate(s, costs), dualpipe::GridOptions{false, 100}).c_str());
   return 0;
 }

@@ -5,12 +5,12 @@
 //   train_two_stages [METHOD] [STEPS]   (defaults: 1f1b, 40 steps; also gpipe, zb1p)
 //
 // What a framework does to run its own model through dualpipe's executor:
-//  1. generate and lower a schedule (dp::generate, dp::lower), shared by the ranks;
-//  2. describe the model as a dp::PipelineModel: how to build each stage,
+//  1. generate and lower a schedule (dualpipe::generate, dualpipe::lower), shared by the ranks;
+//  2. describe the model as a dualpipe::PipelineModel: how to build each stage,
 //     what enters the first stage, the loss after the last, the boundary shape;
 //  3. per rank, make a c10d process group (here Gloo over an in-process
-//     HashStore; across machines a TCPStore), wrap it (dp::wrap_group) and
-//     build a dp::RankExecutor on it;
+//     HashStore; across machines a TCPStore), wrap it (dualpipe::wrap_group) and
+//     build a dualpipe::RankExecutor on it;
 //  4. each step: zero the gradients, exec.step(), optimizer step.
 // Prints the mean loss of the first and last step; exit code 1 unless the
 // loss fell to under half.
@@ -44,8 +44,8 @@ torch::Tensor seeded(uint64_t seed, at::IntArrayRef shape) {
 
 // The model: x -> tanh(A x) -> B tanh(...), a stage each; the target is a
 // fixed smooth function of the input, so the loss can fall a long way.
-dp::PipelineModel two_stage_model() {
-  dp::PipelineModel m;
+dualpipe::PipelineModel two_stage_model() {
+  dualpipe::PipelineModel m;
   m.stages = 2;
   m.boundary_shape = {kBatch, kWidth};
   m.build = [](int stage) {
@@ -54,7 +54,7 @@ dp::PipelineModel two_stage_model() {
     torch::NoGradGuard no_grad;
     uint64_t seed = 100 + 10 * static_cast<uint64_t>(stage);
     for (torch::Tensor& p : mod->parameters()) p.copy_(seeded(seed++, p.sizes()) * 0.3);
-    dp::Stage st;
+    dualpipe::Stage st;
     st.module = mod.ptr();
     st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
     return st;
@@ -70,17 +70,17 @@ dp::PipelineModel two_stage_model() {
 // Rank `rank`'s whole run; returns the mean loss of each step (on the rank
 // that holds the last stage; empty elsewhere).
 std::vector<double> run_rank(int rank, int world, const c10::intrusive_ptr<c10d::Store>& store,
-                             const std::shared_ptr<const dp::Schedule>& schedule, int steps) {
+                             const std::shared_ptr<const dualpipe::Schedule>& schedule, int steps) {
   // The caller's process group. On LibTorch 2.x ProcessGroupGloo is a
   // c10d::Backend that a c10d::ProcessGroup fronts; as_group makes that front
   // (on 1.13 it returns the Gloo group itself).
   auto options = c10d::ProcessGroupGloo::Options::create();
   options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
-  dp::compat::GroupPtr group = dp::compat::as_group(gloo, store, rank, world);
-  std::shared_ptr<dp::Comm> comm = dp::wrap_group(group, std::chrono::seconds(60), {}, "pipeline");
+  dualpipe::compat::GroupPtr group = dualpipe::compat::as_group(gloo, store, rank, world);
+  std::shared_ptr<dualpipe::Comm> comm = dualpipe::wrap_group(group, std::chrono::seconds(60), {}, "pipeline");
 
-  dp::RankExecutor exec(schedule, two_stage_model(), comm);
+  dualpipe::RankExecutor exec(schedule, two_stage_model(), comm);
   std::vector<torch::Tensor> params;
   for (const auto& [stage, st] : exec.stages())
     for (const torch::Tensor& p : st.module->parameters()) params.push_back(p);
@@ -89,7 +89,7 @@ std::vector<double> run_rank(int rank, int world, const c10::intrusive_ptr<c10d:
   std::vector<double> losses;
   for (int step = 0; step < steps; ++step) {
     adam.zero_grad();
-    const dp::StepOutput out = exec.step();  // gradients accumulate into the parameters
+    const dualpipe::StepOutput out = exec.step();  // gradients accumulate into the parameters
     exec.sum_replica_grads();                // no-op here: each stage lives on one rank
     adam.step();
     if (out.losses.empty()) continue;
@@ -107,10 +107,10 @@ int main(int argc, char** argv) {
   const int steps = argc > 2 ? std::atoi(argv[2]) : 40;
   const int world = 2;
   at::set_num_threads(1);
-  std::shared_ptr<const dp::Schedule> schedule;
+  std::shared_ptr<const dualpipe::Schedule> schedule;
   try {
-    schedule = std::make_shared<const dp::Schedule>(dp::lower(dp::generate(method, dp::Shape{world, 8})));
-  } catch (const dp::Error& e) {
+    schedule = std::make_shared<const dualpipe::Schedule>(dualpipe::lower(dualpipe::generate(method, dualpipe::Shape{world, 8})));
+  } catch (const dualpipe::Error& e) {
     std::fprintf(stderr, "train_two_stages: %s\n", e.what());
     return 2;
   }

@@ -19,11 +19,11 @@
 #include <utility>
 
 #include "invariants.h"
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
 namespace {
 
@@ -49,19 +49,19 @@ struct Bytes {
 // and edge stages come up often.
 int small_index(Bytes& b, int limit) { return static_cast<int>(b.u8() % static_cast<unsigned>(limit + 2)) - 1; }
 
-dp::Action random_action(Bytes& b, int S, int N) {
-  const auto op = static_cast<dp::Op>(b.u8() % 9);
+dualpipe::Action random_action(Bytes& b, int S, int N) {
+  const auto op = static_cast<dualpipe::Op>(b.u8() % 9);
   const int lim_s = S > 0 && S < 64 ? S : 8, lim_n = N > 0 && N < 64 ? N : 8;
-  dp::Action a = dp::Action::make(op, small_index(b, lim_s), small_index(b, lim_n));
-  if (op == dp::Op::FB) {
+  dualpipe::Action a = dualpipe::Action::make(op, small_index(b, lim_s), small_index(b, lim_n));
+  if (op == dualpipe::Op::FB) {
     a.stage2 = small_index(b, lim_s);
     a.mb2 = small_index(b, lim_n);
   }
   return a;
 }
 
-dp::Schedule raw(Bytes& b) {
-  dp::Schedule s;
+dualpipe::Schedule raw(Bytes& b) {
+  dualpipe::Schedule s;
   s.method = "fuzz";
   const std::uint8_t flags = b.u8();
   s.ranks = flags & 1 ? b.i32() : 1 + b.u8() % 8;
@@ -80,20 +80,20 @@ dp::Schedule raw(Bytes& b) {
   return s;
 }
 
-dp::Schedule mutated(Bytes& b) {
-  const auto& ms = dp::methods();
-  const dp::Method& m = ms[b.u8() % ms.size()];
-  dp::Shape shape{1 + b.u8() % 6, 1 + b.u8() % 12, 1 + b.u8() % 3};
-  dp::Schedule s;
+dualpipe::Schedule mutated(Bytes& b) {
+  const auto& ms = dualpipe::methods();
+  const dualpipe::Method& m = ms[b.u8() % ms.size()];
+  dualpipe::Shape shape{1 + b.u8() % 6, 1 + b.u8() % 12, 1 + b.u8() % 3};
+  dualpipe::Schedule s;
   try {
     s = m.generate(shape);
-  } catch (const dp::Error&) {
-    s = dp::one_f_one_b(dp::Shape{2, 2, 1});
+  } catch (const dualpipe::Error&) {
+    s = dualpipe::one_f_one_b(dualpipe::Shape{2, 2, 1});
   }
   if (b.u8() & 1) {
     try {
-      s = dp::lower(s);
-    } catch (const dp::Error&) {
+      s = dualpipe::lower(s);
+    } catch (const dualpipe::Error&) {
       __builtin_trap();  // generators produce valid schedules, which lower
     }
   }
@@ -112,7 +112,7 @@ dp::Schedule mutated(Bytes& b) {
       case 3: list[i] = random_action(b, s.stages, s.micro_batches); break;
       case 4: {
         auto& other = s.actions[b.u8() % s.actions.size()];
-        const dp::Action a = list[i];
+        const dualpipe::Action a = list[i];
         list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
         other.push_back(a);
         break;
@@ -127,16 +127,16 @@ dp::Schedule mutated(Bytes& b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Bytes b{data, size};
-  dp::Schedule s = b.u8() & 1 ? mutated(b) : raw(b);
-  const dp::CheckReport rep = dp::check(s);
+  dualpipe::Schedule s = b.u8() & 1 ? mutated(b) : raw(b);
+  const dualpipe::CheckReport rep = dualpipe::check(s);
   if (!rep.ok()) {
     for (const std::string& e : rep.errors)
       if (e.empty() || e.find('\n') != std::string::npos) __builtin_trap();
     // check_or_throw must agree with check().
     try {
-      dp::check_or_throw(s);
+      dualpipe::check_or_throw(s);
       __builtin_trap();
-    } catch (const dp::Error&) {
+    } catch (const dualpipe::Error&) {
     }
     return 0;
   }

@@ -1,6 +1,6 @@
 // libFuzzer target: the CSV reader, then the checker, on arbitrary bytes.
 // Users hand us these files, so every input must end in a schedule or a
-// dp::Error; anything else (a crash, a sanitizer report, an exception of
+// dualpipe::Error; anything else (a crash, a sanitizer report, an exception of
 // another type, a hang, gigabytes of memory) is a bug.
 // When the file is a valid compute-only schedule we go on through lowering
 // and simulation and trap if their documented invariants fail: the lowered
@@ -12,21 +12,21 @@
 #include <string>
 
 #include "invariants.h"
-#include "schedule/check.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));
-  dp::Schedule s;
+  dualpipe::Schedule s;
   try {
-    s = dp::read_csv(in, "fuzz.csv");
-  } catch (const dp::Error&) {
+    s = dualpipe::read_csv(in, "fuzz.csv");
+  } catch (const dualpipe::Error&) {
     return 0;
   }
-  const dp::CheckReport rep = dp::check(s);
+  const dualpipe::CheckReport rep = dualpipe::check(s);
   if (!rep.ok()) {
     // Report lines are what the CLI prints: each must be one line.
     for (const std::string& e : rep.errors)

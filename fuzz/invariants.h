@@ -4,15 +4,15 @@
 // simulates to the same step time. A violation traps (libFuzzer: a crash).
 #include <cmath>
 
-#include "schedule/check.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
-inline void require_valid_schedule_invariants(const dp::Schedule& s) {
-  const dp::SimResult r = dp::simulate(s, dp::Costs{});
+inline void require_valid_schedule_invariants(const dualpipe::Schedule& s) {
+  const dualpipe::SimResult r = dualpipe::simulate(s, dualpipe::Costs{});
   if (s.has_comm()) return;
-  const dp::Schedule low = dp::lower(s);
-  if (!dp::check(low).ok()) __builtin_trap();
-  const dp::SimResult rl = dp::simulate(low, dp::Costs{});
+  const dualpipe::Schedule low = dualpipe::lower(s);
+  if (!dualpipe::check(low).ok()) __builtin_trap();
+  const dualpipe::SimResult rl = dualpipe::simulate(low, dualpipe::Costs{});
   if (std::fabs(rl.makespan - r.makespan) > 1e-9 * (1 + r.makespan)) __builtin_trap();
 }

@@ -36,6 +36,11 @@ for f in "$(dirname "$config")/dualpipeConfigVersion.cmake" "$prefix/include/dua
          "$prefix/include/dualpipe/schedule/schedule.h" "$prefix/include/dualpipe/sim/simulate.h" "$prefix/bin/dualpipe"; do
   [ -e "$f" ] || fail "not installed: ${f#$prefix/}"
 done
+# The public headers only: internal ones (src/<layer>/) are not part of the package.
+for f in schedule/walk.h schedule/big_array.h pictures/layout.h plan/presets.h; do
+  [ ! -e "$prefix/include/dualpipe/$f" ] || fail "internal header installed: include/dualpipe/$f"
+done
+[ -z "$(find "$prefix/include" -mindepth 1 -maxdepth 1 ! -name dualpipe)" ] || fail "installed include/ holds more than dualpipe/"
 torch=OFF
 [ -e "$(dirname "$config")/dualpipeTorchTargets.cmake" ] && torch=ON
 [ "$("$prefix/bin/dualpipe" version)" = "dualpipe $version" ] || fail "dualpipe version: $("$prefix/bin/dualpipe" version)"

@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <string>
 
-namespace dp::test_support {
+namespace dualpipe::test_support {
 
 struct CliRun {
   int code = -1;
@@ -44,4 +44,4 @@ inline void expect_cli_error(const std::string& args, const std::string& fragmen
   EXPECT_TRUE(one_line(r.out)) << args << "\n" << r.out;
 }
 
-}  // namespace dp::test_support
+}  // namespace dualpipe::test_support

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include "schedule/action.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/action.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(ActionString, RoundTripsEveryKind) {
@@ -34,4 +34,4 @@ TEST(ActionString, RejectsMalformed) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,12 +1,12 @@
 // The checker: every kind of broken schedule is caught and named.
 #include <gtest/gtest.h>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule from_rows(int stages, int mbs, const std::vector<std::vector<std::string>>& rows) {
@@ -133,4 +133,4 @@ TEST(Check, EveryGeneratorIsValidWithAndWithoutCommunication) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

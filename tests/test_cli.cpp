@@ -19,7 +19,7 @@
 
 #include "test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -260,4 +260,4 @@ TEST(Cli, HelpAndVersionExitZero) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,9 +9,9 @@
 #include "cli_run.h"
 #include <nlohmann/json.hpp>
 
-#include "pictures/plot.h"
+#include "dualpipe/pictures/plot.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -81,9 +81,9 @@ TEST(CliOptions, LossPlotStepTicksAreWholeSteps) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Item 21: compare's JSON is an object holding its inputs, numbers as
@@ -130,9 +130,9 @@ TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Item 14 end to end: a PyTorch dump with stage-only actions loads, checks,
@@ -156,4 +156,4 @@ TEST(CliOptions, PyTorchDumpWithStageOnlyActionsLoads) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

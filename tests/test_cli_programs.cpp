@@ -13,7 +13,7 @@
 
 #include "cli_run.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -92,4 +92,4 @@ TEST(CliPrograms, MissingTorchProgramIsOneLine) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

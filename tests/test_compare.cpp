@@ -2,10 +2,10 @@
 // published closed forms.
 #include <gtest/gtest.h>
 
-#include "schedule/error.h"
-#include "sim/compare.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/sim/compare.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 const CompareRow& row(const std::vector<CompareRow>& rows, const std::string& m) {
@@ -50,9 +50,9 @@ TEST(Compare, RejectsBadArguments) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Item 18: on the same devices, DualPipeV runs on P ranks like DualPipe
@@ -97,9 +97,9 @@ TEST(Compare, PublishedActivationsAreNumbers) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(Compare, PublishedActivationsPrintWithoutExponents) {
@@ -111,4 +111,4 @@ TEST(Compare, PublishedActivationsPrintWithoutExponents) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -3,13 +3,13 @@
 
 #include <sstream>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 #include "test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule parse(const std::string& text) {
@@ -114,4 +114,4 @@ TEST(Csv, AHugeIndexIsRefusedWithoutAllocatingForIt) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -11,14 +11,14 @@
 #include <string>
 
 #include "cli_run.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/placement.h"
-#include "sim/compare.h"
-#include "sim/data_parallel.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/compare.h"
+#include "dualpipe/sim/data_parallel.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs costs() { return parse_costs("F=1,B=2,W=1"); }
@@ -313,4 +313,4 @@ TEST(DataParallelCli, CompareAddsColumnsOnlyWhenAsked) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

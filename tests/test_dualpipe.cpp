@@ -4,12 +4,12 @@
 #include <filesystem>
 #include <regex>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 #include "test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(DualPipe, MatchesEveryReferenceFile) {
@@ -82,4 +82,4 @@ TEST(DualPipe, RejectsUnsupportedShapesWithTheRange) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -8,14 +8,14 @@
 #include <cmath>
 #include <string>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/placement.h"
-#include "sim/compare.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/compare.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs costs(double F, double B, double W) {
@@ -339,4 +339,4 @@ TEST(GenCompare, NewMethodsInTheTable) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

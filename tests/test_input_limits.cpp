@@ -8,11 +8,11 @@
 #include <string>
 
 #include "cli_run.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/text_file.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 std::string csv_error(const std::string& text, const CsvLimits& limits) {
@@ -122,4 +122,4 @@ TEST(InputLimits, CommandLineRefusesEndlessAndHugeInput) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

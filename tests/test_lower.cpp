@@ -1,13 +1,13 @@
 // Lowering: the communication each rank needs, and nothing more.
 #include <gtest/gtest.h>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 std::string row(const Schedule& s, int r) {
@@ -81,4 +81,4 @@ TEST(Lower, RefusesInvalidOrAlreadyLoweredInput) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -16,16 +16,16 @@
 #include <optional>
 #include <utility>
 
-#include "pictures/grid.h"
+#include "dualpipe/pictures/grid.h"
 #include "pictures/palette.h"
-#include "pictures/svg.h"
-#include "pictures/trace.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/pictures/trace.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Costs overlapped() {
@@ -309,10 +309,10 @@ TEST(PictureGrid, LongSchedulesAreSqueezed) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
 // Issue 14, items 19 and 20: pictures that stay truthful and readable at any shape.
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // The cell texts of one grid row, left to right.
@@ -602,4 +602,4 @@ TEST(PictureSvg, TimeAndRankRangesDrawPartOfTheStep) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -6,18 +6,18 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
-#include "plan/cost_model.h"
-#include "plan/measured.h"
-#include "sim/memory.h"
-#include "plan/partition.h"
-#include "plan/planner.h"
-#include "plan/spec.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/placement.h"
-#include "sim/simulate.h"
+#include "dualpipe/plan/cost_model.h"
+#include "dualpipe/plan/measured.h"
+#include "dualpipe/sim/memory.h"
+#include "dualpipe/plan/partition.h"
+#include "dualpipe/plan/planner.h"
+#include "dualpipe/plan/spec.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 using nlohmann::json;
@@ -400,4 +400,4 @@ TEST(PlanPlanner, RequestsThatCannotWorkAreOneLineErrors) {
 }
 
 }  // namespace
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -9,7 +9,7 @@
 
 #include "cli_run.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -150,4 +150,4 @@ TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -5,14 +5,14 @@
 
 #include <string>
 
-#include "plan/search.h"
-#include "schedule/check.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/plan/search.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 struct Case {
@@ -153,4 +153,4 @@ TEST(Search, BadRequestsAreErrors) {
 }
 
 }  // namespace
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -8,13 +8,13 @@
 #include <cmath>
 
 #include "cli_run.h"
-#include "pictures/svg.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/compare.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/compare.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::run_cli;
@@ -408,4 +408,4 @@ TEST(SimComm, CliCompareShowsTheColumnOnlyWithCosts) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,11 +1,11 @@
 // The simulator against figures derived by hand and from PIPELINES.md.
 #include <gtest/gtest.h>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule one_rank(int stages, int mbs, const std::vector<std::string>& actions) {
@@ -165,4 +165,4 @@ TEST(Simulate, TimelineCanBeSkipped) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

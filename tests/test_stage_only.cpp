@@ -5,17 +5,17 @@
 
 #include <sstream>
 
-#include "pictures/grid.h"
-#include "pictures/svg.h"
-#include "pictures/trace.h"
-#include "schedule/check.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/grid.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/pictures/trace.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 Schedule parse(const std::string& text) {
@@ -127,4 +127,4 @@ TEST(StageOnly, PicturesShowThemOrLeaveThemOut) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

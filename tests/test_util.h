@@ -5,11 +5,11 @@
 #include <cstdlib>
 #include <string>
 
-#include "schedule/action.h"
-#include "schedule/csv.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/action.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/schedule.h"
 
-namespace dp::test {
+namespace dualpipe::test {
 
 // tests/data (the reference orders the generators are checked against), or
 // $DUALPIPE_TEST_DATA.
@@ -35,4 +35,4 @@ inline ::testing::AssertionResult same_actions(const Schedule& got, const Schedu
   return ::testing::AssertionSuccess();
 }
 
-}  // namespace dp::test
+}  // namespace dualpipe::test

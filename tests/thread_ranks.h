@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "runtime/launch.h"
-#include "schedule/lower.h"
-#include "train/trainer.h"
-#include "train/verify.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp::test_support {
+namespace dualpipe::test_support {
 
 // Training options for a small model the tests can afford: `model` (mlp or
 // gpt) sized for `s`, `steps` steps of AdamW at lr 1e-2.
@@ -64,4 +64,4 @@ inline VerifyResult verify_mesh(const Schedule& s, const ModelConfig& c, MeshSha
   return res[0];
 }
 
-}  // namespace dp::test_support
+}  // namespace dualpipe::test_support

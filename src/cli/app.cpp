@@ -8,11 +8,11 @@
 #include <string>
 
 #include "cli/common.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
 #include <dualpipe/version.h>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void setup_app(CLI::App& app) {
   app.description(
@@ -83,7 +83,7 @@ int run_app(CLI::App& app, int argc, char** argv) {
     const bool sub = argc > 1 && argv[1][0] != '-';
     fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
     return 2;
-  } catch (const dp::Error& e) {
+  } catch (const dualpipe::Error& e) {
     // Subcommands run inside parse() through their callbacks.
     fmt::print(stderr, "dualpipe: error: {}\n", e.what());
     return 2;
@@ -101,4 +101,4 @@ int run_app(CLI::App& app, int argc, char** argv) {
   return 0;
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

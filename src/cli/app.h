@@ -6,7 +6,7 @@
 // errors and exit codes are one code.
 #include <CLI/CLI.hpp>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // The top-level app: name, description, --version.
 void setup_app(CLI::App& app);
@@ -18,4 +18,4 @@ void add_version_command(CLI::App* app);
 // after one "dualpipe: error: ..." line for a user error.
 int run_app(CLI::App& app, int argc, char** argv);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

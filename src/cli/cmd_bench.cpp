@@ -12,13 +12,13 @@
 #include "cli/memory_fit.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "schedule/error.h"
-#include "schedule/lower.h"
-#include "train/gpt.h"
-#include "train/perf.h"
-#include "train/trainer.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/gpt.h"
+#include "dualpipe/train/perf.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void run_bench(CLI::App* app) {
   struct Opts {
@@ -230,4 +230,4 @@ void run_bench(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

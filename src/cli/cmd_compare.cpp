@@ -6,11 +6,11 @@
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
 #include "schedule/words.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/compare.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/compare.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void run_compare(CLI::App* app) {
   struct Opts {
@@ -44,7 +44,7 @@ void run_compare(CLI::App* app) {
   cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
   cmd->callback([o]() {
     Costs c = make_costs(o->cost);
-    if (o->chunks < 1) throw dp::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
+    if (o->chunks < 1) throw dualpipe::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
     const CompareBasis basis = o->basis == "devices" ? CompareBasis::Devices : CompareBasis::Stages;
     const DataParallel dpo = make_data_parallel(o->dpo);
     const bool dpr = dpo.reduces(), mem = dpo.has_memory();
@@ -173,4 +173,4 @@ void run_compare(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

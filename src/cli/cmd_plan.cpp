@@ -6,15 +6,15 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "pictures/svg.h"
-#include "plan/partition.h"
-#include "plan/planner.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/plan/partition.h"
+#include "dualpipe/plan/planner.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -204,4 +204,4 @@ void run_plan(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -15,11 +15,11 @@
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "runtime/malloc_tuning.h"
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
-#include "train/gpt.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/train/gpt.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 struct Measured {
@@ -141,4 +141,4 @@ void run_profile(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -5,13 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "pictures/grid.h"
-#include "schedule/csv.h"
-#include "schedule/lower.h"
+#include "dualpipe/pictures/grid.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/lower.h"
 #include "schedule/words.h"
-#include "sim/simulate.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 nlohmann::json schedule_json(const Schedule& s) {
   nlohmann::json j;
@@ -69,4 +69,4 @@ void run_schedule(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -5,12 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "pictures/svg.h"
-#include "plan/search.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/plan/search.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void run_search(CLI::App* app) {
   struct Opts {
@@ -93,4 +93,4 @@ void run_search(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

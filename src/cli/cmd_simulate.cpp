@@ -6,13 +6,13 @@
 
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/words.h"
-#include "pictures/svg.h"
-#include "pictures/trace.h"
-#include "sim/simulate.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/pictures/trace.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // What the data-parallel options add to a simulation: the gradient
 // reductions (when there are gradient bytes) and the memory table (when
@@ -204,4 +204,4 @@ void run_simulate(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -12,17 +12,17 @@
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "pictures/plot.h"
-#include "pictures/svg.h"
-#include "pictures/trace.h"
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/lower.h"
+#include "dualpipe/pictures/plot.h"
+#include "dualpipe/pictures/svg.h"
+#include "dualpipe/pictures/trace.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/lower.h"
 #include "schedule/words.h"
-#include "train/lr_warmup.h"
-#include "train/trainer.h"
+#include "dualpipe/train/lr_warmup.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 std::string duration(double s) {
@@ -342,4 +342,4 @@ void run_train(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -6,11 +6,11 @@
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "schedule/lower.h"
-#include "train/checkpoint.h"
-#include "train/verify.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 double tolerance(const std::string& dtype) { return dtype == "float64" ? 1e-12 : 1e-5; }
@@ -112,4 +112,4 @@ void run_verify(CLI::App* app) {
   });
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

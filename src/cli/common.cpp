@@ -11,13 +11,13 @@
 #include <fstream>
 #include <vector>
 
-#include "schedule/check.h"
-#include "schedule/csv.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 #include "schedule/words.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 ProgramArgs program_args;
 
@@ -158,4 +158,4 @@ void write_output(const std::string& path, const std::string& text) {
   if (!out) throw Error(fmt::format("cannot write '{}'", path));
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -4,10 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "schedule/schedule.h"
-#include "sim/cost.h"
+#include "dualpipe/schedule/schedule.h"
+#include "dualpipe/sim/cost.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 struct SourceOptions {
   std::string method;
@@ -26,7 +26,7 @@ struct SourceOptions {
 
 // --method/--ranks/--micro-batches/--chunks, or --from FILE.
 void add_source_options(CLI::App* app, SourceOptions& o);
-// Generates or reads (and checks) the schedule; throws dp::Error.
+// Generates or reads (and checks) the schedule; throws dualpipe::Error.
 Schedule load_schedule(const SourceOptions& o);
 
 struct CostOptions {
@@ -40,9 +40,9 @@ struct CostOptions {
 void add_cost_options(CLI::App* app, CostOptions& o);
 Costs make_costs(const CostOptions& o);
 
-// Writes `text` to `path`, or to stdout when path is "-". Throws dp::Error.
+// Writes `text` to `path`, or to stdout when path is "-". Throws dualpipe::Error.
 void write_output(const std::string& path, const std::string& text);
-// Throws dp::Error naming `option` when `path` could not be written: its
+// Throws dualpipe::Error naming `option` when `path` could not be written: its
 // folder is missing or read-only, or it names a folder or read-only file.
 // Long commands call this before they start, not after hours of work.
 void require_writable(const std::string& option, const std::string& path);
@@ -64,4 +64,4 @@ void run_plan(CLI::App* app);    // cmd_plan.cpp
 void run_search(CLI::App* app);  // cmd_search.cpp
 void run_profile(CLI::App* app);  // cmd_profile.cpp, with LibTorch only
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

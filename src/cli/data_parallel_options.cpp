@@ -4,10 +4,10 @@
 
 #include <cmath>
 
-#include "schedule/error.h"
-#include "sim/cost.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/sim/cost.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -108,4 +108,4 @@ nlohmann::json memory_json(const RankMemory& m, double limit_gib) {
   return j;
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "sim/data_parallel.h"
+#include "dualpipe/sim/data_parallel.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 struct DataParallelOptions {
   int dp = 1;
@@ -24,7 +24,7 @@ struct DataParallelOptions {
 };
 
 void add_data_parallel_options(CLI::App* app, DataParallelOptions& o);
-// Throws dp::Error, one line, for bad values and for options that would
+// Throws dualpipe::Error, one line, for bad values and for options that would
 // change nothing without the others they need.
 DataParallel make_data_parallel(const DataParallelOptions& o);
 
@@ -36,4 +36,4 @@ std::string memory_table(const std::vector<RankMemory>& mem, double limit_gib);
 // One rank's memory as JSON numbers (bytes).
 nlohmann::json memory_json(const RankMemory& m, double limit_gib);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -10,14 +10,14 @@
 
 int main(int argc, char** argv) {
 #ifdef DUALPIPE_TORCH
-  if (argc > 1 && dp::cli::is_torch_command(argv[1])) return dp::cli::exec_torch_program(argc, argv);
+  if (argc > 1 && dualpipe::cli::is_torch_command(argv[1])) return dualpipe::cli::exec_torch_program(argc, argv);
 #endif
   CLI::App app;
-  dp::cli::setup_app(app);
-  dp::cli::add_schedule_commands(&app);
+  dualpipe::cli::setup_app(app);
+  dualpipe::cli::add_schedule_commands(&app);
 #ifdef DUALPIPE_TORCH
-  dp::cli::add_torch_command_entries(&app);
+  dualpipe::cli::add_torch_command_entries(&app);
 #endif
-  dp::cli::add_version_command(&app);
-  return dp::cli::run_app(app, argc, argv);
+  dualpipe::cli::add_version_command(&app);
+  return dualpipe::cli::run_app(app, argc, argv);
 }

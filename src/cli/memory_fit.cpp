@@ -8,13 +8,13 @@
 #include <sstream>
 #include <vector>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
-#include "sim/memory.h"
-#include "train/gpt.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/memory.h"
+#include "dualpipe/train/gpt.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 namespace {
 
 // One stage of the shipped models, in elements: parameters held in full
@@ -155,4 +155,4 @@ void require_run_fits(const Schedule& s, const ModelConfig& mc, const RankOption
                       fmt::format("the run ({} rank {} on this machine)", ranks, o.threads ? "threads" : "processes"));
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

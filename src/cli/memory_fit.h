@@ -5,10 +5,10 @@
 #include <string>
 
 #include "cli/torch_common.h"
-#include "schedule/schedule.h"
-#include "train/models.h"
+#include "dualpipe/schedule/schedule.h"
+#include "dualpipe/train/models.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 struct RunMemory {
   // Bytes over every rank counted (each with its own model copy): what the
@@ -30,7 +30,7 @@ RunMemory estimate_run_memory(const Schedule& s, const ModelConfig& mc, int ep, 
 // variable DUALPIPE_TEST_MEMORY_AVAILABLE=BYTES stands in for it.
 double available_memory_bytes();
 
-// Throws dp::Error with the estimate and the memory available when the run
+// Throws dualpipe::Error with the estimate and the memory available when the run
 // cannot fit: "the run needs at least 68.7 GB here (...), more than the
 // 21.3 GB available on this machine (MemAvailable)". `what`: "the run" or
 // "rank 3".
@@ -42,4 +42,4 @@ void require_memory_fits(const RunMemory& need, const std::string& what);
 // counted it already, nothing.
 void require_run_fits(const Schedule& s, const ModelConfig& mc, const RankOptions& o, bool optimizer);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

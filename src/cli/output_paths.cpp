@@ -11,9 +11,9 @@
 #include <filesystem>
 
 #include "cli/common.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void require_output_file(const std::string& option, const std::string& path) {
   if (path.empty()) throw Error(fmt::format("{} is empty: give a file name", option));
@@ -43,4 +43,4 @@ void append_output(const std::string& path, const std::string& text) {
   if (!ok) throw Error(fmt::format("cannot write '{}'", path));
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -3,9 +3,9 @@
 // rank starts: a run must not train for an hour and then fail to save.
 #include <string>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
-// Throws dp::Error naming `option` when no file can be written at `path`:
+// Throws dualpipe::Error naming `option` when no file can be written at `path`:
 // an empty name, a missing folder, a folder, or a place where creating the
 // file fails (tried for real, so that a read-only file system or folder is
 // found also when running as root, whom access() always answers yes). A file
@@ -13,14 +13,14 @@ namespace dp::cli {
 // try is removed. "-" (standard output) passes.
 void require_output_file(const std::string& option, const std::string& path);
 
-// Throws dp::Error naming `option` when `path` cannot be a folder to write
+// Throws dualpipe::Error naming `option` when `path` cannot be a folder to write
 // into: an empty name, or an existing file. (Whether the folder can be made
 // and written is found by creating it, e.g. by CheckpointLock.)
 void require_output_folder(const std::string& option, const std::string& path);
 
-// Appends `text` to the file at `path` and flushes it; throws dp::Error.
+// Appends `text` to the file at `path` and flushes it; throws dualpipe::Error.
 // For results written as they come (the loss curve, one row a step), so
 // that a run that fails later still leaves what it measured.
 void append_output(const std::string& path, const std::string& text);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

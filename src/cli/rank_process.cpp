@@ -12,9 +12,9 @@
 #include <cstdlib>
 #include <utility>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void quiet_library_logging() {
   if (std::getenv("GLOG_minloglevel")) return;
@@ -73,4 +73,4 @@ RendezvousDeadline::~RendezvousDeadline() {
   thread_.join();
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

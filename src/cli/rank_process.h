@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // LibTorch's c10d and Gloo log through glog, straight to stderr: a rank
 // waiting for an unreachable MASTER_ADDR printed one warning a second, and a
@@ -29,7 +29,7 @@ struct ComputeThreads {
 };
 ComputeThreads compute_threads();
 
-// Throws dp::Error at once when `host` (MASTER_ADDR) has no address: c10d
+// Throws dualpipe::Error at once when `host` (MASTER_ADDR) has no address: c10d
 // would retry the lookup every second until --timeout.
 void require_resolvable(const std::string& host, int port);
 
@@ -51,4 +51,4 @@ class RendezvousDeadline {
   std::thread thread_;
 };
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

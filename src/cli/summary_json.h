@@ -12,9 +12,9 @@
 
 #include "cli/rank_process.h"
 #include "cli/torch_common.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/schedule.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // `x` rounded to `digits` significant digits, so that it prints shortest
 // (0.12345678912 -> 0.123457; a sum never shows as 21.200000000000003).
@@ -57,4 +57,4 @@ inline nlohmann::json threads_json() {
   return {{"intra_op", t.intra_op}, {"blas", t.blas >= 0 ? nlohmann::json(t.blas) : nlohmann::json(nullptr)}};
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

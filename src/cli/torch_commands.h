@@ -5,7 +5,7 @@
 // lists them from this table and runs that program for them (torch_program.h).
 #include <string_view>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 struct CommandSummary {
   std::string_view name;
@@ -29,4 +29,4 @@ inline std::string_view torch_command_summary(std::string_view name) {
   return {};
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

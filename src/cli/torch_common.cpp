@@ -9,12 +9,12 @@
 #include <cstdlib>
 
 #include "cli/rank_process.h"
-#include "cluster/emulated_cluster.h"
-#include "runtime/launch.h"
+#include "dualpipe/cluster/emulated_cluster.h"
+#include "dualpipe/runtime/launch.h"
 #include "runtime/malloc_tuning.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--model", o.model, "model: mlp or gpt")->capture_default_str();
@@ -349,4 +349,4 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
   return spawn_local_ranks(shape.size(), program_args.argc, program_args.argv);
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

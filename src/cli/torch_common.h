@@ -11,12 +11,12 @@
 #include <vector>
 
 #include "cli/common.h"
-#include "runtime/comm.h"
-#include "runtime/mesh.h"
-#include "train/models.h"
-#include "train/trainer.h"
+#include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/train/models.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 struct ModelOptions {
   std::string model = "mlp";
@@ -37,7 +37,7 @@ struct ModelOptions {
   double aux_alpha = 0.01;
 };
 void add_model_options(CLI::App* app, ModelOptions& o);
-// Throws dp::Error for bad values (checked before any rank starts). `ep`:
+// Throws dualpipe::Error for bad values (checked before any rank starts). `ep`:
 // the expert-parallel degree the model will be sharded over.
 ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep = 1);
 
@@ -63,7 +63,7 @@ struct RankOptions {
   int intra_op_threads = 1;
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
-// The gradient reduction the options ask for; throws dp::Error for bad values.
+// The gradient reduction the options ask for; throws dualpipe::Error for bad values.
 ReduceOptions reduce_options(const RankOptions& o);
 // Adds the mesh settings (ep, dp, zero) to a run's identity: the ranks of a
 // run must share them, and a checkpoint's tensors only fit a run that has
@@ -82,7 +82,7 @@ using RankSettings = std::vector<std::pair<std::string, std::string>>;
 // Refuses a run whose ranks were started with different settings (each rank
 // of a torchrun-style launch has its own command line): every rank's settings
 // travel to all in one all-reduce of a fixed-size buffer, before any model
-// tensor (whose dtype or size may differ). Throws dp::Error, on every rank,
+// tensor (whose dtype or size may differ). Throws dualpipe::Error, on every rank,
 // naming the first differing setting and both values.
 void check_same_settings(const RankSettings& mine, Comm& world);
 
@@ -91,4 +91,4 @@ void check_same_settings(const RankSettings& mine, Comm& world);
 // with --sched batch, SCHED_BATCH.
 void apply_process_policy(const RankOptions& o);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

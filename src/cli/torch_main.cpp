@@ -6,13 +6,13 @@
 
 int main(int argc, char** argv) {
   CLI::App app;
-  dp::cli::setup_app(app);
-  dp::cli::add_schedule_commands(&app);
+  dualpipe::cli::setup_app(app);
+  dualpipe::cli::add_schedule_commands(&app);
   // In the order of torch_commands.h, which the dualpipe program lists.
-  dp::cli::run_verify(&app);
-  dp::cli::run_train(&app);
-  dp::cli::run_bench(&app);
-  dp::cli::run_profile(&app);
-  dp::cli::add_version_command(&app);
-  return dp::cli::run_app(app, argc, argv);
+  dualpipe::cli::run_verify(&app);
+  dualpipe::cli::run_train(&app);
+  dualpipe::cli::run_bench(&app);
+  dualpipe::cli::run_profile(&app);
+  dualpipe::cli::add_version_command(&app);
+  return dualpipe::cli::run_app(app, argc, argv);
 }

@@ -17,7 +17,7 @@
 #define DUALPIPE_TORCH_PROGRAM_RELPATH "../libexec/dualpipe/dualpipe-torch"
 #endif
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 bool is_torch_command(const std::string& name) { return !torch_command_summary(name).empty(); }
 
@@ -53,4 +53,4 @@ int exec_torch_program(int argc, char** argv) {
   return 2;
 }
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

@@ -7,7 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-namespace dp::cli {
+namespace dualpipe::cli {
 
 // True if `name` is a command of dualpipe-torch (torch_commands.h).
 bool is_torch_command(const std::string& name);
@@ -21,4 +21,4 @@ std::string find_torch_program(const std::string& self, const std::string& relpa
 // after one "dualpipe: error: ..." line.
 int exec_torch_program(int argc, char** argv);
 
-}  // namespace dp::cli
+}  // namespace dualpipe::cli

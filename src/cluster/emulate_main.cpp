@@ -16,7 +16,7 @@
 #include <cstring>
 #include <thread>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
 namespace {
 
@@ -68,14 +68,14 @@ int wait_ranks(const std::vector<pid_t>& pids) {
 int run(const Args& a) {
   const int pipeline = a.pipeline;
   const int world = pipeline * a.experts;
-  const dp::LinkRate rate = dp::parse_link_rate(a.rate);
-  const std::vector<int> host_of = dp::place_ranks(pipeline, a.experts, a.hosts);
-  if (a.command.empty()) throw dp::Error("no program to run (put it after --)");
-  dp::require_root_and_netns();
-  dp::EmulatedCluster cluster(a.hosts, rate);
+  const dualpipe::LinkRate rate = dualpipe::parse_link_rate(a.rate);
+  const std::vector<int> host_of = dualpipe::place_ranks(pipeline, a.experts, a.hosts);
+  if (a.command.empty()) throw dualpipe::Error("no program to run (put it after --)");
+  dualpipe::require_root_and_netns();
+  dualpipe::EmulatedCluster cluster(a.hosts, rate);
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
-    auto env = dp::emulated_rank_env(cluster, host_of, r, a.port);
+    auto env = dualpipe::emulated_rank_env(cluster, host_of, r, a.port);
     if (!std::getenv("OMP_NUM_THREADS")) env.emplace_back("OMP_NUM_THREADS", "1");
     pids.push_back(cluster.spawn(host_of[static_cast<std::size_t>(r)], a.command, env));
   }
@@ -102,11 +102,11 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
-    if (ranks > 0 && a.pipeline > 0) throw dp::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
+    if (ranks > 0 && a.pipeline > 0) throw dualpipe::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
     if (a.pipeline == 0) a.pipeline = ranks;
-    if (a.pipeline < 1) throw dp::Error("give the ranks: --ranks N, or --pipeline-ranks P (and --expert-ranks E)");
+    if (a.pipeline < 1) throw dualpipe::Error("give the ranks: --ranks N, or --pipeline-ranks P (and --expert-ranks E)");
     return run(a);
-  } catch (const dp::Error& e) {
+  } catch (const dualpipe::Error& e) {
     fmt::print(stderr, "dualpipe_emulate: error: {}\n", e.what());
     return 2;
   }

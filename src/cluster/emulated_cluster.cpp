@@ -1,4 +1,4 @@
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -12,12 +12,12 @@
 #include <cstring>
 #include <exception>
 
-#include "cluster/netns_process.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/netns_process.h"
+#include "dualpipe/schedule/error.h"
 
 extern char** environ;
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr const char* kNeedsRoot = "--emulate-hosts needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces";
@@ -263,4 +263,4 @@ std::vector<std::pair<std::string, std::string>> emulated_rank_env(const Emulate
           {"GLOO_SOCKET_IFNAME", cluster.interface()}};
 }
 
-}  // namespace dp
+}  // namespace dualpipe

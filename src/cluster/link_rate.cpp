@@ -1,4 +1,4 @@
-#include "cluster/link_rate.h"
+#include "dualpipe/cluster/link_rate.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct Unit {
@@ -105,4 +105,4 @@ TbfParams tbf_params(LinkRate rate) {
   return p;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

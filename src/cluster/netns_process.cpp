@@ -1,4 +1,4 @@
-#include "cluster/netns_process.h"
+#include "dualpipe/cluster/netns_process.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::netns {
+namespace dualpipe::netns {
 namespace {
 
 std::vector<char*> c_array(const std::vector<std::string>& v) {
@@ -265,4 +265,4 @@ void kill_and_reap(Child& c) {
   c = Child{};
 }
 
-}  // namespace dp::netns
+}  // namespace dualpipe::netns

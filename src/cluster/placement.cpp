@@ -1,10 +1,10 @@
-#include "cluster/placement.h"
+#include "dualpipe/cluster/placement.h"
 
 #include <fmt/format.h>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 void check_host_count(int hosts, int ranks) {
   if (hosts < 1) throw Error(fmt::format("--emulate-hosts must be at least 1 (got {})", hosts));
@@ -40,4 +40,4 @@ std::vector<int> place_ranks(int pipeline_ranks, int expert_ranks, int hosts) {
   return hosts_of;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -23,7 +23,7 @@
 //   blue, I green, W purple; darker for later chunks) and a pair is split
 //   into its forward and backward colours.
 // - The legend names only what the grid shows.
-#include "pictures/grid.h"
+#include "dualpipe/pictures/grid.h"
 
 #include <fmt/format.h>
 #include <sys/ioctl.h>
@@ -37,9 +37,9 @@
 
 #include "pictures/layout.h"
 #include "pictures/palette.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr int kIdle = -1;
@@ -302,4 +302,4 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,10 +9,10 @@
 #include <string_view>
 #include <vector>
 
-#include "schedule/placement.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 // Kinds drawn, in palette order: F, B, I, W.
 inline constexpr int kKinds = 4;
@@ -84,4 +84,4 @@ inline std::string xml_escaped(std::string_view text) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -7,7 +7,7 @@
 // kinds of one shade differ by at least 14 CIELAB units, and the light and
 // dark shade of one kind by at least 17 (tests/test_pictures.cpp computes it).
 // The light shades take black text; dark B, I and W take white text.
-namespace dp {
+namespace dualpipe {
 
 struct KindColours {
   const char* light;  // the rank's first stage (chunk 0)
@@ -33,4 +33,4 @@ inline constexpr int kAnsiBackground[4][kAnsiShades] = {
     {225, 218, 176, 132},  // W purple
 };
 
-}  // namespace dp
+}  // namespace dualpipe

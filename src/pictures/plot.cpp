@@ -1,4 +1,4 @@
-#include "pictures/plot.h"
+#include "dualpipe/pictures/plot.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 
 #include "pictures/layout.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Round step for about `n` ticks over `span`.
@@ -62,4 +62,4 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

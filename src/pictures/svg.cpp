@@ -26,7 +26,7 @@
 //   are more than 16 rows; rank labels stay at 13 px whatever the size.
 // - Schedules with more than kMaxLabelledActions drawn compute actions are
 //   drawn without text (numbers, tooltips) to keep the file small.
-#include "pictures/svg.h"
+#include "dualpipe/pictures/svg.h"
 
 #include <fmt/format.h>
 
@@ -38,10 +38,10 @@
 
 #include "pictures/layout.h"
 #include "pictures/palette.h"
-#include "schedule/generators.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr double kTargetWidth = 1400;  // chart width for ordinary schedules
@@ -415,4 +415,4 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -8,16 +8,16 @@
 // one "i" (instant) event per stage-only action (UNSHARD, RESHARD, REDUCE_GRAD),
 // "M" (metadata) events name the process and the threads and keep the
 // threads in rank order.
-#include "pictures/trace.h"
+#include "dualpipe/pictures/trace.h"
 
 #include <fmt/format.h>
 
 #include <iterator>
 #include <string_view>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 void json_escape(std::string& out, std::string_view text) {
@@ -81,4 +81,4 @@ std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

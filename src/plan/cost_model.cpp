@@ -1,12 +1,12 @@
-#include "plan/cost_model.h"
+#include "dualpipe/plan/cost_model.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 // Bytes per second of the slowest link a group of devices, `stride` apart,
@@ -131,9 +131,9 @@ ModelCosts model_costs(const ModelSpec& m, const ClusterSpec& c, const Parallel&
   return out;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 double total_params(const ModelSpec& m) {
   ClusterSpec one;
@@ -154,4 +154,4 @@ double active_params(const ModelSpec& m) {
   return n;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,13 +1,13 @@
-#include "plan/measured.h"
+#include "dualpipe/plan/measured.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 MeasuredPart parse_part(const nlohmann::json& j, const std::string& where) {
@@ -57,4 +57,4 @@ void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par)
   put(mc.head, m.head, false);
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,4 +1,4 @@
-#include "plan/partition.h"
+#include "dualpipe/plan/partition.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 #include <limits>
 #include <numeric>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 std::vector<std::vector<HeldStage>> held_stages(const Placement& pl) {
   std::vector<std::vector<HeldStage>> out(pl.stages_of.size());
@@ -154,4 +154,4 @@ std::string layout_text(const std::vector<int>& layers_per_stage) {
   return fmt::format("{}", fmt::join(layers_per_stage, ","));
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,4 +1,4 @@
-#include "plan/planner.h"
+#include "dualpipe/plan/planner.h"
 
 #include <fmt/format.h>
 
@@ -7,13 +7,13 @@
 #include <map>
 #include <set>
 
-#include "plan/partition.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/placement.h"
-#include "sim/simulate.h"
+#include "dualpipe/plan/partition.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/placement.h"
+#include "dualpipe/sim/simulate.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
@@ -96,7 +96,7 @@ class Planner {
     const ClusterSpec& c = req_.cluster;
     std::vector<std::string> methods = req_.methods;
     if (methods.empty())
-      for (const Method& mm : dp::methods()) methods.emplace_back(mm.name);
+      for (const Method& mm : dualpipe::methods()) methods.emplace_back(mm.name);
     std::vector<Candidate> out;
     for (int pp : divisors(c.devices, m.layers)) {
       if (req_.pp && pp != req_.pp) continue;
@@ -314,4 +314,4 @@ BuiltPlan build_plan(const PlanRequest& req, const PlanRow& row) {
   return b;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -3,7 +3,7 @@
 // presets_data.cpp from the files), so an installed dualpipe finds them.
 #include <vector>
 
-namespace dp::plan {
+namespace dualpipe::plan {
 
 struct EmbeddedPreset {
   const char* name;  // file name without .json
@@ -11,4 +11,4 @@ struct EmbeddedPreset {
 };
 const std::vector<EmbeddedPreset>& embedded_presets();
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,4 +1,4 @@
-#include "plan/search.h"
+#include "dualpipe/plan/search.h"
 
 #include <fmt/format.h>
 
@@ -7,11 +7,11 @@
 #include <optional>
 #include <random>
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 // The search lays stages out as the generators do (PlacementStyle, from
@@ -405,4 +405,4 @@ SearchResult search(const SearchRequest& req) {
   return res;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,4 +1,4 @@
-#include "plan/spec.h"
+#include "dualpipe/plan/spec.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "plan/presets.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp::plan {
+namespace dualpipe::plan {
 namespace {
 
 using nlohmann::json;
@@ -200,4 +200,4 @@ std::vector<std::string> preset_names() {
   return out;
 }
 
-}  // namespace dp::plan
+}  // namespace dualpipe::plan

@@ -1,8 +1,8 @@
-#include "runtime/comm.h"
+#include "dualpipe/runtime/comm.h"
 
 #include <fmt/format.h>
 
-namespace dp {
+namespace dualpipe {
 
 bool is_timeout_text(const std::string& text) {
   return text.find("imed out") != std::string::npos || text.find("Timeout") != std::string::npos;
@@ -150,4 +150,4 @@ std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world
   return wrap_group(compat::make_gloo(store, rank, world, timeout, local), timeout);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

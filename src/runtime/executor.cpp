@@ -1,4 +1,4 @@
-#include "runtime/executor.h"
+#include "dualpipe/runtime/executor.h"
 
 #include <fmt/format.h>
 
@@ -8,10 +8,10 @@
 
 #include "runtime/flat_params.h"
 #include "runtime/malloc_tuning.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -55,7 +55,7 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
                      fmt::format("the model has {} stages but the schedule {}", model_.stages, sc.stages));
   if (sc.ranks > 1 && !sc.has_comm())
     throw SetupError(SetupError::NotLowered,
-                     "the schedule is not lowered: it has no SEND/RECV actions (call dp::lower on it first)");
+                     "the schedule is not lowered: it has no SEND/RECV actions (call dualpipe::lower on it first)");
   if (opt_.data_shards < 1 || opt_.data_shard < 0 || opt_.data_shard >= opt_.data_shards)
     throw SetupError(SetupError::BadOption, fmt::format("data shard {} of {} is not a valid share of the batch",
                                                         opt_.data_shard, opt_.data_shards));
@@ -382,4 +382,4 @@ void RankExecutor::sum_replica_grads() {
   }
 }
 
-}  // namespace dp
+}  // namespace dualpipe

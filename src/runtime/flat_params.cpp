@@ -1,6 +1,6 @@
 #include "runtime/flat_params.h"
 
-namespace dp {
+namespace dualpipe {
 
 torch::Tensor flatten(const std::vector<torch::Tensor>& tensors) {
   std::vector<torch::Tensor> parts;
@@ -33,4 +33,4 @@ void set_flat_grads(std::vector<torch::Tensor>& params, const torch::Tensor& fla
   unflatten_into(grads, flat);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -4,9 +4,9 @@
 // (or a bucket of it) can be reduced or gathered in one collective.
 #include <vector>
 
-#include "runtime/torch_compat.h"
+#include "dualpipe/runtime/torch_compat.h"
 
-namespace dp {
+namespace dualpipe {
 
 // The tensors as one flat tensor (a copy), in order.
 torch::Tensor flatten(const std::vector<torch::Tensor>& tensors);
@@ -19,4 +19,4 @@ torch::Tensor flat_grads(std::vector<torch::Tensor>& params);
 // Writes `flat` (laid out as flat_grads) back into the params' gradients.
 void set_flat_grads(std::vector<torch::Tensor>& params, const torch::Tensor& flat);
 
-}  // namespace dp
+}  // namespace dualpipe

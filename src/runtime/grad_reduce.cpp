@@ -1,4 +1,4 @@
-#include "runtime/grad_reduce.h"
+#include "dualpipe/runtime/grad_reduce.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 
 #include "runtime/flat_params.h"
 
-namespace dp {
+namespace dualpipe {
 
 std::vector<int> stage_holders(const Mesh& mesh, const std::vector<int>& replicas, bool expert) {
   std::vector<int> members;
@@ -186,4 +186,4 @@ void GradReducer::write_back_params() {
   }
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,4 +1,4 @@
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -18,9 +18,9 @@
 #include <thread>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 int env_int(const char* name, int fallback, bool required) {
@@ -229,4 +229,4 @@ void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mes
   on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout)); });
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -21,7 +21,7 @@
 extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
-namespace dp {
+namespace dualpipe {
 
 void tune_malloc_for_tensors() {
   static std::once_flag once;
@@ -40,4 +40,4 @@ double malloc_in_use_bytes() {
 #endif
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -13,7 +13,7 @@
 // trimming keeps freed tensors in the heap for reuse: 200 k page faults.
 // Peak memory is unchanged; memory freed after the peak is kept for reuse
 // rather than returned to the system.
-namespace dp {
+namespace dualpipe {
 
 // Process-wide; idempotent. Called by every RankExecutor.
 void tune_malloc_for_tensors();
@@ -23,4 +23,4 @@ void tune_malloc_for_tensors();
 // tens to hundreds of microseconds, not for hot paths.
 double malloc_in_use_bytes();
 
-}  // namespace dp
+}  // namespace dualpipe

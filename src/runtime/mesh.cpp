@@ -1,10 +1,10 @@
-#include "runtime/mesh.h"
+#include "dualpipe/runtime/mesh.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-namespace dp {
+namespace dualpipe {
 
 int mesh_rank(const MeshShape& s, const MeshCoord& c) { return (c.dp * s.ep + c.ep) * s.pp + c.pp; }
 
@@ -97,4 +97,4 @@ Mesh pipeline_mesh(std::shared_ptr<Comm> comm) {
   return m;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

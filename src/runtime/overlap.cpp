@@ -1,10 +1,10 @@
-#include "runtime/overlap.h"
+#include "dualpipe/runtime/overlap.h"
 
 #include <utility>
 
-#include "runtime/comm.h"
+#include "dualpipe/runtime/comm.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 thread_local ComputeBaton* tl_baton = nullptr;
@@ -129,4 +129,4 @@ void OverlapWorker::run_pair(ComputeBaton& baton, const std::function<void()>& f
   if (bwd_error) std::rethrow_exception(bwd_error);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

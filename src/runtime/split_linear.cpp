@@ -1,6 +1,6 @@
-#include "runtime/split_linear.h"
+#include "dualpipe/runtime/split_linear.h"
 
-namespace dp {
+namespace dualpipe {
 
 std::size_t WeightGradStore::run(long key) {
   auto it = pending_.find(key);
@@ -67,4 +67,4 @@ torch::Tensor SplitLinearImpl::forward(const torch::Tensor& x) {
   return LinearFn::apply(x, weight, reinterpret_cast<int64_t>(store));
 }
 
-}  // namespace dp
+}  // namespace dualpipe

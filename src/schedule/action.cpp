@@ -1,13 +1,13 @@
-#include "schedule/action.h"
+#include "dualpipe/schedule/action.h"
 
 #include <fmt/format.h>
 
 #include <cctype>
 #include <charconv>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 const char* op_name(Op op) {
   switch (op) {
@@ -126,4 +126,4 @@ Action parse_action(std::string_view text) {
       printable(text)));
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <utility>
 
-namespace dp {
+namespace dualpipe {
 
 template <class T>
 class BigArray {
@@ -70,4 +70,4 @@ class BigArray {
   bool mapped_ = false;
 };
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,4 +1,4 @@
-#include "schedule/check.h"
+#include "dualpipe/schedule/check.h"
 
 #include <fmt/format.h>
 
@@ -7,10 +7,10 @@
 #include <unordered_map>
 
 #include "schedule/big_array.h"
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/walk.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Every action has a global index: its rank's offset plus its position. One
@@ -323,4 +323,4 @@ void check_or_throw(const Schedule& s) {
   throw Error(msg);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

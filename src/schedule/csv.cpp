@@ -1,4 +1,4 @@
-#include "schedule/csv.h"
+#include "dualpipe/schedule/csv.h"
 
 #include <fmt/format.h>
 
@@ -10,9 +10,9 @@
 #include <sstream>
 #include <string_view>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 void write_csv(std::ostream& out, const Schedule& s) {
   for (const auto& rank : s.actions) {
@@ -181,4 +181,4 @@ Schedule read_csv_file(const std::string& path, const CsvLimits& limits) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

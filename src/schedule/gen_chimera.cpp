@@ -37,10 +37,10 @@
 #include <utility>
 #include <vector>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule chimera(const Shape& shape) {
   require_basic_shape("chimera", shape);
@@ -79,4 +79,4 @@ Schedule chimera(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -16,10 +16,10 @@
 #include <algorithm>
 #include <deque>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct PhaseInfo {
@@ -152,4 +152,4 @@ Schedule dualpipev(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

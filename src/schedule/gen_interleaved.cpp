@@ -32,10 +32,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct Slot {
@@ -94,4 +94,4 @@ Schedule interleaved_1f1b(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 // Shared shape checks for schedules with P ranks and P stages.
 void require_basic_shape(const char* method, const Shape& shape) {
@@ -57,4 +57,4 @@ Schedule one_f_one_b(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -35,10 +35,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule zb1p(const Shape& shape) {
   require_basic_shape("zb1p", shape);
@@ -127,4 +127,4 @@ Schedule zbv(const Shape& shape) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,10 +1,10 @@
-#include "schedule/lower.h"
+#include "dualpipe/schedule/lower.h"
 
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
-namespace dp {
+namespace dualpipe {
 
 Schedule lower(const Schedule& s) {
   if (s.has_comm()) throw Error("schedule already holds communication actions; lower a compute-only schedule");
@@ -47,4 +47,4 @@ Schedule lower(const Schedule& s) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 namespace {
 
@@ -102,4 +102,4 @@ Schedule compute_only(const Schedule& s) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
 // The median (the mean of the two middle values for an even count); 0 for none.
 inline double median(std::vector<double> v) {
@@ -12,4 +12,4 @@ inline double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

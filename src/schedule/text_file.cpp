@@ -6,9 +6,9 @@
 #include <fstream>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 
 std::string read_text_file(const std::string& path, std::uint64_t max_bytes, const std::string& what) {
   namespace fs = std::filesystem;
@@ -37,4 +37,4 @@ std::string read_text_file(const std::string& path, std::uint64_t max_bytes, con
   return text;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

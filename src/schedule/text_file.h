@@ -6,11 +6,11 @@
 #include <cstdint>
 #include <string>
 
-namespace dp {
+namespace dualpipe {
 
-// Throws dp::Error with one line naming `what` ("corpus file") and `path`:
+// Throws dualpipe::Error with one line naming `what` ("corpus file") and `path`:
 // "... does not exist", "... is a directory", "... cannot be opened for
 // reading", "... could not be read", or "... is larger than the limit of N MiB".
 std::string read_text_file(const std::string& path, std::uint64_t max_bytes, const std::string& what);
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -24,9 +24,9 @@
 #include <vector>
 
 #include "schedule/big_array.h"
-#include "schedule/schedule.h"
+#include "dualpipe/schedule/schedule.h"
 
-namespace dp {
+namespace dualpipe {
 
 enum class Need : std::uint8_t { FwdDone, GradDone, SentF, SentB };
 
@@ -180,4 +180,4 @@ class Walker {
   std::vector<long> waiting_on_;
 };
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 
 // `noun` in the singular; the plural adds "es" after ch, sh, s or x, else "s".
 inline std::string plural(const std::string& noun, long long n) {
@@ -24,4 +24,4 @@ inline std::string listing(const std::vector<std::string>& items) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

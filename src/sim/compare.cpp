@@ -1,13 +1,13 @@
-#include "sim/compare.h"
+#include "dualpipe/sim/compare.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-#include "schedule/error.h"
-#include "schedule/generators.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 
-namespace dp {
+namespace dualpipe {
 
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks) {
   const Method* m = method_named(method);
@@ -143,4 +143,4 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
   return rows;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

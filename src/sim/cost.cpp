@@ -1,4 +1,4 @@
-#include "sim/cost.h"
+#include "dualpipe/sim/cost.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 double parse_number(const std::string& text, const std::string& key) {
@@ -187,4 +187,4 @@ std::string describe(const Costs& c) {
   return s;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

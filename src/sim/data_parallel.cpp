@@ -1,4 +1,4 @@
-#include "sim/data_parallel.h"
+#include "dualpipe/sim/data_parallel.h"
 
 #include <fmt/format.h>
 
@@ -6,10 +6,10 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 double pick(const std::vector<double>& v, int stage) {
@@ -198,4 +198,4 @@ std::vector<RankMemory> rank_memory(const Schedule& s, const DataParallel& d) {
   return out;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

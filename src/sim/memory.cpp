@@ -1,8 +1,8 @@
-#include "sim/memory.h"
+#include "dualpipe/sim/memory.h"
 
 #include <algorithm>
 
-namespace dp {
+namespace dualpipe {
 
 RankMemory state_memory(const HeldParams& p, const BytesPerParam& bytes, bool zero1) {
   RankMemory m;
@@ -37,4 +37,4 @@ std::vector<double> peak_activation_bytes(const Schedule& s, const std::vector<d
   return peak;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,15 +1,15 @@
-#include "sim/simulate.h"
+#include "dualpipe/sim/simulate.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "schedule/big_array.h"
-#include "schedule/check.h"
-#include "schedule/error.h"
-#include "schedule/placement.h"
+#include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/placement.h"
 #include "schedule/walk.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // The waits of one chunk run alone from `t0`: piece, all-to-all, piece, ...
@@ -210,4 +210,4 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   return res;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,4 +1,4 @@
-#include "train/checkpoint.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
 
 #include <fcntl.h>
@@ -15,9 +15,9 @@
 #include <sstream>
 #include <vector>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace fs = std::filesystem;
 namespace {
 
@@ -138,7 +138,7 @@ std::string type_problem(const nlohmann::ordered_json& made, const Identity& run
 std::string problem_of(const std::string& path, int step, const Identity& identity);
 
 // Why the checkpoint at `path` is not usable, or "" if it is complete and
-// intact. Throws dp::Error if it belongs to another run.
+// intact. Throws dualpipe::Error if it belongs to another run.
 std::string problem(const std::string& path, int step, const Identity& identity) {
   try {
     return problem_of(path, step, identity);
@@ -424,4 +424,4 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
   }
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,4 +1,4 @@
-#include "train/corpus.h"
+#include "dualpipe/train/corpus.h"
 
 #include <fmt/format.h>
 
@@ -7,10 +7,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 #include "schedule/text_file.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Original prose written for this project (no third-party text). Kept as
@@ -149,4 +149,4 @@ Corpus load_corpus(const std::string& path, int64_t min_chars) {
   return Corpus(text, path);
 }
 
-}  // namespace dp
+}  // namespace dualpipe

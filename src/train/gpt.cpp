@@ -1,4 +1,4 @@
-#include "train/gpt.h"
+#include "dualpipe/train/gpt.h"
 
 #include <fmt/format.h>
 
@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
-#include "train/corpus.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/train/corpus.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Causal multi-head self-attention with plain tensor ops (LibTorch 1.13 has
@@ -263,4 +263,4 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
   return m;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,14 +1,14 @@
-#include "train/models.h"
+#include "dualpipe/train/models.h"
 
 #include <fmt/format.h>
 
 #include <map>
 #include <mutex>
 
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 torch::Tensor seeded_normal(std::vector<int64_t> shape, uint64_t seed, torch::Dtype dtype) {
@@ -83,4 +83,4 @@ PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
   throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe)", c.name));
 }
 
-}  // namespace dp
+}  // namespace dualpipe

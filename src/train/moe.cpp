@@ -1,13 +1,13 @@
-#include "train/moe.h"
+#include "dualpipe/train/moe.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <numeric>
 
-#include "runtime/overlap.h"
+#include "dualpipe/runtime/overlap.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -215,4 +215,4 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   return y.reshape(x.sizes());
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,11 +1,11 @@
-#include "train/perf.h"
+#include "dualpipe/train/perf.h"
 
 #include <algorithm>
 #include <chrono>
 
 #include "runtime/malloc_tuning.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -138,4 +138,4 @@ double all_to_all_seconds(Comm& comm, int64_t rows, int64_t width, torch::Dtype 
   return times[times.size() / 2];
 }
 
-}  // namespace dp
+}  // namespace dualpipe

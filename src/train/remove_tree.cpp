@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return std::remove(path) == 0 ? 0 : -1; }
@@ -19,4 +19,4 @@ bool remove_tree(const std::string& path) {
   return nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -8,8 +8,8 @@
 // through a null pointer) under a program built with the system compiler.
 #include <string>
 
-namespace dp {
+namespace dualpipe {
 
 bool remove_tree(const std::string& path);
 
-}  // namespace dp
+}  // namespace dualpipe

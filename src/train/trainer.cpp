@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
 #include <fmt/format.h>
 
@@ -11,11 +11,11 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "train/lr_warmup.h"
+#include "dualpipe/train/lr_warmup.h"
 
-#include "schedule/error.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -407,4 +407,4 @@ Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<Acti
   return c;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

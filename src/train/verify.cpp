@@ -1,14 +1,14 @@
-#include "train/verify.h"
+#include "dualpipe/train/verify.h"
 
 #include <fmt/format.h>
 
 #include <map>
 
-#include "runtime/executor.h"
+#include "dualpipe/runtime/executor.h"
 #include "runtime/flat_params.h"
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   double scale = b.abs().max().item<double>();
@@ -200,4 +200,4 @@ VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const 
   return res;
 }
 
-}  // namespace dp
+}  // namespace dualpipe

@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 
-namespace dp::test {
+namespace dualpipe::test {
 
 inline bool running_as_root() { return geteuid() == 0; }
 
@@ -41,7 +41,7 @@ inline const std::string& why_no_namespaces() {
 }
 
 #define SKIP_UNLESS_NAMESPACES() \
-  if (!dp::test::why_no_namespaces().empty()) GTEST_SKIP() << dp::test::why_no_namespaces()
+  if (!dualpipe::test::why_no_namespaces().empty()) GTEST_SKIP() << dualpipe::test::why_no_namespaces()
 
 // Waits up to `limit` for `pid`; kills it after that. Returns its wait status, or -1.
 inline int wait_for(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
@@ -191,4 +191,4 @@ inline std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-}  // namespace dp::test
+}  // namespace dualpipe::test

@@ -17,10 +17,10 @@
 #include <set>
 #include <stdexcept>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr LinkRate kRate{100'000'000};
@@ -313,4 +313,4 @@ TEST(ClusterPrivileges, CheckAgreesWithUnshare) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

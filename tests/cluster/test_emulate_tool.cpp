@@ -11,7 +11,7 @@
 
 #include "cluster_test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 struct Result {
@@ -102,4 +102,4 @@ TEST(EmulateTool, AFailingRankGivesItsExitCodeAndNothingRemains) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

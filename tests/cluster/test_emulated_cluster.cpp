@@ -9,10 +9,10 @@
 #include <map>
 #include <set>
 
-#include "cluster/emulated_cluster.h"
+#include "dualpipe/cluster/emulated_cluster.h"
 #include "cluster_test_util.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test::Flow;
@@ -212,4 +212,4 @@ TEST(EmulatedCluster, DISABLED_AccuracyTable) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include "cluster/link_rate.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/link_rate.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 std::uint64_t bits(const std::string& s) { return parse_link_rate(s).bits_per_second; }
@@ -75,4 +75,4 @@ TEST(LinkRate, TbfBucketHoldsAMillisecondAndTwoFrames) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

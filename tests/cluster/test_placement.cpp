@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <set>
 
-#include "cluster/placement.h"
-#include "schedule/error.h"
+#include "dualpipe/cluster/placement.h"
+#include "dualpipe/schedule/error.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using V = std::vector<int>;
@@ -79,4 +79,4 @@ TEST(Placement, MoreHostsThanRanksIsRefused) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

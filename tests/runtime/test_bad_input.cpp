@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -150,4 +150,4 @@ TEST(BadInput, LauncherVariablesThatDoNotMatchTheSchedule) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

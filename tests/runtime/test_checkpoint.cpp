@@ -15,15 +15,15 @@
 #include <iostream>
 #include <sstream>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/checkpoint.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
-#include "train/trainer.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 namespace fs = std::filesystem;
 
@@ -305,9 +305,9 @@ TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // remove_tree (used for old checkpoints) removes nested folders and files,
@@ -329,4 +329,4 @@ TEST(RemoveTree, RemovesNestedFoldersButNotWhatALinkPointsTo) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

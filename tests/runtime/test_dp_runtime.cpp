@@ -10,18 +10,18 @@
 #include <vector>
 
 #include "cli_run.h"
-#include "runtime/grad_reduce.h"
-#include "runtime/launch.h"
-#include "runtime/mesh.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/runtime/grad_reduce.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 #include "thread_ranks.h"
-#include "train/checkpoint.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
-#include "train/trainer.h"
-#include "train/verify.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 int error_lines(const std::string& text) {
@@ -261,4 +261,4 @@ TEST(DpRuntimeCli, CheckpointOfAnotherMeshIsRefused) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

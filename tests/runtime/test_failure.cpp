@@ -14,9 +14,9 @@
 
 #include <fmt/format.h>
 
-#include "runtime/launch.h"
+#include "dualpipe/runtime/launch.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -203,4 +203,4 @@ TEST(RankFailure, LostConnectionIsNamedWithoutWaitingForTheTimeout) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

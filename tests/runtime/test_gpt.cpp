@@ -8,15 +8,15 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/corpus.h"
-#include "train/gpt.h"
-#include "train/verify.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/corpus.h"
+#include "dualpipe/train/gpt.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 // Tiny, so that every schedule runs in well under a second.
@@ -284,4 +284,4 @@ TEST(GptTraining, LossGoesDownOnTheBuiltInCorpus) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "runtime/executor.h"
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/runtime/executor.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 constexpr int64_t kBatch = 4, kWidth = 8;
@@ -138,4 +138,4 @@ TEST_F(Gpu, StagedAllReduceSumsDeviceTensors) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -19,16 +19,16 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/launch.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/checkpoint.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
 #include "train/remove_tree.h"
-#include "train/lr_warmup.h"
-#include "train/trainer.h"
+#include "dualpipe/train/lr_warmup.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 namespace fs = std::filesystem;
 
@@ -311,4 +311,4 @@ TEST(Hardening, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -22,7 +22,7 @@
 
 #include <fmt/format.h>
 
-namespace dp {
+namespace dualpipe {
 namespace {
 namespace fs = std::filesystem;
 
@@ -330,4 +330,4 @@ TEST(HardeningCli, TrainJsonSummary) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

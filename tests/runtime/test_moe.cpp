@@ -12,18 +12,18 @@
 #include <vector>
 
 #include "cli_run.h"
-#include "runtime/launch.h"
-#include "runtime/mesh.h"
-#include "runtime/overlap.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/runtime/overlap.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 #include "thread_ranks.h"
-#include "train/gpt.h"
-#include "train/trainer.h"
-#include "train/verify.h"
+#include "dualpipe/train/gpt.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(Mesh, LayoutRoundTripsAndGroupsAreConsistent) {
@@ -278,4 +278,4 @@ TEST(MoeCli, EmulatedHostsWithoutRootIsOneLine) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,12 +1,12 @@
 // The yardsticks of `dualpipe bench` against hand-derived figures.
 #include <gtest/gtest.h>
 
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/perf.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/perf.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 ModelConfig mlp(int64_t h, int64_t seq, int64_t mbs, int64_t ffn = 0) {
@@ -87,4 +87,4 @@ TEST(Perf, TransferTimeBetweenThreadRanks) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

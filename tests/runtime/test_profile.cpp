@@ -10,7 +10,7 @@
 
 #include "cli_run.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 using test_support::CliRun;
@@ -48,4 +48,4 @@ TEST(ProfileCli, BadInputIsOneLineWithCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -10,15 +10,15 @@
 #include <sys/wait.h>
 #include <thread>
 
-#include "runtime/executor.h"
-#include "runtime/launch.h"
-#include "runtime/split_linear.h"
-#include "schedule/error.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/verify.h"
+#include "dualpipe/runtime/executor.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/verify.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TEST(SplitLinear, DeferredWeightGradientEqualsFullBackward) {
@@ -263,4 +263,4 @@ TEST(VerifyCli, BadInputExitsWithCode2) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -9,12 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 
-#include "runtime/launch.h"
-#include "schedule/generators.h"
-#include "schedule/lower.h"
-#include "train/trainer.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/trainer.h"
 
-namespace dp {
+namespace dualpipe {
 namespace {
 
 TrainOptions mlp_options(const Schedule& s, int steps) {
@@ -165,4 +165,4 @@ TEST(TrainCli, BadOptions) {
 }
 
 }  // namespace
-}  // namespace dp
+}  // namespace dualpipe

@@ -1,0 +1,30 @@
+#pragma once
+// Per-layer costs measured by `dualpipe profile` (LibTorch, on this
+// machine), used by the planner in place of its FLOP and byte formulas.
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "dualpipe/plan/cost_model.h"
+
+namespace dualpipe::plan {
+
+struct MeasuredPart {
+  double f = 0, i = 0, w = 0, act_bytes = 0;  // seconds, bytes
+};
+
+struct MeasuredCosts {
+  int micro_batch_size = 1;  // sequences per micro-batch when measured
+  MeasuredPart layer, embedding, head;
+};
+
+// Throws dualpipe::Error naming the field (`where`.layer.f, ...) when malformed.
+MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
+
+// Replaces the compute times and activation bytes of every layer, the
+// embedding and the head with the measured ones, scaled linearly to the
+// micro-batch size of `par` (and adjusted for recomputation as the formulas
+// are); communication and parameters stay as computed.
+void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par);
+
+}  // namespace dualpipe::plan

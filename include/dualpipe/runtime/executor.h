@@ -1,0 +1,156 @@
+#pragma once
+// Executes one rank's part of a lowered schedule on LibTorch.
+//
+// The executor walks the rank's action list in order: F, B, I, W, F&B pairs,
+// and the SEND/RECV actions the lowering inserted. Receives are posted a few
+// compute actions ahead of their position so transfers run during compute;
+// a send is posted where the schedule says, and waited on (at once, without
+// blocking) as soon as the schedule shows its receiver has it, which frees
+// its tensor (see release_sends). An F&B pair runs its two halves as two
+// tasks that hand over at communication points (overlap.h).
+//
+// Ownership and threads: the executor shares its schedule (kept alive by the
+// shared_ptr) and its Comm; it owns its stages. One thread calls step(); the
+// executor runs the backward half of an overlapped pair on a worker thread
+// of its own. Not safe to call from several threads at once.
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/overlap.h"
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/runtime/stage.h"
+#include "dualpipe/schedule/schedule.h"
+
+namespace dualpipe {
+
+// What a caller can get wrong when building an executor: a typed error, so
+// that a library user can tell the cases apart without reading the text.
+struct SetupError : Error {
+  enum Kind { NotLowered, GroupSize, StageCount, BadOption };
+  SetupError(Kind k, const std::string& what) : Error(what), kind(k) {}
+  Kind kind;
+};
+
+struct ExecutorOptions {
+  // This pipeline's share of the global batch when several pipelines (expert
+  // or data-parallel replicas) each run the schedule on their own
+  // micro-batches: its micro-batch mb is the model's micro-batch
+  // data_shard * N + mb, and losses are scaled by 1 / (N * data_shards) so
+  // that gradients summed over the pipelines are those of the global mean.
+  int data_shard = 0;
+  int data_shards = 1;
+  // Run F&B pairs as two tasks handing over at communication points (off:
+  // the forward half, then the backward half). A stage's own
+  // Stage::overlapped hook, when it has one, runs the pair either way.
+  bool fb_overlap = true;
+  // Where receive buffers live (the model's tensors' device).
+  torch::Device device = torch::kCPU;
+  // Called on the stepping thread right after this rank's last action of the
+  // step that adds to `stage`'s weight gradients (its last B, I, W, or F&B
+  // whose backward half is that stage): the stage's gradients are final on
+  // this rank, so their reduction can start while the step goes on.
+  std::function<void(int stage)> on_grads_done;
+};
+
+struct ActionTime {
+  double start = 0, end = 0;  // seconds since the start of the step
+  double wait = 0;            // of which the rank stood idle waiting for communication
+  double a2a = 0;             // of `wait`: waiting for all-to-alls
+};
+
+struct StepOutput {
+  std::vector<std::pair<int, double>> losses;  // (model micro-batch, loss) of the last stages on this rank
+  std::vector<ActionTime> times;               // per position of the rank's action list
+  double seconds = 0;                          // the rank's wall time for the step
+  ExposedComm exposed;                         // idle time waiting for communication, by kind
+  std::vector<IdleSpan> idle;                  // when: seconds since the start of the step
+  // With track_memory: largest heap growth over the step's start, sampled
+  // after every action (activations, pending gradients and transfers).
+  double peak_heap_bytes = 0;
+};
+
+class RankExecutor {
+ public:
+  // `lowered` must be checked and lowered (dualpipe::lower) and hold `model.stages`
+  // stages; `pipeline` is this pipeline's group, whose rank is the schedule's
+  // rank. Throws SetupError for a mismatch.
+  RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineModel model, std::shared_ptr<Comm> pipeline,
+               ExecutorOptions options = {});
+  // Convenience: copies the schedule.
+  RankExecutor(const Schedule& lowered, int rank, PipelineModel model, std::shared_ptr<Comm> comm,
+               ExecutorOptions options = {});
+
+  // One step: gradients are accumulated into the stages' parameters (zero them
+  // before, as an optimizer does).
+  StepOutput step();
+
+  // Sample the process heap after every action (meaningful with one rank per
+  // process; costs a few microseconds an action).
+  bool track_memory = false;
+
+  // Stages that live on several ranks (DualPipe's two replicas, Chimera's two
+  // pipelines) each hold part of the gradient: sum it over their replicas.
+  void sum_replica_grads();
+
+  const std::map<int, Stage>& stages() const { return stages_; }
+  // Ranks that run each stage, from the schedule.
+  const std::vector<std::vector<int>>& replicas() const { return replicas_; }
+  const Schedule& schedule() const { return *sched_; }
+  const ExecutorOptions& options() const { return opt_; }
+  // Replaces ExecutorOptions::on_grads_done (for a hook made after the executor).
+  void set_on_grads_done(std::function<void(int stage)> f) { opt_.on_grads_done = std::move(f); }
+
+ private:
+  struct Slot;
+  Slot& slot(int stage, int mb);
+  int where(int stage, int mb) const { return where_[static_cast<std::size_t>(stage) * sched_->micro_batches + mb]; }
+  void post_recv(const Action& a, std::size_t pos);
+  torch::Tensor take_recv(Op op, int stage, int mb);
+  void send(const Action& a);
+  void forward(int stage, int mb);
+  void backward(int stage, int mb, bool defer_weights);
+  void run_pair(const Action& a);
+
+  std::shared_ptr<const Schedule> sched_;
+  int rank_;
+  PipelineModel model_;
+  std::shared_ptr<Comm> comm_;
+  ExecutorOptions opt_;
+  std::map<int, Stage> stages_;
+  std::vector<int> where_;  // rank of each (stage, mb)
+  std::vector<std::vector<int>> replicas_;
+  WeightGradStore store_;
+  struct Slot {
+    torch::Tensor input, output, loss;
+  };
+  std::map<long, Slot> slots_;
+  struct PendingRecv {
+    torch::Tensor buffer;
+    compat::WorkPtr work;
+    int peer = 0, pos = 0;  // for the error if the peer never sends: who, and the RECV's position
+  };
+  std::map<long, PendingRecv> recvs_;  // key: (op, stage, mb)
+  struct PendingSend {
+    torch::Tensor tensor;
+    compat::WorkPtr work;
+    int peer;
+    Action action;  // for the error if the peer never takes it
+    int consume_pos;  // where the peer's list consumes it
+  };
+  void release_sends(int peer, int peer_pos);
+  // Per transfer (producer stage, micro-batch, activation or gradient): the
+  // position of its SEND in the sender's list, and of the compute action that
+  // consumes it in the receiver's.
+  std::vector<int> send_pos_, consume_pos_;
+  // Per position of this rank's list: the stages whose gradients are final after it.
+  std::vector<std::vector<int>> grads_done_at_;
+  std::vector<PendingSend> sends_;
+  std::vector<std::pair<int, double>> losses_;
+  ComputeBaton baton_;
+  std::unique_ptr<OverlapWorker> worker_;  // made on the first overlapped pair
+};
+
+}  // namespace dualpipe

@@ -1,0 +1,53 @@
+#pragma once
+// What the runtime needs to know of a model: how to build each stage, what
+// enters the first stage, how the last stage turns its output into a loss,
+// and the shape of the tensor that crosses a stage boundary.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace dualpipe {
+
+class WeightGradStore;
+struct MoeStats;
+
+// One pipeline stage: its module and how to run it. Plain data (copyable;
+// copies share the module). Thread-safety: as its module, one thread at a time.
+struct Stage {
+  std::shared_ptr<torch::nn::Module> module;  // this stage's parameters
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  // Lets layers that support it split their backward (I now, W later); null
+  // when the stage has none, and then I does the whole backward, W nothing.
+  std::function<void(WeightGradStore*)> attach_store;
+  // Overlapped F&B: called with the forward of one micro-batch and the
+  // backward of another. The default (null) runs the forward, then the
+  // backward; a stage may interleave their pieces (as DeepSeek-V3 does to
+  // hide its all-to-all traffic). Both must have run when it returns.
+  std::function<void(const std::function<void()>& fwd, const std::function<void()>& bwd)> overlapped;
+  // Parameters sharded over the expert group (a MoE layer's routed experts),
+  // by their name in module->named_parameters(); their gradients are not
+  // summed over that group. Null: every parameter is dense (replicated).
+  std::function<bool(const std::string& name)> is_expert_param;
+};
+
+// How to build the stages and feed the pipeline. Plain data of callbacks
+// (copyable); the callbacks may be called from each rank's thread, so they
+// must not share mutable state between ranks unguarded.
+struct PipelineModel {
+  int stages = 0;
+  std::function<Stage(int stage)> build;  // deterministic: every replica of a stage starts equal
+  std::function<torch::Tensor(int mb)> input;  // what enters stage 0 for micro-batch mb
+  std::function<torch::Tensor(const torch::Tensor& out, int mb)> loss;  // mean loss of one micro-batch
+  std::vector<int64_t> boundary_shape;  // activation (and gradient) between stages
+  torch::Dtype boundary_dtype = torch::kFloat32;
+  // Called before every training step with its index, so that data can move
+  // on (null: the data does not depend on the step).
+  std::function<void(int step)> begin_step;
+  // moe: tokens per expert and balance loss of the blocks built (null otherwise).
+  std::shared_ptr<MoeStats> moe_stats;
+};
+
+}  // namespace dualpipe

@@ -1,0 +1,83 @@
+#pragma once
+// The one place that knows which LibTorch we build against. Debian ships
+// 1.13 (CPU, c10d with Gloo); users may have 2.x with CUDA and NCCL. Every
+// call whose spelling differs between them goes through here.
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+namespace dualpipe::compat {
+
+// Work handle of an asynchronous c10d operation (c10d::Work in 1.13 and 2.x).
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+using StorePtr = c10::intrusive_ptr<c10d::Store>;
+// A process group as the runtime holds it. In 1.13 ProcessGroupGloo is a
+// c10d::ProcessGroup; in 2.x it is a c10d::Backend, and a ProcessGroup is a
+// front that routes each call to the backend registered for the tensors'
+// device. The calls used (send, recv, allreduce, alltoall_base, barrier,
+// getRank, getSize) are spelled the same on both.
+using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
+
+// A Gloo backend (2.x) or group (1.13) as a GroupPtr. In 2.x the one Gloo
+// backend serves CPU tensors, and CUDA tensors too, which Gloo handles for
+// the collectives (the runtime stages point-to-point transfers of device
+// tensors through host memory itself, see comm.h).
+template <class Gloo>
+GroupPtr as_group(c10::intrusive_ptr<Gloo> gloo, const StorePtr& store, int rank, int world) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+  pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+  pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  return pg;
+#else
+  (void)store, (void)rank, (void)world;
+  return gloo;
+#endif
+}
+
+// `local` keeps all traffic on loopback (every rank on this machine);
+// otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the interface that
+// this machine's hostname resolves to, as torchrun's Gloo backend does.
+inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
+  auto opts = c10d::ProcessGroupGloo::Options::create();
+  opts->timeout = timeout;
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  if (local)
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  else if (ifname && *ifname)
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  return as_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts), store, rank, world);
+}
+
+inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,
+                               std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(port);
+  o.isServer = server;
+  o.numWorkers = static_cast<std::size_t>(world);
+  o.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
+}
+
+inline StorePtr make_hash_store() { return c10::make_intrusive<c10d::HashStore>(); }
+
+// Keys of `store` seen under "prefix/": one rendezvous store serves every group.
+inline StorePtr make_prefix_store(const std::string& prefix, const StorePtr& store) {
+  return c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+}
+
+inline std::string version() { return TORCH_VERSION; }
+
+}  // namespace dualpipe::compat

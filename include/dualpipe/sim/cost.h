@@ -1,0 +1,82 @@
+#pragma once
+// What one action costs, for the simulator. Times are in any unit the user
+// likes (the default F=1, B=2, W=1 reads as "units of one forward").
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dualpipe {
+
+struct Costs {
+  // One value for every stage, or one per stage.
+  std::vector<double> F{1.0}, B{2.0}, W{1.0};
+  // Time of one overlapped F&B pair; unset means no overlap: F + B.
+  std::optional<double> FB;
+  // Point-to-point transfer between different ranks: latency + bytes / bandwidth.
+  double latency = 0.0;
+  double bandwidth = 0.0;  // bytes per time unit; 0 means unlimited
+  double act_bytes = 0.0;  // bytes of one activation (or its gradient) crossing a stage boundary
+
+  // Expert-parallel all-to-all (MoE), docs/simulation.md "Communication
+  // phases". A chunk (F, B or I of one stage on one micro-batch) is its
+  // compute cut into phases+1 equal pieces with one all-to-all between each
+  // two: F is attention, dispatch, experts, combine, ...; B and I run the two
+  // gradient all-to-alls of each MoE layer; W has none. One phase takes
+  // a2a_latency + bytes / a2a_phases / a2a_rate. The peers of an all-to-all
+  // are the rank's expert-parallel group (same stage, other nodes) running
+  // the same schedule, so it depends on nothing else in the pipeline; a rank
+  // has one all-to-all link, which carries one all-to-all at a time.
+  // Defaults (no bytes, no latency) simulate exactly as without this model.
+  std::vector<double> a2a_bytes{0.0};  // bytes of all all-to-alls of one forward chunk together; per stage
+  std::vector<double> a2a_bwd_bytes;   // the same for a backward chunk (B or I); empty: same as forward
+  std::vector<int> a2a_phases{2};      // all-to-alls per chunk: 2 (dispatch, combine) x MoE layers; per stage
+  double a2a_rate = 0.0;               // bytes per time unit of a rank's all-to-all link
+  double a2a_latency = 0.0;            // fixed time of every all-to-all phase
+  // F&B pairs overlap the all-to-alls of one half with the compute of the
+  // other (DualPipe's runtime); off: the halves run one after the other,
+  // every all-to-all exposed. Without all-to-all costs it changes nothing.
+  bool fb_overlap = true;
+
+  double f(int stage) const { return pick(F, stage); }
+  double b(int stage) const { return pick(B, stage); }
+  double w(int stage) const { return pick(W, stage); }
+  double i(int stage) const { return b(stage) - w(stage); }  // input-gradient half of B
+  double fb(int f_stage, int b_stage) const { return FB ? *FB : f(f_stage) + b(b_stage); }
+  double transfer() const { return latency + (bandwidth > 0 ? act_bytes / bandwidth : 0.0); }
+
+  // All-to-all phases of one chunk of `stage`, and the time of one of them,
+  // for a forward (F) and for a backward (B or I).
+  int phases(int stage) const { return a2a_phases.size() == 1 ? a2a_phases[0] : a2a_phases[stage]; }
+  double a2a_fwd(int stage) const { return phase_time(pick(a2a_bytes, stage), stage); }
+  double a2a_bwd(int stage) const {
+    return phase_time(a2a_bwd_bytes.empty() ? pick(a2a_bytes, stage) : pick(a2a_bwd_bytes, stage), stage);
+  }
+  // True when some stage's chunks spend time in all-to-alls.
+  bool has_a2a() const;
+
+  // Throws dualpipe::Error unless every list has 1 or `stages` entries and all
+  // values make sense (non-negative, W <= B).
+  void validate(int stages) const;
+
+ private:
+  static double pick(const std::vector<double>& v, int stage) { return v.size() == 1 ? v[0] : v[stage]; }
+  double phase_time(double bytes, int stage) const {
+    const int k = phases(stage);
+    if (k <= 0) return 0.0;
+    return a2a_latency + (bytes > 0 ? bytes / k / a2a_rate : 0.0);
+  }
+};
+
+// Parses "F=1,B=2,W=1,FB=3"; a per-stage list is written with colons:
+// "F=1:1:1.5:1". Keys not given keep their defaults. Throws dualpipe::Error.
+Costs parse_costs(const std::string& spec);
+
+// "1e6" or "1e6:2e6:..." (one value for all stages, or one per stage) for
+// the all-to-all options; `what` names the option in errors. Throws dualpipe::Error.
+std::vector<double> parse_stage_values(const std::string& text, const std::string& what);
+std::vector<int> parse_stage_counts(const std::string& text, const std::string& what);
+
+// "F=1 B=2 W=1 FB=3" for headings.
+std::string describe(const Costs& c);
+
+}  // namespace dualpipe

@@ -1,0 +1,48 @@
+#pragma once
+// `gpt`: a small decoder-only transformer (GPT-2 layout, pre-LayerNorm) for
+// character-level language modelling, cut into pipeline stages.
+//
+//   stage 0:       token embedding + position embedding
+//   every stage:   its share of the L transformer blocks
+//                    x = x + proj(attention(ln1(x)))   causal, `heads` heads
+//                    x = x + proj(gelu(fc(ln2(x))))    d -> 4d -> d
+//   last stage:    final LayerNorm + LM head (d -> vocab);
+//                  loss = cross-entropy, mean over the tokens of the micro-batch
+//
+// Stage s of S gets blocks [s*L/S, (s+1)*L/S) (integer division): the counts
+// differ by at most one, later stages get the extra ones, and when S > L some
+// stages get none (a middle stage without blocks is the identity and has no
+// parameters). A one-stage model has everything.
+//
+// Every Linear (attention qkv and output, MLP fc and proj, LM head) is a
+// SplitLinear without bias, so the zero-bubble I/W split defers their weight
+// gradients; LayerNorms and embeddings are torch::nn modules whose weight
+// gradients come during I.
+//
+// Between stages travels the hidden state [micro_batch_size, seq_len, hidden]
+// in the model dtype. Stage 0 takes the int64 token ids [micro_batch_size,
+// seq_len]; the last stage's output is the logits, which loss() compares with
+// the next characters. Data: see corpus.h; input(mb) and loss(mb) serve the
+// micro-batch mb of the step last given to begin_step(k) (0 before any).
+//
+// Initialisation as GPT-2: linears and embeddings normal(0, 0.02), the two
+// projections that write into the residual stream normal(0, 0.02/sqrt(2L)),
+// LayerNorms ones and zeros; drawn from a generator seeded by (seed, stage),
+// so every replica of a stage starts bit-identical.
+#include <utility>
+
+#include "dualpipe/train/models.h"
+
+namespace dualpipe {
+
+// moe: the MoE layer settings of a config; throws dualpipe::Error for bad ones.
+MoeConfig moe_config(const ModelConfig& c);
+void check_moe(const ModelConfig& c);
+
+// L for a config: c.layers, or max(stages, 4) when it is 0.
+int gpt_layers(const ModelConfig& c);
+
+// The blocks of stage `stage`: [first, end) of `layers`, cut over `stages`.
+std::pair<int, int> gpt_blocks(int stage, int stages, int layers);
+
+}  // namespace dualpipe

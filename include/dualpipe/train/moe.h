@@ -1,0 +1,101 @@
+#pragma once
+// A mixture-of-experts layer whose routed experts are sharded over the
+// expert-parallel ranks of a stage, as in DeepSeek-V3:
+//
+//   router:   p = softmax(x Wr^T) over X experts; each token goes to its top K
+//             experts with weights p_k (not renormalised)
+//   dispatch: the (token, expert) pairs are sorted by expert and sent, with
+//             an all-to-all of variable split sizes, to the rank that holds
+//             the expert (experts [e X/E, (e+1) X/E) live on expert rank e);
+//             no capacity limit, no token is dropped, so results are exact
+//   experts:  each expert is an MLP d -> f -> d with GELU
+//   combine:  the outputs go back by the reverse all-to-all; a token's output
+//             is sum_k p_k expert_k(x) (+ the shared expert's MLP(x), if any)
+//
+// Load balance (DeepSeek-V3's complementary balance loss, taken over the
+// tokens of one micro-batch instead of one sequence):
+//
+//   L_bal = alpha * sum_j f_j P_j,  f_j = X / (K n) * (tokens routed to j),
+//                                   P_j = mean over the n tokens of p_j
+//
+// f_j carries no gradient. L_bal is added to the training objective of its
+// micro-batch; it does not travel with the activations: its gradient is
+// injected where it arises (AuxInject), scaled like the micro-batch's loss.
+//
+// Communication points: the four all-to-alls (dispatch and combine forward;
+// combine-gradient and dispatch-gradient backward) wait through comm_wait(),
+// so an overlapped F&B runs the other half while they are on the wire.
+// Forward all-to-alls use ExpertGroup::fwd, backward ones ExpertGroup::bwd.
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/split_linear.h"
+
+namespace dualpipe {
+
+struct ExpertGroup {
+  std::shared_ptr<Comm> fwd, bwd;  // null: every expert is local, no communication
+};
+
+// Tokens routed to each expert and the balance loss, summed since the last take().
+// Ownership: shared (shared_ptr) by the MoE layers of one rank. Thread-safety:
+// add() locks `mu`, and so must a reader; safe from the two tasks of a pair.
+struct MoeStats {
+  std::mutex mu;
+  std::vector<double> tokens;  // [X]
+  double aux_sum = 0;          // sum of L_bal over (layer, micro-batch)
+  int aux_count = 0;
+  void add(const torch::Tensor& counts, double aux);
+};
+
+struct MoeConfig {
+  int64_t hidden = 64;
+  int64_t expert_ffn = 128;  // f
+  int experts = 4;           // X
+  int top_k = 2;             // K
+  bool shared_expert = true;
+  double aux_alpha = 0.01;
+  double aux_grad_scale = 1.0;  // the micro-batch loss scale: 1 / (micro-batches in the global batch)
+  int ep = 1, ep_rank = 0;      // experts [ep_rank X/ep, (ep_rank+1) X/ep) are local
+  torch::Dtype dtype = torch::kFloat64;
+  uint64_t seed = 1234;
+};
+
+// Thread-safety: as any torch::nn::Module, one thread at a time.
+struct ExpertMlpImpl : torch::nn::Module {
+  ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype);
+  torch::Tensor forward(const torch::Tensor& x) { return proj(torch::gelu(fc(x))); }
+  SplitLinear fc, proj;
+};
+TORCH_MODULE(ExpertMlp);
+
+// Ownership: shares `group`'s Comms and `stats`. Thread-safety: one forward
+// or backward at a time per layer (each rank builds its own).
+struct MoeLayerImpl : torch::nn::Module {
+  // `layer`: the block's index in the whole model, for the experts' seeds.
+  MoeLayerImpl(const MoeConfig& c, int layer, ExpertGroup group, std::shared_ptr<MoeStats> stats);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, T, d] -> [B, T, d]
+  std::vector<SplitLinear> split_linears() const;
+  // Draws the experts' weights, each from a generator seeded by (seed, layer,
+  // expert) alone, so a sharded expert starts equal to the unsharded one.
+  void init_experts(int layers);
+
+  MoeConfig cfg;
+  int layer;
+  int first_local, local_count;
+  SplitLinear router;
+  std::vector<ExpertMlp> experts;  // local ones, registered as "expert<global index>"
+  ExpertMlp shared{nullptr};
+  ExpertGroup group;
+  std::shared_ptr<MoeStats> stats;
+};
+TORCH_MODULE(MoeLayer);
+
+// True for the parameters of routed experts ("...moe.expert<j>....").
+bool is_routed_expert_param(const std::string& name);
+
+}  // namespace dualpipe

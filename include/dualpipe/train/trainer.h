@@ -1,0 +1,137 @@
+#pragma once
+// Training across pipeline ranks: every rank runs train_rank() with the same
+// options; rank 0 reports.
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/executor.h"
+#include "dualpipe/runtime/grad_reduce.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/schedule/schedule.h"
+#include "dualpipe/sim/simulate.h"
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/models.h"
+
+namespace dualpipe {
+
+// Testing hook for failure handling, set from DUALPIPE_TEST_FAULT=KIND:RANK:STEP
+// (fault_from_env): in step STEP (1-based), rank RANK
+//   kill:  raises SIGKILL halfway through its forwards of the step;
+//   stall: stops its process (SIGSTOP) at the same place (its peers must time out);
+//   kill-before-manifest: (rank 0 only) raises SIGKILL while writing the
+//          checkpoint of step STEP, after every rank file and before the manifest.
+// Each prints one line with the CLOCK_MONOTONIC time first, so that tests can
+// measure how long the others take to exit.
+struct Fault {
+  enum Kind { None, Kill, Stall, KillBeforeManifest } kind = None;
+  int rank = -1, step = 0;
+};
+// Throws dualpipe::Error if the variable is set but malformed.
+Fault fault_from_env();
+
+// How gradients are reduced over their holders (grad_reduce.h).
+struct ReduceOptions {
+  int64_t bucket_bytes = 25 << 20;
+  // Start a stage's reduction as soon as its gradients are final on the rank
+  // (during the pipeline's cooldown); off: after the step.
+  bool overlap = true;
+  bool zero = false;  // ZeRO-1: optimizer state sharded over the holders
+};
+
+struct TrainOptions {
+  ModelConfig model;
+  int steps = 100;
+  double lr = 3e-3;
+  double weight_decay = 0.01;
+  double clip = 1.0;       // global gradient-norm clipping; 0 disables it
+  bool optimize = true;    // false: pipeline steps only (bench)
+  int warmup_steps = 0;    // run first, not reported (bench)
+  int lr_warmup_steps = 0;  // the learning rate rises linearly over these steps (lr_warmup.h)
+  // Measure activation memory: one extra pipeline step after the last, with
+  // no optimizer update, samples the heap after every action.
+  bool track_memory = false;
+  CheckpointOptions checkpoint;  // checkpoint.resume_step > 0: continue after that step
+  Fault fault;
+  bool fb_overlap = true;  // ExecutorOptions::fb_overlap
+  ReduceOptions reduce;    // the gradient reduction over every holder
+};
+
+struct StepStats {
+  int step = 0;          // 0-based, counted from the start of the run (a resumed run goes on counting)
+  double loss = 0;       // mean over the step's micro-batches (all ranks)
+  double seconds = 0;    // rank 0's wall time for the whole step (pipeline + replicas + optimizer)
+  double pipeline_seconds = 0;  // slowest rank's time for the pipeline part alone
+  double grad_norm = 0;  // before clipping
+  // The slowest rank's wait for its gradient reductions after its pipeline
+  // part ended: the reduction time the step did not hide.
+  double reduce_seconds = 0;
+  // moe: tokens routed to each expert in this step, over every rank, and the
+  // mean balance loss per (block, micro-batch).
+  std::vector<double> expert_tokens;
+  double aux_loss = 0;
+};
+
+// Plain data: one rank's results; copyable.
+struct RankRun {
+  std::vector<StepStats> steps;
+  std::vector<ActionTime> last_times;  // this rank's actions in the last step
+  ExposedComm last_exposed;            // this rank's idle time waiting for communication, last step
+  std::vector<IdleSpan> last_idle;     // ... and when (seconds since the step's start)
+  double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
+  double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
+  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
+};
+
+// `progress` is called on rank 0 after each reported step. Every rank of
+// the mesh calls it; each pipeline runs `lowered` on its own share of the
+// batch (Mesh::data_shard), MoE experts are sharded over the expert group.
+RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
+                   const std::function<void(const StepStats&)>& progress = {});
+// One pipeline (E = D = 1) over `comm`.
+RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
+                   const std::function<void(const StepStats&)>& progress = {});
+
+// The model of one mesh rank: `base` with its expert rank, expert group and
+// share of the batch filled in; and the executor options that go with it.
+ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh);
+ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap);
+
+// The gradient reduction of one rank over every holder of its parameters
+// (DualPipe/Chimera replicas, expert ranks for dense parameters, data
+// replicas); with o.overlap, hooked into `exec` so that each stage starts
+// reducing when its gradients are final. Every rank of the mesh calls it
+// at the same point (it makes the holder groups).
+std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, const ReduceOptions& o);
+
+// AdamW over this rank's parameters, or with a sharded reducer over the
+// chunks it owns; `params`: the rank's parameters.
+std::unique_ptr<torch::optim::AdamW> make_adamw(GradReducer& reducer, const std::vector<torch::Tensor>& params,
+                                               double lr, double weight_decay);
+// After GradReducer::finish(): clips to `clip` with the global norm
+// `grad_norm` (0: no clipping), sets the learning rate, and steps; a sharded
+// reducer then all-gathers the new parameters.
+void adamw_step(GradReducer& reducer, torch::optim::AdamW& adam, double grad_norm, double clip, double lr);
+// Bytes of optimizer state this rank holds (AdamW's moments).
+double optimizer_state_bytes(const torch::optim::AdamW& adam);
+
+// Rank 0 receives every rank's action times (others send theirs and get {}).
+std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const std::vector<ActionTime>& mine,
+                                                  Comm& comm);
+// Every rank's stretches of idle time waiting for all-to-alls, on rank 0
+// (others get {}), for the measured timeline's hatching.
+std::vector<std::vector<Span>> gather_a2a_waits(const std::vector<IdleSpan>& mine, Comm& comm);
+
+// Every rank's value of x, on rank 0 (others get {}).
+std::vector<double> gather_value(double x, Comm& comm);
+
+// A measured step as simulator output (seconds), for the same pictures.
+SimResult measured_result(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times);
+
+// Mean compute time (receive waits excluded) of each action kind, per stage
+// where the stage ran it, as simulator costs.
+Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times);
+
+}  // namespace dualpipe
