@@ -1,6 +1,6 @@
 // The schedule generators: every method is a valid training step over its
 // whole documented range of shapes, and the simulator reproduces the
-// published bubble and memory figures of PIPELINES.md (under the cost
+// published bubble and memory figures (docs/design.md) (under the cost
 // conditions the literature assumes, stated where they matter).
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// The simulator against figures derived by hand and from PIPELINES.md.
+// The simulator against figures derived by hand and the published ones (docs/design.md).
 #include <gtest/gtest.h>
 
 #include "dualpipe/schedule/error.h"
@@ -116,7 +116,7 @@ TEST(Simulate, DualPipeFiguresOfPipelinesMd) {
 }
 
 TEST(Simulate, DualPipeBubbleFormulaOverARangeOfRanks) {
-  // (PP/2 - 1)(F&B + B - 3W) with N = 2P and the PIPELINES.md costs.
+  // (PP/2 - 1)(F&B + B - 3W) with N = 2P and the published costs.
   for (int P = 2; P <= 32; P += 2) {
     for (double fb : {3.0, 2.5}) {
       Costs c = parse_costs("F=1,B=2,W=1");

@@ -1,4 +1,4 @@
-// DualPipe and DualPipeV, stated as the eight steps of PIPELINES.md.
+// DualPipe and DualPipeV, stated as the eight steps of docs/design.md.
 //
 // Both share one per-rank recipe. A rank runs two "phases": phase 0 is the
 // chunk that the pipeline enters at this rank's nearer end, phase 1 the

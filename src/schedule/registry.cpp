@@ -9,7 +9,7 @@ namespace dualpipe {
 
 namespace {
 
-// Published formulas (PIPELINES.md), for uniform stages.
+// Published formulas (docs/design.md, "The published table"), for uniform stages.
 double one_f_one_b_bubble(const PublishedTerms& t) { return (t.PP - 1) * (t.F + t.B); }
 double dualpipe_bubble(const PublishedTerms& t) { return (t.PP / 2.0 - 1) * (t.FB + t.B - 3 * t.W); }
 PublishedActivations pp_activations(const PublishedTerms& t) { return {static_cast<double>(t.PP)}; }

@@ -6,7 +6,7 @@
 // stall?) and the simulator (which computes times inside the visitor, knowing
 // that every input of the visited action has already been visited).
 //
-// Dependencies (PIPELINES.md, "Simulation semantics"):
+// Dependencies (docs/design.md, "Simulation semantics"):
 //   F(s,m)        needs F(s-1,m)
 //   B/I(s,m)      needs B/I(s+1,m) and F(s,m)
 //   W(s,m)        needs I(s,m)

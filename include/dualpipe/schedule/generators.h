@@ -36,7 +36,7 @@ enum class PlacementStyle {
 // Stages a method of `style` cuts the model into on `ranks` ranks.
 int stage_count(PlacementStyle style, int ranks, int chunks);
 
-// The inputs of the published formulas (PIPELINES.md): PP pipeline stages,
+// The inputs of the published formulas (docs/design.md): PP pipeline stages,
 // S the stages of the method's own cut (a finer cut's stage is PP/S of a
 // PP-stage), N micro-batches, interleaved's V chunks, and the costs of one
 // uniform stage.

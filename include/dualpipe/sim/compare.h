@@ -1,5 +1,5 @@
 #pragma once
-// The published comparison table of PIPELINES.md, computed: every method on
+// The published comparison table (docs/design.md), computed: every method on
 // the same model cut into PP equal stages of cost F/B/W, simulated under the
 // same costs, next to the closed-form bubble where the literature gives one.
 #include <optional>
@@ -51,7 +51,7 @@ enum class CompareBasis { Stages, Devices };
 std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks = 2,
                                 CompareBasis basis = CompareBasis::Stages, const DataParallel& dpo = {});
 
-// The published bubble formula for `method` (PIPELINES.md), if any.
+// The published bubble formula for `method` (docs/design.md), if any.
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks);
 
 }  // namespace dualpipe

@@ -1,5 +1,5 @@
 #pragma once
-// The simulator: PIPELINES.md, "Simulation semantics". Each rank issues its
+// The simulator: docs/design.md, "Simulation semantics". Each rank issues its
 // actions in order; an action starts when its rank is free and its inputs
 // have arrived (transfers between different ranks take Costs::transfer()).
 #include <vector>
@@ -19,7 +19,7 @@ struct RankStats {
   int peak_activations = 0;  // stage activations alive at once (F start .. B/I end)
   // The same, counting an activation until its W where the backward is split:
   // what a runtime holds, since W still needs the layer inputs and output
-  // gradients that I leaves behind (PIPELINES.md's figures count to I).
+  // gradients that I leaves behind (the published figures count to I).
   int peak_held = 0;
   int stages_held = 0;       // distinct stages this rank runs (parameter replicas)
   double param_copies = 0;   // parameters held, relative to an even split of the model over the ranks
