@@ -7,16 +7,11 @@
 // (128 + signal if killed); 2 with one line for a usage or setup error.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <signal.h>
-#include <sys/wait.h>
 
-#include <cerrno>
-#include <chrono>
 #include <cstdlib>
-#include <cstring>
-#include <thread>
 
 #include "dualpipe/cluster/emulated_cluster.h"
+#include "dualpipe/cluster/supervise.h"
 
 namespace {
 
@@ -27,43 +22,6 @@ struct Args {
   int port = 29500;
   std::vector<std::string> command;
 };
-
-// Waits for every rank; after the first failure the others get a second to
-// end by themselves, then SIGKILL (a peer of a dead rank may wait forever).
-int wait_ranks(const std::vector<pid_t>& pids) {
-  using Clock = std::chrono::steady_clock;
-  std::vector<bool> running(pids.size(), true);
-  std::size_t left = pids.size();
-  int result = 0;
-  Clock::time_point failed_at;
-  while (left > 0) {
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, result == 0 ? 0 : WNOHANG);
-    if (pid < 0 && errno == EINTR) continue;
-    if (pid < 0) break;
-    if (pid == 0) {
-      if (Clock::now() - failed_at > std::chrono::seconds(1))
-        for (std::size_t r = 0; r < pids.size(); ++r)
-          if (running[r]) kill(pids[r], SIGKILL);
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      continue;
-    }
-    std::size_t r = 0;
-    while (r < pids.size() && pids[r] != pid) ++r;
-    if (r == pids.size()) continue;
-    running[r] = false;
-    --left;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code != 0 && result == 0) {
-      result = code;
-      failed_at = Clock::now();
-      fmt::print(stderr, "dualpipe_emulate: rank {} {}\n", r,
-                 WIFEXITED(status) ? fmt::format("failed with exit code {}", code)
-                                   : fmt::format("died: signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status))));
-    }
-  }
-  return result;
-}
 
 int run(const Args& a) {
   const int pipeline = a.pipeline;
@@ -79,7 +37,7 @@ int run(const Args& a) {
     if (!std::getenv("OMP_NUM_THREADS")) env.emplace_back("OMP_NUM_THREADS", "1");
     pids.push_back(cluster.spawn(host_of[static_cast<std::size_t>(r)], a.command, env));
   }
-  return wait_ranks(pids);
+  return dualpipe::supervise_ranks(pids, "dualpipe_emulate");
 }
 
 }  // namespace

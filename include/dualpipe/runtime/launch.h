@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include "dualpipe/cluster/supervise.h"  // supervise_ranks, the waiting half of spawn_local_ranks
 #include "dualpipe/runtime/comm.h"
 #include "dualpipe/runtime/mesh.h"
 
@@ -39,10 +40,6 @@ Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::m
 // it failed. The others get a second to exit by themselves, then SIGTERM, then
 // SIGKILL, so that this returns even if a rank hangs.
 int spawn_local_ranks(int world, int argc, char** argv);
-
-// The waiting half of spawn_local_ranks, for rank processes started another
-// way (inside emulated hosts): pids[r] is rank r, a child of this process.
-int supervise_ranks(const std::vector<pid_t>& pids);
 
 // Switches the calling thread to SCHED_BATCH, the kernel's policy for
 // throughput work that should not preempt on wake-up; threads and processes

@@ -1,0 +1,21 @@
+#pragma once
+// Waiting for rank processes, shared by every launcher (local ranks, ranks in
+// emulated hosts). Plain POSIX, no LibTorch.
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace dualpipe {
+
+// Waits for rank processes, children of this process (pids[r] is rank r).
+// Returns 0 if all succeed, else the first failing rank's exit code (128 +
+// signal if it was killed), after one line on stderr, "PROGRAM: error: rank
+// R (pid N) ...", naming that rank and how it failed. The others get a
+// second to exit by themselves, then SIGTERM (and SIGCONT, for a stopped
+// one), then SIGKILL 3 s later, so that this returns even if a rank hangs.
+// Thread-safety: reaps any child of the process (waitpid(-1)); call it from
+// one thread, with no other children that someone else waits for.
+int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program = "dualpipe");
+
+}  // namespace dualpipe
