@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "schedule/stats.h"
-#include "cli/memory_fit.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "dualpipe/schedule/error.h"
@@ -41,11 +40,7 @@ void run_bench(CLI::App* app) {
     if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
-    TrainOptions t;
-    t.model = make_model_config(o->model, s, o->ranks.ep);
-    require_run_fits(s, t.model, o->ranks, false);
-    t.fb_overlap = o->ranks.fb_overlap == "on";
-    t.reduce = reduce_options(o->ranks);
+    TrainOptions t = run_options(s, o->model, o->ranks, false);
     t.steps = o->steps;
     t.warmup_steps = 1;
     t.optimize = false;

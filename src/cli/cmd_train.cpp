@@ -7,7 +7,6 @@
 #include <optional>
 
 #include "schedule/stats.h"
-#include "cli/memory_fit.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
@@ -235,11 +234,7 @@ void run_train(CLI::App* app) {
       o->src.micro_batches = std::max(8, 2 * o->src.ranks);
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
-    TrainOptions t;
-    t.model = make_model_config(o->model, s, o->ranks.ep);
-    require_run_fits(s, t.model, o->ranks, true);
-    t.fb_overlap = o->ranks.fb_overlap == "on";
-    t.reduce = reduce_options(o->ranks);
+    TrainOptions t = run_options(s, o->model, o->ranks, true);
     t.steps = o->steps;
     t.lr = o->lr;
     t.lr_warmup_steps = warmup_given ? o->warmup_steps : default_lr_warmup_steps(o->steps);

@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cli/memory_fit.h"
 #include "cli/rank_process.h"
 #include "dualpipe/cluster/emulated_cluster.h"
 #include "dualpipe/runtime/launch.h"
 #include "runtime/malloc_tuning.h"
 #include "dualpipe/schedule/error.h"
+#include "dualpipe/train/trainer.h"
 
 namespace dualpipe::cli {
 
@@ -182,6 +184,15 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
       ->capture_default_str();
+}
+
+TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOptions& r, bool optimizer) {
+  TrainOptions t;
+  t.model = make_model_config(m, s, r.ep);
+  require_run_fits(s, t.model, r, optimizer);
+  t.fb_overlap = r.fb_overlap == "on";
+  t.reduce = reduce_options(r);
+  return t;
 }
 
 ReduceOptions reduce_options(const RankOptions& o) {

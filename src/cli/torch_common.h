@@ -16,6 +16,10 @@
 #include "dualpipe/train/models.h"
 #include "dualpipe/train/trainer.h"
 
+namespace dualpipe {
+struct TrainOptions;
+}
+
 namespace dualpipe::cli {
 
 struct ModelOptions {
@@ -65,6 +69,10 @@ struct RankOptions {
 void add_rank_options(CLI::App* app, RankOptions& o);
 // The gradient reduction the options ask for; throws dualpipe::Error for bad values.
 ReduceOptions reduce_options(const RankOptions& o);
+// What train and bench both set from their options: the model (checked, and
+// checked to fit the machine's memory), the F&B overlap and the gradient
+// reduction. `optimizer`: the run keeps AdamW's state (train; bench does not).
+TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOptions& r, bool optimizer);
 // Adds the mesh settings (ep, dp, zero) to a run's identity: the ranks of a
 // run must share them, and a checkpoint's tensors only fit a run that has
 // them (a resume with another D or ZeRO setting is refused, naming both).
