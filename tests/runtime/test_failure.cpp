@@ -51,6 +51,18 @@ int count_lines_with(const std::string& text, const std::string& what) {
 const std::string kTrain = "train -m dualpipe -p 2 -n 4 --model mlp --hidden 16 --seq-len 4 --steps 6 "
                            "--loss-csv /dev/null --loss-svg /dev/null";
 
+// A run with a stalled rank and --timeout 3: the command did not hang, failed,
+// the fault fired, and every rank ended within the timeout plus 6 s of the
+// stall. Returns the seconds from the stall to the command's exit.
+double expect_stall_ends_in_time(const Timed& r) {
+  EXPECT_NE(r.code, 124) << "the command hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_GE(r.fault_time, 0) << "the fault did not fire\n" << r.out;
+  const double exit_after = r.exit_time - r.fault_time;
+  EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
+  return exit_after;
+}
+
 TEST(RankFailure, KilledRankIsNamedAndEveryoneExits) {
   const int timeout_s = 20;
   Timed r = run_timed("DUALPIPE_TEST_FAULT=kill:1:3", kTrain + fmt::format(" --timeout {}", timeout_s), 120);
@@ -86,15 +98,11 @@ TEST(RankFailure, RankKilledDuringAllToAllIsNamedAndEveryoneExits) {
 
 TEST(RankFailure, RankStalledDuringAllToAllIsReportedWithTheCollective) {
   Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:2:2", kMoeTrain + " --timeout 3", 120);
-  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
-  EXPECT_NE(r.code, 0) << r.out;
-  ASSERT_GE(r.fault_time, 0) << "the fault did not fire\n" << r.out;
+  expect_stall_ends_in_time(r);
   // Its expert peer (rank 0) gives up on the all-to-all after 3 s and says which.
   EXPECT_TRUE(std::regex_search(
       r.out, std::regex(R"(dualpipe: error: rank 0: timed out after 3 s waiting for the other ranks \(the MoE (token-count exchange|dispatch all-to-all|combine all-to-all) of block \d\))")))
       << r.out;
-  const double exit_after = r.exit_time - r.fault_time;
-  EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
 }
 
 // Data parallelism: rank 3 (stage 1 of the second replica) stalls; rank 1,
@@ -105,18 +113,13 @@ TEST(RankFailure, StalledDataParallelPeerEndsEveryRankNamingTheReduction) {
                       "train -m 1f1b -p 2 -n 4 --dp 2 --model mlp --hidden 16 --seq-len 4 --steps 4 "
                       "--loss-csv /dev/null --loss-svg /dev/null --timeout 3",
                       120);
-  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
-  EXPECT_NE(r.code, 0) << r.out;
-  ASSERT_GE(r.fault_time, 0) << r.out;
+  expect_stall_ends_in_time(r);
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(timed out after 3 s waiting for (rank 3|the other ranks))"))) << r.out;
-  EXPECT_LT(r.exit_time - r.fault_time, 3.0 + 6.0) << r.out;
 }
 
 TEST(RankFailure, StalledRankIsNamedByItsPeerWithTheActionItWaitedFor) {
   Timed r = run_timed("DUALPIPE_TEST_FAULT=stall:1:3", kTrain + " --timeout 3", 120);
-  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
-  EXPECT_NE(r.code, 0) << r.out;
-  ASSERT_GE(r.fault_time, 0) << "the fault did not fire\n" << r.out;
+  const double exit_after = expect_stall_ends_in_time(r);
   // Rank 0 waits for rank 1 and gives up after 3 s, naming it and the action.
   EXPECT_TRUE(std::regex_search(
       r.out, std::regex(R"(dualpipe: error: rank 0: timed out after 3 s waiting for rank 1 \((RECV_F|RECV_B|SEND_F|SEND_B) of stage \d, micro-batch \d, )")))
@@ -125,9 +128,7 @@ TEST(RankFailure, StalledRankIsNamedByItsPeerWithTheActionItWaitedFor) {
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(rank 0 \(pid \d+\) failed with exit code 2; stopped rank\(s\) 1)")))
       << r.out;
   EXPECT_EQ(count_lines_with(r.out, "dualpipe: error:"), 2) << r.out;
-  const double exit_after = r.exit_time - r.fault_time;
   EXPECT_GT(exit_after, 3.0) << r.out;  // it did wait for the timeout
-  EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
   std::cout << "[ measured ] stall of rank 1, --timeout 3: command exited " << exit_after << " s after the stall\n"
             << r.out;
   RecordProperty("exit_after_stall_s", std::to_string(exit_after));
@@ -140,12 +141,8 @@ TEST(RankFailure, StallInALongerPipelineEndsEveryRank) {
                       "train -m 1f1b -p 4 -n 4 --model mlp --hidden 16 --seq-len 4 --steps 4 --loss-csv /dev/null "
                       "--loss-svg /dev/null --timeout 3",
                       120);
-  ASSERT_NE(r.code, 124) << "the command hung\n" << r.out;
-  EXPECT_NE(r.code, 0) << r.out;
-  ASSERT_GE(r.fault_time, 0) << r.out;
+  const double exit_after = expect_stall_ends_in_time(r);
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(rank [13]: timed out after 3 s waiting for rank 2 \()"))) << r.out;
-  const double exit_after = r.exit_time - r.fault_time;
-  EXPECT_LT(exit_after, 3.0 + 6.0) << r.out;
   std::cout << "[ measured ] stall of rank 2 of 4, --timeout 3: command exited " << exit_after
             << " s after the stall\n"
             << r.out;
