@@ -92,6 +92,7 @@ void run_verify(CLI::App* app) {
     VerifyOptions vo;
     vo.fb_overlap = o->ranks.fb_overlap == "on";
     vo.reduce = reduce_options(o->ranks);
+    vo.engine = engine_options(o->ranks);
     // Sharded optimizer state is checked through the parameters after one step.
     vo.optimizer_step = vo.reduce.zero;
     for (const auto& [key, v] : identity.items())

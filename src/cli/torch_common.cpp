@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <limits>
 
@@ -180,6 +182,16 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "with --emulate-hosts: each host's link rate in each direction, as tc writes it (100mbit, 1gbit, "
                   "10gbit)")
       ->capture_default_str();
+  app->add_option("--emulate-device", o.emulate_device,
+                  "K > 0: imitate an accelerator: every compute piece (the work between two communication points) "
+                  "still runs, then the rank sleeps until K times its calibrated CPU time has passed, so that ranks "
+                  "sharing few cores do not compete for them and communication overlaps as on a GPU. The first step "
+                  "calibrates (printed); default: off");
+  app->add_option("--comm-lane", o.comm_lane,
+                  "on: each rank's collectives (all-to-alls, token counts) run one at a time in the order posted, "
+                  "so one bulk transfer is on the link at a time; off: posted at once")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app->add_option("--intra-op-threads", o.intra_op_threads,
                   "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
@@ -192,7 +204,27 @@ TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOpt
   require_run_fits(s, t.model, r, optimizer);
   t.fb_overlap = r.fb_overlap == "on";
   t.reduce = reduce_options(r);
+  t.engine = engine_options(r);
   return t;
+}
+
+EngineOptions engine_options(const RankOptions& o) {
+  EngineOptions e;
+  e.lane = o.comm_lane == "on";
+  if (!o.emulate_device.empty()) {
+    double k = 0;
+    std::size_t used = 0;
+    try {
+      k = std::stod(o.emulate_device, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != o.emulate_device.size() || !std::isfinite(k) || k <= 0 || k > 1000)
+      throw Error(fmt::format("--emulate-device must be a number in (0, 1000] (got '{}')", o.emulate_device));
+    e.device_factor = k;
+  }
+  if (o.emulate_hosts > 0) e.link_bytes_per_s = static_cast<double>(parse_link_rate(o.link_rate).bits_per_second) / 8;
+  return e;
 }
 
 ReduceOptions reduce_options(const RankOptions& o) {
@@ -225,8 +257,7 @@ int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
   EmulatedCluster cluster(o.emulate_hosts, rate);
   std::string where;
   for (int r = 0; r < shape.size(); ++r) where += fmt::format("{}{}:{}", r ? " " : "", r, host_of[r]);
-  fmt::print("emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
-  std::fflush(stdout);
+  fmt::print(stderr, "emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
   std::vector<std::string> args{"/proc/self/exe"};
   for (int i = 1; i < program_args.argc; ++i) args.emplace_back(program_args.argv[i]);
   std::vector<pid_t> pids;
@@ -309,8 +340,7 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
   apply_process_policy(o);
   const auto env = rank_from_env();
   if ((shape.ep > 1 || shape.dp > 1) && !is_spawned_rank() && (!env || env->rank == 0)) {
-    fmt::print("{}", describe_layout(shape));
-    std::fflush(stdout);  // before the ranks print
+    fmt::print(stderr, "{}", describe_layout(shape));  // stderr: stdout may be one JSON document
   }
   if (o.threads) {
     set_compute_threads(o.intra_op_threads);

@@ -62,6 +62,10 @@ struct RankOptions {
   std::string fb_overlap = "on";  // on: F&B halves hand over at communication points
   int emulate_hosts = 0;          // > 0: run the ranks on that many emulated hosts (network namespaces)
   std::string link_rate = "1gbit";  // each emulated host's link, both directions
+  // Device emulation: "" off, else K > 0 (every compute piece lasts K times
+  // its calibrated CPU time; OverlapEngine).
+  std::string emulate_device;
+  std::string comm_lane = "on";  // on: the rank's collectives run one at a time in posting order
   // Compute threads of each rank (LibTorch intra-op and OpenBLAS), whichever
   // way it was started: more ranks than cores run best with one each.
   int intra_op_threads = 1;
@@ -69,6 +73,9 @@ struct RankOptions {
 void add_rank_options(CLI::App* app, RankOptions& o);
 // The gradient reduction the options ask for; throws dualpipe::Error for bad values.
 ReduceOptions reduce_options(const RankOptions& o);
+// The overlap engine's settings (lane, device emulation, the link rate of
+// emulated hosts); throws dualpipe::Error for bad values.
+EngineOptions engine_options(const RankOptions& o);
 // What train and bench both set from their options: the model (checked, and
 // checked to fit the machine's memory), the F&B overlap and the gradient
 // reduction. `optimizer`: the run keeps AdamW's state (train; bench does not).

@@ -59,6 +59,7 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
   if (opt_.data_shards < 1 || opt_.data_shard < 0 || opt_.data_shard >= opt_.data_shards)
     throw SetupError(SetupError::BadOption, fmt::format("data shard {} of {} is not a valid share of the batch",
                                                         opt_.data_shard, opt_.data_shards));
+  if (!opt_.engine) opt_.engine = std::make_shared<OverlapEngine>();
   const int N = sc.micro_batches;
   {
     Placement placement = placement_of(sc);  // the one definition of where each cell runs
@@ -139,7 +140,7 @@ void RankExecutor::post_recv(const Action& a, std::size_t pos) {
   recvs_.emplace(key, std::move(pr));
 }
 
-torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
+torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb, Half h) {
   const long key = recv_key(op, stage, mb, sched_->micro_batches);
   auto it = recvs_.find(key);
   if (it == recvs_.end())
@@ -148,7 +149,7 @@ torch::Tensor RankExecutor::take_recv(Op op, int stage, int mb) {
   // or take other receives.
   const compat::WorkPtr work = it->second.work;
   const int peer = it->second.peer, pos = it->second.pos;
-  comm_wait(*comm_, work, CommKind::Pipeline, peer, [&] {
+  opt_.engine->wait_work(h, *comm_, work, CommPoint::Pipeline, peer, [&] {
     return fmt::format("{} of stage {}, micro-batch {}, at position {}", op_name(op), stage, mb, pos);
   });
   it = recvs_.find(key);
@@ -184,49 +185,71 @@ void RankExecutor::send(const Action& a) {
   torch::Tensor t = grad ? slot(a.stage, a.mb).input.grad().contiguous() : slot(a.stage, a.mb).output.detach().contiguous();
   const int peer = where(grad ? a.stage - 1 : a.stage + 1, a.mb);
   const int tag = transfer_tag(grad, a.stage, a.mb, N);
+  std::lock_guard<std::mutex> lock(send_mu_);
   sends_.push_back({t, comm_->isend(t, peer, tag), peer, a, consume_pos_[tag]});
   if (grad) slots_.erase(static_cast<long>(a.stage) * N + a.mb);  // the send holds the tensor now
 }
 
-void RankExecutor::forward(int stage, int mb) {
-  torch::Tensor in;
+void RankExecutor::send_early(std::size_t pos, Op op, int stage, int mb) {
+  const auto& list = sched_->actions[rank_];
+  for (std::size_t q = pos + 1; q < list.size() && is_comm(list[q].op); ++q)
+    if (list[q].op == op && list[q].stage == stage && list[q].mb == mb) {
+      send(list[q]);
+      std::lock_guard<std::mutex> lock(send_mu_);
+      sent_early_[q] = 1;
+      return;
+    }
+}
+
+torch::Tensor RankExecutor::forward_input(int stage, int mb, Half h) {
+  if (stage == 0) return model_.input(opt_.data_shard * sched_->micro_batches + mb);
+  if (where(stage - 1, mb) == rank_) return slot(stage - 1, mb).output.detach();  // the previous stage runs here
+  return take_recv(Op::RECV_F, stage, mb, h);
+}
+
+void RankExecutor::forward(int stage, int mb, Half h, torch::Tensor in) {
   const int model_mb = opt_.data_shard * sched_->micro_batches + mb;
-  if (stage == 0)
-    in = model_.input(model_mb);
-  else if (where(stage - 1, mb) == rank_)
-    in = slot(stage - 1, mb).output.detach();  // the previous stage runs here: no transfer
-  else
-    in = take_recv(Op::RECV_F, stage, mb);
   // Each stage's input is a leaf of its own graph, so that its backward
   // stops there and leaves the gradient to pass on in input.grad.
   if (stage > 0) in = in.detach().requires_grad_(true);
+  opt_.engine->begin_chunk(h, Op::F, stage);
   torch::Tensor out = stages_.at(stage).forward(in);
+  torch::Tensor loss;
+  if (stage == sched_->stages - 1) loss = model_.loss(out, model_mb);
+  opt_.engine->end_chunk(h);
   Slot& sl = slot(stage, mb);
   sl.input = in;
   sl.output = out;
-  if (stage == sched_->stages - 1) {
-    sl.loss = model_.loss(sl.output, model_mb);
-    losses_.emplace_back(model_mb, sl.loss.item<double>());
+  if (loss.defined()) {
+    sl.loss = loss;
+    std::lock_guard<std::mutex> lock(loss_mu_);
+    losses_.emplace_back(model_mb, loss.item<double>());
   }
 }
 
-void RankExecutor::backward(int stage, int mb, bool defer_weights) {
+torch::Tensor RankExecutor::output_grad(int stage, int mb, Half h) {
+  if (stage + 1 >= sched_->stages) return {};
+  if (where(stage + 1, mb) == rank_) return slot(stage + 1, mb).input.grad();
+  return take_recv(Op::RECV_B, stage, mb, h);
+}
+
+void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad) {
   const int N = sched_->micro_batches;
   const bool next_here = stage + 1 < sched_->stages && where(stage + 1, mb) == rank_;
-  torch::Tensor output, loss, grad;
+  torch::Tensor output, loss;
   {
     Slot& sl = slot(stage, mb);
     output = sl.output;
     loss = sl.loss;
   }
-  if (stage + 1 < sched_->stages)
-    grad = next_here ? slot(stage + 1, mb).input.grad() : take_recv(Op::RECV_B, stage, mb);
+  opt_.engine->begin_chunk(h, defer_weights ? Op::I : Op::B, stage);
   if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
   if (stage == sched_->stages - 1)
     torch::autograd::backward({loss / (static_cast<double>(N) * opt_.data_shards)});
   else
     torch::autograd::backward({output}, {grad});
   store_.end();
+  opt_.engine->end_chunk(h);
   // Looked up again: the other half of an F&B pair may have added slots
   // meanwhile (std::map keeps references valid, but say so plainly).
   Slot& sl = slot(stage, mb);
@@ -236,15 +259,24 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights) {
   if (stage == 0) slots_.erase(static_cast<long>(stage) * N + mb);
 }
 
-void RankExecutor::run_pair(const Action& a) {
-  auto fwd = [&] { forward(a.stage, a.mb); };
-  auto bwd = [&] { backward(a.stage2, a.mb2, false); };
+void RankExecutor::run_pair(const Action& a, std::size_t pos) {
+  // Both halves' pipeline inputs first, so that no half waits for a
+  // pipeline transfer inside the pair.
+  torch::Tensor in = forward_input(a.stage, a.mb, Half::Forward);
+  torch::Tensor grad = output_grad(a.stage2, a.mb2, Half::Backward);
+  auto fwd = [&] {
+    forward(a.stage, a.mb, Half::Forward, in);
+    send_early(pos, Op::SEND_F, a.stage, a.mb);
+  };
+  auto bwd = [&] {
+    backward(a.stage2, a.mb2, false, Half::Backward, grad);
+    send_early(pos, Op::SEND_B, a.stage2, a.mb2);
+  };
   const Stage& st = stages_.at(a.stage);
   if (st.overlapped) {
     st.overlapped(fwd, bwd);
   } else if (opt_.fb_overlap) {
-    if (!worker_) worker_ = std::make_unique<OverlapWorker>();
-    worker_->run_pair(baton_, fwd, bwd);
+    opt_.engine->run_pair(fwd, bwd);
   } else {
     fwd();
     bwd();
@@ -274,40 +306,47 @@ StepOutput RankExecutor::step() {
   };
 
   const double heap0 = track_memory ? malloc_in_use_bytes() : 0;
-  // This thread computes; it hands the baton over only while it waits.
-  BatonScope holding(&baton_);
-  const ExposedComm exposed0 = baton_.exposed();
-  baton_.take_idle_spans();
+  OverlapEngine& engine = *opt_.engine;
+  const ExposedComm exposed0 = engine.exposed();
+  engine.take_idle_spans();
+  engine.take_lane_records();
+  sent_early_.assign(list.size(), 0);
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     const Action& a = list[p];
     out.times[p].start = since(t0);
-    const ExposedComm before = baton_.exposed();
+    const ExposedComm before = engine.exposed();
     switch (a.op) {
       case Op::RECV_F:
       case Op::RECV_B: post_recv(a, p); break;
       case Op::SEND_F:
-      case Op::SEND_B: send(a); break;
+      case Op::SEND_B:
+        if (!sent_early_[p]) send(a);
+        break;
       case Op::F:
         post_ahead(p);
-        forward(a.stage, a.mb);
+        forward(a.stage, a.mb, Half::Forward, forward_input(a.stage, a.mb, Half::Forward));
         break;
       case Op::B:
       case Op::I:
         post_ahead(p);
-        backward(a.stage, a.mb, a.op == Op::I);
+        backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward));
         break;
-      case Op::W: store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb); break;
+      case Op::W:
+        engine.begin_chunk(Half::Backward, Op::W, a.stage);
+        store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb);
+        engine.end_chunk(Half::Backward);
+        break;
       case Op::FB:
         post_ahead(p);
-        run_pair(a);
+        run_pair(a, p);
         break;
       default: break;  // actions with no work for this runtime
     }
-    const ExposedComm after = baton_.exposed();
+    const ExposedComm delta = engine.exposed() - before;
     out.times[p].end = since(t0);
-    out.times[p].wait = after.total() - before.total();
-    out.times[p].a2a = after.all_to_all - before.all_to_all;
+    out.times[p].wait = delta.total();
+    out.times[p].a2a = delta.all_to_all + delta.peer_wait;
     if (track_memory) out.peak_heap_bytes = std::max(out.peak_heap_bytes, malloc_in_use_bytes() - heap0);
     if (opt_.on_grads_done)
       for (int stage : grads_done_at_[p]) opt_.on_grads_done(stage);
@@ -323,14 +362,18 @@ StepOutput RankExecutor::step() {
                             recvs_.size(), store_.pending()));
   slots_.clear();
   out.seconds = since(t0);
-  const ExposedComm exposed1 = baton_.exposed();
-  out.exposed.pipeline = exposed1.pipeline - exposed0.pipeline;
-  out.exposed.all_to_all = exposed1.all_to_all - exposed0.all_to_all;
+  out.exposed = engine.exposed() - exposed0;
   const double epoch = std::chrono::duration<double>(t0.time_since_epoch()).count();
-  for (IdleSpan sp : baton_.take_idle_spans()) {
+  for (IdleSpan sp : engine.take_idle_spans()) {
     sp.start -= epoch;
     sp.end -= epoch;
     out.idle.push_back(sp);
+  }
+  for (LaneRecord r : engine.take_lane_records()) {
+    r.posted -= epoch;
+    r.started -= epoch;
+    r.done -= epoch;
+    out.lane.push_back(std::move(r));
   }
   out.losses = losses_;
   std::sort(out.losses.begin(), out.losses.end());

@@ -1,84 +1,216 @@
 #include "dualpipe/runtime/overlap.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <utility>
 
-#include "dualpipe/runtime/comm.h"
-
 namespace dualpipe {
+
+const char* comm_point_name(CommPoint p) {
+  static const char* names[kCommPoints] = {"dispatch", "combine", "combine_grad", "dispatch_grad",
+                                           "counts",   "pipeline", "grad_reduce"};
+  return names[static_cast<int>(p)];
+}
+
+bool is_all_to_all(CommPoint p) { return static_cast<int>(p) <= static_cast<int>(CommPoint::Counts); }
+
+ExposedComm ExposedComm::operator-(const ExposedComm& o) const {
+  ExposedComm d;
+  d.all_to_all = all_to_all - o.all_to_all;
+  d.pipeline = pipeline - o.pipeline;
+  d.grad_reduce = grad_reduce - o.grad_reduce;
+  d.handover = handover - o.handover;
+  d.peer_wait = peer_wait - o.peer_wait;
+  for (int i = 0; i < kCommPoints; ++i) d.by_point[i] = by_point[i] - o.by_point[i];
+  return d;
+}
+
+// What the lane runs, and what it learnt.
+class LaneTicket {
+ public:
+  std::function<compat::WorkPtr()> post;
+  const Comm* comm = nullptr;
+  std::string what;
+  LaneRecord record;
+  compat::WorkPtr work;  // without a lane: the posted work, waited by the poster
+  bool done = false;
+  std::exception_ptr error;
+};
+
 namespace {
 
-thread_local ComputeBaton* tl_baton = nullptr;
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+Half other(Half h) { return h == Half::Forward ? Half::Backward : Half::Forward; }
+int idx(Half h) { return static_cast<int>(h); }
+
+// Runs a ticket's collective to completion (on the lane thread, or inline).
+void run_ticket(LaneTicket& t) {
+  t.record.started = OverlapEngine::now();
+  try {
+    compat::WorkPtr w = t.post();
+    t.comm->wait(w, -1, [&] { return t.what; });
+  } catch (...) {
+    t.error = std::current_exception();
+  }
+  t.record.done = OverlapEngine::now();
+}
 
 }  // namespace
 
-void ComputeBaton::acquire(const CommKind* after) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !held_; });
-  held_ = true;
-  if (idle_) {
-    // Nobody computed since the last release: the rank waited on the
-    // communication that has just let this task go on.
-    const auto now = Clock::now();
-    const double s = std::chrono::duration<double>(now - idle_since_).count();
-    if (after) {
-      (*after == CommKind::AllToAll ? exposed_.all_to_all : exposed_.pipeline) += s;
-      auto at = [](Clock::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); };
-      spans_.push_back({at(idle_since_), at(now), *after});
-    }
-    idle_ = false;
-  }
+double OverlapEngine::now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void ComputeBaton::release() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    held_ = false;
-    idle_ = true;
-    idle_since_ = Clock::now();
-  }
-  cv_.notify_one();
+OverlapEngine::OverlapEngine(EngineOptions o) : opt_(std::move(o)) {
+  if (opt_.lane) lane_thread_ = std::thread([this] { lane_loop(); });
+  worker_thread_ = std::thread([this] { worker_loop(); });
 }
 
-ExposedComm ComputeBaton::exposed() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return exposed_;
-}
-
-std::vector<IdleSpan> ComputeBaton::take_idle_spans() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(spans_, {});
-}
-
-ComputeBaton* current_baton() { return tl_baton; }
-
-BatonScope::BatonScope(ComputeBaton* b) : prev_(tl_baton) {
-  tl_baton = b;
-  if (b) b->acquire(nullptr);
-}
-
-BatonScope::~BatonScope() {
-  if (tl_baton) tl_baton->release();
-  tl_baton = prev_;
-}
-
-OverlapWorker::OverlapWorker() : thread_([this] { loop(); }) {}
-
-OverlapWorker::~OverlapWorker() {
+OverlapEngine::~OverlapEngine() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (lane_thread_.joinable()) lane_thread_.join();
+  worker_thread_.join();
 }
 
-void OverlapWorker::loop() {
+void OverlapEngine::set_link_rate(double bytes_per_s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  opt_.link_bytes_per_s = bytes_per_s;
+}
+
+// ---- the lane
+
+void OverlapEngine::lane_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return has_job_ || stop_; });
-    if (stop_) return;
-    auto job = std::move(job_);
+    cv_.wait(lock, [&] { return stop_ || !lane_queue_.empty(); });
+    if (lane_queue_.empty()) return;  // stopping, nothing left
+    LaneTicketPtr t = lane_queue_.front();
+    lock.unlock();
+    run_ticket(*t);
+    lock.lock();
+    lane_queue_.pop_front();
+    t->done = true;
+    records_.push_back(t->record);
+    cv_.notify_all();
+  }
+}
+
+LaneTicketPtr OverlapEngine::post(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                  std::function<compat::WorkPtr()> post) {
+  auto t = std::make_shared<LaneTicket>();
+  t->post = std::move(post);
+  t->comm = &comm;
+  t->what = std::move(what);
+  t->record = LaneRecord{comm.name, p, h, bytes, now(), 0, 0};
+  if (!opt_.lane) {  // posted at once, waited by the poster (transfers may run together)
+    t->record.started = t->record.posted;
+    t->work = t->post();
+    return t;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lane_queue_.push_back(t);
+  }
+  cv_.notify_all();
+  return t;
+}
+
+void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
+  close_piece(h);
+  const double t0 = now();
+  if (!opt_.lane && !t->done) {
+    try {
+      t->comm->wait(t->work, -1, [&] { return t->what; });
+    } catch (...) {
+      t->error = std::current_exception();
+    }
+    t->record.done = now();
+    std::lock_guard<std::mutex> lock(mu_);
+    t->done = true;
+    records_.push_back(t->record);
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return t->done; });
+  }
+  const double t1 = now();
+  // The wait itself ended when the lane saw the transfer complete; the rest
+  // is this thread's wake-up.
+  const double done = std::max(t0, std::min(t1, t->record.done));
+  double beyond = 0;
+  const double rate = opt_.link_bytes_per_s;
+  if (rate > 0 && t->record.bytes > 0)
+    beyond = std::max(0.0, (t->record.done - t->record.started) - static_cast<double>(t->record.bytes) / rate);
+  charge(t->record.point, t0, done, beyond);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    exposed_.handover += t1 - done;
+  }
+  if (t->error) std::rethrow_exception(t->error);
+}
+
+void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                             std::function<compat::WorkPtr()> post_fn) {
+  close_piece(h);
+  LaneTicketPtr t = post(h, p, comm, bytes, std::move(what), std::move(post_fn));
+  handover(h);
+  wait(h, t);
+  open_piece(h);
+}
+
+void OverlapEngine::charge(CommPoint p, double from, double to, double beyond_wire) {
+  if (to <= from) return;
+  const double s = to - from;
+  std::lock_guard<std::mutex> lock(mu_);
+  const double peer = std::min(s, beyond_wire);
+  switch (p) {
+    case CommPoint::Pipeline: exposed_.pipeline += s; break;
+    case CommPoint::GradReduce: exposed_.grad_reduce += s; break;
+    default:
+      exposed_.all_to_all += s - peer;
+      exposed_.peer_wait += peer;
+  }
+  exposed_.by_point[static_cast<int>(p)] += s;
+  spans_.push_back({from, to, p});
+}
+
+void OverlapEngine::charge_wait(CommPoint p, double seconds) {
+  const double t1 = now();
+  charge(p, t1 - seconds, t1, 0);
+}
+
+// ---- turns
+
+void OverlapEngine::handover(Half h) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!pair_ || !alive_[idx(other(h))]) return;
+  turn_ = other(h);
+  passed_at_ = now();
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return turn_ == h; });
+  exposed_.handover += std::max(0.0, now() - passed_at_);
+}
+
+void OverlapEngine::worker_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || has_job_; });
+    if (!has_job_) return;
     has_job_ = false;
+    auto job = std::move(job_);
+    // The backward half starts when the forward first gives the turn away.
+    cv_.wait(lock, [&] { return turn_ == Half::Backward; });
+    exposed_.handover += std::max(0.0, now() - passed_at_);
     lock.unlock();
     std::exception_ptr err;
     try {
@@ -87,24 +219,25 @@ void OverlapWorker::loop() {
       err = std::current_exception();
     }
     lock.lock();
-    error_ = err;
-    done_ = true;
+    alive_[idx(Half::Backward)] = false;
+    turn_ = Half::Forward;
+    passed_at_ = now();
+    job_error_ = err;
+    job_done_ = true;
     cv_.notify_all();
   }
 }
 
-void OverlapWorker::run_pair(ComputeBaton& baton, const std::function<void()>& fwd, const std::function<void()>& bwd) {
+void OverlapEngine::run_pair(const std::function<void()>& fwd, const std::function<void()>& bwd) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // The backward task takes the baton (BatonScope) only once the forward
-    // releases it: at the forward's first communication point or its end.
-    job_ = [&baton, &bwd] {
-      BatonScope scope(&baton);
-      bwd();
-    };
+    pair_ = true;
+    alive_[0] = alive_[1] = true;
+    turn_ = Half::Forward;
+    job_ = bwd;
     has_job_ = true;
-    done_ = false;
-    error_ = nullptr;
+    job_done_ = false;
+    job_error_ = nullptr;
   }
   cv_.notify_all();
   std::exception_ptr fwd_error;
@@ -113,20 +246,119 @@ void OverlapWorker::run_pair(ComputeBaton& baton, const std::function<void()>& f
   } catch (...) {
     fwd_error = std::current_exception();
   }
-  // Let the backward finish, then hold the baton again for the rest of the step.
-  baton.release();
   std::exception_ptr bwd_error;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
-    bwd_error = error_;
+    alive_[idx(Half::Forward)] = false;
+    if (!job_done_) {
+      turn_ = Half::Backward;
+      passed_at_ = now();
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return job_done_; });
+    }
+    bwd_error = job_error_;
+    pair_ = false;
+    turn_ = Half::Forward;
   }
-  baton.acquire(nullptr);
   // A half whose wait timed out is the cause when the other half then lost
   // its connection (see PeerError::timed_out).
   if (fwd_error && bwd_error && !is_timeout(fwd_error) && is_timeout(bwd_error)) std::rethrow_exception(bwd_error);
   if (fwd_error) std::rethrow_exception(fwd_error);
   if (bwd_error) std::rethrow_exception(bwd_error);
+}
+
+// ---- pieces
+
+void OverlapEngine::begin_chunk(Half h, Op op, int stage) {
+  Task& t = task_[idx(h)];
+  t.op = op;
+  t.stage = stage;
+  t.piece = 0;
+  t.open = false;
+  open_piece(h);
+}
+
+void OverlapEngine::end_chunk(Half h) { close_piece(h); }
+
+void OverlapEngine::open_piece(Half h) {
+  Task& t = task_[idx(h)];
+  if (t.open) return;
+  t.open = true;
+  t.wall0 = now();
+  t.cpu0 = thread_cpu_seconds();
+}
+
+void OverlapEngine::close_piece(Half h) {
+  Task& t = task_[idx(h)];
+  if (!t.open) return;
+  t.open = false;
+  const PieceKey key{static_cast<int>(t.op), t.stage, t.piece++};
+  if (opt_.on_piece_end) opt_.on_piece_end(h);
+  if (calibrating_) {
+    const double cpu = thread_cpu_seconds() - t.cpu0;
+    std::lock_guard<std::mutex> lock(mu_);
+    samples_[key].push_back(cpu);
+    return;
+  }
+  if (opt_.device_factor <= 0) return;
+  double cost;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = costs_.find(key);
+    cost = it != costs_.end() ? it->second : thread_cpu_seconds() - t.cpu0;
+  }
+  const double target = t.wall0 + opt_.device_factor * cost;
+  const double left = target - now();
+  if (left > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(left));
+  } else if (cost > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++overruns_;
+  }
+}
+
+// ---- accounting and calibration
+
+ExposedComm OverlapEngine::exposed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return exposed_;
+}
+
+std::vector<IdleSpan> OverlapEngine::take_idle_spans() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(spans_, {});
+}
+
+std::vector<LaneRecord> OverlapEngine::take_lane_records() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(records_, {});
+}
+
+int OverlapEngine::overruns() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return overruns_;
+}
+
+void OverlapEngine::set_calibrating(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  calibrating_ = on;
+  if (on) samples_.clear();
+}
+
+std::map<PieceKey, double> OverlapEngine::calibration() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<PieceKey, double> out;
+  for (const auto& [k, v] : samples_) {
+    std::vector<double> s = v;
+    std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(s.size() / 2), s.end());
+    out[k] = s[s.size() / 2];
+  }
+  return out;
+}
+
+void OverlapEngine::set_calibration(std::map<PieceKey, double> costs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  costs_ = std::move(costs);
 }
 
 }  // namespace dualpipe

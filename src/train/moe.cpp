@@ -15,13 +15,24 @@ using torch::autograd::tensor_list;
 
 int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
 
-// One all-to-all, waited on at a communication point.
-torch::Tensor all_to_all(Comm& comm, const torch::Tensor& x, std::vector<int64_t> out_splits,
-                         std::vector<int64_t> in_splits, const char* what, int layer) {
+// One all-to-all, a hand-over point of the rank's overlap engine when it has one.
+torch::Tensor all_to_all(const ExpertGroup& g, bool backward, const torch::Tensor& x, std::vector<int64_t> out_splits,
+                         std::vector<int64_t> in_splits, CommPoint point, int layer) {
+  Comm& comm = backward ? *g.bwd : *g.fwd;
   torch::Tensor in = x.contiguous();
   torch::Tensor out = torch::empty({sum(out_splits), x.size(1)}, x.options());
-  compat::WorkPtr work = comm.iall_to_all(out, in, out_splits, in_splits);
-  comm_wait(comm, work, CommKind::AllToAll, -1, [&] { return fmt::format("the MoE {} all-to-all of block {}", what, layer); });
+  auto what = [&] { return fmt::format("the MoE {} all-to-all of block {}", comm_point_name(point), layer); };
+  if (!g.engine) {
+    compat::WorkPtr work = comm.iall_to_all(out, in, out_splits, in_splits);
+    comm.wait(work, -1, what);
+    return out;
+  }
+  // Bytes this rank sends to others (its own block stays here).
+  const int64_t own = in_splits[static_cast<std::size_t>(comm.rank)];
+  const int64_t bytes = (in.size(0) - own) * in.size(1) * static_cast<int64_t>(in.element_size());
+  Comm* c = &comm;
+  g.engine->exchange(backward ? Half::Backward : Half::Forward, point, comm, bytes, what(),
+                     [c, out, in, out_splits, in_splits]() mutable { return c->iall_to_all(out, in, out_splits, in_splits); });
   return out;
 }
 
@@ -36,7 +47,7 @@ struct AllToAllFn : torch::autograd::Function<AllToAllFn> {
     ctx->saved_data["in"] = in_splits;
     ctx->saved_data["what"] = what_layer;
     const bool combine = what_layer % 2 == 1;
-    return all_to_all(*group->fwd, x, out_splits, in_splits, combine ? "combine" : "dispatch",
+    return all_to_all(*group, false, x, out_splits, in_splits, combine ? CommPoint::Combine : CommPoint::Dispatch,
                       static_cast<int>(what_layer / 2));
   }
 
@@ -44,9 +55,9 @@ struct AllToAllFn : torch::autograd::Function<AllToAllFn> {
     auto* group = reinterpret_cast<ExpertGroup*>(ctx->saved_data["group"].toInt());
     const int64_t what_layer = ctx->saved_data["what"].toInt();
     const bool combine = what_layer % 2 == 1;
-    torch::Tensor g = all_to_all(*group->bwd, grads[0], ctx->saved_data["in"].toIntVector(),
+    torch::Tensor g = all_to_all(*group, true, grads[0], ctx->saved_data["in"].toIntVector(),
                                  ctx->saved_data["out"].toIntVector(),
-                                 combine ? "combine-gradient" : "dispatch-gradient", static_cast<int>(what_layer / 2));
+                                 combine ? CommPoint::CombineGrad : CommPoint::DispatchGrad, static_cast<int>(what_layer / 2));
     return {g, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -148,10 +159,31 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   torch::Tensor f = counts.to(x.scalar_type()) * (static_cast<double>(X) / (static_cast<double>(K) * static_cast<double>(n)));
   torch::Tensor aux = cfg.aux_alpha * (f * probs.mean(0)).sum();
   if (stats) stats->add(counts, aux.item<double>());
+  // The token-count exchange goes out first, so that it is on the wire while
+  // this rank sorts its rows and runs the shared expert.
+  const int E = cfg.ep;
+  torch::Tensor recv_counts = torch::empty({E * L}, torch::kInt64);
+  LaneTicketPtr counts_ticket;
+  compat::WorkPtr counts_work;
+  if (group.fwd) {
+    torch::Tensor send_counts = counts.contiguous();
+    std::vector<int64_t> equal(E, L);
+    Comm* c = group.fwd.get();
+    auto post = [c, recv_counts, send_counts, equal]() mutable {
+      std::vector<int64_t> in = equal;
+      return c->iall_to_all(recv_counts, send_counts, equal, in);
+    };
+    if (group.engine)
+      counts_ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0,
+                                         fmt::format("the MoE token-count exchange of block {}", layer), post);
+    else
+      counts_work = post();
+  }
   // Dispatch: pairs sorted by expert (stable, so ties keep token order).
   torch::Tensor order = std::get<1>(torch::sort(flat, /*stable=*/true, 0, false));
   torch::Tensor token = torch::div(torch::arange(n * K, torch::kInt64), K, "floor").index_select(0, order);
   torch::Tensor rows = xs.index_select(0, token);  // [n K, d], grouped by expert
+  torch::Tensor shared_out = shared ? shared(xs) : torch::Tensor();
   torch::Tensor out_sorted;
   if (!group.fwd) {
     // Every expert here: apply each to its block of rows.
@@ -164,16 +196,11 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
     }
     out_sorted = torch::cat(outs);
   } else {
-    const int E = cfg.ep;
     // How many rows go to each rank, and, per local expert, how many come from each.
-    torch::Tensor recv_counts = torch::empty({E * L}, torch::kInt64);
-    {
-      torch::Tensor send_counts = counts.contiguous();
-      std::vector<int64_t> equal(E, L);
-      compat::WorkPtr w = group.fwd->iall_to_all(recv_counts, send_counts, equal, equal);
-      comm_wait(*group.fwd, w, CommKind::AllToAll, -1,
-                [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
-    }
+    if (counts_ticket)
+      group.engine->wait(Half::Forward, counts_ticket);
+    else
+      group.fwd->wait(counts_work, -1, [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
     torch::Tensor rc = recv_counts.reshape({E, L});
     std::vector<int64_t> send_splits = row_sums(counts.reshape({E, L})), recv_splits = row_sums(rc);
     torch::Tensor recv = AllToAllFn::apply(rows, reinterpret_cast<int64_t>(&group), recv_splits, send_splits,
@@ -210,7 +237,7 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   inv_order.index_put_({order}, torch::arange(n * K, torch::kInt64));
   torch::Tensor per_pair = out_sorted.index_select(0, inv_order).reshape({n, K, D});
   torch::Tensor y = (per_pair * weights.unsqueeze(-1)).sum(1);
-  if (shared) y = y + shared(xs);
+  if (shared) y = y + shared_out;
   y = AuxInjectFn::apply(y, aux, cfg.aux_grad_scale);
   return y.reshape(x.sizes());
 }

@@ -103,13 +103,31 @@ ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, 
   return c;
 }
 
-ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap) {
+ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap, std::shared_ptr<OverlapEngine> engine) {
   ExecutorOptions o;
   o.data_shard = mesh.data_shard();
   o.data_shards = mesh.shape.data_shards();
   o.fb_overlap = fb_overlap;
+  o.engine = std::move(engine);
   return o;
 }
+
+namespace {
+
+// The engine's calibration averaged over `group` (members hold the same
+// pieces: expert peers, data replicas), so that peers emulate alike.
+std::map<PieceKey, double> average_over(std::map<PieceKey, double> cal, Comm* group, const char* what) {
+  if (!group || group->world < 2 || cal.empty()) return cal;
+  torch::Tensor v = torch::empty({static_cast<int64_t>(cal.size())}, torch::kFloat64);
+  int64_t i = 0;
+  for (const auto& kv : cal) v[i++] = kv.second;
+  group->all_reduce(v, c10d::ReduceOp::SUM, fmt::format("the device calibration's average over the {} group", what));
+  i = 0;
+  for (auto& kv : cal) kv.second = v[i++].item<double>() / group->world;
+  return cal;
+}
+
+}  // namespace
 
 std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, const ReduceOptions& o) {
   GradReduceOptions g;
@@ -161,9 +179,11 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
                    const std::function<void(const StepStats&)>& progress) {
   const std::shared_ptr<Comm>& comm = mesh.world;
-  PipelineModel model = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd});
+  auto engine = std::make_shared<OverlapEngine>(opt.engine);
+  PipelineModel model =
+      make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd, engine});
   arm_fault(model, lowered, opt.fault, mesh.rank, mesh.coord.pp);
-  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, opt.fb_overlap));
+  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, opt.fb_overlap, engine));
   std::unique_ptr<GradReducer> reducer = make_reducer(exec, mesh, opt.reduce);
   // Sampling the heap after every action (mallinfo2 walks malloc's free
   // lists) costs up to hundreds of microseconds an action: the timed steps
@@ -198,10 +218,18 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     // All ranks start the step together: their clocks line up.
     comm->barrier(fmt::format("the barrier before step {}", k + 1 - opt.warmup_steps));
     const auto t0 = Clock::now();
+    const bool calibrate = opt.engine.device_factor > 0 && k == ck.resume_step;
+    if (calibrate) engine->set_calibrating(true);
     StepOutput out = exec.step();
     const auto reduce_t0 = Clock::now();
     reducer->finish();
     const double reduce_s = seconds_since(reduce_t0);
+    if (calibrate) {
+      engine->set_calibrating(false);
+      std::map<PieceKey, double> cal = average_over(engine->calibration(), mesh.expert.get(), "expert");
+      run.calibration = average_over(std::move(cal), mesh.data.get(), "data-parallel");
+      engine->set_calibration(run.calibration);
+    }
     // Global loss, gradient norm and every rank's pipeline time in one
     // all-reduce (a SUM where each rank fills its own time slot): one
     // collective per step, not two, as each costs a round of messages.
@@ -256,8 +284,13 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
       save_checkpoint(ck_save, done, exec.stages(), adam.get(), *comm);
     run.steps.push_back(st);
     run.last_times = out.times;
-    run.last_exposed = out.exposed;
+    ExposedComm exposed = out.exposed;
+    exposed.grad_reduce += reduce_s;
+    exposed.by_point[static_cast<int>(CommPoint::GradReduce)] += reduce_s;
+    run.exposed.push_back(exposed);
+    run.last_exposed = exposed;
     run.last_idle = out.idle;
+    run.last_lane = out.lane;
     if (comm->rank == 0 && progress) progress(st);
   }
   if (opt.track_memory && total > ck.resume_step) {
@@ -273,6 +306,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     exec.track_memory = false;
   }
   if (adam) run.optimizer_bytes = optimizer_state_bytes(*adam);
+  run.device_overruns = engine->overruns();
   for (const auto& [s, st] : exec.stages()) {
     std::vector<torch::Tensor> flat;
     for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));
@@ -314,7 +348,7 @@ std::vector<std::vector<ActionTime>> gather_times(const Schedule& lowered, const
 std::vector<std::vector<Span>> gather_a2a_waits(const std::vector<IdleSpan>& mine, Comm& comm) {
   std::vector<double> flat;
   for (const IdleSpan& sp : mine)
-    if (sp.kind == CommKind::AllToAll) {
+    if (is_all_to_all(sp.point)) {
       flat.push_back(sp.start);
       flat.push_back(sp.end);
     }

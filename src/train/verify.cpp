@@ -77,8 +77,9 @@ void reference_adamw_step(Reference& ref, const VerifyOptions& o) {
 
 VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const Mesh& mesh, const VerifyOptions& o) {
   const ModelConfig mine = rank_model_config(cfg, lowered, mesh);
-  PipelineModel model = make_model(mine, ExpertGroup{mesh.expert, mesh.expert_bwd});
-  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, o.fb_overlap));
+  auto engine = std::make_shared<OverlapEngine>(o.engine);
+  PipelineModel model = make_model(mine, ExpertGroup{mesh.expert, mesh.expert_bwd, engine});
+  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, o.fb_overlap, engine));
   std::unique_ptr<GradReducer> reducer = make_reducer(exec, mesh, o.reduce);
   std::vector<torch::Tensor> params;
   for (const auto& [s, st] : exec.stages())

@@ -1,11 +1,15 @@
 // Expert parallelism: the process mesh, the overlapped F&B hand-over, and
 // MoE gradients against the unpipelined, unsharded model.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
+#include <random>
+#include <thread>
 #include <mutex>
 #include <set>
 #include <string>
@@ -63,14 +67,19 @@ struct SignalWork : c10d::Work {
   void fire() { finish(); }
 };
 
+// A collective on the lane that completes when the test says so: stands for
+// a transfer on the wire.
+std::function<compat::WorkPtr()> signal_post(const c10::intrusive_ptr<SignalWork>& w) {
+  return [w]() -> compat::WorkPtr { return w; };
+}
+
 // The forward half waits for "its all-to-all", which only the backward half
 // completes: run one after the other this would hang; with the hand-over the
 // backward computes while the forward waits, and never both at once.
 TEST(Overlap, BackwardComputesWhileForwardWaits) {
   WaitOnlyComm comm;
   comm.timeout = std::chrono::seconds(20);
-  ComputeBaton baton;
-  OverlapWorker worker;
+  OverlapEngine engine;
   auto work = c10::make_intrusive<SignalWork>();
   std::mutex mu;
   std::vector<std::string> events;
@@ -84,12 +93,10 @@ TEST(Overlap, BackwardComputesWhileForwardWaits) {
     }
     --computing;
   };
-  BatonScope holding(&baton);
-  worker.run_pair(
-      baton,
+  engine.run_pair(
       [&] {
         piece("F attention");
-        comm_wait(comm, work, CommKind::AllToAll, -1, [] { return std::string("dispatch"); });
+        engine.exchange(Half::Forward, CommPoint::Dispatch, comm, 0, "dispatch", signal_post(work));
         piece("F experts");
       },
       [&] {
@@ -101,16 +108,153 @@ TEST(Overlap, BackwardComputesWhileForwardWaits) {
   EXPECT_EQ(most.load(), 1);
 }
 
-// An exception in either half comes out of run_pair after both ended.
+// The halves alternate at every exchange, whatever each piece takes: the
+// order of pieces and of posts on the lane is fixed, however long the
+// pieces and transfers are (random delays), and a transfer that is already
+// complete when its half comes back costs no extra hand-over.
+TEST(Overlap, HalvesAlternateAtExchangesInAFixedOrder) {
+  WaitOnlyComm comm;
+  comm.timeout = std::chrono::seconds(20);
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 20; ++trial) {
+    OverlapEngine engine;
+    std::vector<std::string> events;
+    std::mutex mu;
+    auto jitter = [&] {
+      int us;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        us = static_cast<int>(rng() % 2000);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    };
+    auto half = [&](const char* name, Half h) {
+      for (int k = 0; k < 3; ++k) {
+        jitter();
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          events.push_back(fmt::format("{}{}", name, k));
+        }
+        auto w = c10::make_intrusive<SignalWork>();
+        w->fire();  // already complete: the wire took no time
+        engine.exchange(h, h == Half::Forward ? CommPoint::Dispatch : CommPoint::CombineGrad, comm, 0, name,
+                        signal_post(w));
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      events.push_back(fmt::format("{}end", name));
+    };
+    engine.run_pair([&] { half("F", Half::Forward); }, [&] { half("B", Half::Backward); });
+    EXPECT_EQ(events, (std::vector<std::string>{"F0", "B0", "F1", "B1", "F2", "B2", "Fend", "Bend"}));
+    std::vector<LaneRecord> lane = engine.take_lane_records();
+    ASSERT_EQ(lane.size(), 6u);
+    for (std::size_t i = 0; i < lane.size(); ++i) {
+      EXPECT_EQ(lane[i].half, i % 2 == 0 ? Half::Forward : Half::Backward) << i;
+      if (i > 0) {
+        EXPECT_GE(lane[i].started, lane[i - 1].done) << "two collectives on the lane at once";
+      }
+    }
+  }
+}
+
+// An exception in either half comes out of run_pair after both ended, and
+// the other half is not left waiting for its turn.
 TEST(Overlap, ErrorsOfEitherHalfPropagate) {
-  ComputeBaton baton;
-  OverlapWorker worker;
-  BatonScope holding(&baton);
-  EXPECT_THROW(worker.run_pair(baton, [] {}, [] { throw Error("backward failed"); }), Error);
-  EXPECT_THROW(worker.run_pair(baton, [] { throw Error("forward failed"); }, [] {}), Error);
+  WaitOnlyComm comm;
+  comm.timeout = std::chrono::seconds(20);
+  OverlapEngine engine;
+  auto done = [] {
+    auto w = c10::make_intrusive<SignalWork>();
+    w->fire();
+    return signal_post(w);
+  };
+  EXPECT_THROW(engine.run_pair([&] { engine.exchange(Half::Forward, CommPoint::Dispatch, comm, 0, "d", done()); },
+                               [] { throw Error("backward failed"); }),
+               Error);
+  EXPECT_THROW(engine.run_pair([] { throw Error("forward failed"); },
+                               [&] { engine.exchange(Half::Backward, CommPoint::CombineGrad, comm, 0, "c", done()); }),
+               Error);
   int ran = 0;
-  worker.run_pair(baton, [&] { ++ran; }, [&] { ++ran; });  // still usable
+  engine.run_pair([&] { ++ran; }, [&] { ++ran; });  // still usable
   EXPECT_EQ(ran, 2);
+}
+
+// Device emulation: a piece lasts K times its calibrated cost, whatever its
+// real compute took.
+TEST(Overlap, DeviceEmulationStretchesPiecesToTheirCalibratedCost) {
+  EngineOptions o;
+  o.device_factor = 4;
+  OverlapEngine engine(o);
+  engine.set_calibration({{PieceKey{static_cast<int>(Op::F), 0, 0}, 0.005}});
+  const double t0 = OverlapEngine::now();
+  engine.begin_chunk(Half::Forward, Op::F, 0);
+  engine.end_chunk(Half::Forward);
+  const double took = OverlapEngine::now() - t0;
+  EXPECT_GE(took, 0.020);
+  EXPECT_LT(took, 0.5);
+  // Calibrating: no emulation, the piece's CPU time is recorded.
+  engine.set_calibrating(true);
+  engine.begin_chunk(Half::Forward, Op::F, 1);
+  volatile double x = 0;
+  for (int i = 0; i < 2000000; ++i) x = x + std::sqrt(static_cast<double>(i));
+  engine.end_chunk(Half::Forward);
+  engine.set_calibrating(false);
+  auto cal = engine.calibration();
+  ASSERT_EQ(cal.count(PieceKey{static_cast<int>(Op::F), 1, 0}), 1u);
+  EXPECT_GT((cal[PieceKey{static_cast<int>(Op::F), 1, 0}]), 0.0);
+}
+
+// On a thread-rank mesh (DualPipe, P=2 x E=2, two MoE blocks per stage) with
+// random delays at every piece, the collectives of every rank run one at a
+// time, and expert peers post the same collectives in the same order, step
+// after step and run after run.
+TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
+  Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
+  std::vector<std::vector<std::string>> first;
+  for (int run = 0; run < 3; ++run) {
+    TrainOptions t;
+    t.model.name = "moe";
+    t.model.stages = s.stages;
+    t.model.micro_batches = s.micro_batches;
+    t.model.hidden = 16;
+    t.model.heads = 2;
+    t.model.seq_len = 6;
+    t.model.micro_batch_size = 2;
+    t.model.layers = 2 * s.stages;
+    t.model.experts = 4;
+    t.model.top_k = 2;
+    t.model.dtype = torch::kFloat64;
+    t.steps = 2;
+    t.optimize = false;
+    std::atomic<unsigned> seed{static_cast<unsigned>(run * 1000 + 1)};
+    t.engine.on_piece_end = [&seed](Half) {
+      const unsigned v = seed.fetch_add(2654435761u);
+      std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));
+    };
+    MeshShape shape;
+    shape.pp = s.ranks;
+    shape.ep = 2;
+    std::vector<RankRun> runs(shape.size());
+    run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+    std::vector<std::vector<std::string>> seqs(shape.size());
+    for (int r = 0; r < shape.size(); ++r) {
+      const auto& lane = runs[r].last_lane;
+      ASSERT_FALSE(lane.empty());
+      for (std::size_t i = 0; i < lane.size(); ++i) {
+        seqs[r].push_back(fmt::format("{}:{}:{}", lane[i].group, comm_point_name(lane[i].point),
+                                      static_cast<int>(lane[i].half)));
+        if (i > 0) {
+          EXPECT_GE(lane[i].started, lane[i - 1].done) << "rank " << r << ": two collectives at once";
+        }
+      }
+    }
+    // Expert peers: ranks r and r + P hold the same stages.
+    for (int r = 0; r < s.ranks; ++r) EXPECT_EQ(seqs[r], seqs[r + s.ranks]) << "expert peers " << r << " and " << r + s.ranks;
+    if (run == 0) {
+      first = seqs;
+    } else {
+      EXPECT_EQ(seqs, first) << "run " << run << " posted in another order";
+    }
+  }
 }
 
 ModelConfig small_moe(const Schedule& s) {
@@ -188,7 +332,7 @@ TEST(MoeVerify, DenseSumOverExpertRanksIsWhatMakesItExact) {
   std::vector<double> worst(shape.size(), 0);
   run_mesh_threads(shape, [&](const Mesh& m) {
     const ModelConfig mine = rank_model_config(c, s, m);
-    PipelineModel model = make_model(mine, ExpertGroup{m.expert, m.expert_bwd});
+    PipelineModel model = make_model(mine, ExpertGroup{m.expert, m.expert_bwd, nullptr});
     RankExecutor exec(s, m.coord.pp, model, m.pipeline, rank_executor_options(m, true));
     exec.step();
     exec.sum_replica_grads();  // but not the expert-group sum

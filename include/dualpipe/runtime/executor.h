@@ -6,16 +6,19 @@
 // compute actions ahead of their position so transfers run during compute;
 // a send is posted where the schedule says, and waited on (at once, without
 // blocking) as soon as the schedule shows its receiver has it, which frees
-// its tensor (see release_sends). An F&B pair runs its two halves as two
-// tasks that hand over at communication points (overlap.h).
+// its tensor (see release_sends). An F&B pair takes both halves' pipeline
+// receives first, then runs its two halves in the overlap engine's turn
+// order (overlap.h); each half's output is sent the moment that half ends.
 //
 // Ownership and threads: the executor shares its schedule (kept alive by the
-// shared_ptr) and its Comm; it owns its stages. One thread calls step(); the
-// executor runs the backward half of an overlapped pair on a worker thread
-// of its own. Not safe to call from several threads at once.
+// shared_ptr), its Comm and its overlap engine; it owns its stages. One
+// thread calls step(); the engine runs the backward half of an overlapped
+// pair on a worker thread of its own. Not safe to call from several threads
+// at once.
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "dualpipe/runtime/comm.h"
@@ -48,6 +51,9 @@ struct ExecutorOptions {
   bool fb_overlap = true;
   // Where receive buffers live (the model's tensors' device).
   torch::Device device = torch::kCPU;
+  // The rank's overlap engine, shared with the model's MoE layers (their
+  // ExpertGroup). Null: the executor makes one of its own.
+  std::shared_ptr<OverlapEngine> engine;
   // Called on the stepping thread right after this rank's last action of the
   // step that adds to `stage`'s weight gradients (its last B, I, W, or F&B
   // whose backward half is that stage): the stage's gradients are final on
@@ -58,15 +64,16 @@ struct ExecutorOptions {
 struct ActionTime {
   double start = 0, end = 0;  // seconds since the start of the step
   double wait = 0;            // of which the rank stood idle waiting for communication
-  double a2a = 0;             // of `wait`: waiting for all-to-alls
+  double a2a = 0;             // of `wait`: waiting for all-to-alls (peer waits included)
 };
 
 struct StepOutput {
   std::vector<std::pair<int, double>> losses;  // (model micro-batch, loss) of the last stages on this rank
   std::vector<ActionTime> times;               // per position of the rank's action list
   double seconds = 0;                          // the rank's wall time for the step
-  ExposedComm exposed;                         // idle time waiting for communication, by kind
+  ExposedComm exposed;                         // idle time waiting for communication, by cause
   std::vector<IdleSpan> idle;                  // when: seconds since the start of the step
+  std::vector<LaneRecord> lane;                // the collectives of the step, in lane order (times as idle)
   // With track_memory: largest heap growth over the step's start, sampled
   // after every action (activations, pending gradients and transfers).
   double peak_heap_bytes = 0;
@@ -100,6 +107,7 @@ class RankExecutor {
   const std::vector<std::vector<int>>& replicas() const { return replicas_; }
   const Schedule& schedule() const { return *sched_; }
   const ExecutorOptions& options() const { return opt_; }
+  OverlapEngine& engine() { return *opt_.engine; }
   // Replaces ExecutorOptions::on_grads_done (for a hook made after the executor).
   void set_on_grads_done(std::function<void(int stage)> f) { opt_.on_grads_done = std::move(f); }
 
@@ -108,11 +116,18 @@ class RankExecutor {
   Slot& slot(int stage, int mb);
   int where(int stage, int mb) const { return where_[static_cast<std::size_t>(stage) * sched_->micro_batches + mb]; }
   void post_recv(const Action& a, std::size_t pos);
-  torch::Tensor take_recv(Op op, int stage, int mb);
+  torch::Tensor take_recv(Op op, int stage, int mb, Half h);
   void send(const Action& a);
-  void forward(int stage, int mb);
-  void backward(int stage, int mb, bool defer_weights);
-  void run_pair(const Action& a);
+  // A stage's input for a forward, and the output gradient for a backward
+  // (from this rank or a receive); undefined where there is none.
+  torch::Tensor forward_input(int stage, int mb, Half h);
+  torch::Tensor output_grad(int stage, int mb, Half h);
+  void forward(int stage, int mb, Half h, torch::Tensor in);
+  void backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad);
+  void run_pair(const Action& a, std::size_t pos);
+  // Posts the SEND of (op, stage, mb) that follows position `pos` among the
+  // communication actions after it, now (at the end of a pair's half).
+  void send_early(std::size_t pos, Op op, int stage, int mb);
 
   std::shared_ptr<const Schedule> sched_;
   int rank_;
@@ -148,9 +163,10 @@ class RankExecutor {
   // Per position of this rank's list: the stages whose gradients are final after it.
   std::vector<std::vector<int>> grads_done_at_;
   std::vector<PendingSend> sends_;
+  std::mutex send_mu_;             // sends_ and sent_early_: both halves of a pair send
+  std::vector<char> sent_early_;   // per position of this rank's list: a SEND already posted
   std::vector<std::pair<int, double>> losses_;
-  ComputeBaton baton_;
-  std::unique_ptr<OverlapWorker> worker_;  // made on the first overlapped pair
+  std::mutex loss_mu_;
 };
 
 }  // namespace dualpipe

@@ -1,126 +1,228 @@
 #pragma once
-// Overlapped F&B: the forward of one micro-batch and the backward of another
-// run as two tasks on one rank that hand a compute baton to each other at
-// their communication points, as DeepSeek-V3 interleaves the pieces of an
-// F&B pair so that each all-to-all runs while the other chunk computes.
+// The overlap engine: one per rank. It runs the two halves of an F&B pair in
+// a fixed turn order, puts the rank's collectives on one communication lane,
+// imitates a device (optional), and accounts for every wait.
 //
-// Only the holder of the baton computes. A task that reaches a
-// communication point (a layer waiting for its all-to-all, the executor
-// waiting for a pipeline transfer) calls comm_wait(): it releases the baton,
-// waits for its transfer, and takes the baton back once the other task
-// reaches its own communication point or ends. So the communication of one
-// task runs while the other computes, and nothing computes concurrently.
+// Turn order. The forward half and the backward half of a pair run as two
+// tasks, and exactly one of them holds the turn (computes) at any time. They
+// alternate at data all-to-all posts only: a half posts its dispatch,
+// combine, or their gradients (exchange()), gives the turn to the other half,
+// and waits for its transfer when the turn comes back. Every other wait (the
+// token-count exchange, a pipeline receive) keeps the turn. So within each
+// MoE block the program order is the same on every rank and every step:
 //
-// Any layer can take part: it declares a communication point by waiting
-// through comm_wait() instead of Comm::wait(). Outside an executor step (the
-// unpipelined reference, tests) comm_wait() is a plain wait.
+//   compute: F attention+router | B combine-grad side | F experts | B experts' backward | F combine ... next block
+//   lane:        F dispatch     |  B combine-grad     |  F combine |    B dispatch-grad  | F counts, F dispatch ...
+//
+// and expert peers, which run the same action lists, post the same
+// collectives in the same order. A half that ends gives the turn away for
+// good; the other one then runs alone (its waits are exposed).
+//
+// One lane. Collectives (all-to-alls, counts, gradient reductions) are posted
+// on one lane thread per rank and run there one at a time, to completion, in
+// posting order: the rank's link carries one bulk collective at a time, and
+// posting order is wire order. Pipeline sends and receives are point to point
+// and stay off the lane (a send waiting for its receiver on the lane could
+// block a collective the receiver needs first); a pair takes both halves'
+// pipeline receives before it starts.
+//
+// Device emulation (factor K > 0). Compute pieces are the stretches between
+// hand-over points of a chunk (F, B, I or W of one stage on one micro-batch).
+// Every piece really runs (gradients stay exact); then the task sleeps until
+// K times the piece's calibrated cost has passed since it began, as a GPU's
+// asynchronous kernels would keep the device busy while the host waits. The
+// calibration is each piece's thread CPU time (the median over the
+// micro-batches of one step), measured once per run with emulation off.
+//
+// Accounting. Exposed time is time when the turn holder does not compute: it
+// waits for a transfer (charged to the communication point, and of an
+// all-to-all the part beyond the transfer's wire time at the known link rate
+// to "peer_wait": the expert peer was late), or it has just been given the
+// turn and is not yet running ("handover": thread wake-up latency).
+//
+// Thread-safety: every public member may be called from the two tasks of a
+// pair and the stepping thread (internally locked). Ownership: owns its lane
+// and pair-worker threads, joined on destruction. Not copyable.
+#include <array>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "dualpipe/runtime/comm.h"
+#include "dualpipe/schedule/action.h"
 
 namespace dualpipe {
 
-// What a rank waited for, for the exposed-communication figures.
-enum class CommKind { Pipeline = 0, AllToAll = 1 };
+// The half of an F&B pair a piece of work belongs to. Outside a pair, F runs
+// as Forward and B, I, W as Backward. MoE layers know their half from the
+// direction of their traffic (forward all-to-alls: Forward; their gradients:
+// Backward), not from the calling thread, so autograd may run a backward node
+// on any thread (a CUDA device's) and the turn order still holds.
+enum class Half { Forward = 0, Backward = 1 };
 
-// The time a rank spent with no task computing, waiting for communication.
+// Where a rank waited for communication.
+enum class CommPoint { Dispatch = 0, Combine, CombineGrad, DispatchGrad, Counts, Pipeline, GradReduce };
+inline constexpr int kCommPoints = 7;
+const char* comm_point_name(CommPoint p);  // "dispatch", "combine", ...
+bool is_all_to_all(CommPoint p);           // the MoE points (counts included)
+
+// Time a rank stood with nothing computing, by cause (seconds).
 struct ExposedComm {
-  double pipeline = 0, all_to_all = 0;  // seconds
-  double total() const { return pipeline + all_to_all; }
+  double all_to_all = 0;   // waiting for MoE all-to-alls on the wire (counts included)
+  double pipeline = 0;     // waiting for pipeline receives
+  double grad_reduce = 0;  // waiting for data-parallel gradient reductions
+  double handover = 0;     // between being given the turn (or a completed transfer) and running
+  double peer_wait = 0;    // of the all-to-all waits: beyond the wire time, the peer being late
+  std::array<double, kCommPoints> by_point{};  // link + peer time per point (handover excluded)
+  double total() const { return all_to_all + pipeline + grad_reduce + handover + peer_wait; }
+  ExposedComm operator-(const ExposedComm& o) const;
 };
 
-// One stretch of time in which no task computed, waiting for `kind`
-// (seconds on the steady clock's epoch).
+// One stretch of exposed time (seconds on the steady clock's epoch).
 struct IdleSpan {
   double start = 0, end = 0;
-  CommKind kind = CommKind::Pipeline;
+  CommPoint point = CommPoint::Pipeline;
 };
 
-// Lets one task of a rank compute at a time and charges idle time to the
-// communication waited for. Thread-safety: safe to call from several threads
-// (internally locked); that is its purpose. Not copyable.
-class ComputeBaton {
+// One collective that ran on the lane, for tests and the measured timeline
+// (seconds on the steady clock's epoch).
+struct LaneRecord {
+  std::string group;  // the Comm's name
+  CommPoint point = CommPoint::Dispatch;
+  Half half = Half::Forward;
+  int64_t bytes = 0;  // sent by this rank
+  double posted = 0, started = 0, done = 0;
+};
+
+struct EngineOptions {
+  bool lane = true;            // collectives on one ordered lane (off: posted directly, as before)
+  double device_factor = 0;    // K of the device emulation; 0: off
+  double link_bytes_per_s = 0; // the rank's link rate when known (peer_wait split); 0: unknown
+  // Test hook: called at the end of every compute piece with its half (e.g.
+  // to add random delays); null in normal runs.
+  std::function<void(Half)> on_piece_end;
+};
+
+// A collective posted on the lane. Ownership: shared by the poster and the lane.
+class LaneTicket;
+using LaneTicketPtr = std::shared_ptr<LaneTicket>;
+
+// The key of a compute piece for calibration: (op, stage, piece index in its chunk).
+using PieceKey = std::tuple<int, int, int>;
+
+class OverlapEngine {
  public:
-  // Blocks until no task computes. `after` is the communication the caller
-  // waited for: the time the rank stood idle until now is charged to it.
-  void acquire(const CommKind* after);
-  void release();
+  explicit OverlapEngine(EngineOptions o = {});
+  ~OverlapEngine();
+  OverlapEngine(const OverlapEngine&) = delete;
+  OverlapEngine& operator=(const OverlapEngine&) = delete;
+
+  const EngineOptions& options() const { return opt_; }
+  void set_link_rate(double bytes_per_s);
+
+  // ---- F&B pairs
+  // Runs `fwd` on the calling thread and `bwd` on the engine's worker in
+  // turn order (the forward starts). Rethrows the first error of either half
+  // after both ended.
+  void run_pair(const std::function<void()>& fwd, const std::function<void()>& bwd);
+
+  // ---- chunks and pieces (device emulation, calibration)
+  void begin_chunk(Half h, Op op, int stage);
+  void end_chunk(Half h);
+
+  // ---- communication
+  // Posts a collective on the lane (`post` runs on the lane thread and must
+  // own what it posts). `what` names it in errors. Without a lane, posts at once.
+  LaneTicketPtr post(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                     std::function<compat::WorkPtr()> post);
+  // A hand-over point: posts like post(), ends the half's compute piece,
+  // gives the turn to the other half of a pair while the transfer runs, and
+  // returns once it is complete and the turn is back.
+  void exchange(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                std::function<compat::WorkPtr()> post);
+  // Waits for a posted collective, keeping the turn.
+  void wait(Half h, const LaneTicketPtr& t);
+  // Waits for point-to-point work (a pipeline receive), keeping the turn.
+  template <class Describe>
+  void wait_work(Half h, const Comm& comm, const compat::WorkPtr& work, CommPoint p, int peer, Describe&& describe) {
+    const double t0 = now();
+    close_piece(h);
+    comm.wait(work, peer, describe);
+    charge(p, t0, now(), 0);
+  }
+  // Charges time spent waiting for something outside the engine (the
+  // trainer's wait for gradient reductions) as exposed.
+  void charge_wait(CommPoint p, double seconds);
+
+  // ---- accounting
   ExposedComm exposed() const;
-  // Idle stretches charged since the last call (for measured timelines).
   std::vector<IdleSpan> take_idle_spans();
+  std::vector<LaneRecord> take_lane_records();
+  // Pieces whose real compute outlasted K times their calibrated cost.
+  int overruns() const;
+
+  // ---- calibration
+  // While on, pieces record their thread CPU time (emulation is off).
+  void set_calibrating(bool on);
+  // Median CPU seconds per piece recorded while calibrating, sorted by key.
+  std::map<PieceKey, double> calibration() const;
+  // Sets the costs the emulation uses (e.g. averaged over expert peers so
+  // that they run alike).
+  void set_calibration(std::map<PieceKey, double> costs);
+
+  static double now();  // seconds on the steady clock's epoch
 
  private:
-  using Clock = std::chrono::steady_clock;
+  struct Task {
+    Op op = Op::F;
+    int stage = 0, piece = 0;
+    bool open = false;
+    double wall0 = 0, cpu0 = 0;
+  };
+  void open_piece(Half h);
+  void close_piece(Half h);
+  void handover(Half h);
+  void charge(CommPoint p, double from, double to, double beyond_wire);
+  void lane_loop();
+  void worker_loop();
+
+  EngineOptions opt_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool held_ = false;
-  Clock::time_point idle_since_{};
-  bool idle_ = false;
+  // pair state
+  bool pair_ = false;
+  bool alive_[2] = {false, false};
+  Half turn_ = Half::Forward;
+  double passed_at_ = 0;
+  std::array<Task, 2> task_;
+  // accounting
   ExposedComm exposed_;
   std::vector<IdleSpan> spans_;
-};
-
-// The baton of the calling thread's task (null outside an executor step).
-ComputeBaton* current_baton();
-
-// Makes `b` the calling thread's baton for its lifetime, and holds it.
-// Ownership: borrows `b`, which must outlive it. Thread-safety: affects the
-// calling thread only; not copyable.
-class BatonScope {
- public:
-  explicit BatonScope(ComputeBaton* b);
-  ~BatonScope();
-  BatonScope(const BatonScope&) = delete;
-  BatonScope& operator=(const BatonScope&) = delete;
-
- private:
-  ComputeBaton* prev_;
-};
-
-// A communication point: waits for `work` like Comm::wait, handing the baton
-// to the other task meanwhile when there is one.
-template <class Describe>
-void comm_wait(const Comm& comm, const compat::WorkPtr& work, CommKind kind, int peer, Describe&& describe) {
-  ComputeBaton* b = current_baton();
-  if (!b) return comm.wait(work, peer, describe);
-  b->release();
-  try {
-    comm.wait(work, peer, describe);
-  } catch (...) {
-    b->acquire(nullptr);
-    throw;
-  }
-  b->acquire(&kind);
-}
-
-// Runs the two halves of an F&B pair: `fwd` on the calling thread (which
-// holds `baton`) and `bwd` on `worker`, handing over at communication points.
-// The backward starts when the forward first waits. Rethrows the first
-// exception of either half after both ended.
-// Ownership: owns its worker thread, joined on destruction. Thread-safety:
-// run_pair from one thread at a time. Not copyable.
-class OverlapWorker {
- public:
-  OverlapWorker();
-  ~OverlapWorker();
-  OverlapWorker(const OverlapWorker&) = delete;
-  OverlapWorker& operator=(const OverlapWorker&) = delete;
-  void run_pair(ComputeBaton& baton, const std::function<void()>& fwd, const std::function<void()>& bwd);
-
- private:
-  void loop();
-  std::mutex mu_;
-  std::condition_variable cv_;
+  std::vector<LaneRecord> records_;
+  int overruns_ = 0;
+  // calibration
+  bool calibrating_ = false;
+  std::map<PieceKey, std::vector<double>> samples_;
+  std::map<PieceKey, double> costs_;
+  // lane
+  std::deque<LaneTicketPtr> lane_queue_;
+  bool stop_ = false;
+  std::thread lane_thread_;
+  // pair worker
   std::function<void()> job_;
-  bool has_job_ = false, done_ = false, stop_ = false;
-  std::exception_ptr error_;
-  std::thread thread_;
+  bool has_job_ = false, job_done_ = false;
+  std::exception_ptr job_error_;
+  std::thread worker_thread_;
 };
 
 }  // namespace dualpipe

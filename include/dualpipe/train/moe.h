@@ -23,9 +23,14 @@
 // injected where it arises (AuxInject), scaled like the micro-batch's loss.
 //
 // Communication points: the four all-to-alls (dispatch and combine forward;
-// combine-gradient and dispatch-gradient backward) wait through comm_wait(),
-// so an overlapped F&B runs the other half while they are on the wire.
-// Forward all-to-alls use ExpertGroup::fwd, backward ones ExpertGroup::bwd.
+// combine-gradient and dispatch-gradient backward) are the hand-over points
+// of the rank's overlap engine (overlap.h), so an overlapped F&B runs the
+// other half while they are on the wire. The token-count exchange that
+// sizes a dispatch is posted right after routing and waited for only after
+// the local work that does not need it (sorting the rows, the shared
+// expert); it keeps the turn. Forward all-to-alls use ExpertGroup::fwd and
+// the forward half's turn, backward ones ExpertGroup::bwd and the backward
+// half's, whichever thread autograd runs them on.
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -33,12 +38,15 @@
 #include <torch/torch.h>
 
 #include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/overlap.h"
 #include "dualpipe/runtime/split_linear.h"
 
 namespace dualpipe {
 
 struct ExpertGroup {
   std::shared_ptr<Comm> fwd, bwd;  // null: every expert is local, no communication
+  // The rank's overlap engine (shared with its executor); null: plain waits.
+  std::shared_ptr<OverlapEngine> engine;
 };
 
 // Tokens routed to each expert and the balance loss, summed since the last take().

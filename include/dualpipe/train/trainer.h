@@ -57,6 +57,11 @@ struct TrainOptions {
   Fault fault;
   bool fb_overlap = true;  // ExecutorOptions::fb_overlap
   ReduceOptions reduce;    // the gradient reduction over every holder
+  // The overlap engine's lane, device emulation and link rate (overlap.h).
+  // With device emulation, the first step run calibrates every compute
+  // piece (emulation off) and the costs are averaged over the expert and
+  // data-parallel peers, so that they run alike; the steps after it emulate.
+  EngineOptions engine;
 };
 
 struct StepStats {
@@ -79,7 +84,13 @@ struct RankRun {
   std::vector<StepStats> steps;
   std::vector<ActionTime> last_times;  // this rank's actions in the last step
   ExposedComm last_exposed;            // this rank's idle time waiting for communication, last step
+  std::vector<ExposedComm> exposed;    // ... and in every reported step (grad_reduce: the wait after it)
   std::vector<IdleSpan> last_idle;     // ... and when (seconds since the step's start)
+  std::vector<LaneRecord> last_lane;   // the collectives of the last step, in lane order
+  // Device emulation: the calibrated CPU seconds per compute piece (as the
+  // emulation uses them: averaged over peers), and pieces that overran K x cost.
+  std::map<PieceKey, double> calibration;
+  int device_overruns = 0;
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
@@ -97,7 +108,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
 // The model of one mesh rank: `base` with its expert rank, expert group and
 // share of the batch filled in; and the executor options that go with it.
 ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh);
-ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap);
+// `engine`: the rank's overlap engine, shared with its MoE layers (null: the executor makes one).
+ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap,
+                                      std::shared_ptr<OverlapEngine> engine = nullptr);
 
 // The gradient reduction of one rank over every holder of its parameters
 // (DualPipe/Chimera replicas, expert ranks for dense parameters, data

@@ -28,6 +28,7 @@ struct VerifyResult {
 struct VerifyOptions {
   bool fb_overlap = true;
   ReduceOptions reduce;
+  EngineOptions engine;  // lane and device emulation (uncalibrated: K x each piece's own CPU time)
   // Also take one AdamW step (clipping with the global norm as in training)
   // on both sides and compare the parameters after it.
   bool optimizer_step = false;
