@@ -23,8 +23,13 @@ rate="${1:-auto}"
 bin="$root/build/dualpipe"
 out="$root/build/ep-bench"
 mkdir -p "$out"
-model=(--model moe --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps 3 --format json
-       --emulate-hosts "${HOSTS:-4}" -p 2 -n "${N:-16}")
+# DEVICE (default 4): --emulate-device K, every compute piece lasting K times
+# its calibrated CPU time, so that 4 ranks on 2 cores measure what 4 devices
+# would; DEVICE=0 runs real compute (needs a core per rank to mean anything).
+device=()
+if [ "${DEVICE:-4}" != 0 ]; then device=(--emulate-device "${DEVICE:-4}"); fi
+model=(--model moe --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps "${STEPS:-5}" --format json
+       --emulate-hosts "${HOSTS:-4}" -p 2 -n "${N:-16}" "${device[@]}")
 run() {  # name, extra arguments
   local name=$1; shift
   echo "running $name ..." >&2

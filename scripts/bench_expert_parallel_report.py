@@ -5,8 +5,7 @@ import os
 import sys
 
 def load(path):
-    text = open(path).read()
-    return json.loads(text[text.index("{"):])  # the mesh layout lines come first
+    return json.load(open(path))  # stdout holds the one JSON document
 
 
 if sys.argv[1] == "--rate-for-1to1":
@@ -15,7 +14,13 @@ if sys.argv[1] == "--rate-for-1to1":
     # last step is N forwards and N backwards (a backward about two
     # forwards); a MoE block has two phases (dispatch, combine).
     d, mbit = load(sys.argv[2]), float(sys.argv[3])
-    forward = sum(r["last_step_compute_s"] for r in d["per_rank"]) / len(d["per_rank"]) / (3 * d["micro_batches"])
+    if d.get("emulate_device", 0) > 0:
+        # The emulated forward of a chunk: K x its calibrated pieces, averaged over the stages.
+        k = d["emulate_device"]
+        fwd = [c["cpu_s"] for c in d["calibration"] if c["op"] == "F"]
+        forward = k * sum(fwd) / d["stages"]
+    else:
+        forward = sum(r["last_step_compute_s"] for r in d["per_rank"]) / len(d["per_rank"]) / (3 * d["micro_batches"])
     blocks = 1  # per stage: the benchmark's --layers 2 over P=2
     phases = 2 * blocks * d["a2a_phase_s"]
     print(f"{max(1, round(mbit * phases / forward))}mbit")
@@ -26,13 +31,22 @@ runs = ["1f1b", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipev", "dualpipe_on
 data = {}
 for name in runs:
     path = os.path.join(out, name + ".json")
-    data[name] = load(path)
+    if os.path.exists(path):
+        data[name] = load(path)
+runs = [r for r in runs if r in data]
 
 
 def exposed(d):
-    """Mean over the first pipeline's ranks of the idle time waiting for all-to-alls (last step)."""
+    """Mean over the first pipeline's ranks of the time nothing computed while
+    the rank waited for an all-to-all (its link time and its peer's lateness;
+    per rank the median over the timed steps)."""
     ranks = d["per_rank"]
-    return sum(r["exposed_comm_s"]["all_to_all"] for r in ranks) / len(ranks)
+    return sum(r["exposed_comm_s"]["all_to_all"] + r["exposed_comm_s"]["peer_wait"] for r in ranks) / len(ranks)
+
+
+def split(d, key):
+    ranks = d["per_rank"]
+    return sum(r["exposed_comm_s"][key] for r in ranks) / len(ranks)
 
 
 def sim_exposed(d):
@@ -42,14 +56,18 @@ def sim_exposed(d):
 
 base = exposed(data["1f1b"])
 print(f"link rate {rate}; one all-to-all phase {1e3 * data['1f1b']['a2a_phase_s']:.2f} ms (1f1b run)")
-print(f"{'run':<20}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
-      f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}")
+k = data["1f1b"].get("emulate_device", 0)
+print(f"device emulation: {'x%g' % k if k else 'off'}; medians over the timed steps, means over ranks")
+print(f"{'run':<22}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
+      f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}{'peer s':>9}{'handover s':>12}{'pipe s':>9}")
 for name in runs:
     d = data[name]
     e = exposed(d)
     sim = d["simulated_with_a2a_s"]
     hidden = 1 - e / base if base > 0 else 0.0
-    print(f"{name:<20}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
-          f"{d['median_pipeline_s'] / sim if sim > 0 else 0:>10.3f}{e:>15.4f}{sim_exposed(d):>13.4f}{hidden:>15.1%}")
-on, fast = data["dualpipe_on"]["median_step_s"], data["dualpipe_on_unlimited"]["median_step_s"]
-print(f"dualpipe with overlap: step at {rate} / step with an unlimited link (100gbit) = {on / fast:.3f}")
+    print(f"{name:<22}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
+          f"{d['median_pipeline_s'] / sim if sim > 0 else 0:>10.3f}{e:>15.4f}{sim_exposed(d):>13.4f}{hidden:>15.1%}"
+          f"{split(d, 'peer_wait'):>9.4f}{split(d, 'handover'):>12.4f}{split(d, 'pipeline'):>9.4f}")
+if "dualpipe_on" in data and "dualpipe_on_unlimited" in data:
+    on, fast = data["dualpipe_on"]["median_step_s"], data["dualpipe_on_unlimited"]["median_step_s"]
+    print(f"dualpipe with overlap: step at {rate} / step with an unlimited link (100gbit) = {on / fast:.3f}")

@@ -40,7 +40,7 @@ bool supported(const std::string& m, int P, int N) {
 
 int expected_stages(const std::string& m, int P, int V) {
   if (m == "dualpipev" || m == "zbv") return 2 * P;
-  if (m == "interleaved-1f1b") return V * P;
+  if (m == "interleaved-1f1b" || m == "combined-1f1b") return V * P;
   return P;
 }
 
@@ -111,6 +111,40 @@ TEST(GenValid, InterleavedForEveryChunkCountAndAnyN) {
         EXPECT_EQ(s.stages, V * P);
         CheckReport rep = check(s);
         ASSERT_TRUE(rep.ok()) << shape_name(P, N, V) << ": " << rep.errors.front();
+      }
+}
+
+// Combined 1F1B is interleaved 1F1B with its steady state merged into F&B
+// pairs: taking every pair apart (forward half, then backward half) gives
+// interleaved 1F1B's lists with one warm-up forward moved earlier; every
+// pair's halves are independent (the checker's dependency walk runs a pair
+// only when both inputs are there), for every chunk count and any N.
+TEST(GenValid, CombinedIsInterleavedWithPairsAndOneMoreWarmupForward) {
+  for (int V = 1; V <= 3; ++V)
+    for (int P = 1; P <= 8; ++P)
+      for (int N = 1; N <= 3 * P + 2; ++N) {
+        Schedule c = combined_1f1b(Shape{P, N, V}), il = interleaved_1f1b(Shape{P, N, V});
+        ASSERT_TRUE(check(c).ok()) << shape_name(P, N, V);
+        int pairs = 0;
+        for (int r = 0; r < P; ++r) {
+          std::vector<Action> apart;
+          for (const Action& a : c.actions[r])
+            for (const Action& h : halves(a)) apart.push_back(h);
+          for (const Action& a : c.actions[r]) pairs += a.op == Op::FB;
+          // Same actions; the forwards and the backwards each in the same order.
+          auto only = [](const std::vector<Action>& v, Op op) {
+            std::vector<std::string> out;
+            for (const Action& a : v)
+              if (a.op == op) out.push_back(to_string(a));
+            return out;
+          };
+          EXPECT_EQ(only(apart, Op::F), only(il.actions[r], Op::F)) << shape_name(P, N, V) << " rank " << r;
+          EXPECT_EQ(only(apart, Op::B), only(il.actions[r], Op::B)) << shape_name(P, N, V) << " rank " << r;
+        }
+        // A steady state whenever the forwards outnumber the warm-up.
+        if (N * V > 2 * P + (V - 1) * P + 1) {
+          EXPECT_GT(pairs, 0) << shape_name(P, N, V);
+        }
       }
 }
 

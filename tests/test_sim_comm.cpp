@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <utility>
 
 #include "cli_run.h"
 #include "dualpipe/pictures/svg.h"
@@ -405,6 +406,49 @@ TEST(SimComm, CliCompareShowsTheColumnOnlyWithCosts) {
   auto without = run_cli("compare -p 4 -n 16");
   ASSERT_EQ(without.code, 0) << without.out;
   EXPECT_EQ(without.out.find("a2a"), std::string::npos) << without.out;
+}
+
+
+// ---- the overlap engine's turn order ------------------------------------
+
+// The halves swap at every post: F [0,1] posts (link [1,2]); B [1,1.5]
+// posts (link [2,3]); F waits [1.5,2], runs [2,3], posts (link [3,4]); B
+// runs [3,6], posts (link [6,7]); F runs its last piece [6,7]; B its last
+// [7,7.5]. Half a unit exposed, one all-to-all on the link at a time.
+TEST(SimComm, AlternatingPairSwapsAtEveryPost) {
+  PairTime p = alternating_pair({3, 2, 1}, {4, 2, 1}, {1, 1, 1}, {0.5, 3, 0.5});
+  EXPECT_DOUBLE_EQ(p.duration, 7.5);
+  EXPECT_DOUBLE_EQ(p.exposed, 0.5);
+  ASSERT_EQ(p.waits.size(), 1u);
+  EXPECT_DOUBLE_EQ(p.waits[0].start, 1.5);
+  EXPECT_DOUBLE_EQ(p.waits[0].end, 2);
+}
+
+// Equal pieces: the cases the first-ready rule gets right give the same.
+TEST(SimComm, AlternatingPairMatchesFirstReadyOnEqualPieces) {
+  for (auto [f, b] : {std::pair<ChunkWork, ChunkWork>{{3, 2, 1}, {6, 2, 1}}, {{3, 2, 2}, {3, 2, 2}}}) {
+    const PairTime a = alternating_pair(f, b), o = overlapped_pair(f, b);
+    EXPECT_DOUBLE_EQ(a.duration, o.duration);
+    EXPECT_DOUBLE_EQ(a.exposed, o.exposed);
+  }
+}
+
+// The bounds of any pair hold for the alternating one too.
+TEST(SimComm, AlternatingPairBounds) {
+  for (double cf : {0.0, 1.0, 3.0})
+    for (double cb : {0.0, 2.0, 6.0})
+      for (int kf : {0, 1, 2, 4})
+        for (int kb : {0, 1, 3})
+          for (double af : {0.0, 0.5, 4.0})
+            for (double ab : {0.0, 0.25, 2.0}) {
+              const ChunkWork f{cf, kf, af}, b{cb, kb, ab};
+              const PairTime p = alternating_pair(f, b), q = serial_pair(f, b);
+              const double eps = 1e-9;
+              EXPECT_GE(p.duration, cf + cb - eps);
+              EXPECT_GE(p.duration, kf * af + kb * ab - eps);
+              EXPECT_LE(p.duration, q.duration + eps);
+              EXPECT_NEAR(p.exposed, p.duration - cf - cb, eps);
+            }
 }
 
 }  // namespace

@@ -18,6 +18,119 @@
 #include "dualpipe/train/trainer.h"
 
 namespace dualpipe::cli {
+namespace {
+
+// Every rank's calibration (OverlapEngine), averaged per piece over the
+// ranks that hold it, on every rank: a table summed over the whole job.
+std::map<PieceKey, double> gather_calibration(const std::map<PieceKey, double>& mine, int stages, Comm& world) {
+  constexpr int kOps = 4, kPieces = 64;  // F, B, I, W; pieces per chunk
+  auto op_index = [](int op) {
+    switch (static_cast<Op>(op)) {
+      case Op::F: return 0;
+      case Op::B: return 1;
+      case Op::I: return 2;
+      case Op::W: return 3;
+      default: return -1;
+    }
+  };
+  const int64_t cells = int64_t{kOps} * stages * kPieces;
+  torch::Tensor t = torch::zeros({2 * cells}, torch::kFloat64);
+  double* v = t.data_ptr<double>();
+  for (const auto& [key, cost] : mine) {
+    const auto [op, stage, piece] = key;
+    const int o = op_index(op);
+    if (o < 0 || piece >= kPieces) continue;
+    const int64_t i = (int64_t{o} * stages + stage) * kPieces + piece;
+    v[i] += cost;
+    v[cells + i] += 1;
+  }
+  world.all_reduce(t, c10d::ReduceOp::SUM, "the gather of the device calibration");
+  v = t.data_ptr<double>();
+  const Op ops[kOps] = {Op::F, Op::B, Op::I, Op::W};
+  std::map<PieceKey, double> all;
+  for (int o = 0; o < kOps; ++o)
+    for (int st = 0; st < stages; ++st)
+      for (int k = 0; k < kPieces; ++k) {
+        const int64_t i = (int64_t{o} * stages + st) * kPieces + k;
+        if (v[cells + i] > 0) all[PieceKey{static_cast<int>(ops[o]), st, k}] = v[i] / v[cells + i];
+      }
+  return all;
+}
+
+// The simulator's costs from the calibration: each chunk lasts K times its
+// pieces' calibrated CPU time, and a pair's halves are cut where the runtime
+// cuts them.
+Costs calibrated_costs(const std::map<PieceKey, double>& cal, int stages, double K) {
+  Costs c;
+  c.F.assign(stages, 0);
+  c.B.assign(stages, 0);
+  c.W.assign(stages, 0);
+  std::vector<double> I(stages, 0);
+  std::vector<char> has_b(stages, 0);
+  c.f_pieces.assign(stages, {});
+  c.b_pieces.assign(stages, {});
+  for (const auto& [key, cost] : cal) {
+    const auto [op, st, piece] = key;
+    (void)piece;
+    const double d = K * cost;
+    switch (static_cast<Op>(op)) {
+      case Op::F: c.F[st] += d; c.f_pieces[st].push_back(d); break;
+      case Op::B: c.B[st] += d; c.b_pieces[st].push_back(d); has_b[st] = 1; break;
+      case Op::I: I[st] += d; break;
+      case Op::W: c.W[st] += d; break;
+      default: break;
+    }
+  }
+  for (int st = 0; st < stages; ++st) {
+    if (!has_b[st]) c.B[st] = I[st] + c.W[st];  // B is the whole backward
+    c.W[st] = std::min(c.W[st], c.B[st]);
+  }
+  return c;
+}
+
+// Per rank: the median over the timed steps of each cause of exposed time.
+nlohmann::json exposed_medians(const std::vector<ExposedComm>& steps) {
+  auto med = [&](auto field) {
+    std::vector<double> v;
+    for (const ExposedComm& e : steps) v.push_back(field(e));
+    return v.empty() ? 0.0 : median(v);
+  };
+  nlohmann::json j = {{"all_to_all", med([](const ExposedComm& e) { return e.all_to_all; })},
+                      {"pipeline", med([](const ExposedComm& e) { return e.pipeline; })},
+                      {"grad_reduce", med([](const ExposedComm& e) { return e.grad_reduce; })},
+                      {"handover", med([](const ExposedComm& e) { return e.handover; })},
+                      {"peer_wait", med([](const ExposedComm& e) { return e.peer_wait; })}};
+  nlohmann::json by_point = nlohmann::json::object();
+  for (int p = 0; p < kCommPoints; ++p)
+    by_point[comm_point_name(static_cast<CommPoint>(p))] = med([p](const ExposedComm& e) { return e.by_point[p]; });
+  j["by_point"] = by_point;
+  return j;
+}
+
+nlohmann::json calibration_json(const std::map<PieceKey, double>& cal) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& [key, cost] : cal) {
+    const auto [op, stage, piece] = key;
+    j.push_back({{"op", op_name(static_cast<Op>(op))}, {"stage", stage}, {"piece", piece}, {"cpu_s", cost}});
+  }
+  return j;
+}
+
+// The calibration, once per run, on stderr: each chunk's compute as emulated.
+void print_calibration(const std::map<PieceKey, double>& cal, double K) {
+  std::map<std::pair<int, int>, std::pair<double, int>> chunks;  // (op, stage) -> (sum, pieces)
+  for (const auto& [key, cost] : cal) {
+    auto& c = chunks[{std::get<0>(key), std::get<1>(key)}];
+    c.first += cost;
+    ++c.second;
+  }
+  std::string line = fmt::format("device emulation x{:g}: calibrated compute per chunk (ms, pieces):", K);
+  for (const auto& [k, v] : chunks)
+    line += fmt::format(" {}{} {:.3f} ({})", op_name(static_cast<Op>(k.first)), k.second, 1e3 * K * v.first, v.second);
+  fmt::print(stderr, "{}\n", line);
+}
+
+}  // namespace
 
 void run_bench(CLI::App* app) {
   struct Opts {
@@ -71,14 +184,32 @@ void run_bench(CLI::App* app) {
         a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
       }
       RankRun run = train_rank(s, t, mesh);
-      auto exposed_a2a = gather_value(run.last_exposed.all_to_all, *comm);
-      auto exposed_pipe = gather_value(run.last_exposed.pipeline, *comm);
+      // Exposed time per cause: this rank's medians over the timed steps, gathered.
+      const nlohmann::json mine = exposed_medians(run.exposed);
+      nlohmann::json exposed_all = nlohmann::json::array();
+      for (int r = 0; r < comm->world; ++r) exposed_all.push_back(nlohmann::json::object());
+      for (const auto& [key, value] : mine.items()) {
+        if (value.is_object()) {
+          for (const auto& [point, x] : value.items()) {
+            auto all = gather_value(x.get<double>(), *comm);
+            for (int r = 0; r < comm->world; ++r) exposed_all[r][key][point] = all[r];
+          }
+        } else {
+          auto all = gather_value(value.get<double>(), *comm);
+          for (int r = 0; r < comm->world; ++r) exposed_all[r][key] = all[r];
+        }
+      }
+      const double K = t.engine.device_factor;
+      const std::map<PieceKey, double> cal =
+          K > 0 ? gather_calibration(run.calibration, s.stages, *comm) : std::map<PieceKey, double>{};
+      auto overruns = gather_value(run.device_overruns, *comm);
       auto rates = gather_value(rate, *comm);
       auto heaps = gather_value(run.peak_heap_bytes, *comm);
       auto seqs = gather_value(sequential, *comm);
       auto batch = gather_value(sched_getscheduler(0) == SCHED_BATCH ? 1.0 : 0.0, *comm);
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
       if (comm->rank != 0) return 0;
+      if (K > 0) print_calibration(cal, K);
       std::vector<double> steps, pipes;
       for (const StepStats& st : run.steps) {
         steps.push_back(st.seconds);
@@ -95,7 +226,9 @@ void run_bench(CLI::App* app) {
       // (2 per MoE block of the stage), hidden by F&B pairs when overlap is on.
       SimResult sim_a2a;
       if (a2a_phase > 0) {
-        Costs ca = measured_costs(s, times);
+        // With device emulation: the calibration the ranks emulated, piece by piece.
+        Costs ca = K > 0 ? calibrated_costs(cal, s.stages, K) : measured_costs(s, times);
+        ca.pair_turns = t.engine.lane ? Costs::PairTurns::Alternate : Costs::PairTurns::FirstReady;
         ca.latency = latency;
         ca.a2a_bytes.assign(s.stages, 0.0);
         ca.a2a_phases.assign(s.stages, 0);
@@ -147,8 +280,9 @@ void run_bench(CLI::App* app) {
                             {"actions", s.actions[r].size()},
                             {"simulated_peak_activations", sim.per_rank[r].peak_activations},
                             {"simulated_peak_held", sim.per_rank[r].peak_held},
-                            // Idle time waiting for communication in the last timed step.
-                            {"exposed_comm_s", {{"all_to_all", exposed_a2a[r]}, {"pipeline", exposed_pipe[r]}}}};
+                            // Time with nothing computing, by cause: medians over the timed steps.
+                            {"exposed_comm_s", exposed_all[r]},
+                            {"device_overruns", overruns[r]}};
         if (a2a_phase > 0) {
           j["simulated_exposed_a2a_s"] = sim_a2a.per_rank[r].exposed_a2a;
           j["simulated_a2a_total_s"] = sim_a2a.per_rank[r].a2a_total;
@@ -190,6 +324,9 @@ void run_bench(CLI::App* app) {
                             {"overhead_per_action_us", overhead_us},  // read it only where overhead_reliable
                             {"overhead_reliable", overhead_reliable},
                             {"activation_unit_bytes", unit},
+                            {"emulate_device", K},
+                            {"comm_lane", t.engine.lane},
+                            {"calibration", calibration_json(cal)},
                             {"per_rank", per_rank}};
         fmt::print("{}\n", j.dump(1));
       } else {
@@ -212,9 +349,13 @@ void run_bench(CLI::App* app) {
                      overhead_us);
         else
           fmt::print("  model compute alone {:.4f} s: overhead: unreliable ({})\n", compute, unreliable_why);
-        for (int r = 0; r < s.ranks; ++r)
-          fmt::print("  rank {}: idle waiting for communication in the last step: all-to-all {:.4f} s, pipeline {:.4f} s\n",
-                     r, exposed_a2a[r], exposed_pipe[r]);
+        for (int r = 0; r < s.ranks; ++r) {
+          const nlohmann::json& e = exposed_all[r];
+          fmt::print("  rank {}: nothing computing (median of {} steps): all-to-all {:.4f} s, peer wait {:.4f} s, "
+                     "pipeline {:.4f} s, gradient reduction {:.4f} s, hand-over {:.4f} s\n",
+                     r, run.exposed.size(), e["all_to_all"].get<double>(), e["peer_wait"].get<double>(),
+                     e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
+        }
         if (a2a_phase > 0)
           fmt::print("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
                      1e3 * a2a_phase, sim_a2a.makespan, med_pipe / sim_a2a.makespan);

@@ -27,11 +27,19 @@
 //    rank 0 holds (V-1)(G-P) more chunk activations.
 //  - N < P: one group of N; valid, with a larger bubble (too few
 //    micro-batches to fill the pipeline, as for 1F1B).
+//
+// Combined 1F1B (Megatron-LM's answer to DualPipe for MoE models): the same
+// lists with one more warm-up forward per rank, and every steady-state
+// forward merged with the backward after it into one F&B pair, whose halves
+// the runtime overlaps (the all-to-alls of one hide behind the compute of
+// the other). The extra forward keeps the two halves of every pair
+// independent; it costs one more chunk activation per rank.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "dualpipe/schedule/check.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
 
@@ -62,12 +70,17 @@ std::vector<Slot> forward_order(int P, int V, int N, int& first_group) {
 
 }  // namespace
 
-Schedule interleaved_1f1b(const Shape& shape) {
-  require_basic_shape("interleaved-1f1b", shape);
+namespace {
+
+// Interleaved 1F1B's lists; `combined`: one more warm-up forward and each
+// steady-state forward paired with the backward after it (F&B).
+Schedule interleaved(const Shape& shape, bool combined) {
+  const char* name = combined ? "combined-1f1b" : "interleaved-1f1b";
+  require_basic_shape(name, shape);
   const int P = shape.ranks, N = shape.micro_batches, V = shape.chunks;
-  if (V < 1) throw Error(fmt::format("interleaved-1f1b needs at least 1 chunk per rank (got {})", V));
+  if (V < 1) throw Error(fmt::format("{} needs at least 1 chunk per rank (got {})", name, V));
   Schedule s;
-  s.method = "interleaved-1f1b";
+  s.method = name;
   s.ranks = P;
   s.stages = V * P;
   s.micro_batches = N;
@@ -82,15 +95,40 @@ Schedule interleaved_1f1b(const Shape& shape) {
     auto B = [&](int i) { return Action::make(Op::B, (V - 1 - order[i].chunk) * P + r, order[i].mb); };
     auto& out = s.actions[r];
     out.reserve(2 * order.size());
-    const int warmup = std::min(2 * (P - 1 - r) + (V - 1) * G, total);
+    // Combined: the extra forward makes each pair's halves independent (on
+    // the last rank the backward after a forward is otherwise that very
+    // micro-batch's).
+    const int warmup = std::min(2 * (P - 1 - r) + (V - 1) * G + (combined ? 1 : 0), total);
     int f = 0, b = 0;
     while (f < warmup) out.push_back(F(f++));
     while (f < total) {
-      out.push_back(F(f++));
-      out.push_back(B(b++));
+      if (combined) {
+        const Action fa = F(f++), ba = B(b++);
+        out.push_back(Action::pair(fa.stage, fa.mb, ba.stage, ba.mb));
+      } else {
+        out.push_back(F(f++));
+        out.push_back(B(b++));
+      }
     }
     while (b < total) out.push_back(B(b++));
   }
+  return s;
+}
+
+}  // namespace
+
+Schedule interleaved_1f1b(const Shape& shape) { return interleaved(shape, false); }
+
+Schedule combined_1f1b(const Shape& shape) {
+  Schedule s = interleaved(shape, true);
+  // A pair needs both halves' inputs before it starts; where the lists ask
+  // for one that cannot come (too few micro-batches to leave a forward and
+  // a backward independent), say so here rather than deadlock at run time.
+  const CheckReport c = check(s, 1);
+  if (!c.ok())
+    throw Error(fmt::format("combined-1f1b cannot pair forwards and backwards at P={}, N={}, V={} ({}); use more "
+                            "micro-batches or interleaved-1f1b",
+                            shape.ranks, shape.micro_batches, shape.chunks, c.errors.front()));
   return s;
 }
 

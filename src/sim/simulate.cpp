@@ -72,6 +72,42 @@ PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b) {
   return p;
 }
 
+PairTime alternating_pair(const ChunkWork& f, const ChunkWork& b, const std::vector<double>& f_pieces,
+                          const std::vector<double>& b_pieces) {
+  struct Task {
+    std::vector<double> pieces;
+    double a2a;
+    std::size_t next = 0;
+    double ready = 0.0;  // when its posted all-to-all is done
+    bool left() const { return next < pieces.size(); }
+  };
+  auto cut = [](const ChunkWork& w, const std::vector<double>& given) {
+    if (!given.empty()) return given;
+    return std::vector<double>(static_cast<std::size_t>(w.phases + 1), w.compute / (w.phases + 1));
+  };
+  Task t[2] = {{cut(f, f_pieces), f.a2a}, {cut(b, b_pieces), b.a2a}};
+  double now = 0, link = 0;
+  int cur = 0;  // the forward starts
+  PairTime p;
+  while (t[0].left() || t[1].left()) {
+    if (!t[cur].left()) cur = 1 - cur;
+    Task& k = t[cur];
+    if (k.ready > now) {
+      p.waits.push_back({now, k.ready});  // the turn holder waits for its transfer
+      p.exposed += k.ready - now;
+      now = k.ready;
+    }
+    now += k.pieces[k.next++];
+    if (k.left()) {  // an all-to-all post: on the link after the ones before it
+      link = std::max(now, link) + k.a2a;
+      k.ready = link;
+    }
+    cur = 1 - cur;  // hand over (at a post, or for good when this half ended)
+  }
+  p.duration = now;
+  return p;
+}
+
 SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   check_or_throw(s);
   c.validate(s.stages);
@@ -155,7 +191,12 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
           wf.compute = sum > 0 ? *c.FB * wf.compute / sum : *c.FB / 2;
           wb.compute = sum > 0 ? *c.FB * wb.compute / sum : *c.FB / 2;
         }
-        waits = c.fb_overlap ? overlapped_pair(wf, wb) : serial_pair(wf, wb);
+        if (!c.fb_overlap)
+          waits = serial_pair(wf, wb);
+        else if (c.pair_turns == Costs::PairTurns::FirstReady)
+          waits = overlapped_pair(wf, wb);
+        else
+          waits = alternating_pair(wf, wb, c.pieces_of(c.f_pieces, f.stage, wf), c.pieces_of(c.b_pieces, b.stage, wb));
         on_link = link_time(wf) + link_time(wb);
         exposed = waits.exposed;
         dur = c.fb_overlap ? waits.duration : dur + exposed;

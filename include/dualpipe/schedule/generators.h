@@ -17,6 +17,8 @@ struct Shape {
 Schedule gpipe(const Shape& shape);
 Schedule one_f_one_b(const Shape& shape);
 Schedule interleaved_1f1b(const Shape& shape);
+// Interleaved 1F1B with its steady-state forwards and backwards merged into F&B pairs.
+Schedule combined_1f1b(const Shape& shape);
 Schedule zb1p(const Shape& shape);
 Schedule zbv(const Shape& shape);
 Schedule dualpipe(const Shape& shape);

@@ -36,6 +36,16 @@ struct Costs {
   // other (DualPipe's runtime); off: the halves run one after the other,
   // every all-to-all exposed. Without all-to-all costs it changes nothing.
   bool fb_overlap = true;
+  // How the halves of an overlapped pair take turns: alternate (the
+  // runtime's overlap engine: they swap at every all-to-all post, in a fixed
+  // order) or first_ready (whichever half can compute first; the runtime
+  // before the engine).
+  enum class PairTurns { Alternate, FirstReady };
+  PairTurns pair_turns = PairTurns::Alternate;
+  // Relative sizes of a chunk's compute pieces (phases + 1 of them) per
+  // stage, for the F and B halves of pairs, e.g. measured (the runtime's calibration);
+  // empty: equal pieces.
+  std::vector<std::vector<double>> f_pieces, b_pieces;
 
   double f(int stage) const { return pick(F, stage); }
   double b(int stage) const { return pick(B, stage); }
@@ -50,6 +60,21 @@ struct Costs {
   double a2a_fwd(int stage) const { return phase_time(pick(a2a_bytes, stage), stage); }
   double a2a_bwd(int stage) const {
     return phase_time(a2a_bwd_bytes.empty() ? pick(a2a_bytes, stage) : pick(a2a_bwd_bytes, stage), stage);
+  }
+  // A chunk's compute pieces from relative sizes `rel` (one list for all
+  // stages, or one per stage) scaled to `compute`; empty where none are given
+  // or they do not fit the chunk's phases.
+  template <class Work>
+  std::vector<double> pieces_of(const std::vector<std::vector<double>>& rel, int stage, const Work& w) const {
+    if (rel.empty()) return {};
+    const std::vector<double>& r = rel.size() == 1 ? rel[0] : rel[static_cast<std::size_t>(stage)];
+    if (static_cast<int>(r.size()) != w.phases + 1) return {};
+    double sum = 0;
+    for (double x : r) sum += x;
+    if (!(sum > 0)) return {};
+    std::vector<double> out;
+    for (double x : r) out.push_back(w.compute * x / sum);
+    return out;
   }
   // True when some stage's chunks spend time in all-to-alls.
   bool has_a2a() const;

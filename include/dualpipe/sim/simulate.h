@@ -73,6 +73,14 @@ struct PairTime {
 // other one on a tie; the forward starts. The rank's link carries one
 // all-to-all at a time, in the order they are started.
 PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b);
+// The pair as the runtime's overlap engine runs it: the halves swap at every
+// all-to-all post (F first), a half that comes back waits for its transfer,
+// a half that has ended leaves the other to run alone; the link carries one
+// all-to-all at a time in posting order. `f_pieces`/`b_pieces`: each
+// chunk's compute pieces (phases + 1 values summing to its compute); empty:
+// equal pieces.
+PairTime alternating_pair(const ChunkWork& f, const ChunkWork& b, const std::vector<double>& f_pieces = {},
+                          const std::vector<double>& b_pieces = {});
 // The same two chunks one after the other, every all-to-all exposed.
 PairTime serial_pair(const ChunkWork& f, const ChunkWork& b);
 
