@@ -191,12 +191,12 @@ void run_bench(CLI::App* app) {
       for (const auto& [key, value] : mine.items()) {
         if (value.is_object()) {
           for (const auto& [point, x] : value.items()) {
-            auto all = gather_value(x.get<double>(), *comm);
-            for (int r = 0; r < comm->world; ++r) exposed_all[r][key][point] = all[r];
+            auto all = gather_value(x.get<double>(), *comm);  // rank 0 only
+            for (std::size_t r = 0; r < all.size(); ++r) exposed_all[r][key][point] = all[r];
           }
         } else {
-          auto all = gather_value(value.get<double>(), *comm);
-          for (int r = 0; r < comm->world; ++r) exposed_all[r][key] = all[r];
+          auto all = gather_value(value.get<double>(), *comm);  // rank 0 only
+          for (std::size_t r = 0; r < all.size(); ++r) exposed_all[r][key] = all[r];
         }
       }
       const double K = t.engine.device_factor;

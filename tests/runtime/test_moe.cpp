@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <cmath>
@@ -314,6 +315,7 @@ INSTANTIATE_TEST_SUITE_P(Methods, MoeVerify,
                                            MethodCase{"1f1b", 2, 4}, MethodCase{"gpipe", 2, 4},
                                            MethodCase{"zb1p", 2, 4}, MethodCase{"zbv", 2, 4},
                                            MethodCase{"interleaved-1f1b", 2, 4}, MethodCase{"chimera", 2, 4},
+                                           MethodCase{"combined-1f1b", 2, 8},
                                            MethodCase{"dualpipe", 4, 8}),
                          [](const auto& param_info) {
                            std::string n = param_info.param.method + "_P" + std::to_string(param_info.param.ranks);
@@ -379,6 +381,33 @@ TEST(MoeCli, VerifyWithProcessRanksPasses) {
   EXPECT_NE(r.out.find("moe.expert3"), std::string::npos) << r.out;
 }
 
+// The emulated-device smoke run: bench on a thread-rank mesh with device
+// emulation gives one JSON document on stdout with the calibration it
+// emulated, the simulator fed with it, and every rank's exposed time split
+// by cause; combined 1F1B runs the same way.
+TEST(MoeCli, BenchWithDeviceEmulationReportsCalibrationAndExposure) {
+  for (const char* method : {"-m dualpipe", "-m combined-1f1b --chunks 2"}) {
+    const std::string args = fmt::format(
+        "bench {} -p 2 -n 8 --model moe --ep 2 --hidden 16 --seq-len 6 --heads 2 --layers 4 --steps 5 --threads "
+        "--emulate-device 2 --format json",
+        method);
+    // stdout alone: the mesh lines and the calibration go to stderr.
+    CliRun r = test_support::run_command(std::string("(timeout -k 5 300 ") + DUALPIPE_BINARY + " " + args + " 2>/dev/null)");
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.out;
+    const nlohmann::json j = nlohmann::json::parse(r.out);  // stdout is the JSON alone
+    EXPECT_EQ(j["emulate_device"].get<double>(), 2.0);
+    ASSERT_FALSE(j["calibration"].empty());
+    for (const auto& c : j["calibration"]) EXPECT_GT(c["cpu_s"].get<double>(), 0.0) << c.dump();
+    EXPECT_GT(j["simulated_with_a2a_s"].get<double>(), 0.0);
+    for (const auto& rank : j["per_rank"]) {
+      const auto& e = rank["exposed_comm_s"];
+      for (const char* key : {"all_to_all", "pipeline", "grad_reduce", "handover", "peer_wait"})
+        EXPECT_GE(e[key].get<double>(), 0.0) << key;
+      EXPECT_TRUE(e["by_point"].contains("dispatch"));
+    }
+  }
+}
+
 TEST(MoeCli, BadInputIsOneLineWithCode2) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be at least 1 (got 0)"},
@@ -390,6 +419,11 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 3", "--emulate-hosts 3 needs at least 3 ranks (the run has 2)"},
            {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --link-rate fast", "--link-rate 'fast' is not a rate"},
            {"verify -m 1f1b -p 2 -n 4 --emulate-hosts 2 --threads", "does not go with --threads"},
+           {"verify -m 1f1b -p 2 -n 4 --emulate-device 0", "--emulate-device must be a number in (0, 1000] (got '0')"},
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device -2", "--emulate-device must be a number in (0, 1000]"},
+           {"train -m 1f1b -p 2 -n 4 --emulate-device fast", "(got 'fast')"},
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device nan", "(got 'nan')"},
+           {"verify -m 1f1b -p 2 -n 4 --comm-lane maybe", "--comm-lane"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
