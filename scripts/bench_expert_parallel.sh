@@ -5,7 +5,8 @@
 # (default auto, below: the rate at which a chunk's two all-to-alls take
 # about as long as its forward compute, DeepSeek-V3's 1:1; about 800mbit on
 # the 2-core development machine and on a 16-core machine alike). Runs
-# 1F1B, ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, and DualPipe
+# 1F1B, ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, combined 1F1B
+# (interleaved, V=2, F&B pairs in its steady state), and DualPipe
 # on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated.
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
@@ -45,5 +46,6 @@ run zb1p -m zb1p --link-rate "$rate"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off
 run dualpipe_on -m dualpipe --link-rate "$rate"
 run dualpipev -m dualpipev --link-rate "$rate"
+run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate"
 run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit
 python3 "$root/scripts/bench_expert_parallel_report.py" "$out" "$rate"

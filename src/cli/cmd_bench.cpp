@@ -176,14 +176,20 @@ void run_bench(CLI::App* app) {
       // the average size (every token's K copies spread evenly over the E
       // ranks), and of the small token-count exchange before each dispatch.
       double a2a_phase = 0;
+      TrainOptions rank_opts = t;  // this rank's copy (thread ranks share t)
       if (mesh.expert) {
         const int64_t rows = o->model.micro_batch_size * o->model.seq_len * o->model.top_k / mesh.shape.ep;
         const double tokens_a2a = all_to_all_seconds(*mesh.expert, std::max<int64_t>(rows, 1), o->model.hidden,
                                                      t.model.dtype, 20);
         const double counts_a2a = all_to_all_seconds(*mesh.expert, 1, o->model.experts / mesh.shape.ep, torch::kInt64, 20);
         a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
+        // The link's effective rate as an all-to-all sees it (protocol and
+        // shaping included): what a transfer beyond it spent waiting for a late peer.
+        const double sent = static_cast<double>(std::max<int64_t>(rows, 1) * (mesh.shape.ep - 1) * o->model.hidden) *
+                            static_cast<double>(torch::elementSize(t.model.dtype));
+        if (tokens_a2a > 0) rank_opts.engine.link_bytes_per_s = sent / tokens_a2a;
       }
-      RankRun run = train_rank(s, t, mesh);
+      RankRun run = train_rank(s, rank_opts, mesh);
       // Exposed time per cause: this rank's medians over the timed steps, gathered.
       const nlohmann::json mine = exposed_medians(run.exposed);
       nlohmann::json exposed_all = nlohmann::json::array();
