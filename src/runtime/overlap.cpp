@@ -93,7 +93,17 @@ void OverlapEngine::lane_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return stop_ || !lane_queue_.empty(); });
-    if (lane_queue_.empty()) return;  // stopping, nothing left
+    if (stop_) {
+      // The engine is going away (a step failed): what is still queued is
+      // never posted; its posters have left.
+      for (const LaneTicketPtr& t : lane_queue_) {
+        t->error = std::make_exception_ptr(Error("the rank stopped before this collective was posted"));
+        t->done = true;
+      }
+      lane_queue_.clear();
+      cv_.notify_all();
+      return;
+    }
     LaneTicketPtr t = lane_queue_.front();
     lock.unlock();
     run_ticket(*t);
