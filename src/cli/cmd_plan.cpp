@@ -72,6 +72,22 @@ nlohmann::json row_json(const plan::PlanRow& r) {
             {"total", r.peak.total() / kGiB}}}};
 }
 
+// Sequences per step as written; one beyond plan's range is refused as
+// given (not as the largest long long it would saturate to).
+long long global_batch_value(const std::string& text) {
+  constexpr long long kMax = 1LL << 40;
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || v < 1 || v > kMax)
+    throw Error(fmt::format("--global-batch must be a whole number of sequences in [1, {}] (got '{}')", kMax, text));
+  return v;
+}
+
 }  // namespace
 
 std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res, std::size_t top) {
@@ -106,7 +122,7 @@ std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res
 void run_plan(CLI::App* app) {
   struct Opts {
     std::string preset, model, cluster, profile;
-    long long global_batch = 0;
+    std::string global_batch;  // text: a number too large for long long is refused as given
     double memory_limit = 0;
     std::string methods, layout;
     int pp = 0, ep = 0, micro_batch_size = 0;
@@ -150,19 +166,19 @@ void run_plan(CLI::App* app) {
     } else if (o->model.empty() || o->cluster.empty()) {
       throw Error("give --preset NAME, or both --model FILE.json and --cluster FILE.json");
     }
-    if (!o->model.empty()) req.model = plan::parse_model(plan::read_json_file(o->model), o->model + ": model");
-    if (!o->cluster.empty())
-      req.cluster = plan::parse_cluster(plan::read_json_file(o->cluster), o->cluster + ": cluster");
+    if (!o->model.empty()) req.model = plan::read_model_file(o->model);
+    if (!o->cluster.empty()) req.cluster = plan::read_cluster_file(o->cluster);
     if (!o->recompute.empty()) req.model.recompute = o->recompute;
     if (!o->profile.empty()) {
       req.use_measured = true;
       req.measured = plan::parse_measured(plan::read_json_file(o->profile), o->profile);
     }
-    req.global_batch = o->global_batch;
+    req.global_batch = global_batch_value(o->global_batch);
     if (mem->count() > 0 && !(o->memory_limit > 0 && o->memory_limit <= 1e9))
       throw Error(fmt::format("--memory-limit must be in (0, 1e9] GiB (got {})", o->memory_limit));
     req.memory_limit_gib = o->memory_limit;
     req.methods = split_list(o->methods);
+    if (o->top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o->top));
     if (o->pp < 0 || o->ep < 0 || o->micro_batch_size < 0)
       throw Error("--pp, --ep and --micro-batch-size must be at least 1");
     req.pp = o->pp;

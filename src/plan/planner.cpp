@@ -78,6 +78,12 @@ std::vector<double> layer_times(const ModelCosts& mc) {
 
 double part_time(const PartCost& p) { return p.f + p.i + p.w + p.a2a_f + p.a2a_b; }
 
+// Stages of a hand-made layout ("8,8,7" or "Et*8|t*8|t*7L").
+int layout_stage_count(const std::string& layout) {
+  return static_cast<int>(std::count(layout.begin(), layout.end(),
+                                     layout.find_first_of("Et") != std::string::npos ? '|' : ',')) + 1;
+}
+
 struct Candidate {
   std::string method;
   int chunks;
@@ -120,7 +126,7 @@ class Planner {
             for (int chunks : mm.takes_chunks() ? req_.chunk_options : std::vector<int>{1}) {
               const int S = mm.stage_count(pp, chunks);
               if (S > m.layers) continue;
-              if (!req_.layout.empty() && S != layout_stages()) continue;
+              if (!req_.layout.empty() && S != layout_stage_count(req_.layout)) continue;
               out.push_back({method, chunks, Parallel{pp, dp, ep, mbs, recompute}, static_cast<int>(N)});
             }
           }
@@ -206,10 +212,6 @@ class Planner {
   bool too_many_micro_batches() const { return too_many_micro_batches_; }
 
  private:
-  int layout_stages() const {
-    return static_cast<int>(std::count(req_.layout.begin(), req_.layout.end(),
-                                       req_.layout.find_first_of("Et") != std::string::npos ? '|' : ',')) + 1;
-  }
   const PlanRequest& req_;
   double limit_bytes_;
   bool too_many_micro_batches_ = false;
@@ -222,7 +224,7 @@ void validate_request(const PlanRequest& req) {
     throw Error(fmt::format("--memory-limit must be a positive number of GiB (got {})", req.memory_limit_gib));
   for (const std::string& m : req.methods) find_method(m);
   for (int v : req.chunk_options)
-    if (v < 1) throw Error(fmt::format("--chunks must be at least 1 (got {})", v));
+    if (v < 1) throw Error(fmt::format("interleaved-1f1b's chunk counts must be at least 1 (got {})", v));
   if (req.pp < 0 || req.pp > req.cluster.devices || (req.pp > 0 && req.cluster.devices % req.pp != 0))
     throw Error(fmt::format("--pp must divide cluster.devices ({}) (got {})", req.cluster.devices, req.pp));
   if (req.pp > req.model.layers)
@@ -233,6 +235,31 @@ void validate_request(const PlanRequest& req) {
   if (req.micro_batch_size < 0 || req.micro_batch_size > req.global_batch)
     throw Error(fmt::format("--micro-batch-size must be in [1, --global-batch = {}] (got {})", req.global_batch,
                             req.micro_batch_size));
+  // A hand-made cut must place the model's layers whatever the stage count.
+  if (!req.layout.empty()) parse_layout(req.layout, layout_stage_count(req.layout), req.model.layers);
+}
+
+// Why no candidate was enumerated, naming the option or field to change:
+// the batch, the fixed expert degree, or the hand-made layout.
+std::string no_shape_reason(const PlanRequest& req) {
+  const int devices = req.cluster.devices;
+  std::vector<int> dps;  // data-parallel degrees whose pipeline fits the layers and the batch
+  for (int pp : divisors(devices, req.model.layers))
+    if ((!req.pp || pp == req.pp) && req.global_batch % (devices / pp) == 0) dps.push_back(devices / pp);
+  if (dps.empty())
+    return fmt::format("no pipeline shape fits: --global-batch {} must be divisible by the data-parallel degree "
+                       "(cluster.devices {} / pipeline degree, with at most model.layers = {} stages){}",
+                       req.global_batch, devices, req.model.layers, req.pp ? fmt::format(" (--pp {})", req.pp) : "");
+  if (req.ep > 0 && std::none_of(dps.begin(), dps.end(), [&](int dp) { return dp % req.ep == 0; }))
+    return fmt::format("--ep {} must divide the data-parallel degree (cluster.devices {} / pipeline degree), which "
+                       "is {} here{}",
+                       req.ep, devices, fmt::join(dps, " or "), req.pp ? fmt::format(" with --pp {}", req.pp) : "");
+  if (!req.layout.empty())
+    return fmt::format("--layout '{}' has {} stages: no method in the request has that many stages on a pipeline "
+                       "degree that divides cluster.devices {} and --global-batch {}",
+                       req.layout, layout_stage_count(req.layout), devices, req.global_batch);
+  return fmt::format("no pipeline shape fits --global-batch {} on cluster.devices {} with the fixed --pp, --ep and "
+                     "--micro-batch-size", req.global_batch, devices);
 }
 
 }  // namespace
@@ -260,13 +287,7 @@ PlanResult plan(const PlanRequest& req) {
                             "raise --micro-batch-size)",
                             req.global_batch, req.cluster.devices, kMaxMicroBatches,
                             req.micro_batch_size ? req.micro_batch_size : kMaxMicroBatchSize, kMaxMicroBatches));
-  if (cands.empty())
-    throw Error(fmt::format("no pipeline shape fits: --global-batch {} must be divisible by the data-parallel degree "
-                            "(cluster.devices {} / pipeline degree, with at most model.layers = {} stages){}",
-                            req.global_batch, req.cluster.devices, req.model.layers,
-                            req.pp || req.ep || req.micro_batch_size || !req.layout.empty()
-                                ? ", and match the fixed --pp, --ep, --micro-batch-size and --layout"
-                                : ""));
+  if (cands.empty()) throw Error(no_shape_reason(req));
   ModelCosts mc;
   Parallel last{0, 0, 0, 0, false};
   for (const Candidate& cand : cands) {
@@ -291,8 +312,8 @@ PlanResult plan(const PlanRequest& req) {
     throw Error("no method runs any of the enumerated shapes (try other --methods or --pp)");
   if (res.rows.empty()) {
     const PlanRow& s = res.least_memory;
-    throw Error(fmt::format("no plan fits --memory-limit {:.2f} GiB per device: the smallest ({} pp={} ep={} "
-                            "micro-batch {}{}) needs {:.2f} GiB",
+    throw Error(fmt::format("no plan fits --memory-limit {:.3g} GiB per device: the smallest ({} pp={} ep={} "
+                            "micro-batch {}{}) needs {:.3g} GiB",
                             planner.limit_bytes() / kGiB, s.method, s.par.pp, s.par.ep, s.par.micro_batch_size,
                             s.par.recompute ? ", full recompute" : "", s.peak.total() / kGiB));
   }

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "plan/presets.h"
@@ -25,7 +28,26 @@ class Fields {
   Fields(const json& j, std::string where) : j_(j), where_(std::move(where)) {
     if (!j_.is_object()) throw Error(fmt::format("{}: expected a JSON object", where_));
   }
-  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  bool has(const char* key) const {
+    known_.insert(key);
+    return j_.contains(key) && !j_.at(key).is_null();
+  }
+  // Refuses any key no accessor asked for (a misspelt field would otherwise
+  // be silently left at its default), naming the closest known one.
+  void no_other_keys() const {
+    known_.insert("about");  // free text, for the reader
+    for (const auto& item : j_.items()) {
+      if (known_.count(item.key())) continue;
+      std::string closest;
+      std::size_t best = 4;  // suggest only names within 3 edits
+      for (const std::string& k : known_) {
+        const std::size_t d = edit_distance(item.key(), k);
+        if (d < best) best = d, closest = k;
+      }
+      throw Error(fmt::format("{}.{} is not a field of {}{}", where_, item.key(), where_,
+                              closest.empty() ? "" : fmt::format(" (did you mean {}?)", closest)));
+    }
+  }
   std::string name(const char* key) const { return fmt::format("{}.{}", where_, key); }
 
   std::int64_t integer(const char* key, std::int64_t lo, std::int64_t hi) const {
@@ -73,8 +95,24 @@ class Fields {
     return d;
   }
 
+  static std::size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t diag = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    return row[b.size()];
+  }
+
   const json& j_;
   std::string where_;
+  mutable std::set<std::string> known_;
 };
 
 int dtype_size(const std::string& dtype, const std::string& field) {
@@ -109,12 +147,15 @@ MoeSpec parse_moe(const json& j, const std::string& where, int layers) {
     const auto first_dense = f.integer("first_dense_layers", 0, layers - 1, 0);
     for (int l = static_cast<int>(first_dense); l < layers; ++l) m.is_moe[static_cast<std::size_t>(l)] = true;
   }
+  f.no_other_keys();
   return m;
 }
 
 }  // namespace
 
 nlohmann::json read_json_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(fmt::format("cannot read '{}': it is a directory", path));
   std::ifstream in(path);
   if (!in) throw Error(fmt::format("cannot open '{}'", path));
   try {
@@ -134,7 +175,7 @@ ModelSpec parse_model(const json& j, const std::string& where) {
   m.heads = f.integer("heads", 1, m.hidden);
   m.kv_heads = f.integer("kv_heads", 1, m.heads, m.heads);
   if (m.heads % m.kv_heads != 0)
-    throw Error(fmt::format("{}.kv_heads ({}) must divide {}.heads ({})", where, m.kv_heads, where, m.heads));
+    throw Error(fmt::format("{} ({}) must divide {} ({})", f.name("kv_heads"), m.kv_heads, f.name("heads"), m.heads));
   m.head_dim = f.integer("head_dim", 1, kMaxDim, m.hidden / m.heads);
   m.vocab = f.integer("vocab", 1, kMaxDim);
   m.seq_len = f.integer("seq_len", 1, kMaxDim);
@@ -157,9 +198,11 @@ ModelSpec parse_model(const json& j, const std::string& where) {
     m.recompute = t.text("recompute", "auto");
     if (m.recompute != "auto" && m.recompute != "none" && m.recompute != "full")
       throw Error(fmt::format("{} must be auto, none or full (got '{}')", t.name("recompute"), m.recompute));
+    t.no_other_keys();
   } else {
     m.param_bytes = m.dtype_bytes;
   }
+  f.no_other_keys();
   return m;
 }
 
@@ -170,8 +213,8 @@ ClusterSpec parse_cluster(const json& j, const std::string& where) {
   c.devices = static_cast<int>(f.integer("devices", 1, 1 << 20));
   c.devices_per_node = static_cast<int>(f.integer("devices_per_node", 1, c.devices, 1));
   if (c.devices % c.devices_per_node != 0)
-    throw Error(fmt::format("{}.devices_per_node ({}) must divide {}.devices ({})", where, c.devices_per_node, where,
-                            c.devices));
+    throw Error(fmt::format("{} ({}) must divide {} ({})", f.name("devices_per_node"), c.devices_per_node,
+                            f.name("devices"), c.devices));
   c.memory_gib = f.number("memory_gib", 1e-6, 1e6);
   c.matmul_tflops = f.number("matmul_tflops", 1e-9, 1e6);
   c.intra_node_gbps = f.number("intra_node_gbps", 1e-9, 1e6);
@@ -179,15 +222,41 @@ ClusterSpec parse_cluster(const json& j, const std::string& where) {
   c.inter_node_gbps = c.devices > c.devices_per_node ? f.number("inter_node_gbps", 1e-9, 1e6)
                                                      : f.number("inter_node_gbps", 1e-9, 1e6, c.intra_node_gbps);
   c.link_latency_us = f.number("link_latency_us", 0, 1e6, 0);
+  f.no_other_keys();
   return c;
+}
+
+namespace {
+
+// Runs `parse`, prefixing any error with `source` (a file or a preset).
+template <typename Parse>
+auto from_source(const std::string& source, Parse parse) {
+  try {
+    return parse();
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", source, e.what()));
+  }
+}
+
+}  // namespace
+
+ModelSpec read_model_file(const std::string& path) {
+  const json j = read_json_file(path);
+  return from_source(path, [&] { return parse_model(j); });
+}
+
+ClusterSpec read_cluster_file(const std::string& path) {
+  const json j = read_json_file(path);
+  return from_source(path, [&] { return parse_cluster(j); });
 }
 
 Preset load_preset(const std::string& name) {
   for (const EmbeddedPreset& p : embedded_presets()) {
     if (name != p.name) continue;
     const json j = json::parse(p.json);
-    return {parse_model(j.at("model"), fmt::format("preset {}: model", name)),
-            parse_cluster(j.at("cluster"), fmt::format("preset {}: cluster", name))};
+    const std::string source = fmt::format("preset {}", name);
+    return {from_source(source, [&] { return parse_model(j.at("model")); }),
+            from_source(source, [&] { return parse_cluster(j.at("cluster")); })};
   }
   std::string names;
   for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;

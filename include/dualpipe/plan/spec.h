@@ -53,11 +53,17 @@ struct ClusterSpec {
 };
 
 // Parse and validate; every problem is a dualpipe::Error naming the field (with
-// the `where` prefix, e.g. "model.hidden") and its valid range.
+// the `where` prefix, e.g. "model.hidden") and its valid range. A key that
+// is not a field (a misspelling) is refused, naming the closest field;
+// "about" (free text) is allowed in every object.
 ModelSpec parse_model(const nlohmann::json& j, const std::string& where = "model");
 ClusterSpec parse_cluster(const nlohmann::json& j, const std::string& where = "cluster");
-// Reads a JSON file; names the file in errors. `what` is "model" or "cluster".
+// Reads a JSON file; names the file in errors.
 nlohmann::json read_json_file(const std::string& path);
+// Reads and parses a model or cluster file; errors start with the file name
+// ("m.json: model.hidden must be ...").
+ModelSpec read_model_file(const std::string& path);
+ClusterSpec read_cluster_file(const std::string& path);
 
 // The model and cluster of a preset (presets/NAME.json, embedded).
 struct Preset {
