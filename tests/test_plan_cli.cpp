@@ -106,19 +106,24 @@ std::string read_doc(const std::string& relative) {
 TEST(PlanCli, DocsQuoteTheCandidateCountsTheProgramPrints) {
   // docs/planner.md and the manual quote the DeepSeek-V3 example's counts;
   // they once said 595 plans fit where the program said 601.
-  CliRun r = run("plan --preset deepseek-v3 --global-batch 15360 --format json --top 1");
+  CliRun r = run("plan --preset deepseek-v3 --global-batch 15360 --top 5 --format json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   std::smatch m;
   const std::string planner = read_doc("planner.md");
-  ASSERT_TRUE(std::regex_search(planner, m, std::regex(R"(enumerates (\d+) candidates, simulates the (\d+) that fit)")));
+  ASSERT_TRUE(std::regex_search(
+      planner, m, std::regex(R"(enumerates (\d+) candidates, simulates (\d+) of those that fit and prunes (\d+))")));
   EXPECT_EQ(std::stoll(m[1]), j["candidates"].get<long long>());
   EXPECT_EQ(std::stoll(m[2]), j["simulated"].get<long long>());
+  EXPECT_EQ(std::stoll(m[3]), j["pruned"].get<long long>());
   const std::string manual = read_doc("manual/plan.md");
-  ASSERT_TRUE(std::regex_search(manual, m, std::regex(R"((\d+) candidates, (\d+) fit and were simulated, (\d+) over memory)")));
+  ASSERT_TRUE(std::regex_search(
+      manual, m,
+      std::regex(R"((\d+) candidates, (\d+) fit and were simulated, (\d+) fit but were pruned \(bounded slower than row 5\), (\d+) over memory)")));
   EXPECT_EQ(std::stoll(m[1]), j["candidates"].get<long long>());
   EXPECT_EQ(std::stoll(m[2]), j["simulated"].get<long long>());
-  EXPECT_EQ(std::stoll(m[3]), j["over_memory"].get<long long>());
+  EXPECT_EQ(std::stoll(m[3]), j["pruned"].get<long long>());
+  EXPECT_EQ(std::stoll(m[4]), j["over_memory"].get<long long>());
 }
 
 using test_support::one_line;
