@@ -677,3 +677,115 @@ TEST(PlanPlanner, ErrorsBlameWhatIsWrongNotTheBatch) {
 
 }  // namespace
 }  // namespace dualpipe::plan
+
+namespace dualpipe::plan {
+namespace {
+
+// The validation rows of docs/planner.md: published runs, their layouts as
+// run, and what the planner predicts for them and prefers. Each figure is
+// pinned (0.5%), so a change to the model that moves a row fails here and
+// the table must be redone.
+struct Published {
+  const char* preset;
+  long long global_batch;
+  const char* method;
+  int chunks, pp, tp, ep, micro_batch_size;
+  const char* recompute;
+};
+
+PlanRequest request_for(const Published& p) {
+  const Preset preset = load_preset(p.preset);
+  PlanRequest req;
+  req.model = preset.model;
+  req.cluster = preset.cluster;
+  req.global_batch = p.global_batch;
+  req.rows_wanted = 1;
+  return req;
+}
+
+PlanRow published_row(const Published& p) {
+  PlanRequest req = request_for(p);
+  req.methods = {p.method};
+  req.chunk_options = {p.chunks};
+  req.pp = p.pp;
+  req.tp = p.tp;
+  req.ep = p.ep;
+  req.micro_batch_size = p.micro_batch_size;
+  req.model.recompute = p.recompute;
+  return plan(req).rows.front();
+}
+
+double split_sum(const StepSplit& s) {
+  return s.compute + s.recompute + s.bubble + s.expert_comm + s.pipeline_comm + s.tp_comm + s.dp_sync;
+}
+
+TEST(PlanValidation, DeepSeekV3On2048H800) {
+  // Published: PP 16 with DualPipe, EP 64 over 8 nodes, ZeRO-1 DP 128, no
+  // TP, selective recomputation; 19.9 s a step (180 K GPU-hours per
+  // trillion tokens: 180e3 x 3600 / 2048 s per 1e12 / (15360 x 4096) steps).
+  const Published run{"deepseek-v3", 15360, "dualpipe", 1, 16, 1, 64, 1, "selective"};
+  const PlanRow r = published_row(run);
+  EXPECT_NEAR(r.step_s, 11.45, 11.45 * 0.005);
+  EXPECT_LE(r.peak.total() + r.reserve_bytes, 79.6 * (1 << 30));  // fits without full recomputation
+  EXPECT_NEAR(split_sum(r.split), r.step_s, 1e-9 * r.step_s);
+  EXPECT_NEAR(r.split.compute, 9.01, 9.01 * 0.005);
+  EXPECT_NEAR(r.split.expert_comm, 0.884, 0.884 * 0.01);
+  // All-to-all as much time as computation in an MoE layer (the report's
+  // 1:1), most of it hidden by DualPipe's overlap.
+  const Preset p = load_preset(run.preset);
+  const PartCost l = model_costs(p.model, p.cluster, r.par).layers[10];
+  EXPECT_NEAR((l.a2a_f + l.a2a_b) / (l.f + l.i + l.w - l.rc), 1.0, 0.1);
+  EXPECT_LT(r.split.expert_comm, 0.1 * r.step_s);
+  // The plan preferred: TP 2 halves the expert weights and activations per
+  // device, so 4 stages fit; its pipeline is shorter than TP's collectives.
+  const PlanRow best = plan(request_for(run)).rows.front();
+  EXPECT_EQ(best.method, "dualpipe");
+  EXPECT_EQ(best.par.pp, 4);
+  EXPECT_EQ(best.par.tp, 2);
+  EXPECT_NEAR(best.step_s, 9.896, 9.896 * 0.005);
+}
+
+TEST(PlanValidation, Llama3With405BOn16KH100) {
+  // Published: TP 8, PP 16 (interleaved), DP 128, 2048 sequences of 8192,
+  // about 400 TFLOP/s per GPU: with this model's FLOPs (2.52 TFLOP a token,
+  // forward and backward) 2.52e12 x 2048 x 8192 / (16384 x 400e12) = 6.46 s.
+  const Published run{"llama3-405b", 2048, "interleaved-1f1b", 4, 16, 8, 1, 1, "selective"};
+  const PlanRow r = published_row(run);
+  EXPECT_NEAR(r.step_s, 5.096, 5.096 * 0.005);
+  const PlanRow best = plan(request_for(run)).rows.front();
+  EXPECT_EQ(best.method, run.method);
+  EXPECT_EQ(best.par.pp, 16);
+  EXPECT_EQ(best.par.tp, 8);
+  EXPECT_DOUBLE_EQ(best.step_s, r.step_s);
+  // The FLOPs behind the published step.
+  ClusterSpec one = load_preset(run.preset).cluster;
+  one.devices = 1;
+  one.devices_per_node = 1;
+  const ModelCosts mc = model_costs(load_preset(run.preset).model, one, Parallel{});
+  double flops = mc.head.flops_f;
+  for (const PartCost& l : mc.layers) flops += l.flops_f;
+  EXPECT_NEAR(3 * flops / 8192 / 1e12, 2.52, 0.01);
+}
+
+TEST(PlanValidation, Megatron145BOn1536A100) {
+  // Published (SC'21 table 1): TP 8, PP 8 interleaved, DP 24, 2304
+  // sequences of 2048, full recomputation, 148 TFLOP/s per GPU by the
+  // paper's count 96 B s l h^2 (1 + s/6h + V/16lh) = 5.64e18 FLOPs a step:
+  // 5.64e18 / (1536 x 148e12) = 24.8 s.
+  const Published run{"megatron-145b", 2304, "interleaved-1f1b", 2, 8, 8, 1, 1, "full"};
+  const PlanRow r = published_row(run);
+  EXPECT_NEAR(r.step_s, 16.78, 16.78 * 0.005);
+  EXPECT_GT(r.split.recompute, 0);
+  Published without = run;
+  without.recompute = "none";
+  const PlanRow plain = published_row(without);
+  EXPECT_NEAR(plain.step_s, 12.70, 12.70 * 0.005);
+  const PlanRow best = plan(request_for(run)).rows.front();
+  EXPECT_EQ(best.par.pp, 8);
+  EXPECT_EQ(best.par.tp, 8);
+  EXPECT_NEAR(best.step_s, 12.35, 12.35 * 0.005);
+  EXPECT_LE(plain.step_s, best.step_s * 1.05);  // the published shape within 5% of the best
+}
+
+}  // namespace
+}  // namespace dualpipe::plan

@@ -79,9 +79,10 @@ struct Attention {
   double up_params = 0;  // MLA's up-projections (recomputed by selective recomputation)
   double norm_params = 0;
   double score_flops = 0;  // forward FLOPs of the score products
-  double kept = 0;         // elements kept for the backward (beyond the layer input)
+  double kept = 0;         // elements kept for the backward (beyond the layer input and the output below)
   double dropped = 0;      // the part of `kept` selective recomputation drops
   double lse = 0;          // bytes of softmax statistics or scores
+  double out_bytes = 0;    // bytes of the attention output (the output projection's input)
 };
 
 Attention attention(const ModelSpec& m) {
@@ -99,15 +100,19 @@ Attention attention(const ModelSpec& m) {
     a.score_flops = 2 * s * heads * (qk + v) * causal;
     // norm output; query latent and its norm; kv latent (+ RoPE key) and its norm; q, k, v; attention output
     a.dropped = h + ql + kvl + heads * (2 * qk + v);
-    a.kept = a.dropped + ql + kvl + rope + heads * v;
+    a.kept = a.dropped + ql + kvl + rope;
+    a.out_bytes = heads * v;
   } else {
     const double hd = static_cast<double>(m.head_dim), kv = static_cast<double>(m.kv_heads);
     a.params = h * hd * (2 * heads + 2 * kv);
     a.norm_params = 2 * h;
     a.score_flops = 2 * s * heads * hd * 2 * causal;
     a.dropped = h;  // the norm's output
-    a.kept = h + (heads + 2 * kv) * hd + heads * hd;
+    a.kept = h + (heads + 2 * kv) * hd;
+    a.out_bytes = heads * hd;
   }
+  // DeepSeek-V3 keeps the output projection's input in 12 bits (E5M6).
+  a.out_bytes *= m.fp8_activations ? 1.5 : m.dtype_bytes;
   a.lse = m.flash_attention ? 4 * heads : m.dtype_bytes * heads * s;
   return a;
 }
@@ -166,7 +171,7 @@ PartCost layer_cost(const ModelSpec& m, const ClusterSpec& c, const Parallel& pa
   p.f = lin / r.linear + score / r.attention;
   p.w = lin / r.linear;
   p.i = p.w + 2 * score / r.attention;
-  p.act_bytes = (T * (d * (h + at.kept) + at.lse + fn.kept_bytes)) / t;
+  p.act_bytes = (T * (d * (h + at.kept) + at.out_bytes + at.lse + fn.kept_bytes)) / t;
   if (t > 1) {  // sequence parallelism: all-gather and reduce-scatter around attention and the FFN
     const double one = (t - 1) / t * d * T * h / (c.intra_node_gbps * 1e9) + c.link_latency_us * 1e-6;
     p.tp_f = p.tp_b = 4 * one;

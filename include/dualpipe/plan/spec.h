@@ -68,7 +68,8 @@ struct ModelSpec {
   // attention scores, the head and the embedding stay in the model's dtype.
   std::string gemm_precision = "bf16";
   // Inputs of the FFN and expert matrix products kept for the backward in
-  // FP8 (DeepSeek-V3's low-precision activation cache).
+  // FP8, and the attention output projection's input in 12 bits
+  // (DeepSeek-V3's low-precision activation cache).
   bool fp8_activations = false;
 
   bool is_moe_layer(int l) const { return moe.experts > 0 && moe.is_moe[static_cast<std::size_t>(l)]; }
