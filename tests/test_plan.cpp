@@ -424,7 +424,12 @@ TEST(PlanPartition, LayoutStrings) {
   EXPECT_THROW(parse_layout("5,5,x,1", 4, 16), Error);
   EXPECT_THROW(parse_layout("t*5|Et*5|t*5|t", 4, 16), Error);  // E only first
   EXPECT_THROW(parse_layout("5,0,10,1", 4, 16), Error);
+  // Megatron's embedding-only first and loss-only last stages.
+  EXPECT_EQ(parse_layout("E|t*8|t*8|L", 4, 16), (std::vector<int>{0, 8, 8, 0}));
+  EXPECT_THROW(parse_layout("t*8|E|t*8|L", 4, 16), Error);  // E only first
+  EXPECT_THROW(parse_layout("Et*8||t*8|L", 4, 16), Error);  // an empty middle stage
 }
+
 
 PlanRequest small_request() {
   PlanRequest req;
@@ -632,6 +637,21 @@ TEST(PlanPlanner, ReserveCountsAgainstTheLimitAndOverlapHidesDataParallelSync) {
   }
   EXPECT_TRUE(hidden);
   EXPECT_LE(overlapped.rows.front().step_s, serial.rows.front().step_s);
+}
+
+TEST(PlanPlanner, EmbeddingOnlyAndLossOnlyStagesArePlanned) {
+  PlanRequest req = small_request();
+  req.methods = {"1f1b"};
+  req.pp = 4;
+  req.tp = 1;
+  req.layout = "E|t*4|t*4|L";
+  const PlanResult res = plan(req);
+  ASSERT_FALSE(res.rows.empty());
+  EXPECT_EQ(res.rows.front().layout, (std::vector<int>{0, 4, 4, 0}));
+  // The first rank does no transformer layer: the lightest device.
+  const BuiltPlan b = build_plan(req, res.rows.front());
+  EXPECT_LT(b.costs.F[0], b.costs.F[1]);
+  EXPECT_LT(b.act_bytes[0], b.act_bytes[1]);
 }
 
 std::string plan_error(const PlanRequest& req) {
