@@ -226,6 +226,19 @@ TEST(PlanCost, NodeLimitedRoutingCrossesTheNetworkOncePerNodeInFp8ThenBf16) {
   EXPECT_NEAR(t - 10e-6, (limited.layers[10].a2a_f - 10e-6) * 1.5 / 0.75, 1e-9);
 }
 
+TEST(PlanCost, ExpertsWithFewTokensMultiplySlower) {
+  // DeepSeek-V3, micro-batches of 4096 tokens: with EP 64 an expert gets
+  // 64 x 4096 x 8 / 256 = 8192 rows (the full rate), with EP 8 1024 rows:
+  // 1024 / (1024 + 791) of the rate at 4096 rows, 4096 / (4096 + 791).
+  const Preset p = load_preset("deepseek-v3");
+  const PartCost wide = model_costs(p.model, p.cluster, Parallel{16, 128, 64, 1}).layers[10];
+  const PartCost narrow = model_costs(p.model, p.cluster, Parallel{16, 128, 8, 1}).layers[10];
+  const double routed = 2 * 4096.0 * 8 * 3 * 7168 * 2048 / (p.cluster.fp8_tflops * 1e12);
+  const double factor = (1024.0 / (1024 + 791)) / (4096.0 / (4096 + 791));
+  EXPECT_NEAR(narrow.w - wide.w, routed * (1 / factor - 1), 1e-12);
+  EXPECT_DOUBLE_EQ(narrow.flops_f, wide.flops_f);  // the same work, done slower
+}
+
 TEST(PlanCost, TensorParallelismDividesWorkParamsAndActivationsAndAddsCollectives) {
   // Megatron's tensor + sequence parallelism: matrices, FLOPs and (with
   // sequence parallelism) activations divided by t; per layer two
