@@ -80,13 +80,27 @@ Costs sim_costs(const std::vector<PartCost>& parts, const ModelCosts& mc, const 
   return c;
 }
 
-std::vector<double> layer_times(const ModelCosts& mc) {
+// A part's time per micro-batch, as the cut weighs it: compute and
+// communication one after the other, or, where the schedule overlaps F&B
+// pairs (DualPipe, DualPipeV), the larger of compute and all-to-all (the
+// pairs hide one behind the other).
+double part_time(const PartCost& p, bool overlapped) {
+  const double compute = p.f + p.i + p.w, a2a = p.a2a_f + p.a2a_b;
+  return (overlapped ? std::max(compute, a2a) : compute + a2a) + p.tp_f + p.tp_b;
+}
+
+std::vector<double> layer_times(const ModelCosts& mc, bool overlapped) {
   std::vector<double> t;
-  for (const PartCost& p : mc.layers) t.push_back(p.f + p.i + p.w + p.a2a_f + p.a2a_b + p.tp_f + p.tp_b);
+  for (const PartCost& p : mc.layers) t.push_back(part_time(p, overlapped));
   return t;
 }
 
-double part_time(const PartCost& p) { return p.f + p.i + p.w + p.a2a_f + p.a2a_b + p.tp_f + p.tp_b; }
+bool has_pairs(const Schedule& s) {
+  for (const auto& rank : s.actions)
+    for (const Action& a : rank)
+      if (a.op == Op::FB) return true;
+  return false;
+}
 
 SimResult simulate_quietly(const Schedule& s, const Costs& c) {
   SimOptions quiet;
@@ -146,8 +160,10 @@ class Planner {
     if (!cached) return false;  // e.g. DualPipe with an odd number of ranks
     const Schedule& sched = *cached;
     const Placement placement = placement_of(sched);
+    const bool pairs = has_pairs(sched);
     row.layout = req_.layout.empty()
-                     ? balance_layers(layer_times(mc), part_time(mc.embedding), part_time(mc.head), placement)
+                     ? balance_layers(layer_times(mc, pairs), part_time(mc.embedding, pairs),
+                                      part_time(mc.head, pairs), placement)
                      : parse_layout(req_.layout, placement.stages, req_.model.layers);
     const std::vector<PartCost> parts = stage_parts(mc, row.layout);
     const SyncBytes sync = fill_memory(cand, sched, placement, parts, row);
