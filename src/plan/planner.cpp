@@ -40,6 +40,13 @@ std::vector<PartCost> stage_parts(const ModelCosts& mc, const std::vector<int>& 
   return parts;
 }
 
+bool has_pairs(const Schedule& s) {
+  for (const auto& rank : s.actions)
+    for (const Action& a : rank)
+      if (a.op == Op::FB) return true;
+  return false;
+}
+
 // Which communication the simulator is given (all of it for the step; parts
 // of it to split the step into its causes).
 struct CommMask {
@@ -48,10 +55,9 @@ struct CommMask {
 
 // The simulator's costs. A plain action pays its all-to-all (nothing to hide
 // it behind); an overlapped F&B pair lasts the larger of its compute and its
-// communication (DeepSeek-V3's overlap). Tensor-parallel collectives sit
-// between a layer's matrix products and are paid in full. The simulator
-// takes one F&B time for every pair, so this is the largest pair the
-// schedule runs.
+// communication (DeepSeek-V3's overlap), each pair of stages its own.
+// Tensor-parallel collectives sit between a layer's matrix products and are
+// paid in full.
 Costs sim_costs(const std::vector<PartCost>& parts, const ModelCosts& mc, const Schedule& s, CommMask mask) {
   Costs c;
   c.F.clear();
@@ -63,15 +69,16 @@ Costs sim_costs(const std::vector<PartCost>& parts, const ModelCosts& mc, const 
     c.B.push_back(p.i + p.w + ka * p.a2a_b + kt * p.tp_b);
     c.W.push_back(p.w);
   }
-  double fb = -1;
-  std::set<std::pair<int, int>> seen;
-  for (const auto& rank : s.actions)
-    for (const Action& a : rank)
-      if (a.op == Op::FB && seen.insert({a.forward_half().stage, a.backward_half().stage}).second) {
-        const PartCost &f = parts[a.forward_half().stage], &b = parts[a.backward_half().stage];
-        fb = std::max(fb, std::max(f.f + b.i + b.w, ka * (f.a2a_f + b.a2a_b)) + kt * (f.tp_f + b.tp_b));
+  if (has_pairs(s)) {  // each pair of stages its own F&B time
+    const std::size_t S = parts.size();
+    c.FB_pair.resize(S * S);
+    c.FB_pair_stages = static_cast<int>(S);
+    for (std::size_t fs = 0; fs < S; ++fs)
+      for (std::size_t bs = 0; bs < S; ++bs) {
+        const PartCost &f = parts[fs], &b = parts[bs];
+        c.FB_pair[fs * S + bs] = std::max(f.f + b.i + b.w, ka * (f.a2a_f + b.a2a_b)) + kt * (f.tp_f + b.tp_b);
       }
-  if (fb >= 0) c.FB = fb;
+  }
   if (mask.p2p && s.ranks > 1) {
     c.latency = mc.p2p_latency;
     c.bandwidth = mc.p2p_bandwidth;
@@ -95,12 +102,6 @@ std::vector<double> layer_times(const ModelCosts& mc, bool overlapped) {
   return t;
 }
 
-bool has_pairs(const Schedule& s) {
-  for (const auto& rank : s.actions)
-    for (const Action& a : rank)
-      if (a.op == Op::FB) return true;
-  return false;
-}
 
 SimResult simulate_quietly(const Schedule& s, const Costs& c) {
   SimOptions quiet;
