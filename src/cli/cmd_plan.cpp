@@ -163,19 +163,91 @@ std::string plan_table(const plan::PlanRequest& req, const plan::PlanResult& res
   return t;
 }
 
+namespace {
+
+struct PlanOpts {
+  std::string preset, model, cluster, profile;
+  std::string global_batch;  // text: a number too large for long long is refused as given
+  double memory_limit = 0;
+  bool memory_limit_given = false;
+  std::string methods, layout;
+  int pp = 0, ep = 0, tp = 0, micro_batch_size = 0;
+  bool no_zero1 = false, no_dp_overlap = false;
+  std::string recompute;
+  std::size_t top = 10;
+  std::string format = "text", csv, svg, output = "-";
+};
+
+plan::PlanRequest plan_request(const PlanOpts& o) {
+  plan::PlanRequest req;
+  if (!o.preset.empty()) {
+    plan::Preset p = plan::load_preset(o.preset);
+    req.model = std::move(p.model);
+    req.cluster = std::move(p.cluster);
+  } else if (o.model.empty() || o.cluster.empty()) {
+    throw Error("give --preset NAME, or both --model FILE.json and --cluster FILE.json");
+  }
+  if (!o.model.empty()) req.model = plan::read_model_file(o.model);
+  if (!o.cluster.empty()) req.cluster = plan::read_cluster_file(o.cluster);
+  if (!o.recompute.empty()) req.model.recompute = o.recompute;
+  if (!o.profile.empty()) {
+    req.use_measured = true;
+    req.measured = plan::parse_measured(plan::read_json_file(o.profile), o.profile);
+  }
+  req.global_batch = global_batch_value(o.global_batch);
+  if (o.memory_limit_given && !(o.memory_limit > 0 && o.memory_limit <= 1e9))
+    throw Error(fmt::format("--memory-limit must be in (0, 1e9] GiB (got {})", o.memory_limit));
+  req.memory_limit_gib = o.memory_limit;
+  req.methods = split_list(o.methods);
+  if (o.top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o.top));
+  if (o.pp < 0 || o.ep < 0 || o.tp < 0 || o.micro_batch_size < 0)
+    throw Error("--pp, --ep, --tp and --micro-batch-size must be at least 1");
+  req.pp = o.pp;
+  req.ep = o.ep;
+  req.tp = o.tp;
+  req.overlap_dp_sync = !o.no_dp_overlap;
+  req.rows_wanted = o.top;
+  req.micro_batch_size = o.micro_batch_size;
+  req.layout = o.layout;
+  req.zero1 = !o.no_zero1;
+  return req;
+}
+
+// --csv and --svg: the best plan's schedule and its simulated timeline.
+void write_best(const PlanOpts& o, const plan::PlanRequest& req, const plan::PlanRow& best) {
+  if (o.csv.empty() && o.svg.empty()) return;
+  const plan::BuiltPlan b = plan::build_plan(req, best);
+  if (!o.csv.empty()) write_output(o.csv, to_csv(b.schedule));
+  if (o.svg.empty()) return;
+  const SimResult sim = simulate(b.schedule, b.costs);
+  SvgOptions so;
+  so.title = fmt::format("{} for {}: pp={} tp={} dp={} ep={}, {} micro-batches of {}; step {:.4g} s", method_text(best),
+                         req.model.name, best.par.pp, best.par.tp, best.par.dp, best.par.ep, best.micro_batches,
+                         best.par.micro_batch_size, sim.makespan);
+  so.subtitle = fmt::format("layers per stage {}", plan::layout_text(best.layout));
+  write_output(o.svg, timeline_svg(b.schedule, sim, so));
+}
+
+std::string plan_json(const plan::PlanRequest& req, const plan::PlanResult& res, std::size_t top) {
+  nlohmann::json j;
+  j["model"] = req.model.name;
+  j["cluster"] = req.cluster.name;
+  j["global_batch"] = req.global_batch;
+  j["memory_limit_gib"] = req.memory_limit_gib > 0 ? req.memory_limit_gib : req.cluster.memory_gib;
+  j["candidates"] = res.candidates;
+  j["simulated"] = res.simulated;
+  j["over_memory"] = res.over_memory;
+  j["pruned"] = res.pruned;
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t i = 0; i < res.rows.size() && i < top; ++i) rows.push_back(row_json(res.rows[i]));
+  j["plans"] = std::move(rows);
+  return j.dump(1) + "\n";
+}
+
+}  // namespace
+
 void run_plan(CLI::App* app) {
-  struct Opts {
-    std::string preset, model, cluster, profile;
-    std::string global_batch;  // text: a number too large for long long is refused as given
-    double memory_limit = 0;
-    std::string methods, layout;
-    int pp = 0, ep = 0, tp = 0, micro_batch_size = 0;
-    bool no_zero1 = false, no_dp_overlap = false;
-    std::string recompute;
-    std::size_t top = 10;
-    std::string format = "text", csv, svg, output = "-";
-  };
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<PlanOpts>();
   std::string presets;
   for (const std::string& n : plan::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
   auto* cmd = app->add_subcommand("plan", "choose the schedule, degrees, micro-batches and cut for a model on a cluster");
@@ -190,7 +262,7 @@ void run_plan(CLI::App* app) {
   cmd->add_option("--ep", o->ep, "fix the expert-parallel degree");
   cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)");
   cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch");
-  cmd->add_option("--layout", o->layout, "layers per stage by hand: 8,8,8,7 or Et*8|t*8|t*8|t*7L");
+  cmd->add_option("--layout", o->layout, "layers per stage by hand: 8,8,8,7 or Et*8|t*8|t*8|t*7L (E|...|L: no layer)");
   cmd->add_option("--recompute", o->recompute, "activation recomputation: auto (try all), none, selective or full")
       ->check(CLI::IsMember({"auto", "none", "selective", "full"}));
   cmd->add_flag("--no-zero1", o->no_zero1, "keep the whole optimizer state on every replica");
@@ -204,70 +276,11 @@ void run_plan(CLI::App* app) {
     for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o->csv},
                                     {"--svg", o->svg}, {"--output", o->output}})
       require_writable(opt, path);
-    plan::PlanRequest req;
-    if (!o->preset.empty()) {
-      plan::Preset p = plan::load_preset(o->preset);
-      req.model = std::move(p.model);
-      req.cluster = std::move(p.cluster);
-    } else if (o->model.empty() || o->cluster.empty()) {
-      throw Error("give --preset NAME, or both --model FILE.json and --cluster FILE.json");
-    }
-    if (!o->model.empty()) req.model = plan::read_model_file(o->model);
-    if (!o->cluster.empty()) req.cluster = plan::read_cluster_file(o->cluster);
-    if (!o->recompute.empty()) req.model.recompute = o->recompute;
-    if (!o->profile.empty()) {
-      req.use_measured = true;
-      req.measured = plan::parse_measured(plan::read_json_file(o->profile), o->profile);
-    }
-    req.global_batch = global_batch_value(o->global_batch);
-    if (mem->count() > 0 && !(o->memory_limit > 0 && o->memory_limit <= 1e9))
-      throw Error(fmt::format("--memory-limit must be in (0, 1e9] GiB (got {})", o->memory_limit));
-    req.memory_limit_gib = o->memory_limit;
-    req.methods = split_list(o->methods);
-    if (o->top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o->top));
-    if (o->pp < 0 || o->ep < 0 || o->tp < 0 || o->micro_batch_size < 0)
-      throw Error("--pp, --ep, --tp and --micro-batch-size must be at least 1");
-    req.pp = o->pp;
-    req.ep = o->ep;
-    req.tp = o->tp;
-    req.overlap_dp_sync = !o->no_dp_overlap;
-    req.rows_wanted = o->top;
-    req.micro_batch_size = o->micro_batch_size;
-    req.layout = o->layout;
-    req.zero1 = !o->no_zero1;
+    o->memory_limit_given = mem->count() > 0;
+    const plan::PlanRequest req = plan_request(*o);
     const plan::PlanResult res = plan::plan(req);
-    const plan::PlanRow& best = res.rows.front();
-    if (!o->csv.empty() || !o->svg.empty()) {
-      const plan::BuiltPlan b = plan::build_plan(req, best);
-      if (!o->csv.empty()) write_output(o->csv, to_csv(b.schedule));
-      if (!o->svg.empty()) {
-        const SimResult sim = simulate(b.schedule, b.costs);
-        SvgOptions so;
-        so.title = fmt::format("{} for {}: pp={} tp={} dp={} ep={}, {} micro-batches of {}; step {:.4g} s",
-                               method_text(best), req.model.name, best.par.pp, best.par.tp, best.par.dp, best.par.ep,
-                               best.micro_batches,
-                               best.par.micro_batch_size, sim.makespan);
-        so.subtitle = fmt::format("layers per stage {}", plan::layout_text(best.layout));
-        write_output(o->svg, timeline_svg(b.schedule, sim, so));
-      }
-    }
-    if (o->format == "json") {
-      nlohmann::json j;
-      j["model"] = req.model.name;
-      j["cluster"] = req.cluster.name;
-      j["global_batch"] = req.global_batch;
-      j["memory_limit_gib"] = req.memory_limit_gib > 0 ? req.memory_limit_gib : req.cluster.memory_gib;
-      j["candidates"] = res.candidates;
-      j["simulated"] = res.simulated;
-      j["over_memory"] = res.over_memory;
-      j["pruned"] = res.pruned;
-      nlohmann::json rows = nlohmann::json::array();
-      for (std::size_t i = 0; i < res.rows.size() && i < o->top; ++i) rows.push_back(row_json(res.rows[i]));
-      j["plans"] = std::move(rows);
-      write_output(o->output, j.dump(1) + "\n");
-    } else {
-      write_output(o->output, plan_table(req, res, o->top));
-    }
+    write_best(*o, req, res.rows.front());
+    write_output(o->output, o->format == "json" ? plan_json(req, res, o->top) : plan_table(req, res, o->top));
   });
 }
 
