@@ -35,10 +35,27 @@ TEST(PlanCli, JsonHasRankedPlansAndWritesTheBestSchedule) {
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_FALSE(j["plans"].empty());
   const auto& best = j["plans"][0];
-  for (const char* key : {"method", "pp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio", "exposed_comm_s",
-                          "memory_gib", "layout"})
+  for (const char* key : {"method", "pp", "tp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio",
+                          "exposed_comm_s", "dp_sync_s", "dp_sync_total_s", "memory_gib", "layout", "breakdown_s",
+                          "executable", "not_executable"})
     EXPECT_TRUE(best.contains(key)) << key;
   EXPECT_LE(best["memory_gib"]["total"].get<double>(), 16.0);
+  // The breakdown adds up to the step; the memory parts to the total.
+  double sum = 0;
+  for (const auto& [part, seconds] : best["breakdown_s"].items()) sum += seconds.get<double>();
+  EXPECT_NEAR(sum, best["step_s"].get<double>(), 1e-9 * best["step_s"].get<double>());
+  const auto& mem = best["memory_gib"];
+  EXPECT_NEAR(mem["params"].get<double>() + mem["grads"].get<double>() + mem["optimizer"].get<double>() +
+                  mem["activations"].get<double>() + mem["reserve"].get<double>(),
+              mem["total"].get<double>(), 1e-9);
+  EXPECT_EQ(best["executable"].get<bool>(), best["not_executable"].empty());
+  EXPECT_TRUE(best["recompute"] == "none" || best["recompute"] == "selective" || best["recompute"] == "full");
+  // --tp fixes the tensor degree; the text explains each row.
+  CliRun tp = run("plan --model " + model + " --cluster " + cluster + " --global-batch 64 --tp 2 --top 2");
+  ASSERT_EQ(tp.code, 0) << tp.out;
+  EXPECT_NE(tp.out.find("runs on this project's runtime: no (tensor parallelism"), std::string::npos) << tp.out;
+  EXPECT_NE(tp.out.find("  1: step "), std::string::npos) << tp.out;
+  EXPECT_NE(tp.out.find("  2: step "), std::string::npos) << tp.out;
   // The CSV is the best plan's schedule: it reads back, checks and has pp ranks.
   CliRun back = run("schedule --from " + csv + " --format json");
   ASSERT_EQ(back.code, 0) << back.out;
