@@ -6,8 +6,8 @@
 #include <cmath>
 #include <map>
 #include <queue>
-#include <tuple>
 #include <set>
+#include <tuple>
 
 #include "dualpipe/plan/partition.h"
 #include "dualpipe/schedule/error.h"

@@ -2,8 +2,10 @@
 // The planner: for a model on a cluster and a global batch, enumerate the
 // pipeline, tensor, expert and data-parallel degrees, micro-batch sizes,
 // recomputation, methods (and interleaved's chunks) with a balanced cut of
-// the layers, simulate each candidate that fits the memory limit, rank them
-// by step time, and explain the step and memory of the best ones.
+// the layers, simulate each candidate that fits the memory limit (and may be
+// among the rows wanted), rank them by step time, and explain the step and
+// memory of the best ones. plan() and build_plan() are pure functions of
+// their arguments: safe to call from several threads at once.
 #include <string>
 #include <vector>
 
