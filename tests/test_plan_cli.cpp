@@ -4,6 +4,8 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,10 +35,27 @@ TEST(PlanCli, JsonHasRankedPlansAndWritesTheBestSchedule) {
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_FALSE(j["plans"].empty());
   const auto& best = j["plans"][0];
-  for (const char* key : {"method", "pp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio", "exposed_comm_s",
-                          "memory_gib", "layout"})
+  for (const char* key : {"method", "pp", "tp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio",
+                          "exposed_comm_s", "dp_sync_s", "dp_sync_total_s", "memory_gib", "layout", "breakdown_s",
+                          "executable", "not_executable"})
     EXPECT_TRUE(best.contains(key)) << key;
   EXPECT_LE(best["memory_gib"]["total"].get<double>(), 16.0);
+  // The breakdown adds up to the step; the memory parts to the total.
+  double sum = 0;
+  for (const auto& [part, seconds] : best["breakdown_s"].items()) sum += seconds.get<double>();
+  EXPECT_NEAR(sum, best["step_s"].get<double>(), 1e-9 * best["step_s"].get<double>());
+  const auto& mem = best["memory_gib"];
+  EXPECT_NEAR(mem["params"].get<double>() + mem["grads"].get<double>() + mem["optimizer"].get<double>() +
+                  mem["activations"].get<double>() + mem["reserve"].get<double>(),
+              mem["total"].get<double>(), 1e-9);
+  EXPECT_EQ(best["executable"].get<bool>(), best["not_executable"].empty());
+  EXPECT_TRUE(best["recompute"] == "none" || best["recompute"] == "selective" || best["recompute"] == "full");
+  // --tp fixes the tensor degree; the text explains each row.
+  CliRun tp = run("plan --model " + model + " --cluster " + cluster + " --global-batch 64 --tp 2 --top 2");
+  ASSERT_EQ(tp.code, 0) << tp.out;
+  EXPECT_NE(tp.out.find("runs on this project's runtime: no (tensor parallelism"), std::string::npos) << tp.out;
+  EXPECT_NE(tp.out.find("  1: step "), std::string::npos) << tp.out;
+  EXPECT_NE(tp.out.find("  2: step "), std::string::npos) << tp.out;
   // The CSV is the best plan's schedule: it reads back, checks and has pp ranks.
   CliRun back = run("schedule --from " + csv + " --format json");
   ASSERT_EQ(back.code, 0) << back.out;
@@ -94,6 +113,36 @@ TEST(PlanCli, SearchJsonHasTheDocumentedFields) {
   EXPECT_DOUBLE_EQ(nlohmann::json::parse(back.out)["makespan"].get<double>(), j["makespan"].get<double>());
 }
 
+std::string read_doc(const std::string& relative) {
+  std::ifstream in(std::string(DUALPIPE_TEST_DATA_DIR) + "/../../docs/" + relative);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(PlanCli, DocsQuoteTheCandidateCountsTheProgramPrints) {
+  // docs/planner.md and the manual quote the DeepSeek-V3 example's counts;
+  // they once said 595 plans fit where the program said 601.
+  CliRun r = run("plan --preset deepseek-v3 --global-batch 15360 --top 5 --format json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  std::smatch m;
+  const std::string planner = read_doc("planner.md");
+  ASSERT_TRUE(std::regex_search(
+      planner, m, std::regex(R"(enumerates (\d+) candidates, simulates (\d+) of those that fit and prunes (\d+))")));
+  EXPECT_EQ(std::stoll(m[1]), j["candidates"].get<long long>());
+  EXPECT_EQ(std::stoll(m[2]), j["simulated"].get<long long>());
+  EXPECT_EQ(std::stoll(m[3]), j["pruned"].get<long long>());
+  const std::string manual = read_doc("manual/plan.md");
+  ASSERT_TRUE(std::regex_search(
+      manual, m,
+      std::regex(R"((\d+) candidates, (\d+) fit and were simulated, (\d+) fit but were pruned \(bounded slower than row 5\), (\d+) over memory)")));
+  EXPECT_EQ(std::stoll(m[1]), j["candidates"].get<long long>());
+  EXPECT_EQ(std::stoll(m[2]), j["simulated"].get<long long>());
+  EXPECT_EQ(std::stoll(m[3]), j["pruned"].get<long long>());
+  EXPECT_EQ(std::stoll(m[4]), j["over_memory"].get<long long>());
+}
+
 using test_support::one_line;
 
 TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
@@ -114,12 +163,15 @@ TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
        "--ep must divide model.moe.experts (8) (got 3)"},
       {with(R"("moe": {"experts": 4, "top_k": 5, "expert_ffn": 64})"), "--global-batch 64",
        "model.moe.top_k must be in [1, 4] (got 5)"},
-      {kModel, "--global-batch 64 --memory-limit 0.0001", "no plan fits --memory-limit 0.00 GiB per device: the smallest"},
+      {kModel, "--global-batch 64 --memory-limit 0.0001", "no plan fits --memory-limit 0.0001 GiB per device: the smallest"},
       {kModel, "--global-batch 64 --memory-limit -3", "--memory-limit must be in (0, 1e9] GiB (got -3)"},
-      {kModel, "--global-batch 0", "--global-batch must be in [1,"},
+      {kModel, "--global-batch 0", "--global-batch must be a whole number of sequences in [1, 1099511627776] (got '0')"},
       {kModel, "--global-batch 64 --pp 3", "--pp must divide cluster.devices (8) (got 3)"},
       {kModel, "--global-batch 64 --layout 1,1", "--layout '1,1' places 2 layers; the model has 8"},
-      {kModel, "--global-batch 64 --layout 1,1,1", "no pipeline shape fits"},
+      {kModel, "--global-batch 64 --layout 1,1,1", "--layout '1,1,1' places 3 layers; the model has 8"},
+      {kModel, "--global-batch 64 --layout 3,3,2", "--layout '3,3,2' has 3 stages: no method"},
+      {kModel, "--global-batch 64 --top 0", "--top must be at least 1 (got 0)"},
+      {with(R"("kv_head": 2)"), "--global-batch 64", "model.kv_head is not a field of model (did you mean kv_heads?)"},
   };
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.want);
@@ -129,7 +181,21 @@ TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
     EXPECT_TRUE(one_line(r.out)) << r.out;
     EXPECT_NE(r.out.find(c.want), std::string::npos) << r.out;
   }
+  // The file is named once, at the start, and the fields without it.
+  write_file(model, with(R"("kv_heads": 3)"));
+  CliRun twice = run("plan --model " + model + " --cluster " + cluster + " --global-batch 64");
+  EXPECT_EQ(twice.code, 2);
+  EXPECT_NE(twice.out.find(model + ": model.kv_heads (3) must divide model.heads (4)"), std::string::npos) << twice.out;
+  EXPECT_EQ(twice.out.find(model), twice.out.rfind(model)) << twice.out;
+  write_file(model, kModel);
+  CliRun dir = run("plan --model " + model + " --cluster " + ::testing::TempDir() + " --global-batch 64");
+  EXPECT_EQ(dir.code, 2);
+  EXPECT_TRUE(one_line(dir.out)) << dir.out;
+  EXPECT_NE(dir.out.find("cannot read '" + ::testing::TempDir() + "': it is a directory"), std::string::npos)
+      << dir.out;
   const std::vector<std::pair<std::string, std::string>> other = {
+      {"plan --preset llama-70b --global-batch 99999999999999999999",
+       "--global-batch must be a whole number of sequences in [1, 1099511627776] (got '99999999999999999999')"},
       {"plan --preset nosuch --global-batch 8", "unknown preset 'nosuch' (presets: deepseek-v3"},
       {"plan --global-batch 8", "give --preset NAME, or both --model"},
       {"plan --preset deepseek-v3 --global-batch 1099511627776",

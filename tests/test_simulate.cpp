@@ -164,5 +164,21 @@ TEST(Simulate, TimelineCanBeSkipped) {
   EXPECT_DOUBLE_EQ(r.makespan, simulate(dualpipe(Shape{4, 8}), Costs{}).makespan);
 }
 
+TEST(Simulate, FbPerPairOfStagesGeneralisesOneFbTime) {
+  // The same time for every pair of stages simulates as one FB time; a
+  // faster pair of stages (0, 3) on ranks 0 and 3 shortens the step.
+  const Schedule s = dualpipe(Shape{4, 8});
+  Costs one;
+  one.FB = 2.5;
+  Costs pairs;
+  pairs.FB_pair.assign(16, 2.5);
+  pairs.FB_pair_stages = 4;
+  EXPECT_DOUBLE_EQ(simulate(s, pairs).makespan, simulate(s, one).makespan);
+  pairs.FB_pair[0 * 4 + 3] = pairs.FB_pair[3 * 4 + 0] = 2.0;
+  EXPECT_LT(simulate(s, pairs).makespan, simulate(s, one).makespan);
+  pairs.FB_pair.resize(15);
+  EXPECT_THROW(pairs.validate(4), Error);
+}
+
 }  // namespace
 }  // namespace dualpipe

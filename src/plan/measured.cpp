@@ -47,7 +47,9 @@ void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par)
     p.i = q.i * scale;
     p.w = q.w * scale;
     p.act_bytes = q.act_bytes * scale;
-    if (layer && par.recompute) {
+    p.rc = 0;
+    if (layer && par.recompute == Recompute::Full) {
+      p.rc = p.f;
       p.i += p.f;
       p.act_bytes = mc.boundary_bytes;
     }

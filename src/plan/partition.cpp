@@ -140,7 +140,12 @@ std::vector<int> parse_layout(const std::string& text, int stages, int layers) {
         }
         n += k;
       }
-      if (n < 1) throw Error(fmt::format("--layout: stage {} ('{}') holds no layer; every stage needs at least 1", s, p));
+      // Megatron's embedding-only first and loss-only last stages: "E|...", "...|L".
+      const bool alone = (p == "E" && s == 0) || (p == "L" && s + 1 == parts.size());
+      if (n < 1 && !alone)
+        throw Error(fmt::format("--layout: stage {} ('{}') holds no layer; every stage but an embedding-only first "
+                                "(E) or loss-only last (L) one needs at least 1",
+                                s, p));
     }
     out.push_back(static_cast<int>(n));
   }

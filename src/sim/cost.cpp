@@ -135,6 +135,12 @@ void Costs::validate(int stages) const {
       throw Error(fmt::format("cost W ({}) exceeds B ({}) at stage {}: B is the whole backward, W its weight part",
                               w(s), b(s), s));
   if (FB && *FB < 0) throw Error(fmt::format("cost FB must not be negative (got {})", *FB));
+  if (!FB_pair.empty() &&
+      (FB_pair_stages != stages || FB_pair.size() != static_cast<std::size_t>(stages) * static_cast<std::size_t>(stages)))
+    throw Error(fmt::format("cost FB per pair of stages has {} values for {} stages; give {} x {}", FB_pair.size(),
+                            FB_pair_stages, stages, stages));
+  for (double x : FB_pair)
+    if (!(x >= 0)) throw Error(fmt::format("cost FB must not be negative (got {})", x));
   // NaN fails every comparison, so "x < 0" alone would let --comm-latency nan
   // through (CLI11 reads "nan" and "inf" as doubles) and poison every time.
   auto finite_non_negative = [](double x, const char* what) {

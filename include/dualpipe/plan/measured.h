@@ -23,8 +23,11 @@ MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
 
 // Replaces the compute times and activation bytes of every layer, the
 // embedding and the head with the measured ones, scaled linearly to the
-// micro-batch size of `par` (and adjusted for recomputation as the formulas
-// are); communication and parameters stay as computed.
+// micro-batch size of `par` (and adjusted for full recomputation as the
+// formulas are); communication and parameters stay as computed. A profile
+// is of one device without tensor parallelism, and does not split a layer
+// into the pieces selective recomputation drops: the planner uses it for
+// tp = 1 without selective recomputation only.
 void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par);
 
 }  // namespace dualpipe::plan

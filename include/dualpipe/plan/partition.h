@@ -29,8 +29,9 @@ std::vector<int> balance_layers(const std::vector<double>& layer_time, double fi
 
 // A cut given by hand: "8,8,8,7" (layers per stage) or in the spirit of
 // Megatron's pipeline layout, "Et*8|t*8|t*8|t*7L" (E: embedding, t: a layer,
-// L: loss/head; stages separated by '|'). Throws dualpipe::Error naming what is
-// wrong unless it has `stages` stages whose layers add up to `layers`.
+// L: loss/head; stages separated by '|'), where a first stage "E" alone or
+// a last stage "L" alone holds no layer (0). Throws dualpipe::Error naming
+// what is wrong unless it has `stages` stages whose layers add up to `layers`.
 std::vector<int> parse_layout(const std::string& text, int stages, int layers);
 
 // "8,8,8,7".

@@ -12,6 +12,10 @@ struct Costs {
   std::vector<double> F{1.0}, B{2.0}, W{1.0};
   // Time of one overlapped F&B pair; unset means no overlap: F + B.
   std::optional<double> FB;
+  // Or one time per pair of stages, [forward stage * FB_pair_stages +
+  // backward stage], where stages differ (the planner's); empty: FB above.
+  std::vector<double> FB_pair;
+  int FB_pair_stages = 0;
   // Point-to-point transfer between different ranks: latency + bytes / bandwidth.
   double latency = 0.0;
   double bandwidth = 0.0;  // bytes per time unit; 0 means unlimited
@@ -51,7 +55,10 @@ struct Costs {
   double b(int stage) const { return pick(B, stage); }
   double w(int stage) const { return pick(W, stage); }
   double i(int stage) const { return b(stage) - w(stage); }  // input-gradient half of B
-  double fb(int f_stage, int b_stage) const { return FB ? *FB : f(f_stage) + b(b_stage); }
+  double fb(int f_stage, int b_stage) const {
+    if (!FB_pair.empty()) return FB_pair[static_cast<std::size_t>(f_stage * FB_pair_stages + b_stage)];
+    return FB ? *FB : f(f_stage) + b(b_stage);
+  }
   double transfer() const { return latency + (bandwidth > 0 ? act_bytes / bandwidth : 0.0); }
 
   // All-to-all phases of one chunk of `stage`, and the time of one of them,
