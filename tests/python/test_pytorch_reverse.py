@@ -21,19 +21,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import types
 
-from torch_env import require_torch2
+from torch_env import require_torch2, stand_in
 
 SHAPES = [(2, 4), (2, 8), (4, 8), (4, 12)]
-
-
-def stand_in(ranks: int, stages: int, index: int):
-    """What a schedule's constructor reads from a PipelineStage, for rank 0."""
-    import torch
-
-    return types.SimpleNamespace(num_stages=stages, group_size=ranks, group_rank=0, stage_index=index,
-                                 submod=torch.nn.Identity(), is_first=index == 0, is_last=index == stages - 1)
 
 
 def generators():

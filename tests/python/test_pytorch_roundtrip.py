@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from torch_env import require_torch2
+from torch_env import require_torch2, stand_in
 
 # (name, ranks, dualpipe arguments writing the CSV to {out}); one stage per
 # rank unless the method's placement has two (interleaved: --chunks 2).
@@ -65,17 +65,12 @@ def lowered_refused(dualpipe: str, tmp: str) -> list[str]:
     """Our lowered form (--with-comm) has sends without PyTorch 2.x's WAIT_SEND_F/B: its loader refuses it.
 
     No processes: the loader reads only the shape of rank 0's stage."""
-    import types
-
-    import torch
     from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
 
     out = os.path.join(tmp, "lowered.csv")
     export(dualpipe, "schedule -m 1f1b -p 2 -n 4 --with-comm --format csv -o {out}", out)
-    stage = types.SimpleNamespace(num_stages=2, group_size=2, group_rank=0, stage_index=0,
-                                  submod=torch.nn.Identity(), is_first=True, is_last=False)
     try:
-        _PipelineScheduleRuntime([stage], 4)._load_csv(out, format="compute_comms")
+        _PipelineScheduleRuntime([stand_in(2, 2, 0)], 4)._load_csv(out, format="compute_comms")
     except ValueError as e:
         if "no matching wait" in str(e):
             print(f"ok    1f1b lowered with --with-comm, P=2: refused by PyTorch (compute_comms): {e}")

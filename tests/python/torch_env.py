@@ -1,4 +1,5 @@
-"""Finds PyTorch 2.x for the Python tests, or says loudly that they skip.
+"""Finds PyTorch 2.x for the Python tests, or says loudly that they skip; and
+stand-in stages for building PyTorch schedules without processes.
 
 A test imports this first: when the running interpreter has no torch 2.x, it
 re-runs the test with the project's venv (build/venv/bin/python, installed by
@@ -35,3 +36,14 @@ def require_torch2(build_dir: str) -> None:
         flush=True,
     )
     sys.exit(SKIP_CODE)
+
+
+def stand_in(ranks: int, stages: int, index: int):
+    """What a PyTorch schedule's constructor and CSV loader read from a
+    PipelineStage (here of rank 0), without a process group."""
+    import types
+
+    import torch
+
+    return types.SimpleNamespace(num_stages=stages, group_size=ranks, group_rank=0, stage_index=index,
+                                 submod=torch.nn.Identity(), is_first=index == 0, is_last=index == stages - 1)
