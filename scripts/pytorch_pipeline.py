@@ -334,7 +334,8 @@ def main(argv: list[str]) -> int:
     except ScheduleError as e:
         print(f"pytorch_pipeline: error: {e}", file=sys.stderr)
         return 2
-    job = Job(os.path.basename(args.csv), args.csv, args.hidden, args.micro_batch_size, args.stages)
+    job = Job(os.path.basename(args.csv), args.csv, hidden=args.hidden, micro_batch_size=args.micro_batch_size,
+              stages=args.stages)
     per_rank = run_jobs([job], s.ranks, args.timeout)[job.name]
     for r, res in enumerate(per_rank):
         print(f"rank {r}: stages {s.stages_of_rank[r]}: {res['status']} {res.get('reason', '')}".rstrip())
