@@ -2,7 +2,7 @@
 # Installs the Debian packages dualpipe builds with, if any are missing.
 # Sourced by run.sh and test.sh; safe to run again (it does nothing when all are there).
 set -euo pipefail
-DUALPIPE_PACKAGES=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libtorch-dev libgloo-dev libopenblas0-pthread iproute2)
+DUALPIPE_PACKAGES=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libtorch-dev libgloo-dev libopenblas0-pthread iproute2 python3 python3-venv)
 missing=()
 for p in "${DUALPIPE_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -232,6 +232,24 @@ TEST(Cli, HostileArgumentsAndFilesGiveOneLineAndExitCode2) {
   });
 }
 
+// PyTorch dumps that dualpipe cannot run: its lowered form (waits on sends
+// and gradient reductions, which dualpipe's runtime does itself) and a stage
+// count that does not fit (PyTorch 1F1B's drawn order names micro-batch N on
+// its last rank and never its micro-batch 0).
+TEST(Cli, PyTorchDumpsWithActionsWeDoNotExecuteGiveOneLine) {
+  const std::string waits = temp_path("pt_comms.csv"), reduce = temp_path("pt_reduce.csv");
+  const std::string shifted = temp_path("pt_1f1b.csv");
+  write_file(waits, "0F0,0SEND_F0,0RECV_B0,0B0,0WAIT_SEND_F0\n1RECV_F0,1F0,1B0,1SEND_B0,1WAIT_SEND_B0\n");
+  write_file(reduce, "0F0,0B0,0REDUCE_GRAD,0WAIT_REDUCE_GRAD\n");
+  write_file(shifted, "0F0,0F1,0B0,0B1\n1F1,1B0,1F2,1B1\n");
+  expect_exit_2({
+      {"schedule --from " + waits, "cell 5: '0WAIT_SEND_F0' is PyTorch's WAIT_SEND_F, an action dualpipe does not execute"},
+      {"simulate --from " + waits, "format=\"compute_only\""},
+      {"schedule --from " + reduce, "'0WAIT_REDUCE_GRAD' is PyTorch's WAIT_REDUCE_GRAD"},
+      {"schedule --from " + shifted, "need 6 forwards but the schedule holds 4"},
+  });
+}
+
 TEST(Cli, CompareShowsAnOversizedInterleavedRowAsNotApplicable) {
   // One method's extra option must not sink the whole table.
   CliRun r = run("compare -p 4 -n 8 --chunks 99999999");

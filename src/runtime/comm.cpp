@@ -105,10 +105,10 @@ compat::WorkPtr C10dComm::iall_reduce(torch::Tensor& t, c10d::ReduceOp op) {
 
 compat::WorkPtr C10dComm::iall_to_all(torch::Tensor& out, torch::Tensor& in, std::vector<int64_t>& out_splits,
                                       std::vector<int64_t>& in_splits) {
-  if (!staged(out) && !staged(in)) return pg_->alltoall_base(out, in, out_splits, in_splits);
+  if (!staged(out) && !staged(in)) return compat::all_to_all(*pg_, out, in, out_splits, in_splits);
   torch::Tensor host_in = in.to(torch::kCPU);
   return stage(out, false, true, [&](torch::Tensor& host_out) {
-    auto w = pg_->alltoall_base(host_out, host_in, out_splits, in_splits);
+    auto w = compat::all_to_all(*pg_, host_out, host_in, out_splits, in_splits);
     return c10::make_intrusive<StagedWork>(std::move(w), host_in, torch::Tensor());
   });
 }

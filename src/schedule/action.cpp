@@ -82,6 +82,22 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// PyTorch's lowered schedules (format "compute_comms") also hold waits:
+// WAIT_SEND_F/WAIT_SEND_B retire a send, WAIT_REDUCE_GRAD a gradient
+// reduction. dualpipe's runtime waits on its sends and reductions itself and
+// has no such actions; say so rather than calling the cell malformed.
+void refuse_unexecuted(std::string_view s, std::string_view text) {
+  int stage = 0;
+  if (!take_number(s, stage)) return;
+  for (std::string_view name : {"WAIT_SEND_F", "WAIT_SEND_B", "WAIT_REDUCE_GRAD"}) {
+    if (s.substr(0, name.size()) == name)
+      throw Error(fmt::format("'{}' is PyTorch's {}, an action dualpipe does not execute (its runtime waits on sends "
+                              "and reductions itself); export the schedule's compute actions only (PyTorch: "
+                              "_dump_csv(file, format=\"compute_only\"))",
+                              printable(text), name));
+  }
+}
+
 }  // namespace
 
 std::string printable(std::string_view text, std::size_t max_chars) {
@@ -120,6 +136,7 @@ Action parse_action(std::string_view text) {
                             printable(text)));
   }
   if (parse_simple(s, a)) return a;
+  refuse_unexecuted(s, text);
   throw Error(fmt::format(
       "malformed action '{}': expected <stage><op><micro-batch> with op one of F, B, I, W, SEND_F, RECV_F, SEND_B, "
       "RECV_B, or <stage><op> with op one of UNSHARD, RESHARD, REDUCE_GRAD",

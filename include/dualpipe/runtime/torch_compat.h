@@ -12,8 +12,10 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace dualpipe::compat {
 
@@ -23,8 +25,8 @@ using StorePtr = c10::intrusive_ptr<c10d::Store>;
 // A process group as the runtime holds it. In 1.13 ProcessGroupGloo is a
 // c10d::ProcessGroup; in 2.x it is a c10d::Backend, and a ProcessGroup is a
 // front that routes each call to the backend registered for the tensors'
-// device. The calls used (send, recv, allreduce, alltoall_base, barrier,
-// getRank, getSize) are spelled the same on both.
+// device. The calls used (send, recv, allreduce, barrier, getRank, getSize)
+// are spelled the same on both; the all-to-all is all_to_all below.
 using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
 
 // A Gloo backend (2.x) or group (1.13) as a GroupPtr. In 2.x the one Gloo
@@ -76,6 +78,28 @@ inline StorePtr make_hash_store() { return c10::make_intrusive<c10d::HashStore>(
 // Keys of `store` seen under "prefix/": one rendezvous store serves every group.
 inline StorePtr make_prefix_store(const std::string& prefix, const StorePtr& store) {
   return c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+}
+
+namespace detail {
+// all_to_all_single where the group has it (recent 2.x, which deprecates
+// alltoall_base: a warning, an error under -Werror), else alltoall_base
+// (1.13 and earlier 2.x). The int/long argument prefers the first.
+template <class Group>
+auto all_to_all(Group& pg, at::Tensor& out, at::Tensor& in, std::vector<std::int64_t>& out_splits,
+                std::vector<std::int64_t>& in_splits, int) -> decltype(pg.all_to_all_single(out, in, out_splits, in_splits)) {
+  return pg.all_to_all_single(out, in, out_splits, in_splits);
+}
+template <class Group>
+WorkPtr all_to_all(Group& pg, at::Tensor& out, at::Tensor& in, std::vector<std::int64_t>& out_splits,
+                   std::vector<std::int64_t>& in_splits, long) {
+  return pg.alltoall_base(out, in, out_splits, in_splits);
+}
+}  // namespace detail
+
+// One all-to-all with per-rank split sizes along dimension 0, asynchronous.
+inline WorkPtr all_to_all(c10d::ProcessGroup& pg, at::Tensor& out, at::Tensor& in,
+                          std::vector<std::int64_t>& out_splits, std::vector<std::int64_t>& in_splits) {
+  return detail::all_to_all(pg, out, in, out_splits, in_splits, 0);
 }
 
 inline std::string version() { return TORCH_VERSION; }
