@@ -50,9 +50,8 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 20;        // hidden, ffn, seq-len, micro-batch size
 constexpr int64_t kMaxLayers = 4096;                 // gpt blocks
 constexpr double kMaxElements = double(int64_t{1} << 31);  // whole model's parameters; one activation tensor
-// Ranks (processes or threads) one launch starts on one machine: each holds
-// a model copy, Gloo threads and sockets; beyond this a 2-core machine thrashes.
-constexpr int kMaxRanks = 64;
+// Ranks (processes or threads) one launch starts on one machine.
+constexpr int kMaxRanks = kMaxLocalRanks;
 
 void check_model_size(const ModelOptions& o, const Schedule& s) {
   auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
