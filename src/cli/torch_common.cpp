@@ -327,6 +327,11 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
     // ours set OMP_NUM_THREADS.
     set_compute_threads(o.intra_op_threads);
     require_resolvable(env->master_addr, env->master_port);
+    // The store client's listener thread reads what the store sends for as
+    // long as the run lasts; what it cannot take ends the rank in one line.
+    UncaughtAsOneLine uncaught(fmt::format("rank {}: the rendezvous store at {}:{} sent what no store sends; is "
+                                           "that port free of other programs?",
+                                           env->rank, env->master_addr, env->master_port));
     Mesh mesh;
     try {
       // Every wait of the rendezvous is bounded by --timeout, plus a second
@@ -336,6 +341,7 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
           fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
                       "ranks started, and is that port free of other programs?)",
                       env->rank, env->master_addr, env->master_port, o.timeout_s));
+      if (env->rank != 0) require_rendezvous_store(env->master_addr, env->master_port, timeout);
       mesh = connect_env_mesh(*env, shape, timeout);
     } catch (const Error&) {
       throw;

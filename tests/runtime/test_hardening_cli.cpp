@@ -8,7 +8,12 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
 
 #include <chrono>
 #include <filesystem>
@@ -117,6 +122,92 @@ TEST(HardeningCli, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
   EXPECT_LT(t.seconds, timeout_s + 1 + 5.0) << t.run.out;
   std::cout << "[ measured ] rank 1 against a silent program on its port, --timeout " << timeout_s << ": exit after "
             << t.seconds << " s\n";
+}
+
+// A program on the rendezvous port that sends bytes no store sends: on every
+// connection, `bytes` (once), or 0xff without end when `bytes` is empty.
+// Loopback only; stops its connections when it goes.
+class ChattyListener {
+ public:
+  explicit ChattyListener(std::string bytes) : bytes_(std::move(bytes)) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd_, 64) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      return;
+    port = ntohs(a.sin_port);
+    accepter_ = std::thread([this] { accept_loop(); });
+  }
+  ~ChattyListener() {
+    stop_ = true;
+    shutdown(fd_, SHUT_RDWR);
+    if (accepter_.joinable()) accepter_.join();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int c : conns_) shutdown(c, SHUT_RDWR);
+    }
+    for (auto& t : talkers_) t.join();
+    for (int c : conns_) close(c);
+    if (fd_ >= 0) close(fd_);
+  }
+  ChattyListener(const ChattyListener&) = delete;
+  ChattyListener& operator=(const ChattyListener&) = delete;
+  int port = 0;
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      conns_.push_back(c);
+      talkers_.emplace_back([this, c] { talk(c); });
+    }
+  }
+  void talk(int c) {
+    if (!bytes_.empty()) {
+      (void)send(c, bytes_.data(), bytes_.size(), MSG_NOSIGNAL);
+      char sink[256];
+      while (!stop_ && recv(c, sink, sizeof sink, 0) > 0) {
+      }
+      return;
+    }
+    const std::string ff(4096, '\xff');
+    while (!stop_ && send(c, ff.data(), ff.size(), MSG_NOSIGNAL) > 0) {
+    }
+  }
+  std::string bytes_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<int> conns_;
+  std::vector<std::thread> talkers_;
+  std::thread accepter_;
+};
+
+// A rank whose MASTER_PORT is held by a program that sends bytes no
+// rendezvous store sends ended in std::length_error or unordered_map::at and
+// SIGABRT; it is one line and exit code 2, within the timeout.
+TEST(HardeningCli, ForeignBytesOnTheRendezvousPortAreOneLine) {
+  const std::vector<std::pair<std::string, std::string>> talkers = {{"0xff without end", ""},
+                                                                    {"64 zero bytes", std::string(64, '\0')}};
+  for (const auto& [what, bytes] : talkers) {
+    for (const std::string& cmd : {std::string("train -m 1f1b -p 2 -n 4 --model mlp --hidden 16 --steps 3 "
+                                               "--loss-csv /dev/null --loss-svg /dev/null --timeout 5"),
+                                   kVerify + "--timeout 5"}) {
+      ChattyListener other(bytes);
+      ASSERT_GT(other.port, 0);
+      TimedRun t = run_timed(cmd, fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", other.port),
+                             60);
+      expect_one_error_line(t.run, "rank 1: cannot meet the other ranks at 127.0.0.1:" + std::to_string(other.port),
+                            what + ": " + cmd);
+      EXPECT_TRUE(has(t.run.out, "not a rendezvous store")) << what << "\n" << t.run.out;
+      EXPECT_LT(t.seconds, 5 + 1 + 5.0) << what << "\n" << t.run.out;
+    }
+  }
 }
 
 // Item 2: rank 0 alone (its peers never come) took 8.8 s at --timeout 3.
