@@ -1,8 +1,10 @@
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/model_settings.h"
 #include "train/remove_tree.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -220,6 +222,65 @@ std::string checkpoint_path(const std::string& dir, int step) {
   return (fs::path(dir) / fmt::format("step-{:06}", step)).string();
 }
 
+namespace {
+
+// The fields of an aggregate, counted as the most initializers its braces
+// take (each initializer converts to any field's type).
+struct AnyField {
+  template <class T>
+  operator T() const;  // never called: only in unevaluated braces
+};
+template <class T, class... A>
+constexpr auto takes(int) -> decltype(T{std::declval<A>()...}, true) {
+  return true;
+}
+template <class T, class... A>
+constexpr bool takes(...) {
+  return false;
+}
+template <class T, class... A>
+constexpr int field_count() {
+  if constexpr (takes<T, A..., AnyField>(0))
+    return field_count<T, A..., AnyField>();
+  else
+    return static_cast<int>(sizeof...(A));
+}
+
+// The names for_each_model_setting lists; a new field of ModelConfig
+// changes field_count and stops the build here until it is listed.
+constexpr int kListedModelSettings = 20;
+static_assert(field_count<ModelConfig>() == kListedModelSettings,
+              "a field was added to ModelConfig: list it in for_each_model_setting");
+
+}  // namespace
+
+int model_config_fields() { return field_count<ModelConfig>(); }
+
+void for_each_model_setting(const ModelConfig& m,
+                            const std::function<void(const char*, const nlohmann::ordered_json&, bool)>& f) {
+  const bool mlp = m.name == "mlp", blocks = m.name == "gpt" || m.name == "moe", moe = m.name == "moe";
+  f("model", m.name, true);
+  f("stages", m.stages, false);                // the schedule's
+  f("micro_batches", m.micro_batches, false);  // the schedule's
+  f("hidden", m.hidden, true);
+  f("ffn", mlp_ffn(m), mlp);
+  f("seq_len", m.seq_len, true);
+  f("micro_batch_size", m.micro_batch_size, true);
+  f("dtype", m.dtype == torch::kFloat64 ? "float64" : "float32", true);
+  f("seed", m.seed, true);
+  f("layers", m.layers > 0 ? m.layers : std::max(m.stages, 4), blocks);
+  f("heads", m.heads, blocks);
+  f("data", blocks ? corpus_identity(m.data_path) : m.data_path, blocks);
+  f("experts", m.experts, moe);
+  f("top_k", m.top_k, moe);
+  f("shared_expert", m.shared_expert, moe);
+  f("expert_ffn", moe_expert_ffn(m), moe);
+  f("aux_alpha", m.aux_alpha, moe);
+  f("ep", m.ep, false);                    // the mesh's (the launcher adds it)
+  f("ep_rank", m.ep_rank, false);          // differs between the ranks of a run
+  f("data_shards", m.data_shards, false);  // the mesh's
+}
+
 Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
   Identity id;
   id["method"] = lowered.method;
@@ -228,19 +289,9 @@ Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
   id["micro_batches"] = lowered.micro_batches;
   // Two schedules of one shape may place stages differently (e.g. two CSV files).
   id["schedule_fnv1a64"] = hex64(schedule_hash(lowered));
-  id["model"] = m.name;
-  id["hidden"] = m.hidden;
-  id["seq_len"] = m.seq_len;
-  id["micro_batch_size"] = m.micro_batch_size;
-  id["dtype"] = m.dtype == torch::kFloat64 ? "float64" : "float32";
-  id["seed"] = m.seed;
-  // Options a model ignores are left out, so that they cannot cause a refusal.
-  if (m.name == "mlp") id["ffn"] = mlp_ffn(m);
-  if (m.name == "gpt") {
-    id["layers"] = m.layers > 0 ? m.layers : std::max(m.stages, 4);
-    id["heads"] = m.heads;
-    id["data"] = corpus_identity(m.data_path);
-  }
+  for_each_model_setting(m, [&](const char* name, const nlohmann::ordered_json& value, bool used) {
+    if (used) id[name] = value;
+  });
   return id;
 }
 
