@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "dualpipe/schedule/error.h"
+#include "train/corpus_text.h"
 
 namespace dualpipe {
 namespace fs = std::filesystem;
@@ -76,12 +77,52 @@ void write_atomic(const std::string& path, const std::string& bytes) {
   fsync_dir(fs::path(path).parent_path().string());
 }
 
-std::optional<std::string> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// A manifest lists one small entry per rank: far below this.
+constexpr uint64_t kMaxManifestBytes = uint64_t{1} << 20;
+
+// A checkpoint file read whole, or why not: "missing", "not a regular file"
+// (a FIFO would block the reader, a link to /dev/zero grow it without end),
+// "has N bytes, the manifest says M" (checked before reading), or an error.
+struct FileRead {
+  std::optional<std::string> bytes;
+  std::string problem;
+};
+
+FileRead read_checkpoint_file(const std::string& path, const std::string& name, uint64_t max_bytes,
+                              bool exact_size) {
+  // Without blocking: opening a FIFO for reading waits for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return {std::nullopt, errno == ENOENT ? name + " is missing" : name + " cannot be opened"};
+  FileRead r;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    r.problem = name + " is not a regular file";
+  } else if (const auto size = static_cast<uint64_t>(st.st_size); exact_size ? size != max_bytes : size > max_bytes) {
+    r.problem = exact_size ? fmt::format("{} has {} bytes, the manifest says {}", name, size, max_bytes)
+                           : fmt::format("{} has {} bytes, more than the {} a manifest has", name, size, max_bytes);
+  } else {
+    std::string bytes(size, '\0');
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    if (done == bytes.size())
+      r.bytes = std::move(bytes);
+    else
+      r.problem = name + " could not be read whole";
+  }
+  ::close(fd);
+  return r;
+}
+
+// The manifest's text; `problem` "" and no bytes when there is none.
+FileRead read_manifest(const std::string& dir) {
+  FileRead r = read_checkpoint_file((fs::path(dir) / kManifest).string(), kManifest, kMaxManifestBytes, false);
+  if (!r.bytes && r.problem == std::string(kManifest) + " is missing") r.problem.clear();
+  return r;
 }
 
 // Every step-NNNNNN folder of `dir`, by step.
@@ -152,12 +193,12 @@ std::string problem(const std::string& path, int step, const Identity& identity)
 }
 
 std::string problem_of(const std::string& path, int step, const Identity& identity) {
-  const std::string mpath = (fs::path(path) / kManifest).string();
-  auto text = read_all(mpath);
-  if (!text) return "incomplete (no manifest.json: the run stopped while writing it)";
+  const FileRead text = read_manifest(path);
+  if (!text.problem.empty()) return fmt::format("corrupt ({})", text.problem);
+  if (!text.bytes) return "incomplete (no manifest.json: the run stopped while writing it)";
   nlohmann::ordered_json m;
   try {
-    m = nlohmann::ordered_json::parse(*text);
+    m = nlohmann::ordered_json::parse(*text.bytes);
   } catch (const std::exception&) {
     return "corrupt (manifest.json is not valid JSON)";
   }
@@ -175,12 +216,11 @@ std::string problem_of(const std::string& path, int step, const Identity& identi
   for (int r = 0; r < ranks; ++r) {
     const auto& f = m["files"][static_cast<std::size_t>(r)];
     if (!f.is_object() || f.value("name", "") != rank_file(r)) return "corrupt (manifest.json's file list)";
-    auto bytes = read_all((fs::path(path) / rank_file(r)).string());
-    if (!bytes) return fmt::format("corrupt ({} is missing)", rank_file(r));
-    if (static_cast<uint64_t>(bytes->size()) != f.value("bytes", uint64_t{0}))
-      return fmt::format("corrupt ({} has {} bytes, the manifest says {})", rank_file(r), bytes->size(),
-                         f.value("bytes", uint64_t{0}));
-    if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.value("fnv1a64", ""))
+    const FileRead file = read_checkpoint_file((fs::path(path) / rank_file(r)).string(), rank_file(r),
+                                               f.value("bytes", uint64_t{0}), true);
+    if (!file.bytes) return fmt::format("corrupt ({})", file.problem);
+    const std::string& bytes = *file.bytes;
+    if (hex64(fnv1a64(bytes.data(), bytes.size())) != f.value("fnv1a64", ""))
       return fmt::format("corrupt ({} fails its checksum)", rank_file(r));
   }
   return "";
@@ -190,9 +230,13 @@ std::string problem_of(const std::string& path, int step, const Identity& identi
 // reached by another path resumes; other text behind the same path does not.
 std::string corpus_identity(const std::string& path) {
   if (path.empty()) return "built-in corpus";
-  auto text = read_all(path);
-  if (!text) return path;  // unreadable: the corpus loader reports it
-  return fmt::format("text of {} bytes, fnv1a64 {}", text->size(), hex64(fnv1a64(text->data(), text->size())));
+  std::string text;
+  try {
+    text = read_corpus_text(path);
+  } catch (const Error&) {
+    return path;  // unreadable: the corpus loader reports it
+  }
+  return fmt::format("text of {} bytes, fnv1a64 {}", text.size(), hex64(fnv1a64(text.data(), text.size())));
 }
 
 uint64_t schedule_hash(const Schedule& s) {
@@ -425,12 +469,14 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
   const std::string file = (fs::path(path) / rank_file(rank)).string();
   // The folder was checked before the ranks started; the file is checked
   // again against the manifest because it is read again here.
-  auto text = read_all((fs::path(path) / kManifest).string());
-  auto bytes = read_all(file);
-  if (!text || !bytes) throw Error(fmt::format("checkpoint {} lost its manifest or {} while resuming", path, file));
+  const FileRead text = read_manifest(path);
+  if (!text.bytes) throw Error(fmt::format("checkpoint {} lost its manifest while resuming", path));
   try {
-    auto m = nlohmann::ordered_json::parse(*text);
+    auto m = nlohmann::ordered_json::parse(*text.bytes);
     const auto& f = m.at("files").at(static_cast<std::size_t>(rank));
+    const FileRead read = read_checkpoint_file(file, rank_file(rank), f.at("bytes").get<uint64_t>(), true);
+    if (!read.bytes) throw Error(fmt::format("checkpoint {} changed while resuming: {}", path, read.problem));
+    const std::string* bytes = &*read.bytes;
     if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.at("fnv1a64").get<std::string>())
       throw Error(fmt::format("checkpoint file {} fails its checksum", file));
     torch::serialize::InputArchive ar;
