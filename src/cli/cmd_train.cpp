@@ -166,6 +166,20 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankR
              o.trace.empty() ? "" : ", " + o.trace);
 }
 
+// The outputs can be written and none of them is an input.
+void check_outputs(const Opts& o) {
+  const std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}};
+  auto output = [&](const char* option, const std::string& path) {
+    require_output_file(option, path);
+    require_not_an_input(option, path, inputs);
+  };
+  output("--loss-csv", o.loss_csv);
+  output("--loss-svg", o.loss_svg);
+  if (o.trace_opt->count() > 0) output("--trace", o.trace);
+  if (o.svg_opt->count() > 0) output("--svg", o.svg);
+  if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
+}
+
 }  // namespace
 
 void run_train(CLI::App* app) {
@@ -210,7 +224,7 @@ void run_train(CLI::App* app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->callback([o]() {
-    if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
+    require_step_count(o->steps);
     if (o->checkpoint_every < 0)
       throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o->checkpoint_every));
     if (o->keep_checkpoints < 1)
@@ -221,12 +235,13 @@ void run_train(CLI::App* app) {
     if (warmup_given && o->warmup_steps < 0)
       throw Error(fmt::format("--warmup-steps must not be negative (got {})", o->warmup_steps));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
-    // Every output, before any rank starts (given as "" is refused, not skipped).
-    require_output_file("--loss-csv", o->loss_csv);
-    require_output_file("--loss-svg", o->loss_svg);
-    if (o->trace_opt->count() > 0) require_output_file("--trace", o->trace);
-    if (o->svg_opt->count() > 0) require_output_file("--svg", o->svg);
-    if (o->checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o->checkpoint_dir);
+    // This runs in the launcher and again in every rank process; the launcher
+    // (or rank 0 of a torchrun-style launch) is the one that prints and writes.
+    const auto env = rank_from_env();
+    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
+    // Every output, before any rank starts (given as "" is refused, not
+    // skipped), once: by the process that writes them.
+    if (lead_process) check_outputs(*o);
     // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
     // below the 2P micro-batches it needs to fill its bubbles.
     if (o->src.from.empty() && o->src.micro_batches_opt->count() == 0 && o->src.ranks > 0 &&
@@ -243,10 +258,6 @@ void run_train(CLI::App* app) {
     t.track_memory = !o->ranks.threads;  // the heap is per process
     // Only real rank processes can be killed or stalled without taking the others along.
     if (!o->ranks.threads) t.fault = fault_from_env();
-    // This runs in the launcher and again in every rank process; the launcher
-    // (or rank 0 of a torchrun-style launch) is the one that prints.
-    const auto env = rank_from_env();
-    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
     // Held by the launching process (rank 0 of a torchrun-style launch) until
     // the run ends, before anything in the folder is read or written.
     std::optional<CheckpointLock> lock;

@@ -185,6 +185,15 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
       ->capture_default_str();
 }
 
+// Steps of one run: far beyond any run this trainer makes on a CPU, and far
+// from the end of int (bench adds a warm-up step).
+constexpr int kMaxSteps = 10'000'000;
+
+void require_step_count(int steps) {
+  if (steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", steps));
+  if (steps > kMaxSteps) throw Error(fmt::format("--steps must be at most {} (got {})", kMaxSteps, steps));
+}
+
 TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOptions& r, bool optimizer) {
   TrainOptions t;
   t.model = make_model_config(m, s, r.ep);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 
 #include "dualpipe/train/lr_warmup.h"
@@ -160,6 +161,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
 
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
                    const std::function<void(const StepStats&)>& progress) {
+  // Steps and warm-up steps are counted together in an int.
+  if (opt.steps < 0 || opt.warmup_steps < 0 || opt.steps > std::numeric_limits<int>::max() - opt.warmup_steps)
+    throw Error(fmt::format("{} steps and {} warm-up steps are not a step count", opt.steps, opt.warmup_steps));
   const std::shared_ptr<Comm>& comm = mesh.world;
   PipelineModel model = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd});
   arm_fault(model, lowered, opt.fault, mesh.rank, mesh.coord.pp);

@@ -87,19 +87,23 @@ TimedRun run_timed(const std::string& args, const std::string& env, int limit_s)
 // A listening socket on a free local port that never answers: the kernel
 // completes connections into its backlog, as a busy program of another kind
 // (or another job's store that ignores us) would.
+// A listening socket on a free loopback port; sets `port` (0 on failure).
+int listen_on_loopback(int& port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  port = 0;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(fd, 64) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  return fd;
+}
+
 struct SilentListener {
   int fd = -1, port = 0;
-  SilentListener() {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      return;
-    port = ntohs(a.sin_port);
-  }
+  SilentListener() { fd = listen_on_loopback(port); }
   ~SilentListener() {
     if (fd >= 0) close(fd);
   }
@@ -130,15 +134,8 @@ TEST(HardeningCli, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
 class ChattyListener {
  public:
   explicit ChattyListener(std::string bytes) : bytes_(std::move(bytes)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd_, 64) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      return;
-    port = ntohs(a.sin_port);
+    fd_ = listen_on_loopback(port);
+    if (port == 0) return;
     accepter_ = std::thread([this] { accept_loop(); });
   }
   ~ChattyListener() {
@@ -281,6 +278,152 @@ TEST(HardeningCli, OutputPathsAreCheckedBeforeTheRanksStart) {
   for (const Case& c : cases) runs.push_back(std::async(std::launch::async, [&c] { return run_cli(c.args); }));
   for (std::size_t i = 0; i < cases.size(); ++i) expect_one_error_line(runs[i].get(), cases[i].fragment, cases[i].args);
   fs::remove(file);
+}
+
+// The outputs are checked once, by the process that writes them (the
+// launcher, or rank 0 of a torchrun-style launch): every rank process
+// probed them again and ranks raced on the probe ("File exists", 1 run in
+// 10). A rank other than 0 does not refuse an output it never writes; it
+// goes on to meet the others (here: nobody comes).
+TEST(HardeningCli, OnlyTheWritingProcessChecksTheOutputs) {
+  const std::string env = fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port());
+  const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 --timeout 1 "
+                           "--loss-svg /dev/null --loss-csv /proc/dp_loss.csv";
+  CliRun other = run_cli(args, env, 60);
+  expect_one_error_line(other, "rank 1: cannot meet the other ranks", "rank 1 with an output it does not write");
+  CliRun lead = run_cli(args, "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()),
+                        60);
+  expect_one_error_line(lead, "--loss-csv '/proc/dp_loss.csv': cannot be written", "rank 0");
+  // Process ranks started by the launcher, many times: never a probe race.
+  const std::string dir = temp_path("race");
+  fs::create_directories(dir);
+  std::vector<std::future<CliRun>> runs;
+  for (int i = 0; i < 4; ++i)
+    runs.push_back(std::async(std::launch::async, [&, i] {
+      return run_cli(fmt::format("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 "
+                                 "--loss-csv {0}/loss{1}.csv --loss-svg {0}/loss{1}.svg --svg {0}/step{1}.svg",
+                                 dir, i),
+                     "", 120);
+    }));
+  for (auto& r : runs) {
+    const CliRun done = r.get();
+    EXPECT_EQ(done.code, 0) << done.out;
+  }
+  fs::remove_all(dir);
+}
+
+// An output that is one of the run's inputs is refused before anything is
+// written: --loss-csv naming the --data file cut the corpus to a CSV header.
+TEST(HardeningCli, AnOutputThatIsAnInputIsRefused) {
+  const std::string corpus = temp_path("corpus.txt"), link = temp_path("corpus_link.txt");
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += "a corpus that must survive the run, line after line. ";
+  std::ofstream(corpus) << text;
+  fs::remove(link);
+  fs::create_symlink(corpus, link);
+  const std::string t = "train -m 1f1b -p 2 -n 2 --model gpt --hidden 8 --heads 2 --seq-len 4 --steps 1 --threads "
+                        "--data " + corpus + " ";
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::vector<Case> cases = {
+      {t + "--loss-svg /dev/null --loss-csv " + corpus, "--loss-csv '" + corpus + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg " + link, "--loss-svg '" + link + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg /dev/null --svg " + corpus, "--svg '" + corpus + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg /dev/null --trace " + corpus,
+       "--trace '" + corpus + "' is the --data file"},
+  };
+  for (const Case& c : cases) {
+    expect_one_error_line(run_cli(c.args), c.fragment, c.args);
+    std::ifstream in(corpus);
+    std::stringstream now;
+    now << in.rdbuf();
+    EXPECT_EQ(now.str(), text) << "the corpus changed: " << c.args;
+  }
+  fs::remove(link);
+  fs::remove(corpus);
+}
+
+// A FIFO never stalls a run past --timeout: as --data, as an output, or in
+// a checkpoint (rank file, manifest) with --resume. Inputs and outputs that
+// are not regular files are refused or skipped with one line.
+TEST(HardeningCli, FifosDoNotHang) {
+  const std::string dir = temp_path("fifo");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fifo = dir + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  const std::string t = "train -m 1f1b -p 2 -n 2 --steps 1 --timeout 5 ";
+  const std::string gpt = t + "--model gpt --hidden 8 --heads 2 --seq-len 4 --loss-csv /dev/null --loss-svg /dev/null ";
+  const std::string mlp = t + "--model mlp --hidden 8 --seq-len 2 ";
+  expect_one_error_line(run_cli(gpt + "--data " + fifo, "", 30), "corpus file '" + fifo + "' is not a regular file",
+                        "--data FIFO");
+  expect_one_error_line(run_cli(mlp + "--loss-svg /dev/null --loss-csv " + fifo, "", 30),
+                        "--loss-csv '" + fifo + "': cannot be written: not a regular file", "--loss-csv FIFO");
+  // A run with checkpoints at steps 1 and 2; then step 2's rank file, and
+  // then its manifest, become FIFOs: --resume skips step 2 and goes on from 1.
+  const std::string ck = dir + "/ck";
+  const std::string quiet = "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + ck;
+  ASSERT_EQ(run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 " + quiet).code, 0);
+  for (const std::string name : {"rank-1.pt", "manifest.json"}) {
+    const std::string path = ck + "/step-000002/" + name;
+    const std::string saved = path + ".saved";
+    fs::rename(path, saved);
+    ASSERT_EQ(mkfifo(path.c_str(), 0644), 0);
+    CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 --timeout 5 --resume " +
+                           quiet,
+                       "", 60);
+    EXPECT_EQ(r.code, 0) << name << "\n" << r.out;
+    EXPECT_TRUE(has(r.out, "skipping checkpoint " + ck + "/step-000002: corrupt (" + name + " is not a regular file)"))
+        << name << "\n" << r.out;
+    EXPECT_TRUE(has(r.out, "resuming from " + ck + "/step-000001")) << name << "\n" << r.out;
+    // The resumed run wrote step 2 again: put the original back for the next case.
+    fs::remove_all(ck + "/step-000002");
+    fs::create_directories(ck + "/step-000002");
+    ASSERT_EQ(run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 --resume " + quiet)
+                  .code,
+              0);
+  }
+  fs::remove_all(dir);
+}
+
+// A rank file of a checkpoint is read only if its size is the manifest's:
+// one replaced by a link to /dev/zero grew the launcher to 24 GB. Under a
+// memory limit, so that the test cannot take the machine down if it fails.
+TEST(HardeningCli, CheckpointReadsAreBoundedByTheManifest) {
+  const std::string dir = temp_path("zero_ck");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --timeout 10 "
+                          "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  const std::string file = dir + "/step-000002/rank-0.pt";
+  fs::remove(file);
+  fs::create_symlink("/dev/zero", file);
+  const std::string limited = "ulimit -v 6000000; ";
+  CliRun r = test_support::run_command(limited + "timeout -k 5 60 " + DUALPIPE_BINARY + " " + run +
+                                       " --steps 3 --resume");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "skipping checkpoint " + dir + "/step-000002: corrupt (rank-0.pt is not a regular file)"))
+      << r.out;
+  EXPECT_TRUE(has(r.out, "resuming from " + dir + "/step-000001")) << r.out;
+  // A regular file of another size than the manifest says: skipped unread.
+  fs::remove(file);
+  std::ofstream(file) << std::string(1 << 20, 'x');
+  fs::remove_all(dir + "/step-000003");
+  CliRun big = run_cli(run + " --steps 3 --resume");
+  EXPECT_EQ(big.code, 0) << big.out;
+  EXPECT_TRUE(has(big.out, "rank-0.pt has 1048576 bytes, the manifest says")) << big.out;
+  fs::remove_all(dir);
+}
+
+// bench's warm-up step added to --steps 2147483647 overflowed (signal 11).
+TEST(HardeningCli, StepCountsNearTheIntLimitAreRefused) {
+  const std::string b = "bench -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2147483647";
+  expect_one_error_line(run_cli(b), "--steps must be at most 10000000 (got 2147483647)", "bench");
+  expect_one_error_line(run_cli(b + " --threads"), "--steps must be at most 10000000 (got 2147483647)", "bench --threads");
+  expect_one_error_line(run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2147483647 "
+                                "--loss-csv /dev/null --loss-svg /dev/null"),
+                        "--steps must be at most 10000000 (got 2147483647)", "train");
 }
 
 // Item 4: the loss CSV grows step by step, so a run that fails later (here a
