@@ -18,6 +18,7 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/lower.h"
 #include "schedule/words.h"
+#include "dualpipe/train/diverged.h"
 #include "dualpipe/train/lr_warmup.h"
 #include "dualpipe/train/trainer.h"
 
@@ -316,7 +317,9 @@ void run_train(CLI::App* app) {
       const int every = std::max(1, o->steps / 25);
       const bool stream_csv = lead && o->loss_csv != "-";
       if (stream_csv) write_output(o->loss_csv, kLossCsvHeader);
-      RankRun run = train_rank(s, t, mesh, [&](const StepStats& st) {
+      RankRun run;
+      try {
+        run = train_rank(s, t, mesh, [&](const StepStats& st) {
         elapsed += st.seconds;
         if (stream_csv) append_output(o->loss_csv, loss_csv_row(st));
         const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
@@ -325,7 +328,13 @@ void run_train(CLI::App* app) {
                    o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
                    duration(elapsed / (done - first + 1) * (o->steps - done)));
         std::fflush(stdout);
-      });
+        });
+      } catch (const DivergedError& e) {
+        // Every rank stops here together; rank 0 says why, once.
+        if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+        std::fflush(stdout);
+        return kDivergedExitCode;
+      }
       // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
       auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);

@@ -379,7 +379,9 @@ TEST(Hardening, EveryModelSettingIsPartOfTheIdentity) {
       const std::string key = name;
       if (!used) {
         // Left out, unless the schedule's part of the identity holds it.
-        if (key != "stages" && key != "micro_batches") EXPECT_FALSE(id.contains(key)) << model << ": " << key;
+        if (key != "stages" && key != "micro_batches") {
+          EXPECT_FALSE(id.contains(key)) << model << ": " << key;
+        }
         return;
       }
       ++changed;

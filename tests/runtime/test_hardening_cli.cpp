@@ -426,6 +426,43 @@ TEST(HardeningCli, StepCountsNearTheIntLimitAreRefused) {
                         "--steps must be at most 10000000 (got 2147483647)", "train");
 }
 
+// A run whose loss or gradient norm stops being finite (here --lr 1e308:
+// NaN from step 2) stops with one line and exit code 3, as processes and as
+// threads; its loss CSV and its checkpoints hold finite steps only (the NaN
+// checkpoints used to rotate the good ones out, and the run exited 0).
+TEST(HardeningCli, ADivergedRunStopsWithoutSavingIt) {
+  for (const std::string kind : {"", " --threads"}) {
+    const std::string dir = temp_path("diverged"), csv = temp_path("diverged.csv");
+    fs::remove_all(dir);
+    CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 6 --lr 1e308 --timeout 20 "
+                       "--loss-svg /dev/null --checkpoint-every 1 --keep-checkpoints 10 --checkpoint-dir " + dir +
+                           " --loss-csv " + csv + kind,
+                       "", 120);
+    EXPECT_EQ(r.code, 3) << kind << "\n" << r.out;
+    int error_lines = 0;
+    for (const std::string& line : lines_of(r.out)) error_lines += line.rfind("dualpipe: error: ", 0) == 0;
+    EXPECT_EQ(error_lines, 1) << kind << "\n" << r.out;
+    const auto at = r.out.find("dualpipe: error: the run diverged at step ");
+    ASSERT_NE(at, std::string::npos) << kind << "\n" << r.out;
+    const int step = std::stoi(r.out.substr(at + std::string("dualpipe: error: the run diverged at step ").size()));
+    EXPECT_GE(step, 2) << r.out;
+    // Checkpoints of the steps before it, none of it or after.
+    int newest = 0;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("step-", 0) == 0)
+        newest = std::max(newest, std::stoi(e.path().filename().string().substr(5)));
+    EXPECT_EQ(newest, step - 1) << kind << "\n" << r.out;
+    std::ifstream in(csv);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto rows = lines_of(text.str());
+    EXPECT_EQ(static_cast<int>(rows.size()), step) << text.str();  // the header and steps 1..step-1
+    EXPECT_FALSE(has(text.str(), "nan") || has(text.str(), "inf")) << text.str();
+    fs::remove_all(dir);
+    fs::remove(csv);
+  }
+}
+
 // Item 4: the loss CSV grows step by step, so a run that fails later (here a
 // rank killed in step 3; as well a final write that fails) keeps its rows.
 TEST(HardeningCli, LossCsvSurvivesAFailureLater) {
