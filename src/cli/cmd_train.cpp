@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <sstream>
 
 #include "schedule/stats.h"
+#include "schedule/text_file.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
@@ -70,11 +73,43 @@ std::string loss_csv_row(const StepStats& st) {
                      st.pipeline_seconds);
 }
 
+// The loss curve of the steps before a resume: rows 1..resume_step of the
+// loss CSV the earlier run wrote, so that a resumed run appends to it and its
+// SVG shows the whole run. Rows of steps after the checkpoint (made by the
+// earlier run after it, and made again now) are left out; a file that is
+// missing or not such a CSV gives none.
+struct EarlierLoss {
+  std::string rows;  // CSV rows, without the header
+  std::vector<double> steps, losses;
+};
+
+EarlierLoss earlier_loss(const std::string& path, int resume_step) {
+  EarlierLoss e;
+  if (resume_step <= 0 || path == "-") return e;
+  std::string text;
+  try {
+    text = read_text_file(path, std::uint64_t{1} << 30, "loss CSV");
+  } catch (const Error&) {
+    return e;
+  }
+  std::istringstream in(text);
+  std::string line;
+  if (!std::getline(in, line) || line + "\n" != kLossCsvHeader) return e;
+  while (std::getline(in, line) && static_cast<int>(e.steps.size()) < resume_step) {
+    const std::size_t want = e.steps.size() + 1, comma = line.find(',');
+    if (comma == std::string::npos || line.substr(0, comma) != std::to_string(want)) break;
+    e.steps.push_back(static_cast<double>(want));
+    e.losses.push_back(std::strtod(line.c_str() + comma + 1, nullptr));
+    e.rows += line + "\n";
+  }
+  return e;
+}
+
 // Rank 0's closing report: the loss curve files, the measured last step
 // against the simulator, and memory; as text or (--format json) one object.
 void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankRun& run,
             const std::vector<std::vector<ActionTime>>& times, const std::vector<std::vector<Span>>& a2a_waits,
-            const std::vector<double>& heap, double tokens_per_step) {
+            const std::vector<double>& heap, double tokens_per_step, const EarlierLoss& earlier) {
   std::vector<double> xs, ys, secs;
   std::string csv = kLossCsvHeader;
   for (const StepStats& st : run.steps) {
@@ -84,8 +119,12 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankR
     csv += loss_csv_row(st);
   }
   if (o.loss_csv == "-") write_output(o.loss_csv, csv);  // a file got its rows step by step
+  // The whole run's curve, the steps before a resume included.
+  std::vector<double> all_x = earlier.steps, all_y = earlier.losses;
+  all_x.insert(all_x.end(), xs.begin(), xs.end());
+  all_y.insert(all_y.end(), ys.begin(), ys.end());
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
-                                          "loss (mean over micro-batches)", xs, ys));
+                                          "loss (mean over micro-batches)", all_x, all_y));
   const double med = median(secs);
   const StepStats& last = run.steps.back();
 
@@ -299,7 +338,7 @@ void run_train(CLI::App* app) {
                                  {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
       settings.emplace_back(key, fmt::format("{}", v));
     settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
-    settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
+    if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
     settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
@@ -316,7 +355,8 @@ void run_train(CLI::App* app) {
       double elapsed = 0;
       const int every = std::max(1, o->steps / 25);
       const bool stream_csv = lead && o->loss_csv != "-";
-      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader);
+      const EarlierLoss earlier = lead ? earlier_loss(o->loss_csv, t.checkpoint.resume_step) : EarlierLoss{};
+      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader + earlier.rows);
       RankRun run;
       try {
         run = train_rank(s, t, mesh, [&](const StepStats& st) {
@@ -340,7 +380,8 @@ void run_train(CLI::App* app) {
       auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
       auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
       auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
-      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
+      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens,
+                        earlier);
       if (lead && text && !run.steps.empty()) {
         std::vector<double> waits;
         for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);

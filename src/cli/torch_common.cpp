@@ -219,6 +219,8 @@ void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o) {
   id["ep"] = o.ep;
   id["dp"] = o.dp;
   id["zero"] = o.zero;
+  // ZeRO-1 shards the AdamW state by bucket: a checkpoint fits only its own bucket size.
+  if (o.zero == 1) id["bucket_mb"] = o.bucket_mb;
 }
 
 namespace {

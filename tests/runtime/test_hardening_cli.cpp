@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -461,6 +462,61 @@ TEST(HardeningCli, ADivergedRunStopsWithoutSavingIt) {
     fs::remove_all(dir);
     fs::remove(csv);
   }
+}
+
+// A resumed run continues the loss CSV of the run it resumes (rows up to its
+// checkpoint kept, later ones made again), and its SVG draws the whole run:
+// --resume cut the CSV to the resumed steps and the SVG started there.
+TEST(HardeningCli, ResumeContinuesTheLossCurve) {
+  const std::string dir = temp_path("resume_curve"), csv = temp_path("resume_curve.csv"),
+                    svg = temp_path("resume_curve.svg");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --checkpoint-every 2 "
+                          "--keep-checkpoints 5 --checkpoint-dir " + dir + " --loss-csv " + csv + " --loss-svg " + svg;
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  ASSERT_EQ(run_cli(run + " --steps 5").code, 0);  // checkpoints after steps 2, 4 and 5; rows 1..5
+  const auto first = lines_of(read(csv));
+  ASSERT_EQ(first.size(), 6u);
+  // As if the run had died before step 4's checkpoint, having written rows 3 and more.
+  fs::remove_all(dir + "/step-000004");
+  fs::remove_all(dir + "/step-000005");
+  CliRun r = run_cli(run + " --steps 6 --resume");
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(has(r.out, "resuming from " + dir + "/step-000002")) << r.out;
+  const auto rows = lines_of(read(csv));
+  ASSERT_EQ(rows.size(), 7u) << read(csv);  // the header and steps 1..6
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(rows[i], first[i]);  // header, steps 1 and 2 kept as they were
+  for (std::size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i].rfind(std::to_string(i) + ",", 0), 0u) << read(csv);
+  // The SVG's curve has a point for every step of the run.
+  const std::string picture = read(svg);
+  const auto at = picture.find("<polyline");
+  ASSERT_NE(at, std::string::npos) << picture;
+  const auto from = picture.find("points=\"", at) + 8;
+  const std::string points = picture.substr(from, picture.find('"', from) - from);
+  EXPECT_EQ(std::count(points.begin(), points.end(), ','), 6) << points;
+  fs::remove_all(dir);
+  fs::remove(csv);
+  fs::remove(svg);
+}
+
+// Under ZeRO-1 the bucket size shards the optimizer state: a resume with
+// another --bucket-mb is refused before any rank starts, naming both values
+// (it failed after the ranks started, in lines that read like corruption).
+TEST(HardeningCli, ResumeWithAnotherZeroBucketIsRefused) {
+  const std::string dir = temp_path("zero_bucket");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --dp 2 --zero 1 --model mlp --hidden 8 --seq-len 2 --threads "
+                          "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  expect_one_error_line(run_cli(run + " --steps 3 --resume --bucket-mb 0.001"),
+                        "was made with bucket_mb 25.0; this run has bucket_mb 0.001", "another bucket");
+  EXPECT_EQ(run_cli(run + " --steps 3 --resume").code, 0);
+  fs::remove_all(dir);
 }
 
 // Item 4: the loss CSV grows step by step, so a run that fails later (here a
