@@ -125,20 +125,50 @@ FileRead read_manifest(const std::string& dir) {
   return r;
 }
 
+// The step of a name "step-NNNNNN", or none.
+std::optional<int> step_of(const std::string& name) {
+  if (name.size() < 6 || name.compare(0, 5, "step-") != 0) return std::nullopt;
+  const std::string digits = name.substr(5);
+  if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  return std::stoi(digits);
+}
+
 // Every step-NNNNNN folder of `dir`, by step.
 std::vector<std::pair<int, std::string>> step_dirs(const std::string& dir) {
   std::vector<std::pair<int, std::string>> out;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() < 6 || name.compare(0, 5, "step-") != 0 || !e.is_directory(ec)) continue;
-    const std::string digits = name.substr(5);
-    if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
-    out.emplace_back(std::stoi(digits), e.path().string());
+    const auto step = step_of(e.path().filename().string());
+    if (step && e.is_directory(ec)) out.emplace_back(*step, e.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// Throws dualpipe::Error naming what a checkpoint to come could not replace:
+// a step-NNNNNN that is not a folder, or in one a rank file or manifest that
+// is a folder (a file is renamed into place, which cannot replace a folder).
+// Found at the start of a run, not at the step that would write there.
+void check_folder_shape(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!step_of(name)) continue;
+    if (!e.is_directory(ec))
+      throw Error(fmt::format("checkpoint folder {}: {} is not a folder, and a checkpoint may be written there: "
+                              "remove it",
+                              dir, name));
+    for (const auto& f : fs::directory_iterator(e.path(), ec)) {
+      const std::string file = f.path().filename().string();
+      const bool ours = file == kManifest || (file.rfind("rank-", 0) == 0 && file.size() > 3 &&
+                                              file.compare(file.size() - 3, 3, ".pt") == 0);
+      if (ours && f.is_directory(ec))
+        throw Error(fmt::format("checkpoint folder {}: {}/{} is a folder where a checkpoint file goes: remove it",
+                                dir, name, file));
+    }
+  }
 }
 
 std::string show(const nlohmann::ordered_json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
@@ -341,6 +371,7 @@ Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
 
 std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
                                                const std::function<void(const std::string&)>& warn) {
+  check_folder_shape(dir);
   auto dirs = step_dirs(dir);
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
     const std::string why = problem(it->second, it->first, identity);
@@ -375,6 +406,7 @@ CheckpointLock::~CheckpointLock() {
 }
 
 void check_no_checkpoint(const std::string& dir) {
+  check_folder_shape(dir);
   for (const auto& [step, path] : step_dirs(dir))
     if (fs::exists(fs::path(path) / kManifest))
       throw Error(fmt::format("{} already holds checkpoints of a run (e.g. {}): pass --resume to continue it, or "

@@ -519,6 +519,29 @@ TEST(HardeningCli, ResumeWithAnotherZeroBucketIsRefused) {
   fs::remove_all(dir);
 }
 
+// What a checkpoint to come could not replace is found at the start, in one
+// line: a rank file that became a folder (skipped on --resume, then "cannot
+// rename into place" when its step came again), a file named like a step.
+TEST(HardeningCli, CheckpointFolderShapeIsCheckedAtStart) {
+  const std::string dir = temp_path("shape");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --loss-csv /dev/null "
+                          "--loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  fs::remove(dir + "/step-000002/rank-1.pt");
+  fs::create_directories(dir + "/step-000002/rank-1.pt");
+  CliRun r = run_cli(run + " --steps 4 --resume");
+  expect_one_error_line(r, "checkpoint folder " + dir + ": step-000002/rank-1.pt is a folder where a checkpoint file "
+                        "goes: remove it", "a rank file that is a folder");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/step-000002") << "x";
+  expect_one_error_line(run_cli(run + " --steps 3"),
+                        "checkpoint folder " + dir + ": step-000002 is not a folder, and a checkpoint may be written "
+                        "there: remove it", "a file named like a step");
+  fs::remove_all(dir);
+}
+
 // Item 4: the loss CSV grows step by step, so a run that fails later (here a
 // rank killed in step 3; as well a final write that fails) keeps its rows.
 TEST(HardeningCli, LossCsvSurvivesAFailureLater) {
