@@ -150,7 +150,7 @@ void run_bench(CLI::App* app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->callback([o]() {
-    if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
+    require_step_count(o->steps);
     Schedule s = load_schedule(o->src);
     if (!s.has_comm()) s = lower(s);
     TrainOptions t = run_options(s, o->model, o->ranks, false);

@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <sstream>
 
 #include "schedule/stats.h"
+#include "schedule/text_file.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
@@ -18,6 +21,7 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/lower.h"
 #include "schedule/words.h"
+#include "dualpipe/train/diverged.h"
 #include "dualpipe/train/lr_warmup.h"
 #include "dualpipe/train/trainer.h"
 
@@ -69,11 +73,43 @@ std::string loss_csv_row(const StepStats& st) {
                      st.pipeline_seconds);
 }
 
+// The loss curve of the steps before a resume: rows 1..resume_step of the
+// loss CSV the earlier run wrote, so that a resumed run appends to it and its
+// SVG shows the whole run. Rows of steps after the checkpoint (made by the
+// earlier run after it, and made again now) are left out; a file that is
+// missing or not such a CSV gives none.
+struct EarlierLoss {
+  std::string rows;  // CSV rows, without the header
+  std::vector<double> steps, losses;
+};
+
+EarlierLoss earlier_loss(const std::string& path, int resume_step) {
+  EarlierLoss e;
+  if (resume_step <= 0 || path == "-") return e;
+  std::string text;
+  try {
+    text = read_text_file(path, std::uint64_t{1} << 30, "loss CSV");
+  } catch (const Error&) {
+    return e;
+  }
+  std::istringstream in(text);
+  std::string line;
+  if (!std::getline(in, line) || line + "\n" != kLossCsvHeader) return e;
+  while (std::getline(in, line) && static_cast<int>(e.steps.size()) < resume_step) {
+    const std::size_t want = e.steps.size() + 1, comma = line.find(',');
+    if (comma == std::string::npos || line.substr(0, comma) != std::to_string(want)) break;
+    e.steps.push_back(static_cast<double>(want));
+    e.losses.push_back(std::strtod(line.c_str() + comma + 1, nullptr));
+    e.rows += line + "\n";
+  }
+  return e;
+}
+
 // Rank 0's closing report: the loss curve files, the measured last step
 // against the simulator, and memory; as text or (--format json) one object.
 void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankRun& run,
             const std::vector<std::vector<ActionTime>>& times, const std::vector<std::vector<Span>>& a2a_waits,
-            const std::vector<double>& heap, double tokens_per_step) {
+            const std::vector<double>& heap, double tokens_per_step, const EarlierLoss& earlier) {
   std::vector<double> xs, ys, secs;
   std::string csv = kLossCsvHeader;
   for (const StepStats& st : run.steps) {
@@ -83,8 +119,12 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankR
     csv += loss_csv_row(st);
   }
   if (o.loss_csv == "-") write_output(o.loss_csv, csv);  // a file got its rows step by step
+  // The whole run's curve, the steps before a resume included.
+  std::vector<double> all_x = earlier.steps, all_y = earlier.losses;
+  all_x.insert(all_x.end(), xs.begin(), xs.end());
+  all_y.insert(all_y.end(), ys.begin(), ys.end());
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
-                                          "loss (mean over micro-batches)", xs, ys));
+                                          "loss (mean over micro-batches)", all_x, all_y));
   const double med = median(secs);
   const StepStats& last = run.steps.back();
 
@@ -166,6 +206,20 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankR
              o.trace.empty() ? "" : ", " + o.trace);
 }
 
+// The outputs can be written and none of them is an input.
+void check_outputs(const Opts& o) {
+  const std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}};
+  auto output = [&](const char* option, const std::string& path) {
+    require_output_file(option, path);
+    require_not_an_input(option, path, inputs);
+  };
+  output("--loss-csv", o.loss_csv);
+  output("--loss-svg", o.loss_svg);
+  if (o.trace_opt->count() > 0) output("--trace", o.trace);
+  if (o.svg_opt->count() > 0) output("--svg", o.svg);
+  if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
+}
+
 }  // namespace
 
 void run_train(CLI::App* app) {
@@ -210,7 +264,7 @@ void run_train(CLI::App* app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->callback([o]() {
-    if (o->steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", o->steps));
+    require_step_count(o->steps);
     if (o->checkpoint_every < 0)
       throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o->checkpoint_every));
     if (o->keep_checkpoints < 1)
@@ -221,12 +275,13 @@ void run_train(CLI::App* app) {
     if (warmup_given && o->warmup_steps < 0)
       throw Error(fmt::format("--warmup-steps must not be negative (got {})", o->warmup_steps));
     if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
-    // Every output, before any rank starts (given as "" is refused, not skipped).
-    require_output_file("--loss-csv", o->loss_csv);
-    require_output_file("--loss-svg", o->loss_svg);
-    if (o->trace_opt->count() > 0) require_output_file("--trace", o->trace);
-    if (o->svg_opt->count() > 0) require_output_file("--svg", o->svg);
-    if (o->checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o->checkpoint_dir);
+    // This runs in the launcher and again in every rank process; the launcher
+    // (or rank 0 of a torchrun-style launch) is the one that prints and writes.
+    const auto env = rank_from_env();
+    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
+    // Every output, before any rank starts (given as "" is refused, not
+    // skipped), once: by the process that writes them.
+    if (lead_process) check_outputs(*o);
     // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
     // below the 2P micro-batches it needs to fill its bubbles.
     if (o->src.from.empty() && o->src.micro_batches_opt->count() == 0 && o->src.ranks > 0 &&
@@ -243,10 +298,6 @@ void run_train(CLI::App* app) {
     t.track_memory = !o->ranks.threads;  // the heap is per process
     // Only real rank processes can be killed or stalled without taking the others along.
     if (!o->ranks.threads) t.fault = fault_from_env();
-    // This runs in the launcher and again in every rank process; the launcher
-    // (or rank 0 of a torchrun-style launch) is the one that prints.
-    const auto env = rank_from_env();
-    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
     // Held by the launching process (rank 0 of a torchrun-style launch) until
     // the run ends, before anything in the folder is read or written.
     std::optional<CheckpointLock> lock;
@@ -287,7 +338,7 @@ void run_train(CLI::App* app) {
                                  {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
       settings.emplace_back(key, fmt::format("{}", v));
     settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
-    settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
+    if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
     settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
     int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
       if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
@@ -304,8 +355,11 @@ void run_train(CLI::App* app) {
       double elapsed = 0;
       const int every = std::max(1, o->steps / 25);
       const bool stream_csv = lead && o->loss_csv != "-";
-      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader);
-      RankRun run = train_rank(s, t, mesh, [&](const StepStats& st) {
+      const EarlierLoss earlier = lead ? earlier_loss(o->loss_csv, t.checkpoint.resume_step) : EarlierLoss{};
+      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader + earlier.rows);
+      RankRun run;
+      try {
+        run = train_rank(s, t, mesh, [&](const StepStats& st) {
         elapsed += st.seconds;
         if (stream_csv) append_output(o->loss_csv, loss_csv_row(st));
         const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
@@ -314,13 +368,20 @@ void run_train(CLI::App* app) {
                    o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
                    duration(elapsed / (done - first + 1) * (o->steps - done)));
         std::fflush(stdout);
-      });
+        });
+      } catch (const DivergedError& e) {
+        // Every rank stops here together; rank 0 says why, once.
+        if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+        std::fflush(stdout);
+        return kDivergedExitCode;
+      }
       // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
       auto times = gather_times(s, run.last_times, *mesh.pipeline);
       auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
       auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
       auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
-      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens);
+      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens,
+                        earlier);
       if (lead && text && !run.steps.empty()) {
         std::vector<double> waits;
         for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);

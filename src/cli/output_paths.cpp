@@ -1,6 +1,7 @@
 #include "cli/output_paths.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -19,13 +20,25 @@ void require_output_file(const std::string& option, const std::string& path) {
   if (path.empty()) throw Error(fmt::format("{} is empty: give a file name", option));
   if (path == "-") return;
   require_writable(option, path);  // missing folder, a folder
-  std::error_code ec;
-  const bool existed = std::filesystem::exists(path, ec);
-  const int fd = existed ? ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC)
+  struct stat st {};
+  const bool existed = ::stat(path.c_str(), &st) == 0;
+  if (existed && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+    throw Error(fmt::format("{} '{}': cannot be written: not a regular file (a FIFO or socket)", option, path));
+  const int fd = existed ? ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK)
                          : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(fmt::format("{} '{}': cannot be written: {}", option, path, std::strerror(errno)));
   ::close(fd);
   if (!existed) ::unlink(path.c_str());
+}
+
+void require_not_an_input(const std::string& option, const std::string& path, const std::vector<NamedPath>& inputs) {
+  if (path.empty() || path == "-") return;
+  for (const NamedPath& in : inputs) {
+    std::error_code ec;
+    if (!in.path.empty() && std::filesystem::equivalent(path, in.path, ec) && !ec)
+      throw Error(fmt::format("{} '{}' is the {} file: writing it would destroy the input (choose another name)",
+                              option, path, in.option));
+  }
 }
 
 void require_output_folder(const std::string& option, const std::string& path) {

@@ -2,6 +2,7 @@
 // Checks of the files and folders a long command writes, made before any
 // rank starts: a run must not train for an hour and then fail to save.
 #include <string>
+#include <vector>
 
 namespace dualpipe::cli {
 
@@ -10,8 +11,21 @@ namespace dualpipe::cli {
 // file fails (tried for real, so that a read-only file system or folder is
 // found also when running as root, whom access() always answers yes). A file
 // that exists is opened for appending, never truncated; one created by the
-// try is removed. "-" (standard output) passes.
+// try is removed. "-" (standard output) passes. A FIFO or socket is refused
+// (opening one for writing waits for a reader, without end); a device such
+// as /dev/null passes.
 void require_output_file(const std::string& option, const std::string& path);
+
+// An input of the run, by its option: {"--data", path}.
+struct NamedPath {
+  std::string option, path;
+};
+
+// Throws dualpipe::Error naming both options when `path` (an output) is the
+// same file as one of `inputs` (by device and inode: also through a link or
+// another spelling), which writing it would destroy. Inputs not given ("")
+// and paths that do not exist yet pass.
+void require_not_an_input(const std::string& option, const std::string& path, const std::vector<NamedPath>& inputs);
 
 // Throws dualpipe::Error naming `option` when `path` cannot be a folder to write
 // into: an empty name, or an existing file. (Whether the folder can be made

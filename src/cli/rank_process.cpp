@@ -2,14 +2,19 @@
 
 #include <dlfcn.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "dualpipe/schedule/error.h"
@@ -51,6 +56,81 @@ void require_resolvable(const std::string& host, int port) {
     throw Error(fmt::format("MASTER_ADDR '{}' has no address: {} (set MASTER_ADDR to rank 0's host name or IP)", host,
                             rc == EAI_SYSTEM ? "system error" : gai_strerror(rc)));
 }
+
+namespace {
+
+// A connected socket to host:port, or -1 if none accepts before `deadline`.
+int connect_until(const std::string& host, int port, std::chrono::steady_clock::time_point deadline) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  do {
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+      for (addrinfo* a = found; a; a = a->ai_next) {
+        const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+          freeaddrinfo(found);
+          return fd;
+        }
+        ::close(fd);
+      }
+      freeaddrinfo(found);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // rank 0 may not listen yet
+  } while (std::chrono::steady_clock::now() < deadline);
+  return -1;
+}
+
+std::string& uncaught_context() {
+  static std::string context;
+  return context;
+}
+
+[[noreturn]] void uncaught_as_one_line() {
+  std::string why = "an unknown exception";
+  if (std::exception_ptr e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      why = x.what();
+    } catch (...) {
+    }
+  }
+  std::fflush(stdout);
+  fmt::print(stderr, "dualpipe: error: {} ({})\n", uncaught_context(), why.substr(0, why.find('\n')));
+  std::fflush(stderr);
+  std::_Exit(2);
+}
+
+}  // namespace
+
+void require_rendezvous_store(const std::string& host, int port, std::chrono::milliseconds timeout) {
+  const int fd = connect_until(host, port, std::chrono::steady_clock::now() + timeout);
+  if (fd < 0) return;
+  // A store speaks only when asked: anything that arrives unasked within a
+  // moment comes from another kind of program.
+  pollfd p{fd, POLLIN, 0};
+  int ready = 0;
+  do {
+    ready = ::poll(&p, 1, 200);
+  } while (ready < 0 && errno == EINTR);
+  char byte = 0;
+  const bool spoke = ready > 0 && ::recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
+  ::close(fd);
+  if (spoke)
+    throw std::runtime_error(fmt::format("the program on port {} is not a rendezvous store: it sent bytes before it "
+                                         "was asked anything; is that port free of other programs?",
+                                         port));
+}
+
+UncaughtAsOneLine::UncaughtAsOneLine(std::string context) {
+  uncaught_context() = std::move(context);
+  previous_ = std::set_terminate(uncaught_as_one_line);
+}
+
+UncaughtAsOneLine::~UncaughtAsOneLine() { std::set_terminate(previous_); }
 
 RendezvousDeadline::RendezvousDeadline(std::chrono::milliseconds after, std::string message)
     : thread_([this, after, message = std::move(message)] {

@@ -4,6 +4,7 @@
 // Made by the program (the CLI), never by the runtime library.
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -32,6 +33,31 @@ ComputeThreads compute_threads();
 // Throws dualpipe::Error at once when `host` (MASTER_ADDR) has no address: c10d
 // would retry the lookup every second until --timeout.
 void require_resolvable(const std::string& host, int port);
+
+// Throws std::runtime_error if the program listening at host:port sends
+// bytes before it is asked anything, as no rendezvous store does: c10d's
+// store client trusts what it reads (lengths, message kinds), and its
+// listener thread aborts the process (std::length_error, SIGABRT) on a
+// stream of foreign bytes. Waits for the port to accept up to `timeout`;
+// returns quietly if it never does (the store's own connect reports that).
+// Connects and closes without a word, which a real store takes as a client
+// that went away.
+void require_rendezvous_store(const std::string& host, int port, std::chrono::milliseconds timeout);
+
+// While it lives, an exception that escapes a thread (a library's thread,
+// where no catch of ours can reach it) ends the process with one line,
+// "dualpipe: error: CONTEXT (WHAT)", and exit code 2, instead of
+// std::terminate's abort. One at a time, on the main thread.
+class UncaughtAsOneLine {
+ public:
+  explicit UncaughtAsOneLine(std::string context);
+  ~UncaughtAsOneLine();
+  UncaughtAsOneLine(const UncaughtAsOneLine&) = delete;
+  UncaughtAsOneLine& operator=(const UncaughtAsOneLine&) = delete;
+
+ private:
+  std::terminate_handler previous_;
+};
 
 // Ends the process with one line and exit code 2 if it still lives `after`
 // from now: c10d's TCPStore client waits without limit for an answer from a

@@ -52,9 +52,8 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 20;        // hidden, ffn, seq-len, micro-batch size
 constexpr int64_t kMaxLayers = 4096;                 // gpt blocks
 constexpr double kMaxElements = double(int64_t{1} << 31);  // whole model's parameters; one activation tensor
-// Ranks (processes or threads) one launch starts on one machine: each holds
-// a model copy, Gloo threads and sockets; beyond this a 2-core machine thrashes.
-constexpr int kMaxRanks = 64;
+// Ranks (processes or threads) one launch starts on one machine.
+constexpr int kMaxRanks = kMaxLocalRanks;
 
 void check_model_size(const ModelOptions& o, const Schedule& s) {
   auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
@@ -198,6 +197,15 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
       ->capture_default_str();
 }
 
+// Steps of one run: far beyond any run this trainer makes on a CPU, and far
+// from the end of int (bench adds a warm-up step).
+constexpr int kMaxSteps = 10'000'000;
+
+void require_step_count(int steps) {
+  if (steps < 1) throw Error(fmt::format("--steps must be at least 1 (got {})", steps));
+  if (steps > kMaxSteps) throw Error(fmt::format("--steps must be at most {} (got {})", kMaxSteps, steps));
+}
+
 TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOptions& r, bool optimizer) {
   TrainOptions t;
   t.model = make_model_config(m, s, r.ep);
@@ -243,6 +251,8 @@ void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o) {
   id["ep"] = o.ep;
   id["dp"] = o.dp;
   id["zero"] = o.zero;
+  // ZeRO-1 shards the AdamW state by bucket: a checkpoint fits only its own bucket size.
+  if (o.zero == 1) id["bucket_mb"] = o.bucket_mb;
 }
 
 namespace {
@@ -358,6 +368,11 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
     // ours set OMP_NUM_THREADS.
     set_compute_threads(o.intra_op_threads);
     require_resolvable(env->master_addr, env->master_port);
+    // The store client's listener thread reads what the store sends for as
+    // long as the run lasts; what it cannot take ends the rank in one line.
+    UncaughtAsOneLine uncaught(fmt::format("rank {}: the rendezvous store at {}:{} sent what no store sends; is "
+                                           "that port free of other programs?",
+                                           env->rank, env->master_addr, env->master_port));
     Mesh mesh;
     try {
       // Every wait of the rendezvous is bounded by --timeout, plus a second
@@ -367,6 +382,7 @@ int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<i
           fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
                       "ranks started, and is that port free of other programs?)",
                       env->rank, env->master_addr, env->master_port, o.timeout_s));
+      if (env->rank != 0) require_rendezvous_store(env->master_addr, env->master_port, timeout);
       mesh = connect_env_mesh(*env, shape, timeout);
     } catch (const Error&) {
       throw;

@@ -79,6 +79,9 @@ EngineOptions engine_options(const RankOptions& o);
 // What train and bench both set from their options: the model (checked, and
 // checked to fit the machine's memory), the F&B overlap and the gradient
 // reduction. `optimizer`: the run keeps AdamW's state (train; bench does not).
+// --steps of train and bench: 1..kMaxSteps; throws dualpipe::Error.
+void require_step_count(int steps);
+
 TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOptions& r, bool optimizer);
 // Adds the mesh settings (ep, dp, zero) to a run's identity: the ranks of a
 // run must share them, and a checkpoint's tensors only fit a run that has

@@ -25,9 +25,9 @@ struct Args {
 
 int run(const Args& a) {
   const int pipeline = a.pipeline;
-  const int world = pipeline * a.experts;
   const dualpipe::LinkRate rate = dualpipe::parse_link_rate(a.rate);
-  const std::vector<int> host_of = dualpipe::place_ranks(pipeline, a.experts, a.hosts);
+  const std::vector<int> host_of = dualpipe::place_ranks(pipeline, a.experts, a.hosts);  // checks P x E
+  const int world = pipeline * a.experts;
   if (a.command.empty()) throw dualpipe::Error("no program to run (put it after --)");
   dualpipe::require_root_and_netns();
   dualpipe::EmulatedCluster cluster(a.hosts, rate);
@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
     if (ranks > 0 && a.pipeline > 0) throw dualpipe::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
     if (a.pipeline == 0) a.pipeline = ranks;
     if (a.pipeline < 1) throw dualpipe::Error("give the ranks: --ranks N, or --pipeline-ranks P (and --expert-ranks E)");
+    if (a.port < 1 || a.port > 65535)
+      throw dualpipe::Error(fmt::format("--master-port must be in 1..65535 (got {})", a.port));
     return run(a);
   } catch (const dualpipe::Error& e) {
     fmt::print(stderr, "dualpipe_emulate: error: {}\n", e.what());

@@ -17,6 +17,11 @@ namespace {
 void check_mesh(int P, int E, int hosts) {
   if (P < 1 || E < 1)
     throw Error(fmt::format("a rank mesh needs at least one stage and one expert rank (got {}x{})", P, E));
+  // In 64 bits: 65536 x 65536 wraps to 0 in an int.
+  const long long ranks = static_cast<long long>(P) * E;
+  if (ranks > kMaxLocalRanks)
+    throw Error(fmt::format("{} x {} = {} ranks, more than the {} rank processes one machine runs", P, E, ranks,
+                            kMaxLocalRanks));
   check_host_count(hosts, P * E);
 }
 

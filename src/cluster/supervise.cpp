@@ -23,6 +23,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
   std::vector<bool> running(pids.size(), true);
   std::size_t left = pids.size();
   int result = 0;
+  std::size_t agreed = 0;  // ranks that exited with kAgreedStopExitCode
   std::string failure, stopped;
   Clock::time_point failed_at;
   int phase = 0;  // 0: all well; 1: a rank failed; 2: SIGTERM sent; 3: SIGKILL sent
@@ -60,6 +61,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
     running[r] = false;
     --left;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (WIFEXITED(status) && code == kAgreedStopExitCode) ++agreed;
     if (code != 0 && result == 0) {
       result = code;
       failure = WIFEXITED(status)
@@ -70,6 +72,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
       phase = 1;
     }
   }
+  if (result != 0 && agreed == pids.size()) return kAgreedStopExitCode;
   if (result != 0)
     fmt::print(stderr, "{}: error: {}{}\n", program, failure,
                stopped.empty() ? std::string("; the other ranks exited by themselves")

@@ -17,6 +17,9 @@ std::string read_text_file(const std::string& path, std::uint64_t max_bytes, con
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(fmt::format("{} '{}' does not exist", what, path));
   if (fs::is_directory(path, ec)) throw Error(fmt::format("{} '{}' is a directory", what, path));
+  const auto type = fs::status(path, ec).type();
+  if (type == fs::file_type::fifo || type == fs::file_type::socket)
+    throw Error(fmt::format("{} '{}' is not a regular file (a FIFO or socket): save it to a file first", what, path));
   if (fs::is_regular_file(path, ec)) {
     const auto size = fs::file_size(path, ec);
     if (!ec && size > max_bytes)

@@ -9,8 +9,10 @@
 namespace dualpipe {
 
 // Throws dualpipe::Error with one line naming `what` ("corpus file") and `path`:
-// "... does not exist", "... is a directory", "... cannot be opened for
-// reading", "... could not be read", or "... is larger than the limit of N MiB".
+// "... does not exist", "... is a directory", "... is not a regular file"
+// (a FIFO or socket: opening one waits for a writer, and each reader would
+// take part of it), "... cannot be opened for reading", "... could not be
+// read", or "... is larger than the limit of N MiB".
 std::string read_text_file(const std::string& path, std::uint64_t max_bytes, const std::string& what);
 
 }  // namespace dualpipe

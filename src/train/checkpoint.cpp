@@ -1,8 +1,10 @@
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/model_settings.h"
 #include "train/remove_tree.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "dualpipe/schedule/error.h"
+#include "train/corpus_text.h"
 
 namespace dualpipe {
 namespace fs = std::filesystem;
@@ -74,12 +77,60 @@ void write_atomic(const std::string& path, const std::string& bytes) {
   fsync_dir(fs::path(path).parent_path().string());
 }
 
-std::optional<std::string> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// A manifest lists one small entry per rank: far below this.
+constexpr uint64_t kMaxManifestBytes = uint64_t{1} << 20;
+
+// A checkpoint file read whole, or why not: "missing", "not a regular file"
+// (a FIFO would block the reader, a link to /dev/zero grow it without end),
+// "has N bytes, the manifest says M" (checked before reading), or an error.
+struct FileRead {
+  std::optional<std::string> bytes;
+  std::string problem;
+};
+
+FileRead read_checkpoint_file(const std::string& path, const std::string& name, uint64_t max_bytes,
+                              bool exact_size) {
+  // Without blocking: opening a FIFO for reading waits for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return {std::nullopt, errno == ENOENT ? name + " is missing" : name + " cannot be opened"};
+  FileRead r;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    r.problem = name + " is not a regular file";
+  } else if (const auto size = static_cast<uint64_t>(st.st_size); exact_size ? size != max_bytes : size > max_bytes) {
+    r.problem = exact_size ? fmt::format("{} has {} bytes, the manifest says {}", name, size, max_bytes)
+                           : fmt::format("{} has {} bytes, more than the {} a manifest has", name, size, max_bytes);
+  } else {
+    std::string bytes(size, '\0');
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    if (done == bytes.size())
+      r.bytes = std::move(bytes);
+    else
+      r.problem = name + " could not be read whole";
+  }
+  ::close(fd);
+  return r;
+}
+
+// The manifest's text; `problem` "" and no bytes when there is none.
+FileRead read_manifest(const std::string& dir) {
+  FileRead r = read_checkpoint_file((fs::path(dir) / kManifest).string(), kManifest, kMaxManifestBytes, false);
+  if (!r.bytes && r.problem == std::string(kManifest) + " is missing") r.problem.clear();
+  return r;
+}
+
+// The step of a name "step-NNNNNN", or none.
+std::optional<int> step_of(const std::string& name) {
+  if (name.size() < 6 || name.compare(0, 5, "step-") != 0) return std::nullopt;
+  const std::string digits = name.substr(5);
+  if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  return std::stoi(digits);
 }
 
 // Every step-NNNNNN folder of `dir`, by step.
@@ -88,14 +139,36 @@ std::vector<std::pair<int, std::string>> step_dirs(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() < 6 || name.compare(0, 5, "step-") != 0 || !e.is_directory(ec)) continue;
-    const std::string digits = name.substr(5);
-    if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
-    out.emplace_back(std::stoi(digits), e.path().string());
+    const auto step = step_of(e.path().filename().string());
+    if (step && e.is_directory(ec)) out.emplace_back(*step, e.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// Throws dualpipe::Error naming what a checkpoint to come could not replace:
+// a step-NNNNNN that is not a folder, or in one a rank file or manifest that
+// is a folder (a file is renamed into place, which cannot replace a folder).
+// Found at the start of a run, not at the step that would write there.
+void check_folder_shape(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!step_of(name)) continue;
+    if (!e.is_directory(ec))
+      throw Error(fmt::format("checkpoint folder {}: {} is not a folder, and a checkpoint may be written there: "
+                              "remove it",
+                              dir, name));
+    for (const auto& f : fs::directory_iterator(e.path(), ec)) {
+      const std::string file = f.path().filename().string();
+      const bool ours = file == kManifest || (file.rfind("rank-", 0) == 0 && file.size() > 3 &&
+                                              file.compare(file.size() - 3, 3, ".pt") == 0);
+      if (ours && f.is_directory(ec))
+        throw Error(fmt::format("checkpoint folder {}: {}/{} is a folder where a checkpoint file goes: remove it",
+                                dir, name, file));
+    }
+  }
 }
 
 std::string show(const nlohmann::ordered_json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
@@ -150,12 +223,12 @@ std::string problem(const std::string& path, int step, const Identity& identity)
 }
 
 std::string problem_of(const std::string& path, int step, const Identity& identity) {
-  const std::string mpath = (fs::path(path) / kManifest).string();
-  auto text = read_all(mpath);
-  if (!text) return "incomplete (no manifest.json: the run stopped while writing it)";
+  const FileRead text = read_manifest(path);
+  if (!text.problem.empty()) return fmt::format("corrupt ({})", text.problem);
+  if (!text.bytes) return "incomplete (no manifest.json: the run stopped while writing it)";
   nlohmann::ordered_json m;
   try {
-    m = nlohmann::ordered_json::parse(*text);
+    m = nlohmann::ordered_json::parse(*text.bytes);
   } catch (const std::exception&) {
     return "corrupt (manifest.json is not valid JSON)";
   }
@@ -173,12 +246,11 @@ std::string problem_of(const std::string& path, int step, const Identity& identi
   for (int r = 0; r < ranks; ++r) {
     const auto& f = m["files"][static_cast<std::size_t>(r)];
     if (!f.is_object() || f.value("name", "") != rank_file(r)) return "corrupt (manifest.json's file list)";
-    auto bytes = read_all((fs::path(path) / rank_file(r)).string());
-    if (!bytes) return fmt::format("corrupt ({} is missing)", rank_file(r));
-    if (static_cast<uint64_t>(bytes->size()) != f.value("bytes", uint64_t{0}))
-      return fmt::format("corrupt ({} has {} bytes, the manifest says {})", rank_file(r), bytes->size(),
-                         f.value("bytes", uint64_t{0}));
-    if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.value("fnv1a64", ""))
+    const FileRead file = read_checkpoint_file((fs::path(path) / rank_file(r)).string(), rank_file(r),
+                                               f.value("bytes", uint64_t{0}), true);
+    if (!file.bytes) return fmt::format("corrupt ({})", file.problem);
+    const std::string& bytes = *file.bytes;
+    if (hex64(fnv1a64(bytes.data(), bytes.size())) != f.value("fnv1a64", ""))
       return fmt::format("corrupt ({} fails its checksum)", rank_file(r));
   }
   return "";
@@ -188,9 +260,13 @@ std::string problem_of(const std::string& path, int step, const Identity& identi
 // reached by another path resumes; other text behind the same path does not.
 std::string corpus_identity(const std::string& path) {
   if (path.empty()) return "built-in corpus";
-  auto text = read_all(path);
-  if (!text) return path;  // unreadable: the corpus loader reports it
-  return fmt::format("text of {} bytes, fnv1a64 {}", text->size(), hex64(fnv1a64(text->data(), text->size())));
+  std::string text;
+  try {
+    text = read_corpus_text(path);
+  } catch (const Error&) {
+    return path;  // unreadable: the corpus loader reports it
+  }
+  return fmt::format("text of {} bytes, fnv1a64 {}", text.size(), hex64(fnv1a64(text.data(), text.size())));
 }
 
 uint64_t schedule_hash(const Schedule& s) {
@@ -220,6 +296,65 @@ std::string checkpoint_path(const std::string& dir, int step) {
   return (fs::path(dir) / fmt::format("step-{:06}", step)).string();
 }
 
+namespace {
+
+// The fields of an aggregate, counted as the most initializers its braces
+// take (each initializer converts to any field's type).
+struct AnyField {
+  template <class T>
+  operator T() const;  // never called: only in unevaluated braces
+};
+template <class T, class... A>
+constexpr auto takes(int) -> decltype(T{std::declval<A>()...}, true) {
+  return true;
+}
+template <class T, class... A>
+constexpr bool takes(...) {
+  return false;
+}
+template <class T, class... A>
+constexpr int field_count() {
+  if constexpr (takes<T, A..., AnyField>(0))
+    return field_count<T, A..., AnyField>();
+  else
+    return static_cast<int>(sizeof...(A));
+}
+
+// The names for_each_model_setting lists; a new field of ModelConfig
+// changes field_count and stops the build here until it is listed.
+constexpr int kListedModelSettings = 20;
+static_assert(field_count<ModelConfig>() == kListedModelSettings,
+              "a field was added to ModelConfig: list it in for_each_model_setting");
+
+}  // namespace
+
+int model_config_fields() { return field_count<ModelConfig>(); }
+
+void for_each_model_setting(const ModelConfig& m,
+                            const std::function<void(const char*, const nlohmann::ordered_json&, bool)>& f) {
+  const bool mlp = m.name == "mlp", blocks = m.name == "gpt" || m.name == "moe", moe = m.name == "moe";
+  f("model", m.name, true);
+  f("stages", m.stages, false);                // the schedule's
+  f("micro_batches", m.micro_batches, false);  // the schedule's
+  f("hidden", m.hidden, true);
+  f("ffn", mlp_ffn(m), mlp);
+  f("seq_len", m.seq_len, true);
+  f("micro_batch_size", m.micro_batch_size, true);
+  f("dtype", m.dtype == torch::kFloat64 ? "float64" : "float32", true);
+  f("seed", m.seed, true);
+  f("layers", m.layers > 0 ? m.layers : std::max(m.stages, 4), blocks);
+  f("heads", m.heads, blocks);
+  f("data", blocks ? corpus_identity(m.data_path) : m.data_path, blocks);
+  f("experts", m.experts, moe);
+  f("top_k", m.top_k, moe);
+  f("shared_expert", m.shared_expert, moe);
+  f("expert_ffn", moe_expert_ffn(m), moe);
+  f("aux_alpha", m.aux_alpha, moe);
+  f("ep", m.ep, false);                    // the mesh's (the launcher adds it)
+  f("ep_rank", m.ep_rank, false);          // differs between the ranks of a run
+  f("data_shards", m.data_shards, false);  // the mesh's
+}
+
 Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
   Identity id;
   id["method"] = lowered.method;
@@ -228,24 +363,15 @@ Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
   id["micro_batches"] = lowered.micro_batches;
   // Two schedules of one shape may place stages differently (e.g. two CSV files).
   id["schedule_fnv1a64"] = hex64(schedule_hash(lowered));
-  id["model"] = m.name;
-  id["hidden"] = m.hidden;
-  id["seq_len"] = m.seq_len;
-  id["micro_batch_size"] = m.micro_batch_size;
-  id["dtype"] = m.dtype == torch::kFloat64 ? "float64" : "float32";
-  id["seed"] = m.seed;
-  // Options a model ignores are left out, so that they cannot cause a refusal.
-  if (m.name == "mlp") id["ffn"] = mlp_ffn(m);
-  if (m.name == "gpt") {
-    id["layers"] = m.layers > 0 ? m.layers : std::max(m.stages, 4);
-    id["heads"] = m.heads;
-    id["data"] = corpus_identity(m.data_path);
-  }
+  for_each_model_setting(m, [&](const char* name, const nlohmann::ordered_json& value, bool used) {
+    if (used) id[name] = value;
+  });
   return id;
 }
 
 std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
                                                const std::function<void(const std::string&)>& warn) {
+  check_folder_shape(dir);
   auto dirs = step_dirs(dir);
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
     const std::string why = problem(it->second, it->first, identity);
@@ -280,6 +406,7 @@ CheckpointLock::~CheckpointLock() {
 }
 
 void check_no_checkpoint(const std::string& dir) {
+  check_folder_shape(dir);
   for (const auto& [step, path] : step_dirs(dir))
     if (fs::exists(fs::path(path) / kManifest))
       throw Error(fmt::format("{} already holds checkpoints of a run (e.g. {}): pass --resume to continue it, or "
@@ -374,12 +501,14 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
   const std::string file = (fs::path(path) / rank_file(rank)).string();
   // The folder was checked before the ranks started; the file is checked
   // again against the manifest because it is read again here.
-  auto text = read_all((fs::path(path) / kManifest).string());
-  auto bytes = read_all(file);
-  if (!text || !bytes) throw Error(fmt::format("checkpoint {} lost its manifest or {} while resuming", path, file));
+  const FileRead text = read_manifest(path);
+  if (!text.bytes) throw Error(fmt::format("checkpoint {} lost its manifest while resuming", path));
   try {
-    auto m = nlohmann::ordered_json::parse(*text);
+    auto m = nlohmann::ordered_json::parse(*text.bytes);
     const auto& f = m.at("files").at(static_cast<std::size_t>(rank));
+    const FileRead read = read_checkpoint_file(file, rank_file(rank), f.at("bytes").get<uint64_t>(), true);
+    if (!read.bytes) throw Error(fmt::format("checkpoint {} changed while resuming: {}", path, read.problem));
+    const std::string* bytes = &*read.bytes;
     if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.at("fnv1a64").get<std::string>())
       throw Error(fmt::format("checkpoint file {} fails its checksum", file));
     torch::serialize::InputArchive ar;

@@ -9,6 +9,7 @@
 
 #include "dualpipe/schedule/error.h"
 #include "schedule/text_file.h"
+#include "train/corpus_text.h"
 
 namespace dualpipe {
 namespace {
@@ -127,6 +128,10 @@ std::string Corpus::decode(const torch::Tensor& ids) const {
   return s;
 }
 
+std::string read_corpus_text(const std::string& path) {
+  return read_text_file(path, std::uint64_t{128} << 20, "corpus file");
+}
+
 Corpus load_corpus(const std::string& path, int64_t min_chars) {
   if (path.empty()) {
     Corpus c(builtin_text(), "built-in corpus");
@@ -137,11 +142,7 @@ Corpus load_corpus(const std::string& path, int64_t min_chars) {
                       c.size(), min_chars));
     return c;
   }
-  // Every character becomes an 8-byte token id, so the cap of 128 MiB
-  // (enwik8's 100 MB fits) keeps a corpus under about 1 GiB in memory, and
-  // `--data /dev/zero` ends with one line instead of growing without end.
-  constexpr std::uint64_t kMaxCorpusBytes = std::uint64_t{128} << 20;
-  const std::string text = read_text_file(path, kMaxCorpusBytes, "corpus file");
+  const std::string text = read_corpus_text(path);
   if (text.empty()) throw Error(fmt::format("corpus file '{}' is empty", path));
   if (static_cast<int64_t>(text.size()) < min_chars)
     throw Error(fmt::format("corpus file '{}' has {} characters, fewer than the {} one window needs (seq_len + 1)",

@@ -7,10 +7,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 
+#include "dualpipe/train/diverged.h"
 #include "dualpipe/train/lr_warmup.h"
 
 #include "dualpipe/schedule/error.h"
@@ -176,8 +179,17 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::
   return train_rank(lowered, opt, pipeline_mesh(comm), progress);
 }
 
+DivergedError::DivergedError(int step_, double loss, double grad_norm)
+    : Error(fmt::format("the run diverged at step {}: loss {}, gradient norm {} (lower --lr, or clip with --clip); "
+                        "stopped before its update, so no checkpoint holds it",
+                        step_, loss, grad_norm)),
+      step(step_) {}
+
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
                    const std::function<void(const StepStats&)>& progress) {
+  // Steps and warm-up steps are counted together in an int.
+  if (opt.steps < 0 || opt.warmup_steps < 0 || opt.steps > std::numeric_limits<int>::max() - opt.warmup_steps)
+    throw Error(fmt::format("{} steps and {} warm-up steps are not a step count", opt.steps, opt.warmup_steps));
   const std::shared_ptr<Comm>& comm = mesh.world;
   auto engine = std::make_shared<OverlapEngine>(opt.engine);
   PipelineModel model =
@@ -275,6 +287,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     st.grad_norm = std::sqrt(v[1]);
     st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
     st.reduce_seconds = *std::max_element(v + 4 + comm->world + X, v + 4 + 2 * comm->world + X);
+    // A step that diverged is never applied, saved or reported.
+    if (adam && (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)))
+      throw DivergedError(st.step + 1, st.loss, st.grad_norm);
     // The warm-up's rate is a function of the step: a resumed run continues it.
     if (adam) adamw_step(*reducer, *adam, st.grad_norm, opt.clip, warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps));
     st.seconds = seconds_since(t0);

@@ -49,6 +49,32 @@ TEST(EmulateTool, MoreHostsThanRanksIsOneLineExit2) {
   EXPECT_EQ(mesh.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
 }
 
+// Every rank is a process of this machine: a run of more than it can hold is
+// refused before anything starts (100000 ranks forked until the descriptors
+// ran out; 65536 x 65536 wrapped to a run of 0 ranks).
+TEST(EmulateTool, TooManyRanksIsOneLineExit2) {
+  const Result many = run_tool("--hosts 2 --ranks 100000 -- true");
+  EXPECT_EQ(many.code, 2);
+  EXPECT_EQ(many.err, "dualpipe_emulate: error: 100000 x 1 = 100000 ranks, more than the 64 rank processes one "
+                      "machine runs\n");
+  const Result wide = run_tool("--hosts 2 --pipeline-ranks 65536 --expert-ranks 65536 -- true");
+  EXPECT_EQ(wide.code, 2);
+  EXPECT_EQ(wide.err, "dualpipe_emulate: error: 65536 x 65536 = 4294967296 ranks, more than the 64 rank processes "
+                      "one machine runs\n");
+  const Result mesh = run_tool("--hosts 2 --pipeline-ranks 65537 --expert-ranks 65536 -- true");
+  EXPECT_EQ(mesh.code, 2);
+  EXPECT_NE(mesh.err.find("= 4295032832 ranks, more than the 64"), std::string::npos) << mesh.err;
+}
+
+// The rendezvous port reaches every rank: a port no socket can have is refused.
+TEST(EmulateTool, MasterPortOutsideThePortRangeIsOneLineExit2) {
+  for (const std::string port : {"0", "-5", "70000"}) {
+    const Result r = run_tool("--hosts 2 --ranks 2 --master-port " + port + " -- true");
+    EXPECT_EQ(r.code, 2) << port;
+    EXPECT_EQ(r.err, "dualpipe_emulate: error: --master-port must be in 1..65535 (got " + port + ")\n");
+  }
+}
+
 TEST(EmulateTool, BadLinkRateIsOneLineExit2) {
   const Result r = run_tool("--emulate-hosts 2 --ranks 2 --link-rate abc -- true");
   EXPECT_EQ(r.code, 2);

@@ -24,6 +24,7 @@
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/schedule/lower.h"
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/model_settings.h"
 #include "train/remove_tree.h"
 #include "dualpipe/train/lr_warmup.h"
 #include "dualpipe/train/trainer.h"
@@ -283,6 +284,113 @@ TEST(Hardening, RanksWithDifferentSettingsAreRefused) {
   expect_ranks_refused(common, "--hidden 8 --lr 0.001", "--hidden 8", "lr is 0.001 on rank 0 but 0.003 on rank 1");
   expect_ranks_refused("verify -m 1f1b -p 2 -n 2 --hidden 8 --seq-len 2 ", "--dtype float32", "--dtype float64",
                        "dtype is float32 on rank 0 but float64 on rank 1");
+}
+
+// Every moe setting that changes the computation is part of what the ranks
+// share: ranks started with a different one are refused at start, naming it
+// (they trained silently, or aborted in Gloo for --experts).
+TEST(Hardening, RanksWithDifferentMoeSettingsAreRefused) {
+  const std::string corpus = temp_file("moe_corpus.txt"), other = temp_file("moe_other.txt");
+  {
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "a mixture of experts reads this text, line after line. ";
+    std::ofstream(corpus) << text;
+    std::ofstream(other) << text << "and a little more";
+  }
+  const std::string common = "train -m 1f1b -p 2 -n 2 --steps 1 --model moe --hidden 8 --seq-len 4 "
+                             "--micro-batch-size 1 --timeout 60 --loss-csv /dev/null --loss-svg /dev/null ";
+  struct Case {
+    std::string rank0, rank1, fragment;
+  };
+  const std::vector<Case> cases = {
+      {"--top-k 2", "--top-k 1", "top_k is 2 on rank 0 but 1 on rank 1"},
+      {"--heads 2", "--heads 4", "heads is 2 on rank 0 but 4 on rank 1"},
+      {"--layers 2", "--layers 4", "layers is 2 on rank 0 but 4 on rank 1"},
+      {"--data " + corpus, "--data " + other, "data is text of"},
+      {"--aux-alpha 0.01", "--aux-alpha 0.02", "aux_alpha is 0.01 on rank 0 but 0.02 on rank 1"},
+      {"--experts 8", "--experts 4", "experts is 8 on rank 0 but 4 on rank 1"},
+      {"--shared-expert true", "--shared-expert false", "shared_expert is true on rank 0 but false on rank 1"},
+      {"--expert-ffn 16", "--expert-ffn 32", "expert_ffn is 16 on rank 0 but 32 on rank 1"},
+  };
+  for (const Case& c : cases) expect_ranks_refused(common, c.rank0, c.rank1, c.fragment);
+  fs::remove(corpus);
+  fs::remove(other);
+}
+
+// A moe checkpoint is found only by a run of the same settings: resuming
+// with another --data, --heads, --top-k, ... is refused before any rank
+// starts, naming the difference (it continued silently, or failed later).
+TEST(Hardening, MoeResumeWithOtherSettingsIsRefused) {
+  at::set_num_threads(1);
+  const std::string dir = fresh_dir("moe_resume");
+  const std::string corpus = dir + "/corpus.txt", other = dir + "/other.txt";
+  {
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "a mixture of experts reads this text, line after line. ";
+    std::ofstream(corpus) << text;
+    std::ofstream(other) << text << "and a little more";
+  }
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  TrainOptions t = test_support::small_train_options(s, "moe", 1, torch::kFloat32);
+  t.model.hidden = 8;
+  t.model.heads = 2;
+  t.model.data_path = corpus;
+  t.checkpoint.dir = dir + "/ck";
+  t.checkpoint.identity = run_identity(s, t.model);
+  test_support::train_threads(s, t);
+  ASSERT_TRUE(find_checkpoint(t.checkpoint.dir, t.checkpoint.identity, {}).has_value());
+  const std::vector<std::pair<std::string, std::function<void(ModelConfig&)>>> changes = {
+      {"top_k", [](ModelConfig& m) { m.top_k = 1; }},
+      {"heads", [](ModelConfig& m) { m.heads = 4; }},
+      {"layers", [](ModelConfig& m) { m.layers = 6; }},
+      {"data", [&](ModelConfig& m) { m.data_path = other; }},
+      {"aux_alpha", [](ModelConfig& m) { m.aux_alpha = 0.5; }},
+      {"experts", [](ModelConfig& m) { m.experts = 8; }},
+      {"shared_expert", [](ModelConfig& m) { m.shared_expert = false; }},
+      {"expert_ffn", [](ModelConfig& m) { m.expert_ffn = 64; }},
+  };
+  for (const auto& [name, change] : changes) {
+    ModelConfig m = t.model;
+    change(m);
+    try {
+      find_checkpoint(t.checkpoint.dir, run_identity(s, m), {});
+      ADD_FAILURE() << name << ": a checkpoint of other settings was accepted";
+    } catch (const Error& e) {
+      EXPECT_TRUE(has(e.what(), "was made with " + name + " ")) << name << ": " << e.what();
+    }
+  }
+  // Settings that are the same by value (the corpus by content) resume.
+  ModelConfig same = t.model;
+  same.data_path = dir + "/./corpus.txt";
+  EXPECT_TRUE(find_checkpoint(t.checkpoint.dir, run_identity(s, same), {}).has_value());
+}
+
+// Every field of the model's configuration is either part of the run's
+// identity or named as deliberately left out: a field added later cannot be
+// forgotten (each model setting of the CLI changes the identity here).
+TEST(Hardening, EveryModelSettingIsPartOfTheIdentity) {
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  for (const std::string model : {"mlp", "gpt", "moe"}) {
+    ModelConfig base = test_support::small_train_options(s, model, 1, torch::kFloat32).model;
+    const auto id = run_identity(s, base);
+    int changed = 0, settings = 0;
+    for_each_model_setting(base, [&](const char* name, const nlohmann::ordered_json& value, bool used) {
+      ++settings;
+      const std::string key = name;
+      if (!used) {
+        // Left out, unless the schedule's part of the identity holds it.
+        if (key != "stages" && key != "micro_batches") {
+          EXPECT_FALSE(id.contains(key)) << model << ": " << key;
+        }
+        return;
+      }
+      ++changed;
+      ASSERT_TRUE(id.contains(name)) << model << ": " << name;
+      EXPECT_EQ(id[name], value) << model << ": " << name;
+    });
+    EXPECT_EQ(settings, model_config_fields()) << model;
+    EXPECT_GT(changed, 5) << model;
+  }
 }
 
 // Item 16: with more ranks than cores the overhead yardstick is flagged as

@@ -8,7 +8,13 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 
 #include <chrono>
 #include <filesystem>
@@ -82,19 +88,23 @@ TimedRun run_timed(const std::string& args, const std::string& env, int limit_s)
 // A listening socket on a free local port that never answers: the kernel
 // completes connections into its backlog, as a busy program of another kind
 // (or another job's store that ignores us) would.
+// A listening socket on a free loopback port; sets `port` (0 on failure).
+int listen_on_loopback(int& port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  port = 0;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(fd, 64) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  return fd;
+}
+
 struct SilentListener {
   int fd = -1, port = 0;
-  SilentListener() {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      return;
-    port = ntohs(a.sin_port);
-  }
+  SilentListener() { fd = listen_on_loopback(port); }
   ~SilentListener() {
     if (fd >= 0) close(fd);
   }
@@ -117,6 +127,85 @@ TEST(HardeningCli, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
   EXPECT_LT(t.seconds, timeout_s + 1 + 5.0) << t.run.out;
   std::cout << "[ measured ] rank 1 against a silent program on its port, --timeout " << timeout_s << ": exit after "
             << t.seconds << " s\n";
+}
+
+// A program on the rendezvous port that sends bytes no store sends: on every
+// connection, `bytes` (once), or 0xff without end when `bytes` is empty.
+// Loopback only; stops its connections when it goes.
+class ChattyListener {
+ public:
+  explicit ChattyListener(std::string bytes) : bytes_(std::move(bytes)) {
+    fd_ = listen_on_loopback(port);
+    if (port == 0) return;
+    accepter_ = std::thread([this] { accept_loop(); });
+  }
+  ~ChattyListener() {
+    stop_ = true;
+    shutdown(fd_, SHUT_RDWR);
+    if (accepter_.joinable()) accepter_.join();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int c : conns_) shutdown(c, SHUT_RDWR);
+    }
+    for (auto& t : talkers_) t.join();
+    for (int c : conns_) close(c);
+    if (fd_ >= 0) close(fd_);
+  }
+  ChattyListener(const ChattyListener&) = delete;
+  ChattyListener& operator=(const ChattyListener&) = delete;
+  int port = 0;
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      conns_.push_back(c);
+      talkers_.emplace_back([this, c] { talk(c); });
+    }
+  }
+  void talk(int c) {
+    if (!bytes_.empty()) {
+      (void)send(c, bytes_.data(), bytes_.size(), MSG_NOSIGNAL);
+      char sink[256];
+      while (!stop_ && recv(c, sink, sizeof sink, 0) > 0) {
+      }
+      return;
+    }
+    const std::string ff(4096, '\xff');
+    while (!stop_ && send(c, ff.data(), ff.size(), MSG_NOSIGNAL) > 0) {
+    }
+  }
+  std::string bytes_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<int> conns_;
+  std::vector<std::thread> talkers_;
+  std::thread accepter_;
+};
+
+// A rank whose MASTER_PORT is held by a program that sends bytes no
+// rendezvous store sends ended in std::length_error or unordered_map::at and
+// SIGABRT; it is one line and exit code 2, within the timeout.
+TEST(HardeningCli, ForeignBytesOnTheRendezvousPortAreOneLine) {
+  const std::vector<std::pair<std::string, std::string>> talkers = {{"0xff without end", ""},
+                                                                    {"64 zero bytes", std::string(64, '\0')}};
+  for (const auto& [what, bytes] : talkers) {
+    for (const std::string& cmd : {std::string("train -m 1f1b -p 2 -n 4 --model mlp --hidden 16 --steps 3 "
+                                               "--loss-csv /dev/null --loss-svg /dev/null --timeout 5"),
+                                   kVerify + "--timeout 5"}) {
+      ChattyListener other(bytes);
+      ASSERT_GT(other.port, 0);
+      TimedRun t = run_timed(cmd, fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", other.port),
+                             60);
+      expect_one_error_line(t.run, "rank 1: cannot meet the other ranks at 127.0.0.1:" + std::to_string(other.port),
+                            what + ": " + cmd);
+      EXPECT_TRUE(has(t.run.out, "not a rendezvous store")) << what << "\n" << t.run.out;
+      EXPECT_LT(t.seconds, 5 + 1 + 5.0) << what << "\n" << t.run.out;
+    }
+  }
 }
 
 // Item 2: rank 0 alone (its peers never come) took 8.8 s at --timeout 3.
@@ -190,6 +279,267 @@ TEST(HardeningCli, OutputPathsAreCheckedBeforeTheRanksStart) {
   for (const Case& c : cases) runs.push_back(std::async(std::launch::async, [&c] { return run_cli(c.args); }));
   for (std::size_t i = 0; i < cases.size(); ++i) expect_one_error_line(runs[i].get(), cases[i].fragment, cases[i].args);
   fs::remove(file);
+}
+
+// The outputs are checked once, by the process that writes them (the
+// launcher, or rank 0 of a torchrun-style launch): every rank process
+// probed them again and ranks raced on the probe ("File exists", 1 run in
+// 10). A rank other than 0 does not refuse an output it never writes; it
+// goes on to meet the others (here: nobody comes).
+TEST(HardeningCli, OnlyTheWritingProcessChecksTheOutputs) {
+  const std::string env = fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port());
+  const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 --timeout 1 "
+                           "--loss-svg /dev/null --loss-csv /proc/dp_loss.csv";
+  CliRun other = run_cli(args, env, 60);
+  expect_one_error_line(other, "rank 1: cannot meet the other ranks", "rank 1 with an output it does not write");
+  CliRun lead = run_cli(args, "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()),
+                        60);
+  expect_one_error_line(lead, "--loss-csv '/proc/dp_loss.csv': cannot be written", "rank 0");
+  // Process ranks started by the launcher, many times: never a probe race.
+  const std::string dir = temp_path("race");
+  fs::create_directories(dir);
+  std::vector<std::future<CliRun>> runs;
+  for (int i = 0; i < 4; ++i)
+    runs.push_back(std::async(std::launch::async, [&, i] {
+      return run_cli(fmt::format("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 "
+                                 "--loss-csv {0}/loss{1}.csv --loss-svg {0}/loss{1}.svg --svg {0}/step{1}.svg",
+                                 dir, i),
+                     "", 120);
+    }));
+  for (auto& r : runs) {
+    const CliRun done = r.get();
+    EXPECT_EQ(done.code, 0) << done.out;
+  }
+  fs::remove_all(dir);
+}
+
+// An output that is one of the run's inputs is refused before anything is
+// written: --loss-csv naming the --data file cut the corpus to a CSV header.
+TEST(HardeningCli, AnOutputThatIsAnInputIsRefused) {
+  const std::string corpus = temp_path("corpus.txt"), link = temp_path("corpus_link.txt");
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += "a corpus that must survive the run, line after line. ";
+  std::ofstream(corpus) << text;
+  fs::remove(link);
+  fs::create_symlink(corpus, link);
+  const std::string t = "train -m 1f1b -p 2 -n 2 --model gpt --hidden 8 --heads 2 --seq-len 4 --steps 1 --threads "
+                        "--data " + corpus + " ";
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::vector<Case> cases = {
+      {t + "--loss-svg /dev/null --loss-csv " + corpus, "--loss-csv '" + corpus + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg " + link, "--loss-svg '" + link + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg /dev/null --svg " + corpus, "--svg '" + corpus + "' is the --data file"},
+      {t + "--loss-csv /dev/null --loss-svg /dev/null --trace " + corpus,
+       "--trace '" + corpus + "' is the --data file"},
+  };
+  for (const Case& c : cases) {
+    expect_one_error_line(run_cli(c.args), c.fragment, c.args);
+    std::ifstream in(corpus);
+    std::stringstream now;
+    now << in.rdbuf();
+    EXPECT_EQ(now.str(), text) << "the corpus changed: " << c.args;
+  }
+  fs::remove(link);
+  fs::remove(corpus);
+}
+
+// A FIFO never stalls a run past --timeout: as --data, as an output, or in
+// a checkpoint (rank file, manifest) with --resume. Inputs and outputs that
+// are not regular files are refused or skipped with one line.
+TEST(HardeningCli, FifosDoNotHang) {
+  const std::string dir = temp_path("fifo");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fifo = dir + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  const std::string t = "train -m 1f1b -p 2 -n 2 --steps 1 --timeout 5 ";
+  const std::string gpt = t + "--model gpt --hidden 8 --heads 2 --seq-len 4 --loss-csv /dev/null --loss-svg /dev/null ";
+  const std::string mlp = t + "--model mlp --hidden 8 --seq-len 2 ";
+  expect_one_error_line(run_cli(gpt + "--data " + fifo, "", 30), "corpus file '" + fifo + "' is not a regular file",
+                        "--data FIFO");
+  expect_one_error_line(run_cli(mlp + "--loss-svg /dev/null --loss-csv " + fifo, "", 30),
+                        "--loss-csv '" + fifo + "': cannot be written: not a regular file", "--loss-csv FIFO");
+  // A run with checkpoints at steps 1 and 2; then step 2's rank file, and
+  // then its manifest, become FIFOs: --resume skips step 2 and goes on from 1.
+  const std::string ck = dir + "/ck";
+  const std::string quiet = "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + ck;
+  ASSERT_EQ(run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 " + quiet).code, 0);
+  for (const std::string name : {"rank-1.pt", "manifest.json"}) {
+    const std::string path = ck + "/step-000002/" + name;
+    const std::string saved = path + ".saved";
+    fs::rename(path, saved);
+    ASSERT_EQ(mkfifo(path.c_str(), 0644), 0);
+    CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 --timeout 5 --resume " +
+                           quiet,
+                       "", 60);
+    EXPECT_EQ(r.code, 0) << name << "\n" << r.out;
+    EXPECT_TRUE(has(r.out, "skipping checkpoint " + ck + "/step-000002: corrupt (" + name + " is not a regular file)"))
+        << name << "\n" << r.out;
+    EXPECT_TRUE(has(r.out, "resuming from " + ck + "/step-000001")) << name << "\n" << r.out;
+    // The resumed run wrote step 2 again: put the original back for the next case.
+    fs::remove_all(ck + "/step-000002");
+    fs::create_directories(ck + "/step-000002");
+    ASSERT_EQ(run_cli("train -m 1f1b -p 2 -n 2 --steps 2 --model mlp --hidden 8 --seq-len 2 --resume " + quiet)
+                  .code,
+              0);
+  }
+  fs::remove_all(dir);
+}
+
+// A rank file of a checkpoint is read only if its size is the manifest's:
+// one replaced by a link to /dev/zero grew the launcher to 24 GB. Under a
+// memory limit, so that the test cannot take the machine down if it fails.
+TEST(HardeningCli, CheckpointReadsAreBoundedByTheManifest) {
+  const std::string dir = temp_path("zero_ck");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --timeout 10 "
+                          "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  const std::string file = dir + "/step-000002/rank-0.pt";
+  fs::remove(file);
+  fs::create_symlink("/dev/zero", file);
+  const std::string limited = "ulimit -v 6000000; ";
+  CliRun r = test_support::run_command(limited + "timeout -k 5 60 " + DUALPIPE_BINARY + " " + run +
+                                       " --steps 3 --resume");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "skipping checkpoint " + dir + "/step-000002: corrupt (rank-0.pt is not a regular file)"))
+      << r.out;
+  EXPECT_TRUE(has(r.out, "resuming from " + dir + "/step-000001")) << r.out;
+  // A regular file of another size than the manifest says: skipped unread.
+  fs::remove(file);
+  std::ofstream(file) << std::string(1 << 20, 'x');
+  fs::remove_all(dir + "/step-000003");
+  CliRun big = run_cli(run + " --steps 3 --resume");
+  EXPECT_EQ(big.code, 0) << big.out;
+  EXPECT_TRUE(has(big.out, "rank-0.pt has 1048576 bytes, the manifest says")) << big.out;
+  fs::remove_all(dir);
+}
+
+// bench's warm-up step added to --steps 2147483647 overflowed (signal 11).
+TEST(HardeningCli, StepCountsNearTheIntLimitAreRefused) {
+  const std::string b = "bench -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2147483647";
+  expect_one_error_line(run_cli(b), "--steps must be at most 10000000 (got 2147483647)", "bench");
+  expect_one_error_line(run_cli(b + " --threads"), "--steps must be at most 10000000 (got 2147483647)", "bench --threads");
+  expect_one_error_line(run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2147483647 "
+                                "--loss-csv /dev/null --loss-svg /dev/null"),
+                        "--steps must be at most 10000000 (got 2147483647)", "train");
+}
+
+// A run whose loss or gradient norm stops being finite (here --lr 1e308:
+// NaN from step 2) stops with one line and exit code 3, as processes and as
+// threads; its loss CSV and its checkpoints hold finite steps only (the NaN
+// checkpoints used to rotate the good ones out, and the run exited 0).
+TEST(HardeningCli, ADivergedRunStopsWithoutSavingIt) {
+  for (const std::string kind : {"", " --threads"}) {
+    const std::string dir = temp_path("diverged"), csv = temp_path("diverged.csv");
+    fs::remove_all(dir);
+    CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 6 --lr 1e308 --timeout 20 "
+                       "--loss-svg /dev/null --checkpoint-every 1 --keep-checkpoints 10 --checkpoint-dir " + dir +
+                           " --loss-csv " + csv + kind,
+                       "", 120);
+    EXPECT_EQ(r.code, 3) << kind << "\n" << r.out;
+    int error_lines = 0;
+    for (const std::string& line : lines_of(r.out)) error_lines += line.rfind("dualpipe: error: ", 0) == 0;
+    EXPECT_EQ(error_lines, 1) << kind << "\n" << r.out;
+    const auto at = r.out.find("dualpipe: error: the run diverged at step ");
+    ASSERT_NE(at, std::string::npos) << kind << "\n" << r.out;
+    const int step = std::stoi(r.out.substr(at + std::string("dualpipe: error: the run diverged at step ").size()));
+    EXPECT_GE(step, 2) << r.out;
+    // Checkpoints of the steps before it, none of it or after.
+    int newest = 0;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("step-", 0) == 0)
+        newest = std::max(newest, std::stoi(e.path().filename().string().substr(5)));
+    EXPECT_EQ(newest, step - 1) << kind << "\n" << r.out;
+    std::ifstream in(csv);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto rows = lines_of(text.str());
+    EXPECT_EQ(static_cast<int>(rows.size()), step) << text.str();  // the header and steps 1..step-1
+    EXPECT_FALSE(has(text.str(), "nan") || has(text.str(), "inf")) << text.str();
+    fs::remove_all(dir);
+    fs::remove(csv);
+  }
+}
+
+// A resumed run continues the loss CSV of the run it resumes (rows up to its
+// checkpoint kept, later ones made again), and its SVG draws the whole run:
+// --resume cut the CSV to the resumed steps and the SVG started there.
+TEST(HardeningCli, ResumeContinuesTheLossCurve) {
+  const std::string dir = temp_path("resume_curve"), csv = temp_path("resume_curve.csv"),
+                    svg = temp_path("resume_curve.svg");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --checkpoint-every 2 "
+                          "--keep-checkpoints 5 --checkpoint-dir " + dir + " --loss-csv " + csv + " --loss-svg " + svg;
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  ASSERT_EQ(run_cli(run + " --steps 5").code, 0);  // checkpoints after steps 2, 4 and 5; rows 1..5
+  const auto first = lines_of(read(csv));
+  ASSERT_EQ(first.size(), 6u);
+  // As if the run had died before step 4's checkpoint, having written rows 3 and more.
+  fs::remove_all(dir + "/step-000004");
+  fs::remove_all(dir + "/step-000005");
+  CliRun r = run_cli(run + " --steps 6 --resume");
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(has(r.out, "resuming from " + dir + "/step-000002")) << r.out;
+  const auto rows = lines_of(read(csv));
+  ASSERT_EQ(rows.size(), 7u) << read(csv);  // the header and steps 1..6
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(rows[i], first[i]);  // header, steps 1 and 2 kept as they were
+  for (std::size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i].rfind(std::to_string(i) + ",", 0), 0u) << read(csv);
+  // The SVG's curve has a point for every step of the run.
+  const std::string picture = read(svg);
+  const auto at = picture.find("<polyline");
+  ASSERT_NE(at, std::string::npos) << picture;
+  const auto from = picture.find("points=\"", at) + 8;
+  const std::string points = picture.substr(from, picture.find('"', from) - from);
+  EXPECT_EQ(std::count(points.begin(), points.end(), ','), 6) << points;
+  fs::remove_all(dir);
+  fs::remove(csv);
+  fs::remove(svg);
+}
+
+// Under ZeRO-1 the bucket size shards the optimizer state: a resume with
+// another --bucket-mb is refused before any rank starts, naming both values
+// (it failed after the ranks started, in lines that read like corruption).
+TEST(HardeningCli, ResumeWithAnotherZeroBucketIsRefused) {
+  const std::string dir = temp_path("zero_bucket");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --dp 2 --zero 1 --model mlp --hidden 8 --seq-len 2 --threads "
+                          "--loss-csv /dev/null --loss-svg /dev/null --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  expect_one_error_line(run_cli(run + " --steps 3 --resume --bucket-mb 0.001"),
+                        "was made with bucket_mb 25.0; this run has bucket_mb 0.001", "another bucket");
+  EXPECT_EQ(run_cli(run + " --steps 3 --resume").code, 0);
+  fs::remove_all(dir);
+}
+
+// What a checkpoint to come could not replace is found at the start, in one
+// line: a rank file that became a folder (skipped on --resume, then "cannot
+// rename into place" when its step came again), a file named like a step.
+TEST(HardeningCli, CheckpointFolderShapeIsCheckedAtStart) {
+  const std::string dir = temp_path("shape");
+  fs::remove_all(dir);
+  const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --loss-csv /dev/null "
+                          "--loss-svg /dev/null --checkpoint-every 1 --checkpoint-dir " + dir;
+  ASSERT_EQ(run_cli(run + " --steps 2").code, 0);
+  fs::remove(dir + "/step-000002/rank-1.pt");
+  fs::create_directories(dir + "/step-000002/rank-1.pt");
+  CliRun r = run_cli(run + " --steps 4 --resume");
+  expect_one_error_line(r, "checkpoint folder " + dir + ": step-000002/rank-1.pt is a folder where a checkpoint file "
+                        "goes: remove it", "a rank file that is a folder");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/step-000002") << "x";
+  expect_one_error_line(run_cli(run + " --steps 3"),
+                        "checkpoint folder " + dir + ": step-000002 is not a folder, and a checkpoint may be written "
+                        "there: remove it", "a file named like a step");
+  fs::remove_all(dir);
 }
 
 // Item 4: the loss CSV grows step by step, so a run that fails later (here a

@@ -18,12 +18,18 @@
 
 namespace dualpipe {
 
+// Rank processes one launcher starts on one machine (emulated hosts are
+// namespaces of this machine): each holds a model copy, Gloo threads and
+// sockets; beyond this a small machine thrashes or runs out of descriptors.
+constexpr int kMaxLocalRanks = 64;
+
 // Throws dualpipe::Error unless 1 <= hosts <= ranks, e.g.
 // "--emulate-hosts 5 needs at least 5 ranks (the run has 4)".
 void check_host_count(int hosts, int ranks);
 
 // The host of `rank` under the rule above; throws dualpipe::Error for a host count
-// check_host_count refuses, for P or E below 1 or a rank outside 0..P*E-1.
+// check_host_count refuses, for P or E below 1, P x E above kMaxLocalRanks,
+// or a rank outside 0..P*E-1.
 int host_of_rank(int rank, int pipeline_ranks, int expert_ranks, int hosts);
 
 // host_of_rank for every rank 0..P*E-1.

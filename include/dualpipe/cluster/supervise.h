@@ -8,6 +8,10 @@
 
 namespace dualpipe {
 
+// The exit code of a rank that stopped together with all the others, for a
+// reason they all saw at once and that rank 0 has reported.
+constexpr int kAgreedStopExitCode = 3;
+
 // Waits for rank processes, children of this process (pids[r] is rank r).
 // Returns 0 if all succeed, else the first failing rank's exit code (128 +
 // signal if it was killed), after one line on stderr, "PROGRAM: error: rank
@@ -16,6 +20,9 @@ namespace dualpipe {
 // one), then SIGKILL 3 s later, so that this returns even if a rank hangs.
 // Thread-safety: reaps any child of the process (waitpid(-1)); call it from
 // one thread, with no other children that someone else waits for.
+// Exit code kAgreedStopExitCode from every rank is a stop the ranks agreed on
+// and reported themselves (a diverged training run: rank 0's line): it is
+// returned without a line of ours.
 int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program = "dualpipe");
 
 }  // namespace dualpipe

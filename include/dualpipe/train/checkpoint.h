@@ -58,10 +58,14 @@ struct FoundCheckpoint {
 };
 
 // The newest complete checkpoint in `dir`, or none. Incomplete (no manifest)
-// and corrupt ones (unreadable manifest, missing file, size or checksum
-// mismatch) are skipped, each with one line through `warn`. Throws dualpipe::Error
-// if the newest complete one was made by a different run (another method,
-// shape or model), naming the difference.
+// and corrupt ones (unreadable manifest, missing file, a file that is not a
+// regular file, size or checksum mismatch) are skipped, each with one line
+// through `warn`; no file is read that is not a regular file of the size its
+// manifest gives. Throws dualpipe::Error if the newest complete one was made
+// by a different run (another method, shape or model), naming the
+// difference, or if the folder holds what a checkpoint to come could not
+// replace (a step-NNNNNN that is not a folder, a rank file or manifest that
+// is a folder).
 std::optional<FoundCheckpoint> find_checkpoint(const std::string& dir, const Identity& identity,
                                                const std::function<void(const std::string&)>& warn);
 
@@ -83,7 +87,8 @@ class CheckpointLock {
 };
 
 // Throws dualpipe::Error if `dir` holds a complete checkpoint: a run that does not
-// resume would otherwise mix its checkpoints with an earlier run's.
+// resume would otherwise mix its checkpoints with an earlier run's; and, as
+// find_checkpoint, if it holds what a checkpoint to come could not replace.
 void check_no_checkpoint(const std::string& dir);
 
 // Rank side, called by every rank together (they meet in collectives).
