@@ -257,7 +257,7 @@ void run_plan(CLI::App* app) {
   cmd->add_option("--profile", o->profile, "per-layer costs measured by dualpipe profile (JSON), in place of the formulas");
   cmd->add_option("--global-batch", o->global_batch, "sequences per training step")->required();
   CLI::Option* mem = cmd->add_option("--memory-limit", o->memory_limit, "GiB per device (default: the cluster's memory)");
-  cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all)");
+  cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all but combined-1f1b)");
   cmd->add_option("--pp", o->pp, "fix the pipeline degree");
   cmd->add_option("--ep", o->ep, "fix the expert-parallel degree");
   cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)");
