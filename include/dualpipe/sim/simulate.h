@@ -67,7 +67,7 @@ struct PairTime {
   std::vector<Span> waits;  // those waits, relative to the pair's start
 };
 // An F&B pair run as two tasks sharing one compute baton (the runtime's
-// overlapped pair): a task computes until its next all-to-all, starts it and
+// rule before the overlap engine; Costs::PairTurns::FirstReady): a task computes until its next all-to-all, starts it and
 // hands the baton over; it computes again once its all-to-all is done and
 // the baton is free. Whichever task is ready first takes the baton, the
 // other one on a tie; the forward starts. The rank's link carries one
