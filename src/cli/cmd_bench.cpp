@@ -107,6 +107,26 @@ nlohmann::json exposed_medians(const std::vector<ExposedComm>& steps) {
   return j;
 }
 
+// Every rank's exposed_medians, on rank 0 (an array indexed by rank; others
+// get empty objects). Every rank must call it.
+nlohmann::json gather_exposed(const std::vector<ExposedComm>& steps, Comm& comm) {
+  const nlohmann::json mine = exposed_medians(steps);
+  nlohmann::json all_ranks = nlohmann::json::array();
+  for (int r = 0; r < comm.world; ++r) all_ranks.push_back(nlohmann::json::object());
+  for (const auto& [key, value] : mine.items()) {
+    if (value.is_object()) {
+      for (const auto& [point, x] : value.items()) {
+        auto all = gather_value(x.get<double>(), comm);  // rank 0 only
+        for (std::size_t r = 0; r < all.size(); ++r) all_ranks[r][key][point] = all[r];
+      }
+    } else {
+      auto all = gather_value(value.get<double>(), comm);  // rank 0 only
+      for (std::size_t r = 0; r < all.size(); ++r) all_ranks[r][key] = all[r];
+    }
+  }
+  return all_ranks;
+}
+
 nlohmann::json calibration_json(const std::map<PieceKey, double>& cal) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& [key, cost] : cal) {
@@ -190,21 +210,7 @@ void run_bench(CLI::App* app) {
         if (tokens_a2a > 0) rank_opts.engine.link_bytes_per_s = sent / tokens_a2a;
       }
       RankRun run = train_rank(s, rank_opts, mesh);
-      // Exposed time per cause: this rank's medians over the timed steps, gathered.
-      const nlohmann::json mine = exposed_medians(run.exposed);
-      nlohmann::json exposed_all = nlohmann::json::array();
-      for (int r = 0; r < comm->world; ++r) exposed_all.push_back(nlohmann::json::object());
-      for (const auto& [key, value] : mine.items()) {
-        if (value.is_object()) {
-          for (const auto& [point, x] : value.items()) {
-            auto all = gather_value(x.get<double>(), *comm);  // rank 0 only
-            for (std::size_t r = 0; r < all.size(); ++r) exposed_all[r][key][point] = all[r];
-          }
-        } else {
-          auto all = gather_value(value.get<double>(), *comm);  // rank 0 only
-          for (std::size_t r = 0; r < all.size(); ++r) exposed_all[r][key] = all[r];
-        }
-      }
+      const nlohmann::json exposed_all = gather_exposed(run.exposed, *comm);
       const double K = t.engine.device_factor;
       const std::map<PieceKey, double> cal =
           K > 0 ? gather_calibration(run.calibration, s.stages, *comm) : std::map<PieceKey, double>{};

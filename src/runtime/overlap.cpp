@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "schedule/stats.h"
+
 namespace dualpipe {
 
 const char* comm_point_name(CommPoint p) {
@@ -80,11 +82,6 @@ OverlapEngine::~OverlapEngine() {
   cv_.notify_all();
   if (lane_thread_.joinable()) lane_thread_.join();
   worker_thread_.join();
-}
-
-void OverlapEngine::set_link_rate(double bytes_per_s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  opt_.link_bytes_per_s = bytes_per_s;
 }
 
 // ---- the lane
@@ -192,11 +189,6 @@ void OverlapEngine::charge(CommPoint p, double from, double to, double beyond_wi
   }
   exposed_.by_point[static_cast<int>(p)] += s;
   spans_.push_back({from, to, p});
-}
-
-void OverlapEngine::charge_wait(CommPoint p, double seconds) {
-  const double t1 = now();
-  charge(p, t1 - seconds, t1, 0);
 }
 
 // ---- turns
@@ -358,11 +350,7 @@ void OverlapEngine::set_calibrating(bool on) {
 std::map<PieceKey, double> OverlapEngine::calibration() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::map<PieceKey, double> out;
-  for (const auto& [k, v] : samples_) {
-    std::vector<double> s = v;
-    std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(s.size() / 2), s.end());
-    out[k] = s[s.size() / 2];
-  }
+  for (const auto& [k, v] : samples_) out[k] = median(v);
   return out;
 }
 

@@ -128,7 +128,6 @@ class OverlapEngine {
   OverlapEngine& operator=(const OverlapEngine&) = delete;
 
   const EngineOptions& options() const { return opt_; }
-  void set_link_rate(double bytes_per_s);
 
   // ---- F&B pairs
   // Runs `fwd` on the calling thread and `bwd` on the engine's worker in
@@ -160,9 +159,6 @@ class OverlapEngine {
     comm.wait(work, peer, describe);
     charge(p, t0, now(), 0);
   }
-  // Charges time spent waiting for something outside the engine (the
-  // trainer's wait for gradient reductions) as exposed.
-  void charge_wait(CommPoint p, double seconds);
 
   // ---- accounting
   ExposedComm exposed() const;
