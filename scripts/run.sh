@@ -7,7 +7,9 @@
 # `dualpipe ARGS...`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/build.sh" >/dev/null
+# The programs alone (dualpipe and the dualpipe-torch it runs): scripts/test.sh
+# builds the tests, header checks and benchmarks.
+DUALPIPE_TARGETS=dualpipe bash "$root/scripts/build.sh" >/dev/null
 bin="$root/build/dualpipe"
 if (($#)); then exec "$bin" "$@"; fi
 "$bin" compare --ranks 8 --micro-batches 20 --cost F=1,B=2,W=1,FB=2.5

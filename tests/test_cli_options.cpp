@@ -87,7 +87,7 @@ TEST(CliOptions, LossPlotStepTicksAreWholeSteps) {
 namespace dualpipe {
 namespace {
 
-// Item 21: compare's JSON is an object holding its inputs, numbers as
+// compare's JSON is an object holding its inputs, numbers as
 // numbers, without float noise.
 TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
   CliRun r = run("compare -p 8 -n 20 --cost F=1.1,B=2.2,W=1.1 -f json --basis stages");
@@ -111,7 +111,7 @@ TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
   EXPECT_EQ(r.out.find("\"~"), std::string::npos) << r.out;
 }
 
-// Item 18: compare --basis devices runs every method on --ranks devices, as simulate does.
+// compare --basis devices runs every method on --ranks devices, as simulate does.
 TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
   CliRun c = run("compare -p 4 -n 8 -f json");  // devices is the default
   ASSERT_EQ(c.code, 0) << c.out;
@@ -136,7 +136,7 @@ TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
 namespace dualpipe {
 namespace {
 
-// Item 14 end to end: a PyTorch dump with stage-only actions loads, checks,
+// End to end: a PyTorch dump with stage-only actions loads, checks,
 // prints and simulates; a misplaced one is named by rank and position.
 TEST(CliOptions, PyTorchDumpWithStageOnlyActionsLoads) {
   const std::string path = ::testing::TempDir() + "dualpipe_opts_fsdp.csv";

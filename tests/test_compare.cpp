@@ -55,7 +55,7 @@ TEST(Compare, RejectsBadArguments) {
 namespace dualpipe {
 namespace {
 
-// Item 18: on the same devices, DualPipeV runs on P ranks like DualPipe
+// on the same devices, DualPipeV runs on P ranks like DualPipe
 // (2P stages of half the cost); on the same stages, on P/2.
 TEST(Compare, DevicesBasisPutsEveryMethodOnTheSameDevices) {
   const Costs c = parse_costs("F=1,B=2,W=1,FB=2.5");
@@ -84,7 +84,7 @@ TEST(Compare, DevicesBasisPutsEveryMethodOnTheSameDevices) {
   EXPECT_DOUBLE_EQ(*row(stages, "dualpipev").published_activations_value, 9);
 }
 
-// Item 21: published activations as numbers, a range as two, approximate flagged.
+// published activations as numbers, a range as two, approximate flagged.
 TEST(Compare, PublishedActivationsAreNumbers) {
   auto rows = compare(8, 24, Costs{});
   EXPECT_DOUBLE_EQ(*row(rows, "1f1b").published_activations_value, 8);

@@ -311,7 +311,7 @@ TEST(PictureGrid, LongSchedulesAreSqueezed) {
 }  // namespace
 }  // namespace dualpipe
 
-// Issue 14, items 19 and 20: pictures that stay truthful and readable at any shape.
+// pictures that stay truthful and readable at any shape.
 namespace dualpipe {
 namespace {
 

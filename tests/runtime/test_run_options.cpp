@@ -1,5 +1,5 @@
-// Hardening of the runtime commands (issue 14): option ranges, seeding,
-// defaults that follow the shape, wording of counts.
+// The runtime commands' options: ranges, seeding, defaults that follow the
+// shape, wording of counts, checkpoint manifests, settings shared by ranks.
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
@@ -46,9 +46,9 @@ bool has(const std::string& text, const std::string& fragment) { return text.fin
 const std::string kTinyMlp = " --model mlp --hidden 8 --seq-len 2 --micro-batch-size 1 --threads --loss-csv /dev/null "
                              "--loss-svg /dev/null";
 
-// Item 10: CLI11 wraps -1 to 2^64-1 and clamps numbers beyond 2^64-1 for a
+// CLI11 wraps -1 to 2^64-1 and clamps numbers beyond 2^64-1 for a
 // uint64_t option; --seed must be refused instead, as every integer option.
-TEST(Hardening, SeedOutOfRangeIsRefused) {
+TEST(RunOptions, SeedOutOfRangeIsRefused) {
   const std::string v = "verify -m 1f1b -p 2 -n 2 --threads --hidden 8 --seq-len 2 --seed ";
   for (const std::string bad : {"-1", "1e30", "18446744073709551616", "99999999999999999999999", "12abc"}) {
     CliRun r = run_cli(v + bad);
@@ -63,9 +63,9 @@ TEST(Hardening, SeedOutOfRangeIsRefused) {
   }
 }
 
-// Item 12: every rank seeds LibTorch's default generator from the run's seed,
+// every rank seeds LibTorch's default generator from the run's seed,
 // so the random state a checkpoint saves (and any dropout) is reproducible.
-TEST(Hardening, TrainingSeedsTheDefaultGenerator) {
+TEST(RunOptions, TrainingSeedsTheDefaultGenerator) {
   at::set_num_threads(1);
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
   TrainOptions t = test_support::small_train_options(s, "mlp", 1, torch::kFloat32);
@@ -77,9 +77,9 @@ TEST(Hardening, TrainingSeedsTheDefaultGenerator) {
   }
 }
 
-// Item 13: `train --from FILE.csv` takes the schedule from the file although
+// `train --from FILE.csv` takes the schedule from the file although
 // train has defaults for --method, --ranks and --micro-batches.
-TEST(Hardening, TrainFromCsv) {
+TEST(RunOptions, TrainFromCsv) {
   const std::string csv = temp_file("sched.csv");
   std::ofstream(csv) << "0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n";
   CliRun r = run_cli("train --from " + csv + " --steps 1" + kTinyMlp);
@@ -90,9 +90,9 @@ TEST(Hardening, TrainFromCsv) {
   EXPECT_TRUE(has(both.out, "--from reads the whole schedule")) << both.out;
 }
 
-// Item 17: without -n, N follows P (8, or 2P when that is more), so that
+// without -n, N follows P (8, or 2P when that is more), so that
 // `train -p 8` does not run DualPipe below the 2P micro-batches it needs.
-TEST(Hardening, TrainDefaultMicroBatchesFollowRanks) {
+TEST(RunOptions, TrainDefaultMicroBatchesFollowRanks) {
   CliRun r = run_cli("train -p 8 --steps 1" + kTinyMlp);
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(has(r.out, "train dualpipe: 8 ranks, 8 stages, 16 micro-batches")) << r.out;
@@ -102,8 +102,8 @@ TEST(Hardening, TrainDefaultMicroBatchesFollowRanks) {
   EXPECT_TRUE(has(given.out, "8 ranks, 8 stages, 10 micro-batches")) << given.out;
 }
 
-// Item 22: counts of one are singular in train's output.
-TEST(Hardening, TrainSaysOneStepInTheSingular) {
+// counts of one are singular in train's output.
+TEST(RunOptions, TrainSaysOneStepInTheSingular) {
   CliRun r = run_cli("train -m 1f1b -p 1 -n 1 --steps 1 --model mlp --hidden 8 --seq-len 2 --micro-batch-size 1 "
                      "--loss-csv /dev/null --loss-svg /dev/null");
   EXPECT_EQ(r.code, 0) << r.out;
@@ -114,9 +114,9 @@ TEST(Hardening, TrainSaysOneStepInTheSingular) {
   EXPECT_FALSE(has(r.out, " 1 steps") || has(r.out, " 1 activations") || has(r.out, " 1 ranks")) << r.out;
 }
 
-// Item 24: the learning rate rises linearly over the warm-up, and train warms
+// the learning rate rises linearly over the warm-up, and train warms
 // up by default over a tenth of the run (at most 50 steps).
-TEST(Hardening, LearningRateWarmUpValues) {
+TEST(RunOptions, LearningRateWarmUpValues) {
   EXPECT_DOUBLE_EQ(warmup_lr(1.0, 0, 4), 0.25);
   EXPECT_DOUBLE_EQ(warmup_lr(1.0, 1, 4), 0.5);
   EXPECT_DOUBLE_EQ(warmup_lr(1.0, 3, 4), 1.0);
@@ -130,7 +130,7 @@ TEST(Hardening, LearningRateWarmUpValues) {
 // AdamW's update is proportional to the rate (weight decay included), so the
 // first step of a 4-step warm-up must equal a step at a quarter of the rate,
 // and differ from one at the full rate.
-TEST(Hardening, WarmUpStepIsTheStepAtTheLowerRate) {
+TEST(RunOptions, WarmUpStepIsTheStepAtTheLowerRate) {
   at::set_num_threads(1);
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
   TrainOptions warm = test_support::small_train_options(s, "mlp", 1, torch::kFloat64);
@@ -150,7 +150,7 @@ TEST(Hardening, WarmUpStepIsTheStepAtTheLowerRate) {
 // Short runs on the default settings: without a warm-up the default GPT's
 // loss jumped by 0.165 from step 5 to step 6 (3.093 -> 3.258) of a 30-step
 // run; with the default warm-up no step of the first 12 rises by 0.1.
-TEST(Hardening, DefaultTrainingHasNoEarlySpike) {
+TEST(RunOptions, DefaultTrainingHasNoEarlySpike) {
   const std::string csv = temp_file("loss.csv");
   CliRun r = run_cli("train --steps 30 --threads --loss-svg /dev/null --loss-csv " + csv);
   ASSERT_EQ(r.code, 0) << r.out;
@@ -171,10 +171,10 @@ std::string fresh_dir(const std::string& name) {
   return p.string();
 }
 
-// Item 5: a manifest whose fields have the wrong JSON type is skipped with a
+// a manifest whose fields have the wrong JSON type is skipped with a
 // warning naming it, like any other corrupt checkpoint, never a raw
 // json exception; and the older intact checkpoint is found.
-TEST(Hardening, ManifestFieldsOfTheWrongTypeAreSkipped) {
+TEST(RunOptions, ManifestFieldsOfTheWrongTypeAreSkipped) {
   at::set_num_threads(1);
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
   TrainOptions t = test_support::small_train_options(s, "mlp", 2, torch::kFloat32);
@@ -220,8 +220,8 @@ TEST(Hardening, ManifestFieldsOfTheWrongTypeAreSkipped) {
   }
 }
 
-// Item 6: the corpus is identified by its text, not by the path as typed.
-TEST(Hardening, CheckpointIdentifiesTheCorpusByContent) {
+// the corpus is identified by its text, not by the path as typed.
+TEST(RunOptions, CheckpointIdentifiesTheCorpusByContent) {
   const std::string dir = fresh_dir("corpus");
   std::string text;
   for (int i = 0; i < 200; ++i) text += "the quick brown fox jumps over the lazy dog. ";
@@ -242,8 +242,8 @@ TEST(Hardening, CheckpointIdentifiesTheCorpusByContent) {
   EXPECT_NE(id(dir + "/a.txt"), before);
 }
 
-// Item 9: a second run on a checkpoint folder in use is refused with one line.
-TEST(Hardening, TwoRunsCannotShareACheckpointFolder) {
+// a second run on a checkpoint folder in use is refused with one line.
+TEST(RunOptions, TwoRunsCannotShareACheckpointFolder) {
   const std::string dir = fresh_dir("lock");
   {
     CheckpointLock held(dir);
@@ -258,7 +258,7 @@ TEST(Hardening, TwoRunsCannotShareACheckpointFolder) {
   EXPECT_EQ(r.code, 0) << r.out;
 }
 
-// Item 1: ranks started with different settings (torchrun-style, each with
+// ranks started with different settings (torchrun-style, each with
 // its own command line) are refused at start, with one line naming the first
 // differing setting and both values, not a Gloo abort (exit 134).
 void expect_ranks_refused(const std::string& common, const std::string& rank0, const std::string& rank1,
@@ -275,7 +275,7 @@ void expect_ranks_refused(const std::string& common, const std::string& rank0, c
   }
 }
 
-TEST(Hardening, RanksWithDifferentSettingsAreRefused) {
+TEST(RunOptions, RanksWithDifferentSettingsAreRefused) {
   const std::string common = "train -m 1f1b -p 2 -n 2 --steps 1 --model mlp --seq-len 2 "
                              "--loss-csv /dev/null --loss-svg /dev/null ";
   expect_ranks_refused(common, "--hidden 8 --dtype float32", "--hidden 8 --dtype float64",
@@ -289,7 +289,7 @@ TEST(Hardening, RanksWithDifferentSettingsAreRefused) {
 // Every moe setting that changes the computation is part of what the ranks
 // share: ranks started with a different one are refused at start, naming it
 // (they trained silently, or aborted in Gloo for --experts).
-TEST(Hardening, RanksWithDifferentMoeSettingsAreRefused) {
+TEST(RunOptions, RanksWithDifferentMoeSettingsAreRefused) {
   const std::string corpus = temp_file("moe_corpus.txt"), other = temp_file("moe_other.txt");
   {
     std::string text;
@@ -320,7 +320,7 @@ TEST(Hardening, RanksWithDifferentMoeSettingsAreRefused) {
 // A moe checkpoint is found only by a run of the same settings: resuming
 // with another --data, --heads, --top-k, ... is refused before any rank
 // starts, naming the difference (it continued silently, or failed later).
-TEST(Hardening, MoeResumeWithOtherSettingsIsRefused) {
+TEST(RunOptions, MoeResumeWithOtherSettingsIsRefused) {
   at::set_num_threads(1);
   const std::string dir = fresh_dir("moe_resume");
   const std::string corpus = dir + "/corpus.txt", other = dir + "/other.txt";
@@ -368,7 +368,7 @@ TEST(Hardening, MoeResumeWithOtherSettingsIsRefused) {
 // Every field of the model's configuration is either part of the run's
 // identity or named as deliberately left out: a field added later cannot be
 // forgotten (each model setting of the CLI changes the identity here).
-TEST(Hardening, EveryModelSettingIsPartOfTheIdentity) {
+TEST(RunOptions, EveryModelSettingIsPartOfTheIdentity) {
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
   for (const std::string model : {"mlp", "gpt", "moe"}) {
     ModelConfig base = test_support::small_train_options(s, model, 1, torch::kFloat32).model;
@@ -393,9 +393,9 @@ TEST(Hardening, EveryModelSettingIsPartOfTheIdentity) {
   }
 }
 
-// Item 16: with more ranks than cores the overhead yardstick is flagged as
+// with more ranks than cores the overhead yardstick is flagged as
 // unreliable instead of printed (it came out as -19298 us per action).
-TEST(Hardening, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
+TEST(RunOptions, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
   const unsigned cores = std::thread::hardware_concurrency();
   ASSERT_GT(cores, 0u);
   const std::string p = std::to_string(cores + 1);

@@ -1,5 +1,5 @@
-// Hardening of the runtime commands, as a user runs them (issue 14, items 2,
-// 4, 8, 11, 15, 21): the rendezvous bounded by --timeout, output paths
+// The runtime commands' rank processes, as a user runs them: the rendezvous
+// bounded by --timeout, output paths
 // checked before any rank starts, errors in one line, runs too large for the
 // machine refused, compute threads per rank, JSON summaries.
 #include <gtest/gtest.h>
@@ -112,9 +112,9 @@ struct SilentListener {
 
 const std::string kVerify = "verify -m 1f1b -p 2 -n 2 --hidden 8 --seq-len 2 ";
 
-// Item 2: a non-zero rank whose MASTER_PORT is held by a program that is not
+// a non-zero rank whose MASTER_PORT is held by a program that is not
 // the rendezvous store waited forever (the store client has no read timeout).
-TEST(HardeningCli, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
+TEST(RankProcesses, RendezvousWithAForeignProgramOnThePortEndsWithinTheTimeout) {
   SilentListener other;
   ASSERT_GT(other.port, 0);
   const int timeout_s = 2;
@@ -189,7 +189,7 @@ class ChattyListener {
 // A rank whose MASTER_PORT is held by a program that sends bytes no
 // rendezvous store sends ended in std::length_error or unordered_map::at and
 // SIGABRT; it is one line and exit code 2, within the timeout.
-TEST(HardeningCli, ForeignBytesOnTheRendezvousPortAreOneLine) {
+TEST(RankProcesses, ForeignBytesOnTheRendezvousPortAreOneLine) {
   const std::vector<std::pair<std::string, std::string>> talkers = {{"0xff without end", ""},
                                                                     {"64 zero bytes", std::string(64, '\0')}};
   for (const auto& [what, bytes] : talkers) {
@@ -208,8 +208,8 @@ TEST(HardeningCli, ForeignBytesOnTheRendezvousPortAreOneLine) {
   }
 }
 
-// Item 2: rank 0 alone (its peers never come) took 8.8 s at --timeout 3.
-TEST(HardeningCli, RankZeroWithoutPeersEndsWithinTheTimeout) {
+// rank 0 alone (its peers never come) took 8.8 s at --timeout 3.
+TEST(RankProcesses, RankZeroWithoutPeersEndsWithinTheTimeout) {
   const int timeout_s = 6;
   TimedRun t = run_timed(kVerify + fmt::format("--timeout {}", timeout_s),
                          fmt::format("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port()), 60);
@@ -218,18 +218,18 @@ TEST(HardeningCli, RankZeroWithoutPeersEndsWithinTheTimeout) {
   std::cout << "[ measured ] rank 0 without peers, --timeout " << timeout_s << ": exit after " << t.seconds << " s\n";
 }
 
-// Item 8: a name that does not resolve is final at once, in one line (c10d
+// a name that does not resolve is final at once, in one line (c10d
 // retried the lookup every second until --timeout, with a glog warning each).
-TEST(HardeningCli, UnresolvableMasterAddrIsOneLineAtOnce) {
+TEST(RankProcesses, UnresolvableMasterAddrIsOneLineAtOnce) {
   TimedRun t = run_timed(kVerify + "--timeout 30",
                          "RANK=1 WORLD_SIZE=2 MASTER_ADDR=no-such-host.invalid MASTER_PORT=29500", 60);
   expect_one_error_line(t.run, "MASTER_ADDR 'no-such-host.invalid' has no address", "unresolvable MASTER_ADDR");
   EXPECT_LT(t.seconds, 15.0) << t.run.out;
 }
 
-// Item 8: no library log lines (glog's "W1126 01:34:08.49 ... socket.cpp")
+// no library log lines (glog's "W1126 01:34:08.49 ... socket.cpp")
 // around a rendezvous that times out, and one launcher line for a failed rank.
-TEST(HardeningCli, NoLibraryLogLinesAndOneLauncherLine) {
+TEST(RankProcesses, NoLibraryLogLinesAndOneLauncherLine) {
   TimedRun alone = run_timed(kVerify + "--timeout 2",
                              fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port()),
                              30);
@@ -251,10 +251,10 @@ TEST(HardeningCli, NoLibraryLogLinesAndOneLauncherLine) {
   EXPECT_EQ(launcher_lines, 1) << killed.out;
 }
 
-// Item 4: every output is checked before any rank starts: an empty name, a
+// every output is checked before any rank starts: an empty name, a
 // place where no file can be made (/proc refuses new files, even to root),
 // a file where a folder is wanted.
-TEST(HardeningCli, OutputPathsAreCheckedBeforeTheRanksStart) {
+TEST(RankProcesses, OutputPathsAreCheckedBeforeTheRanksStart) {
   const std::string file = temp_path("a_file");
   std::ofstream(file) << "x";
   const std::string t = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 --threads ";
@@ -286,7 +286,7 @@ TEST(HardeningCli, OutputPathsAreCheckedBeforeTheRanksStart) {
 // probed them again and ranks raced on the probe ("File exists", 1 run in
 // 10). A rank other than 0 does not refuse an output it never writes; it
 // goes on to meet the others (here: nobody comes).
-TEST(HardeningCli, OnlyTheWritingProcessChecksTheOutputs) {
+TEST(RankProcesses, OnlyTheWritingProcessChecksTheOutputs) {
   const std::string env = fmt::format("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port());
   const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 1 --timeout 1 "
                            "--loss-svg /dev/null --loss-csv /proc/dp_loss.csv";
@@ -315,7 +315,7 @@ TEST(HardeningCli, OnlyTheWritingProcessChecksTheOutputs) {
 
 // An output that is one of the run's inputs is refused before anything is
 // written: --loss-csv naming the --data file cut the corpus to a CSV header.
-TEST(HardeningCli, AnOutputThatIsAnInputIsRefused) {
+TEST(RankProcesses, AnOutputThatIsAnInputIsRefused) {
   const std::string corpus = temp_path("corpus.txt"), link = temp_path("corpus_link.txt");
   std::string text;
   for (int i = 0; i < 50; ++i) text += "a corpus that must survive the run, line after line. ";
@@ -348,7 +348,7 @@ TEST(HardeningCli, AnOutputThatIsAnInputIsRefused) {
 // A FIFO never stalls a run past --timeout: as --data, as an output, or in
 // a checkpoint (rank file, manifest) with --resume. Inputs and outputs that
 // are not regular files are refused or skipped with one line.
-TEST(HardeningCli, FifosDoNotHang) {
+TEST(RankProcesses, FifosDoNotHang) {
   const std::string dir = temp_path("fifo");
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -391,7 +391,7 @@ TEST(HardeningCli, FifosDoNotHang) {
 // A rank file of a checkpoint is read only if its size is the manifest's:
 // one replaced by a link to /dev/zero grew the launcher to 24 GB. Under a
 // memory limit, so that the test cannot take the machine down if it fails.
-TEST(HardeningCli, CheckpointReadsAreBoundedByTheManifest) {
+TEST(RankProcesses, CheckpointReadsAreBoundedByTheManifest) {
   const std::string dir = temp_path("zero_ck");
   fs::remove_all(dir);
   const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --timeout 10 "
@@ -418,7 +418,7 @@ TEST(HardeningCli, CheckpointReadsAreBoundedByTheManifest) {
 }
 
 // bench's warm-up step added to --steps 2147483647 overflowed (signal 11).
-TEST(HardeningCli, StepCountsNearTheIntLimitAreRefused) {
+TEST(RankProcesses, StepCountsNearTheIntLimitAreRefused) {
   const std::string b = "bench -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2147483647";
   expect_one_error_line(run_cli(b), "--steps must be at most 10000000 (got 2147483647)", "bench");
   expect_one_error_line(run_cli(b + " --threads"), "--steps must be at most 10000000 (got 2147483647)", "bench --threads");
@@ -431,7 +431,7 @@ TEST(HardeningCli, StepCountsNearTheIntLimitAreRefused) {
 // NaN from step 2) stops with one line and exit code 3, as processes and as
 // threads; its loss CSV and its checkpoints hold finite steps only (the NaN
 // checkpoints used to rotate the good ones out, and the run exited 0).
-TEST(HardeningCli, ADivergedRunStopsWithoutSavingIt) {
+TEST(RankProcesses, ADivergedRunStopsWithoutSavingIt) {
   for (const std::string kind : {"", " --threads"}) {
     const std::string dir = temp_path("diverged"), csv = temp_path("diverged.csv");
     fs::remove_all(dir);
@@ -467,7 +467,7 @@ TEST(HardeningCli, ADivergedRunStopsWithoutSavingIt) {
 // A resumed run continues the loss CSV of the run it resumes (rows up to its
 // checkpoint kept, later ones made again), and its SVG draws the whole run:
 // --resume cut the CSV to the resumed steps and the SVG started there.
-TEST(HardeningCli, ResumeContinuesTheLossCurve) {
+TEST(RankProcesses, ResumeContinuesTheLossCurve) {
   const std::string dir = temp_path("resume_curve"), csv = temp_path("resume_curve.csv"),
                     svg = temp_path("resume_curve.svg");
   fs::remove_all(dir);
@@ -507,7 +507,7 @@ TEST(HardeningCli, ResumeContinuesTheLossCurve) {
 // Under ZeRO-1 the bucket size shards the optimizer state: a resume with
 // another --bucket-mb is refused before any rank starts, naming both values
 // (it failed after the ranks started, in lines that read like corruption).
-TEST(HardeningCli, ResumeWithAnotherZeroBucketIsRefused) {
+TEST(RankProcesses, ResumeWithAnotherZeroBucketIsRefused) {
   const std::string dir = temp_path("zero_bucket");
   fs::remove_all(dir);
   const std::string run = "train -m 1f1b -p 2 -n 2 --dp 2 --zero 1 --model mlp --hidden 8 --seq-len 2 --threads "
@@ -522,7 +522,7 @@ TEST(HardeningCli, ResumeWithAnotherZeroBucketIsRefused) {
 // What a checkpoint to come could not replace is found at the start, in one
 // line: a rank file that became a folder (skipped on --resume, then "cannot
 // rename into place" when its step came again), a file named like a step.
-TEST(HardeningCli, CheckpointFolderShapeIsCheckedAtStart) {
+TEST(RankProcesses, CheckpointFolderShapeIsCheckedAtStart) {
   const std::string dir = temp_path("shape");
   fs::remove_all(dir);
   const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --loss-csv /dev/null "
@@ -542,9 +542,9 @@ TEST(HardeningCli, CheckpointFolderShapeIsCheckedAtStart) {
   fs::remove_all(dir);
 }
 
-// Item 4: the loss CSV grows step by step, so a run that fails later (here a
+// the loss CSV grows step by step, so a run that fails later (here a
 // rank killed in step 3; as well a final write that fails) keeps its rows.
-TEST(HardeningCli, LossCsvSurvivesAFailureLater) {
+TEST(RankProcesses, LossCsvSurvivesAFailureLater) {
   const std::string csv = temp_path("loss.csv");
   fs::remove(csv);
   CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 5 --timeout 10 "
@@ -563,12 +563,12 @@ TEST(HardeningCli, LossCsvSurvivesAFailureLater) {
   fs::remove(csv);
 }
 
-// Item 11: a run larger than the memory available is refused before it
+// a run larger than the memory available is refused before it
 // starts, with the estimate and the memory. The machine's memory is stood in
 // for (DUALPIPE_TEST_MEMORY_AVAILABLE) so that the test never allocates much.
 // The parameters of the mlp are 2 matrices h x ffn per stage: 2 stages x
 // 2 x 64 x 256 float64 = 512 KiB; gradients as much, AdamW twice that.
-TEST(HardeningCli, RunTooLargeForTheMachineIsRefused) {
+TEST(RankProcesses, RunTooLargeForTheMachineIsRefused) {
   const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 64 --ffn 256 --seq-len 2 --dtype float64 "
                            "--steps 1 --loss-csv /dev/null --loss-svg /dev/null";
   for (const std::string kind : {"", " --threads"}) {
@@ -597,7 +597,7 @@ nlohmann::json parse_json(const CliRun& r) {
 // Items 15 and 21: ranks started torchrun-style, without OMP_NUM_THREADS,
 // compute on one thread each (LibTorch's pool and OpenBLAS's), as ranks our
 // launcher spawns do; verify --format json reports it.
-TEST(HardeningCli, TorchrunStyleRanksUseOneComputeThread) {
+TEST(RankProcesses, TorchrunStyleRanksUseOneComputeThread) {
   const std::string port = std::to_string(free_port());
   const std::string env = "env -u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 "
                           "MASTER_PORT=" + port + " RANK=";
@@ -615,8 +615,8 @@ TEST(HardeningCli, TorchrunStyleRanksUseOneComputeThread) {
   }
 }
 
-// Item 15: --intra-op-threads sets it for every kind of rank.
-TEST(HardeningCli, IntraOpThreadsOptionReachesEveryKindOfRank) {
+// --intra-op-threads sets it for every kind of rank.
+TEST(RankProcesses, IntraOpThreadsOptionReachesEveryKindOfRank) {
   for (const std::string kind : {" --threads", ""}) {
     CliRun r = run_cli(kVerify + "--format json --intra-op-threads 2" + kind);
     ASSERT_EQ(r.code, 0) << kind << "\n" << r.out;
@@ -632,8 +632,8 @@ TEST(HardeningCli, IntraOpThreadsOptionReachesEveryKindOfRank) {
                         "zero threads");
 }
 
-// Item 21: verify --format json is one object: the inputs, numbers as numbers.
-TEST(HardeningCli, VerifyJsonSummary) {
+// verify --format json is one object: the inputs, numbers as numbers.
+TEST(RankProcesses, VerifyJsonSummary) {
   CliRun r = run_cli("verify -m dualpipe -p 2 -n 4 --hidden 8 --seq-len 2 --threads --format json");
   ASSERT_EQ(r.code, 0) << r.out;
   nlohmann::json j = parse_json(r);
@@ -653,9 +653,9 @@ TEST(HardeningCli, VerifyJsonSummary) {
   EXPECT_TRUE(j["per_param"].is_object() && !j["per_param"].empty()) << r.out;
 }
 
-// Item 21: train --format json: stdout is the one object (no progress lines),
+// train --format json: stdout is the one object (no progress lines),
 // the inputs as given (lr 0.003, not 0.0030000000000000001).
-TEST(HardeningCli, TrainJsonSummary) {
+TEST(RankProcesses, TrainJsonSummary) {
   const std::string csv = temp_path("json_loss.csv");
   CliRun r = run_cli("train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 3 --threads --format json "
                      "--loss-svg /dev/null --loss-csv " + csv);
