@@ -71,6 +71,8 @@ grep -q "^dualpipe " <<<"$out" || fail "simulate_schedule printed no dualpipe ro
 if [ "$torch" = ON ]; then
   "$tmp/examples/train_two_stages" 1f1b || fail "train_two_stages 1f1b"
   "$tmp/examples/train_two_stages" zb1p || fail "train_two_stages zb1p"
+  "$tmp/examples/launch_ranks" processes dualpipe || fail "launch_ranks processes dualpipe"
+  "$tmp/examples/launch_ranks" threads zb1p || fail "launch_ranks threads zb1p"
 fi
 # The schedule and sim libraries alone must not look for Torch.
 cmake -S "$root/examples" -B "$tmp/examples-notorch" -DCMAKE_PREFIX_PATH="$prefix" -DEXAMPLES_WITH_TORCH=OFF \

@@ -278,5 +278,16 @@ TEST(Cli, HelpAndVersionExitZero) {
   EXPECT_EQ(run("--version").code, 0);
 }
 
+// `dualpipe` alone is a newcomer's first try: it prints the help (every
+// command) and succeeds, rather than an error.
+TEST(Cli, BareProgramPrintsTheHelp) {
+  const CliRun r = run("");
+  EXPECT_EQ(r.code, 0) << r.out;
+  for (const char* command : {"schedule", "simulate", "compare", "plan", "search", "version"})
+    EXPECT_NE(r.out.find(command), std::string::npos) << command << "\n" << r.out;
+  EXPECT_EQ(r.out.find("error"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace dualpipe
+

@@ -23,24 +23,31 @@ void setup_app(CLI::App& app) {
   app.set_version_flag("--version", "dualpipe " DUALPIPE_VERSION);
 }
 
-void add_schedule_commands(CLI::App* app) {
-  run_schedule(app);
-  run_simulate(app);
-  run_compare(app);
-  run_plan(app);
-  run_search(app);
+void add_schedule_commands(CLI::App* app, CommandRun& run) {
+  add_schedule_command(app, run);
+  add_simulate_command(app, run);
+  add_compare_command(app, run);
+  add_plan_command(app, run);
+  add_search_command(app, run);
 }
 
-void add_version_command(CLI::App* app) {
+void add_version_command(CLI::App* app, CommandRun& run) {
   auto* cmd = app->add_subcommand("version", "print the version of dualpipe");
-  cmd->callback([] { fmt::print("dualpipe {}\n", DUALPIPE_VERSION); });
+  cmd->callback([&run] {
+    run = [] {
+      fmt::print("dualpipe {}\n", DUALPIPE_VERSION);
+      return 0;
+    };
+  });
 }
 
-int run_app(CLI::App& app, int argc, char** argv) {
-  // No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf"
-  // and "1e999" into a double, and NaN passes every "x < 0" range check. So
-  // every option whose default is a number gets this validator, which also
-  // covers options added later.
+namespace {
+
+// No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf" and
+// "1e999" into a double, and NaN passes every "x < 0" range check. So every
+// option whose default is a number gets this validator, which also covers
+// options added later.
+void refuse_non_finite_numbers(CLI::App& app) {
   const CLI::Validator finite(
       [](std::string& text) -> std::string {
         char* end = nullptr;
@@ -57,7 +64,10 @@ int run_app(CLI::App& app, int argc, char** argv) {
       if (!def.empty() && *end == '\0' && std::isfinite(v)) opt->check(finite);
     }
   }
-  program_args = {argc, argv};
+}
+
+// False after one line naming the commands when argv[1] is none of them.
+bool known_command(CLI::App& app, int argc, char** argv) {
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;
@@ -67,11 +77,25 @@ int run_app(CLI::App& app, int argc, char** argv) {
     }
     if (!known) {
       fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", argv[1], names);
-      return 2;
+      return false;
     }
   }
+  return true;
+}
+
+}  // namespace
+
+int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
+  refuse_non_finite_numbers(app);
+  program_args = {argc, argv};
+  if (argc <= 1) {
+    fmt::print("{}", app.help());
+    return 0;
+  }
+  if (!known_command(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
+    return run ? run() : 0;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -84,7 +108,7 @@ int run_app(CLI::App& app, int argc, char** argv) {
     fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
     return 2;
   } catch (const dualpipe::Error& e) {
-    // Subcommands run inside parse() through their callbacks.
+    // From parsing or from the command.
     fmt::print(stderr, "dualpipe: error: {}\n", e.what());
     return 2;
   } catch (const std::bad_alloc&) {
@@ -98,7 +122,6 @@ int run_app(CLI::App& app, int argc, char** argv) {
     fmt::print(stderr, "dualpipe: error: {}\n", what.substr(0, what.find('\n')));
     return 2;
   }
-  return 0;
 }
 
 }  // namespace dualpipe::cli

@@ -12,16 +12,178 @@
 
 namespace dualpipe::cli {
 
-void run_compare(CLI::App* app) {
-  struct Opts {
-    int ranks = 0, micro_batches = 0, chunks = 2;
-    CostOptions cost;
-    DataParallelOptions dpo;
-    std::string format = "text";
-    std::string output = "-";
-    // Devices by default, so that --ranks means what it means in simulate.
-    std::string basis = "devices";
-  };
+namespace {
+
+struct Opts {
+  int ranks = 0, micro_batches = 0, chunks = 2;
+  CostOptions cost;
+  DataParallelOptions dpo;
+  std::string format = "text";
+  std::string output = "-";
+  // Devices by default, so that --ranks means what it means in simulate.
+  std::string basis = "devices";
+};
+
+// Sums of decimal costs carry float noise (21.200000000000003): 12
+// significant digits are more than any cost has.
+double clean(double v) { return std::stod(fmt::format("{:.12g}", v)); }
+std::vector<double> clean_all(const std::vector<double>& v) {
+  std::vector<double> out;
+  for (double x : v) out.push_back(clean(x));
+  return out;
+}
+
+// What the rows show besides the schedule's own figures.
+struct Extras {
+  bool a2a = false, dpr = false, mem = false;
+  double limit = 0;  // GiB per device; 0: none given
+};
+
+nlohmann::json row_json(const CompareRow& r, const Extras& x) {
+  nlohmann::json row = {{"method", r.method}, {"devices", r.devices}};
+  if (!r.error.empty()) {
+    row["error"] = r.error;
+  } else {
+    // Published activations: a number, {"min", "max"} for a range,
+    // null where the literature gives none; "approximate" flags "~".
+    nlohmann::json act = nullptr;
+    if (r.published_activations_max)
+      act = {{"min", clean(*r.published_activations_value)}, {"max", clean(*r.published_activations_max)}};
+    else if (r.published_activations_value)
+      act = clean(*r.published_activations_value);
+    row.update({{"stages", r.stages},
+                {"makespan", clean(r.makespan)},
+                {"bubble", clean(r.bubble)},
+                {"bubble_ratio", clean(r.bubble_ratio)},
+                {"published_bubble", r.published_bubble ? nlohmann::json(clean(*r.published_bubble)) : nullptr},
+                {"params_per_device", clean(r.params_per_device)},
+                {"peak_activations", clean(r.peak_activations)},
+                {"published_activations", act},
+                {"published_activations_approximate", r.published_activations_approx}});
+    if (x.a2a) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
+    if (x.dpr)
+      row.update({{"step_with_grad_reduce", clean(r.step_with_grad_reduce)},
+                  {"exposed_grad_reduce", clean(r.exposed_grad_reduce)}});
+    if (x.mem) row.update({{"peak_memory_rank", r.peak_memory_rank},
+                         {"peak_memory", memory_json(r.peak_memory, x.limit)}});
+  }
+  return row;
+}
+
+// An object: the inputs, then one row per method.
+nlohmann::json compare_json(const Opts& o, const Costs& c, const DataParallel& dpo, const std::vector<CompareRow>& rows,
+                            const Extras& x) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const CompareRow& r : rows) j.push_back(row_json(r, x));
+  nlohmann::json doc = {{"ranks", o.ranks},
+                        {"micro_batches", o.micro_batches},
+                        {"chunks", o.chunks},
+                        {"basis", o.basis},
+                        {"costs",
+                         {{"F", clean_all(c.F)},
+                          {"B", clean_all(c.B)},
+                          {"W", clean_all(c.W)},
+                          {"FB", c.FB ? nlohmann::json(clean(*c.FB)) : nullptr},
+                          {"transfer", clean(c.transfer())}}},
+                        {"rows", std::move(j)}};
+  if (x.dpr || x.mem) {
+    doc["data_parallel"] = {{"dp", dpo.replicas},         {"zero", dpo.zero1 ? 1 : 0},
+                            {"grad_bytes", dpo.grad_bytes}, {"param_bytes", dpo.param_bytes},
+                            {"act_mem_bytes", dpo.act_mem_bytes}, {"dp_rate", dpo.rate},
+                            {"grad_buckets", dpo.buckets}, {"overlap_grad_reduce", dpo.overlap}};
+    if (x.limit > 0) doc["memory_limit_bytes"] = x.limit * 1024.0 * 1024.0 * 1024.0;
+  }
+  return doc;
+}
+
+// One method's line of the text table.
+std::string row_text(const CompareRow& r, const Extras& x) {
+  std::string text;
+  if (!r.error.empty()) {
+    text += fmt::format("{:<17} {:>7}  n/a: {}\n", r.method, r.devices, r.error);
+    return text;
+  }
+  text += fmt::format("{:<17} {:>7} {:>6} {:>9g} {:>9g} {:>10} {:>6.2f}% {:>9g}x {:>11g} {:>10}\n", r.method,
+                      r.devices, r.stages, r.makespan, r.bubble,
+                      r.published_bubble ? fmt::format("{:g}", *r.published_bubble) : std::string("-"),
+                      100.0 * r.bubble_ratio, r.params_per_device, r.peak_activations,
+                      r.published_activations);
+  if (x.a2a)
+    text.insert(text.size() - 1, fmt::format(" {:>11g} {:>6.2f}%", r.exposed_a2a, 100.0 * r.a2a_hidden));
+  if (x.dpr)
+    text.insert(text.size() - 1, fmt::format(" {:>10g} {:>10g}", r.step_with_grad_reduce, r.exposed_grad_reduce));
+  if (x.mem) {
+    const RankMemory& m = r.peak_memory;
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    text.insert(text.size() - 1,
+                fmt::format(" {:>8.2f} {:>28}{}", m.total() / gib,
+                            fmt::format("({:.2f}+{:.2f}+{:.2f}+{:.2f})", m.params / gib, m.grads / gib,
+                                        m.optimizer / gib, m.activations / gib),
+                            x.limit > 0 ? (m.total() <= x.limit * gib ? "   yes" : "    NO") : ""));
+  }
+  return text;
+}
+
+// The legend under the text table.
+std::string legend(const Opts& o, CompareBasis basis, const DataParallel& dpo, const Extras& x) {
+  std::string text;
+  text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
+          "one PP-stage activation\n";
+  if (basis == CompareBasis::Stages && o.ranks >= 2) {
+    std::vector<std::string> v_shaped;
+    for (const Method& m : methods())
+      if (m.v_shaped()) v_shaped.emplace_back(m.name);
+    text += fmt::format("{} hold two stages a device, so here they run on {} devices; "
+                        "--basis devices puts every method on {}\n",
+                        listing(v_shaped), o.ranks / 2, o.ranks);
+  }
+  if (x.a2a)
+    text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
+            "hidden behind compute\n";
+  if (x.dpr || x.mem) text += fmt::format("data parallel {}\n", describe_data_parallel(dpo));
+  if (x.dpr)
+    text += "step+dp: step including the gradient reductions; dp exposed: what they add after the compute of the "
+            "most exposed device\n";
+  if (x.mem)
+    text += "peak GiB: the device with the most memory (weights, gradients, AdamW moments, peak activations)\n";
+  return text;
+}
+
+std::string compare_text(const Opts& o, const Costs& c, CompareBasis basis, const DataParallel& dpo,
+                         const std::vector<CompareRow>& rows, const Extras& x) {
+  std::string text;
+  text += fmt::format("{}, N={}, costs {}\n",
+                     basis == CompareBasis::Devices ? fmt::format("P={} devices for every method", o.ranks)
+                                                    : fmt::format("PP={}", count_of(o.ranks, "stage")),
+                     count_of(o.micro_batches, "micro-batch"), describe(c));
+  text += fmt::format("{:<17} {:>7} {:>6} {:>9} {:>9} {:>10} {:>7} {:>10} {:>11} {:>10}\n", "method", "devices",
+                      "stages", "step", "bubble", "published", "ratio", "params/dev", "activations",
+                      "published");
+  // With all-to-all costs: two more columns (text.back() is the '\n').
+  if (x.a2a) text.insert(text.size() - 1, fmt::format(" {:>11} {:>7}", "exposed a2a", "hidden"));
+  if (x.dpr) text.insert(text.size() - 1, fmt::format(" {:>10} {:>10}", "step+dp", "dp exposed"));
+  if (x.mem) text.insert(text.size() - 1, fmt::format(" {:>8} {:>28}{}", "peak GiB", "(params+grads+optim+act)",
+                                                     x.limit > 0 ? "  fits" : ""));
+  for (const CompareRow& r : rows) text += row_text(r, x);
+  return text + legend(o, basis, dpo, x);
+}
+
+// The command itself, once its options are parsed: returns the exit code.
+int compare_command(const Opts& o) {
+  const Costs c = make_costs(o.cost);
+  if (o.chunks < 1) throw dualpipe::Error(fmt::format("--chunks must be at least 1 (got {})", o.chunks));
+  const CompareBasis basis = o.basis == "devices" ? CompareBasis::Devices : CompareBasis::Stages;
+  const DataParallel dpo = make_data_parallel(o.dpo);
+  const Extras x{c.has_a2a(), dpo.reduces(), dpo.has_memory(), o.dpo.memory_limit_gib};
+  const std::vector<CompareRow> rows = compare(o.ranks, o.micro_batches, c, o.chunks, basis, dpo);
+  write_output(o.output, o.format == "json" ? compare_json(o, c, dpo, rows, x).dump(1) + "\n"
+                                            : compare_text(o, c, basis, dpo, rows, x));
+  return 0;
+}
+
+}  // namespace
+
+void add_compare_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand(
       "compare", "all methods side by side on the same model, on P devices (or on P stages: --basis stages)");
@@ -42,135 +204,7 @@ void run_compare(CLI::App* app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
-  cmd->callback([o]() {
-    Costs c = make_costs(o->cost);
-    if (o->chunks < 1) throw dualpipe::Error(fmt::format("--chunks must be at least 1 (got {})", o->chunks));
-    const CompareBasis basis = o->basis == "devices" ? CompareBasis::Devices : CompareBasis::Stages;
-    const DataParallel dpo = make_data_parallel(o->dpo);
-    const bool dpr = dpo.reduces(), mem = dpo.has_memory();
-    const double limit = o->dpo.memory_limit_gib;
-    std::vector<CompareRow> rows = compare(o->ranks, o->micro_batches, c, o->chunks, basis, dpo);
-    std::string text;
-    if (o->format == "json") {
-      nlohmann::json j = nlohmann::json::array();
-      // Sums of decimal costs carry float noise (21.200000000000003): 12
-      // significant digits are more than any cost has.
-      auto clean = [](double v) { return std::stod(fmt::format("{:.12g}", v)); };
-      auto clean_all = [&](const std::vector<double>& v) {
-        std::vector<double> out;
-        for (double x : v) out.push_back(clean(x));
-        return out;
-      };
-      for (const CompareRow& r : rows) {
-        nlohmann::json row = {{"method", r.method}, {"devices", r.devices}};
-        if (!r.error.empty()) {
-          row["error"] = r.error;
-        } else {
-          // Published activations: a number, {"min", "max"} for a range,
-          // null where the literature gives none; "approximate" flags "~".
-          nlohmann::json act = nullptr;
-          if (r.published_activations_max)
-            act = {{"min", clean(*r.published_activations_value)}, {"max", clean(*r.published_activations_max)}};
-          else if (r.published_activations_value)
-            act = clean(*r.published_activations_value);
-          row.update({{"stages", r.stages},
-                      {"makespan", clean(r.makespan)},
-                      {"bubble", clean(r.bubble)},
-                      {"bubble_ratio", clean(r.bubble_ratio)},
-                      {"published_bubble", r.published_bubble ? nlohmann::json(clean(*r.published_bubble)) : nullptr},
-                      {"params_per_device", clean(r.params_per_device)},
-                      {"peak_activations", clean(r.peak_activations)},
-                      {"published_activations", act},
-                      {"published_activations_approximate", r.published_activations_approx}});
-          if (c.has_a2a()) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
-          if (dpr)
-            row.update({{"step_with_grad_reduce", clean(r.step_with_grad_reduce)},
-                        {"exposed_grad_reduce", clean(r.exposed_grad_reduce)}});
-          if (mem) row.update({{"peak_memory_rank", r.peak_memory_rank},
-                               {"peak_memory", memory_json(r.peak_memory, limit)}});
-        }
-        j.push_back(row);
-      }
-      // An object: the inputs, then one row per method.
-      nlohmann::json doc = {{"ranks", o->ranks},
-                            {"micro_batches", o->micro_batches},
-                            {"chunks", o->chunks},
-                            {"basis", o->basis},
-                            {"costs",
-                             {{"F", clean_all(c.F)},
-                              {"B", clean_all(c.B)},
-                              {"W", clean_all(c.W)},
-                              {"FB", c.FB ? nlohmann::json(clean(*c.FB)) : nullptr},
-                              {"transfer", clean(c.transfer())}}},
-                            {"rows", std::move(j)}};
-      if (dpr || mem) {
-        doc["data_parallel"] = {{"dp", dpo.replicas},         {"zero", dpo.zero1 ? 1 : 0},
-                                {"grad_bytes", dpo.grad_bytes}, {"param_bytes", dpo.param_bytes},
-                                {"act_mem_bytes", dpo.act_mem_bytes}, {"dp_rate", dpo.rate},
-                                {"grad_buckets", dpo.buckets}, {"overlap_grad_reduce", dpo.overlap}};
-        if (limit > 0) doc["memory_limit_bytes"] = limit * 1024.0 * 1024.0 * 1024.0;
-      }
-      text = doc.dump(1) + "\n";
-    } else {
-      text = fmt::format("{}, N={}, costs {}\n",
-                         basis == CompareBasis::Devices ? fmt::format("P={} devices for every method", o->ranks)
-                                                        : fmt::format("PP={}", count_of(o->ranks, "stage")),
-                         count_of(o->micro_batches, "micro-batch"), describe(c));
-      text += fmt::format("{:<17} {:>7} {:>6} {:>9} {:>9} {:>10} {:>7} {:>10} {:>11} {:>10}\n", "method", "devices",
-                          "stages", "step", "bubble", "published", "ratio", "params/dev", "activations",
-                          "published");
-      // With all-to-all costs: two more columns (text.back() is the '\n').
-      const bool a2a = c.has_a2a();
-      if (a2a) text.insert(text.size() - 1, fmt::format(" {:>11} {:>7}", "exposed a2a", "hidden"));
-      if (dpr) text.insert(text.size() - 1, fmt::format(" {:>10} {:>10}", "step+dp", "dp exposed"));
-      if (mem) text.insert(text.size() - 1, fmt::format(" {:>8} {:>28}{}", "peak GiB", "(params+grads+optim+act)",
-                                                         limit > 0 ? "  fits" : ""));
-      for (const CompareRow& r : rows) {
-        if (!r.error.empty()) {
-          text += fmt::format("{:<17} {:>7}  n/a: {}\n", r.method, r.devices, r.error);
-          continue;
-        }
-        text += fmt::format("{:<17} {:>7} {:>6} {:>9g} {:>9g} {:>10} {:>6.2f}% {:>9g}x {:>11g} {:>10}\n", r.method,
-                            r.devices, r.stages, r.makespan, r.bubble,
-                            r.published_bubble ? fmt::format("{:g}", *r.published_bubble) : std::string("-"),
-                            100.0 * r.bubble_ratio, r.params_per_device, r.peak_activations,
-                            r.published_activations);
-        if (a2a)
-          text.insert(text.size() - 1, fmt::format(" {:>11g} {:>6.2f}%", r.exposed_a2a, 100.0 * r.a2a_hidden));
-        if (dpr)
-          text.insert(text.size() - 1, fmt::format(" {:>10g} {:>10g}", r.step_with_grad_reduce, r.exposed_grad_reduce));
-        if (mem) {
-          const RankMemory& m = r.peak_memory;
-          const double gib = 1024.0 * 1024.0 * 1024.0;
-          text.insert(text.size() - 1,
-                      fmt::format(" {:>8.2f} {:>28}{}", m.total() / gib,
-                                  fmt::format("({:.2f}+{:.2f}+{:.2f}+{:.2f})", m.params / gib, m.grads / gib,
-                                              m.optimizer / gib, m.activations / gib),
-                                  limit > 0 ? (m.total() <= limit * gib ? "   yes" : "    NO") : ""));
-        }
-      }
-      text += "bubble: idle time of the most idle device in one step; activations: peak over devices, in units of "
-              "one PP-stage activation\n";
-      if (basis == CompareBasis::Stages && o->ranks >= 2) {
-        std::vector<std::string> v_shaped;
-        for (const Method& m : methods())
-          if (m.v_shaped()) v_shaped.emplace_back(m.name);
-        text += fmt::format("{} hold two stages a device, so here they run on {} devices; "
-                            "--basis devices puts every method on {}\n",
-                            listing(v_shaped), o->ranks / 2, o->ranks);
-      }
-      if (a2a)
-        text += "exposed a2a: all-to-all time of the most exposed device; hidden: share of all all-to-all time "
-                "hidden behind compute\n";
-      if (dpr || mem) text += fmt::format("data parallel {}\n", describe_data_parallel(dpo));
-      if (dpr)
-        text += "step+dp: step including the gradient reductions; dp exposed: what they add after the compute of the "
-                "most exposed device\n";
-      if (mem)
-        text += "peak GiB: the device with the most memory (weights, gradients, AdamW moments, peak activations)\n";
-    }
-    write_output(o->output, text);
-  });
+  cmd->callback([o, &run] { run = [o] { return compare_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

@@ -244,9 +244,21 @@ std::string plan_json(const plan::PlanRequest& req, const plan::PlanResult& res,
   return j.dump(1) + "\n";
 }
 
+// The command itself, once its options are parsed: returns the exit code.
+int plan_command(const PlanOpts& o) {
+  for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
+                                  {"--svg", o.svg}, {"--output", o.output}})
+    require_writable(opt, path);
+  const plan::PlanRequest req = plan_request(o);
+  const plan::PlanResult res = plan::plan(req);
+  write_best(o, req, res.rows.front());
+  write_output(o.output, o.format == "json" ? plan_json(req, res, o.top) : plan_table(req, res, o.top));
+  return 0;
+}
+
 }  // namespace
 
-void run_plan(CLI::App* app) {
+void add_plan_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<PlanOpts>();
   std::string presets;
   for (const std::string& n : plan::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
@@ -272,15 +284,9 @@ void run_plan(CLI::App* app) {
   cmd->add_option("--csv", o->csv, "write the best plan's schedule as CSV");
   cmd->add_option("--svg", o->svg, "write the best plan's simulated timeline as SVG");
   cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
-  cmd->callback([o, mem]() {
-    for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o->csv},
-                                    {"--svg", o->svg}, {"--output", o->output}})
-      require_writable(opt, path);
+  cmd->callback([o, mem, &run] {
     o->memory_limit_given = mem->count() > 0;
-    const plan::PlanRequest req = plan_request(*o);
-    const plan::PlanResult res = plan::plan(req);
-    write_best(*o, req, res.rows.front());
-    write_output(o->output, o->format == "json" ? plan_json(req, res, o->top) : plan_table(req, res, o->top));
+    run = [o] { return plan_command(*o); };
   });
 }
 

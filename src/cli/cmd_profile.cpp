@@ -68,14 +68,73 @@ nlohmann::json part_json(const Measured& p) {
   return {{"f", p.f}, {"i", p.i}, {"w", p.w}, {"act_bytes", p.act_bytes}};
 }
 
+struct Opts {
+  ModelOptions model;
+  int reps = 20;
+  std::string output = "-";
+};
+
+// The command itself, once its options are parsed: returns the exit code.
+int profile_command(Opts& o) {
+  require_output_file("--output", o.output);
+  if (o.reps < 1 || o.reps > 10000) throw Error(fmt::format("--reps must be in [1, 10000] (got {})", o.reps));
+  if (o.model.model != "gpt" && o.model.model != "mlp")
+    throw Error(fmt::format("--model must be gpt or mlp (got '{}')", o.model.model));
+  // One layer per stage: gpt's stage 0 adds the embedding and its last
+  // stage the head, which are what those stages take beyond a middle one.
+  const int layers = o.model.layers > 0 ? o.model.layers : 4;
+  if (o.model.model == "gpt" && layers < 3)
+    throw Error(fmt::format("--layers must be at least 3 to tell the embedding and the head from a block (got {})",
+                            layers));
+  Schedule shape;
+  shape.ranks = 1;
+  shape.stages = layers;
+  shape.micro_batches = 1;
+  ModelOptions mo = o.model;
+  mo.layers = o.model.model == "gpt" ? layers : 0;
+  const ModelConfig c = make_model_config(mo, shape);
+  torch::set_num_threads(1);  // as a rank runs: one intra-op thread
+  const PipelineModel m = make_model(c);
+  std::vector<Measured> stages;
+  for (int s = 0; s < layers; ++s) stages.push_back(measure_stage(m, s, o.reps));
+  Measured block, embedding, head;
+  const bool gpt = o.model.model == "gpt";
+  const int first = gpt ? 1 : 0, end = gpt ? layers - 1 : layers;
+  std::vector<double> f, i, w, a;
+  for (int s = first; s < end; ++s) {
+    f.push_back(stages[s].f);
+    i.push_back(stages[s].i);
+    w.push_back(stages[s].w);
+    a.push_back(stages[s].act_bytes);
+  }
+  block = {median(f), median(i), median(w), median(a)};
+  auto beyond = [&](const Measured& st) {
+    return Measured{std::max(0.0, st.f - block.f), std::max(0.0, st.i - block.i), std::max(0.0, st.w - block.w),
+                    std::max(0.0, st.act_bytes - block.act_bytes)};
+  };
+  if (gpt) {
+    embedding = beyond(stages.front());
+    head = beyond(stages.back());
+  }
+  nlohmann::json j;
+  j["source"] = "dualpipe profile";
+  j["model"] = {{"name", o.model.model}, {"hidden", o.model.hidden}, {"layers", layers},
+                {"heads", o.model.heads},  {"seq_len", o.model.seq_len}, {"dtype", o.model.dtype}};
+  j["micro_batch_size"] = o.model.micro_batch_size;
+  j["reps"] = o.reps;
+  j["layer"] = part_json(block);
+  j["embedding"] = part_json(embedding);
+  j["head"] = part_json(head);
+  nlohmann::json raw = nlohmann::json::array();
+  for (const Measured& st : stages) raw.push_back(part_json(st));
+  j["stages"] = std::move(raw);
+  write_output(o.output, j.dump(1) + "\n");
+  return 0;
+}
+
 }  // namespace
 
-void run_profile(CLI::App* app) {
-  struct Opts {
-    ModelOptions model;
-    int reps = 20;
-    std::string output = "-";
-  };
+void add_profile_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   o->model.model = "gpt";
   o->model.seq_len = 32;
@@ -84,61 +143,7 @@ void run_profile(CLI::App* app) {
   add_model_options(cmd, o->model);
   cmd->add_option("--reps", o->reps, "timed repetitions per stage (the median is kept)")->capture_default_str();
   cmd->add_option("-o,--output", o->output, "file for the JSON ('-' for stdout)")->capture_default_str();
-  cmd->callback([o]() {
-    require_output_file("--output", o->output);
-    if (o->reps < 1 || o->reps > 10000) throw Error(fmt::format("--reps must be in [1, 10000] (got {})", o->reps));
-    if (o->model.model != "gpt" && o->model.model != "mlp")
-      throw Error(fmt::format("--model must be gpt or mlp (got '{}')", o->model.model));
-    // One layer per stage: gpt's stage 0 adds the embedding and its last
-    // stage the head, which are what those stages take beyond a middle one.
-    const int layers = o->model.layers > 0 ? o->model.layers : 4;
-    if (o->model.model == "gpt" && layers < 3)
-      throw Error(fmt::format("--layers must be at least 3 to tell the embedding and the head from a block (got {})",
-                              layers));
-    Schedule shape;
-    shape.ranks = 1;
-    shape.stages = layers;
-    shape.micro_batches = 1;
-    ModelOptions mo = o->model;
-    mo.layers = o->model.model == "gpt" ? layers : 0;
-    const ModelConfig c = make_model_config(mo, shape);
-    torch::set_num_threads(1);  // as a rank runs: one intra-op thread
-    const PipelineModel m = make_model(c);
-    std::vector<Measured> stages;
-    for (int s = 0; s < layers; ++s) stages.push_back(measure_stage(m, s, o->reps));
-    Measured block, embedding, head;
-    const bool gpt = o->model.model == "gpt";
-    const int first = gpt ? 1 : 0, end = gpt ? layers - 1 : layers;
-    std::vector<double> f, i, w, a;
-    for (int s = first; s < end; ++s) {
-      f.push_back(stages[s].f);
-      i.push_back(stages[s].i);
-      w.push_back(stages[s].w);
-      a.push_back(stages[s].act_bytes);
-    }
-    block = {median(f), median(i), median(w), median(a)};
-    auto beyond = [&](const Measured& st) {
-      return Measured{std::max(0.0, st.f - block.f), std::max(0.0, st.i - block.i), std::max(0.0, st.w - block.w),
-                      std::max(0.0, st.act_bytes - block.act_bytes)};
-    };
-    if (gpt) {
-      embedding = beyond(stages.front());
-      head = beyond(stages.back());
-    }
-    nlohmann::json j;
-    j["source"] = "dualpipe profile";
-    j["model"] = {{"name", o->model.model}, {"hidden", o->model.hidden}, {"layers", layers},
-                  {"heads", o->model.heads},  {"seq_len", o->model.seq_len}, {"dtype", o->model.dtype}};
-    j["micro_batch_size"] = o->model.micro_batch_size;
-    j["reps"] = o->reps;
-    j["layer"] = part_json(block);
-    j["embedding"] = part_json(embedding);
-    j["head"] = part_json(head);
-    nlohmann::json raw = nlohmann::json::array();
-    for (const Measured& st : stages) raw.push_back(part_json(st));
-    j["stages"] = std::move(raw);
-    write_output(o->output, j.dump(1) + "\n");
-  });
+  cmd->callback([o, &run] { run = [o] { return profile_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

@@ -29,13 +29,43 @@ nlohmann::json schedule_json(const Schedule& s) {
   return j;
 }
 
-void run_schedule(CLI::App* app) {
-  struct Opts {
-    SourceOptions src;
-    bool with_comm = false;
-    std::string format = "table";
-    std::string output = "-";
-  };
+namespace {
+
+struct Opts {
+  SourceOptions src;
+  bool with_comm = false;
+  std::string format = "table";
+  std::string output = "-";
+};
+
+// The command itself, once its options are parsed: returns the exit code.
+int schedule_command(Opts& o) {
+  Schedule s = load_schedule(o.src);
+  if (o.with_comm && !s.has_comm()) s = lower(s);
+  std::string text;
+  if (o.format == "csv") {
+    text = to_csv(s);
+  } else if (o.format == "json") {
+    text = schedule_json(s).dump(1) + "\n";
+  } else {
+    // The grid places actions at their simulated times under default costs.
+    SimResult sim = simulate(s, Costs{});
+    text = fmt::format("{}: {}, {}, {}, {}; checked: valid\n", s.method, count_of(s.ranks, "rank"),
+                       count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
+                       count_of(static_cast<long long>(s.action_count()), "action"));
+    // On a terminal: colours, and the terminal's width ($COLUMNS or its own).
+    GridOptions grid;
+    grid.color = o.output == "-" && isatty(STDOUT_FILENO);
+    grid.columns = o.output == "-" ? terminal_columns() : 0;
+    text += terminal_grid(s, sim, grid);
+  }
+  write_output(o.output, text);
+  return 0;
+}
+
+}  // namespace
+
+void add_schedule_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   o->src.list_errors = true;
   auto* cmd = app->add_subcommand("schedule", "print a schedule: every rank's actions in issue order");
@@ -45,28 +75,7 @@ void run_schedule(CLI::App* app) {
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
-  cmd->callback([o]() {
-    Schedule s = load_schedule(o->src);
-    if (o->with_comm && !s.has_comm()) s = lower(s);
-    std::string text;
-    if (o->format == "csv") {
-      text = to_csv(s);
-    } else if (o->format == "json") {
-      text = schedule_json(s).dump(1) + "\n";
-    } else {
-      // The grid places actions at their simulated times under default costs.
-      SimResult sim = simulate(s, Costs{});
-      text = fmt::format("{}: {}, {}, {}, {}; checked: valid\n", s.method, count_of(s.ranks, "rank"),
-                         count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
-                         count_of(static_cast<long long>(s.action_count()), "action"));
-      // On a terminal: colours, and the terminal's width ($COLUMNS or its own).
-      GridOptions grid;
-      grid.color = o->output == "-" && isatty(STDOUT_FILENO);
-      grid.columns = o->output == "-" ? terminal_columns() : 0;
-      text += terminal_grid(s, sim, grid);
-    }
-    write_output(o->output, text);
-  });
+  cmd->callback([o, &run] { run = [o] { return schedule_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

@@ -12,12 +12,75 @@
 
 namespace dualpipe::cli {
 
-void run_search(CLI::App* app) {
-  struct Opts {
-    plan::SearchRequest req;
-    CostOptions cost;
-    std::string format = "text", csv, svg, output = "-";
-  };
+namespace {
+
+struct Opts {
+  plan::SearchRequest req;
+  CostOptions cost;
+  std::string format = "text", csv, svg, output = "-";
+};
+
+// The command itself, once its options are parsed: returns the exit code.
+int search_command(Opts& o) {
+  for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
+                                  {"--svg", o.svg}, {"--output", o.output}})
+    require_writable(opt, path);
+  o.req.costs = make_costs(o.cost);
+  const plan::SearchResult r = plan::search(o.req);
+  const SimResult& sim = r.sim;
+  if (!o.csv.empty()) write_output(o.csv, to_csv(r.schedule));
+  if (!o.svg.empty()) {
+    SvgOptions so;
+    so.title = fmt::format("search  P={} N={}  step {:g}, bubble {:g}", r.schedule.ranks, r.schedule.micro_batches,
+                           sim.makespan, sim.bubble);
+    so.subtitle = describe(o.req.costs);
+    write_output(o.svg, timeline_svg(r.schedule, sim, so));
+  }
+  if (o.format == "json") {
+    nlohmann::json j;
+    j["ranks"] = r.schedule.ranks;
+    j["stages"] = r.schedule.stages;
+    j["micro_batches"] = r.schedule.micro_batches;
+    j["makespan"] = sim.makespan;
+    j["bubble"] = sim.bubble;
+    j["bubble_ratio"] = sim.bubble_ratio;
+    j["peak_activations"] = r.peak_activations;
+    j["baseline"] = r.baseline_method.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.baseline_makespan);
+    j["baseline_method"] = r.baseline_method;
+    j["found_by"] = r.found_by;
+    j["seed"] = o.req.seed;
+    j["evaluations"] = r.evaluations;
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& rank : r.schedule.actions) {
+      nlohmann::json row = nlohmann::json::array();
+      for (const Action& a : rank) row.push_back(to_string(a));
+      rows.push_back(std::move(row));
+    }
+    j["actions"] = std::move(rows);
+    write_output(o.output, j.dump(1) + "\n");
+    return 0;
+  }
+  std::string t = fmt::format("search: {} ranks, {} stages, {} micro-batches; costs {}{}\n", r.schedule.ranks,
+                              r.schedule.stages, r.schedule.micro_batches, describe(o.req.costs),
+                              o.req.max_activations ? fmt::format("; at most {} activations per rank",
+                                                                   o.req.max_activations)
+                                                     : "");
+  t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step)   peak activations per rank {}\n",
+                   sim.makespan, sim.bubble, 100 * sim.bubble_ratio, fmt::join(r.peak_activations, " "));
+  if (r.baseline_method.empty())
+    t += "no built-in generator fits this limit and shape\n";
+  else
+    t += fmt::format("best generator: {} with step {:g}; found {:g} ({:+.2f}%) by {}\n", r.baseline_method,
+                     r.baseline_makespan, sim.makespan, 100 * (sim.makespan / r.baseline_makespan - 1), r.found_by);
+  t += fmt::format("{} schedules simulated (seed {})\n", r.evaluations, o.req.seed);
+  if (o.csv.empty()) t += "\n" + to_csv(r.schedule);
+  write_output(o.output, t);
+  return 0;
+}
+
+}  // namespace
+
+void add_search_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand(
       "search", "search per-rank orders for a schedule faster than every built-in generator under the given costs");
@@ -36,61 +99,7 @@ void run_search(CLI::App* app) {
   cmd->add_option("--csv", o->csv, "write the schedule found as CSV ('-' for stdout)");
   cmd->add_option("--svg", o->svg, "write its simulated timeline as SVG");
   cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
-  cmd->callback([o]() {
-    for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o->csv},
-                                    {"--svg", o->svg}, {"--output", o->output}})
-      require_writable(opt, path);
-    o->req.costs = make_costs(o->cost);
-    const plan::SearchResult r = plan::search(o->req);
-    const SimResult& sim = r.sim;
-    if (!o->csv.empty()) write_output(o->csv, to_csv(r.schedule));
-    if (!o->svg.empty()) {
-      SvgOptions so;
-      so.title = fmt::format("search  P={} N={}  step {:g}, bubble {:g}", r.schedule.ranks, r.schedule.micro_batches,
-                             sim.makespan, sim.bubble);
-      so.subtitle = describe(o->req.costs);
-      write_output(o->svg, timeline_svg(r.schedule, sim, so));
-    }
-    if (o->format == "json") {
-      nlohmann::json j;
-      j["ranks"] = r.schedule.ranks;
-      j["stages"] = r.schedule.stages;
-      j["micro_batches"] = r.schedule.micro_batches;
-      j["makespan"] = sim.makespan;
-      j["bubble"] = sim.bubble;
-      j["bubble_ratio"] = sim.bubble_ratio;
-      j["peak_activations"] = r.peak_activations;
-      j["baseline"] = r.baseline_method.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.baseline_makespan);
-      j["baseline_method"] = r.baseline_method;
-      j["found_by"] = r.found_by;
-      j["seed"] = o->req.seed;
-      j["evaluations"] = r.evaluations;
-      nlohmann::json rows = nlohmann::json::array();
-      for (const auto& rank : r.schedule.actions) {
-        nlohmann::json row = nlohmann::json::array();
-        for (const Action& a : rank) row.push_back(to_string(a));
-        rows.push_back(std::move(row));
-      }
-      j["actions"] = std::move(rows);
-      write_output(o->output, j.dump(1) + "\n");
-      return;
-    }
-    std::string t = fmt::format("search: {} ranks, {} stages, {} micro-batches; costs {}{}\n", r.schedule.ranks,
-                                r.schedule.stages, r.schedule.micro_batches, describe(o->req.costs),
-                                o->req.max_activations ? fmt::format("; at most {} activations per rank",
-                                                                     o->req.max_activations)
-                                                       : "");
-    t += fmt::format("step time {:g}   bubble {:g} ({:.2f}% of the step)   peak activations per rank {}\n",
-                     sim.makespan, sim.bubble, 100 * sim.bubble_ratio, fmt::join(r.peak_activations, " "));
-    if (r.baseline_method.empty())
-      t += "no built-in generator fits this limit and shape\n";
-    else
-      t += fmt::format("best generator: {} with step {:g}; found {:g} ({:+.2f}%) by {}\n", r.baseline_method,
-                       r.baseline_makespan, sim.makespan, 100 * (sim.makespan / r.baseline_makespan - 1), r.found_by);
-    t += fmt::format("{} schedules simulated (seed {})\n", r.evaluations, o->req.seed);
-    if (o->csv.empty()) t += "\n" + to_csv(r.schedule);
-    write_output(o->output, t);
-  });
+  cmd->callback([o, &run] { run = [o] { return search_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

@@ -142,17 +142,57 @@ std::string simulation_text(const Schedule& s, const Costs& c, const SimResult& 
   return t;
 }
 
-void run_simulate(CLI::App* app) {
-  struct Opts {
-    SourceOptions src;
-    CostOptions cost;
-    DataParallelOptions dpo;
-    std::string format = "text";
-    std::string svg, trace;
-    std::string output = "-";
-    double svg_width = 0;
-    std::string svg_time, svg_ranks;
-  };
+namespace {
+
+struct Opts {
+  SourceOptions src;
+  CostOptions cost;
+  DataParallelOptions dpo;
+  std::string format = "text";
+  std::string svg, trace;
+  std::string output = "-";
+  double svg_width = 0;
+  std::string svg_time, svg_ranks;
+};
+
+// The command itself, once its options are parsed: returns the exit code.
+int simulate_command(Opts& o) {
+  if (o.svg.empty() && (o.svg_width != 0 || !o.svg_time.empty() || !o.svg_ranks.empty()))
+    throw Error("--svg-width, --svg-time and --svg-ranks shape the --svg picture: add --svg FILE "
+                "(see dualpipe simulate --help)");
+  Schedule s = load_schedule(o.src);
+  Costs c = make_costs(o.cost);
+  make_data_parallel(o.dpo);  // bad options fail before the simulation
+  SimResult r = simulate(s, c);
+  const DataParallelReport rep = data_parallel_report(s, r, o.dpo);
+  if (!o.svg.empty()) {
+    SvgOptions so;
+    so.title = fmt::format("{}  P={} N={}  step {:g}, bubble {:g}", s.method, s.ranks, s.micro_batches,
+                           r.makespan, r.bubble);
+    so.subtitle = describe(c);
+    so.width = o.svg_width;
+    if (!o.svg_time.empty()) parse_range("--svg-time", o.svg_time, so.time_from, so.time_to);
+    if (!o.svg_ranks.empty()) {
+      std::optional<double> a, b;
+      parse_range("--svg-ranks", o.svg_ranks, a, b);
+      so.rank_from = a ? static_cast<int>(*a) : 0;
+      so.rank_to = b ? static_cast<int>(*b) : -1;
+    }
+    write_output(o.svg, timeline_svg(s, r, so));
+    fmt::print(stderr, "wrote {} (timeline)\n", o.svg);
+  }
+  if (!o.trace.empty()) {
+    write_output(o.trace, chrome_trace(s, r));
+    fmt::print(stderr, "wrote {} (Chrome trace; open it in https://ui.perfetto.dev)\n", o.trace);
+  }
+  write_output(o.output,
+               o.format == "json" ? simulation_json(s, c, r, rep).dump(1) + "\n" : simulation_text(s, c, r, rep));
+  return 0;
+}
+
+}  // namespace
+
+void add_simulate_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   auto* cmd = app->add_subcommand("simulate", "simulate one training step: step time, bubble, memory per rank");
   add_source_options(cmd, o->src);
@@ -170,38 +210,7 @@ void run_simulate(CLI::App* app) {
   cmd->add_option("--svg-ranks", o->svg_ranks, "draw only these ranks, A:B inclusive (e.g. 0:7)");
   cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");
   cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
-  cmd->callback([o]() {
-    if (o->svg.empty() && (o->svg_width != 0 || !o->svg_time.empty() || !o->svg_ranks.empty()))
-      throw Error("--svg-width, --svg-time and --svg-ranks shape the --svg picture: add --svg FILE "
-                  "(see dualpipe simulate --help)");
-    Schedule s = load_schedule(o->src);
-    Costs c = make_costs(o->cost);
-    make_data_parallel(o->dpo);  // bad options fail before the simulation
-    SimResult r = simulate(s, c);
-    const DataParallelReport rep = data_parallel_report(s, r, o->dpo);
-    if (!o->svg.empty()) {
-      SvgOptions so;
-      so.title = fmt::format("{}  P={} N={}  step {:g}, bubble {:g}", s.method, s.ranks, s.micro_batches,
-                             r.makespan, r.bubble);
-      so.subtitle = describe(c);
-      so.width = o->svg_width;
-      if (!o->svg_time.empty()) parse_range("--svg-time", o->svg_time, so.time_from, so.time_to);
-      if (!o->svg_ranks.empty()) {
-        std::optional<double> a, b;
-        parse_range("--svg-ranks", o->svg_ranks, a, b);
-        so.rank_from = a ? static_cast<int>(*a) : 0;
-        so.rank_to = b ? static_cast<int>(*b) : -1;
-      }
-      write_output(o->svg, timeline_svg(s, r, so));
-      fmt::print(stderr, "wrote {} (timeline)\n", o->svg);
-    }
-    if (!o->trace.empty()) {
-      write_output(o->trace, chrome_trace(s, r));
-      fmt::print(stderr, "wrote {} (Chrome trace; open it in https://ui.perfetto.dev)\n", o->trace);
-    }
-    write_output(o->output,
-                 o->format == "json" ? simulation_json(s, c, r, rep).dump(1) + "\n" : simulation_text(s, c, r, rep));
-  });
+  cmd->callback([o, &run] { run = [o] { return simulate_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

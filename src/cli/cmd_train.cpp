@@ -220,9 +220,142 @@ void check_outputs(const Opts& o) {
   if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
 }
 
+// The command itself, once its options are parsed: returns the exit code.
+int train_command(Opts& o) {
+  require_step_count(o.steps);
+  if (o.checkpoint_every < 0)
+    throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o.checkpoint_every));
+  if (o.keep_checkpoints < 1)
+    throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o.keep_checkpoints));
+  if (o.resume && o.checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
+  if (o.lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o.lr));
+  const bool warmup_given = o.warmup_opt->count() > 0;
+  if (warmup_given && o.warmup_steps < 0)
+    throw Error(fmt::format("--warmup-steps must not be negative (got {})", o.warmup_steps));
+  if (o.weight_decay < 0 || o.clip < 0) throw Error("--weight-decay and --clip must not be negative");
+  // This runs in the launcher and again in every rank process; the launcher
+  // (or rank 0 of a torchrun-style launch) is the one that prints and writes.
+  const bool lead_process = is_lead_process();
+  // Every output, before any rank starts (given as "" is refused, not
+  // skipped), once: by the process that writes them.
+  if (lead_process) check_outputs(o);
+  // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
+  // below the 2P micro-batches it needs to fill its bubbles.
+  if (o.src.from.empty() && o.src.micro_batches_opt->count() == 0 && o.src.ranks > 0 &&
+      o.src.ranks <= (1 << 24))  // beyond it generate() refuses P
+    o.src.micro_batches = std::max(8, 2 * o.src.ranks);
+  Schedule s = load_schedule(o.src);
+  if (!s.has_comm()) s = lower(s);
+  TrainOptions t = run_options(s, o.model, o.ranks, true);
+  t.steps = o.steps;
+  t.lr = o.lr;
+  t.lr_warmup_steps = warmup_given ? o.warmup_steps : default_lr_warmup_steps(o.steps);
+  t.weight_decay = o.weight_decay;
+  t.clip = o.clip;
+  t.track_memory = !o.ranks.threads;  // the heap is per process
+  // Only real rank processes can be killed or stalled without taking the others along.
+  if (!o.ranks.threads) t.fault = fault_from_env();
+  // Held by the launching process (rank 0 of a torchrun-style launch) until
+  // the run ends, before anything in the folder is read or written.
+  std::optional<CheckpointLock> lock;
+  if (!o.checkpoint_dir.empty() && lead_process) lock.emplace(o.checkpoint_dir);
+  if (!o.checkpoint_dir.empty()) {
+    CheckpointOptions& ck = t.checkpoint;
+    ck.dir = o.checkpoint_dir;
+    ck.every = o.checkpoint_every;
+    ck.keep = o.keep_checkpoints;
+    ck.identity = run_identity(s, t.model);
+    add_mesh_identity(ck.identity, o.ranks);
+    if (!o.resume) {
+      check_no_checkpoint(ck.dir);
+    } else if (auto found = find_checkpoint(ck.dir, ck.identity, [&](const std::string& w) {
+                 if (lead_process) fmt::print(stderr, "dualpipe: warning: {}\n", w);
+               })) {
+      if (found->step >= o.steps) {
+        if (lead_process)
+          fmt::print("checkpoint {} already has {} steps (--steps {}): nothing to train\n", found->path,
+                     found->step, o.steps);
+        return 0;
+      }
+      ck.resume_step = found->step;
+    } else if (lead_process) {
+      fmt::print(stderr, "dualpipe: warning: no complete checkpoint in {}: starting at step 1\n", ck.dir);
+    }
+  }
+  const double tokens =
+      static_cast<double>(static_cast<int64_t>(s.micro_batches) * o.ranks.ep * o.ranks.dp * o.model.micro_batch_size * o.model.seq_len);
+  // What every rank must share: the schedule and model (as a checkpoint
+  // names them, the corpus by content) and the training options.
+  RankSettings settings;
+  auto identity = run_identity(s, t.model);  // a named object: items() refers into it
+  add_mesh_identity(identity, o.ranks);
+  for (const auto& [key, v] : identity.items())
+    settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
+  for (const auto& [key, v] : {std::pair<std::string, double>{"lr", t.lr}, {"weight_decay", t.weight_decay},
+                               {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
+    settings.emplace_back(key, fmt::format("{}", v));
+  settings.emplace_back("fb_overlap", o.ranks.fb_overlap);
+  if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o.ranks.bucket_mb));
+  settings.emplace_back("overlap_grad_reduce", o.ranks.overlap_grad_reduce);
+  return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {
+    if (!o.ranks.threads) check_same_settings(settings, *mesh.world);
+    const bool lead = mesh.rank == 0;
+    const bool text = o.format == "text";  // json: the summary alone on stdout
+    if (lead && text)
+      fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
+                 count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
+                 o.model.micro_batch_size, o.model.seq_len, o.model.model, o.model.hidden, o.model.dtype,
+                 count_of(o.steps, "step"));
+    if (lead && text && t.checkpoint.resume_step > 0)
+      fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
+                 t.checkpoint.resume_step);
+    double elapsed = 0;
+    const int every = std::max(1, o.steps / 25);
+    const bool stream_csv = lead && o.loss_csv != "-";
+    const EarlierLoss earlier = lead ? earlier_loss(o.loss_csv, t.checkpoint.resume_step) : EarlierLoss{};
+    if (stream_csv) write_output(o.loss_csv, kLossCsvHeader + earlier.rows);
+    RankRun run;
+    try {
+      run = train_rank(s, t, mesh, [&](const StepStats& st) {
+      elapsed += st.seconds;
+      if (stream_csv) append_output(o.loss_csv, loss_csv_row(st));
+      const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
+      if (!text || (done % every && done != o.steps && done != first)) return;
+      fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
+                 o.steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
+                 duration(elapsed / (done - first + 1) * (o.steps - done)));
+      std::fflush(stdout);
+      });
+    } catch (const DivergedError& e) {
+      // Every rank stops here together; rank 0 says why, once.
+      if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+      std::fflush(stdout);
+      return kDivergedExitCode;
+    }
+    // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
+    auto times = gather_times(s, run.last_times, *mesh.pipeline);
+    auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
+    auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
+    auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
+    if (lead) report(o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens,
+                      earlier);
+    if (lead && text && !run.steps.empty()) {
+      std::vector<double> waits;
+      for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);
+      fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
+                 "overlap with the step: {})\n",
+                 median(waits), o.ranks.overlap_grad_reduce);
+    }
+    if (lead && text && !optimizer.empty())
+      fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
+                 optimizer[0] / 1024, *std::max_element(optimizer.begin(), optimizer.end()) / 1024, o.ranks.zero);
+    return 0;
+  });
+}
+
 }  // namespace
 
-void run_train(CLI::App* app) {
+void add_train_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   o->src.method = "dualpipe";
   o->src.ranks = 2;
@@ -263,139 +396,7 @@ void run_train(CLI::App* app) {
                   "lines (docs/json_output.md)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  cmd->callback([o]() {
-    require_step_count(o->steps);
-    if (o->checkpoint_every < 0)
-      throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o->checkpoint_every));
-    if (o->keep_checkpoints < 1)
-      throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o->keep_checkpoints));
-    if (o->resume && o->checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
-    if (o->lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o->lr));
-    const bool warmup_given = o->warmup_opt->count() > 0;
-    if (warmup_given && o->warmup_steps < 0)
-      throw Error(fmt::format("--warmup-steps must not be negative (got {})", o->warmup_steps));
-    if (o->weight_decay < 0 || o->clip < 0) throw Error("--weight-decay and --clip must not be negative");
-    // This runs in the launcher and again in every rank process; the launcher
-    // (or rank 0 of a torchrun-style launch) is the one that prints and writes.
-    const auto env = rank_from_env();
-    const bool lead_process = !is_spawned_rank() && (!env || env->rank == 0);
-    // Every output, before any rank starts (given as "" is refused, not
-    // skipped), once: by the process that writes them.
-    if (lead_process) check_outputs(*o);
-    // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
-    // below the 2P micro-batches it needs to fill its bubbles.
-    if (o->src.from.empty() && o->src.micro_batches_opt->count() == 0 && o->src.ranks > 0 &&
-        o->src.ranks <= (1 << 24))  // beyond it generate() refuses P
-      o->src.micro_batches = std::max(8, 2 * o->src.ranks);
-    Schedule s = load_schedule(o->src);
-    if (!s.has_comm()) s = lower(s);
-    TrainOptions t = run_options(s, o->model, o->ranks, true);
-    t.steps = o->steps;
-    t.lr = o->lr;
-    t.lr_warmup_steps = warmup_given ? o->warmup_steps : default_lr_warmup_steps(o->steps);
-    t.weight_decay = o->weight_decay;
-    t.clip = o->clip;
-    t.track_memory = !o->ranks.threads;  // the heap is per process
-    // Only real rank processes can be killed or stalled without taking the others along.
-    if (!o->ranks.threads) t.fault = fault_from_env();
-    // Held by the launching process (rank 0 of a torchrun-style launch) until
-    // the run ends, before anything in the folder is read or written.
-    std::optional<CheckpointLock> lock;
-    if (!o->checkpoint_dir.empty() && lead_process) lock.emplace(o->checkpoint_dir);
-    if (!o->checkpoint_dir.empty()) {
-      CheckpointOptions& ck = t.checkpoint;
-      ck.dir = o->checkpoint_dir;
-      ck.every = o->checkpoint_every;
-      ck.keep = o->keep_checkpoints;
-      ck.identity = run_identity(s, t.model);
-      add_mesh_identity(ck.identity, o->ranks);
-      if (!o->resume) {
-        check_no_checkpoint(ck.dir);
-      } else if (auto found = find_checkpoint(ck.dir, ck.identity, [&](const std::string& w) {
-                   if (lead_process) fmt::print(stderr, "dualpipe: warning: {}\n", w);
-                 })) {
-        if (found->step >= o->steps) {
-          if (lead_process)
-            fmt::print("checkpoint {} already has {} steps (--steps {}): nothing to train\n", found->path,
-                       found->step, o->steps);
-          return;
-        }
-        ck.resume_step = found->step;
-      } else if (lead_process) {
-        fmt::print(stderr, "dualpipe: warning: no complete checkpoint in {}: starting at step 1\n", ck.dir);
-      }
-    }
-    const double tokens =
-        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->ranks.dp * o->model.micro_batch_size * o->model.seq_len);
-    // What every rank must share: the schedule and model (as a checkpoint
-    // names them, the corpus by content) and the training options.
-    RankSettings settings;
-    auto identity = run_identity(s, t.model);  // a named object: items() refers into it
-    add_mesh_identity(identity, o->ranks);
-    for (const auto& [key, v] : identity.items())
-      settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
-    for (const auto& [key, v] : {std::pair<std::string, double>{"lr", t.lr}, {"weight_decay", t.weight_decay},
-                                 {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
-      settings.emplace_back(key, fmt::format("{}", v));
-    settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
-    if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
-    settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
-    int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
-      if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
-      const bool lead = mesh.rank == 0;
-      const bool text = o->format == "text";  // json: the summary alone on stdout
-      if (lead && text)
-        fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
-                   count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
-                   o->model.micro_batch_size, o->model.seq_len, o->model.model, o->model.hidden, o->model.dtype,
-                   count_of(o->steps, "step"));
-      if (lead && text && t.checkpoint.resume_step > 0)
-        fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
-                   t.checkpoint.resume_step);
-      double elapsed = 0;
-      const int every = std::max(1, o->steps / 25);
-      const bool stream_csv = lead && o->loss_csv != "-";
-      const EarlierLoss earlier = lead ? earlier_loss(o->loss_csv, t.checkpoint.resume_step) : EarlierLoss{};
-      if (stream_csv) write_output(o->loss_csv, kLossCsvHeader + earlier.rows);
-      RankRun run;
-      try {
-        run = train_rank(s, t, mesh, [&](const StepStats& st) {
-        elapsed += st.seconds;
-        if (stream_csv) append_output(o->loss_csv, loss_csv_row(st));
-        const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
-        if (!text || (done % every && done != o->steps && done != first)) return;
-        fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
-                   o->steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
-                   duration(elapsed / (done - first + 1) * (o->steps - done)));
-        std::fflush(stdout);
-        });
-      } catch (const DivergedError& e) {
-        // Every rank stops here together; rank 0 says why, once.
-        if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
-        std::fflush(stdout);
-        return kDivergedExitCode;
-      }
-      // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
-      auto times = gather_times(s, run.last_times, *mesh.pipeline);
-      auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
-      auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
-      auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
-      if (lead) report(*o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens,
-                        earlier);
-      if (lead && text && !run.steps.empty()) {
-        std::vector<double> waits;
-        for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);
-        fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
-                   "overlap with the step: {})\n",
-                   median(waits), o->ranks.overlap_grad_reduce);
-      }
-      if (lead && text && !optimizer.empty())
-        fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
-                   optimizer[0] / 1024, *std::max_element(optimizer.begin(), optimizer.end()) / 1024, o->ranks.zero);
-      return 0;
-    });
-    if (code != 0) std::exit(code);
-  });
+  cmd->callback([o, &run] { run = [o] { return train_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

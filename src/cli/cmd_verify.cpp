@@ -59,15 +59,49 @@ nlohmann::json report_json(const Schedule& s, const ModelOptions& m, const RankO
           {"threads", threads_json()}};
 }
 
+struct Opts {
+  SourceOptions src;
+  ModelOptions model;
+  RankOptions ranks;
+  std::string format = "text";
+};
+
+// The command itself, once its options are parsed: returns the exit code.
+int verify_command(Opts& o) {
+  Schedule s = load_schedule(o.src);
+  if (!s.has_comm()) s = lower(s);
+  ModelConfig mc = make_model_config(o.model, s, o.ranks.ep);
+  require_run_fits(s, mc, o.ranks, false);
+  const double tol = tolerance(o.model.dtype);
+  // Every rank (own command line in a torchrun-style launch) must run the same check.
+  RankSettings settings;
+  Identity identity = run_identity(s, mc);
+  add_mesh_identity(identity, o.ranks);
+  VerifyOptions vo;
+  vo.fb_overlap = o.ranks.fb_overlap == "on";
+  vo.reduce = reduce_options(o.ranks);
+  vo.engine = engine_options(o.ranks);
+  // Sharded optimizer state is checked through the parameters after one step.
+  vo.optimizer_step = vo.reduce.zero;
+  for (const auto& [key, v] : identity.items())
+    settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
+  settings.emplace_back("fb_overlap", o.ranks.fb_overlap);
+  settings.emplace_back("bucket_mb", fmt::format("{}", o.ranks.bucket_mb));
+  settings.emplace_back("overlap_grad_reduce", o.ranks.overlap_grad_reduce);
+  return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {
+    if (!o.ranks.threads) check_same_settings(settings, *mesh.world);
+    VerifyResult r = verify_step(s, mc, mesh, vo);
+    if (mesh.rank == 0 && o.format == "json")
+      fmt::print("{}\n", report_json(s, o.model, o.ranks, mc, r).dump(1));
+    else if (mesh.rank == 0)
+      fmt::print("{}", report(s, o.model, o.ranks, r));
+    return passed(r, tol) ? 0 : 1;
+  });
+}
+
 }  // namespace
 
-void run_verify(CLI::App* app) {
-  struct Opts {
-    SourceOptions src;
-    ModelOptions model;
-    RankOptions ranks;
-    std::string format = "text";
-  };
+void add_verify_command(CLI::App* app, CommandRun& run) {
   auto o = std::make_shared<Opts>();
   o->model.dtype = "float64";
   o->model.hidden = 32;
@@ -79,38 +113,7 @@ void run_verify(CLI::App* app) {
   cmd->add_option("-f,--format", o->format, "text, or json: one object with the inputs and results (docs/json_output.md)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  cmd->callback([o]() {
-    Schedule s = load_schedule(o->src);
-    if (!s.has_comm()) s = lower(s);
-    ModelConfig mc = make_model_config(o->model, s, o->ranks.ep);
-    require_run_fits(s, mc, o->ranks, false);
-    const double tol = tolerance(o->model.dtype);
-    // Every rank (own command line in a torchrun-style launch) must run the same check.
-    RankSettings settings;
-    Identity identity = run_identity(s, mc);
-    add_mesh_identity(identity, o->ranks);
-    VerifyOptions vo;
-    vo.fb_overlap = o->ranks.fb_overlap == "on";
-    vo.reduce = reduce_options(o->ranks);
-    vo.engine = engine_options(o->ranks);
-    // Sharded optimizer state is checked through the parameters after one step.
-    vo.optimizer_step = vo.reduce.zero;
-    for (const auto& [key, v] : identity.items())
-      settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
-    settings.emplace_back("fb_overlap", o->ranks.fb_overlap);
-    settings.emplace_back("bucket_mb", fmt::format("{}", o->ranks.bucket_mb));
-    settings.emplace_back("overlap_grad_reduce", o->ranks.overlap_grad_reduce);
-    int code = launch_ranks(o->ranks, s.ranks, [&](const Mesh& mesh) {
-      if (!o->ranks.threads) check_same_settings(settings, *mesh.world);
-      VerifyResult r = verify_step(s, mc, mesh, vo);
-      if (mesh.rank == 0 && o->format == "json")
-        fmt::print("{}\n", report_json(s, o->model, o->ranks, mc, r).dump(1));
-      else if (mesh.rank == 0)
-        fmt::print("{}", report(s, o->model, o->ranks, r));
-      return passed(r, tol) ? 0 : 1;
-    });
-    if (code != 0) std::exit(code);
-  });
+  cmd->callback([o, &run] { run = [o] { return verify_command(*o); }; });
 }
 
 }  // namespace dualpipe::cli

@@ -2,6 +2,7 @@
 // Pieces every subcommand shares: where the schedule comes from, the cost
 // options, and writing results to a file or stdout.
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <string>
 
 #include "dualpipe/schedule/schedule.h"
@@ -54,14 +55,21 @@ struct ProgramArgs {
 };
 extern ProgramArgs program_args;
 
-void run_schedule(CLI::App* app);
-void run_verify(CLI::App* app);  // these three only with LibTorch
-void run_train(CLI::App* app);
-void run_bench(CLI::App* app);
-void run_simulate(CLI::App* app);
-void run_compare(CLI::App* app);
-void run_plan(CLI::App* app);    // cmd_plan.cpp
-void run_search(CLI::App* app);  // cmd_search.cpp
-void run_profile(CLI::App* app);  // cmd_profile.cpp, with LibTorch only
+// What the parsed command line runs, once parsing is done: set by the chosen
+// command's callback (CLI11 calls it inside parse), called by run_app, which
+// turns what it returns, or the dualpipe::Error it throws, into the exit code.
+using CommandRun = std::function<int()>;
+
+// Each adds its subcommand and options to `app`; the command, when chosen, sets `run`.
+void add_schedule_command(CLI::App* app, CommandRun& run);
+void add_simulate_command(CLI::App* app, CommandRun& run);
+void add_compare_command(CLI::App* app, CommandRun& run);
+void add_plan_command(CLI::App* app, CommandRun& run);    // cmd_plan.cpp
+void add_search_command(CLI::App* app, CommandRun& run);  // cmd_search.cpp
+// With LibTorch only (dualpipe-torch):
+void add_verify_command(CLI::App* app, CommandRun& run);
+void add_train_command(CLI::App* app, CommandRun& run);
+void add_bench_command(CLI::App* app, CommandRun& run);
+void add_profile_command(CLI::App* app, CommandRun& run);  // cmd_profile.cpp
 
 }  // namespace dualpipe::cli

@@ -13,11 +13,12 @@ int main(int argc, char** argv) {
   if (argc > 1 && dualpipe::cli::is_torch_command(argv[1])) return dualpipe::cli::exec_torch_program(argc, argv);
 #endif
   CLI::App app;
+  dualpipe::cli::CommandRun run;
   dualpipe::cli::setup_app(app);
-  dualpipe::cli::add_schedule_commands(&app);
+  dualpipe::cli::add_schedule_commands(&app, run);
 #ifdef DUALPIPE_TORCH
   dualpipe::cli::add_torch_command_entries(&app);
 #endif
-  dualpipe::cli::add_version_command(&app);
-  return dualpipe::cli::run_app(app, argc, argv);
+  dualpipe::cli::add_version_command(&app, run);
+  return dualpipe::cli::run_app(app, run, argc, argv);
 }

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "cli/rank_process.h"
+#include "dualpipe/runtime/launch.h"
 #include "cli/torch_common.h"
 #include "dualpipe/schedule/schedule.h"
 
@@ -42,6 +42,9 @@ inline nlohmann::json run_inputs_json(const Schedule& s, const ModelOptions& m, 
           {"stages", s.stages},
           {"micro_batches", s.micro_batches},
           {"ep", r.ep},
+          {"dp", r.dp},
+          {"zero", r.zero},
+          {"bucket_mb", r.bucket_mb},
           {"model", model},
           // A string: JSON readers keep integers exactly only up to 2^53.
           {"seed", std::to_string(seed)},

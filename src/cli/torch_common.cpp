@@ -11,7 +11,6 @@
 #include <cstdlib>
 
 #include "cli/memory_fit.h"
-#include "cli/rank_process.h"
 #include "dualpipe/cluster/emulated_cluster.h"
 #include "dualpipe/runtime/launch.h"
 #include "runtime/malloc_tuning.h"
@@ -255,70 +254,6 @@ void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o) {
   if (o.zero == 1) id["bucket_mb"] = o.bucket_mb;
 }
 
-namespace {
-
-// Starts the P*E rank processes inside an emulated cluster and waits for
-// them; the cluster is removed when this returns or throws (and, should the
-// launcher die, by the kernel: its namespaces die with their holders).
-int run_on_emulated_hosts(const RankOptions& o, const MeshShape& shape) {
-  const LinkRate rate = parse_link_rate(o.link_rate);
-  const std::vector<int> host_of = place_ranks(shape.pp, shape.ep * shape.dp, o.emulate_hosts);
-  require_root_and_netns();
-  EmulatedCluster cluster(o.emulate_hosts, rate);
-  std::string where;
-  for (int r = 0; r < shape.size(); ++r) where += fmt::format("{}{}:{}", r ? " " : "", r, host_of[r]);
-  fmt::print(stderr, "emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
-  std::vector<std::string> args{"/proc/self/exe"};
-  for (int i = 1; i < program_args.argc; ++i) args.emplace_back(program_args.argv[i]);
-  std::vector<pid_t> pids;
-  for (int r = 0; r < shape.size(); ++r) {
-    auto env = emulated_rank_env(cluster, host_of, r);
-    env.emplace_back("DUALPIPE_SPAWNED", "1");
-    env.emplace_back("OMP_NUM_THREADS", std::to_string(o.intra_op_threads));
-    pids.push_back(cluster.spawn(host_of[r], args, env));
-  }
-  return supervise_ranks(pids);
-}
-
-}  // namespace
-
-void check_same_settings(const RankSettings& mine, Comm& world) {
-  // name=value lines, each a byte in a double (exact), zero-padded: the
-  // SUM of rows that only their own rank fills is every rank's text.
-  constexpr int64_t kBytes = 2048;
-  std::string text;
-  for (const auto& [name, value] : mine) text += name + "=" + value + "\n";
-  text.resize(static_cast<std::size_t>(kBytes), '\0');
-  torch::Tensor t = torch::zeros({world.world, kBytes}, torch::kFloat64);
-  double* row = t.data_ptr<double>() + static_cast<int64_t>(world.rank) * kBytes;
-  for (int64_t i = 0; i < kBytes; ++i) row[i] = static_cast<unsigned char>(text[static_cast<std::size_t>(i)]);
-  world.all_reduce(t, c10d::ReduceOp::SUM, "the exchange of every rank's settings");
-  auto settings_of = [&](int r) {
-    std::string s;
-    const double* v = t.data_ptr<double>() + static_cast<int64_t>(r) * kBytes;
-    for (int64_t i = 0; i < kBytes && v[i] != 0; ++i) s += static_cast<char>(static_cast<unsigned char>(v[i]));
-    std::vector<std::pair<std::string, std::string>> out;
-    for (std::size_t at = 0; at < s.size();) {
-      const std::size_t end = std::min(s.find('\n', at), s.size()), eq = s.find('=', at);
-      if (eq < end) out.emplace_back(s.substr(at, eq - at), s.substr(eq + 1, end - eq - 1));
-      at = end + 1;
-    }
-    return out;
-  };
-  const auto first = settings_of(0);
-  for (int r = 1; r < world.world; ++r) {
-    const auto other = settings_of(r);
-    for (std::size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
-      const std::string name = i < first.size() ? first[i].first : other[i].first;
-      const std::string a = i < first.size() ? first[i].second : "(none)", b = i < other.size() ? other[i].second : "(none)";
-      if ((i < other.size() && other[i].first != name) || a != b)
-        throw Error(fmt::format("the ranks were started with different settings: {} is {} on rank 0 but {} on rank {} "
-                                "(start every rank with the same options)",
-                                name, a, b, r));
-    }
-  }
-}
-
 void apply_process_policy(const RankOptions& o) {
   quiet_library_logging();
   tune_malloc_for_tensors();
@@ -326,84 +261,35 @@ void apply_process_policy(const RankOptions& o) {
   if (o.sched == "batch") use_batch_scheduling();
 }
 
-int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body) {
-  // A day at most: beyond it a stalled rank is never reported in practice.
+LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
+  if (o.ep < 1 || o.ep > kMaxRanks) throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
+  if (o.dp < 1 || o.dp > kMaxRanks) throw Error(fmt::format("--dp must be in 1..{} (got {})", kMaxRanks, o.dp));
   if (o.timeout_s < 1 || o.timeout_s > 86400)
     throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
-  if (o.ep < 1 || o.ep > kMaxRanks)
-    throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
-  if (o.intra_op_threads < 1 || o.intra_op_threads > 1024)
-    throw Error(fmt::format("--intra-op-threads must be in 1..1024 (got {})", o.intra_op_threads));
-  if (o.dp < 1 || o.dp > kMaxRanks) throw Error(fmt::format("--dp must be in 1..{} (got {})", kMaxRanks, o.dp));
-  MeshShape shape;
-  shape.pp = pipeline_ranks;
-  shape.ep = o.ep;
-  shape.dp = o.dp;
-  if (shape.size() > kMaxRanks)
+  LaunchOptions l;
+  l.shape.pp = pipeline_ranks;
+  l.shape.ep = o.ep;
+  l.shape.dp = o.dp;
+  if (l.shape.size() > kMaxRanks)
     throw Error(fmt::format("{} ranks x --ep {} x --dp {} = {} rank {}, more than the {} this launcher starts on one "
                             "machine",
-                            pipeline_ranks, o.ep, o.dp, shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
-  if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
-  if (o.emulate_hosts > 0 && o.threads)
-    throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
-  const auto timeout = std::chrono::milliseconds(1000L * o.timeout_s);
+                            pipeline_ranks, o.ep, o.dp, l.shape.size(), o.threads ? "threads" : "processes", kMaxRanks));
+  l.threads = o.threads;
+  l.emulate_hosts = o.emulate_hosts;
+  l.link_rate = o.link_rate;
+  l.timeout = std::chrono::seconds(o.timeout_s);
+  l.intra_op_threads = o.intra_op_threads;
+  l.args.assign(program_args.argv, program_args.argv + program_args.argc);
+  check_launch_options(l);
+  return l;
+}
+
+int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body) {
+  const LaunchOptions l = launch_options(o, pipeline_ranks);
   apply_process_policy(o);
-  const auto env = rank_from_env();
-  if ((shape.ep > 1 || shape.dp > 1) && !is_spawned_rank() && (!env || env->rank == 0)) {
-    fmt::print(stderr, "{}", describe_layout(shape));  // stderr: stdout may be one JSON document
-  }
-  if (o.threads) {
-    set_compute_threads(o.intra_op_threads);
-    std::vector<int> codes(shape.size(), 0);
-    run_mesh_threads(shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, timeout);
-    return codes[0];
-  }
-  if (env) {
-    if (env->world != shape.size())
-      throw Error(shape.size() > shape.pp
-                      ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert x {} data)",
-                                    env->world, shape.size(), shape.pp, shape.ep, shape.dp)
-                               : fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env->world, shape.size()));
-    // One intra-op thread per rank by default, also where no launcher of
-    // ours set OMP_NUM_THREADS.
-    set_compute_threads(o.intra_op_threads);
-    require_resolvable(env->master_addr, env->master_port);
-    // The store client's listener thread reads what the store sends for as
-    // long as the run lasts; what it cannot take ends the rank in one line.
-    UncaughtAsOneLine uncaught(fmt::format("rank {}: the rendezvous store at {}:{} sent what no store sends; is "
-                                           "that port free of other programs?",
-                                           env->rank, env->master_addr, env->master_port));
-    Mesh mesh;
-    try {
-      // Every wait of the rendezvous is bounded by --timeout, plus a second
-      // for the waits inside to report what they waited for first.
-      RendezvousDeadline deadline(
-          timeout + std::chrono::seconds(1),
-          fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
-                      "ranks started, and is that port free of other programs?)",
-                      env->rank, env->master_addr, env->master_port, o.timeout_s));
-      if (env->rank != 0) require_rendezvous_store(env->master_addr, env->master_port, timeout);
-      mesh = connect_env_mesh(*env, shape, timeout);
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      std::string why = e.what();
-      throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env->rank,
-                              env->master_addr, env->master_port, o.timeout_s, why.substr(0, why.find('\n'))));
-    }
-    try {
-      return body(mesh);
-    } catch (const PeerError& e) {
-      // Leave at once: unwinding would destroy the process groups, whose
-      // destructors wait for Gloo work still blocked on the dead or stalled peer.
-      fmt::print(stderr, "dualpipe: error: {}\n", e.what());
-      std::fflush(stdout);
-      std::fflush(stderr);
-      std::_Exit(2);
-    }
-  }
-  if (o.emulate_hosts > 0) return run_on_emulated_hosts(o, shape);
-  return spawn_local_ranks(shape.size(), program_args.argc, program_args.argv);
+  // stderr: stdout may be one JSON document.
+  if ((l.shape.ep > 1 || l.shape.dp > 1) && is_lead_process()) fmt::print(stderr, "{}", describe_layout(l.shape));
+  return launch(l, body);
 }
 
 }  // namespace dualpipe::cli

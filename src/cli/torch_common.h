@@ -12,6 +12,7 @@
 
 #include "cli/common.h"
 #include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/launch.h"
 #include "dualpipe/runtime/mesh.h"
 #include "dualpipe/train/models.h"
 #include "dualpipe/train/trainer.h"
@@ -88,21 +89,15 @@ TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOpt
 // them (a resume with another D or ZeRO setting is refused, naming both).
 void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o);
 
-// Runs body(mesh) on every rank of a pipeline_ranks x o.ep mesh and returns
-// the exit code to leave with: with --threads on threads of this process
-// (rank 0's code); started as a rank by a launcher (RANK set) in this
-// process; otherwise by spawning the ranks as local processes and waiting
-// for them. The launching process prints the mesh layout first when E > 1.
+// The runtime launcher's options from the command's (checked; throws
+// dualpipe::Error naming the option), the rank processes re-running this
+// program's own arguments.
+LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks);
+// Runs body(mesh) on every rank of a pipeline_ranks x E x D mesh through the
+// runtime's launch() (launch.h) and returns the exit code to leave with,
+// after the process policy is applied; the lead process prints the mesh
+// layout first when E or D > 1.
 int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body);
-
-// Named settings every rank of a run must share ("dtype" -> "float32").
-using RankSettings = std::vector<std::pair<std::string, std::string>>;
-// Refuses a run whose ranks were started with different settings (each rank
-// of a torchrun-style launch has its own command line): every rank's settings
-// travel to all in one all-reduce of a fixed-size buffer, before any model
-// tensor (whose dtype or size may differ). Throws dualpipe::Error, on every rank,
-// naming the first differing setting and both values.
-void check_same_settings(const RankSettings& mine, Comm& world);
 
 // Process-wide settings for rank processes and threads, made once by the
 // program (never by the library): allocator tuning for tensor workloads and,

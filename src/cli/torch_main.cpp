@@ -6,13 +6,14 @@
 
 int main(int argc, char** argv) {
   CLI::App app;
+  dualpipe::cli::CommandRun run;
   dualpipe::cli::setup_app(app);
-  dualpipe::cli::add_schedule_commands(&app);
+  dualpipe::cli::add_schedule_commands(&app, run);
   // In the order of torch_commands.h, which the dualpipe program lists.
-  dualpipe::cli::run_verify(&app);
-  dualpipe::cli::run_train(&app);
-  dualpipe::cli::run_bench(&app);
-  dualpipe::cli::run_profile(&app);
-  dualpipe::cli::add_version_command(&app);
-  return dualpipe::cli::run_app(app, argc, argv);
+  dualpipe::cli::add_verify_command(&app, run);
+  dualpipe::cli::add_train_command(&app, run);
+  dualpipe::cli::add_bench_command(&app, run);
+  dualpipe::cli::add_profile_command(&app, run);
+  dualpipe::cli::add_version_command(&app, run);
+  return dualpipe::cli::run_app(app, run, argc, argv);
 }

@@ -16,9 +16,15 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <algorithm>
 #include <vector>
 
+#include "dualpipe/cluster/emulated_cluster.h"
+#include "dualpipe/cluster/link_rate.h"
+#include "dualpipe/cluster/placement.h"
 #include "dualpipe/schedule/error.h"
+#include "runtime/rank_process.h"
 
 namespace dualpipe {
 namespace {
@@ -96,9 +102,28 @@ bool is_spawned_rank() {
   return v && *v == '1';
 }
 
-int spawn_local_ranks(int world, int argc, char** argv) {
+namespace {
+
+// What every rank process gets beyond the torchrun variables: the mark that
+// its launcher already spoke for the run, and its compute threads (OpenBLAS
+// reads OMP_NUM_THREADS when it loads, before main).
+std::vector<std::pair<std::string, std::string>> spawned_rank_env(int intra_op_threads) {
+  return {{"DUALPIPE_SPAWNED", "1"}, {"OMP_NUM_THREADS", std::to_string(intra_op_threads)}};
+}
+
+std::vector<std::string> rank_command(const std::vector<std::string>& args) {
+  std::vector<std::string> cmd = args;
+  if (cmd.empty()) cmd.emplace_back();
+  cmd[0] = "/proc/self/exe";
+  return cmd;
+}
+
+}  // namespace
+
+int spawn_local_ranks(int world, const std::vector<std::string>& args, int intra_op_threads) {
   const int port = free_local_port();
   const pid_t parent = getpid();
+  const std::vector<std::string> cmd = rank_command(args);
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     pid_t pid = fork();
@@ -115,11 +140,11 @@ int spawn_local_ranks(int world, int argc, char** argv) {
       setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      setenv("OMP_NUM_THREADS", "1", 0);
-      setenv("DUALPIPE_SPAWNED", "1", 1);
-      std::vector<char*> args(argv, argv + argc);
-      args.push_back(nullptr);
-      execv("/proc/self/exe", args.data());
+      for (const auto& [name, value] : spawned_rank_env(intra_op_threads)) setenv(name.c_str(), value.c_str(), 1);
+      std::vector<char*> argv;
+      for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
       _exit(127);
     }
     pids.push_back(pid);
@@ -160,6 +185,151 @@ void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mes
                       std::chrono::milliseconds timeout) {
   auto store = compat::make_hash_store();
   on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout)); });
+}
+
+bool is_lead_process() {
+  if (is_spawned_rank()) return false;
+  const auto env = rank_from_env();
+  return !env || env->rank == 0;
+}
+
+void check_launch_options(const LaunchOptions& o) {
+  const MeshShape& m = o.shape;
+  if (m.pp < 1 || m.ep < 1 || m.dp < 1)
+    throw Error(fmt::format("a mesh needs at least one rank in each dimension (got {} x {} x {})", m.pp, m.ep, m.dp));
+  // A day at most: beyond it a stalled rank is never reported in practice.
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(o.timeout).count();
+  if (seconds < 1 || seconds > 86400)
+    throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", seconds));
+  if (o.intra_op_threads < 1 || o.intra_op_threads > 1024)
+    throw Error(fmt::format("--intra-op-threads must be in 1..1024 (got {})", o.intra_op_threads));
+  if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
+  if (o.emulate_hosts > 0 && o.threads)
+    throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
+}
+
+namespace {
+
+// Starts the rank processes inside an emulated cluster and waits for them;
+// the cluster is removed when this returns or throws (and, should the
+// launcher die, by the kernel: its namespaces die with their holders).
+int run_on_emulated_hosts(const LaunchOptions& o) {
+  const MeshShape& shape = o.shape;
+  const LinkRate rate = parse_link_rate(o.link_rate);
+  const std::vector<int> host_of = place_ranks(shape.pp, shape.ep * shape.dp, o.emulate_hosts);
+  require_root_and_netns();
+  EmulatedCluster cluster(o.emulate_hosts, rate);
+  std::string where;
+  for (int r = 0; r < shape.size(); ++r) where += fmt::format("{}{}:{}", r ? " " : "", r, host_of[r]);
+  fmt::print(stderr, "emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
+  const std::vector<std::string> cmd = rank_command(o.args);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < shape.size(); ++r) {
+    auto env = emulated_rank_env(cluster, host_of, r);
+    for (auto& kv : spawned_rank_env(o.intra_op_threads)) env.push_back(std::move(kv));
+    pids.push_back(cluster.spawn(host_of[r], cmd, env));
+  }
+  return supervise_ranks(pids);
+}
+
+// This process as rank env.rank of a torchrun-style launch: connect (every
+// wait bounded by the timeout, one line for what went wrong), then the body.
+int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::function<int(const Mesh&)>& body) {
+  const MeshShape& shape = o.shape;
+  const long timeout_s = static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(o.timeout).count());
+  if (env.world != shape.size())
+    throw Error(shape.size() > shape.pp
+                    ? fmt::format("WORLD_SIZE={} but the mesh has {} ranks ({} pipeline x {} expert x {} data)",
+                                  env.world, shape.size(), shape.pp, shape.ep, shape.dp)
+                    : fmt::format("WORLD_SIZE={} but the schedule has {} ranks", env.world, shape.size()));
+  // One intra-op thread per rank by default, also where no launcher of ours set OMP_NUM_THREADS.
+  set_compute_threads(o.intra_op_threads);
+  require_resolvable(env.master_addr, env.master_port);
+  // The store client's listener thread reads what the store sends for as
+  // long as the run lasts; what it cannot take ends the rank in one line.
+  UncaughtAsOneLine uncaught(fmt::format("rank {}: the rendezvous store at {}:{} sent what no store sends; is "
+                                         "that port free of other programs?",
+                                         env.rank, env.master_addr, env.master_port));
+  Mesh mesh;
+  try {
+    // Every wait of the rendezvous is bounded by the timeout, plus a second
+    // for the waits inside to report what they waited for first.
+    RendezvousDeadline deadline(
+        o.timeout + std::chrono::seconds(1),
+        fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
+                    "ranks started, and is that port free of other programs?)",
+                    env.rank, env.master_addr, env.master_port, timeout_s));
+    if (env.rank != 0) require_rendezvous_store(env.master_addr, env.master_port, o.timeout);
+    mesh = connect_env_mesh(env, shape, o.timeout);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank,
+                            env.master_addr, env.master_port, timeout_s, why.substr(0, why.find('\n'))));
+  }
+  try {
+    return body(mesh);
+  } catch (const PeerError& e) {
+    // Leave at once: unwinding would destroy the process groups, whose
+    // destructors wait for Gloo work still blocked on the dead or stalled peer.
+    fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(2);
+  }
+}
+
+}  // namespace
+
+int launch(const LaunchOptions& o, const std::function<int(const Mesh&)>& body) {
+  check_launch_options(o);
+  if (o.threads) {
+    set_compute_threads(o.intra_op_threads);
+    std::vector<int> codes(o.shape.size(), 0);
+    run_mesh_threads(o.shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, o.timeout);
+    return codes[0];
+  }
+  if (const auto env = rank_from_env()) return run_as_env_rank(o, *env, body);
+  if (o.emulate_hosts > 0) return run_on_emulated_hosts(o);
+  return spawn_local_ranks(o.shape.size(), o.args, o.intra_op_threads);
+}
+
+void check_same_settings(const RankSettings& mine, Comm& world) {
+  // name=value lines, each a byte in a double (exact), zero-padded: the
+  // SUM of rows that only their own rank fills is every rank's text.
+  constexpr int64_t kBytes = 2048;
+  std::string text;
+  for (const auto& [name, value] : mine) text += name + "=" + value + "\n";
+  text.resize(static_cast<std::size_t>(kBytes), '\0');
+  torch::Tensor t = torch::zeros({world.world, kBytes}, torch::kFloat64);
+  double* row = t.data_ptr<double>() + static_cast<int64_t>(world.rank) * kBytes;
+  for (int64_t i = 0; i < kBytes; ++i) row[i] = static_cast<unsigned char>(text[static_cast<std::size_t>(i)]);
+  world.all_reduce(t, c10d::ReduceOp::SUM, "the exchange of every rank's settings");
+  auto settings_of = [&](int r) {
+    std::string s;
+    const double* v = t.data_ptr<double>() + static_cast<int64_t>(r) * kBytes;
+    for (int64_t i = 0; i < kBytes && v[i] != 0; ++i) s += static_cast<char>(static_cast<unsigned char>(v[i]));
+    RankSettings out;
+    for (std::size_t at = 0; at < s.size();) {
+      const std::size_t end = std::min(s.find('\n', at), s.size()), eq = s.find('=', at);
+      if (eq < end) out.emplace_back(s.substr(at, eq - at), s.substr(eq + 1, end - eq - 1));
+      at = end + 1;
+    }
+    return out;
+  };
+  const auto first = settings_of(0);
+  for (int r = 1; r < world.world; ++r) {
+    const auto other = settings_of(r);
+    for (std::size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+      const std::string name = i < first.size() ? first[i].first : other[i].first;
+      const std::string a = i < first.size() ? first[i].second : "(none)", b = i < other.size() ? other[i].second : "(none)";
+      if ((i < other.size() && other[i].first != name) || a != b)
+        throw Error(fmt::format("the ranks were started with different settings: {} is {} on rank 0 but {} on rank {} "
+                                "(start every rank with the same options)",
+                                name, a, b, r));
+    }
+  }
 }
 
 }  // namespace dualpipe

@@ -1,4 +1,4 @@
-#include "cli/rank_process.h"
+#include "runtime/rank_process.h"
 
 #include <dlfcn.h>
 #include <netdb.h>
@@ -17,9 +17,10 @@
 #include <thread>
 #include <utility>
 
+#include "dualpipe/runtime/launch.h"
 #include "dualpipe/schedule/error.h"
 
-namespace dualpipe::cli {
+namespace dualpipe {
 
 void quiet_library_logging() {
   if (std::getenv("GLOG_minloglevel")) return;
@@ -153,4 +154,4 @@ RendezvousDeadline::~RendezvousDeadline() {
   thread_.join();
 }
 
-}  // namespace dualpipe::cli
+}  // namespace dualpipe

@@ -1,7 +1,8 @@
 #pragma once
-// Settings a rank process needs beyond its options: quiet libraries, a fixed
-// number of compute threads, and a rendezvous that cannot outlive --timeout.
-// Made by the program (the CLI), never by the runtime library.
+// The launcher's guards around a torchrun-style rendezvous (launch.cpp): a
+// name that does not resolve, a port held by a program that is no store, an
+// exception on a library thread, a store that never answers. Internal to the
+// runtime; the public side is launch.h.
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -9,26 +10,7 @@
 #include <string>
 #include <thread>
 
-namespace dualpipe::cli {
-
-// LibTorch's c10d and Gloo log through glog, straight to stderr: a rank
-// waiting for an unreachable MASTER_ADDR printed one warning a second, and a
-// timeout two more lines before dualpipe's own. Errors reach the user as
-// dualpipe's one line (the exception's text), so glog is limited to FATAL.
-// A user who sets GLOG_minloglevel keeps what they asked for.
-void quiet_library_logging();
-
-// Compute threads of one rank: LibTorch's intra-op pool and OpenBLAS's own
-// threads, which LibTorch's setting does not reach (OpenBLAS sizes its pool
-// from OMP_NUM_THREADS when it is loaded: a torchrun-style rank without that
-// variable ran every matrix product on every core, 2-3.6x slower steps).
-void set_compute_threads(int n);
-
-struct ComputeThreads {
-  int intra_op = 0;  // at::get_num_threads()
-  int blas = -1;     // openblas_get_num_threads(); -1: not OpenBLAS
-};
-ComputeThreads compute_threads();
+namespace dualpipe {
 
 // Throws dualpipe::Error at once when `host` (MASTER_ADDR) has no address: c10d
 // would retry the lookup every second until --timeout.
@@ -77,4 +59,4 @@ class RendezvousDeadline {
   std::thread thread_;
 };
 
-}  // namespace dualpipe::cli
+}  // namespace dualpipe
