@@ -58,9 +58,10 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/dualpipeConfigVersion.cma
 install(FILES ${PROJECT_BINARY_DIR}/dualpipeConfig.cmake ${PROJECT_BINARY_DIR}/dualpipeConfigVersion.cmake
         DESTINATION ${DUALPIPE_CMAKE_DIR} COMPONENT dualpipe_dev)
 
-# The programs: dualpipe in bin/; the LibTorch commands' program where
-# dualpipe looks for it (DUALPIPE_TORCH_PROGRAM_RELPATH in CMakeLists.txt).
-install(TARGETS dualpipe RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT dualpipe_programs)
+# The programs: dualpipe and dualpipe_emulate (torchrun for emulated hosts)
+# in bin/; the LibTorch commands' program where dualpipe looks for it
+# (DUALPIPE_TORCH_PROGRAM_RELPATH in CMakeLists.txt).
+install(TARGETS dualpipe dualpipe_emulate RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT dualpipe_programs)
 if(TARGET dualpipe_torch)
   install(TARGETS dualpipe_torch RUNTIME DESTINATION ${DUALPIPE_LIBEXEC_DIR} COMPONENT dualpipe_programs)
 endif()

@@ -33,7 +33,7 @@ cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/i
 config="$(find "$prefix" -name dualpipeConfig.cmake)"
 [ -n "$config" ] || fail "no dualpipeConfig.cmake installed"
 for f in "$(dirname "$config")/dualpipeConfigVersion.cmake" "$prefix/include/dualpipe/version.h" \
-         "$prefix/include/dualpipe/schedule/schedule.h" "$prefix/include/dualpipe/sim/simulate.h" "$prefix/bin/dualpipe"; do
+         "$prefix/include/dualpipe/schedule/schedule.h" "$prefix/include/dualpipe/sim/simulate.h" "$prefix/bin/dualpipe" "$prefix/bin/dualpipe_emulate"; do
   [ -e "$f" ] || fail "not installed: ${f#$prefix/}"
 done
 # The public headers only: internal ones (src/<layer>/) are not part of the package.

@@ -39,9 +39,25 @@ TEST(CliOptions, OptionsThatDoNothingAloneAreRefused) {
   expect_error("compare -p 4 -n 4 --comm-bandwidth 10", "--comm-bandwidth does nothing without --act-bytes");
   EXPECT_EQ(run("simulate -m 1f1b -p 4 -n 4 --comm-bandwidth 10 --act-bytes 5").code, 0);
   expect_error("simulate -m 1f1b -p 4 -n 4 --svg-width 800", "add --svg FILE");
+  // Bounded: 1e9 px once wrote a 1.69 GB file.
+  for (const char* w : {"1e9", "100001", "-5", "10"})
+    expect_error(std::string("simulate -m 1f1b -p 4 -n 4 --svg /dev/null --svg-width ") + w,
+                 "--svg-width must be 0 (automatic) or 400..100000 px");
+  EXPECT_EQ(run("simulate -m 1f1b -p 4 -n 4 --svg /dev/null --svg-width 100000").code, 0);
   expect_error("simulate -m 1f1b -p 4 -n 4 --svg-time 0:10", "add --svg FILE");
   expect_error("simulate -m 1f1b -p 4 -n 4 --chunks 3", "--chunks applies to interleaved-1f1b and combined-1f1b only, not 1f1b");
   EXPECT_EQ(run("simulate -m interleaved-1f1b -p 4 -n 4 --chunks 3").code, 0);
+}
+
+// Values CLI11 would take silently: '' as 0, -1 wrapped to the largest
+// unsigned number.
+TEST(CliOptions, EmptyAndWrappingNumbersAreRefused) {
+  expect_error("simulate -m 1f1b -p 4 -n ''", "an empty value is not a number");
+  expect_error("compare -p 4 -n ''", "an empty value is not a number");
+  expect_error("simulate -m interleaved-1f1b -p 4 -n 4 --chunks ''", "an empty value is not a number");
+  expect_error("search -p 2 -n 4 --seed -1", "'-1' is negative");
+  expect_error("plan --preset llama-70b --global-batch 64 --top -1", "--top");
+  expect_error("plan --preset llama-70b --global-batch 64 --top 0", "--top");
 }
 
 TEST(CliOptions, SimulateSaysWhatItWrote) {

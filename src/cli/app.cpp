@@ -43,27 +43,33 @@ void add_version_command(CLI::App* app, CommandRun& run) {
 
 namespace {
 
-// No dualpipe option takes NaN or infinity, but CLI11 reads "nan", "inf" and
-// "1e999" into a double, and NaN passes every "x < 0" range check. So every
-// option whose default is a number gets this validator, which also covers
-// options added later.
-void refuse_non_finite_numbers(CLI::App& app) {
-  const CLI::Validator finite(
-      [](std::string& text) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(text.c_str(), &end);
-        if (!text.empty() && *end == '\0' && !std::isfinite(v)) return "'" + text + "' is not a finite number";
-        return "";
-      },
-      "", "FINITE");
-  for (CLI::App* sub : app.get_subcommands({})) {
+// No dualpipe option takes NaN, infinity or an empty value, and no
+// unsigned one a negative value; but CLI11 reads "nan", "inf" and "1e999"
+// into a double (and NaN passes every "x < 0" range check), "" as 0, and -1
+// into an unsigned integer as its largest value. So every numeric option (by
+// the type CLI11 gives it) gets this validator, which also covers options
+// added later.
+void refuse_unreadable_numbers(CLI::App& app) {
+  auto number = [](bool is_unsigned) {
+    return CLI::Validator(
+        [is_unsigned](std::string& text) -> std::string {
+          // CLI11 reads '' into a number as 0: `--clip ''` turned clipping off.
+          if (text.empty()) return "an empty value is not a number";
+          char* end = nullptr;
+          const double v = std::strtod(text.c_str(), &end);
+          if (*end == '\0' && !std::isfinite(v)) return "'" + text + "' is not a finite number";
+          if (is_unsigned && text.find('-') != std::string::npos) return "'" + text + "' is negative";
+          return "";
+        },
+        "", "NUMBER");
+  };
+  const CLI::Validator signed_number = number(false), unsigned_number = number(true);
+  for (CLI::App* sub : app.get_subcommands({}))
     for (CLI::Option* opt : sub->get_options()) {
-      const std::string def = opt->get_default_str();
-      char* end = nullptr;
-      const double v = def.empty() ? 0 : std::strtod(def.c_str(), &end);
-      if (!def.empty() && *end == '\0' && std::isfinite(v)) opt->check(finite);
+      const std::string type = opt->get_type_name();
+      if (type == "UINT") opt->check(unsigned_number);
+      else if (type == "INT" || type == "FLOAT" || type == "NUMBER") opt->check(signed_number);
     }
-  }
 }
 
 // False after one line naming the commands when argv[1] is none of them.
@@ -86,7 +92,7 @@ bool known_command(CLI::App& app, int argc, char** argv) {
 }  // namespace
 
 int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
-  refuse_non_finite_numbers(app);
+  refuse_unreadable_numbers(app);
   program_args = {argc, argv};
   if (argc <= 1) {
     fmt::print("{}", app.help());

@@ -158,8 +158,285 @@ struct Opts {
   std::string format = "text";
 };
 
+// What a rank measures before the run, every rank at once so that each core
+// is as loaded as during the run.
+struct Yardsticks {
+  double rate = 0;        // matrix-product FLOP/s of one thread (mlp only)
+  double sequential = 0;  // the model's own compute, unpipelined, on one rank
+  double unit = 0;        // bytes of one activation
+  double latency = 0;     // one pipeline transfer
+  // moe across expert ranks: the wire time of one dispatch or combine of the
+  // average size (every token's K copies spread evenly over the E ranks),
+  // and of the small token-count exchange before each dispatch.
+  double a2a_phase = 0;
+  double link_bytes_per_s = 0;  // the link's rate as an all-to-all sees it (0: not measured)
+};
+
+Yardsticks measure_yardsticks(const Opts& o, const TrainOptions& t, const ModelConfig& whole, const Mesh& mesh) {
+  Yardsticks y;
+  y.rate = t.model.name == "mlp" ? matmul_flops_per_second(t.model, 0.5) : 0.0;
+  y.sequential = sequential_compute_seconds(whole, 1);
+  y.unit = activation_unit_bytes(whole);
+  PipelineModel shapes = make_model(whole);
+  y.latency = transfer_seconds(*mesh.pipeline, shapes.boundary_shape, shapes.boundary_dtype, 50);
+  if (!mesh.expert) return y;
+  const int64_t rows = std::max<int64_t>(o.model.micro_batch_size * o.model.seq_len * o.model.top_k / mesh.shape.ep, 1);
+  const double tokens_a2a = all_to_all_seconds(*mesh.expert, rows, o.model.hidden, t.model.dtype, 20);
+  const double counts_a2a = all_to_all_seconds(*mesh.expert, 1, o.model.experts / mesh.shape.ep, torch::kInt64, 20);
+  y.a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
+  // Protocol and shaping included: what a transfer beyond it spent waiting for a late peer.
+  const double sent = static_cast<double>(rows * (mesh.shape.ep - 1) * o.model.hidden) *
+                      static_cast<double>(torch::elementSize(t.model.dtype));
+  if (tokens_a2a > 0) y.link_bytes_per_s = sent / tokens_a2a;
+  return y;
+}
+
+// Every rank's figures, on rank 0 (per rank, indexed by rank). Every rank calls it.
+struct Gathered {
+  nlohmann::json exposed;               // exposed_medians per rank
+  std::map<PieceKey, double> calibration;  // with device emulation
+  std::vector<double> overruns, rates, heaps, sequential, batch;
+  std::vector<std::vector<ActionTime>> times;  // the first pipeline's last step
+};
+
+Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, double K, const Mesh& mesh) {
+  Comm& world = *mesh.world;
+  Gathered g;
+  g.exposed = gather_exposed(run.exposed, world);
+  if (K > 0) g.calibration = gather_calibration(run.calibration, s.stages, world);
+  g.overruns = gather_value(run.device_overruns, world);
+  g.rates = gather_value(y.rate, world);
+  g.heaps = gather_value(run.peak_heap_bytes, world);
+  g.sequential = gather_value(y.sequential, world);
+  g.batch = gather_value(sched_getscheduler(0) == SCHED_BATCH ? 1.0 : 0.0, world);
+  g.times = gather_times(s, run.last_times, *mesh.pipeline);
+  return g;
+}
+
+// The simulator fed this run's measured per-action costs (last step); the
+// same with the measured transfer time on every cross-rank edge; and with
+// the all-to-alls as communication phases of every chunk (2 per MoE block of
+// the stage), hidden by F&B pairs when overlap is on, from the calibration
+// the ranks emulated where there is one.
+struct Simulated {
+  SimResult plain, a2a;
+  double with_latency = 0;
+};
+
+Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered& g, const Yardsticks& y) {
+  Simulated out;
+  Costs costs = measured_costs(s, g.times);
+  out.plain = simulate(compute_only(s), costs);
+  costs.latency = y.latency;
+  out.with_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
+  if (y.a2a_phase <= 0) return out;
+  const double K = t.engine.device_factor;
+  Costs ca = K > 0 ? calibrated_costs(g.calibration, s.stages, K) : measured_costs(s, g.times);
+  ca.pair_turns = t.engine.lane ? Costs::PairTurns::Alternate : Costs::PairTurns::FirstReady;
+  ca.latency = y.latency;
+  ca.a2a_bytes.assign(s.stages, 0.0);
+  ca.a2a_phases.assign(s.stages, 0);
+  for (int st = 0; st < s.stages; ++st) {
+    const auto [first, end] = gpt_blocks(st, s.stages, gpt_layers(t.model));
+    ca.a2a_phases[st] = 2 * (end - first);
+    ca.a2a_bytes[st] = y.a2a_phase * ca.a2a_phases[st];  // "bytes" in seconds at rate 1
+  }
+  ca.a2a_rate = 1.0;
+  ca.fb_overlap = t.fb_overlap;
+  out.a2a = simulate(compute_only(s), ca);
+  return out;
+}
+
+// The cores this process may run on (its CPU affinity: taskset, cgroups'
+// cpusets), which rank threads and spawned ranks inherit.
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// The model's compute, split over ranks by their share of the work (F, B, I,
+// W counted by FLOPs for mlp, by compute actions otherwise), and the runtime
+// overhead per compute action that the step shows beyond it.
+struct Overhead {
+  std::vector<double> flops, computes, compute_s, floor_s;  // per rank
+  double floor = 0, compute = 0, compute_actions = 0;
+  double per_action_us = 0;
+  std::string unreliable;  // why per_action_us means nothing here; empty: it does
+};
+
+Overhead overhead_of(const Schedule& s, const TrainOptions& t, const Gathered& g, double median_step, int world) {
+  const StageFlops flops = mlp_stage_flops(t.model);
+  Overhead h;
+  h.flops.assign(s.ranks, 0);
+  h.computes.assign(s.ranks, 0);
+  double all_flops = 0, all_computes = 0;
+  for (int r = 0; r < s.ranks; ++r) {
+    h.flops[r] = rank_flops(s, r, flops);
+    for (const Action& a : s.actions[r]) h.computes[r] += is_comm(a.op) ? 0 : a.op == Op::FB ? 2 : 1;
+    all_flops += h.flops[r];
+    all_computes += h.computes[r];
+  }
+  for (int r = 0; r < s.ranks; ++r) {
+    const double share = all_flops > 0 ? h.flops[r] / all_flops : h.computes[r] / all_computes;
+    h.floor_s.push_back(g.rates[r] > 0 ? h.flops[r] / g.rates[r] : 0.0);
+    h.compute_s.push_back(share * g.sequential[r]);
+    h.floor = std::max(h.floor, h.floor_s[r]);
+    h.compute = std::max(h.compute, h.compute_s[r]);
+    h.compute_actions = std::max(h.compute_actions, h.computes[r]);
+  }
+  h.per_action_us = h.compute_actions > 0 ? 1e6 * (median_step - h.compute) / h.compute_actions : 0.0;
+  // With more ranks than cores they time-share them, and the yardsticks
+  // (measured with every rank busy at once) no longer compare with the
+  // step: the difference came out as -19298 us per action.
+  if (world > usable_cores())
+    h.unreliable = "ranks outnumber cores";
+  else if (h.per_action_us < 0)
+    h.unreliable = "the step measured below its compute alone";
+  return h;
+}
+
+// One rank's line of the JSON's per_rank array.
+nlohmann::json rank_json(const Schedule& s, int r, const Gathered& g, const Simulated& sim, const Overhead& h,
+                         const Yardsticks& y, bool track_memory) {
+  // Where the rank's last step went: compute (waits excluded), waiting on
+  // receives, and the rest (sends, posting, bookkeeping between actions).
+  double busy = 0, waited = 0, span = 0;
+  for (std::size_t p = 0; p < g.times[r].size(); ++p) {
+    const ActionTime& at = g.times[r][p];
+    waited += at.wait;
+    if (!is_comm(s.actions[r][p].op)) busy += at.end - at.start - at.wait;
+    span = std::max(span, at.end);
+  }
+  nlohmann::json j = {{"flops", h.flops[r]},
+                      {"last_step_compute_s", busy},
+                      {"last_step_recv_wait_s", waited},
+                      {"last_step_pipeline_s", span},
+                      {"batch_scheduling", g.batch[r] > 0},
+                      {"matmul_flops_per_s", g.rates[r]},
+                      {"floor_s", h.floor_s[r]},
+                      {"compute_s", h.compute_s[r]},
+                      {"compute_actions", h.computes[r]},
+                      {"actions", s.actions[r].size()},
+                      {"simulated_peak_activations", sim.plain.per_rank[r].peak_activations},
+                      {"simulated_peak_held", sim.plain.per_rank[r].peak_held},
+                      // Time with nothing computing, by cause: medians over the timed steps.
+                      {"exposed_comm_s", g.exposed[r]},
+                      {"device_overruns", g.overruns[r]}};
+  if (y.a2a_phase > 0) {
+    j["simulated_exposed_a2a_s"] = sim.a2a.per_rank[r].exposed_a2a;
+    j["simulated_a2a_total_s"] = sim.a2a.per_rank[r].a2a_total;
+  }
+  if (track_memory) {
+    // Held, not just live: what a split backward leaves for its W stays in memory until the W runs.
+    j["peak_heap_bytes"] = g.heaps[r];
+    j["predicted_activation_bytes"] = sim.plain.per_rank[r].peak_held * y.unit;
+  }
+  return j;
+}
+
+// Rank 0's results, as bench prints them.
+struct BenchResult {
+  std::vector<double> steps, pipes;  // per timed step: whole step, pipeline part
+  double median_step = 0, median_pipe = 0;
+  std::size_t exposed_steps = 0;
+};
+
+nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& t, const BenchResult& b,
+                          const Gathered& g, const Simulated& sim, const Overhead& h, const Yardsticks& y) {
+  nlohmann::json per_rank = nlohmann::json::array();
+  for (int r = 0; r < s.ranks; ++r) per_rank.push_back(rank_json(s, r, g, sim, h, y, t.track_memory));
+  return {{"method", s.method},         {"ranks", s.ranks},
+          {"stages", s.stages},         {"micro_batches", s.micro_batches},
+          {"model", o.model.model},    {"hidden", o.model.hidden},
+          {"ffn", o.model.model == "mlp" ? mlp_ffn(t.model) : 0},
+          {"seq_len", o.model.seq_len}, {"micro_batch_size", o.model.micro_batch_size},
+          {"dtype", o.model.dtype},    {"median_step_s", b.median_step},
+          {"ep", o.ranks.ep},          {"fb_overlap", o.ranks.fb_overlap == "on"},
+          {"dp", o.ranks.dp},          {"zero", o.ranks.zero},
+          {"a2a_phase_s", y.a2a_phase},
+          {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
+          {"median_pipeline_s", b.median_pipe},
+          {"step_times", b.steps},      {"pipeline_times", b.pipes},
+          {"simulated_step_s", sim.plain.makespan},
+          {"transfer_s", y.latency},
+          {"simulated_with_transfers_s", sim.with_latency},
+          {"floor_s", h.floor},
+          {"compute_s", h.compute},
+          // null where it means nothing, and overhead_unreliable says why.
+          {"overhead_per_action_us", h.unreliable.empty() ? nlohmann::json(h.per_action_us) : nlohmann::json(nullptr)},
+          {"overhead_unreliable", h.unreliable.empty() ? nlohmann::json(nullptr) : nlohmann::json(h.unreliable)},
+          {"activation_unit_bytes", y.unit},
+          {"emulate_device", t.engine.device_factor},
+          {"comm_lane", t.engine.lane},
+          {"calibration", calibration_json(g.calibration)},
+          {"per_rank", per_rank}};
+}
+
+void print_bench_text(const Opts& o, const Schedule& s, const BenchResult& b, const Gathered& g,
+                      const Simulated& sim, const Overhead& h, const Yardsticks& y) {
+  const auto [lo, hi] = std::minmax_element(b.steps.begin(), b.steps.end());
+  fmt::print("bench {}: {} ranks, {} micro-batches, model {} (hidden {}, seq {}, micro-batch size {}), {}: "
+             "median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
+             s.method, s.ranks, s.micro_batches, o.model.model, o.model.hidden, o.model.seq_len,
+             o.model.micro_batch_size, o.model.dtype, b.median_step, b.steps.size(), *lo, *hi);
+  fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.plain.makespan,
+             b.median_step / sim.plain.makespan);
+  if (h.floor > 0)
+    fmt::print("  compute floor (FLOPs / single-thread matrix-product rate) {:.4f} s (measured/floor {:.3f})\n",
+               h.floor, b.median_step / h.floor);
+  fmt::print("  one transfer {:.1f} us; simulated with it on every cross-rank edge {:.4f} s (measured/simulated "
+             "{:.3f})\n",
+             1e6 * y.latency, sim.with_latency, b.median_step / sim.with_latency);
+  if (h.unreliable.empty())
+    fmt::print("  model compute alone {:.4f} s: runtime overhead {:.1f} us per compute action\n", h.compute,
+               h.per_action_us);
+  else
+    fmt::print("  model compute alone {:.4f} s: overhead: unreliable ({})\n", h.compute, h.unreliable);
+  for (int r = 0; r < s.ranks; ++r) {
+    const nlohmann::json& e = g.exposed[r];
+    fmt::print("  rank {}: nothing computing (median of {} steps): all-to-all {:.4f} s, peer wait {:.4f} s, "
+               "pipeline {:.4f} s, gradient reduction {:.4f} s, hand-over {:.4f} s\n",
+               r, b.exposed_steps, e["all_to_all"].get<double>(), e["peer_wait"].get<double>(),
+               e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
+  }
+  if (y.a2a_phase > 0)
+    fmt::print("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
+               1e3 * y.a2a_phase, sim.a2a.makespan, b.median_pipe / sim.a2a.makespan);
+}
+
+// One rank's part: yardsticks, the timed steps, then (rank 0) the report.
+int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Mesh& mesh) {
+  ModelConfig whole = t.model;  // the yardsticks run the model unsharded on one rank
+  whole.ep = 1;
+  const Yardsticks y = measure_yardsticks(o, t, whole, mesh);
+  TrainOptions rank_opts = t;  // this rank's copy (thread ranks share t)
+  if (y.link_bytes_per_s > 0) rank_opts.engine.link_bytes_per_s = y.link_bytes_per_s;
+  const RankRun run = train_rank(s, rank_opts, mesh);
+  const double K = t.engine.device_factor;
+  const Gathered g = gather_run(s, run, y, K, mesh);
+  if (mesh.world->rank != 0) return 0;
+  if (K > 0) print_calibration(g.calibration, K);
+  BenchResult b;
+  for (const StepStats& st : run.steps) {
+    b.steps.push_back(st.seconds);
+    b.pipes.push_back(st.pipeline_seconds);
+  }
+  b.median_step = median(b.steps);
+  b.median_pipe = median(b.pipes);
+  b.exposed_steps = run.exposed.size();
+  const Simulated sim = simulate_run(s, t, g, y);
+  const Overhead h = overhead_of(s, t, g, b.median_step, mesh.world->world);
+  if (o.format == "json")
+    fmt::print("{}\n", bench_json(o, s, t, b, g, sim, h, y).dump(1));
+  else
+    print_bench_text(o, s, b, g, sim, h, y);
+  return 0;
+}
+
 // The command itself, once its options are parsed: returns the exit code.
-int bench_command(Opts& o) {
+int bench_command(const Opts& o) {
   require_step_count(o.steps);
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
@@ -168,202 +445,7 @@ int bench_command(Opts& o) {
   t.warmup_steps = 1;
   t.optimize = false;
   t.track_memory = !o.ranks.threads;  // the heap is per process
-  const StageFlops flops = mlp_stage_flops(t.model);
-  // The yardsticks run the model unsharded on one rank.
-  ModelConfig whole = t.model;
-  whole.ep = 1;
-  return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {
-    const std::shared_ptr<Comm>& comm = mesh.world;
-    // Yardsticks first, on every rank at once, so each core is as loaded
-    // as during the run: the matrix-product rate, the model's own compute
-    // with no pipeline, and the bytes of one activation.
-    const double rate = t.model.name == "mlp" ? matmul_flops_per_second(t.model, 0.5) : 0.0;
-    const double sequential = sequential_compute_seconds(whole, 1);
-    const double unit = activation_unit_bytes(whole);
-    PipelineModel shapes = make_model(whole);
-    const double latency = transfer_seconds(*mesh.pipeline, shapes.boundary_shape, shapes.boundary_dtype, 50);
-    // moe across expert ranks: the wire time of one dispatch or combine of
-    // the average size (every token's K copies spread evenly over the E
-    // ranks), and of the small token-count exchange before each dispatch.
-    double a2a_phase = 0;
-    TrainOptions rank_opts = t;  // this rank's copy (thread ranks share t)
-    if (mesh.expert) {
-      const int64_t rows = o.model.micro_batch_size * o.model.seq_len * o.model.top_k / mesh.shape.ep;
-      const double tokens_a2a = all_to_all_seconds(*mesh.expert, std::max<int64_t>(rows, 1), o.model.hidden,
-                                                   t.model.dtype, 20);
-      const double counts_a2a = all_to_all_seconds(*mesh.expert, 1, o.model.experts / mesh.shape.ep, torch::kInt64, 20);
-      a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
-      // The link's effective rate as an all-to-all sees it (protocol and
-      // shaping included): what a transfer beyond it spent waiting for a late peer.
-      const double sent = static_cast<double>(std::max<int64_t>(rows, 1) * (mesh.shape.ep - 1) * o.model.hidden) *
-                          static_cast<double>(torch::elementSize(t.model.dtype));
-      if (tokens_a2a > 0) rank_opts.engine.link_bytes_per_s = sent / tokens_a2a;
-    }
-    RankRun run = train_rank(s, rank_opts, mesh);
-    const nlohmann::json exposed_all = gather_exposed(run.exposed, *comm);
-    const double K = t.engine.device_factor;
-    const std::map<PieceKey, double> cal =
-        K > 0 ? gather_calibration(run.calibration, s.stages, *comm) : std::map<PieceKey, double>{};
-    auto overruns = gather_value(run.device_overruns, *comm);
-    auto rates = gather_value(rate, *comm);
-    auto heaps = gather_value(run.peak_heap_bytes, *comm);
-    auto seqs = gather_value(sequential, *comm);
-    auto batch = gather_value(sched_getscheduler(0) == SCHED_BATCH ? 1.0 : 0.0, *comm);
-    auto times = gather_times(s, run.last_times, *mesh.pipeline);
-    if (comm->rank != 0) return 0;
-    if (K > 0) print_calibration(cal, K);
-    std::vector<double> steps, pipes;
-    for (const StepStats& st : run.steps) {
-      steps.push_back(st.seconds);
-      pipes.push_back(st.pipeline_seconds);
-    }
-    const double med = median(steps), med_pipe = median(pipes);
-    // The simulator fed this run's measured per-action costs (last step).
-    Costs costs = measured_costs(s, times);
-    SimResult sim = simulate(compute_only(s), costs);
-    // ... and the same with the measured transfer time on every cross-rank edge.
-    costs.latency = latency;
-    const double sim_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
-    // ... and with the all-to-alls as communication phases of every chunk
-    // (2 per MoE block of the stage), hidden by F&B pairs when overlap is on.
-    SimResult sim_a2a;
-    if (a2a_phase > 0) {
-      // With device emulation: the calibration the ranks emulated, piece by piece.
-      Costs ca = K > 0 ? calibrated_costs(cal, s.stages, K) : measured_costs(s, times);
-      ca.pair_turns = t.engine.lane ? Costs::PairTurns::Alternate : Costs::PairTurns::FirstReady;
-      ca.latency = latency;
-      ca.a2a_bytes.assign(s.stages, 0.0);
-      ca.a2a_phases.assign(s.stages, 0);
-      for (int st = 0; st < s.stages; ++st) {
-        const auto [first, end] = gpt_blocks(st, s.stages, gpt_layers(t.model));
-        ca.a2a_phases[st] = 2 * (end - first);
-        ca.a2a_bytes[st] = a2a_phase * ca.a2a_phases[st];  // "bytes" in seconds at rate 1
-      }
-      ca.a2a_rate = 1.0;
-      ca.fb_overlap = t.fb_overlap;
-      sim_a2a = simulate(compute_only(s), ca);
-    }
-    // The model's compute, split over ranks by their share of the work
-    // (F, B, I, W counted by FLOPs for mlp, by compute actions otherwise).
-    double all_flops = 0, all_computes = 0;
-    std::vector<double> rflops(s.ranks), computes(s.ranks);
-    for (int r = 0; r < s.ranks; ++r) {
-      rflops[r] = rank_flops(s, r, flops);
-      for (const Action& a : s.actions[r]) computes[r] += is_comm(a.op) ? 0 : a.op == Op::FB ? 2 : 1;
-      all_flops += rflops[r];
-      all_computes += computes[r];
-    }
-    double floor = 0, compute = 0, compute_actions = 0;
-    nlohmann::json per_rank = nlohmann::json::array();
-    for (int r = 0; r < s.ranks; ++r) {
-      const double share = all_flops > 0 ? rflops[r] / all_flops : computes[r] / all_computes;
-      const double r_floor = rates[r] > 0 ? rflops[r] / rates[r] : 0.0;
-      floor = std::max(floor, r_floor);
-      compute = std::max(compute, share * seqs[r]);
-      compute_actions = std::max(compute_actions, computes[r]);
-      // Where the rank's last step went: compute (waits excluded), waiting
-      // on receives, and the rest (sends, posting, bookkeeping between actions).
-      double busy = 0, waited = 0, span = 0;
-      for (std::size_t p = 0; p < times[r].size(); ++p) {
-        const ActionTime& at = times[r][p];
-        waited += at.wait;
-        if (!is_comm(s.actions[r][p].op)) busy += at.end - at.start - at.wait;
-        span = std::max(span, at.end);
-      }
-      nlohmann::json j = {{"flops", rflops[r]},
-                          {"last_step_compute_s", busy},
-                          {"last_step_recv_wait_s", waited},
-                          {"last_step_pipeline_s", span},
-                          {"batch_scheduling", batch[r] > 0},
-                          {"matmul_flops_per_s", rates[r]},
-                          {"floor_s", r_floor},
-                          {"compute_s", share * seqs[r]},
-                          {"compute_actions", computes[r]},
-                          {"actions", s.actions[r].size()},
-                          {"simulated_peak_activations", sim.per_rank[r].peak_activations},
-                          {"simulated_peak_held", sim.per_rank[r].peak_held},
-                          // Time with nothing computing, by cause: medians over the timed steps.
-                          {"exposed_comm_s", exposed_all[r]},
-                          {"device_overruns", overruns[r]}};
-      if (a2a_phase > 0) {
-        j["simulated_exposed_a2a_s"] = sim_a2a.per_rank[r].exposed_a2a;
-        j["simulated_a2a_total_s"] = sim_a2a.per_rank[r].a2a_total;
-      }
-      if (t.track_memory) {
-        // Held, not just live: what a split backward leaves for its W stays
-        // in memory until the W runs.
-        j["peak_heap_bytes"] = heaps[r];
-        j["predicted_activation_bytes"] = sim.per_rank[r].peak_held * unit;
-      }
-      per_rank.push_back(j);
-    }
-    const double overhead_us = compute_actions > 0 ? 1e6 * (med - compute) / compute_actions : 0.0;
-    // With more ranks than cores they time-share them, and the yardsticks
-    // (measured with every rank busy at once) no longer compare with the
-    // step: the difference came out as -19298 us per action. Flagged, not printed.
-    const unsigned cores = std::thread::hardware_concurrency();
-    const bool crowded = cores > 0 && static_cast<unsigned>(comm->world) > cores;
-    const bool overhead_reliable = !crowded && overhead_us >= 0;
-    const char* unreliable_why = crowded ? "ranks outnumber cores" : "the step measured below its compute alone";
-    if (o.format == "json") {
-      nlohmann::json j = {{"method", s.method},         {"ranks", s.ranks},
-                          {"stages", s.stages},         {"micro_batches", s.micro_batches},
-                          {"model", o.model.model},    {"hidden", o.model.hidden},
-                          {"ffn", o.model.model == "mlp" ? mlp_ffn(t.model) : 0},
-                          {"seq_len", o.model.seq_len}, {"micro_batch_size", o.model.micro_batch_size},
-                          {"dtype", o.model.dtype},    {"median_step_s", med},
-                          {"ep", o.ranks.ep},          {"fb_overlap", o.ranks.fb_overlap == "on"},
-                          {"dp", o.ranks.dp},          {"zero", o.ranks.zero},
-                          {"a2a_phase_s", a2a_phase},
-                          {"simulated_with_a2a_s", a2a_phase > 0 ? sim_a2a.makespan : 0.0},
-                          {"median_pipeline_s", med_pipe},
-                          {"step_times", steps},        {"pipeline_times", pipes},
-                          {"simulated_step_s", sim.makespan},
-                          {"transfer_s", latency},
-                          {"simulated_with_transfers_s", sim_latency},
-                          {"floor_s", floor},
-                          {"compute_s", compute},
-                          {"overhead_per_action_us", overhead_us},  // read it only where overhead_reliable
-                          {"overhead_reliable", overhead_reliable},
-                          {"activation_unit_bytes", unit},
-                          {"emulate_device", K},
-                          {"comm_lane", t.engine.lane},
-                          {"calibration", calibration_json(cal)},
-                          {"per_rank", per_rank}};
-      fmt::print("{}\n", j.dump(1));
-    } else {
-      std::vector<double> sorted = steps;
-      std::sort(sorted.begin(), sorted.end());
-      fmt::print("bench {}: {} ranks, {} micro-batches, model {} (hidden {}, seq {}, micro-batch size {}), {}: "
-                 "median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
-                 s.method, s.ranks, s.micro_batches, o.model.model, o.model.hidden, o.model.seq_len,
-                 o.model.micro_batch_size, o.model.dtype, med, steps.size(), sorted.front(), sorted.back());
-      fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.makespan,
-                 med / sim.makespan);
-      if (floor > 0)
-        fmt::print("  compute floor (FLOPs / single-thread matrix-product rate) {:.4f} s (measured/floor {:.3f})\n",
-                   floor, med / floor);
-      fmt::print("  one transfer {:.1f} us; simulated with it on every cross-rank edge {:.4f} s (measured/simulated "
-                 "{:.3f})\n",
-                 1e6 * latency, sim_latency, med / sim_latency);
-      if (overhead_reliable)
-        fmt::print("  model compute alone {:.4f} s: runtime overhead {:.1f} us per compute action\n", compute,
-                   overhead_us);
-      else
-        fmt::print("  model compute alone {:.4f} s: overhead: unreliable ({})\n", compute, unreliable_why);
-      for (int r = 0; r < s.ranks; ++r) {
-        const nlohmann::json& e = exposed_all[r];
-        fmt::print("  rank {}: nothing computing (median of {} steps): all-to-all {:.4f} s, peer wait {:.4f} s, "
-                   "pipeline {:.4f} s, gradient reduction {:.4f} s, hand-over {:.4f} s\n",
-                   r, run.exposed.size(), e["all_to_all"].get<double>(), e["peer_wait"].get<double>(),
-                   e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
-      }
-      if (a2a_phase > 0)
-        fmt::print("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
-                   1e3 * a2a_phase, sim_a2a.makespan, med_pipe / sim_a2a.makespan);
-    }
-    return 0;
-  });
+  return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) { return bench_rank(o, s, t, mesh); });
 }
 
 }  // namespace

@@ -105,105 +105,144 @@ EarlierLoss earlier_loss(const std::string& path, int resume_step) {
   return e;
 }
 
-// Rank 0's closing report: the loss curve files, the measured last step
-// against the simulator, and memory; as text or (--format json) one object.
-void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankRun& run,
-            const std::vector<std::vector<ActionTime>>& times, const std::vector<std::vector<Span>>& a2a_waits,
-            const std::vector<double>& heap, double tokens_per_step, const EarlierLoss& earlier) {
-  std::vector<double> xs, ys, secs;
+// What rank 0 reports at the end: the steps, every rank's figures gathered.
+struct RunReport {
+  std::vector<StepStats> steps;
+  std::vector<std::vector<ActionTime>> times;  // the first pipeline's last step
+  std::vector<std::vector<Span>> a2a_waits;
+  std::vector<double> heap, optimizer;  // per rank (heap: empty without memory tracking)
+  double tokens_per_step = 0;
+  EarlierLoss earlier;
+};
+
+// The loss curve as files: the CSV (to stdout at the end when "-"; a file
+// got its rows step by step) and the SVG of the whole run, the steps before
+// a resume included.
+void write_loss_outputs(const Opts& o, const Schedule& s, const RunReport& rr) {
   std::string csv = kLossCsvHeader;
-  for (const StepStats& st : run.steps) {
-    xs.push_back(st.step + 1);
-    ys.push_back(st.loss);
-    secs.push_back(st.seconds);
+  std::vector<double> all_x = rr.earlier.steps, all_y = rr.earlier.losses;
+  for (const StepStats& st : rr.steps) {
+    all_x.push_back(st.step + 1);
+    all_y.push_back(st.loss);
     csv += loss_csv_row(st);
   }
-  if (o.loss_csv == "-") write_output(o.loss_csv, csv);  // a file got its rows step by step
-  // The whole run's curve, the steps before a resume included.
-  std::vector<double> all_x = earlier.steps, all_y = earlier.losses;
-  all_x.insert(all_x.end(), xs.begin(), xs.end());
-  all_y.insert(all_y.end(), ys.begin(), ys.end());
+  if (o.loss_csv == "-") write_output(o.loss_csv, csv);
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
                                           "loss (mean over micro-batches)", all_x, all_y));
-  const double med = median(secs);
-  const StepStats& last = run.steps.back();
+}
 
-  // The simulator fed with what each action really cost.
-  SimResult measured = measured_result(s, times);
+// The measured last step, and the simulator fed with what each action of it cost.
+struct StepCheck {
+  SimResult measured, predicted;
+  double median_step = 0, last_pipeline = 0;
+};
+
+StepCheck check_last_step(const Opts& o, const Schedule& s, const RunReport& rr) {
+  StepCheck c;
+  std::vector<double> secs;
+  for (const StepStats& st : rr.steps) secs.push_back(st.seconds);
+  c.median_step = median(secs);
+  c.last_pipeline = rr.steps.back().pipeline_seconds;
+  c.measured = measured_result(s, rr.times);
   // moe across expert ranks: the stretches each rank stood idle waiting for
   // an all-to-all, drawn hatched over its timeline.
   bool any_wait = false;
-  for (const auto& w : a2a_waits) any_wait = any_wait || !w.empty();
-  if (any_wait) measured.a2a_waits = a2a_waits;
-  Costs c = measured_costs(s, times);
-  SimResult predicted = simulate(compute_only(s), c);
-  const double step = last.pipeline_seconds;
+  for (const auto& w : rr.a2a_waits) any_wait = any_wait || !w.empty();
+  if (any_wait) c.measured.a2a_waits = rr.a2a_waits;
+  c.predicted = simulate(compute_only(s), measured_costs(s, rr.times));
   SvgOptions so;
-  so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, step);
+  so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, c.last_pipeline);
   so.subtitle = "real timeline of the last training step (receive waits shown as idle)";
-  if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, measured, so));
-  if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, measured, 1e6));
+  if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, c.measured, so));
+  if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, c.measured, 1e6));
+  return c;
+}
 
-  if (o.format == "json") {
-    nlohmann::json inputs = run_inputs_json(s, o.model, o.ranks, t.model.seed);
-    inputs.update({{"steps", o.steps},
-                   {"lr", t.lr},
-                   {"warmup_steps", t.lr_warmup_steps},
-                   {"weight_decay", t.weight_decay},
-                   {"clip", t.clip},
-                   {"resume_step", t.checkpoint.resume_step}});
-    nlohmann::json j = {{"command", "train"},
-                        {"inputs", inputs},
-                        {"steps_run", run.steps.size()},
-                        {"first_step", run.steps.front().step + 1},
-                        {"loss_first", clean_number(ys.front())},
-                        {"loss_last", clean_number(ys.back())},
-                        {"grad_norm_last", clean_number(last.grad_norm)},
-                        {"median_step_s", clean_number(med)},
-                        {"tokens_per_step", tokens_per_step},
-                        {"tokens_per_s", clean_number(tokens_per_step / med, 4)},
-                        {"last_step_pipeline_s", clean_number(step)},
-                        {"simulated_pipeline_s", clean_number(predicted.makespan)},
-                        {"bubble_s", clean_number(measured.bubble)},
-                        {"simulated_bubble_s", clean_number(predicted.bubble)},
-                        {"threads", threads_json()}};
-    if (!heap.empty()) {
-      nlohmann::json per = nlohmann::json::array();
-      for (int r = 0; r < s.ranks; ++r)
-        per.push_back({{"rank", r},
-                       {"peak_heap_bytes", clean_number(heap[r], 4)},
-                       {"simulated_peak_activations", predicted.per_rank[r].peak_activations}});
-      j["memory"] = per;
-    }
-    if (!last.expert_tokens.empty()) {
-      nlohmann::json tokens = nlohmann::json::array();
-      for (double x : last.expert_tokens) tokens.push_back(clean_number(x));
-      j["expert_tokens_last_step"] = tokens;
-      j["balance_loss_last_step"] = clean_number(last.aux_loss, 4);
-    }
-    nlohmann::json files = {{"loss_csv", o.loss_csv}, {"loss_svg", o.loss_svg}};
-    if (!o.svg.empty()) files["svg"] = o.svg;
-    if (!o.trace.empty()) files["trace"] = o.trace;
-    j["files"] = files;
-    fmt::print("{}\n", j.dump(1));
-    return;
+nlohmann::json summary_json(const Opts& o, const Schedule& s, const TrainOptions& t, const RunReport& rr,
+                            const StepCheck& c) {
+  nlohmann::json inputs = run_inputs_json(s, o.model, o.ranks, t.model.seed);
+  inputs.update({{"steps", o.steps},
+                 {"lr", t.lr},
+                 {"warmup_steps", t.lr_warmup_steps},
+                 {"weight_decay", t.weight_decay},
+                 {"clip", t.clip},
+                 {"resume_step", t.checkpoint.resume_step}});
+  const StepStats &first = rr.steps.front(), &last = rr.steps.back();
+  nlohmann::json j = {{"command", "train"},
+                      {"inputs", inputs},
+                      {"steps_run", rr.steps.size()},
+                      {"first_step", first.step + 1},
+                      {"loss_first", clean_number(first.loss)},
+                      {"loss_last", clean_number(last.loss)},
+                      {"grad_norm_last", clean_number(last.grad_norm)},
+                      {"median_step_s", clean_number(c.median_step)},
+                      {"tokens_per_step", rr.tokens_per_step},
+                      {"tokens_per_s", clean_number(rr.tokens_per_step / c.median_step, 4)},
+                      {"last_step_pipeline_s", clean_number(c.last_pipeline)},
+                      {"simulated_pipeline_s", clean_number(c.predicted.makespan)},
+                      {"bubble_s", clean_number(c.measured.bubble)},
+                      {"simulated_bubble_s", clean_number(c.predicted.bubble)},
+                      {"threads", threads_json()}};
+  if (!rr.heap.empty()) {
+    nlohmann::json per = nlohmann::json::array();
+    for (int r = 0; r < s.ranks; ++r)
+      per.push_back({{"rank", r},
+                     {"peak_heap_bytes", clean_number(rr.heap[r], 4)},
+                     {"simulated_peak_activations", c.predicted.per_rank[r].peak_activations}});
+    j["memory"] = per;
   }
-  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", ys.front(),
-             ys.back(), count_of(static_cast<long long>(ys.size()), "step"), med, tokens_per_step / med);
+  if (!last.expert_tokens.empty()) {
+    nlohmann::json tokens = nlohmann::json::array();
+    for (double x : last.expert_tokens) tokens.push_back(clean_number(x));
+    j["expert_tokens_last_step"] = tokens;
+    j["balance_loss_last_step"] = clean_number(last.aux_loss, 4);
+  }
+  nlohmann::json files = {{"loss_csv", o.loss_csv}, {"loss_svg", o.loss_svg}};
+  if (!o.svg.empty()) files["svg"] = o.svg;
+  if (!o.trace.empty()) files["trace"] = o.trace;
+  j["files"] = files;
+  return j;
+}
+
+void print_summary(const Opts& o, const Schedule& s, const RunReport& rr, const StepCheck& c) {
+  const StepStats &first = rr.steps.front(), &last = rr.steps.back();
+  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", first.loss, last.loss,
+             count_of(static_cast<long long>(rr.steps.size()), "step"), c.median_step,
+             rr.tokens_per_step / c.median_step);
   if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
   fmt::print("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
              "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
-             1e3 * step, 1e3 * predicted.makespan, step / predicted.makespan, 1e3 * measured.bubble,
-             1e3 * predicted.bubble);
-  if (!heap.empty()) {
+             1e3 * c.last_pipeline, 1e3 * c.predicted.makespan, c.last_pipeline / c.predicted.makespan,
+             1e3 * c.measured.bubble, 1e3 * c.predicted.bubble);
+  if (!rr.heap.empty()) {
     std::string per;
     for (int r = 0; r < s.ranks; ++r)
-      per += fmt::format("{}rank {}: {:.2f} MiB / {}", r ? "; " : "", r, heap[r] / (1 << 20),
-                         count_of(static_cast<long long>(predicted.per_rank[r].peak_activations), "activation"));
+      per += fmt::format("{}rank {}: {:.2f} MiB / {}", r ? "; " : "", r, rr.heap[r] / (1 << 20),
+                         count_of(static_cast<long long>(c.predicted.per_rank[r].peak_activations), "activation"));
     fmt::print("peak activation memory (heap growth during the step) against the simulated peak count: {}\n", per);
   }
   fmt::print("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
              o.trace.empty() ? "" : ", " + o.trace);
+  std::vector<double> waits;
+  for (const StepStats& st : rr.steps) waits.push_back(st.reduce_seconds);
+  fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
+             "overlap with the step: {})\n",
+             median(waits), o.ranks.overlap_grad_reduce);
+  if (!rr.optimizer.empty())
+    fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
+               rr.optimizer[0] / 1024, *std::max_element(rr.optimizer.begin(), rr.optimizer.end()) / 1024,
+               o.ranks.zero);
+}
+
+// Rank 0's closing report: the loss curve files, the measured last step
+// against the simulator, and memory; as text or (--format json) one object.
+void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RunReport& rr) {
+  write_loss_outputs(o, s, rr);
+  const StepCheck c = check_last_step(o, s, rr);
+  if (o.format == "json")
+    fmt::print("{}\n", summary_json(o, s, t, rr, c).dump(1));
+  else
+    print_summary(o, s, rr, c);
 }
 
 // The outputs can be written and none of them is an input.
@@ -220,8 +259,9 @@ void check_outputs(const Opts& o) {
   if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
 }
 
-// The command itself, once its options are parsed: returns the exit code.
-int train_command(Opts& o) {
+
+// Option values no run can take; throws dualpipe::Error naming the option.
+void validate(const Opts& o) {
   require_step_count(o.steps);
   if (o.checkpoint_every < 0)
     throw Error(fmt::format("--checkpoint-every must not be negative (got {})", o.checkpoint_every));
@@ -229,63 +269,53 @@ int train_command(Opts& o) {
     throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o.keep_checkpoints));
   if (o.resume && o.checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
   if (o.lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o.lr));
-  const bool warmup_given = o.warmup_opt->count() > 0;
-  if (warmup_given && o.warmup_steps < 0)
+  if (o.warmup_opt->count() > 0 && o.warmup_steps < 0)
     throw Error(fmt::format("--warmup-steps must not be negative (got {})", o.warmup_steps));
   if (o.weight_decay < 0 || o.clip < 0) throw Error("--weight-decay and --clip must not be negative");
-  // This runs in the launcher and again in every rank process; the launcher
-  // (or rank 0 of a torchrun-style launch) is the one that prints and writes.
-  const bool lead_process = is_lead_process();
-  // Every output, before any rank starts (given as "" is refused, not
-  // skipped), once: by the process that writes them.
-  if (lead_process) check_outputs(o);
-  // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
-  // below the 2P micro-batches it needs to fill its bubbles.
-  if (o.src.from.empty() && o.src.micro_batches_opt->count() == 0 && o.src.ranks > 0 &&
-      o.src.ranks <= (1 << 24))  // beyond it generate() refuses P
-    o.src.micro_batches = std::max(8, 2 * o.src.ranks);
-  Schedule s = load_schedule(o.src);
-  if (!s.has_comm()) s = lower(s);
-  TrainOptions t = run_options(s, o.model, o.ranks, true);
-  t.steps = o.steps;
-  t.lr = o.lr;
-  t.lr_warmup_steps = warmup_given ? o.warmup_steps : default_lr_warmup_steps(o.steps);
-  t.weight_decay = o.weight_decay;
-  t.clip = o.clip;
-  t.track_memory = !o.ranks.threads;  // the heap is per process
-  // Only real rank processes can be killed or stalled without taking the others along.
-  if (!o.ranks.threads) t.fault = fault_from_env();
-  // Held by the launching process (rank 0 of a torchrun-style launch) until
-  // the run ends, before anything in the folder is read or written.
-  std::optional<CheckpointLock> lock;
-  if (!o.checkpoint_dir.empty() && lead_process) lock.emplace(o.checkpoint_dir);
-  if (!o.checkpoint_dir.empty()) {
-    CheckpointOptions& ck = t.checkpoint;
-    ck.dir = o.checkpoint_dir;
-    ck.every = o.checkpoint_every;
-    ck.keep = o.keep_checkpoints;
-    ck.identity = run_identity(s, t.model);
-    add_mesh_identity(ck.identity, o.ranks);
-    if (!o.resume) {
-      check_no_checkpoint(ck.dir);
-    } else if (auto found = find_checkpoint(ck.dir, ck.identity, [&](const std::string& w) {
-                 if (lead_process) fmt::print(stderr, "dualpipe: warning: {}\n", w);
-               })) {
-      if (found->step >= o.steps) {
-        if (lead_process)
-          fmt::print("checkpoint {} already has {} steps (--steps {}): nothing to train\n", found->path,
-                     found->step, o.steps);
-        return 0;
-      }
-      ck.resume_step = found->step;
-    } else if (lead_process) {
-      fmt::print(stderr, "dualpipe: warning: no complete checkpoint in {}: starting at step 1\n", ck.dir);
-    }
+}
+
+// The run as every rank makes it: the schedule, the training options, and
+// what the ranks must share.
+struct TrainPlan {
+  Schedule schedule;
+  TrainOptions t;
+  RankSettings settings;
+  double tokens_per_step = 0;
+  bool nothing_to_train = false;  // the checkpoint to resume already has --steps steps
+};
+
+// --checkpoint-dir: where to resume (the lead process warns), or a refusal
+// when a fresh run would mix with an earlier one's checkpoints.
+void plan_checkpoints(const Opts& o, const Schedule& s, TrainPlan& p, bool lead) {
+  CheckpointOptions& ck = p.t.checkpoint;
+  ck.dir = o.checkpoint_dir;
+  ck.every = o.checkpoint_every;
+  ck.keep = o.keep_checkpoints;
+  ck.identity = run_identity(s, p.t.model);
+  add_mesh_identity(ck.identity, o.ranks);
+  if (!o.resume) {
+    check_no_checkpoint(ck.dir);
+    return;
   }
-  const double tokens =
-      static_cast<double>(static_cast<int64_t>(s.micro_batches) * o.ranks.ep * o.ranks.dp * o.model.micro_batch_size * o.model.seq_len);
-  // What every rank must share: the schedule and model (as a checkpoint
-  // names them, the corpus by content) and the training options.
+  auto warn = [&](const std::string& w) {
+    if (lead) fmt::print(stderr, "dualpipe: warning: {}\n", w);
+  };
+  if (auto found = find_checkpoint(ck.dir, ck.identity, warn)) {
+    if (found->step >= o.steps) {
+      if (lead)
+        fmt::print("checkpoint {} already has {} steps (--steps {}): nothing to train\n", found->path, found->step,
+                   o.steps);
+      p.nothing_to_train = true;
+    }
+    ck.resume_step = found->step;
+  } else {
+    warn(fmt::format("no complete checkpoint in {}: starting at step 1", ck.dir));
+  }
+}
+
+// What every rank must share: the schedule and model (as a checkpoint names
+// them, the corpus by content) and the training options.
+RankSettings shared_settings(const Opts& o, const Schedule& s, const TrainOptions& t) {
   RankSettings settings;
   auto identity = run_identity(s, t.model);  // a named object: items() refers into it
   add_mesh_identity(identity, o.ranks);
@@ -297,60 +327,112 @@ int train_command(Opts& o) {
   settings.emplace_back("fb_overlap", o.ranks.fb_overlap);
   if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o.ranks.bucket_mb));
   settings.emplace_back("overlap_grad_reduce", o.ranks.overlap_grad_reduce);
-  return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {
-    if (!o.ranks.threads) check_same_settings(settings, *mesh.world);
-    const bool lead = mesh.rank == 0;
-    const bool text = o.format == "text";  // json: the summary alone on stdout
-    if (lead && text)
-      fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
-                 count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
-                 o.model.micro_batch_size, o.model.seq_len, o.model.model, o.model.hidden, o.model.dtype,
-                 count_of(o.steps, "step"));
-    if (lead && text && t.checkpoint.resume_step > 0)
-      fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
-                 t.checkpoint.resume_step);
-    double elapsed = 0;
-    const int every = std::max(1, o.steps / 25);
-    const bool stream_csv = lead && o.loss_csv != "-";
-    const EarlierLoss earlier = lead ? earlier_loss(o.loss_csv, t.checkpoint.resume_step) : EarlierLoss{};
-    if (stream_csv) write_output(o.loss_csv, kLossCsvHeader + earlier.rows);
-    RankRun run;
-    try {
-      run = train_rank(s, t, mesh, [&](const StepStats& st) {
-      elapsed += st.seconds;
-      if (stream_csv) append_output(o.loss_csv, loss_csv_row(st));
-      const int done = st.step + 1, first = t.checkpoint.resume_step + 1;
-      if (!text || (done % every && done != o.steps && done != first)) return;
-      fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
-                 o.steps, st.loss, st.grad_norm, tokens / st.seconds, st.seconds,
-                 duration(elapsed / (done - first + 1) * (o.steps - done)));
-      std::fflush(stdout);
-      });
-    } catch (const DivergedError& e) {
-      // Every rank stops here together; rank 0 says why, once.
-      if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
-      std::fflush(stdout);
-      return kDivergedExitCode;
-    }
-    // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
-    auto times = gather_times(s, run.last_times, *mesh.pipeline);
-    auto a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
-    auto heap = gather_value(run.peak_heap_bytes, *mesh.world);
-    auto optimizer = gather_value(run.optimizer_bytes, *mesh.world);
-    if (lead) report(o, s, t, run, times, a2a_waits, t.track_memory ? heap : std::vector<double>{}, tokens,
-                      earlier);
-    if (lead && text && !run.steps.empty()) {
-      std::vector<double> waits;
-      for (const StepStats& st : run.steps) waits.push_back(st.reduce_seconds);
-      fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
-                 "overlap with the step: {})\n",
-                 median(waits), o.ranks.overlap_grad_reduce);
-    }
-    if (lead && text && !optimizer.empty())
-      fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
-                 optimizer[0] / 1024, *std::max_element(optimizer.begin(), optimizer.end()) / 1024, o.ranks.zero);
-    return 0;
-  });
+  return settings;
+}
+
+TrainPlan build_plan(Opts& o, bool lead) {
+  // The default N follows P: a fixed 8 would run `train -p 8` (DualPipe)
+  // below the 2P micro-batches it needs to fill its bubbles.
+  if (o.src.from.empty() && o.src.micro_batches_opt->count() == 0 && o.src.ranks > 0 &&
+      o.src.ranks <= (1 << 24))  // beyond it generate() refuses P
+    o.src.micro_batches = std::max(8, 2 * o.src.ranks);
+  TrainPlan p;
+  p.schedule = load_schedule(o.src);
+  if (!p.schedule.has_comm()) p.schedule = lower(p.schedule);
+  const Schedule& s = p.schedule;
+  TrainOptions& t = p.t;
+  t = run_options(s, o.model, o.ranks, true);
+  t.steps = o.steps;
+  t.lr = o.lr;
+  t.lr_warmup_steps = o.warmup_opt->count() > 0 ? o.warmup_steps : default_lr_warmup_steps(o.steps);
+  t.weight_decay = o.weight_decay;
+  t.clip = o.clip;
+  t.track_memory = !o.ranks.threads;  // the heap is per process
+  // Only real rank processes can be killed or stalled without taking the others along.
+  if (!o.ranks.threads) t.fault = fault_from_env();
+  if (!o.checkpoint_dir.empty()) plan_checkpoints(o, s, p, lead);
+  p.tokens_per_step = static_cast<double>(static_cast<int64_t>(s.micro_batches) * o.ranks.ep * o.ranks.dp *
+                                          o.model.micro_batch_size * o.model.seq_len);
+  p.settings = shared_settings(o, s, t);
+  return p;
+}
+
+// Prints one progress line every few steps (text only), and streams the loss CSV.
+class Progress {
+ public:
+  Progress(const Opts& o, const TrainOptions& t, double tokens, bool lead)
+      : o_(o), t_(t), tokens_(tokens), text_(lead && o.format == "text"), stream_csv_(lead && o.loss_csv != "-"),
+        every_(std::max(1, o.steps / 25)) {}
+  void operator()(const StepStats& st) {
+    elapsed_ += st.seconds;
+    if (stream_csv_) append_output(o_.loss_csv, loss_csv_row(st));
+    const int done = st.step + 1, first = t_.checkpoint.resume_step + 1;
+    if (!text_ || (done % every_ && done != o_.steps && done != first)) return;
+    fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
+               o_.steps, st.loss, st.grad_norm, tokens_ / st.seconds, st.seconds,
+               duration(elapsed_ / (done - first + 1) * (o_.steps - done)));
+    std::fflush(stdout);
+  }
+
+ private:
+  const Opts& o_;
+  const TrainOptions& t_;
+  double tokens_, elapsed_ = 0;
+  bool text_, stream_csv_;
+  int every_;
+};
+
+// One rank's run: the header, the steps with progress, then rank 0's report.
+int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
+  const Schedule& s = p.schedule;
+  const TrainOptions& t = p.t;
+  if (!o.ranks.threads) check_same_settings(p.settings, *mesh.world);
+  const bool lead = mesh.rank == 0, text = lead && o.format == "text";  // json: the summary alone on stdout
+  if (text)
+    fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
+               count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
+               o.model.micro_batch_size, o.model.seq_len, o.model.model, o.model.hidden, o.model.dtype,
+               count_of(o.steps, "step"));
+  if (text && t.checkpoint.resume_step > 0)
+    fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
+               t.checkpoint.resume_step);
+  RunReport rr;
+  rr.tokens_per_step = p.tokens_per_step;
+  if (lead) rr.earlier = earlier_loss(o.loss_csv, t.checkpoint.resume_step);
+  if (lead && o.loss_csv != "-") write_output(o.loss_csv, kLossCsvHeader + rr.earlier.rows);
+  RankRun run;
+  try {
+    run = train_rank(s, t, mesh, Progress(o, t, p.tokens_per_step, lead));
+  } catch (const DivergedError& e) {
+    // Every rank stops here together; rank 0 says why, once.
+    if (lead) fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+    std::fflush(stdout);
+    return kDivergedExitCode;
+  }
+  // The first pipeline's timeline (its ranks are ranks 0..P-1) and every rank's heap.
+  rr.steps = run.steps;
+  rr.times = gather_times(s, run.last_times, *mesh.pipeline);
+  rr.a2a_waits = gather_a2a_waits(run.last_idle, *mesh.pipeline);
+  rr.heap = gather_value(run.peak_heap_bytes, *mesh.world);
+  rr.optimizer = gather_value(run.optimizer_bytes, *mesh.world);
+  if (!t.track_memory) rr.heap.clear();
+  if (lead && !rr.steps.empty()) report(o, s, t, rr);
+  return 0;
+}
+
+// The command itself, once its options are parsed: returns the exit code.
+int train_command(Opts& o) {
+  validate(o);
+  const bool lead = is_lead_process();
+  // Every output, before any rank starts (given as "" is refused, not
+  // skipped), once: by the process that writes them.
+  if (lead) check_outputs(o);
+  // Held by the lead process until the run ends, before anything in the folder is read or written.
+  std::optional<CheckpointLock> lock;
+  if (!o.checkpoint_dir.empty() && lead) lock.emplace(o.checkpoint_dir);
+  const TrainPlan p = build_plan(o, lead);
+  if (p.nothing_to_train) return 0;
+  return launch_ranks(o.ranks, p.schedule.ranks, [&](const Mesh& mesh) { return train_on_rank(o, p, mesh); });
 }
 
 }  // namespace

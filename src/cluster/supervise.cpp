@@ -25,6 +25,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
   int result = 0;
   std::size_t agreed = 0;  // ranks that exited with kAgreedStopExitCode
   std::string failure, stopped;
+  bool failed_with_error_line = false;  // the first failure exited with code 2: a rank's one-line error
   Clock::time_point failed_at;
   int phase = 0;  // 0: all well; 1: a rank failed; 2: SIGTERM sent; 3: SIGKILL sent
   auto signal_running = [&](int sig) {
@@ -68,16 +69,24 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
                     ? fmt::format("rank {} (pid {}) failed with exit code {}", r, pid, code)
                     : fmt::format("rank {} (pid {}) died: signal {} ({})", r, pid, WTERMSIG(status),
                                   strsignal(WTERMSIG(status)));
+      failed_with_error_line = WIFEXITED(status) && code == 2;
       failed_at = Clock::now();
       phase = 1;
     }
   }
   if (result != 0 && agreed == pids.size()) return kAgreedStopExitCode;
-  if (result != 0)
+  const double grace_s = std::chrono::duration<double>(kGrace).count();
+  // A rank that gave up with its own error line (its peers' waits are
+  // bounded, and a closed connection is seen at once) while another had to
+  // be stopped: the one stopped is the rank that hung, and the headline
+  // names it; the error line above says what the other waited for.
+  if (result != 0 && failed_with_error_line && !stopped.empty())
+    fmt::print(stderr, "{}: error: rank(s) {} stopped responding (still running {} s after {}); stopped\n", program,
+               stopped, grace_s, failure);
+  else if (result != 0)
     fmt::print(stderr, "{}: error: {}{}\n", program, failure,
                stopped.empty() ? std::string("; the other ranks exited by themselves")
-                               : fmt::format("; stopped rank(s) {} (still running {} s later)", stopped,
-                                             std::chrono::duration<double>(kGrace).count()));
+                               : fmt::format("; stopped rank(s) {} (still running {} s later)", stopped, grace_s));
   return result;
 }
 
