@@ -108,28 +108,10 @@ struct Labeler {
   }
 };
 
-}  // namespace
-
-int terminal_columns() {
-  if (const char* env = std::getenv("COLUMNS")) {
-    char* end = nullptr;
-    const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v < 100000) return static_cast<int>(v);
-  }
-  winsize ws{};
-  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-  return 0;
-}
-
-std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOptions& opt) {
-  if (sim.timeline.size() != s.actions.size())
-    throw Error("terminal_grid: the simulation has no timeline for this schedule");
-  const int P = static_cast<int>(s.actions.size());
-  const bool color = opt.color;
-
+// Shortest positive duration of a compute action, 0 if none.
+double min_duration(const Schedule& s, const SimResult& sim) {
   double min_dur = 0;
-  const bool stage_only = any_stage_only(s);
-  for (int r = 0; r < P; ++r) {
+  for (std::size_t r = 0; r < s.actions.size(); ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
       if (!is_compute(a.op)) continue;
@@ -137,38 +119,30 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
       if (d > 0 && (min_dur == 0 || d < min_dur)) min_dur = d;
     }
   }
-  const auto held = chunk_order(s);
-  int chunks = 1;
-  for (const auto& h : held) chunks = std::max(chunks, static_cast<int>(h.size()));
-  Shown shown;
-  shown.stage_only = stage_only;
-  Labeler label{chunks, shown};
+  return min_dur;
+}
+
+// Length of the longest full label of a single action ("F19" = 3), at least 1.
+std::size_t longest_label(const Schedule& s, const std::vector<std::vector<int>>& held, const Labeler& label) {
   std::size_t label_len = 1;
-  for (int r = 0; r < P; ++r)
+  for (std::size_t r = 0; r < s.actions.size(); ++r)
     for (const Action& a : s.actions[r])
       if (is_compute(a.op) && a.op != Op::FB) label_len = std::max(label_len, label.full(a, chunk_of(held[r], a.stage)).size());
+  return label_len;
+}
 
-  // Left labels "r12|" and the closing '|' take what the chart may not.
-  const std::string label_fmt = fmt::format("r{{:<{}}}|", fmt::formatted_size("{}", std::max(P - 1, 0)) + 1);
-  const std::size_t prefix = fmt::formatted_size(label_fmt, 0);
-  const int max_chart = opt.columns > 0 ? std::max(8, opt.columns - static_cast<int>(prefix) - 1) : kDefaultGridColumns;
-  const std::size_t line_width = opt.columns > 0 ? static_cast<std::size_t>(opt.columns) : prefix + max_chart + 1;
+// Every rank laid out as columns of (character, style).
+struct Cells {
+  std::vector<std::string> chars;
+  std::vector<std::vector<signed char>> styles;
+};
 
-  // Columns per time unit (file comment).
-  const double makespan = sim.makespan;
-  double scale = 1;
-  if (min_dur > 0) {
-    const double slots = makespan / min_dur;  // shortest actions across the step
-    const double k = std::min(static_cast<double>(label_len), std::floor(max_chart / slots));
-    shown.squeezed = k < 1;
-    scale = k >= 1 ? k / min_dur : max_chart / makespan;
-  }
-  const int width = static_cast<int>(std::ceil(makespan * scale - 1e-9));
-
-  // Lay every rank out as columns of (character, style).
-  std::vector<std::string> chars(P, std::string(static_cast<std::size_t>(width), '.'));
-  std::vector<std::vector<signed char>> styles(P, std::vector<signed char>(static_cast<std::size_t>(width), kIdle));
-  for (int r = 0; r < P; ++r) {
+Cells lay_out_cells(const Schedule& s, const SimResult& sim, const std::vector<std::vector<int>>& held, Labeler& label,
+                    double scale, int width) {
+  const std::size_t P = s.actions.size();
+  Cells cells{std::vector<std::string>(P, std::string(static_cast<std::size_t>(width), '.')),
+              std::vector<std::vector<signed char>>(P, std::vector<signed char>(static_cast<std::size_t>(width), kIdle))};
+  for (std::size_t r = 0; r < P; ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
       const Span& sp = sim.timeline[r][i];
@@ -181,59 +155,63 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
       const std::string text = label.text(a, chunk, static_cast<std::size_t>(c1 - c0));
       // A pair's forward half takes the first half of its columns.
       const int mid = a.op == Op::FB ? c0 + (c1 - c0 + 1) / 2 : c1;
-      const int first = kind_of(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, chunks);
-      const int second =
-          a.op == Op::FB ? kind_of(Op::B) * kShades + shade_of(chunk_of(held[r], a.backward_half().stage), chunks) : 0;
+      const int first = kind_of(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, label.chunks);
+      const int second = a.op == Op::FB
+                             ? kind_of(Op::B) * kShades + shade_of(chunk_of(held[r], a.backward_half().stage), label.chunks)
+                             : 0;
       for (int c = c0; c < c1; ++c) {
         const std::size_t at = static_cast<std::size_t>(c - c0);
-        chars[r][static_cast<std::size_t>(c)] = at < text.size() ? text[at] : ' ';
-        styles[r][static_cast<std::size_t>(c)] = static_cast<signed char>(c < mid ? first : second);
+        cells.chars[r][static_cast<std::size_t>(c)] = at < text.size() ? text[at] : ' ';
+        cells.styles[r][static_cast<std::size_t>(c)] = static_cast<signed char>(c < mid ? first : second);
       }
     }
   }
+  return cells;
+}
 
-  std::string out;
-  auto o = std::back_inserter(out);
-
-  // Time ruler: round times, at least 8 columns apart.
-  if (width > 0) {
-    std::string ruler(prefix, ' ');
-    const double step = nice_step(8 / scale);
-    for (long k = 0;; ++k) {
-      const double t = static_cast<double>(k) * step;
-      if (t > makespan + 1e-9) break;
-      const std::size_t at = prefix + static_cast<std::size_t>(std::lround(t * scale));
-      if (at < ruler.size()) continue;  // would run into the previous label
-      const std::string num = fmt::format("{:g}", t);
-      if (at + num.size() > line_width) break;
-      ruler.resize(at, ' ');
-      ruler += num;
-    }
-    out += ruler;
-    out += '\n';
+// Time ruler: round times, at least 8 columns apart, after `prefix` blanks.
+std::string time_ruler(std::size_t prefix, double scale, double makespan, std::size_t line_width) {
+  std::string ruler(prefix, ' ');
+  const double step = nice_step(8 / scale);
+  for (long k = 0;; ++k) {
+    const double t = static_cast<double>(k) * step;
+    if (t > makespan + 1e-9) break;
+    const std::size_t at = prefix + static_cast<std::size_t>(std::lround(t * scale));
+    if (at < ruler.size()) continue;  // would run into the previous label
+    const std::string num = fmt::format("{:g}", t);
+    if (at + num.size() > line_width) break;
+    ruler.resize(at, ' ');
+    ruler += num;
   }
+  return ruler;
+}
 
-  for (int r = 0; r < P; ++r) {
-    fmt::format_to(o, label_fmt, r);
+// One line per rank: its label, its columns (coloured when asked), '|'.
+void write_rows(std::string& out, const Cells& cells, const std::string& label_fmt, int width, bool color) {
+  for (std::size_t r = 0; r < cells.chars.size(); ++r) {
+    fmt::format_to(std::back_inserter(out), label_fmt, static_cast<int>(r));
     int current = kIdle - 1;  // no style yet
     for (int c = 0; c < width; ++c) {
-      const int st = styles[r][static_cast<std::size_t>(c)];
+      const int st = cells.styles[r][static_cast<std::size_t>(c)];
       if (color && st != current) {
         out += kReset;
         out += st == kIdle ? kIdleStyle : style_code(st);
         current = st;
       }
-      out += chars[r][static_cast<std::size_t>(c)];
+      out += cells.chars[r][static_cast<std::size_t>(c)];
     }
     if (color) out += kReset;
     out += "|\n";
   }
+}
 
-  // Legend: what the grid shows, as items wrapped to the width. `plain` is
-  // an item's visible text, `styled` the same with colour.
-  struct Item {
-    std::string plain, styled;
-  };
+// A legend item: `plain` is its visible text, `styled` the same with colour.
+struct Item {
+  std::string plain, styled;
+};
+
+// What the grid shows, as legend items.
+std::vector<Item> legend_items(const Shown& shown, int chunks, bool color, double scale) {
   std::vector<Item> items;
   auto swatch = [&](int style, const std::string& text) {
     return color ? style_code(style) + text + kReset : text;
@@ -269,7 +247,11 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
   }
   const std::string scale_text = fmt::format("1 column = {:.3g} time unit{}", 1 / scale, 1 / scale == 1 ? "" : "s");
   items.push_back({scale_text, scale_text});
-  // Items without colour that are wider than a line are split at spaces.
+  return items;
+}
+
+// Items without colour that are wider than a line are split at spaces.
+std::vector<Item> fit_items(const std::vector<Item>& items, std::size_t line_width) {
   std::vector<Item> fitted;
   for (const Item& it : items) {
     if (it.plain.size() <= line_width || it.plain != it.styled) {
@@ -285,8 +267,13 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
     }
     if (!rest.empty()) fitted.push_back({rest, rest});
   }
+  return fitted;
+}
+
+// The items two spaces apart, wrapped to the line width.
+void write_legend(std::string& out, const std::vector<Item>& items, std::size_t line_width) {
   std::size_t used = 0;
-  for (const Item& it : fitted) {
+  for (const Item& it : items) {
     if (used > 0 && used + 2 + it.plain.size() > line_width) {
       out += '\n';
       used = 0;
@@ -299,6 +286,60 @@ std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOpt
     used += it.plain.size();
   }
   out += '\n';
+}
+
+}  // namespace
+
+int terminal_columns() {
+  if (const char* env = std::getenv("COLUMNS")) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v < 100000) return static_cast<int>(v);
+  }
+  winsize ws{};
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 0;
+}
+
+std::string terminal_grid(const Schedule& s, const SimResult& sim, const GridOptions& opt) {
+  if (sim.timeline.size() != s.actions.size())
+    throw Error("terminal_grid: the simulation has no timeline for this schedule");
+  const int P = static_cast<int>(s.actions.size());
+
+  const double min_dur = min_duration(s, sim);
+  const auto held = chunk_order(s);
+  int chunks = 1;
+  for (const auto& h : held) chunks = std::max(chunks, static_cast<int>(h.size()));
+  Shown shown;
+  shown.stage_only = any_stage_only(s);
+  Labeler label{chunks, shown};
+  const std::size_t label_len = longest_label(s, held, label);
+
+  // Left labels "r12|" and the closing '|' take what the chart may not.
+  const std::string label_fmt = fmt::format("r{{:<{}}}|", fmt::formatted_size("{}", std::max(P - 1, 0)) + 1);
+  const std::size_t prefix = fmt::formatted_size(label_fmt, 0);
+  const int max_chart = opt.columns > 0 ? std::max(8, opt.columns - static_cast<int>(prefix) - 1) : kDefaultGridColumns;
+  const std::size_t line_width = opt.columns > 0 ? static_cast<std::size_t>(opt.columns) : prefix + max_chart + 1;
+
+  // Columns per time unit (file comment).
+  const double makespan = sim.makespan;
+  double scale = 1;
+  if (min_dur > 0) {
+    const double slots = makespan / min_dur;  // shortest actions across the step
+    const double k = std::min(static_cast<double>(label_len), std::floor(max_chart / slots));
+    shown.squeezed = k < 1;
+    scale = k >= 1 ? k / min_dur : max_chart / makespan;
+  }
+  const int width = static_cast<int>(std::ceil(makespan * scale - 1e-9));
+
+  const Cells cells = lay_out_cells(s, sim, held, label, scale, width);
+  std::string out;
+  if (width > 0) {
+    out += time_ruler(prefix, scale, makespan, line_width);
+    out += '\n';
+  }
+  write_rows(out, cells, label_fmt, width, opt.color);
+  write_legend(out, fit_items(legend_items(shown, chunks, opt.color, scale), line_width), line_width);
   return out;
 }
 

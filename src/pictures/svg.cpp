@@ -35,6 +35,8 @@
 #include <cstdlib>
 #include <iterator>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "pictures/layout.h"
 #include "pictures/palette.h"
@@ -108,172 +110,188 @@ std::string chunk_words(const std::string& method, int c, int chunks) {
   return c == 0 ? "chunk 0 (stage = rank)" : fmt::format("chunk {}", c);
 }
 
-}  // namespace
+constexpr double kSwatchW = 30, kSwatchH = 16;  // legend swatch size
+constexpr double kLegendLineH = 26;
 
-void parse_range(const std::string& option, const std::string& text, std::optional<double>& from,
-                 std::optional<double>& to) {
-  const auto colon = text.find(':');
-  auto number = [&](const std::string& part) -> std::optional<double> {
-    if (part.empty()) return std::nullopt;
-    char* end = nullptr;
-    const double v = std::strtod(part.c_str(), &end);
-    if (*end != '\0' || !std::isfinite(v))
-      throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
-    return v;
-  };
-  if (colon == std::string::npos)
-    throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
-  from = number(text.substr(0, colon));
-  to = number(text.substr(colon + 1));
+using Held = std::vector<std::vector<int>>;  // each rank's stages in chunk order
+
+// The part of the step to draw, and the horizontal scale once it is known.
+struct View {
+  double makespan, t0, t1;
+  int r0, r1;
+  double scale = 0;  // px per time unit
+  bool visible(const Span& sp) const { return sp.end > t0 && sp.start < t1; }
+  double x_of(double t) const { return kLeft + (t - t0) * scale; }
+};
+
+View checked_view(const SimResult& sim, int P, const SvgOptions& opt) {
+  View v{};
+  v.makespan = sim.makespan > 0 ? sim.makespan : 1;
+  v.t0 = opt.time_from.value_or(0), v.t1 = opt.time_to.value_or(v.makespan);
+  if (!(v.t0 >= 0 && v.t0 < v.t1 && v.t0 < v.makespan))
+    throw Error(fmt::format("time range {:g}:{:g} is empty or outside the step (0:{:g})", v.t0, v.t1, v.makespan));
+  v.r0 = opt.rank_from, v.r1 = opt.rank_to < 0 ? P - 1 : opt.rank_to;
+  if (v.r0 < 0 || v.r0 > v.r1 || v.r1 >= P)
+    throw Error(fmt::format("rank range {}:{} is empty or outside the schedule's ranks 0:{}", v.r0, v.r1, P - 1));
+  return v;
 }
 
-std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& opt) {
-  if (sim.timeline.size() != s.actions.size())
-    throw Error("timeline_svg: the simulation has no timeline for this schedule");
-  const int P = static_cast<int>(s.actions.size());
-
-  // The part to draw.
-  const double makespan = sim.makespan > 0 ? sim.makespan : 1;
-  const double t0 = opt.time_from.value_or(0), t1 = opt.time_to.value_or(makespan);
-  if (!(t0 >= 0 && t0 < t1 && t0 < makespan))
-    throw Error(fmt::format("time range {:g}:{:g} is empty or outside the step (0:{:g})", t0, t1, makespan));
-  const int r0 = opt.rank_from, r1 = opt.rank_to < 0 ? P - 1 : opt.rank_to;
-  if (r0 < 0 || r0 > r1 || r1 >= P)
-    throw Error(fmt::format("rank range {}:{} is empty or outside the schedule's ranks 0:{}", r0, r1, P - 1));
-  const double span = t1 - t0;
-  auto visible = [&](const Span& sp) { return sp.end > t0 && sp.start < t1; };
-
-  // What there is to draw.
+// What the drawn part holds.
+struct Contents {
   int max_mb = 0;
   std::size_t compute = 0;
   double min_cell = 0;  // shortest positive cell duration (half a pair counts as a cell)
   bool present[5] = {false, false, false, false, false};  // F, B, I, W, FB
-  const bool stage_only = any_stage_only(s);
-  for (int r = 0; r < P; ++r) {
+  bool stage_only = false;
+  int chunks = 1;       // most chunks on one drawn rank
+  bool labels = false;  // numbers and tooltips, for schedules small enough
+};
+
+Contents survey(const Schedule& s, const SimResult& sim, const View& v, const Held& held) {
+  Contents in;
+  in.stage_only = any_stage_only(s);
+  for (int r = 0; r < static_cast<int>(s.actions.size()); ++r) {
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
       if (!is_compute(a.op)) continue;
       const Span& sp = sim.timeline[r][i];
-      if (r < r0 || r > r1 || !visible(sp)) continue;
-      ++compute;
-      max_mb = std::max({max_mb, a.mb, a.mb2});
+      if (r < v.r0 || r > v.r1 || !v.visible(sp)) continue;
+      ++in.compute;
+      in.max_mb = std::max({in.max_mb, a.mb, a.mb2});
       if (a.op == Op::FB) {
-        present[0] = present[1] = present[4] = true;
+        in.present[0] = in.present[1] = in.present[4] = true;
       } else {
-        present[kind_of(a.op)] = true;
+        in.present[kind_of(a.op)] = true;
       }
       double d = (sp.end - sp.start) / (a.op == Op::FB ? 2 : 1);
-      if (d > 0 && (min_cell == 0 || d < min_cell)) min_cell = d;
+      if (d > 0 && (in.min_cell == 0 || d < in.min_cell)) in.min_cell = d;
     }
   }
-  const auto held = chunk_order(s);
-  int chunks = 1;
-  for (int r = r0; r <= r1; ++r) chunks = std::max(chunks, static_cast<int>(held[r].size()));
-  const bool labels = compute <= kMaxLabelledActions;
+  for (int r = v.r0; r <= v.r1; ++r) in.chunks = std::max(in.chunks, static_cast<int>(held[r].size()));
+  in.labels = in.compute <= kMaxLabelledActions;
+  return in;
+}
 
-  // Horizontal scale (file comment).
-  const double label_px = digits(max_mb) * kDigitW + 6;
+// Px per time unit (file comment).
+double horizontal_scale(const Contents& in, double span, const SvgOptions& opt) {
+  const double label_px = digits(in.max_mb) * kDigitW + 6;
   double scale;
   if (opt.width > 0) {
     scale = std::max(kMinChartWidth, opt.width - kLeft - kRight) / span;
   } else {
     scale = kTargetWidth / span;
-    if (min_cell > 0) scale = std::max(scale, (labels ? label_px : kMinUnlabelledWidth) / min_cell);
+    if (in.min_cell > 0) scale = std::max(scale, (in.labels ? label_px : kMinUnlabelledWidth) / in.min_cell);
     scale = std::min(scale, kMaxChartWidth / span);
   }
-  const double chart_w = span * scale;
-  // Thin cell outlines only while cells are wide enough for them to help.
-  const bool outlines = min_cell * scale >= 4;
-  const double wrap_at = std::max(opt.width > 0 ? opt.width - kRight : kLeft + chart_w, kMinLegendWidth);
+  return scale;
+}
 
-  // Legend: items laid out left to right, wrapped at `wrap_at`. Swatch
-  // fills are inline so that the cell classes count only cells.
-  std::string legend = "<g id=\"legend\">\n";
-  Out lo(legend);
-  const double sw = 30, swh = 16, line_h = 26;  // swatch size, legend line height
-  struct Item {
-    std::vector<std::string> fills;  // swatches, left to right
-    bool frame = false;              // a pair's frame around the swatches
-    std::string text;
-  };
-  std::vector<Item> items;
+struct LegendItem {
+  std::vector<std::string> fills;  // swatches, left to right
+  bool frame = false;              // a pair's frame around the swatches
+  std::string text;
+};
+
+// Only what the picture holds (file comment).
+std::vector<LegendItem> legend_items(const std::string& method, const Contents& in, bool a2a) {
+  std::vector<LegendItem> items;
   for (int k = 0; k < 4; ++k)
-    if (present[k]) items.push_back({{kKindColours[k].light}, false, fmt::format("{} {}", kKindLetter[k], kKindColours[k].name)});
-  if (present[4])
+    if (in.present[k])
+      items.push_back({{kKindColours[k].light}, false, fmt::format("{} {}", kKindLetter[k], kKindColours[k].name)});
+  if (in.present[4])
     items.push_back({{kKindColours[0].light, kKindColours[1].light}, true, "F&B overlapped forward & backward (pair)"});
-  if (chunks > 1) {
-    for (int c = 0; c < chunks; ++c) {
-      Item it{{}, false, chunk_words(s.method, c, chunks)};
+  if (in.chunks > 1) {
+    for (int c = 0; c < in.chunks; ++c) {
+      LegendItem it{{}, false, chunk_words(method, c, in.chunks)};
       for (int k = 0; k < 4; ++k)
-        if (present[k]) it.fills.push_back(to_hex(fill_rgb(k, c, chunks)));
+        if (in.present[k]) it.fills.push_back(to_hex(fill_rgb(k, c, in.chunks)));
       items.push_back(it);
     }
   }
-  if (stage_only) items.push_back({{}, false, "UNSHARD, RESHARD, REDUCE_GRAD: not drawn (no simulated time)"});
+  if (in.stage_only) items.push_back({{}, false, "UNSHARD, RESHARD, REDUCE_GRAD: not drawn (no simulated time)"});
   // Simulated with all-to-all phases (docs/simulation.md): the rank's waits
   // for them, hatched over the cells they fall in.
-  const bool a2a = !sim.a2a_waits.empty();
   if (a2a) items.push_back({{"url(#a2a)"}, false, "waiting for an all-to-all (exposed)"});
+  return items;
+}
 
-  // Vertical layout; the legend's height depends on its wrapping, so lay it
-  // out first, relative to its top.
-  double lx = kLeft, ly = 0, legend_right = 0;
-  std::string legend_body;
-  Out bo(legend_body);
-  for (const Item& it : items) {
-    const double w = static_cast<double>(it.fills.size()) * sw + (it.fills.empty() ? 0 : 6) +
+// The legend's items laid out left to right, wrapped at `wrap_at`, relative
+// to the legend's top: rows' y are left as {Yn} / {Tn} markers for
+// place_legend. Swatch fills are inline so that the cell classes count only cells.
+struct LegendLayout {
+  std::string body;
+  double right = 0;   // px: the right end of the widest row
+  double height = 0;
+};
+
+LegendLayout lay_out_legend(const std::vector<LegendItem>& items, double wrap_at) {
+  LegendLayout l;
+  double lx = kLeft, ly = 0;
+  Out bo(l.body);
+  for (const LegendItem& it : items) {
+    const double w = static_cast<double>(it.fills.size()) * kSwatchW + (it.fills.empty() ? 0 : 6) +
                      static_cast<double>(it.text.size()) * kLegendCharW;
     if (lx > kLeft && lx + w > wrap_at) {
       lx = kLeft;
-      ly += line_h;
+      ly += kLegendLineH;
     }
     double x = lx;
     for (const std::string& f : it.fills) {
       fmt::format_to(bo, "<rect x=\"{}\" y=\"{{Y{}}}\" width=\"{}\" height=\"{}\" fill=\"{}\" stroke=\"#555\"/>\n", px(x),
-                     ly, sw, swh, f);
-      x += sw;
+                     ly, kSwatchW, kSwatchH, f);
+      x += kSwatchW;
     }
     if (it.frame)
       fmt::format_to(bo, "<rect x=\"{}\" y=\"{{Y{}}}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#111\" "
                      "stroke-width=\"2.2\"/>\n",
-                     px(lx), ly, px(x - lx), swh);
+                     px(lx), ly, px(x - lx), kSwatchH);
     if (!it.fills.empty()) x += 6;
     fmt::format_to(bo, "<text class=\"leg\" x=\"{}\" y=\"{{T{}}}\">", px(x), ly);
-    xml_escape(legend_body, it.text);
-    legend_body += "</text>\n";
-    legend_right = std::max(legend_right, lx + w);
+    xml_escape(l.body, it.text);
+    l.body += "</text>\n";
+    l.right = std::max(l.right, lx + w);
     lx += w + 26;
   }
-  const double legend_h = items.empty() ? 0 : ly + line_h;
+  l.height = items.empty() ? 0 : ly + kLegendLineH;
+  return l;
+}
 
-  const int rows = r1 - r0 + 1;
-  const bool top_axis = rows > 16;
-  double y = 14;
-  const double title_y = opt.title.empty() ? 0 : (y += 18);
-  const double subtitle_y = opt.subtitle.empty() ? 0 : (y += 20);
-  const double chart_top = y + 16 + (top_axis ? 18 : 0);
-  const double chart_h = std::max(0.0, rows * (kRowH + kRowGap) - kRowGap);
-  const double axis_y = chart_top + chart_h + 4;
-  const double legend_y = axis_y + 44;
-  const double height = legend_y + legend_h + 8;
-  auto row_y = [&](int r) { return chart_top + (r - r0) * (kRowH + kRowGap); };
-
-  // Place the legend: its rows' y were left as {Yn} / {Tn} markers.
-  for (std::size_t at = 0; (at = legend_body.find("{", at)) != std::string::npos;) {
-    const std::size_t close = legend_body.find('}', at);
-    const bool is_text = legend_body[at + 1] == 'T';
-    const double off = std::strtod(legend_body.c_str() + at + 2, nullptr);
+// The legend group with its rows' markers replaced by y's below `legend_y`.
+std::string place_legend(std::string body, double legend_y) {
+  for (std::size_t at = 0; (at = body.find("{", at)) != std::string::npos;) {
+    const std::size_t close = body.find('}', at);
+    const bool is_text = body[at + 1] == 'T';
+    const double off = std::strtod(body.c_str() + at + 2, nullptr);
     const std::string v = fmt::format("{}", px(legend_y + off + (is_text ? 12.5 : 0)));
-    legend_body.replace(at, close - at + 1, v);
+    body.replace(at, close - at + 1, v);
     at += v.size();
   }
-  legend += legend_body;
-  legend += "</g>\n";
+  return "<g id=\"legend\">\n" + body + "</g>\n";
+}
 
-  const double width = opt.width > 0 ? opt.width : std::max(kLeft + chart_w, legend_right) + kRight;
+// Vertical positions, top to bottom.
+struct Rows {
+  bool top_axis;  // a time axis above the chart as well
+  double title_y, subtitle_y, chart_top, axis_y, legend_y, height;
+};
 
-  std::string out;
-  out.reserve(2000 + compute * (labels ? 190 : 40));
+Rows vertical_layout(const SvgOptions& opt, int rows, double legend_h) {
+  Rows v{};
+  v.top_axis = rows > 16;
+  double y = 14;
+  v.title_y = opt.title.empty() ? 0 : (y += 18);
+  v.subtitle_y = opt.subtitle.empty() ? 0 : (y += 20);
+  v.chart_top = y + 16 + (v.top_axis ? 18 : 0);
+  const double chart_h = std::max(0.0, rows * (kRowH + kRowGap) - kRowGap);
+  v.axis_y = v.chart_top + chart_h + 4;
+  v.legend_y = v.axis_y + 44;
+  v.height = v.legend_y + legend_h + 8;
+  return v;
+}
+
+// The <svg> tag, the style sheet (a class per kind and chunk), the
+// background and the all-to-all hatching.
+void write_head(std::string& out, double width, double height, int chunks, bool outlines, bool a2a) {
   Out o(out);
   fmt::format_to(o,
                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
@@ -301,116 +319,196 @@ std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptio
     out += "<defs><pattern id=\"a2a\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
            "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#fff\" fill-opacity=\"0.5\"/>"
            "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#222\" stroke-width=\"2\"/></pattern></defs>\n";
+}
 
+void write_titles(std::string& out, const SvgOptions& opt, const Rows& rows) {
+  Out o(out);
   if (!opt.title.empty()) {
     fmt::format_to(o, "<text x=\"{}\" y=\"{}\" font-size=\"16\" font-weight=\"bold\" fill=\"#111\">", kLeft - 60,
-                   title_y);
+                   rows.title_y);
     xml_escape(out, opt.title);
     out += "</text>\n";
   }
   if (!opt.subtitle.empty()) {
-    fmt::format_to(o, "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#555\">", kLeft - 60, subtitle_y);
+    fmt::format_to(o, "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#555\">", kLeft - 60, rows.subtitle_y);
     xml_escape(out, opt.subtitle);
     out += "</text>\n";
   }
+}
 
-  // Time axis: a tick at least every 60 px, on a round number of units.
-  const double step = nice_step(60 / scale);
-  auto x_of = [&](double t) { return kLeft + (t - t0) * scale; };
+// Time axis: a tick at least every 60 px, on a round number of units.
+void write_time_axis(std::string& out, const View& v, const Rows& rows, double chart_w, double sim_makespan) {
+  Out o(out);
+  const double step = nice_step(60 / v.scale);
   out += "<g id=\"axis\">\n";
-  for (long k = static_cast<long>(std::ceil(t0 / step - 1e-9));; ++k) {
+  for (long k = static_cast<long>(std::ceil(v.t0 / step - 1e-9));; ++k) {
     const double t = static_cast<double>(k) * step;
-    if (t > t1 + 1e-9) break;
-    const double x = px(x_of(t));
-    fmt::format_to(o, "<line class=\"grid\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n", x, chart_top - 4,
-                   axis_y + 5);
-    fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, axis_y + 18, t);
-    if (top_axis) fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, chart_top - 8, t);
+    if (t > v.t1 + 1e-9) break;
+    const double x = px(v.x_of(t));
+    fmt::format_to(o, "<line class=\"grid\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n", x, rows.chart_top - 4,
+                   rows.axis_y + 5);
+    fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, rows.axis_y + 18, t);
+    if (rows.top_axis) fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">{:g}</text>\n", x, rows.chart_top - 8, t);
   }
   fmt::format_to(o, "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#444\" stroke-width=\"1\"/>\n", kLeft,
-                 axis_y, px(kLeft + chart_w));
-  const bool part = t0 > 0 || t1 < makespan;
+                 rows.axis_y, px(kLeft + chart_w));
+  const bool part = v.t0 > 0 || v.t1 < v.makespan;
   fmt::format_to(o, "<text class=\"ax\" x=\"{}\" y=\"{}\">time (step {:.4g}{})</text>\n", px(kLeft + chart_w / 2),
-                 axis_y + 34, sim.makespan, part ? fmt::format("; showing {:g} to {:g}", t0, t1) : "");
+                 rows.axis_y + 34, sim_makespan, part ? fmt::format("; showing {:g} to {:g}", v.t0, v.t1) : "");
   out += "</g>\n";
+}
 
-  // One group per rank: a grey band (idle shows through), then the cells.
-  for (int r = r0; r <= r1; ++r) {
-    const double ry = row_y(r);
+// Draws the ranks' rows: one group per rank, a grey band (idle shows
+// through), then the cells. Small schedules: a <rect> per cell, with a
+// tooltip and its number. Large ones: one <path> per fill class and rank, a
+// third of the bytes.
+struct RankPainter {
+  const Schedule& s;
+  const SimResult& sim;
+  const View& v;
+  const Held& held;
+  int chunks;
+  bool labels;
+  double chart_w;
+  std::string& out;
+
+  // One rank's row while it is drawn.
+  struct Row {
+    double ry, text_y;
+    std::vector<std::string> paths;  // [kind * chunks + chunk]
+    std::string frames;
+    std::string tip;
+  };
+
+  // A cell over [a, b] in time, clipped to the range; nothing if nothing is left.
+  void cell(Row& row, int k, int c, double a, double b, int mb) {
+    a = std::max(a, v.t0);
+    b = std::min(b, v.t1);
+    if (b <= a) return;
+    const double x = v.x_of(a), w = (b - a) * v.scale;
+    if (!labels) {
+      fmt::format_to(std::back_inserter(row.paths[static_cast<std::size_t>(k * chunks + c)]), "M{} {}h{}v{}h{}z",
+                     px(x), px(row.ry), px(w), kRowH, -px(w));
+      return;
+    }
+    Out o(out);
+    fmt::format_to(o, "<rect class=\"{}{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>", kKindLetter[k], c,
+                   px(x), px(row.ry), px(w), kRowH);
+    xml_escape(out, row.tip);
+    out += "</title></rect>\n";
+    if (w >= digits(mb) * kDigitW + 4)
+      fmt::format_to(o, "<text class=\"t{}\" x=\"{}\" y=\"{}\">{}</text>\n",
+                     luminance(fill_rgb(k, c, std::max(chunks, 2))) < 0.3 ? " tw" : "", px(x + w / 2), row.text_y,
+                     mb);
+  }
+
+  // An F&B pair: two halves of equal width (the pair's inner split is not
+  // simulated) in a thick frame, left out where it would blot out pairs only
+  // a few pixels wide.
+  void pair(Row& row, int r, const Action& a, const Span& sp) {
+    const double mid = (sp.start + sp.end) / 2;
+    const Action f = a.forward_half(), b = a.backward_half();
+    cell(row, kind_of(f.op), chunk_of(held[r], f.stage), sp.start, mid, f.mb);
+    cell(row, kind_of(b.op), chunk_of(held[r], b.stage), mid, sp.end, b.mb);
+    const double fa = std::max(sp.start, v.t0), fb = std::min(sp.end, v.t1);
+    const double x = v.x_of(fa), w = (fb - fa) * v.scale;
+    if (w < kMinFramedWidth) return;
+    if (labels)
+      fmt::format_to(Out(out), "<rect class=\"pair\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>\n", px(x),
+                     px(row.ry), px(w), kRowH);
+    else
+      fmt::format_to(std::back_inserter(row.frames), "M{} {}h{}v{}h{}z", px(x), px(row.ry), px(w), kRowH, -px(w));
+  }
+
+  // The rank's waits for all-to-alls, hatched.
+  void waits(int r, double ry) {
+    std::string d;
+    for (const Span& w : sim.a2a_waits[r]) {
+      const double a = std::max(w.start, v.t0), b = std::min(w.end, v.t1);
+      if (b > a)
+        fmt::format_to(std::back_inserter(d), "M{} {}h{}v{}h{}z", px(v.x_of(a)), px(ry), px((b - a) * v.scale), kRowH,
+                       -px((b - a) * v.scale));
+    }
+    if (!d.empty()) fmt::format_to(Out(out), "<path fill=\"url(#a2a)\" d=\"{}\"/>\n", d);
+  }
+
+  void rank(int r, double ry) {
+    Out o(out);
     fmt::format_to(o, "<g id=\"rank{}\">\n", r);
     fmt::format_to(o, "<text class=\"lab\" x=\"{}\" y=\"{}\">rank {}</text>\n", kLeft - 10, px(ry + kRowH / 2 + 4.5),
                    r);
     fmt::format_to(o, "<rect class=\"row\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>\n", kLeft, px(ry),
                    px(chart_w), kRowH);
-    const double text_y = px(ry + kRowH / 2 + kCellFont * 0.36);
-    // Small schedules: a <rect> per cell, with a tooltip and its number.
-    // Large ones: one <path> per fill class and rank, a third of the bytes.
-    std::vector<std::string> paths(static_cast<std::size_t>(4 * chunks));  // [kind * chunks + chunk]
-    std::string frames;
-    std::string tip;
-    // A cell over [a, b] in time, clipped to the range; false if nothing is left.
-    auto cell = [&](int k, int c, double a, double b, int mb) {
-      a = std::max(a, t0);
-      b = std::min(b, t1);
-      if (b <= a) return;
-      const double x = x_of(a), w = (b - a) * scale;
-      if (!labels) {
-        fmt::format_to(std::back_inserter(paths[static_cast<std::size_t>(k * chunks + c)]), "M{} {}h{}v{}h{}z", px(x),
-                       px(ry), px(w), kRowH, -px(w));
-        return;
-      }
-      fmt::format_to(o, "<rect class=\"{}{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>", kKindLetter[k], c,
-                     px(x), px(ry), px(w), kRowH);
-      xml_escape(out, tip);
-      out += "</title></rect>\n";
-      if (w >= digits(mb) * kDigitW + 4)
-        fmt::format_to(o, "<text class=\"t{}\" x=\"{}\" y=\"{}\">{}</text>\n",
-                       luminance(fill_rgb(k, c, std::max(chunks, 2))) < 0.3 ? " tw" : "", px(x + w / 2), text_y, mb);
-    };
+    Row row{ry, px(ry + kRowH / 2 + kCellFont * 0.36), std::vector<std::string>(static_cast<std::size_t>(4 * chunks)),
+            {}, {}};
     for (std::size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
       if (!is_compute(a.op)) continue;
       const Span& sp = sim.timeline[r][i];
-      if (!visible(sp)) continue;
-      if (labels) tip = fmt::format("{} [{:g}, {:g}]", to_string(a), sp.start, sp.end);
-      if (a.op != Op::FB) {
-        cell(kind_of(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);
-        continue;
-      }
-      // Halves of equal width: the pair's inner split is not simulated.
-      const double mid = (sp.start + sp.end) / 2;
-      const Action f = a.forward_half(), b = a.backward_half();
-      cell(kind_of(f.op), chunk_of(held[r], f.stage), sp.start, mid, f.mb);
-      cell(kind_of(b.op), chunk_of(held[r], b.stage), mid, sp.end, b.mb);
-      // The thick frame would blot out pairs only a few pixels wide.
-      const double fa = std::max(sp.start, t0), fb = std::min(sp.end, t1);
-      const double x = x_of(fa), w = (fb - fa) * scale;
-      if (w < kMinFramedWidth) continue;
-      if (labels)
-        fmt::format_to(o, "<rect class=\"pair\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>\n", px(x), px(ry),
-                       px(w), kRowH);
+      if (!v.visible(sp)) continue;
+      if (labels) row.tip = fmt::format("{} [{:g}, {:g}]", to_string(a), sp.start, sp.end);
+      if (a.op == Op::FB)
+        pair(row, r, a, sp);
       else
-        fmt::format_to(std::back_inserter(frames), "M{} {}h{}v{}h{}z", px(x), px(ry), px(w), kRowH, -px(w));
+        cell(row, kind_of(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);
     }
     for (int c = 0; c < 4 * chunks; ++c)
-      if (!paths[static_cast<std::size_t>(c)].empty())
+      if (!row.paths[static_cast<std::size_t>(c)].empty())
         fmt::format_to(o, "<path class=\"{}{}\" d=\"{}\"/>\n", kKindLetter[c / chunks], c % chunks,
-                       paths[static_cast<std::size_t>(c)]);
-    if (!frames.empty()) fmt::format_to(o, "<path class=\"pair\" d=\"{}\"/>\n", frames);
-    if (a2a) {
-      std::string waits;
-      for (const Span& w : sim.a2a_waits[r]) {
-        const double a = std::max(w.start, t0), b = std::min(w.end, t1);
-        if (b > a)
-          fmt::format_to(std::back_inserter(waits), "M{} {}h{}v{}h{}z", px(x_of(a)), px(ry), px((b - a) * scale),
-                         kRowH, -px((b - a) * scale));
-      }
-      if (!waits.empty()) fmt::format_to(o, "<path fill=\"url(#a2a)\" d=\"{}\"/>\n", waits);
-    }
+                       row.paths[static_cast<std::size_t>(c)]);
+    if (!row.frames.empty()) fmt::format_to(o, "<path class=\"pair\" d=\"{}\"/>\n", row.frames);
+    if (!sim.a2a_waits.empty()) waits(r, ry);
     out += "</g>\n";
   }
+};
 
-  out += legend;
+}  // namespace
+
+void parse_range(const std::string& option, const std::string& text, std::optional<double>& from,
+                 std::optional<double>& to) {
+  const auto colon = text.find(':');
+  auto number = [&](const std::string& part) -> std::optional<double> {
+    if (part.empty()) return std::nullopt;
+    char* end = nullptr;
+    const double v = std::strtod(part.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(v))
+      throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
+    return v;
+  };
+  if (colon == std::string::npos)
+    throw Error(fmt::format("{} '{}': expected A:B with numbers A < B (either may be left out)", option, text));
+  from = number(text.substr(0, colon));
+  to = number(text.substr(colon + 1));
+}
+
+std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& opt) {
+  if (sim.timeline.size() != s.actions.size())
+    throw Error("timeline_svg: the simulation has no timeline for this schedule");
+  View v = checked_view(sim, static_cast<int>(s.actions.size()), opt);
+  const double span = v.t1 - v.t0;
+  const Held held = chunk_order(s);
+  const Contents in = survey(s, sim, v, held);
+
+  v.scale = horizontal_scale(in, span, opt);
+  const double chart_w = span * v.scale;
+  // Thin cell outlines only while cells are wide enough for them to help.
+  const bool outlines = in.min_cell * v.scale >= 4;
+  const double wrap_at = std::max(opt.width > 0 ? opt.width - kRight : kLeft + chart_w, kMinLegendWidth);
+
+  // The legend's height depends on its wrapping, so lay it out first.
+  const bool a2a = !sim.a2a_waits.empty();
+  LegendLayout legend = lay_out_legend(legend_items(s.method, in, a2a), wrap_at);
+  const Rows rows = vertical_layout(opt, v.r1 - v.r0 + 1, legend.height);
+  const double width = opt.width > 0 ? opt.width : std::max(kLeft + chart_w, legend.right) + kRight;
+
+  std::string out;
+  out.reserve(2000 + in.compute * (in.labels ? 190 : 40));
+  write_head(out, width, rows.height, in.chunks, outlines, a2a);
+  write_titles(out, opt, rows);
+  write_time_axis(out, v, rows, chart_w, sim.makespan);
+  RankPainter paint{s, sim, v, held, in.chunks, in.labels, chart_w, out};
+  for (int r = v.r0; r <= v.r1; ++r) paint.rank(r, rows.chart_top + (r - v.r0) * (kRowH + kRowGap));
+  out += place_legend(std::move(legend.body), rows.legend_y);
   out += "</svg>\n";
   return out;
 }

@@ -6,6 +6,8 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "dualpipe/schedule/check.h"
 #include "dualpipe/schedule/error.h"
@@ -73,85 +75,121 @@ double hashed_noise(std::uint64_t salt, int a, int b, int c) {
 
 // Builds every rank's order by simulating forward in time: the rank that can
 // act earliest acts next, choosing among its ready actions by the knobs.
-// Returns nothing when the activation limit stalls it.
-std::optional<Schedule> list_schedule(const Problem& pb, const Knobs& k) {
-  const Costs& c = *pb.costs;
-  const double hop = c.transfer();
-  const bool pairs = c.FB.has_value() && (pb.layout == Layout::TwoWay || pb.layout == Layout::V);
-  std::vector<std::vector<Stream>> streams(pb.P);
-  for (int s = 0; s < pb.S; ++s)
-    for (int m = 0; m < pb.N; ++m) {
-      auto& list = streams[pb.rank_of(s, m)];
-      auto it = std::find_if(list.begin(), list.end(), [s](const Stream& st) { return st.stage == s; });
-      if (it == list.end()) {
-        list.push_back({s, {}});
-        it = list.end() - 1;
+class ListScheduler {
+ public:
+  ListScheduler(const Problem& pb, const Knobs& k)
+      : pb_(pb),
+        k_(k),
+        c_(*pb.costs),
+        hop_(c_.transfer()),
+        pairs_(c_.FB.has_value() && (pb.layout == Layout::TwoWay || pb.layout == Layout::V)),
+        streams_(pb.P),
+        fwd_end_(static_cast<std::size_t>(pb.S) * pb.N, -1),
+        grad_end_(static_cast<std::size_t>(pb.S) * pb.N, -1),
+        free_at_(pb.P, 0),
+        live_(pb.P, 0),
+        pending_w_(pb.P),
+        w_head_(pb.P, 0) {
+    for (int s = 0; s < pb.S; ++s)
+      for (int m = 0; m < pb.N; ++m) {
+        auto& list = streams_[pb.rank_of(s, m)];
+        auto it = std::find_if(list.begin(), list.end(), [s](const Stream& st) { return st.stage == s; });
+        if (it == list.end()) {
+          list.push_back({s, {}});
+          it = list.end() - 1;
+        }
+        it->mbs.push_back(m);
       }
-      it->mbs.push_back(m);
+    out_.method = "search";
+    out_.ranks = pb.P;
+    out_.stages = pb.S;
+    out_.micro_batches = pb.N;
+    out_.actions.resize(pb.P);
+  }
+
+  // Returns nothing when the activation limit stalls it.
+  std::optional<Schedule> run() {
+    std::size_t left = fwd_end_.size() * 2;  // forwards and backwards still to place
+    std::vector<Choice> choice(pb_.P);
+    while (left > 0 || w_left_ > 0) {
+      int r = -1;
+      for (int q = 0; q < pb_.P; ++q) {
+        choice[q] = decide(q);
+        if (choice[q].kind >= 0 && (r < 0 || choice[q].time < choice[r].time)) r = q;
+      }
+      if (r < 0) return std::nullopt;  // stalled by the activation limit
+      const Choice ch = choice[r];
+      if (ch.kind == 2) {
+        place_w(r, ch.time);
+        continue;
+      }
+      if (place_pair(r, ch)) {
+        left -= 2;
+        continue;
+      }
+      place_single(r, ch);
+      --left;
     }
-  const std::size_t cells = static_cast<std::size_t>(pb.S) * pb.N;
-  std::vector<double> fwd_end(cells, -1), grad_end(cells, -1);
-  auto idx = [&](int s, int m) { return static_cast<std::size_t>(s) * pb.N + m; };
-  std::vector<double> free_at(pb.P, 0);
-  std::vector<int> live(pb.P, 0);
-  std::vector<std::vector<std::pair<int, int>>> pending_w(pb.P);
-  std::vector<std::size_t> w_head(pb.P, 0);
-  Schedule out;
-  out.method = "search";
-  out.ranks = pb.P;
-  out.stages = pb.S;
-  out.micro_batches = pb.N;
-  out.actions.resize(pb.P);
-  std::size_t left = cells * 2;  // forwards and backwards still to place
-  const double inf = std::numeric_limits<double>::infinity();
+    return std::move(out_);
+  }
+
+ private:
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
 
   struct Choice {
     double time = std::numeric_limits<double>::infinity();
     int kind = -1;  // 0: F, 1: backward, 2: W
     int stream = -1;
   };
-  auto f_ready = [&](int r, const Stream& st) -> double {
-    if (st.next_f >= st.mbs.size()) return inf;
+
+  std::size_t idx(int s, int m) const { return static_cast<std::size_t>(s) * pb_.N + m; }
+
+  // When rank r could start the stream's next forward (kInf: not yet known).
+  double f_ready(int r, const Stream& st) const {
+    if (st.next_f >= st.mbs.size()) return kInf;
     const int m = st.mbs[st.next_f];
     if (st.stage == 0) return 0;
-    const double e = fwd_end[idx(st.stage - 1, m)];
-    if (e < 0) return inf;
-    return e + (pb.rank_of(st.stage - 1, m) != r ? hop : 0);
-  };
-  auto b_ready = [&](int r, const Stream& st) -> double {
-    if (st.next_b >= st.next_f) return inf;
+    const double e = fwd_end_[idx(st.stage - 1, m)];
+    if (e < 0) return kInf;
+    return e + (pb_.rank_of(st.stage - 1, m) != r ? hop_ : 0);
+  }
+  // The same for the stream's next backward.
+  double b_ready(int r, const Stream& st) const {
+    if (st.next_b >= st.next_f) return kInf;
     const int m = st.mbs[st.next_b];
-    double t = fwd_end[idx(st.stage, m)];
-    if (st.stage + 1 < pb.S) {
-      const double e = grad_end[idx(st.stage + 1, m)];
-      if (e < 0) return inf;
-      t = std::max(t, e + (pb.rank_of(st.stage + 1, m) != r ? hop : 0));
+    double t = fwd_end_[idx(st.stage, m)];
+    if (st.stage + 1 < pb_.S) {
+      const double e = grad_end_[idx(st.stage + 1, m)];
+      if (e < 0) return kInf;
+      t = std::max(t, e + (pb_.rank_of(st.stage + 1, m) != r ? hop_ : 0));
     }
     return t;
-  };
-  auto priority = [&](int kind, const Stream& st) {
+  }
+  // Lower goes first.
+  double priority(int kind, const Stream& st) const {
     const int m = kind == 0 ? st.mbs[st.next_f] : st.mbs[st.next_b];
-    return (kind == 0 ? k.forward_bias : 0.0) + k.stage_weight * st.stage / pb.S + k.mb_weight * m / pb.N +
-           k.noise * hashed_noise(k.salt, st.stage, m, kind);
-  };
+    return (kind == 0 ? k_.forward_bias : 0.0) + k_.stage_weight * st.stage / pb_.S + k_.mb_weight * m / pb_.N +
+           k_.noise * hashed_noise(k_.salt, st.stage, m, kind);
+  }
+
   // What rank r does next, and when.
-  auto decide = [&](int r) {
+  Choice decide(int r) const {
     Choice best;
-    double best_prio = inf, earliest = inf;
+    double best_prio = kInf, earliest = kInf;
     int earliest_kind = -1, earliest_stream = -1;
-    const bool room = pb.limit == 0 || live[r] < pb.limit;
-    for (std::size_t i = 0; i < streams[r].size(); ++i) {
-      const Stream& st = streams[r][i];
+    const bool room = pb_.limit == 0 || live_[r] < pb_.limit;
+    for (std::size_t i = 0; i < streams_[r].size(); ++i) {
+      const Stream& st = streams_[r][i];
       for (int kind : {0, 1}) {
         if (kind == 0 && !room) continue;
         const double t = kind == 0 ? f_ready(r, st) : b_ready(r, st);
-        if (t == inf) continue;
-        const double start = std::max(t, free_at[r]);
-        if (start <= free_at[r]) {
+        if (t == kInf) continue;
+        const double start = std::max(t, free_at_[r]);
+        if (start <= free_at_[r]) {
           const double p = priority(kind, st);
           if (p < best_prio) {
             best_prio = p;
-            best = {free_at[r], kind, static_cast<int>(i)};
+            best = {free_at_[r], kind, static_cast<int>(i)};
           }
         } else if (start < earliest) {
           earliest = start;
@@ -161,82 +199,87 @@ std::optional<Schedule> list_schedule(const Problem& pb, const Knobs& k) {
       }
     }
     if (best.kind >= 0) return best;
-    if (w_head[r] < pending_w[r].size()) {
-      const int ws = pending_w[r][w_head[r]].first;
-      if (earliest == inf || earliest - free_at[r] >= k.w_fill * c.w(ws)) return Choice{free_at[r], 2, -1};
+    if (w_head_[r] < pending_w_[r].size()) {
+      const int ws = pending_w_[r][w_head_[r]].first;
+      if (earliest == kInf || earliest - free_at_[r] >= k_.w_fill * c_.w(ws)) return Choice{free_at_[r], 2, -1};
     }
     if (earliest_kind >= 0) return Choice{earliest, earliest_kind, earliest_stream};
     return Choice{};
-  };
+  }
 
-  std::vector<Choice> choice(pb.P);
-  std::size_t w_left = 0;  // W's queued and not yet placed
-  while (left > 0 || w_left > 0) {
-    int r = -1;
-    for (int q = 0; q < pb.P; ++q) {
-      choice[q] = decide(q);
-      if (choice[q].kind >= 0 && (r < 0 || choice[q].time < choice[r].time)) r = q;
-    }
-    if (r < 0) return std::nullopt;  // stalled by the activation limit
-    const Choice ch = choice[r];
-    const double start = ch.time;
-    if (ch.kind == 2) {
-      const auto [s, m] = pending_w[r][w_head[r]++];
-      --w_left;
-      out.actions[r].push_back(Action::make(Op::W, s, m));
-      free_at[r] = start + c.w(s);
-      continue;
-    }
-    Stream& st = streams[r][static_cast<std::size_t>(ch.stream)];
-    // An overlapped pair: the chosen action with a ready partner of the other kind.
+  // The oldest deferred W of rank r.
+  void place_w(int r, double start) {
+    const auto [s, m] = pending_w_[r][w_head_[r]++];
+    --w_left_;
+    out_.actions[r].push_back(Action::make(Op::W, s, m));
+    free_at_[r] = start + c_.w(s);
+  }
+
+  // An overlapped pair: the chosen action with a ready partner of the other
+  // kind, where pairing gains time. False if none was placed.
+  bool place_pair(int r, const Choice& ch) {
+    if (!pairs_ || !(pb_.limit == 0 || live_[r] < pb_.limit)) return false;
     int partner = -1;
-    if (pairs && (pb.limit == 0 || live[r] < pb.limit)) {
-      for (std::size_t i = 0; i < streams[r].size() && partner < 0; ++i) {
-        const Stream& o = streams[r][i];
-        if (static_cast<int>(i) == ch.stream) continue;
-        const double t = ch.kind == 0 ? b_ready(r, o) : f_ready(r, o);
-        if (t <= start) partner = static_cast<int>(i);
-      }
+    for (std::size_t i = 0; i < streams_[r].size() && partner < 0; ++i) {
+      const Stream& o = streams_[r][i];
+      if (static_cast<int>(i) == ch.stream) continue;
+      const double t = ch.kind == 0 ? b_ready(r, o) : f_ready(r, o);
+      if (t <= ch.time) partner = static_cast<int>(i);
     }
-    if (partner >= 0) {
-      Stream& o = streams[r][static_cast<std::size_t>(partner)];
-      Stream& fs = ch.kind == 0 ? st : o;
-      Stream& bs = ch.kind == 0 ? o : st;
-      const int fm = fs.mbs[fs.next_f++], bm = bs.mbs[bs.next_b++];
-      const double end = start + c.fb(fs.stage, bs.stage);
-      if (c.fb(fs.stage, bs.stage) < c.f(fs.stage) + c.b(bs.stage)) {
-        out.actions[r].push_back(Action::pair(fs.stage, fm, bs.stage, bm));
-        fwd_end[idx(fs.stage, fm)] = end;
-        grad_end[idx(bs.stage, bm)] = end;
-        free_at[r] = end;
-        left -= 2;
-        continue;
-      }
-      --fs.next_f;  // no gain from pairing: undo
-      --bs.next_b;
-    }
+    if (partner < 0) return false;
+    Stream& st = streams_[r][static_cast<std::size_t>(ch.stream)];
+    Stream& o = streams_[r][static_cast<std::size_t>(partner)];
+    Stream& fs = ch.kind == 0 ? st : o;
+    Stream& bs = ch.kind == 0 ? o : st;
+    if (!(c_.fb(fs.stage, bs.stage) < c_.f(fs.stage) + c_.b(bs.stage))) return false;  // no gain from pairing
+    const int fm = fs.mbs[fs.next_f++], bm = bs.mbs[bs.next_b++];
+    const double end = ch.time + c_.fb(fs.stage, bs.stage);
+    out_.actions[r].push_back(Action::pair(fs.stage, fm, bs.stage, bm));
+    fwd_end_[idx(fs.stage, fm)] = end;
+    grad_end_[idx(bs.stage, bm)] = end;
+    free_at_[r] = end;
+    return true;
+  }
+
+  // The chosen forward, or backward (as I with its W deferred when split).
+  void place_single(int r, const Choice& ch) {
+    Stream& st = streams_[r][static_cast<std::size_t>(ch.stream)];
     if (ch.kind == 0) {
       const int m = st.mbs[st.next_f++];
-      out.actions[r].push_back(Action::make(Op::F, st.stage, m));
-      free_at[r] = start + c.f(st.stage);
-      fwd_end[idx(st.stage, m)] = free_at[r];
-      ++live[r];
+      out_.actions[r].push_back(Action::make(Op::F, st.stage, m));
+      free_at_[r] = ch.time + c_.f(st.stage);
+      fwd_end_[idx(st.stage, m)] = free_at_[r];
+      ++live_[r];
     } else {
       const int m = st.mbs[st.next_b++];
-      const bool split = k.split && c.w(st.stage) > 0;
-      out.actions[r].push_back(Action::make(split ? Op::I : Op::B, st.stage, m));
-      free_at[r] = start + (split ? c.i(st.stage) : c.b(st.stage));
-      grad_end[idx(st.stage, m)] = free_at[r];
+      const bool split = k_.split && c_.w(st.stage) > 0;
+      out_.actions[r].push_back(Action::make(split ? Op::I : Op::B, st.stage, m));
+      free_at_[r] = ch.time + (split ? c_.i(st.stage) : c_.b(st.stage));
+      grad_end_[idx(st.stage, m)] = free_at_[r];
       if (split) {
-        pending_w[r].push_back({st.stage, m});
-        ++w_left;
+        pending_w_[r].push_back({st.stage, m});
+        ++w_left_;
       }
-      --live[r];
+      --live_[r];
     }
-    --left;
   }
-  return out;
-}
+
+  const Problem& pb_;
+  const Knobs& k_;
+  const Costs& c_;
+  const double hop_;
+  const bool pairs_;  // whether F&B pairs can be formed
+  std::vector<std::vector<Stream>> streams_;
+  std::vector<double> fwd_end_, grad_end_;  // by idx(stage, mb); -1: not yet placed
+  std::vector<double> free_at_;
+  std::vector<int> live_;  // activations held
+  std::vector<std::vector<std::pair<int, int>>> pending_w_;  // (stage, mb) of each rank's deferred W's
+  std::vector<std::size_t> w_head_;
+  std::size_t w_left_ = 0;  // W's queued and not yet placed
+  Schedule out_;
+};
+
+std::optional<Schedule> list_schedule(const Problem& pb, const Knobs& k) { return ListScheduler(pb, k).run(); }
 
 struct Scored {
   double makespan = std::numeric_limits<double>::infinity();
@@ -305,7 +348,9 @@ int search_stages(const SearchRequest& req) {
   return n > 1 ? static_cast<int>(n) : req.ranks;
 }
 
-SearchResult search(const SearchRequest& req) {
+namespace {
+
+void validate(const SearchRequest& req) {
   if (req.ranks < 1 || req.ranks > 1024) throw Error(fmt::format("--ranks must be in [1, 1024] (got {})", req.ranks));
   if (req.micro_batches < 1 || req.micro_batches > 4096)
     throw Error(fmt::format("--micro-batches must be in [1, 4096] (got {})", req.micro_batches));
@@ -317,11 +362,12 @@ SearchResult search(const SearchRequest& req) {
     throw Error(fmt::format("--ranks x --micro-batches is too large to search: {} x {}, at most about {} stage x "
                             "micro-batch pairs",
                             req.ranks, req.micro_batches, 1 << 19));
-  const int P = req.ranks, N = req.micro_batches, S = search_stages(req);
-  req.costs.validate(S);
+}
 
-  SearchResult res;
-  // Baselines: every generator with this stage count that fits the limit.
+// Baselines: every generator with this stage count that fits the limit; the
+// best goes into `res`. Returns the placements to search.
+std::vector<Layout> baselines(const SearchRequest& req, int S, SearchResult& res) {
+  const int P = req.ranks, N = req.micro_batches;
   std::vector<Layout> layouts;
   for (const Method& m : methods()) {
     if (!req.from_method.empty() && req.from_method != m.name) continue;
@@ -354,14 +400,11 @@ SearchResult search(const SearchRequest& req) {
     else if (S == 2 * P) layouts = {Layout::V};
     else throw Error(fmt::format("no placement puts {} stages on {} ranks (give S = P or 2P)", S, P));
   }
-  Scored best;
-  if (!res.baseline_method.empty()) {
-    best = score(res.schedule, req.costs, req.max_activations, res.evaluations);
-    res.found_by = "baseline";
-  }
+  return layouts;
+}
 
-  // 1. List scheduling under a fixed set of knob settings, then seeded noise.
-  std::mt19937_64 rng(req.seed);
+// A fixed set of knob settings, then 32 of them with seeded noise.
+std::vector<Knobs> knob_settings(std::mt19937_64& rng) {
   std::vector<Knobs> knobs;
   for (double fb : {1.0, -1.0})
     for (double sw : {0.0, 1.0, -1.0})
@@ -377,6 +420,27 @@ SearchResult search(const SearchRequest& req) {
     k.salt = rng();
     knobs.push_back(k);
   }
+  return knobs;
+}
+
+}  // namespace
+
+SearchResult search(const SearchRequest& req) {
+  validate(req);
+  const int P = req.ranks, N = req.micro_batches, S = search_stages(req);
+  req.costs.validate(S);
+
+  SearchResult res;
+  const std::vector<Layout> layouts = baselines(req, S, res);
+  Scored best;
+  if (!res.baseline_method.empty()) {
+    best = score(res.schedule, req.costs, req.max_activations, res.evaluations);
+    res.found_by = "baseline";
+  }
+
+  // 1. List scheduling under a fixed set of knob settings, then seeded noise.
+  std::mt19937_64 rng(req.seed);
+  const std::vector<Knobs> knobs = knob_settings(rng);
   for (Layout l : layouts) {
     if (l == Layout::TwoWay && (P % 2 != 0 || N % 2 != 0)) continue;
     const Problem pb{P, N, S, l, &req.costs, req.max_activations};

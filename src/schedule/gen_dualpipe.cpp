@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <utility>
+#include <vector>
 
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
@@ -27,9 +29,14 @@ struct PhaseInfo {
   int mb_offset;  // global index of this phase's first micro-batch
 };
 
-std::vector<Action> dual_rank(int h, int H, int n, PhaseInfo ph0, PhaseInfo ph1) {
-  const PhaseInfo ph[2] = {ph0, ph1};
-  const int n_run = std::max(n, 2 * H);  // run with phantoms when n is small
+// Emits one rank's actions in the order the recipe calls for them, counting
+// micro-batches per phase; phantom micro-batches (index >= n) are counted but
+// not emitted.
+struct RankEmitter {
+  RankEmitter(PhaseInfo ph0, PhaseInfo ph1, int micro_batches) : ph{ph0, ph1}, n(micro_batches) {}
+
+  PhaseInfo ph[2];
+  int n;
   int fwd[2] = {0, 0};
   int bwd[2] = {0, 0};
   struct Pending {
@@ -37,26 +44,26 @@ std::vector<Action> dual_rank(int h, int H, int n, PhaseInfo ph0, PhaseInfo ph1)
   };
   std::deque<Pending> pending_w;  // I's awaiting their W, oldest first
   std::vector<Action> out;
-  out.reserve(static_cast<size_t>(3 * 2 * n));
 
-  auto real = [&](int idx) { return idx < n; };
-  auto next_f = [&](int p) { return fwd[p]++; };
-  auto F = [&](int p) {
-    int i = next_f(p);
+  bool real(int idx) const { return idx < n; }
+  void F(int p) {
+    int i = fwd[p]++;
     if (real(i)) out.push_back(Action::make(Op::F, ph[p].stage, ph[p].mb_offset + i));
-  };
-  auto backward = [&](int p, bool full) {
+  }
+  // A full backward B, or an I whose W comes later.
+  void backward(int p, bool full) {
     int i = bwd[p]++;
     if (!full) pending_w.push_back({p, i});
     if (real(i)) out.push_back(Action::make(full ? Op::B : Op::I, ph[p].stage, ph[p].mb_offset + i));
-  };
-  auto W = [&]() {
+  }
+  void W() {
     Pending w = pending_w.front();
     pending_w.pop_front();
     if (real(w.idx)) out.push_back(Action::make(Op::W, ph[w.phase].stage, ph[w.phase].mb_offset + w.idx));
-  };
-  auto FB = [&](int pf, int pb) {
-    int fi = next_f(pf);
+  }
+  // A forward of phase pf overlapped with a backward of phase pb.
+  void FB(int pf, int pb) {
+    int fi = fwd[pf]++;
     int bi = bwd[pb]++;
     bool f_real = real(fi), b_real = real(bi);
     if (f_real && b_real)
@@ -65,49 +72,54 @@ std::vector<Action> dual_rank(int h, int H, int n, PhaseInfo ph0, PhaseInfo ph1)
       out.push_back(Action::make(Op::F, ph[pf].stage, ph[pf].mb_offset + fi));
     else if (b_real)
       out.push_back(Action::make(Op::B, ph[pb].stage, ph[pb].mb_offset + bi));
-  };
+  }
+};
 
+std::vector<Action> dual_rank(int h, int H, int n, PhaseInfo ph0, PhaseInfo ph1) {
+  const int n_run = std::max(n, 2 * H);  // run with phantoms when n is small
+  RankEmitter e(ph0, ph1, n);
+  e.out.reserve(static_cast<size_t>(3 * 2 * n));
   const int outer = H - h - 1;  // ranks nearer the middle do fewer of the edge steps
   // 1. Fill this rank's own direction.
-  for (int i = 0; i < 2 * outer; ++i) F(0);
+  for (int i = 0; i < 2 * outer; ++i) e.F(0);
   // 2. Forwards of both phases, alternating.
   for (int i = 0; i < h + 1; ++i) {
-    F(0);
-    F(1);
+    e.F(0);
+    e.F(1);
   }
   // 3. The first backwards of phase 1 arrive; split them to fill gaps early.
   for (int i = 0; i < outer; ++i) {
-    backward(1, false);
-    W();
-    F(1);
+    e.backward(1, false);
+    e.W();
+    e.F(1);
   }
   // 4. Steady state: every forward overlapped with a backward of the other phase.
   const int steady = n_run - 2 * H + h + 1;
   for (int i = 0; i < steady; ++i) {
     if (i == 0 && h == H - 1) {
       // The middle ranks have no backward ready to hide their first forward behind.
-      F(0);
-      backward(1, true);
+      e.F(0);
+      e.backward(1, true);
     } else {
-      FB(0, 1);
+      e.FB(0, 1);
     }
-    FB(1, 0);
+    e.FB(1, 0);
   }
   // 5. Phase 0 has no forwards left.
   for (int i = 0; i < outer; ++i) {
-    backward(1, true);
-    FB(1, 0);
+    e.backward(1, true);
+    e.FB(1, 0);
   }
   // 6. Drain backwards; the last half defer their weight gradients into the bubble.
-  for (int i = 0; i < 2 * (h + 1); ++i) backward(i % 2 == 0 ? 1 : 0, i < h + 1);
+  for (int i = 0; i < 2 * (h + 1); ++i) e.backward(i % 2 == 0 ? 1 : 0, i < h + 1);
   // 7. Weight gradients interleaved with the last input gradients of phase 0.
   for (int i = 0; i < outer; ++i) {
-    W();
-    backward(0, false);
+    e.W();
+    e.backward(0, false);
   }
   // 8. The remaining weight gradients.
-  for (int i = 0; i < h + 1; ++i) W();
-  return out;
+  for (int i = 0; i < h + 1; ++i) e.W();
+  return std::move(e.out);
 }
 
 }  // namespace
