@@ -8,5 +8,15 @@ bash "$root/scripts/torch_venv.sh" ||
   echo "dualpipe: WARNING: installing PyTorch 2.x failed; the PyTorch round trip tests will be skipped" >&2
 cd "$root/build"
 ctest --output-on-failure -j "${DUALPIPE_JOBS:-$(nproc)}"
+# The LibTorch 2.x build (the wheel's LibTorch) and its runtime tests: cold it
+# compiles for most of an hour on 2 cores, so it runs when ccache already
+# holds its objects (scripts/build_libtorch2.sh leaves a stamp in ccache's
+# folder), or when DUALPIPE_LIBTORCH2=1 asks; DUALPIPE_LIBTORCH2=0 never.
+libtorch2="${DUALPIPE_LIBTORCH2:-auto}"
+if [ "$libtorch2" = auto ] && command -v ccache >/dev/null &&
+   [ -e "$(ccache -k cache_dir)/dualpipe-libtorch2-built" ]; then libtorch2=1; fi
+if [ "$libtorch2" = 1 ] && [ -x "${DUALPIPE_VENV:-$root/build/venv}/bin/python" ]; then
+  bash "$root/scripts/build_libtorch2.sh"
+fi
 # The installed package: cmake --install, examples/ against it, use as a subproject.
 bash "$root/scripts/test_install.sh" "$root/build"
