@@ -3,9 +3,9 @@
 # scripts/torch_venv.sh installs into build/venv, into build-torch2/: the
 # programs and the LibTorch runtime tests (the other tests do not use
 # LibTorch), then runs those tests; arguments go to them (e.g.
-# --gtest_filter='Runtime.*'). Not part of scripts/test.sh: on this 2-core
-# machine the build takes longer than CI can spare (docs/pytorch.md,
-# "LibTorch 2.x").
+# --gtest_filter='Runtime.*'). scripts/test.sh runs it only once ccache
+# holds its objects (or when asked): cold, the build takes longer on a 2-core
+# machine than CI can spare (docs/pytorch.md, "LibTorch 2.x").
 #
 # What the wheel needs besides its CMake package (torch.utils.cmake_prefix_path):
 # - It is the CUDA build: configuring needs the CUDA toolkit (nvcc, CUDA and
@@ -35,10 +35,17 @@ prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_pre
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 link_flags=""
 for d in "$site"/nvidia/*/lib; do link_flags+=" -Wl,-rpath-link,$d"; done
+# ccache, where installed, keeps the objects: a rebuild after a change
+# recompiles only what the change touched.
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 start=$(date +%s)
-cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="-DFMT_HEADER_ONLY" -DCMAKE_EXE_LINKER_FLAGS="$link_flags" >/dev/null
 cmake --build "$out" -j "$jobs" --target dualpipe dualpipe_runtime_tests
 version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 echo "dualpipe: configured and built against LibTorch $version in $(($(date +%s) - start)) s" >&2
+# Tells scripts/test.sh that ccache now holds this build's objects, so that
+# running it again costs minutes, not the cold build's most of an hour.
+if [ ${#launcher[@]} -gt 0 ]; then touch "$(ccache -k cache_dir)/dualpipe-libtorch2-built"; fi
 "$out/tests/dualpipe_runtime_tests" "$@"

@@ -20,5 +20,15 @@ if [ "$(id -u)" -ne 0 ]; then
   n="$(ctest -N -L root | sed -n 's/^Total Tests: //p')"
   echo "dualpipe: not root: the ${n:-0} network-namespace tests (CTest label root) skipped themselves" >&2
 fi
+# The LibTorch 2.x build (the wheel's LibTorch) and its runtime tests: cold it
+# compiles for most of an hour on 2 cores, so it runs when ccache already
+# holds its objects (scripts/build_libtorch2.sh leaves a stamp in ccache's
+# folder), or when DUALPIPE_LIBTORCH2=1 asks; DUALPIPE_LIBTORCH2=0 never.
+libtorch2="${DUALPIPE_LIBTORCH2:-auto}"
+if [ "$libtorch2" = auto ] && command -v ccache >/dev/null &&
+   [ -e "$(ccache -k cache_dir)/dualpipe-libtorch2-built" ]; then libtorch2=1; fi
+if [ "$libtorch2" = 1 ] && [ -x "${DUALPIPE_VENV:-$root/build/venv}/bin/python" ]; then
+  bash "$root/scripts/build_libtorch2.sh"
+fi
 # The installed package: cmake --install, examples/ against it, use as a subproject.
 bash "$root/scripts/test_install.sh" "$root/build"
