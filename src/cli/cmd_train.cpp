@@ -208,7 +208,8 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RankR
 
 // The outputs can be written and none of them is an input.
 void check_outputs(const Opts& o) {
-  const std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}};
+  std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}, {"--loss", o.model.loss}};
+  for (const std::string& f : o.model.stages) inputs.push_back({"--stages", f});
   auto output = [&](const char* option, const std::string& path) {
     require_output_file(option, path);
     require_not_an_input(option, path, inputs);
@@ -345,9 +346,12 @@ void run_train(CLI::App* app) {
       const bool lead = mesh.rank == 0;
       const bool text = o->format == "text";  // json: the summary alone on stdout
       if (lead && text)
-        fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
-                   count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
-                   o->model.micro_batch_size, o->model.seq_len, o->model.model, o->model.hidden, o->model.dtype,
+        fmt::print("train {}: {}, {}, {} of {} x {} tokens; {}; {}\n", s.method, count_of(s.ranks, "rank"),
+                   count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"), o->model.micro_batch_size,
+                   o->model.seq_len,
+                   o->model.stages.empty()
+                       ? fmt::format("model {} (hidden {}, {})", o->model.model, o->model.hidden, o->model.dtype)
+                       : fmt::format("your TorchScript stages ({})", t.model.dtype == torch::kFloat64 ? "float64" : "float32"),
                    count_of(o->steps, "step"));
       if (lead && text && t.checkpoint.resume_step > 0)
         fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
