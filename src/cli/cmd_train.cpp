@@ -327,7 +327,7 @@ void run_train(CLI::App* app) {
       }
     }
     const double tokens =
-        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->ranks.dp * o->model.micro_batch_size * o->model.seq_len);
+        static_cast<double>(static_cast<int64_t>(s.micro_batches) * o->ranks.ep * o->ranks.dp * o->model.micro_batch_size * t.model.seq_len);
     // What every rank must share: the schedule and model (as a checkpoint
     // names them, the corpus by content) and the training options.
     RankSettings settings;
@@ -348,7 +348,7 @@ void run_train(CLI::App* app) {
       if (lead && text)
         fmt::print("train {}: {}, {}, {} of {} x {} tokens; {}; {}\n", s.method, count_of(s.ranks, "rank"),
                    count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"), o->model.micro_batch_size,
-                   o->model.seq_len,
+                   t.model.seq_len,
                    o->model.stages.empty()
                        ? fmt::format("model {} (hidden {}, {})", o->model.model, o->model.hidden, o->model.dtype)
                        : fmt::format("your TorchScript stages ({})", t.model.dtype == torch::kFloat64 ? "float64" : "float32"),

@@ -148,7 +148,14 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   mc.aux_alpha = o.aux_alpha;
   mc.ep = ep;
   const PipelineModel checked = make_model(mc);  // bad model options fail here, before any rank starts
-  if (mc.name == "torchscript") mc.dtype = checked.boundary_dtype;  // the stages' own
+  if (mc.name == "torchscript") {
+    mc.dtype = checked.boundary_dtype;  // the stages' own
+    // A data file's samples set the tokens a sample counts (its second dimension).
+    if (!mc.data_path.empty()) {
+      const torch::Tensor x = checked.input(0);
+      mc.seq_len = x.dim() >= 2 ? x.size(1) : 1;
+    }
+  }
   return mc;
 }
 

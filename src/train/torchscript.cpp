@@ -94,10 +94,30 @@ std::pair<torch::Tensor, torch::Tensor> load_data_file(const std::string& path) 
   return {x.contiguous(), y.contiguous()};
 }
 
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The token ids of a flat binary file: little-endian uint16, as int64 [n].
+torch::Tensor load_token_file(const std::string& path, int64_t window) {
+  const std::vector<char> bytes = read_bytes(path, "data file");
+  const int64_t n = static_cast<int64_t>(bytes.size() / 2);
+  if (bytes.size() % 2 != 0 || n < window + 1)
+    throw Error(fmt::format("data file {}: a .bin file is little-endian uint16 token ids, at least {} of them "
+                            "(--seq-len + 2); it has {} bytes",
+                            path, window + 1, bytes.size()));
+  torch::Tensor ids = torch::empty({n}, torch::kInt64);
+  int64_t* out = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = static_cast<unsigned char>(bytes[2 * i]) | (static_cast<unsigned char>(bytes[2 * i + 1]) << 8);
+  return ids;
+}
+
 // Inputs and targets of micro-batch mb of the current step.
 struct DataSource {
   std::shared_ptr<const Corpus> corpus;  // the built-in corpus when no file
-  torch::Tensor inputs, targets;         // from the file
+  torch::Tensor tokens;                  // from a .bin file of token ids
+  torch::Tensor inputs, targets;         // from a torch.save file
   int64_t rows = 0, seq_len = 0;
   uint64_t seed = 0;
   int micro_batches = 1;  // of one step, over every pipeline
@@ -109,6 +129,13 @@ struct DataSource {
       return {w.narrow(1, 0, seq_len), w.narrow(1, 1, seq_len)};
     }
     const int64_t g = static_cast<int64_t>(step->load()) * micro_batches + mb;
+    if (tokens.defined()) {  // row r of micro-batch g: the window at ((g b + r) seq_len) mod (n - seq_len)
+      torch::Tensor starts = torch::remainder(torch::arange(g * rows, (g + 1) * rows, torch::kInt64) * seq_len,
+                                              tokens.size(0) - seq_len);
+      torch::Tensor w = tokens.index_select(0, (starts.unsqueeze(1) + torch::arange(seq_len + 1)).reshape({-1}));
+      w = w.reshape({rows, seq_len + 1});
+      return {w.narrow(1, 0, seq_len), w.narrow(1, 1, seq_len)};
+    }
     torch::Tensor idx = torch::remainder(torch::arange(g * rows, (g + 1) * rows, torch::kInt64), inputs.size(0));
     return {inputs.index_select(0, idx), targets.index_select(0, idx)};
   }
@@ -122,6 +149,8 @@ DataSource make_data(const ModelConfig& c) {
   d.micro_batches = std::max(1, c.micro_batches) * std::max(1, c.data_shards);
   if (c.data_path.empty())
     d.corpus = std::make_shared<const Corpus>(load_corpus("", c.seq_len + 1));
+  else if (ends_with(c.data_path, ".bin"))
+    d.tokens = load_token_file(c.data_path, c.seq_len + 1);
   else
     std::tie(d.inputs, d.targets) = load_data_file(c.data_path);
   return d;

@@ -190,6 +190,28 @@ TEST(TorchScriptStages, LossModuleAndBuiltInCorpus) {
       << refusal(c);
 }
 
+// A .bin data file: uint16 token ids, cut into windows of seq_len + 1.
+TEST(TorchScriptStages, FlatBinaryTokenIds) {
+  const std::string path = testing::TempDir() + "dualpipe_own_tokens.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (int i = 0; i < 100; ++i) out.put(static_cast<char>((i * 3) % 8)).put('\0');  // id (3i mod 8), little-endian
+  }
+  Schedule s = generate("1f1b", Shape{4, 4});
+  ModelConfig c = own_model(s);
+  c.data_path = path;
+  c.seq_len = 8;
+  PipelineModel m = torchscript_model(c);
+  // Micro-batch 1, row 0 of 2: the window at (1 * 2 + 0) * 8 = 16.
+  torch::Tensor want = torch::remainder(torch::arange(16, 25, torch::kInt64) * 3, 8);
+  EXPECT_TRUE(torch::equal(m.input(1)[0], want.narrow(0, 0, 8)));
+  VerifyResult r = verify_threads(s, c);
+  EXPECT_LE(r.grad_error, 1e-12);
+  std::ofstream(path, std::ios::binary | std::ios::app).put('\0');  // an odd number of bytes
+  EXPECT_NE(refusal(c).find("a .bin file is little-endian uint16 token ids"), std::string::npos) << refusal(c);
+  std::remove(path.c_str());
+}
+
 TEST(TorchScriptStages, BadFilesAreRefusedNamingThem) {
   Schedule s = generate("1f1b", Shape{4, 4});
   ModelConfig c = own_model(s);

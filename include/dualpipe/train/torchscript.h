@@ -19,6 +19,11 @@
 //           Y tensors with the same first dimension (the samples). Micro-batch
 //           g (counted over the steps: step * micro-batches + mb) takes the
 //           rows g*b .. g*b+b-1 of both, wrapping around, b = micro_batch_size.
+//   FILE.bin: token ids, little-endian uint16 one after the other (numpy:
+//           np.array(ids, dtype=np.uint16).tofile(path)). Row r of micro-
+//           batch g is the window of seq_len + 1 ids at ((g*b + r) * seq_len)
+//           mod (n - seq_len): the input its first seq_len, the target its
+//           last seq_len, both [b, seq_len] int64.
 // Loss (ModelConfig::loss_file): a TorchScript module without parameters
 // whose forward(output, target) returns the micro-batch's mean loss; empty:
 // cross-entropy over the output's last dimension for integer targets, mean
