@@ -8,7 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <sstream>
+#include <set>
 #include <vector>
 
 #include "dualpipe/schedule/error.h"
@@ -54,12 +54,15 @@ torch::jit::Module load_module(const std::string& path, const char* what) {
 }
 
 // A torch::nn::Module holding the TorchScript module's parameters (the same
-// tensors) under the same names, submodule by submodule.
-std::shared_ptr<torch::nn::Module> mirror(const torch::jit::Module& m) {
+// tensors) under the same names, submodule by submodule. A tensor met again
+// (weights tied within the stage) is registered once, under its first name,
+// so that the optimizer updates it once.
+std::shared_ptr<torch::nn::Module> mirror(const torch::jit::Module& m, std::set<const void*>& seen) {
   auto out = std::make_shared<torch::nn::Module>();
   for (const auto& p : m.named_parameters(/*recurse=*/false))
-    out->register_parameter(p.name, p.value, p.value.requires_grad());
-  for (const auto& child : m.named_children()) out->register_module(child.name, mirror(child.value));
+    if (seen.insert(p.value.unsafeGetTensorImpl()).second)
+      out->register_parameter(p.name, p.value, p.value.requires_grad());
+  for (const auto& child : m.named_children()) out->register_module(child.name, mirror(child.value, seen));
   return out;
 }
 
@@ -242,7 +245,8 @@ PipelineModel torchscript_model(const ModelConfig& c) {
   m.build = [files = c.stage_files](int stage) {
     auto jit = std::make_shared<torch::jit::Module>(load_module(files[stage], fmt::format("stage {}", stage).c_str()));
     Stage st;
-    st.module = mirror(*jit);
+    std::set<const void*> seen;
+    st.module = mirror(*jit, seen);
     st.forward = [jit](const torch::Tensor& x) { return run_forward(*jit, x); };
     st.autograd_split = true;
     return st;
