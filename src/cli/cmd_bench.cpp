@@ -344,10 +344,14 @@ void run_bench(CLI::App* app) {
       } else {
         std::vector<double> sorted = steps;
         std::sort(sorted.begin(), sorted.end());
-        fmt::print("bench {}: {} ranks, {} micro-batches, model {} (hidden {}, seq {}, micro-batch size {}), {}: "
-                   "median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
-                   s.method, s.ranks, s.micro_batches, o->model.model, o->model.hidden, o->model.seq_len,
-                   o->model.micro_batch_size, o->model.dtype, med, steps.size(), sorted.front(), sorted.back());
+        const std::string model =
+            o->model.stages.empty()
+                ? fmt::format("model {} (hidden {}, seq {}, micro-batch size {}), {}", o->model.model, o->model.hidden,
+                              o->model.seq_len, o->model.micro_batch_size, o->model.dtype)
+                : fmt::format("your TorchScript stages (micro-batch size {})", o->model.micro_batch_size);
+        fmt::print("bench {}: {} ranks, {} micro-batches, {}: median step {:.4f} s over {} steps (min {:.4f}, max "
+                   "{:.4f})\n",
+                   s.method, s.ranks, s.micro_batches, model, med, steps.size(), sorted.front(), sorted.back());
         fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.makespan,
                    med / sim.makespan);
         if (floor > 0)

@@ -261,6 +261,7 @@ TEST(TorchScriptCli, BadInputIsOneLineAndExit2) {
       {"train --steps 1 --threads -m 1f1b -p 4 --stages " + stages_arg() + " --data " + kDir + "tensor.pt",
        "data file"},
       {t + "-m 1f1b -p 4 --stages " + stages_arg() + " --backend nccl", "--backend nccl"},
+      {"profile --stages " + stages_arg(), "profile measures the layers of the shipped models"},
   };
   for (const Case& k : cases) {
     auto r = run_cli(k.args, "");
