@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dualpipe builds with, if any are missing.
 # Sourced by run.sh and test.sh; safe to run again (it does nothing when all are there).
+# python3-torch makes the TorchScript stages of examples/own_model (its test skips without it).
 set -euo pipefail
-DUALPIPE_PACKAGES=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libtorch-dev libgloo-dev libopenblas0-pthread iproute2 python3 python3-venv)
+DUALPIPE_PACKAGES=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libtorch-dev libgloo-dev libopenblas0-pthread iproute2 python3 python3-venv python3-torch)
 missing=()
 for p in "${DUALPIPE_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

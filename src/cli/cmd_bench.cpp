@@ -377,10 +377,13 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
 void print_bench_text(const Opts& o, const Schedule& s, const BenchResult& b, const Gathered& g,
                       const Simulated& sim, const Overhead& h, const Yardsticks& y) {
   const auto [lo, hi] = std::minmax_element(b.steps.begin(), b.steps.end());
-  fmt::print("bench {}: {} ranks, {} micro-batches, model {} (hidden {}, seq {}, micro-batch size {}), {}: "
-             "median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
-             s.method, s.ranks, s.micro_batches, o.model.model, o.model.hidden, o.model.seq_len,
-             o.model.micro_batch_size, o.model.dtype, b.median_step, b.steps.size(), *lo, *hi);
+  const std::string model =
+      o.model.stages.empty()
+          ? fmt::format("model {} (hidden {}, seq {}, micro-batch size {}), {}", o.model.model, o.model.hidden,
+                        o.model.seq_len, o.model.micro_batch_size, o.model.dtype)
+          : fmt::format("your TorchScript stages (micro-batch size {})", o.model.micro_batch_size);
+  fmt::print("bench {}: {} ranks, {} micro-batches, {}: median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
+             s.method, s.ranks, s.micro_batches, model, b.median_step, b.steps.size(), *lo, *hi);
   fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.plain.makespan,
              b.median_step / sim.plain.makespan);
   if (h.floor > 0)

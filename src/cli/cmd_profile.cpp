@@ -78,6 +78,9 @@ struct Opts {
 int profile_command(Opts& o) {
   require_output_file("--output", o.output);
   if (o.reps < 1 || o.reps > 10000) throw Error(fmt::format("--reps must be in [1, 10000] (got {})", o.reps));
+  if (!o.model.stages.empty())
+    throw Error("--stages: profile measures the layers of the shipped models (gpt, mlp); time your own stages with "
+                "train or bench");
   if (o.model.model != "gpt" && o.model.model != "mlp")
     throw Error(fmt::format("--model must be gpt or mlp (got '{}')", o.model.model));
   // One layer per stage: gpt's stage 0 adds the embedding and its last

@@ -247,7 +247,8 @@ void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RunRe
 
 // The outputs can be written and none of them is an input.
 void check_outputs(const Opts& o) {
-  const std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}};
+  std::vector<NamedPath> inputs = {{"--data", o.model.data}, {"--from", o.src.from}, {"--loss", o.model.loss}};
+  for (const std::string& f : o.model.stages) inputs.push_back({"--stages", f});
   auto output = [&](const char* option, const std::string& path) {
     require_output_file(option, path);
     require_not_an_input(option, path, inputs);
@@ -352,7 +353,7 @@ TrainPlan build_plan(Opts& o, bool lead) {
   if (!o.ranks.threads) t.fault = fault_from_env();
   if (!o.checkpoint_dir.empty()) plan_checkpoints(o, s, p, lead);
   p.tokens_per_step = static_cast<double>(static_cast<int64_t>(s.micro_batches) * o.ranks.ep * o.ranks.dp *
-                                          o.model.micro_batch_size * o.model.seq_len);
+                                          o.model.micro_batch_size * t.model.seq_len);
   p.settings = shared_settings(o, s, t);
   return p;
 }
@@ -389,9 +390,12 @@ int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
   if (!o.ranks.threads) check_same_settings(p.settings, *mesh.world);
   const bool lead = mesh.rank == 0, text = lead && o.format == "text";  // json: the summary alone on stdout
   if (text)
-    fmt::print("train {}: {}, {}, {} of {} x {} tokens; model {} (hidden {}, {}); {}\n", s.method,
-               count_of(s.ranks, "rank"), count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"),
-               o.model.micro_batch_size, o.model.seq_len, o.model.model, o.model.hidden, o.model.dtype,
+    fmt::print("train {}: {}, {}, {} of {} x {} tokens; {}; {}\n", s.method, count_of(s.ranks, "rank"),
+               count_of(s.stages, "stage"), count_of(s.micro_batches, "micro-batch"), o.model.micro_batch_size,
+               t.model.seq_len,
+               o.model.stages.empty()
+                   ? fmt::format("model {} (hidden {}, {})", o.model.model, o.model.hidden, o.model.dtype)
+                   : fmt::format("your TorchScript stages ({})", t.model.dtype == torch::kFloat64 ? "float64" : "float32"),
                count_of(o.steps, "step"));
   if (text && t.checkpoint.resume_step > 0)
     fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),

@@ -23,10 +23,12 @@ bool passed(const VerifyResult& r, double tol) {
 std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r) {
   const double tol = tolerance(m.dtype);
   const bool ok = passed(r, tol);
-  std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; model {} (hidden {}, seq {}, "
-                              "micro-batch size {}), {}, {} ranks\n",
-                              s.method, s.ranks, s.stages, s.micro_batches, m.model, m.hidden, m.seq_len,
-                              m.micro_batch_size, m.dtype, ro.threads ? "thread" : "process");
+  const std::string model =
+      m.stages.empty() ? fmt::format("model {} (hidden {}, seq {}, micro-batch size {})", m.model, m.hidden, m.seq_len,
+                                     m.micro_batch_size)
+                       : fmt::format("your TorchScript stages (micro-batch size {})", m.micro_batch_size);
+  std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; {}, {}, {} ranks\n", s.method,
+                              s.ranks, s.stages, s.micro_batches, model, m.dtype, ro.threads ? "thread" : "process");
   if (ro.ep > 1)
     t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap {}\n",
                      s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap);
@@ -71,6 +73,7 @@ int verify_command(Opts& o) {
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
   ModelConfig mc = make_model_config(o.model, s, o.ranks.ep);
+  if (!o.model.stages.empty()) o.model.dtype = mc.dtype == torch::kFloat64 ? "float64" : "float32";  // the stages'
   require_run_fits(s, mc, o.ranks, false);
   const double tol = tolerance(o.model.dtype);
   // Every rank (own command line in a torchrun-style launch) must run the same check.

@@ -12,6 +12,7 @@
 
 #include "cli/memory_fit.h"
 #include "dualpipe/cluster/emulated_cluster.h"
+#include "dualpipe/runtime/backend.h"
 #include "dualpipe/runtime/launch.h"
 #include "runtime/malloc_tuning.h"
 #include "dualpipe/schedule/error.h"
@@ -40,6 +41,13 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
       ->capture_default_str();
   app->add_option("--expert-ffn", o.expert_ffn, "moe: inner width of an expert (0: 2 x hidden)")->capture_default_str();
   app->add_option("--aux-alpha", o.aux_alpha, "moe: weight of the load-balancing loss")->capture_default_str();
+  app->add_option("--stages", o.stages,
+                  "your own model: one TorchScript file per pipeline stage, comma-separated, in stage order "
+                  "(replaces --model; --data then names a torch.save file of inputs and targets)")
+      ->delimiter(',');
+  app->add_option("--loss", o.loss,
+                  "with --stages: a TorchScript module whose forward(output, target) returns the loss (default: "
+                  "cross-entropy for integer targets, mean squared error for floating ones)");
 }
 
 namespace {
@@ -112,8 +120,15 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   check_model_size(o, s);
   if (ep > 1 && o.model != "moe")
     throw Error(fmt::format("--ep {} shards experts, but --model {} has none (use --model moe)", ep, o.model));
+  if (!o.loss.empty() && o.stages.empty()) throw Error("--loss goes with --stages (the shipped models have their own)");
+  if (!o.stages.empty() && static_cast<int>(o.stages.size()) != s.stages)
+    throw Error(fmt::format("--stages names {} TorchScript files, but the {} schedule on {} ranks has {} stages: give "
+                            "one file per stage",
+                            o.stages.size(), s.method, s.ranks, s.stages));
   ModelConfig mc;
-  mc.name = o.model;
+  mc.name = o.stages.empty() ? o.model : "torchscript";
+  mc.stage_files = o.stages;
+  mc.loss_file = o.loss;
   mc.stages = s.stages;
   mc.micro_batches = s.micro_batches;
   mc.hidden = o.hidden;
@@ -131,7 +146,15 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   mc.expert_ffn = o.expert_ffn;
   mc.aux_alpha = o.aux_alpha;
   mc.ep = ep;
-  (void)make_model(mc);  // bad model options fail here, before any rank starts
+  const PipelineModel checked = make_model(mc);  // bad model options fail here, before any rank starts
+  if (mc.name == "torchscript") {
+    mc.dtype = checked.boundary_dtype;  // the stages' own
+    // A data file's samples set the tokens a sample counts (its second dimension).
+    if (!mc.data_path.empty()) {
+      const torch::Tensor x = checked.input(0);
+      mc.seq_len = x.dim() >= 2 ? x.size(1) : 1;
+    }
+  }
   return mc;
 }
 
@@ -193,6 +216,11 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
   app->add_option("--intra-op-threads", o.intra_op_threads,
                   "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
+      ->capture_default_str();
+  app->add_option("--backend", o.backend,
+                  "c10d backend of the ranks' process groups: gloo, or nccl (needs a build against a CUDA LibTorch "
+                  "with NCCL)")
+      ->check(CLI::IsMember({"gloo", "nccl"}))
       ->capture_default_str();
 }
 
@@ -266,6 +294,7 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   if (o.dp < 1 || o.dp > kMaxRanks) throw Error(fmt::format("--dp must be in 1..{} (got {})", kMaxRanks, o.dp));
   if (o.timeout_s < 1 || o.timeout_s > 86400)
     throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
+  require_backend(parse_backend(o.backend));
   LaunchOptions l;
   l.shape.pp = pipeline_ranks;
   l.shape.ep = o.ep;

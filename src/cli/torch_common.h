@@ -40,6 +40,10 @@ struct ModelOptions {
   bool shared_expert = true;
   int64_t expert_ffn = 0;
   double aux_alpha = 0.01;
+  // The user's own model: one TorchScript file per stage (replaces --model),
+  // and its loss module (train/torchscript.h).
+  std::vector<std::string> stages;
+  std::string loss;
 };
 void add_model_options(CLI::App* app, ModelOptions& o);
 // Throws dualpipe::Error for bad values (checked before any rank starts). `ep`:
@@ -70,6 +74,7 @@ struct RankOptions {
   // Compute threads of each rank (LibTorch intra-op and OpenBLAS), whichever
   // way it was started: more ranks than cores run best with one each.
   int intra_op_threads = 1;
+  std::string backend = "gloo";  // c10d backend of the groups (runtime/backend.h)
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 // The gradient reduction the options ask for; throws dualpipe::Error for bad values.

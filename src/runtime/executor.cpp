@@ -243,11 +243,16 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch
     loss = sl.loss;
   }
   opt_.engine->begin_chunk(h, defer_weights ? Op::I : Op::B, stage);
+  // The root of this stage's backward: the scaled loss, or the output with its gradient.
+  const bool last = stage == sched_->stages - 1;
+  torch::Tensor root = last ? loss / (static_cast<double>(N) * opt_.data_shards) : output;
+  std::vector<torch::Tensor> root_grad;
+  if (!last) root_grad.push_back(grad);
   if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
-  if (stage == sched_->stages - 1)
-    torch::autograd::backward({loss / (static_cast<double>(N) * opt_.data_shards)});
+  if (defer_weights && stages_.at(stage).autograd_split)
+    split_backward(stage, mb, root, root_grad);
   else
-    torch::autograd::backward({output}, {grad});
+    torch::autograd::backward({root}, root_grad);
   store_.end();
   opt_.engine->end_chunk(h);
   // Looked up again: the other half of an F&B pair may have added slots
@@ -257,6 +262,33 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch
   sl.loss = torch::Tensor();
   if (next_here) slots_.erase(static_cast<long>(stage + 1) * N + mb);  // its input gradient is consumed
   if (stage == 0) slots_.erase(static_cast<long>(stage) * N + mb);
+}
+
+void RankExecutor::split_backward(int stage, int mb, const torch::Tensor& root, const std::vector<torch::Tensor>& root_grad) {
+  const Stage& st = stages_.at(stage);
+  std::vector<torch::Tensor> params;
+  for (const torch::Tensor& p : st.module->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  // I: the input's gradient only (stage 0's input, token ids or data, has none).
+  torch::Tensor in = slot(stage, mb).input;
+  if (in.defined() && in.requires_grad()) {
+    auto g = torch::autograd::grad({root}, {in}, root_grad, /*retain_graph=*/!params.empty(), false,
+                                   /*allow_unused=*/true);
+    in.mutable_grad() = g[0].defined() ? g[0] : torch::zeros_like(in);
+  }
+  if (params.empty()) return;
+  // W: the parameters' gradients from the kept graph, added as backward adds them.
+  store_.defer([root, root_grad, params]() mutable {
+    auto g = torch::autograd::grad({root}, params, root_grad, /*retain_graph=*/false, false, /*allow_unused=*/true);
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (!g[i].defined()) continue;
+      if (params[i].grad().defined())
+        params[i].mutable_grad().add_(g[i]);
+      else
+        params[i].mutable_grad() = g[i];
+    }
+  });
 }
 
 void RankExecutor::run_pair(const Action& a, std::size_t pos) {

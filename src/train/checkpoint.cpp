@@ -1,5 +1,6 @@
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/model_settings.h"
+#include "dualpipe/train/torchscript.h"
 #include "train/remove_tree.h"
 
 #include <fcntl.h>
@@ -322,7 +323,7 @@ constexpr int field_count() {
 
 // The names for_each_model_setting lists; a new field of ModelConfig
 // changes field_count and stops the build here until it is listed.
-constexpr int kListedModelSettings = 20;
+constexpr int kListedModelSettings = 22;
 static_assert(field_count<ModelConfig>() == kListedModelSettings,
               "a field was added to ModelConfig: list it in for_each_model_setting");
 
@@ -333,18 +334,22 @@ int model_config_fields() { return field_count<ModelConfig>(); }
 void for_each_model_setting(const ModelConfig& m,
                             const std::function<void(const char*, const nlohmann::ordered_json&, bool)>& f) {
   const bool mlp = m.name == "mlp", blocks = m.name == "gpt" || m.name == "moe", moe = m.name == "moe";
+  const bool own = m.name == "torchscript";  // the stages' files make the model (train/torchscript.h)
   f("model", m.name, true);
   f("stages", m.stages, false);                // the schedule's
   f("micro_batches", m.micro_batches, false);  // the schedule's
-  f("hidden", m.hidden, true);
+  f("hidden", m.hidden, !own);
   f("ffn", mlp_ffn(m), mlp);
   f("seq_len", m.seq_len, true);
   f("micro_batch_size", m.micro_batch_size, true);
-  f("dtype", m.dtype == torch::kFloat64 ? "float64" : "float32", true);
+  f("dtype", m.dtype == torch::kFloat64 ? "float64" : "float32", !own);
   f("seed", m.seed, true);
   f("layers", m.layers > 0 ? m.layers : std::max(m.stages, 4), blocks);
   f("heads", m.heads, blocks);
-  f("data", blocks ? corpus_identity(m.data_path) : m.data_path, blocks);
+  if (own)
+    f("data", m.data_path.empty() ? corpus_identity("") : file_identity(m.data_path), true);
+  else
+    f("data", blocks ? corpus_identity(m.data_path) : m.data_path, blocks);
   f("experts", m.experts, moe);
   f("top_k", m.top_k, moe);
   f("shared_expert", m.shared_expert, moe);
@@ -353,6 +358,11 @@ void for_each_model_setting(const ModelConfig& m,
   f("ep", m.ep, false);                    // the mesh's (the launcher adds it)
   f("ep_rank", m.ep_rank, false);          // differs between the ranks of a run
   f("data_shards", m.data_shards, false);  // the mesh's
+  // By content: ranks (or a resume) with other files under the same names are refused.
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  for (const std::string& path : m.stage_files) files.push_back(file_identity(path));
+  f("stage_files", files, own);
+  f("loss_file", m.loss_file.empty() ? std::string("default") : file_identity(m.loss_file), own);
 }
 
 Identity run_identity(const Schedule& lowered, const ModelConfig& m) {

@@ -124,6 +124,9 @@ class RankExecutor {
   torch::Tensor output_grad(int stage, int mb, Half h);
   void forward(int stage, int mb, Half h, torch::Tensor in);
   void backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad);
+  // Stage::autograd_split's I: the input gradient now, the weight gradients
+  // queued in store_ for W. `root_grad`: the output's gradient (none for the loss).
+  void split_backward(int stage, int mb, const torch::Tensor& root, const std::vector<torch::Tensor>& root_grad);
   void run_pair(const Action& a, std::size_t pos);
   // Posts the SEND of (op, stage, mb) that follows position `pos` among the
   // communication actions after it, now (at the end of a pair's half).

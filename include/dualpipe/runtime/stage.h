@@ -22,6 +22,12 @@ struct Stage {
   // Lets layers that support it split their backward (I now, W later); null
   // when the stage has none, and then I does the whole backward, W nothing.
   std::function<void(WeightGradStore*)> attach_store;
+  // The split by autograd, for modules with no split layers of their own
+  // (TorchScript modules): I computes the gradient of the stage input only,
+  // keeping the graph; W computes the parameters' gradients from that graph
+  // and adds them to .grad. The sum equals a plain backward; W walks the
+  // activation gradients again (I and W together cost more than one B).
+  bool autograd_split = false;
   // Overlapped F&B: called with the forward of one micro-batch and the
   // backward of another. The default (null) runs the forward, then the
   // backward; a stage may interleave their pieces (as DeepSeek-V3 does to

@@ -2,6 +2,7 @@
 // Models the runtime can pipeline, cut into stages.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dualpipe/runtime/stage.h"
 #include "dualpipe/train/moe.h"
@@ -9,7 +10,7 @@
 namespace dualpipe {
 
 struct ModelConfig {
-  std::string name = "mlp";  // mlp, gpt or moe
+  std::string name = "mlp";  // mlp, gpt, moe, or torchscript (the user's own stages)
   int stages = 0;
   int micro_batches = 0;
   int64_t hidden = 64;  // gpt: d_model
@@ -22,7 +23,9 @@ struct ModelConfig {
   // gpt only (mlp ignores them):
   int layers = 0;         // transformer blocks in the whole model; 0 means max(stages, 4)
   int64_t heads = 4;      // attention heads; must divide hidden
-  std::string data_path;  // character-level training text; empty means the built-in corpus
+  // gpt, moe: character-level training text; torchscript: a tensor file of
+  // inputs and targets (train/torchscript.h). Empty: the built-in corpus.
+  std::string data_path;
 
   // moe only (the gpt blocks with a mixture of experts in place of the MLP, train/moe.h):
   int experts = 4;          // X routed experts per block
@@ -36,6 +39,11 @@ struct ModelConfig {
   // the balance loss is scaled by 1 / (micro_batches * data_shards) like the
   // micro-batch losses.
   int data_shards = 1;
+
+  // torchscript only (train/torchscript.h): one TorchScript file per stage,
+  // and an optional loss module (empty: cross-entropy or MSE by the targets' type).
+  std::vector<std::string> stage_files;
+  std::string loss_file;
 };
 
 // `mlp`: every stage is Linear(h, 4h, no bias) -> GELU -> Linear(4h, h, no
