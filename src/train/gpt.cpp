@@ -137,11 +137,12 @@ struct GptStageImpl : torch::nn::Module {
 };
 TORCH_MODULE(GptStage);
 
-// GPT-2 initialisation, drawing in the module's (deterministic) registration order.
-void init_stage(GptStage& mod, int layers, at::Generator& gen) {
+}  // namespace
+
+void init_transformer_weights(torch::nn::Module& mod, int layers, at::Generator& gen) {
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * layers);
-  for (const auto& item : mod->named_modules()) {
+  for (const auto& item : mod.named_modules()) {
     // Routed experts draw from generators of their own (MoeLayer::init_experts),
     // so that sharding them over ranks changes nothing.
     if (is_routed_expert_param(item.key())) continue;
@@ -160,8 +161,6 @@ void init_stage(GptStage& mod, int layers, at::Generator& gen) {
     }
   }
 }
-
-}  // namespace
 
 void check_moe(const ModelConfig& c) {
   if (c.ep < 1) throw Error(fmt::format("--ep must be at least 1 (got {})", c.ep));
@@ -183,6 +182,8 @@ void check_moe(const ModelConfig& c) {
                             c.data_shards));
 }
 
+int expert_hosts(const ModelConfig& c) { return c.expert_hosts > 0 ? c.expert_hosts : c.ep; }
+
 int gpt_layers(const ModelConfig& c) { return c.layers > 0 ? c.layers : std::max(c.stages, 4); }
 
 std::pair<int, int> gpt_blocks(int stage, int stages, int layers) {
@@ -197,12 +198,32 @@ MoeConfig moe_config(const ModelConfig& c) {
   m.top_k = c.top_k;
   m.shared_expert = c.shared_expert;
   m.aux_alpha = c.aux_alpha;
+  m.deepseek = c.name == "deepseek";
+  m.shared_experts = c.shared_experts;
+  m.hosts = m.deepseek ? expert_hosts(c) : 1;
+  m.node_limit = c.node_limit;
   m.aux_grad_scale = 1.0 / (static_cast<double>(c.micro_batches) * c.data_shards);
   m.ep = c.ep;
   m.ep_rank = c.ep_rank;
   m.dtype = c.dtype;
   m.seed = c.seed;
   return m;
+}
+
+std::function<torch::Tensor(int)> feed_corpus(PipelineModel& m, const ModelConfig& c,
+                                              std::shared_ptr<const Corpus> corpus) {
+  // The step whose data input() and loss() serve. Every copy of this
+  // PipelineModel (the executor keeps one, training another) shares it, and
+  // training sets it through begin_step; 0 until then.
+  auto step = std::make_shared<std::atomic<int>>(0);
+  m.begin_step = [step](int k) { step->store(k); };
+  // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
+  // characters; the input is the first seq_len, the targets the last seq_len.
+  auto windows = [c, corpus, step](int mb) {
+    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
+  };
+  m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
+  return windows;
 }
 
 PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
@@ -231,7 +252,7 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
     auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
     auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
-    init_stage(mod, layers, gen);
+    init_transformer_weights(*mod, layers, gen);
     for (auto& b : mod->blocks)
       if (b->moe) b->moe->init_experts(layers);
     Stage st;
@@ -245,17 +266,7 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
       };
     return st;
   };
-  // The step whose data input() and loss() serve. Every copy of this
-  // PipelineModel (the executor keeps one, training another) shares it, and
-  // training sets it through begin_step; 0 until then.
-  auto step = std::make_shared<std::atomic<int>>(0);
-  m.begin_step = [step](int k) { step->store(k); };
-  // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
-  // characters; the input is the first seq_len, the targets the last seq_len.
-  auto windows = [c, corpus, step](int mb) {
-    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
-  };
-  m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
+  auto windows = feed_corpus(m, c, corpus);
   m.loss = [c, windows, vocab](const torch::Tensor& logits, int mb) {
     torch::Tensor targets = windows(mb).narrow(1, 1, c.seq_len);
     return torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}), targets.reshape({-1}));

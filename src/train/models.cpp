@@ -7,6 +7,7 @@
 
 #include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/schedule/error.h"
+#include "dualpipe/train/deepseek.h"
 
 namespace dualpipe {
 namespace {
@@ -80,7 +81,8 @@ PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
                             c.hidden, c.seq_len, c.micro_batch_size));
   if (c.name == "mlp") return mlp_model(c);
   if (c.name == "gpt" || c.name == "moe") return gpt_model(c, experts);
-  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe)", c.name));
+  if (c.name == "deepseek") return deepseek_model(c, experts);
+  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe, deepseek)", c.name));
 }
 
 }  // namespace dualpipe

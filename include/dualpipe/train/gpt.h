@@ -29,7 +29,11 @@
 // projections that write into the residual stream normal(0, 0.02/sqrt(2L)),
 // LayerNorms ones and zeros; drawn from a generator seeded by (seed, stage),
 // so every replica of a stage starts bit-identical.
+#include <functional>
+#include <memory>
 #include <utility>
+
+#include "dualpipe/train/corpus.h"
 
 #include "dualpipe/train/models.h"
 
@@ -38,6 +42,23 @@ namespace dualpipe {
 // moe: the MoE layer settings of a config; throws dualpipe::Error for bad ones.
 MoeConfig moe_config(const ModelConfig& c);
 void check_moe(const ModelConfig& c);
+
+// deepseek: the hosts the routed experts are grouped on (--expert-hosts, or
+// one per expert rank when it is 0).
+int expert_hosts(const ModelConfig& c);
+
+// GPT-2 initialisation of every module of `mod` in its (deterministic)
+// registration order: LayerNorms ones and zeros, embeddings and SplitLinears
+// normal(0, 0.02), SplitLinears named "...proj" (they add into the residual
+// stream) normal(0, 0.02 / sqrt(2 layers)); routed experts are skipped
+// (MoeLayer::init_experts draws them).
+void init_transformer_weights(torch::nn::Module& mod, int layers, at::Generator& gen);
+
+// Serves `corpus` to `m` as gpt does (begin_step, input: the first seq_len
+// characters of each window); returns the micro-batch's windows of seq_len+1
+// characters, for the loss.
+std::function<torch::Tensor(int mb)> feed_corpus(PipelineModel& m, const ModelConfig& c,
+                                                 std::shared_ptr<const Corpus> corpus);
 
 // L for a config: c.layers, or max(stages, 4) when it is 0.
 int gpt_layers(const ModelConfig& c);
