@@ -58,6 +58,10 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
       ->capture_default_str();
   app->add_option("--mtp-weight", o.mtp_weight, "deepseek: weight of the multi-token-prediction loss (0: no MTP)")
       ->capture_default_str();
+  app->add_option("--recompute", o.recompute,
+                  "deepseek: what the backward redoes instead of keeping: none, selective (norms, attention "
+                  "up-projections and scores, SwiGLU products) or full (each attention and dense FFN sublayer)")
+      ->capture_default_str();
 }
 
 namespace {
@@ -157,6 +161,7 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   mc.node_limit = o.node_limit;
   mc.bias_speed = o.bias_speed;
   mc.mtp_weight = o.mtp_weight;
+  mc.recompute = o.recompute;
   mc.ep = ep;
   (void)make_model(mc);  // bad model options fail here, before any rank starts
   return mc;

@@ -322,7 +322,7 @@ constexpr int field_count() {
 
 // The names for_each_model_setting lists; a new field of ModelConfig
 // changes field_count and stops the build here until it is listed.
-constexpr int kListedModelSettings = 29;
+constexpr int kListedModelSettings = 30;
 static_assert(field_count<ModelConfig>() == kListedModelSettings,
               "a field was added to ModelConfig: list it in for_each_model_setting");
 
@@ -362,6 +362,7 @@ void for_each_model_setting(const ModelConfig& m,
   f("node_limit", m.node_limit, ds);
   f("bias_speed", m.bias_speed, ds);
   f("mtp_weight", m.mtp_weight, ds);
+  f("recompute", m.recompute, false);  // the same values either way: a run may resume with another
 }
 
 Identity run_identity(const Schedule& lowered, const ModelConfig& m) {

@@ -12,6 +12,7 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/train/corpus.h"
 #include "dualpipe/train/gpt.h"
+#include "dualpipe/train/recompute.h"
 
 namespace dualpipe {
 namespace {
@@ -53,12 +54,18 @@ struct MlaImpl : torch::nn::Module {
         wkr(register_module("wkr", SplitLinear(c.hidden, dr, c.dtype))),
         proj(register_module("proj", SplitLinear(heads * dh, c.hidden, c.dtype))) {}
 
-  torch::Tensor forward(const torch::Tensor& x) {
-    const int64_t B = x.size(0), T = x.size(1);
-    torch::Tensor cq = q_norm(wdq(x)), ckv = kv_norm(wdkv(x));
+  torch::Tensor forward(const torch::Tensor& x) { return proj(core(latents(x))); }
+
+  // The down-projections: c_Q and c_KV before their norms, and W_KR x.
+  std::vector<torch::Tensor> latents(const torch::Tensor& x) { return {wdq(x), wdkv(x), wkr(x)}; }
+
+  // From the latents to the heads' joined outputs (before W_O).
+  torch::Tensor core(const std::vector<torch::Tensor>& lat) {
+    const int64_t B = lat[0].size(0), T = lat[0].size(1);
+    torch::Tensor cq = q_norm(lat[0]), ckv = kv_norm(lat[1]);
     auto split = [&](const torch::Tensor& t, int64_t n, int64_t w) { return t.reshape({B, T, n, w}); };
     torch::Tensor q = torch::cat({split(wuq(cq), heads, dh), rope(split(wqr(cq), heads, dr))}, 3);
-    torch::Tensor k_rope = rope(split(wkr(x), 1, dr)).expand({B, T, heads, dr});
+    torch::Tensor k_rope = rope(split(lat[2], 1, dr)).expand({B, T, heads, dr});
     torch::Tensor k = torch::cat({split(wuk(ckv), heads, dh), k_rope}, 3);
     torch::Tensor v = split(wuv(ckv), heads, dh);
     // [B, heads, T, .]: each head attends on its own slice.
@@ -69,7 +76,7 @@ struct MlaImpl : torch::nn::Module {
     torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool)).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
     torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);
-    return proj(y.transpose(1, 2).reshape({B, T, heads * dh}));
+    return y.transpose(1, 2).reshape({B, T, heads * dh});
   }
 
   std::vector<SplitLinear> split_linears() const { return {wdq, wuq, wqr, wdkv, wuk, wuv, wkr, proj}; }
@@ -85,21 +92,49 @@ TORCH_MODULE(Mla);
 
 // Pre-RMSNorm block: MLA, then a dense SwiGLU MLP or DeepSeekMoE. The dense
 // MLP's width is (K + N_s) expert widths: the compute a MoE token gets.
+// Recomputation (recompute.h), per sublayer:
+//   selective: norm1 with the down-projections, and the attention from the
+//              latents on (norms, up-projections, RoPE, scores), are redone
+//              in the backward; so are norm2 with the dense MLP's fc, and
+//              every SwiGLU product with its proj (experts included)
+//   full:      the attention sublayer and a dense FFN sublayer keep only
+//              their input; a MoE sublayer as under selective (redoing it
+//              would repeat its all-to-alls)
 struct DeepSeekBlockImpl : torch::nn::Module {
-  DeepSeekBlockImpl(const ModelConfig& c, const MoeLayer& moe_layer)
-      : norm1(register_module("norm1", RmsNorm(c.hidden, c.dtype))),
+  DeepSeekBlockImpl(const ModelConfig& c, MoeLayer moe_layer)
+      : mode(parse_recompute(c.recompute)),
+        norm1(register_module("norm1", RmsNorm(c.hidden, c.dtype))),
         attn(register_module("attn", Mla(c))),
         norm2(register_module("norm2", RmsNorm(c.hidden, c.dtype))) {
-    if (moe_layer)
+    if (moe_layer) {
       moe = register_module("moe", moe_layer);
-    else
+    } else {
       mlp = register_module(
           "mlp", ExpertMlp(c.hidden, moe_expert_ffn(c) * (c.top_k + c.shared_experts), c.dtype, /*swiglu=*/true));
+      mlp->recompute_activation = mode == RecomputeMode::Selective;
+    }
+    attn_in = [this](const std::vector<torch::Tensor>& in) { return attn->latents(norm1(in[0])); };
+    attn_core = [this](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{attn->core(in)}; };
+    attn_sub = [this](const std::vector<torch::Tensor>& in) {
+      return std::vector<torch::Tensor>{in[0] + attn(norm1(in[0]))};
+    };
+    ffn_in = [this](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{mlp->fc(norm2(in[0]))}; };
+    ffn_sub = [this](const std::vector<torch::Tensor>& in) {
+      return std::vector<torch::Tensor>{in[0] + mlp(norm2(in[0]))};
+    };
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    x = x + attn(norm1(x));
-    return x + (moe ? moe(norm2(x)) : mlp(norm2(x)));
+    if (mode == RecomputeMode::Full)
+      x = recomputed(attn_sub, {x})[0];
+    else if (mode == RecomputeMode::Selective)
+      x = x + attn->proj(recomputed(attn_core, recomputed(attn_in, {x}))[0]);
+    else
+      x = x + attn(norm1(x));
+    if (moe) return x + moe(norm2(x));
+    if (mode == RecomputeMode::Full) return recomputed(ffn_sub, {x})[0];
+    if (mode == RecomputeMode::Selective) return x + mlp->activation_and_proj(recomputed(ffn_in, {x})[0]);
+    return x + mlp(norm2(x));
   }
 
   std::vector<SplitLinear> split_linears() const {
@@ -109,11 +144,13 @@ struct DeepSeekBlockImpl : torch::nn::Module {
     return all;
   }
 
+  RecomputeMode mode;
   RmsNorm norm1;
   Mla attn;
   RmsNorm norm2;
   ExpertMlp mlp{nullptr};
   MoeLayer moe{nullptr};
+  RecomputeBody attn_in, attn_core, attn_sub, ffn_in, ffn_sub;  // the recomputed pieces
 };
 TORCH_MODULE(DeepSeekBlock);
 
@@ -217,6 +254,7 @@ void check_deepseek(const ModelConfig& c) {
     throw Error(fmt::format("deepseek: --bias-speed must be a finite number >= 0 (got {})", c.bias_speed));
   if (!(c.mtp_weight >= 0) || !std::isfinite(c.mtp_weight))
     throw Error(fmt::format("deepseek: --mtp-weight must be a finite number >= 0 (got {})", c.mtp_weight));
+  (void)parse_recompute(c.recompute);
   if (c.mtp_weight > 0 && c.seq_len < 2)
     throw Error(fmt::format("deepseek: multi-token prediction needs --seq-len of at least 2 (got {})", c.seq_len));
 }

@@ -202,6 +202,7 @@ MoeConfig moe_config(const ModelConfig& c) {
   m.shared_experts = c.shared_experts;
   m.hosts = m.deepseek ? expert_hosts(c) : 1;
   m.node_limit = c.node_limit;
+  m.recompute_activation = m.deepseek && c.recompute != "none";
   m.aux_grad_scale = 1.0 / (static_cast<double>(c.micro_batches) * c.data_shards);
   m.ep = c.ep;
   m.ep_rank = c.ep_rank;

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "dualpipe/runtime/overlap.h"
+#include "dualpipe/train/recompute.h"
 
 namespace dualpipe {
 namespace {
@@ -132,12 +133,17 @@ bool is_routed_expert_param(const std::string& name) { return name.find("moe.exp
 ExpertMlpImpl::ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype, bool swiglu_)
     : swiglu(swiglu_),
       fc(register_module("fc", SplitLinear(d, swiglu_ ? 2 * f : f, dtype))),
-      proj(register_module("proj", SplitLinear(f, d, dtype))) {}
+      proj(register_module("proj", SplitLinear(f, d, dtype))),
+      act_body([this](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{swiglu_proj(in[0])}; }) {}
 
-torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
-  if (!swiglu) return proj(torch::gelu(fc(x)));
-  std::vector<torch::Tensor> h = fc(x).chunk(2, -1);
-  return proj(torch::silu(h[0]) * h[1]);
+torch::Tensor ExpertMlpImpl::swiglu_proj(const torch::Tensor& h) {
+  std::vector<torch::Tensor> parts = h.chunk(2, -1);
+  return proj(torch::silu(parts[0]) * parts[1]);
+}
+
+torch::Tensor ExpertMlpImpl::activation_and_proj(const torch::Tensor& h) {
+  if (!swiglu) return proj(torch::gelu(h));
+  return recompute_activation ? recomputed(act_body, {h})[0] : swiglu_proj(h);
 }
 
 MoeLayerImpl::MoeLayerImpl(const MoeConfig& c, int layer_index, ExpertGroup g, std::shared_ptr<MoeStats> s)
@@ -151,9 +157,11 @@ MoeLayerImpl::MoeLayerImpl(const MoeConfig& c, int layer_index, ExpertGroup g, s
   for (int j = first_local; j < first_local + local_count; ++j)
     experts.push_back(
         register_module(fmt::format("expert{}", j), ExpertMlp(c.hidden, c.expert_ffn, c.dtype, c.deepseek)));
+  for (auto& e : experts) e->recompute_activation = c.recompute_activation;
   if (c.deepseek) {
     if (c.shared_experts > 0)
       shared = register_module("shared", ExpertMlp(c.hidden, c.expert_ffn * c.shared_experts, c.dtype, true));
+    if (shared) shared->recompute_activation = c.recompute_activation;
     bias = register_buffer("bias", torch::zeros({c.experts}, torch::dtype(c.dtype)));
     if (stats) {
       std::lock_guard<std::mutex> lock(stats->mu);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli_run.h"
+#include "dualpipe/runtime/launch.h"
 #include "dualpipe/runtime/mesh.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
@@ -74,7 +75,9 @@ TEST_P(DeepSeekVerify, ExactAgainstUnshardedUnpipelined) {
             << (o.optimizer_step ? std::to_string(r.param_error) : "") << "\n";
   EXPECT_LE(r.loss_error, 1e-12);
   EXPECT_LE(r.grad_error, 1e-12);
-  if (o.optimizer_step) EXPECT_LE(r.param_error, 1e-12);
+  if (o.optimizer_step) {
+    EXPECT_LE(r.param_error, 1e-12);
+  }
   if (mc.dp > 1) return;  // sharded: compared by chunks, not by name
   std::set<std::string> seen;
   for (const auto& [name, e] : r.per_param)
@@ -96,6 +99,35 @@ INSTANTIATE_TEST_SUITE_P(Methods, DeepSeekVerify,
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// Recomputation changes what is kept, not what is computed: the gradients
+// of the one-process model equal those of the model that keeps everything,
+// and the pipelined, expert-parallel step (split backward, F&B overlap)
+// still verifies.
+TEST(DeepSeekRecompute, GradientsEqualKeepingEverything) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  ModelConfig c = small_deepseek(s);
+  Reference kept = unpipelined_step(make_model(c), 2);
+  for (const char* mode : {"selective", "full"}) {
+    c.recompute = mode;
+    Reference r = unpipelined_step(make_model(c), 2);
+    EXPECT_EQ(r.losses, kept.losses) << mode;
+    for (std::size_t st = 0; st < r.grads.size(); ++st)
+      for (std::size_t i = 0; i < r.grads[st].size(); ++i)
+        EXPECT_LE(relative_difference(r.grads[st][i], kept.grads[st][i]), 1e-12) << mode << " " << r.names[st][i];
+  }
+  for (const char* method : {"zb1p", "dualpipe"}) {
+    Schedule p = generate(method, Shape{2, 4, 2});
+    ModelConfig rc = small_deepseek(p);
+    rc.recompute = "selective";
+    MeshShape shape;
+    shape.ep = 2;
+    VerifyResult v = test_support::verify_mesh(p, rc, shape, VerifyOptions{});
+    EXPECT_LE(v.grad_error, 1e-12) << method;
+    EXPECT_LE(v.loss_error, 1e-12) << method;
+  }
+}
 
 MoeConfig routing_config(int node_limit) {
   MoeConfig m;
@@ -177,7 +209,7 @@ TrainOptions deepseek_train(const Schedule& s, int steps) {
 std::vector<RankRun> train_mesh(const Schedule& s, const TrainOptions& t, MeshShape shape) {
   shape.pp = s.ranks;
   std::vector<RankRun> runs(shape.size());
-  test_support::run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+  run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
   return runs;
 }
 
@@ -267,6 +299,7 @@ TEST(DeepSeekCli, BadInputIsOneLineWithCode2) {
            {"--bias-speed -1", "--bias-speed must be a finite number >= 0 (got -1)"},
            {"--bias-speed nan", "--bias-speed must be a finite number >= 0"},
            {"--bias-speed inf", "--bias-speed must be a finite number >= 0"},
+           {"--recompute some", "--recompute must be none, selective or full (got 'some')"},
        }) {
     test_support::CliRun r = test_support::run_cli(base + args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;

@@ -49,6 +49,7 @@ struct ModelConfig {
   int node_limit = 1;         // M: hosts a token's experts may be on
   double bias_speed = 0.01;   // gamma: how far an expert's selection bias moves after a step
   double mtp_weight = 0.3;    // lambda: the weight of the multi-token-prediction loss; 0: no MTP module
+  std::string recompute = "none";  // none, selective or full (deepseek.h): what the backward redoes
 };
 
 // `mlp`: every stage is Linear(h, 4h, no bias) -> GELU -> Linear(4h, h, no

@@ -51,6 +51,7 @@
 // expert); it keeps the turn. Forward all-to-alls use ExpertGroup::fwd and
 // the forward half's turn, backward ones ExpertGroup::bwd and the backward
 // half's, whichever thread autograd runs them on.
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -102,6 +103,7 @@ struct MoeConfig {
   bool deepseek = false;
   int shared_experts = 1;
   int hosts = 1, node_limit = 1;  // H, M
+  bool recompute_activation = false;  // the experts' SwiGLU products are recomputed (recompute.h)
   double aux_grad_scale = 1.0;  // the micro-batch loss scale: 1 / (micro-batches in the global batch)
   int ep = 1, ep_rank = 0;      // experts [ep_rank X/ep, (ep_rank+1) X/ep) are local
   torch::Dtype dtype = torch::kFloat64;
@@ -110,11 +112,17 @@ struct MoeConfig {
 
 // Thread-safety: as any torch::nn::Module, one thread at a time.
 // GELU MLP d -> f -> d, or SwiGLU: fc gives 2f, silu(first half) * second half.
+// With recompute_activation (SwiGLU only), the product and proj are
+// recomputed in the backward (recompute.h): only fc's output is kept.
 struct ExpertMlpImpl : torch::nn::Module {
   ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype, bool swiglu = false);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) { return activation_and_proj(fc(x)); }
+  torch::Tensor activation_and_proj(const torch::Tensor& h);
+  torch::Tensor swiglu_proj(const torch::Tensor& h);  // proj(silu(first half) * second half)
   bool swiglu;
+  bool recompute_activation = false;
   SplitLinear fc, proj;
+  std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)> act_body;  // swiglu_proj, recomputed
 };
 TORCH_MODULE(ExpertMlp);
 
