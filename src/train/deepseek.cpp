@@ -155,9 +155,9 @@ struct DeepSeekBlockImpl : torch::nn::Module {
 TORCH_MODULE(DeepSeekBlock);
 
 struct DeepSeekStageImpl : torch::nn::Module {
-  DeepSeekStageImpl(const ModelConfig& c, int64_t vocab, int first, int end, bool first_stage, bool last_stage,
+  DeepSeekStageImpl(const ModelConfig& c, int64_t vocab_size, int first, int end, bool first_stage, bool last_stage,
                     const ExpertGroup& group, const std::shared_ptr<MoeStats>& stats)
-      : hidden(c.hidden), carry(c.mtp_weight > 0) {
+      : hidden(c.hidden), vocab(vocab_size), carry(c.mtp_weight > 0) {
     if (first_stage) tok = register_module("tok", torch::nn::Embedding(vocab, c.hidden));
     for (int b = first; b < end; ++b) {
       MoeLayer moe{nullptr};
@@ -185,7 +185,9 @@ struct DeepSeekStageImpl : torch::nn::Module {
       h = tok(x);
     } else if (carry) {
       h = x.narrow(-1, 0, hidden);
-      tokens = x.select(-1, hidden).detach();
+      // Exact ids in a real run; a boundary of random values (the bench's
+      // activation yardstick) is mapped into the vocabulary.
+      tokens = x.select(-1, hidden).detach().round().clamp(0, static_cast<double>(vocab - 1));
     }
     for (auto& b : blocks) h = b(h);
     if (!head) return carry ? torch::cat({h, tokens.to(h.scalar_type()).unsqueeze(-1)}, -1) : h;
@@ -213,7 +215,7 @@ struct DeepSeekStageImpl : torch::nn::Module {
     return all;
   }
 
-  int64_t hidden;
+  int64_t hidden, vocab;
   bool carry;  // the token ids travel as the boundary's last channel (MTP)
   torch::nn::Embedding tok{nullptr}, mtp_tok{nullptr};
   std::vector<DeepSeekBlock> blocks;
@@ -282,16 +284,8 @@ PipelineModel deepseek_model(const ModelConfig& c, const ExpertGroup& group) {
     init_transformer_weights(*mod, layers, gen);
     for (auto& b : mod->blocks)
       if (b->moe) b->moe->init_experts(layers);
-    Stage st;
-    st.module = mod.ptr();
-    st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
-    st.is_expert_param = is_routed_expert_param;
-    std::vector<SplitLinear> linears = mod->split_linears();
-    if (!linears.empty())
-      st.attach_store = [linears](WeightGradStore* store) mutable {
-        for (auto& l : linears) l->store = store;
-      };
-    return st;
+    return transformer_stage(
+        mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(), true);
   };
   auto windows = feed_corpus(m, c, corpus);
   const int64_t T = c.seq_len;

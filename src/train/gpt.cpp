@@ -182,6 +182,20 @@ void check_moe(const ModelConfig& c) {
                             c.data_shards));
 }
 
+Stage transformer_stage(std::shared_ptr<torch::nn::Module> module,
+                        std::function<torch::Tensor(const torch::Tensor&)> forward, std::vector<SplitLinear> linears,
+                        bool experts) {
+  Stage st;
+  st.module = std::move(module);
+  st.forward = std::move(forward);
+  if (experts) st.is_expert_param = is_routed_expert_param;
+  if (!linears.empty())
+    st.attach_store = [linears](WeightGradStore* store) mutable {
+      for (auto& l : linears) l->store = store;
+    };
+  return st;
+}
+
 int expert_hosts(const ModelConfig& c) { return c.expert_hosts > 0 ? c.expert_hosts : c.ep; }
 
 int gpt_layers(const ModelConfig& c) { return c.layers > 0 ? c.layers : std::max(c.stages, 4); }
@@ -256,16 +270,9 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
     init_transformer_weights(*mod, layers, gen);
     for (auto& b : mod->blocks)
       if (b->moe) b->moe->init_experts(layers);
-    Stage st;
-    st.module = mod.ptr();
-    st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
-    if (c.name == "moe") st.is_expert_param = is_routed_expert_param;
-    std::vector<SplitLinear> linears = mod->split_linears();
-    if (!linears.empty())
-      st.attach_store = [linears](WeightGradStore* store) mutable {
-        for (auto& l : linears) l->store = store;
-      };
-    return st;
+    return transformer_stage(
+        mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(),
+        c.name == "moe");
   };
   auto windows = feed_corpus(m, c, corpus);
   m.loss = [c, windows, vocab](const torch::Tensor& logits, int mb) {

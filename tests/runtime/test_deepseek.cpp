@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <iostream>
@@ -313,6 +314,18 @@ TEST(DeepSeekCli, VerifyWithProcessRanksPasses) {
       "verify -m dualpipe -p 2 -n 4 --model deepseek --ep 2 --hidden 16 --seq-len 6 --heads 2 --experts 8 --top-k 3");
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+}
+
+// bench runs the model too: its yardsticks feed random boundaries to a
+// stage, whose token channel (multi-token prediction) must still be valid.
+TEST(DeepSeekCli, BenchRuns) {
+  test_support::CliRun r = test_support::run_command(
+      std::string("(timeout -k 5 300 ") + DUALPIPE_BINARY +
+      " bench -m dualpipe -p 2 -n 4 --model deepseek --ep 2 --hidden 16 --seq-len 6 --heads 2 --layers 2 --steps 2 "
+      "--threads --format json 2>/dev/null)");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);  // stdout is the JSON alone
+  EXPECT_EQ(j["per_rank"].size(), 4u) << r.out;
 }
 
 }  // namespace

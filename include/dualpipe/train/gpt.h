@@ -33,6 +33,7 @@
 #include <memory>
 #include <utility>
 
+#include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/train/corpus.h"
 
 #include "dualpipe/train/models.h"
@@ -59,6 +60,13 @@ void init_transformer_weights(torch::nn::Module& mod, int layers, at::Generator&
 // characters, for the loss.
 std::function<torch::Tensor(int mb)> feed_corpus(PipelineModel& m, const ModelConfig& c,
                                                  std::shared_ptr<const Corpus> corpus);
+
+// The Stage of a transformer stage module (gpt, moe, deepseek): its forward,
+// the linears whose weight gradients the I/W split defers, and, with
+// `experts`, which parameters are routed experts (sharded, not summed).
+Stage transformer_stage(std::shared_ptr<torch::nn::Module> module,
+                        std::function<torch::Tensor(const torch::Tensor&)> forward, std::vector<SplitLinear> linears,
+                        bool experts);
 
 // L for a config: c.layers, or max(stages, 4) when it is 0.
 int gpt_layers(const ModelConfig& c);
