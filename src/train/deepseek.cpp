@@ -201,11 +201,7 @@ struct DeepSeekStageImpl : torch::nn::Module {
   }
 
   std::vector<SplitLinear> split_linears() const {
-    std::vector<SplitLinear> all;
-    for (const auto& b : blocks) {
-      auto l = b->split_linears();
-      all.insert(all.end(), l.begin(), l.end());
-    }
+    std::vector<SplitLinear> all = blocks_split_linears(blocks);
     if (head) all.push_back(head);
     if (mtp_block) {
       all.push_back(mtp_merge);
@@ -278,14 +274,9 @@ PipelineModel deepseek_model(const ModelConfig& c, const ExpertGroup& group) {
   auto stats = std::make_shared<MoeStats>();
   m.moe_stats = stats;
   m.build = [c, layers, vocab, group, stats](int stage) {
-    auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
-    auto mod = DeepSeekStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
-    init_transformer_weights(*mod, layers, gen);
-    for (auto& b : mod->blocks)
-      if (b->moe) b->moe->init_experts(layers);
-    return transformer_stage(
-        mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(), true);
+    return init_transformer_stage(
+        DeepSeekStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats), c, stage, layers, true);
   };
   auto windows = feed_corpus(m, c, corpus);
   const int64_t T = c.seq_len;

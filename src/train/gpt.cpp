@@ -121,11 +121,7 @@ struct GptStageImpl : torch::nn::Module {
 
   // The layers whose weight gradients the I/W split can defer.
   std::vector<SplitLinear> split_linears() const {
-    std::vector<SplitLinear> all;
-    for (const auto& b : blocks) {
-      auto l = b->split_linears();
-      all.insert(all.end(), l.begin(), l.end());
-    }
+    std::vector<SplitLinear> all = blocks_split_linears(blocks);
     if (head) all.push_back(head);
     return all;
   }
@@ -262,17 +258,9 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
   auto stats = c.name == "moe" ? std::make_shared<MoeStats>() : nullptr;
   m.moe_stats = stats;
   m.build = [c, layers, vocab, group, stats](int stage) {
-    // Initialise from a generator seeded by the stage alone, so that every
-    // replica of a stage, on any rank, starts bit-identical (as mlp does).
-    auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
-    auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
-    init_transformer_weights(*mod, layers, gen);
-    for (auto& b : mod->blocks)
-      if (b->moe) b->moe->init_experts(layers);
-    return transformer_stage(
-        mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(),
-        c.name == "moe");
+    return init_transformer_stage(GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats), c,
+                                  stage, layers, c.name == "moe");
   };
   auto windows = feed_corpus(m, c, corpus);
   m.loss = [c, windows, vocab](const torch::Tensor& logits, int mb) {

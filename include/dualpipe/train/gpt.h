@@ -32,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/train/corpus.h"
@@ -67,6 +68,32 @@ std::function<torch::Tensor(int mb)> feed_corpus(PipelineModel& m, const ModelCo
 Stage transformer_stage(std::shared_ptr<torch::nn::Module> module,
                         std::function<torch::Tensor(const torch::Tensor&)> forward, std::vector<SplitLinear> linears,
                         bool experts);
+
+// The SplitLinears of `blocks` (each with split_linears()), in order.
+template <class Blocks>
+std::vector<SplitLinear> blocks_split_linears(const Blocks& blocks) {
+  std::vector<SplitLinear> all;
+  for (const auto& b : blocks) {
+    auto l = b->split_linears();
+    all.insert(all.end(), l.begin(), l.end());
+  }
+  return all;
+}
+
+// The Stage of stage `stage` of a transformer model whose stage module
+// (a ModuleHolder with `blocks`, each maybe with a MoE layer) is `mod`:
+// initialised from a generator seeded by (seed, stage) alone, so that every
+// replica of a stage, on any rank, starts bit-identical; routed experts from
+// their own generators (MoeLayer::init_experts).
+template <class StageModule>
+Stage init_transformer_stage(StageModule mod, const ModelConfig& c, int stage, int layers, bool experts) {
+  auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
+  init_transformer_weights(*mod, layers, gen);
+  for (auto& b : mod->blocks)
+    if (b->moe) b->moe->init_experts(layers);
+  return transformer_stage(
+      mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(), experts);
+}
 
 // L for a config: c.layers, or max(stages, 4) when it is 0.
 int gpt_layers(const ModelConfig& c);
