@@ -10,6 +10,7 @@
 # on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated.
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
+#   MODEL=deepseek scripts/bench_expert_parallel.sh  (the small DeepSeek-V3; build/ep-bench-deepseek/)
 # auto: a first 1F1B run at 1gbit measures one all-to-all phase and the
 # forward compute of a chunk, and the rate is set so that a chunk's phases
 # take as long as its forward compute (the ratio depends on the machine's
@@ -22,14 +23,22 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rate="${1:-auto}"
 bin="$root/build/dualpipe"
-out="$root/build/ep-bench"
+out="$root/build/ep-bench${MODEL:+-$MODEL}"
 mkdir -p "$out"
 # DEVICE (default 4): --emulate-device K, every compute piece lasting K times
 # its calibrated CPU time, so that 4 ranks on 2 cores measure what 4 devices
 # would; DEVICE=0 runs real compute (needs a core per rank to mean anything).
 device=()
 if [ "${DEVICE:-4}" != 0 ]; then device=(--emulate-device "${DEVICE:-4}"); fi
-model=(--model moe --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps "${STEPS:-5}" --format json
+# MODEL (default moe): moe, the small MoE (4 experts, top-2); or deepseek, the
+# small DeepSeek-V3 (latent attention, 8 fine-grained experts of width 64,
+# top-2 within one host of two, a shared expert, MTP), every block MoE.
+case "${MODEL:-moe}" in
+  moe) arch=(--model moe) ;;
+  deepseek) arch=(--model deepseek --experts 8 --top-k 2 --dense-layers 0) ;;
+  *) echo "MODEL must be moe or deepseek (got '${MODEL}')" >&2; exit 2 ;;
+esac
+model=("${arch[@]}" --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps "${STEPS:-5}" --format json
        --emulate-hosts "${HOSTS:-4}" -p 2 -n "${N:-16}" "${device[@]}")
 run() {  # name, extra arguments
   local name=$1; shift

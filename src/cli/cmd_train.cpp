@@ -47,6 +47,14 @@ std::string load_balance_line(const StepStats& st) {
                      list, mean > 0 ? mx / mean : 0.0, st.aux_loss);
 }
 
+// "expert load (max/mean tokens per expert, mean over MoE blocks): 1.92 in step 1 -> 1.21 in step 50; (token,
+// expert) pairs to another host: 12.5% in the last step"
+std::string expert_load_line(const StepStats& first, const StepStats& last) {
+  return fmt::format("expert load (max/mean tokens per expert, mean over MoE blocks): {:.2f} in step {} -> {:.2f} in "
+                     "step {}; (token, expert) pairs sent to another host: {:.1f}% in the last step",
+                     first.expert_load, first.step + 1, last.expert_load, last.step + 1, 100 * last.cross_host_share);
+}
+
 
 struct Opts {
   SourceOptions src;
@@ -196,6 +204,9 @@ nlohmann::json summary_json(const Opts& o, const Schedule& s, const TrainOptions
     for (double x : last.expert_tokens) tokens.push_back(clean_number(x));
     j["expert_tokens_last_step"] = tokens;
     j["balance_loss_last_step"] = clean_number(last.aux_loss, 4);
+    j["expert_load_first_step"] = clean_number(first.expert_load, 4);
+    j["expert_load_last_step"] = clean_number(last.expert_load, 4);
+    j["cross_host_share_last_step"] = clean_number(last.cross_host_share, 4);
   }
   nlohmann::json files = {{"loss_csv", o.loss_csv}, {"loss_svg", o.loss_svg}};
   if (!o.svg.empty()) files["svg"] = o.svg;
@@ -209,7 +220,8 @@ void print_summary(const Opts& o, const Schedule& s, const RunReport& rr, const 
   fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", first.loss, last.loss,
              count_of(static_cast<long long>(rr.steps.size()), "step"), c.median_step,
              rr.tokens_per_step / c.median_step);
-  if (!last.expert_tokens.empty()) fmt::print("{}\n", load_balance_line(last));
+  if (!last.expert_tokens.empty())
+    fmt::print("{}\n{}\n", load_balance_line(last), expert_load_line(first, last));
   fmt::print("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
              "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
              1e3 * c.last_pipeline, 1e3 * c.predicted.makespan, c.last_pipeline / c.predicted.makespan,
@@ -369,9 +381,10 @@ class Progress {
     if (stream_csv_) append_output(o_.loss_csv, loss_csv_row(st));
     const int done = st.step + 1, first = t_.checkpoint.resume_step + 1;
     if (!text_ || (done % every_ && done != o_.steps && done != first)) return;
-    fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}\n", done,
+    fmt::print("step {:>5}/{}  loss {:.4f}  grad-norm {:.3f}  {:>8.0f} tokens/s  step {:.3f} s  ETA {}{}\n", done,
                o_.steps, st.loss, st.grad_norm, tokens_ / st.seconds, st.seconds,
-               duration(elapsed_ / (done - first + 1) * (o_.steps - done)));
+               duration(elapsed_ / (done - first + 1) * (o_.steps - done)),
+               st.expert_tokens.empty() ? std::string() : fmt::format("  expert load {:.2f}", st.expert_load));
     std::fflush(stdout);
   }
 

@@ -35,7 +35,7 @@ inline nlohmann::json run_inputs_json(const Schedule& s, const ModelOptions& m, 
     model["heads"] = m.heads;
     model["data"] = m.data.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.data);
   }
-  if (m.model == "moe")
+  if (has_experts(m.model))
     model.update({{"experts", m.experts}, {"top_k", m.top_k}, {"shared_expert", m.shared_expert}});
   return {{"method", s.method},
           {"ranks", s.ranks},

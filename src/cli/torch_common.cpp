@@ -21,7 +21,7 @@
 namespace dualpipe::cli {
 
 void add_model_options(CLI::App* app, ModelOptions& o) {
-  app->add_option("--model", o.model, "model: mlp or gpt")->capture_default_str();
+  app->add_option("--model", o.model, "model: mlp, gpt, moe or deepseek")->capture_default_str();
   app->add_option("--dtype", o.dtype, "float32 or float64")
       ->check(CLI::IsMember({"float32", "float64"}))
       ->capture_default_str();
@@ -40,7 +40,6 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--shared-expert", o.shared_expert, "moe: add a shared expert every token goes through (true/false)")
       ->capture_default_str();
   app->add_option("--expert-ffn", o.expert_ffn, "moe: inner width of an expert (0: 2 x hidden)")->capture_default_str();
-  app->add_option("--aux-alpha", o.aux_alpha, "moe: weight of the load-balancing loss")->capture_default_str();
   app->add_option("--stages", o.stages,
                   "your own model: one TorchScript file per pipeline stage, comma-separated, in stage order "
                   "(replaces --model; --data then names a torch.save file of inputs and targets)")
@@ -48,6 +47,28 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--loss", o.loss,
                   "with --stages: a TorchScript module whose forward(output, target) returns the loss (default: "
                   "cross-entropy for integer targets, mean squared error for floating ones)");
+  app->add_option("--aux-alpha", o.aux_alpha, "moe: weight of the load-balancing loss (deepseek: the sequence-wise one)")
+      ->capture_default_str();
+  app->add_option("--kv-latent", o.kv_latent, "deepseek: compressed key-value latent d_c (0: hidden / 2)")
+      ->capture_default_str();
+  app->add_option("--q-latent", o.q_latent, "deepseek: compressed query latent d'_c (0: hidden / 2)")->capture_default_str();
+  app->add_option("--rope-dim", o.rope_dim, "deepseek: decoupled RoPE width d_r per head (even)")->capture_default_str();
+  app->add_option("--shared-experts", o.shared_experts, "deepseek: shared experts every token goes through")
+      ->capture_default_str();
+  app->add_option("--dense-layers", o.dense_layers, "deepseek: the first blocks keep a dense MLP")->capture_default_str();
+  app->add_option("--expert-hosts", o.expert_hosts,
+                  "deepseek: hosts the routed experts are grouped on (0: one per expert-parallel rank)")
+      ->capture_default_str();
+  app->add_option("--node-limit", o.node_limit, "deepseek: M, the hosts a token's experts may be on")
+      ->capture_default_str();
+  app->add_option("--bias-speed", o.bias_speed, "deepseek: how far an expert's selection bias moves after a step")
+      ->capture_default_str();
+  app->add_option("--mtp-weight", o.mtp_weight, "deepseek: weight of the multi-token-prediction loss (0: no MTP)")
+      ->capture_default_str();
+  app->add_option("--recompute", o.recompute,
+                  "deepseek: what the backward redoes instead of keeping: none, selective (norms, attention "
+                  "up-projections and scores, SwiGLU products) or full (each attention and dense FFN sublayer)")
+      ->capture_default_str();
 }
 
 namespace {
@@ -70,14 +91,14 @@ void check_model_size(const ModelOptions& o, const Schedule& s) {
   in_range("--ffn", o.ffn, 0, kMaxDim);
   in_range("--seq-len", o.seq_len, 1, kMaxDim);
   in_range("--micro-batch-size", o.micro_batch_size, 1, kMaxDim);
-  if (o.model == "gpt" || o.model == "moe") {  // mlp ignores both
+  if (o.model != "mlp") {  // mlp ignores both
     in_range("--layers", o.layers, 0, kMaxLayers);
     in_range("--heads", o.heads, 1, o.hidden);
   }
   // In double: products of values up to 2^20 overflow 64 bits.
   const double h = static_cast<double>(o.hidden), rows = static_cast<double>(o.micro_batch_size) * static_cast<double>(o.seq_len);
   double params = 0, activation = 0;
-  if (o.model == "gpt" || o.model == "moe") {
+  if (o.model != "mlp") {
     const double layers = o.layers > 0 ? o.layers : std::max(s.stages, 4);
     params = layers * 12 * h * h + (static_cast<double>(o.seq_len) + 256.0) * h * 2;  // blocks; embeddings and head (bytes vocab)
     activation = std::max(rows * 4 * h, static_cast<double>(o.micro_batch_size) * static_cast<double>(o.heads) *
@@ -118,7 +139,7 @@ uint64_t parse_seed(const ModelOptions& o) {
 
 ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) {
   check_model_size(o, s);
-  if (ep > 1 && o.model != "moe")
+  if (ep > 1 && !has_experts(o.model))
     throw Error(fmt::format("--ep {} shards experts, but --model {} has none (use --model moe)", ep, o.model));
   if (!o.loss.empty() && o.stages.empty()) throw Error("--loss goes with --stages (the shipped models have their own)");
   if (!o.stages.empty() && static_cast<int>(o.stages.size()) != s.stages)
@@ -145,6 +166,16 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   mc.shared_expert = o.shared_expert;
   mc.expert_ffn = o.expert_ffn;
   mc.aux_alpha = o.aux_alpha;
+  mc.kv_latent = o.kv_latent;
+  mc.q_latent = o.q_latent;
+  mc.rope_dim = o.rope_dim;
+  mc.shared_experts = o.shared_experts;
+  mc.dense_layers = o.dense_layers;
+  mc.expert_hosts = o.expert_hosts;
+  mc.node_limit = o.node_limit;
+  mc.bias_speed = o.bias_speed;
+  mc.mtp_weight = o.mtp_weight;
+  mc.recompute = o.recompute;
   mc.ep = ep;
   const PipelineModel checked = make_model(mc);  // bad model options fail here, before any rank starts
   if (mc.name == "torchscript") {

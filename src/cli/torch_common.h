@@ -44,6 +44,11 @@ struct ModelOptions {
   // and its loss module (train/torchscript.h).
   std::vector<std::string> stages;
   std::string loss;
+  // deepseek (ModelConfig has their meaning):
+  int64_t kv_latent = 0, q_latent = 0, rope_dim = 4;
+  int shared_experts = 1, dense_layers = 1, expert_hosts = 0, node_limit = 1;
+  double bias_speed = 0.01, mtp_weight = 0.3;
+  std::string recompute = "none";
 };
 void add_model_options(CLI::App* app, ModelOptions& o);
 // Throws dualpipe::Error for bad values (checked before any rank starts). `ep`:

@@ -323,7 +323,7 @@ constexpr int field_count() {
 
 // The names for_each_model_setting lists; a new field of ModelConfig
 // changes field_count and stops the build here until it is listed.
-constexpr int kListedModelSettings = 22;
+constexpr int kListedModelSettings = 32;
 static_assert(field_count<ModelConfig>() == kListedModelSettings,
               "a field was added to ModelConfig: list it in for_each_model_setting");
 
@@ -333,8 +333,8 @@ int model_config_fields() { return field_count<ModelConfig>(); }
 
 void for_each_model_setting(const ModelConfig& m,
                             const std::function<void(const char*, const nlohmann::ordered_json&, bool)>& f) {
-  const bool mlp = m.name == "mlp", blocks = m.name == "gpt" || m.name == "moe", moe = m.name == "moe";
   const bool own = m.name == "torchscript";  // the stages' files make the model (train/torchscript.h)
+  const bool mlp = m.name == "mlp", blocks = !mlp && !own, moe = has_experts(m.name), ds = m.name == "deepseek";
   f("model", m.name, true);
   f("stages", m.stages, false);                // the schedule's
   f("micro_batches", m.micro_batches, false);  // the schedule's
@@ -352,7 +352,7 @@ void for_each_model_setting(const ModelConfig& m,
     f("data", blocks ? corpus_identity(m.data_path) : m.data_path, blocks);
   f("experts", m.experts, moe);
   f("top_k", m.top_k, moe);
-  f("shared_expert", m.shared_expert, moe);
+  f("shared_expert", m.shared_expert, m.name == "moe");
   f("expert_ffn", moe_expert_ffn(m), moe);
   f("aux_alpha", m.aux_alpha, moe);
   f("ep", m.ep, false);                    // the mesh's (the launcher adds it)
@@ -363,6 +363,16 @@ void for_each_model_setting(const ModelConfig& m,
   for (const std::string& path : m.stage_files) files.push_back(file_identity(path));
   f("stage_files", files, own);
   f("loss_file", m.loss_file.empty() ? std::string("default") : file_identity(m.loss_file), own);
+  f("kv_latent", m.kv_latent, ds);
+  f("q_latent", m.q_latent, ds);
+  f("rope_dim", m.rope_dim, ds);
+  f("shared_experts", m.shared_experts, ds);
+  f("dense_layers", m.dense_layers, ds);
+  f("expert_hosts", m.expert_hosts, ds);  // 0: one per expert rank (the mesh's E is in the identity)
+  f("node_limit", m.node_limit, ds);
+  f("bias_speed", m.bias_speed, ds);
+  f("mtp_weight", m.mtp_weight, ds);
+  f("recompute", m.recompute, false);  // the same values either way: a run may resume with another
 }
 
 Identity run_identity(const Schedule& lowered, const ModelConfig& m) {
@@ -447,6 +457,9 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
     const auto params = st.module->parameters();
     sa.write("count", torch::tensor(static_cast<int64_t>(params.size())), true);
     for (std::size_t i = 0; i < params.size(); ++i) sa.write(fmt::format("p{}", i), params[i].detach(), true);
+    // Buffers (deepseek's selection biases) change in training too.
+    const auto buffers = st.module->buffers();
+    for (std::size_t i = 0; i < buffers.size(); ++i) sa.write(fmt::format("b{}", i), buffers[i], true);
     ar.write(fmt::format("stage_{}", s), sa);
   }
   if (optimizer) {
@@ -544,6 +557,13 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
         if (v.sizes() != params[i].sizes() || v.scalar_type() != params[i].scalar_type())
           throw Error(fmt::format("checkpoint file {}: parameter {} of stage {} has another shape or type", file, i, s));
         params[i].copy_(v);
+      }
+      auto buffers = st.module->buffers();
+      for (std::size_t i = 0; i < buffers.size(); ++i) {
+        torch::Tensor v;
+        if (!sa.try_read(fmt::format("b{}", i), v, true) || v.sizes() != buffers[i].sizes())
+          throw Error(fmt::format("checkpoint file {}: stage {} lacks buffer {} or holds another shape", file, s, i));
+        buffers[i].copy_(v);
       }
     }
     if (optimizer) {

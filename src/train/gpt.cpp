@@ -121,11 +121,7 @@ struct GptStageImpl : torch::nn::Module {
 
   // The layers whose weight gradients the I/W split can defer.
   std::vector<SplitLinear> split_linears() const {
-    std::vector<SplitLinear> all;
-    for (const auto& b : blocks) {
-      auto l = b->split_linears();
-      all.insert(all.end(), l.begin(), l.end());
-    }
+    std::vector<SplitLinear> all = blocks_split_linears(blocks);
     if (head) all.push_back(head);
     return all;
   }
@@ -137,11 +133,12 @@ struct GptStageImpl : torch::nn::Module {
 };
 TORCH_MODULE(GptStage);
 
-// GPT-2 initialisation, drawing in the module's (deterministic) registration order.
-void init_stage(GptStage& mod, int layers, at::Generator& gen) {
+}  // namespace
+
+void init_transformer_weights(torch::nn::Module& mod, int layers, at::Generator& gen) {
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * layers);
-  for (const auto& item : mod->named_modules()) {
+  for (const auto& item : mod.named_modules()) {
     // Routed experts draw from generators of their own (MoeLayer::init_experts),
     // so that sharding them over ranks changes nothing.
     if (is_routed_expert_param(item.key())) continue;
@@ -160,8 +157,6 @@ void init_stage(GptStage& mod, int layers, at::Generator& gen) {
     }
   }
 }
-
-}  // namespace
 
 void check_moe(const ModelConfig& c) {
   if (c.ep < 1) throw Error(fmt::format("--ep must be at least 1 (got {})", c.ep));
@@ -183,6 +178,22 @@ void check_moe(const ModelConfig& c) {
                             c.data_shards));
 }
 
+Stage transformer_stage(std::shared_ptr<torch::nn::Module> module,
+                        std::function<torch::Tensor(const torch::Tensor&)> forward, std::vector<SplitLinear> linears,
+                        bool experts) {
+  Stage st;
+  st.module = std::move(module);
+  st.forward = std::move(forward);
+  if (experts) st.is_expert_param = is_routed_expert_param;
+  if (!linears.empty())
+    st.attach_store = [linears](WeightGradStore* store) mutable {
+      for (auto& l : linears) l->store = store;
+    };
+  return st;
+}
+
+int expert_hosts(const ModelConfig& c) { return c.expert_hosts > 0 ? c.expert_hosts : c.ep; }
+
 int gpt_layers(const ModelConfig& c) { return c.layers > 0 ? c.layers : std::max(c.stages, 4); }
 
 std::pair<int, int> gpt_blocks(int stage, int stages, int layers) {
@@ -197,12 +208,33 @@ MoeConfig moe_config(const ModelConfig& c) {
   m.top_k = c.top_k;
   m.shared_expert = c.shared_expert;
   m.aux_alpha = c.aux_alpha;
+  m.deepseek = c.name == "deepseek";
+  m.shared_experts = c.shared_experts;
+  m.hosts = m.deepseek ? expert_hosts(c) : 1;
+  m.node_limit = c.node_limit;
+  m.recompute_activation = m.deepseek && c.recompute != "none";
   m.aux_grad_scale = 1.0 / (static_cast<double>(c.micro_batches) * c.data_shards);
   m.ep = c.ep;
   m.ep_rank = c.ep_rank;
   m.dtype = c.dtype;
   m.seed = c.seed;
   return m;
+}
+
+std::function<torch::Tensor(int)> feed_corpus(PipelineModel& m, const ModelConfig& c,
+                                              std::shared_ptr<const Corpus> corpus) {
+  // The step whose data input() and loss() serve. Every copy of this
+  // PipelineModel (the executor keeps one, training another) shares it, and
+  // training sets it through begin_step; 0 until then.
+  auto step = std::make_shared<std::atomic<int>>(0);
+  m.begin_step = [step](int k) { step->store(k); };
+  // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
+  // characters; the input is the first seq_len, the targets the last seq_len.
+  auto windows = [c, corpus, step](int mb) {
+    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
+  };
+  m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
+  return windows;
 }
 
 PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
@@ -226,36 +258,11 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& group) {
   auto stats = c.name == "moe" ? std::make_shared<MoeStats>() : nullptr;
   m.moe_stats = stats;
   m.build = [c, layers, vocab, group, stats](int stage) {
-    // Initialise from a generator seeded by the stage alone, so that every
-    // replica of a stage, on any rank, starts bit-identical (as mlp does).
-    auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
-    auto mod = GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
-    init_stage(mod, layers, gen);
-    for (auto& b : mod->blocks)
-      if (b->moe) b->moe->init_experts(layers);
-    Stage st;
-    st.module = mod.ptr();
-    st.forward = [mod](const torch::Tensor& x) mutable { return mod->forward(x); };
-    if (c.name == "moe") st.is_expert_param = is_routed_expert_param;
-    std::vector<SplitLinear> linears = mod->split_linears();
-    if (!linears.empty())
-      st.attach_store = [linears](WeightGradStore* store) mutable {
-        for (auto& l : linears) l->store = store;
-      };
-    return st;
+    return init_transformer_stage(GptStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats), c,
+                                  stage, layers, c.name == "moe");
   };
-  // The step whose data input() and loss() serve. Every copy of this
-  // PipelineModel (the executor keeps one, training another) shares it, and
-  // training sets it through begin_step; 0 until then.
-  auto step = std::make_shared<std::atomic<int>>(0);
-  m.begin_step = [step](int k) { step->store(k); };
-  // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
-  // characters; the input is the first seq_len, the targets the last seq_len.
-  auto windows = [c, corpus, step](int mb) {
-    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
-  };
-  m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
+  auto windows = feed_corpus(m, c, corpus);
   m.loss = [c, windows, vocab](const torch::Tensor& logits, int mb) {
     torch::Tensor targets = windows(mb).narrow(1, 1, c.seq_len);
     return torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}), targets.reshape({-1}));

@@ -8,6 +8,7 @@
 #include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/train/torchscript.h"
+#include "dualpipe/train/deepseek.h"
 
 namespace dualpipe {
 namespace {
@@ -81,8 +82,9 @@ PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
                             c.hidden, c.seq_len, c.micro_batch_size));
   if (c.name == "mlp") return mlp_model(c);
   if (c.name == "gpt" || c.name == "moe") return gpt_model(c, experts);
+  if (c.name == "deepseek") return deepseek_model(c, experts);
   if (c.name == "torchscript") return torchscript_model(c);
-  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe; torchscript with --stages)", c.name));
+  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe, deepseek; torchscript with --stages)", c.name));
 }
 
 }  // namespace dualpipe

@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
+#include <tuple>
 #include <numeric>
 
 #include "dualpipe/runtime/overlap.h"
+#include "dualpipe/train/recompute.h"
 
 namespace dualpipe {
 namespace {
@@ -90,19 +93,58 @@ std::vector<int64_t> row_sums(const torch::Tensor& counts_el) {
 
 }  // namespace
 
-void MoeStats::add(const torch::Tensor& counts, double aux) {
+void MoeStats::add(int layer, const torch::Tensor& counts, double aux, double cross_host_pairs) {
   std::lock_guard<std::mutex> lock(mu);
   if (tokens.size() != static_cast<std::size_t>(counts.numel())) tokens.assign(counts.numel(), 0.0);
+  std::vector<double>& mine = layer_tokens[layer];
+  if (mine.size() != tokens.size()) mine.assign(tokens.size(), 0.0);
   auto a = counts.accessor<int64_t, 1>();
-  for (int64_t j = 0; j < counts.numel(); ++j) tokens[j] += static_cast<double>(a[j]);
+  for (int64_t j = 0; j < counts.numel(); ++j) {
+    tokens[j] += static_cast<double>(a[j]);
+    mine[j] += static_cast<double>(a[j]);
+    pairs += static_cast<double>(a[j]);
+  }
+  cross_host += cross_host_pairs;
   aux_sum += aux;
   ++aux_count;
 }
 
+void update_expert_biases(MoeStats& stats, const std::vector<double>& totals, int experts, double speed) {
+  torch::NoGradGuard no_grad;
+  std::lock_guard<std::mutex> lock(stats.mu);
+  for (auto& [layer, bias] : stats.biases) {
+    const std::size_t at = static_cast<std::size_t>(layer) * static_cast<std::size_t>(experts);
+    if (at + static_cast<std::size_t>(experts) > totals.size()) continue;
+    double sum = 0;
+    for (int j = 0; j < experts; ++j) sum += totals[at + static_cast<std::size_t>(j)];
+    if (sum <= 0) continue;
+    const double mean = sum / experts;
+    std::vector<double> step(static_cast<std::size_t>(experts));
+    for (int j = 0; j < experts; ++j) {
+      const double c = totals[at + static_cast<std::size_t>(j)];
+      step[static_cast<std::size_t>(j)] = c < mean ? speed : c > mean ? -speed : 0.0;
+    }
+    bias.add_(torch::tensor(step, torch::kFloat64).to(bias.scalar_type()));
+  }
+}
+
 bool is_routed_expert_param(const std::string& name) { return name.find("moe.expert") != std::string::npos; }
 
-ExpertMlpImpl::ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype)
-    : fc(register_module("fc", SplitLinear(d, f, dtype))), proj(register_module("proj", SplitLinear(f, d, dtype))) {}
+ExpertMlpImpl::ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype, bool swiglu_)
+    : swiglu(swiglu_),
+      fc(register_module("fc", SplitLinear(d, swiglu_ ? 2 * f : f, dtype))),
+      proj(register_module("proj", SplitLinear(f, d, dtype))),
+      act_body([this](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{swiglu_proj(in[0])}; }) {}
+
+torch::Tensor ExpertMlpImpl::swiglu_proj(const torch::Tensor& h) {
+  std::vector<torch::Tensor> parts = h.chunk(2, -1);
+  return proj(torch::silu(parts[0]) * parts[1]);
+}
+
+torch::Tensor ExpertMlpImpl::activation_and_proj(const torch::Tensor& h) {
+  if (!swiglu) return proj(torch::gelu(h));
+  return recompute_activation ? recomputed(act_body, {h})[0] : swiglu_proj(h);
+}
 
 MoeLayerImpl::MoeLayerImpl(const MoeConfig& c, int layer_index, ExpertGroup g, std::shared_ptr<MoeStats> s)
     : cfg(c),
@@ -113,8 +155,21 @@ MoeLayerImpl::MoeLayerImpl(const MoeConfig& c, int layer_index, ExpertGroup g, s
       group(std::move(g)),
       stats(std::move(s)) {
   for (int j = first_local; j < first_local + local_count; ++j)
-    experts.push_back(register_module(fmt::format("expert{}", j), ExpertMlp(c.hidden, c.expert_ffn, c.dtype)));
-  if (c.shared_expert) shared = register_module("shared", ExpertMlp(c.hidden, c.expert_ffn, c.dtype));
+    experts.push_back(
+        register_module(fmt::format("expert{}", j), ExpertMlp(c.hidden, c.expert_ffn, c.dtype, c.deepseek)));
+  for (auto& e : experts) e->recompute_activation = c.recompute_activation;
+  if (c.deepseek) {
+    if (c.shared_experts > 0)
+      shared = register_module("shared", ExpertMlp(c.hidden, c.expert_ffn * c.shared_experts, c.dtype, true));
+    if (shared) shared->recompute_activation = c.recompute_activation;
+    bias = register_buffer("bias", torch::zeros({c.experts}, torch::dtype(c.dtype)));
+    if (stats) {
+      std::lock_guard<std::mutex> lock(stats->mu);
+      stats->biases[layer] = bias;
+    }
+  } else if (c.shared_expert) {
+    shared = register_module("shared", ExpertMlp(c.hidden, c.expert_ffn, c.dtype));
+  }
   if (!group.fwd && local_count != c.experts)
     throw Error(fmt::format("moe: block {} holds {} of {} experts but has no expert group to reach the others", layer,
                             local_count, c.experts));
@@ -145,20 +200,59 @@ void MoeLayerImpl::init_experts(int layers) {
   }
 }
 
+MoeLayerImpl::Routing MoeLayerImpl::route(const torch::Tensor& xs, int64_t sequences) {
+  const int X = cfg.experts, K = cfg.top_k;
+  const int64_t n = xs.size(0);
+  Routing r;
+  if (!cfg.deepseek) {
+    torch::Tensor probs = torch::softmax(router(xs), -1);  // [n, X]
+    std::tie(r.weights, r.idx) = probs.topk(K, -1);        // [n, K] each
+    r.counts = torch::bincount(r.idx.reshape({-1}), {}, X);
+    torch::Tensor f = r.counts.to(xs.scalar_type()) * (static_cast<double>(X) / (static_cast<double>(K) * static_cast<double>(n)));
+    r.aux = cfg.aux_alpha * (f * probs.mean(0)).sum();
+    return r;
+  }
+  torch::Tensor s = torch::sigmoid(router(xs));  // [n, X] affinities
+  torch::Tensor choice = s.detach() + bias;       // selection only
+  const int H = cfg.hosts, M = cfg.node_limit;
+  if (M < H) {
+    // Each host's score: the sum of its top max(1, K/M) choice values.
+    const int per_host = X / H;
+    const int64_t top = std::min<int64_t>(std::max(1, K / M), per_host);
+    torch::Tensor host_score = std::get<0>(choice.reshape({n, H, per_host}).topk(top, -1)).sum(-1);  // [n, H]
+    torch::Tensor hosts = std::get<1>(host_score.topk(M, -1));                                      // [n, M]
+    torch::Tensor allowed = torch::zeros({n, H}, torch::kBool).scatter_(1, hosts, true);
+    allowed = allowed.unsqueeze(-1).expand({n, H, per_host}).reshape({n, X});
+    choice = choice.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  }
+  r.idx = std::get<1>(choice.topk(K, -1));
+  torch::Tensor picked = s.gather(1, r.idx);
+  r.weights = picked / picked.sum(-1, true);
+  r.counts = torch::bincount(r.idx.reshape({-1}), {}, X);
+  // The sequence-wise balance loss: per sequence of T tokens, then the mean.
+  const int64_t T = n / sequences;
+  torch::Tensor p = (s / s.sum(-1, true)).reshape({sequences, T, X}).mean(1);  // [B, X]
+  torch::Tensor chosen = torch::zeros({n, X}, xs.options()).scatter_(1, r.idx, 1.0);
+  torch::Tensor f = chosen.reshape({sequences, T, X}).sum(1) * (static_cast<double>(X) / (static_cast<double>(K) * static_cast<double>(T)));
+  r.aux = cfg.aux_alpha * (f * p).sum(-1).mean();
+  return r;
+}
+
 torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   const int64_t D = x.size(-1);
   const int X = cfg.experts, K = cfg.top_k, L = local_count;
   torch::Tensor xs = x.reshape({-1, D});
   const int64_t n = xs.size(0);
-  // Routing.
-  torch::Tensor probs = torch::softmax(router(xs), -1);  // [n, X]
-  auto [weights, idx] = probs.topk(K, -1);                 // [n, K] each
-  torch::Tensor flat = idx.reshape({-1});                  // expert of each (token, k) pair
-  torch::Tensor counts = torch::bincount(flat, {}, X);     // [X] int64
-  // Balance loss.
-  torch::Tensor f = counts.to(x.scalar_type()) * (static_cast<double>(X) / (static_cast<double>(K) * static_cast<double>(n)));
-  torch::Tensor aux = cfg.aux_alpha * (f * probs.mean(0)).sum();
-  if (stats) stats->add(counts, aux.item<double>());
+  Routing routed = route(xs, x.size(0));
+  torch::Tensor weights = routed.weights, idx = routed.idx, counts = routed.counts, aux = routed.aux;
+  torch::Tensor flat = idx.reshape({-1});  // expert of each (token, k) pair
+  if (stats) {
+    // Pairs whose expert lives on another host than this rank's experts.
+    const int per_host = X / cfg.hosts;
+    const int64_t own = first_local / per_host;
+    const double cross = cfg.hosts > 1 ? torch::div(flat, per_host, "floor").ne(own).sum().item<double>() : 0.0;
+    stats->add(layer, counts, aux.item<double>(), cross);
+  }
   // The token-count exchange goes out first, so that it is on the wire while
   // this rank sorts its rows and runs the shared expert.
   const int E = cfg.ep;

@@ -12,8 +12,10 @@
 #include <cstdlib>
 #include <limits>
 #include <mutex>
+#include <numeric>
 
 #include "dualpipe/train/diverged.h"
+#include "dualpipe/train/gpt.h"
 #include "dualpipe/train/lr_warmup.h"
 
 #include "dualpipe/schedule/error.h"
@@ -174,6 +176,50 @@ double optimizer_state_bytes(const torch::optim::AdamW& adam) {
   return bytes;
 }
 
+namespace {
+
+// One step's MoE statistics of this rank, read and reset.
+struct MoeStepCounts {
+  std::vector<double> tokens;        // [X], all blocks
+  std::vector<double> layer_tokens;  // [L * X], by block
+  double aux_sum = 0, aux_count = 0, cross_host = 0, pairs = 0;
+};
+
+MoeStepCounts take_moe_counts(MoeStats& stats, const ModelConfig& c) {
+  MoeStepCounts m;
+  const int X = c.experts;
+  m.layer_tokens.assign(static_cast<std::size_t>(gpt_layers(c)) * static_cast<std::size_t>(X), 0.0);
+  std::lock_guard<std::mutex> lock(stats.mu);
+  m.tokens = stats.tokens;
+  for (const auto& [layer, t] : stats.layer_tokens)
+    for (int j = 0; j < X && j < static_cast<int>(t.size()); ++j)
+      m.layer_tokens[static_cast<std::size_t>(layer) * static_cast<std::size_t>(X) + static_cast<std::size_t>(j)] = t[static_cast<std::size_t>(j)];
+  m.aux_sum = stats.aux_sum;
+  m.aux_count = stats.aux_count;
+  m.cross_host = stats.cross_host;
+  m.pairs = stats.pairs;
+  std::fill(stats.tokens.begin(), stats.tokens.end(), 0.0);
+  stats.layer_tokens.clear();
+  stats.aux_sum = stats.cross_host = stats.pairs = 0;
+  stats.aux_count = 0;
+  return m;
+}
+
+}  // namespace
+
+double mean_layer_load(const std::vector<double>& layer_totals, int experts) {
+  double sum_ratio = 0;
+  int layers = 0;
+  for (std::size_t at = 0; at + static_cast<std::size_t>(experts) <= layer_totals.size(); at += static_cast<std::size_t>(experts)) {
+    const auto first = layer_totals.begin() + static_cast<std::ptrdiff_t>(at);
+    const double total = std::accumulate(first, first + experts, 0.0);
+    if (total <= 0) continue;
+    sum_ratio += *std::max_element(first, first + experts) / (total / experts);
+    ++layers;
+  }
+  return layers > 0 ? sum_ratio / layers : 0.0;
+}
+
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
                    const std::function<void(const StepStats&)>& progress) {
   return train_rank(lowered, opt, pipeline_mesh(comm), progress);
@@ -249,40 +295,39 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     for (const auto& l : out.losses) loss_sum += l.second;
     // Each reduced element counts once: every rank adds the chunks it owns.
     sq = reducer->owned_sq_norm();
-    // moe: tokens per expert and the balance loss ride along.
-    std::vector<double> tokens;
-    double aux_sum = 0, aux_count = 0;
-    if (model.moe_stats) {
-      std::lock_guard<std::mutex> lock(model.moe_stats->mu);
-      tokens = model.moe_stats->tokens;
-      aux_sum = model.moe_stats->aux_sum;
-      aux_count = model.moe_stats->aux_count;
-      std::fill(model.moe_stats->tokens.begin(), model.moe_stats->tokens.end(), 0.0);
-      model.moe_stats->aux_sum = 0;
-      model.moe_stats->aux_count = 0;
-    }
+    // moe: tokens per expert (per block too) and the balance loss ride along.
+    const MoeStepCounts moe = model.moe_stats ? take_moe_counts(*model.moe_stats, opt.model) : MoeStepCounts{};
     const int X = model.moe_stats ? opt.model.experts : 0;
+    const int64_t per_layer = static_cast<int64_t>(moe.layer_tokens.size());
     // Slots: loss, norm, every rank's pipeline time, aux loss and count, X
-    // expert token counts, every rank's reduction wait.
-    torch::Tensor red = torch::zeros({2 + comm->world + 2 + X + comm->world}, torch::kFloat64);
+    // expert token counts, every rank's reduction wait, cross-host and all
+    // (token, expert) pairs, and the tokens per (block, expert).
+    const int64_t tail = 4 + 2 * comm->world + X;
+    torch::Tensor red = torch::zeros({tail + 2 + per_layer}, torch::kFloat64);
     {
       double* v = red.data_ptr<double>();
       v[0] = loss_sum;
       v[1] = sq;
       v[2 + comm->rank] = out.seconds;
-      v[2 + comm->world] = aux_sum;
-      v[3 + comm->world] = aux_count;
-      for (std::size_t j = 0; j < tokens.size() && static_cast<int>(j) < X; ++j) v[4 + comm->world + j] = tokens[j];
+      v[2 + comm->world] = moe.aux_sum;
+      v[3 + comm->world] = moe.aux_count;
+      for (std::size_t j = 0; j < moe.tokens.size() && static_cast<int>(j) < X; ++j) v[4 + comm->world + j] = moe.tokens[j];
       v[4 + comm->world + X + comm->rank] = reduce_s;
+      v[tail] = moe.cross_host;
+      v[tail + 1] = moe.pairs;
+      std::copy(moe.layer_tokens.begin(), moe.layer_tokens.end(), v + tail + 2);
     }
     comm->all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt.warmup_steps));
     StepStats st;
     st.step = k - opt.warmup_steps;
     const double* v = red.data_ptr<double>();
     st.loss = v[0] / (static_cast<double>(lowered.micro_batches) * mesh.shape.data_shards());
+    std::vector<double> layer_totals(v + tail + 2, v + tail + 2 + per_layer);
     if (X > 0) {
       st.aux_loss = v[3 + comm->world] > 0 ? v[2 + comm->world] / v[3 + comm->world] : 0.0;
       st.expert_tokens.assign(v + 4 + comm->world, v + 4 + comm->world + X);
+      st.expert_load = mean_layer_load(layer_totals, X);
+      st.cross_host_share = v[tail + 1] > 0 ? v[tail] / v[tail + 1] : 0.0;
     }
     st.grad_norm = std::sqrt(v[1]);
     st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
@@ -292,6 +337,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
       throw DivergedError(st.step + 1, st.loss, st.grad_norm);
     // The warm-up's rate is a function of the step: a resumed run continues it.
     if (adam) adamw_step(*reducer, *adam, st.grad_norm, opt.clip, warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps));
+    // deepseek: every holder of a block moves its biases by the same totals.
+    if (model.moe_stats && opt.model.bias_speed > 0)
+      update_expert_biases(*model.moe_stats, layer_totals, X, opt.model.bias_speed);
     st.seconds = seconds_since(t0);
     if (k < opt.warmup_steps) continue;
     const int done = k + 1 - opt.warmup_steps;
@@ -325,6 +373,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
   for (const auto& [s, st] : exec.stages()) {
     std::vector<torch::Tensor> flat;
     for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));
+    for (auto& b : st.module->buffers()) flat.push_back(b.reshape({-1}));  // deepseek's selection biases
     if (!flat.empty()) run.final_params[s] = torch::cat(flat);
   }
   return run;

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "dualpipe/runtime/executor.h"
+#include "dualpipe/train/gpt.h"
 #include "runtime/flat_params.h"
 #include "dualpipe/train/trainer.h"
 
@@ -104,6 +105,7 @@ VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const 
   }
   // The reference: every expert in one model, every pipeline's micro-batches.
   ModelConfig whole = mine;
+  whole.expert_hosts = expert_hosts(mine);  // the same hosts, now all in one process
   whole.ep = 1;
   whole.ep_rank = 0;
   const int shards = mesh.shape.data_shards();

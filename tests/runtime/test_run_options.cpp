@@ -370,7 +370,7 @@ TEST(RunOptions, MoeResumeWithOtherSettingsIsRefused) {
 // forgotten (each model setting of the CLI changes the identity here).
 TEST(RunOptions, EveryModelSettingIsPartOfTheIdentity) {
   Schedule s = lower(one_f_one_b(Shape{2, 2}));
-  for (const std::string model : {"mlp", "gpt", "moe"}) {
+  for (const std::string model : {"mlp", "gpt", "moe", "deepseek"}) {
     ModelConfig base = test_support::small_train_options(s, model, 1, torch::kFloat32).model;
     const auto id = run_identity(s, base);
     int changed = 0, settings = 0;

@@ -29,7 +29,13 @@
 // projections that write into the residual stream normal(0, 0.02/sqrt(2L)),
 // LayerNorms ones and zeros; drawn from a generator seeded by (seed, stage),
 // so every replica of a stage starts bit-identical.
+#include <functional>
+#include <memory>
 #include <utility>
+#include <vector>
+
+#include "dualpipe/runtime/split_linear.h"
+#include "dualpipe/train/corpus.h"
 
 #include "dualpipe/train/models.h"
 
@@ -38,6 +44,56 @@ namespace dualpipe {
 // moe: the MoE layer settings of a config; throws dualpipe::Error for bad ones.
 MoeConfig moe_config(const ModelConfig& c);
 void check_moe(const ModelConfig& c);
+
+// deepseek: the hosts the routed experts are grouped on (--expert-hosts, or
+// one per expert rank when it is 0).
+int expert_hosts(const ModelConfig& c);
+
+// GPT-2 initialisation of every module of `mod` in its (deterministic)
+// registration order: LayerNorms ones and zeros, embeddings and SplitLinears
+// normal(0, 0.02), SplitLinears named "...proj" (they add into the residual
+// stream) normal(0, 0.02 / sqrt(2 layers)); routed experts are skipped
+// (MoeLayer::init_experts draws them).
+void init_transformer_weights(torch::nn::Module& mod, int layers, at::Generator& gen);
+
+// Serves `corpus` to `m` as gpt does (begin_step, input: the first seq_len
+// characters of each window); returns the micro-batch's windows of seq_len+1
+// characters, for the loss.
+std::function<torch::Tensor(int mb)> feed_corpus(PipelineModel& m, const ModelConfig& c,
+                                                 std::shared_ptr<const Corpus> corpus);
+
+// The Stage of a transformer stage module (gpt, moe, deepseek): its forward,
+// the linears whose weight gradients the I/W split defers, and, with
+// `experts`, which parameters are routed experts (sharded, not summed).
+Stage transformer_stage(std::shared_ptr<torch::nn::Module> module,
+                        std::function<torch::Tensor(const torch::Tensor&)> forward, std::vector<SplitLinear> linears,
+                        bool experts);
+
+// The SplitLinears of `blocks` (each with split_linears()), in order.
+template <class Blocks>
+std::vector<SplitLinear> blocks_split_linears(const Blocks& blocks) {
+  std::vector<SplitLinear> all;
+  for (const auto& b : blocks) {
+    auto l = b->split_linears();
+    all.insert(all.end(), l.begin(), l.end());
+  }
+  return all;
+}
+
+// The Stage of stage `stage` of a transformer model whose stage module
+// (a ModuleHolder with `blocks`, each maybe with a MoE layer) is `mod`:
+// initialised from a generator seeded by (seed, stage) alone, so that every
+// replica of a stage, on any rank, starts bit-identical; routed experts from
+// their own generators (MoeLayer::init_experts).
+template <class StageModule>
+Stage init_transformer_stage(StageModule mod, const ModelConfig& c, int stage, int layers, bool experts) {
+  auto gen = at::detail::createCPUGenerator(c.seed * 7919 + static_cast<uint64_t>(stage));
+  init_transformer_weights(*mod, layers, gen);
+  for (auto& b : mod->blocks)
+    if (b->moe) b->moe->init_experts(layers);
+  return transformer_stage(
+      mod.ptr(), [mod](const torch::Tensor& x) mutable { return mod->forward(x); }, mod->split_linears(), experts);
+}
 
 // L for a config: c.layers, or max(stages, 4) when it is 0.
 int gpt_layers(const ModelConfig& c);

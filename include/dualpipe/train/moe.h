@@ -22,6 +22,26 @@
 // micro-batch; it does not travel with the activations: its gradient is
 // injected where it arises (AuxInject), scaled like the micro-batch's loss.
 //
+// DeepSeekMoE routing (MoeConfig::deepseek), as in DeepSeek-V3:
+//
+//   affinity: s_j = sigmoid(x . r_j) for each of the X experts
+//   hosts:    the experts are grouped on H hosts (X/H each, contiguous); a
+//             token picks the M hosts with the highest sums of its top
+//             max(1, K/M) values of s_j + b_j per host
+//   select:   the top K experts by s_j + b_j among those on its M hosts;
+//             b_j, the expert's bias, steers selection only
+//   gates:    g_j = s_j / sum of s over the selected (normalised), no b_j
+//   experts:  SwiGLU MLPs d -> f -> d; N_s shared experts of the same width
+//             (one MLP of width N_s f: the same sum of N_s separate ones)
+//   balance:  the sequence-wise loss alpha * sum_j f_j P_j per sequence of
+//             T tokens (f_j = X/(K T) * its tokens routed to j, P_j = mean
+//             over them of s_j / sum_i s_i), averaged over the sequences;
+//             and, after each step, b_j += gamma * sign(mean load - load_j)
+//             from the step's token counts summed over every rank
+//             (update_expert_biases), so every holder of a layer keeps the
+//             same biases. The biases are a buffer ("bias"): checkpoints
+//             carry them.
+//
 // Communication points: the four all-to-alls (dispatch and combine forward;
 // combine-gradient and dispatch-gradient backward) are the hand-over points
 // of the rank's overlap engine (overlap.h), so an overlapped F&B runs the
@@ -31,6 +51,8 @@
 // expert); it keeps the turn. Forward all-to-alls use ExpertGroup::fwd and
 // the forward half's turn, backward ones ExpertGroup::bwd and the backward
 // half's, whichever thread autograd runs them on.
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -49,7 +71,7 @@ struct ExpertGroup {
   std::shared_ptr<OverlapEngine> engine;
 };
 
-// Tokens routed to each expert and the balance loss, summed since the last take().
+// Tokens routed to each expert and the balance loss, summed since they were last read and reset.
 // Ownership: shared (shared_ptr) by the MoE layers of one rank. Thread-safety:
 // add() locks `mu`, and so must a reader; safe from the two tasks of a pair.
 struct MoeStats {
@@ -57,8 +79,18 @@ struct MoeStats {
   std::vector<double> tokens;  // [X]
   double aux_sum = 0;          // sum of L_bal over (layer, micro-batch)
   int aux_count = 0;
-  void add(const torch::Tensor& counts, double aux);
+  std::map<int, std::vector<double>> layer_tokens;  // block index -> [X] tokens routed to each expert
+  double cross_host = 0, pairs = 0;  // (token, expert) pairs whose expert is on another host; all pairs
+  // deepseek: the selection biases of the blocks built here, by block index
+  // (tensors share the layers' buffers).
+  std::map<int, torch::Tensor> biases;
+  void add(int layer, const torch::Tensor& counts, double aux, double cross_host_pairs);
 };
+
+// Moves each bias of `stats` toward balance: b_j += speed * sign(mean_j' c - c_j),
+// with c = totals[layer * experts + j], the step's tokens summed over every
+// rank; layers with no tokens stay. Call with the same totals on every rank.
+void update_expert_biases(MoeStats& stats, const std::vector<double>& totals, int experts, double speed);
 
 struct MoeConfig {
   int64_t hidden = 64;
@@ -67,6 +99,11 @@ struct MoeConfig {
   int top_k = 2;             // K
   bool shared_expert = true;
   double aux_alpha = 0.01;
+  // DeepSeekMoE routing, SwiGLU experts and N_s shared experts (see above).
+  bool deepseek = false;
+  int shared_experts = 1;
+  int hosts = 1, node_limit = 1;  // H, M
+  bool recompute_activation = false;  // the experts' SwiGLU products are recomputed (recompute.h)
   double aux_grad_scale = 1.0;  // the micro-batch loss scale: 1 / (micro-batches in the global batch)
   int ep = 1, ep_rank = 0;      // experts [ep_rank X/ep, (ep_rank+1) X/ep) are local
   torch::Dtype dtype = torch::kFloat64;
@@ -74,10 +111,18 @@ struct MoeConfig {
 };
 
 // Thread-safety: as any torch::nn::Module, one thread at a time.
+// GELU MLP d -> f -> d, or SwiGLU: fc gives 2f, silu(first half) * second half.
+// With recompute_activation (SwiGLU only), the product and proj are
+// recomputed in the backward (recompute.h): only fc's output is kept.
 struct ExpertMlpImpl : torch::nn::Module {
-  ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype);
-  torch::Tensor forward(const torch::Tensor& x) { return proj(torch::gelu(fc(x))); }
+  ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype, bool swiglu = false);
+  torch::Tensor forward(const torch::Tensor& x) { return activation_and_proj(fc(x)); }
+  torch::Tensor activation_and_proj(const torch::Tensor& h);
+  torch::Tensor swiglu_proj(const torch::Tensor& h);  // proj(silu(first half) * second half)
+  bool swiglu;
+  bool recompute_activation = false;
   SplitLinear fc, proj;
+  std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)> act_body;  // swiglu_proj, recomputed
 };
 TORCH_MODULE(ExpertMlp);
 
@@ -95,7 +140,13 @@ struct MoeLayerImpl : torch::nn::Module {
   MoeConfig cfg;
   int layer;
   int first_local, local_count;
+  struct Routing {
+    torch::Tensor weights, idx, counts, aux;  // [n, K], [n, K] int64, [X] int64, scalar
+  };
+  Routing route(const torch::Tensor& xs, int64_t sequences);
+
   SplitLinear router;
+  torch::Tensor bias;  // deepseek: [X] selection biases (a buffer)
   std::vector<ExpertMlp> experts;  // local ones, registered as "expert<global index>"
   ExpertMlp shared{nullptr};
   ExpertGroup group;

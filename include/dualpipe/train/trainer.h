@@ -77,7 +77,15 @@ struct StepStats {
   // mean balance loss per (block, micro-batch).
   std::vector<double> expert_tokens;
   double aux_loss = 0;
+  // The mean over MoE blocks of (max / mean tokens per expert) in this step,
+  // and the share of (token, expert) pairs whose expert was on another host.
+  double expert_load = 0;
+  double cross_host_share = 0;
 };
+
+// The mean over blocks of max/mean tokens per expert; `layer_totals`: [L * X]
+// tokens by (block, expert); blocks without tokens (dense ones) are skipped.
+double mean_layer_load(const std::vector<double>& layer_totals, int experts);
 
 // Plain data: one rank's results; copyable.
 struct RankRun {
@@ -93,7 +101,7 @@ struct RankRun {
   int device_overruns = 0;
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
-  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters, flattened
+  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters (then buffers), flattened
 };
 
 // `progress` is called on rank 0 after each reported step. Every rank of

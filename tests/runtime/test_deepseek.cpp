@@ -1,0 +1,332 @@
+// The small DeepSeek-V3 (`deepseek`): exact gradients against the unsharded,
+// unpipelined model with node-limited routing active, the routing rules
+// themselves, auxiliary-loss-free balancing in training, bit-identical
+// resume with the biases, and its bad settings.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli_run.h"
+#include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/deepseek.h"
+#include "dualpipe/train/gpt.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
+#include "thread_ranks.h"
+
+namespace dualpipe {
+namespace {
+
+// Two hosts (one per expert rank), each token's experts on one of them
+// (M = 1 < H = 2), one dense block then MoE blocks, MTP on.
+ModelConfig small_deepseek(const Schedule& s) {
+  ModelConfig c;
+  c.name = "deepseek";
+  c.stages = s.stages;
+  c.micro_batches = s.micro_batches;
+  c.hidden = 16;
+  c.heads = 2;
+  c.seq_len = 6;
+  c.micro_batch_size = 2;
+  c.layers = std::max(2, s.stages);
+  c.experts = 8;
+  c.top_k = 3;
+  c.node_limit = 1;
+  c.dense_layers = 1;
+  c.dtype = torch::kFloat64;
+  return c;
+}
+
+struct MethodCase {
+  std::string method;
+  int ranks, micro_batches, dp;
+};
+
+class DeepSeekVerify : public ::testing::TestWithParam<MethodCase> {};
+
+// Every gradient (MLA's projections, routed and shared experts, routers, the
+// MTP module) equals the one-process model's on all micro-batches.
+TEST_P(DeepSeekVerify, ExactAgainstUnshardedUnpipelined) {
+  at::set_num_threads(1);
+  const MethodCase& mc = GetParam();
+  Schedule s = generate(mc.method, Shape{mc.ranks, mc.micro_batches, 2});
+  ModelConfig c = small_deepseek(s);
+  MeshShape shape;
+  shape.ep = 2;
+  shape.dp = mc.dp;
+  VerifyOptions o;
+  o.reduce.zero = mc.dp > 1;
+  o.optimizer_step = mc.dp > 1;  // ZeRO-1's gradients are compared through the step
+  VerifyResult r = test_support::verify_mesh(s, c, shape, o);
+  std::cout << fmt::format("[ deepseek ] {} P={} E=2 D={}: loss error {:.3g}, gradient error {:.3g}{}\n", mc.method,
+                           mc.ranks, mc.dp, r.loss_error, r.grad_error,
+                           o.optimizer_step ? fmt::format(", parameter error {:.3g}", r.param_error) : "");
+  EXPECT_LE(r.loss_error, 1e-12);
+  EXPECT_LE(r.grad_error, 1e-12);
+  if (o.optimizer_step) {
+    EXPECT_LE(r.param_error, 1e-12);
+  }
+  if (mc.dp > 1) return;  // sharded: compared by chunks, not by name
+  std::set<std::string> seen;
+  for (const auto& [name, e] : r.per_param)
+    for (const char* part : {"attn.wuk", "attn.wqr", "attn.wkr", "moe.expert7.fc", "moe.router", "moe.shared",
+                             "block0.mlp", "mtp_block", "mtp_tok"})
+      if (name.find(part) != std::string::npos) seen.insert(part);
+  EXPECT_EQ(seen.size(), 9u) << "the comparison covers every part";
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, DeepSeekVerify,
+                         ::testing::Values(MethodCase{"dualpipe", 2, 4, 1}, MethodCase{"dualpipev", 2, 4, 1},
+                                           MethodCase{"1f1b", 2, 4, 1}, MethodCase{"gpipe", 2, 4, 1},
+                                           MethodCase{"zb1p", 2, 4, 1}, MethodCase{"zbv", 2, 4, 1},
+                                           MethodCase{"interleaved-1f1b", 2, 4, 1}, MethodCase{"chimera", 2, 4, 1},
+                                           MethodCase{"combined-1f1b", 2, 8, 1}, MethodCase{"dualpipe", 2, 4, 2}),
+                         [](const auto& param_info) {
+                           std::string n = param_info.param.method + "_D" + std::to_string(param_info.param.dp);
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
+
+// Recomputation changes what is kept, not what is computed: the gradients
+// of the one-process model equal those of the model that keeps everything,
+// and the pipelined, expert-parallel step (split backward, F&B overlap)
+// still verifies.
+TEST(DeepSeekRecompute, GradientsEqualKeepingEverything) {
+  at::set_num_threads(1);
+  Schedule s = lower(one_f_one_b(Shape{2, 2}));
+  ModelConfig c = small_deepseek(s);
+  Reference kept = unpipelined_step(make_model(c), 2);
+  for (const char* mode : {"selective", "full"}) {
+    c.recompute = mode;
+    Reference r = unpipelined_step(make_model(c), 2);
+    EXPECT_EQ(r.losses, kept.losses) << mode;
+    for (std::size_t st = 0; st < r.grads.size(); ++st)
+      for (std::size_t i = 0; i < r.grads[st].size(); ++i)
+        EXPECT_LE(relative_difference(r.grads[st][i], kept.grads[st][i]), 1e-12) << mode << " " << r.names[st][i];
+  }
+  for (const char* method : {"zb1p", "dualpipe"}) {
+    Schedule p = generate(method, Shape{2, 4, 2});
+    ModelConfig rc = small_deepseek(p);
+    rc.recompute = "selective";
+    MeshShape shape;
+    shape.ep = 2;
+    VerifyResult v = test_support::verify_mesh(p, rc, shape, VerifyOptions{});
+    EXPECT_LE(v.grad_error, 1e-12) << method;
+    EXPECT_LE(v.loss_error, 1e-12) << method;
+  }
+}
+
+MoeConfig routing_config(int node_limit) {
+  MoeConfig m;
+  m.hidden = 16;
+  m.expert_ffn = 8;
+  m.experts = 12;  // 3 on each of 4 hosts: K = 3 fits on one
+  m.top_k = 3;
+  m.deepseek = true;
+  m.hosts = 4;
+  m.node_limit = node_limit;
+  return m;
+}
+
+// Node-limited routing: every token's K experts lie on at most M hosts, and
+// without the limit some tokens would have used more (the test can fail).
+TEST(DeepSeekRouting, EachTokenStaysWithinMHosts) {
+  torch::manual_seed(7);
+  torch::Tensor x = torch::randn({4, 16, 16}, torch::kFloat64);
+  auto hosts_per_token = [&](int m) {
+    MoeLayer layer(routing_config(m), 0, ExpertGroup{}, nullptr);
+    torch::NoGradGuard no_grad;
+    layer->router->weight.normal_(0.0, 1.0);
+    MoeLayerImpl::Routing r = layer->route(x.reshape({-1, 16}), 4);
+    torch::Tensor host = torch::div(r.idx, 3, "floor");
+    int most = 0;
+    for (int64_t t = 0; t < host.size(0); ++t) {
+      std::set<int64_t> h;
+      for (int64_t k = 0; k < host.size(1); ++k) h.insert(host[t][k].item<int64_t>());
+      most = std::max(most, static_cast<int>(h.size()));
+    }
+    // Gates: the selected affinities, normalised.
+    EXPECT_TRUE(torch::allclose(r.weights.sum(-1), torch::ones({r.weights.size(0)}, torch::kFloat64)));
+    return most;
+  };
+  EXPECT_EQ(hosts_per_token(1), 1);
+  EXPECT_LE(hosts_per_token(2), 2);
+  EXPECT_EQ(hosts_per_token(4), 3);  // unconstrained, some token spreads over three hosts
+}
+
+// The bias steers selection only: a large bias on one expert makes every
+// token pick it, and its gate still comes from the affinities alone.
+TEST(DeepSeekRouting, BiasSelectsButDoesNotWeigh) {
+  torch::manual_seed(3);
+  torch::Tensor x = torch::randn({2, 8, 16}, torch::kFloat64);
+  MoeLayer layer(routing_config(4), 0, ExpertGroup{}, nullptr);
+  torch::NoGradGuard no_grad;
+  MoeLayerImpl::Routing before = layer->route(x.reshape({-1, 16}), 2);
+  layer->bias[5] = 10.0;
+  MoeLayerImpl::Routing after = layer->route(x.reshape({-1, 16}), 2);
+  EXPECT_EQ(after.counts[5].item<int64_t>(), 16);
+  torch::Tensor s = torch::sigmoid(layer->router(x.reshape({-1, 16})));
+  torch::Tensor picked = s.gather(1, after.idx);
+  EXPECT_TRUE(torch::allclose(after.weights, picked / picked.sum(-1, true)));
+  EXPECT_FALSE(torch::equal(before.idx, after.idx));
+}
+
+TEST(DeepSeekBalance, BiasesMoveTowardBalance) {
+  MoeStats stats;
+  stats.biases[1] = torch::zeros({4}, torch::kFloat64);
+  // Block 0 has no tokens (dense), block 1 is skewed toward expert 0.
+  update_expert_biases(stats, {0, 0, 0, 0, 10, 2, 2, 2}, 4, 0.01);
+  EXPECT_TRUE(torch::equal(stats.biases[1], torch::tensor({-0.01, 0.01, 0.01, 0.01}, torch::kFloat64)));
+  EXPECT_DOUBLE_EQ(mean_layer_load({0, 0, 0, 0, 10, 2, 2, 2}, 4), 2.5);
+}
+
+TrainOptions deepseek_train(const Schedule& s, int steps) {
+  TrainOptions t;
+  t.model = small_deepseek(s);
+  t.model.dtype = torch::kFloat32;
+  t.model.hidden = 32;
+  t.model.seq_len = 16;
+  t.model.layers = 4;
+  t.model.bias_speed = 0.01;
+  t.steps = steps;
+  t.lr = 1e-2;
+  return t;
+}
+
+std::vector<RankRun> train_mesh(const Schedule& s, const TrainOptions& t, MeshShape shape) {
+  shape.pp = s.ranks;
+  std::vector<RankRun> runs(shape.size());
+  run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+  return runs;
+}
+
+// DualPipe over P=2 x E=2 thread ranks: the loss falls, tokens cross
+// hosts, and the biases bring the expert load down: below the same run's
+// without bias updates. Every holder of a block ends with the same biases.
+TEST(DeepSeekTrain, DualPipeLossFallsAndBiasesBalanceTheExperts) {
+  at::set_num_threads(1);
+  Schedule s = lower(dualpipe(Shape{2, 4}));
+  MeshShape shape;
+  shape.ep = 2;
+  TrainOptions t = deepseek_train(s, 40);
+  std::vector<RankRun> runs = train_mesh(s, t, shape);
+  TrainOptions fixed = t;
+  fixed.model.bias_speed = 0;
+  std::vector<RankRun> unbalanced = train_mesh(s, fixed, shape);
+  const auto &st = runs[0].steps, &st0 = unbalanced[0].steps;
+  ASSERT_EQ(st.size(), 40u);
+  auto mean_of = [](const std::vector<StepStats>& v, std::size_t from, std::size_t to, auto get) {
+    double sum = 0;
+    for (std::size_t k = from; k < to; ++k) sum += get(v[k]);
+    return sum / static_cast<double>(to - from);
+  };
+  auto loss = [](const StepStats& x) { return x.loss; };
+  auto load = [](const StepStats& x) { return x.expert_load; };
+  std::string curve, curve0;
+  for (std::size_t k = 0; k < st.size(); ++k) {
+    curve += fmt::format(" {:.2f}", st[k].expert_load);
+    curve0 += fmt::format(" {:.2f}", st0[k].expert_load);
+  }
+  std::cout << "[ deepseek ] loss " << st.front().loss << " -> " << st.back().loss
+            << "; expert load (max/mean) per step with bias updates:" << curve << "\n[ deepseek ] without:" << curve0
+            << "\n[ deepseek ] (token, expert) pairs to another host in the last step: " << st.back().cross_host_share
+            << "\n";
+  EXPECT_LT(mean_of(st, 35, 40, loss), mean_of(st, 0, 5, loss) - 0.3);
+  EXPECT_LT(mean_of(st, 20, 40, load), mean_of(st0, 20, 40, load));
+  EXPECT_GT(st.back().cross_host_share, 0.0);
+  EXPECT_LT(st.back().cross_host_share, 1.0);
+  // Biases are the last elements of a stage's flattened state; expert peers
+  // (rank r and r + 2) hold the same ones, and they moved.
+  for (const auto& [stage, flat] : runs[0].final_params) {
+    const torch::Tensor& peer = runs[2].final_params.at(stage);
+    EXPECT_TRUE(torch::equal(flat.narrow(0, flat.numel() - 8, 8), peer.narrow(0, peer.numel() - 8, 8)))
+        << "stage " << stage;
+    EXPECT_GT(flat.narrow(0, flat.numel() - 8, 8).abs().sum().item<double>(), 0.0) << "stage " << stage;
+  }
+}
+
+// A resumed run equals the uninterrupted one bit for bit: the biases travel
+// in the checkpoint (without them routing, and so the losses, would differ).
+TEST(DeepSeekTrain, ResumeIsBitIdenticalWithBiases) {
+  at::set_num_threads(1);
+  Schedule s = lower(dualpipe(Shape{2, 4}));
+  namespace fs = std::filesystem;
+  const std::string dir = (fs::path(::testing::TempDir()) / fmt::format("dp_deepseek_{}", getpid())).string();
+  fs::remove_all(dir);
+  TrainOptions straight = deepseek_train(s, 6);
+  straight.model.bias_speed = 0.05;
+  MeshShape shape;
+  shape.ep = 2;
+  auto a = train_mesh(s, straight, shape);
+  TrainOptions first = straight;
+  first.steps = 3;
+  first.checkpoint.dir = dir;
+  first.checkpoint.identity = run_identity(s, first.model);
+  train_mesh(s, first, shape);
+  TrainOptions second = straight;
+  second.checkpoint = first.checkpoint;
+  second.checkpoint.resume_step = 3;
+  auto b = train_mesh(s, second, shape);
+  ASSERT_EQ(b[0].steps.size(), 3u);
+  for (int k = 3; k < 6; ++k) EXPECT_EQ(a[0].steps[static_cast<std::size_t>(k)].loss, b[0].steps[static_cast<std::size_t>(k - 3)].loss);
+  for (std::size_t r = 0; r < a.size(); ++r)
+    for (const auto& [stage, flat] : a[r].final_params)
+      EXPECT_TRUE(torch::equal(flat, b[r].final_params.at(stage))) << "rank " << r << " stage " << stage;
+  fs::remove_all(dir);
+}
+
+TEST(DeepSeekCli, BadInputIsOneLineWithCode2) {
+  const std::string base = "verify -m 1f1b -p 2 -n 4 --model deepseek --hidden 16 --heads 2 --seq-len 6 ";
+  for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
+           {"--kv-latent 17", "--kv-latent (17) and --q-latent (0) must be in 0..16"},
+           {"--q-latent 32", "must be in 0..16"},
+           {"--ep 2 --node-limit 3", "--node-limit must be in 1..2 (the hosts; got 3)"},
+           {"--ep 2 --node-limit 0", "--node-limit must be in 1..2"},
+           {"--ep 2 --experts 4 --top-k 3", "--top-k 3 is more than the 2 experts on --node-limit 1 of 2 hosts"},
+           {"--bias-speed -1", "--bias-speed must be a finite number >= 0 (got -1)"},
+           {"--bias-speed nan", "--bias-speed: 'nan' is not a finite number"},
+           {"--bias-speed inf", "--bias-speed: 'inf' is not a finite number"},
+           {"--recompute some", "--recompute must be none, selective or full (got 'some')"},
+       }) {
+    test_support::CliRun r = test_support::run_cli(base + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << "\n" << r.out;
+  }
+}
+
+TEST(DeepSeekCli, VerifyWithProcessRanksPasses) {
+  test_support::CliRun r = test_support::run_cli(
+      "verify -m dualpipe -p 2 -n 4 --model deepseek --ep 2 --hidden 16 --seq-len 6 --heads 2 --experts 8 --top-k 3");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+}
+
+// bench runs the model too: its yardsticks feed random boundaries to a
+// stage, whose token channel (multi-token prediction) must still be valid.
+TEST(DeepSeekCli, BenchRuns) {
+  test_support::CliRun r = test_support::run_command(
+      std::string("(timeout -k 5 300 ") + DUALPIPE_BINARY +
+      " bench -m dualpipe -p 2 -n 4 --model deepseek --ep 2 --hidden 16 --seq-len 6 --heads 2 --layers 2 --steps 2 "
+      "--threads --format json 2>/dev/null)");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);  // stdout is the JSON alone
+  EXPECT_EQ(j["per_rank"].size(), 2u) << r.out;  // the first pipeline's ranks
+}
+
+}  // namespace
+}  // namespace dualpipe
