@@ -81,6 +81,22 @@ TEST(Registry, PlacementStyleMatchesTheGeneratedSchedule) {
   }
 }
 
+// The style's rule, which the schedule search places work by before any
+// schedule exists, is where every generator of that style puts each cell.
+TEST(Registry, StyleRankIsWhereTheGeneratorPutsEveryCell) {
+  for (const auto& [P, N] : {std::pair{2, 4}, {4, 8}, {4, 12}, {6, 12}}) {
+    for (const Method& m : methods()) {
+      if (!supported(m.name, P, N)) continue;
+      const Schedule s = m.generate(Shape{P, N, 2});
+      const Placement pl = placement_of(s);
+      for (int st = 0; st < s.stages; ++st)
+        for (int mb = 0; mb < N; ++mb)
+          ASSERT_EQ(pl.rank(st, mb), style_rank(m.placement, P, N, st, mb))
+              << m.name << " P=" << P << " N=" << N << " stage " << st << " micro-batch " << mb;
+    }
+  }
+}
+
 TEST(GenValid, EveryMethodOverItsWholeRange) {
   for (const Method& m : methods()) {
     for (int P = 1; P <= 12; ++P) {

@@ -8,7 +8,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
-#include "schedule/stats.h"
+#include "runtime/stats.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "dualpipe/schedule/error.h"
@@ -439,8 +439,9 @@ int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Me
 }
 
 // The command itself, once its options are parsed: returns the exit code.
-int bench_command(const Opts& o) {
+int bench_command(Opts& o) {
   require_step_count(o.steps);
+  PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
   TrainOptions t = run_options(s, o.model, o.ranks, false);

@@ -5,7 +5,7 @@
 
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
-#include "schedule/words.h"
+#include "cli/words.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/sim/compare.h"

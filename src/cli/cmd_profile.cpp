@@ -9,12 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "schedule/stats.h"
+#include "runtime/stats.h"
 #include "cli/common.h"
 #include "cli/output_paths.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
-#include "runtime/malloc_tuning.h"
+#include "dualpipe/runtime/malloc_tuning.h"
 #include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/train/gpt.h"

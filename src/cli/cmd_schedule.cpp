@@ -8,7 +8,7 @@
 #include "dualpipe/pictures/grid.h"
 #include "dualpipe/schedule/csv.h"
 #include "dualpipe/schedule/lower.h"
-#include "schedule/words.h"
+#include "cli/words.h"
 #include "dualpipe/sim/simulate.h"
 
 namespace dualpipe::cli {

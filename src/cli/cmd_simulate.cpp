@@ -7,7 +7,7 @@
 #include "cli/common.h"
 #include "cli/data_parallel_options.h"
 #include "dualpipe/schedule/error.h"
-#include "schedule/words.h"
+#include "cli/words.h"
 #include "dualpipe/pictures/svg.h"
 #include "dualpipe/pictures/trace.h"
 #include "dualpipe/sim/simulate.h"

@@ -8,7 +8,7 @@
 #include <optional>
 #include <sstream>
 
-#include "schedule/stats.h"
+#include "runtime/stats.h"
 #include "schedule/text_file.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
@@ -20,7 +20,7 @@
 #include "dualpipe/runtime/launch.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/lower.h"
-#include "schedule/words.h"
+#include "cli/words.h"
 #include "dualpipe/train/diverged.h"
 #include "dualpipe/train/lr_warmup.h"
 #include "dualpipe/train/trainer.h"
@@ -284,6 +284,9 @@ void validate(const Opts& o) {
   if (o.lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o.lr));
   if (o.warmup_opt->count() > 0 && o.warmup_steps < 0)
     throw Error(fmt::format("--warmup-steps must not be negative (got {})", o.warmup_steps));
+  if (o.warmup_opt->count() > 0 && o.warmup_steps > o.steps)
+    throw Error(fmt::format("--warmup-steps {} is more than --steps {}: the rate would never reach --lr",
+                            o.warmup_steps, o.steps));
   if (o.weight_decay < 0 || o.clip < 0) throw Error("--weight-decay and --clip must not be negative");
 }
 
@@ -440,6 +443,7 @@ int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
 // The command itself, once its options are parsed: returns the exit code.
 int train_command(Opts& o) {
   validate(o);
+  PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   const bool lead = is_lead_process();
   // Every output, before any rank starts (given as "" is refused, not
   // skipped), once: by the process that writes them.

@@ -70,6 +70,7 @@ struct Opts {
 
 // The command itself, once its options are parsed: returns the exit code.
 int verify_command(Opts& o) {
+  PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
   ModelConfig mc = make_model_config(o.model, s, o.ranks.ep);

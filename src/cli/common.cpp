@@ -15,7 +15,7 @@
 #include "dualpipe/schedule/csv.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
-#include "schedule/words.h"
+#include "cli/words.h"
 
 namespace dualpipe::cli {
 

@@ -5,22 +5,31 @@
 #include <cmath>
 
 #include <algorithm>
+#include <thread>
 #include <limits>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <list>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/memory_fit.h"
+#include "cli/words.h"
 #include "dualpipe/cluster/emulated_cluster.h"
 #include "dualpipe/runtime/backend.h"
 #include "dualpipe/runtime/launch.h"
-#include "runtime/malloc_tuning.h"
+#include "dualpipe/runtime/malloc_tuning.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/train/trainer.h"
 
 namespace dualpipe::cli {
 
 void add_model_options(CLI::App* app, ModelOptions& o) {
+  o.app = app;
   app->add_option("--model", o.model, "model: mlp, gpt, moe or deepseek")->capture_default_str();
   app->add_option("--dtype", o.dtype, "float32 or float64")
       ->check(CLI::IsMember({"float32", "float64"}))
@@ -137,7 +146,43 @@ uint64_t parse_seed(const ModelOptions& o) {
 
 }  // namespace
 
+namespace {
+
+// Options that shape only some models: given with another, they would do
+// nothing, silently.
+void refuse_options_the_model_ignores(const ModelOptions& o) {
+  const std::string model = o.stages.empty() ? o.model : "torchscript";
+  const std::vector<std::string> blocks = {"gpt", "moe", "deepseek"}, experts = {"moe", "deepseek"};
+  const std::vector<std::pair<const char*, std::vector<std::string>>> scoped = {
+      {"--ffn", {"mlp"}},
+      {"--layers", blocks},
+      {"--heads", blocks},
+      {"--data", {"gpt", "moe", "deepseek", "torchscript"}},
+      {"--experts", experts},
+      {"--top-k", experts},
+      {"--shared-expert", {"moe"}},
+      {"--expert-ffn", experts},
+      {"--aux-alpha", experts},
+      {"--kv-latent", {"deepseek"}},
+      {"--q-latent", {"deepseek"}},
+      {"--rope-dim", {"deepseek"}},
+      {"--shared-experts", {"deepseek"}},
+      {"--dense-layers", {"deepseek"}},
+      {"--expert-hosts", {"deepseek"}},
+      {"--node-limit", {"deepseek"}},
+      {"--bias-speed", {"deepseek"}},
+      {"--mtp-weight", {"deepseek"}},
+      {"--recompute", {"deepseek"}}};
+  for (const auto& [option, models] : scoped)
+    if (o.given(option) && std::find(models.begin(), models.end(), model) == models.end())
+      throw Error(fmt::format("{} applies to --model {}, not {}", option, listing(models, "or"),
+                              model == "torchscript" ? std::string("your TorchScript stages") : model));
+}
+
+}  // namespace
+
 ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) {
+  refuse_options_the_model_ignores(o);
   check_model_size(o, s);
   if (ep > 1 && !has_experts(o.model))
     throw Error(fmt::format("--ep {} shards experts, but --model {} has none (use --model moe)", ep, o.model));
@@ -190,6 +235,7 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
 }
 
 void add_rank_options(CLI::App* app, RankOptions& o) {
+  o.app = app;
   app->add_flag("--threads", o.threads, "run the ranks as threads of this process instead of processes");
   app->add_option("--timeout", o.timeout_s,
                   "seconds a rank waits for another (a transfer, a collective, the rendezvous) before it gives up "
@@ -313,6 +359,35 @@ void add_mesh_identity(nlohmann::ordered_json& id, const RankOptions& o) {
   if (o.zero == 1) id["bucket_mb"] = o.bucket_mb;
 }
 
+PipedScheduleCopy::PipedScheduleCopy(SourceOptions& src) {
+  struct stat st {};
+  if (src.from.empty() || !is_lead_process() || ::stat(src.from.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+  std::ifstream in(src.from, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/dualpipe-schedule-XXXXXX";
+  const int fd = ::mkstemp(path.data());
+  if (fd < 0) throw Error(fmt::format("--from {}: cannot make a temporary copy of the piped schedule", src.from));
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  path_ = path;
+  if (!written) throw Error(fmt::format("--from {}: cannot write the temporary copy {}", src.from, path));
+  // The rank processes re-run program_args: they read the copy.
+  static std::list<std::string> replaced;  // keeps the new arguments' text alive (a list: it never moves them)
+  for (int i = 1; i < program_args.argc; ++i) {
+    const std::string arg = program_args.argv[i];
+    if (arg == src.from) replaced.push_back(path);
+    else if (arg == "--from=" + src.from) replaced.push_back("--from=" + path);
+    else continue;
+    program_args.argv[i] = replaced.back().data();
+  }
+  src.from = path;
+}
+
+PipedScheduleCopy::~PipedScheduleCopy() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
 void apply_process_policy(const RankOptions& o) {
   quiet_library_logging();
   tune_malloc_for_tensors();
@@ -326,6 +401,13 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   if (o.timeout_s < 1 || o.timeout_s > 86400)
     throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
   require_backend(parse_backend(o.backend));
+  if (o.given("--link-rate") && o.emulate_hosts == 0)
+    throw Error("--link-rate shapes the links of emulated hosts: it does nothing without --emulate-hosts");
+  // Our own rank processes re-run these arguments; an outside launcher's do not start ranks of their own.
+  if (rank_from_env() && !is_spawned_rank() && (o.threads || o.emulate_hosts > 0))
+    throw Error(fmt::format("RANK is set, so this process is one rank of an outside launcher: {} starts ranks of its "
+                            "own (unset RANK, or drop it)",
+                            o.threads ? "--threads" : "--emulate-hosts"));
   LaunchOptions l;
   l.shape.pp = pipeline_ranks;
   l.shape.ep = o.ep;
@@ -347,6 +429,11 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
 int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body) {
   const LaunchOptions l = launch_options(o, pipeline_ranks);
   apply_process_policy(o);
+  const unsigned cores = std::thread::hardware_concurrency();
+  if (is_lead_process() && cores > 0 && static_cast<unsigned>(o.intra_op_threads) > cores)
+    fmt::print(stderr, "dualpipe: warning: --intra-op-threads {} is more than this machine's {} cores: each rank's "
+                       "threads will wait for one another\n",
+               o.intra_op_threads, cores);
   // stderr: stdout may be one JSON document.
   if ((l.shape.ep > 1 || l.shape.dp > 1) && is_lead_process()) fmt::print(stderr, "{}", describe_layout(l.shape));
   return launch(l, body);

@@ -24,6 +24,10 @@ struct TrainOptions;
 namespace dualpipe::cli {
 
 struct ModelOptions {
+  // The subcommand the options were added to (add_model_options): tells an
+  // option given from one left at its default.
+  const CLI::App* app = nullptr;
+  bool given(const char* option) const { return app && app->count(option) > 0; }
   std::string model = "mlp";
   std::string dtype = "float32";
   int64_t hidden = 64, seq_len = 16, micro_batch_size = 2;
@@ -56,6 +60,8 @@ void add_model_options(CLI::App* app, ModelOptions& o);
 ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep = 1);
 
 struct RankOptions {
+  const CLI::App* app = nullptr;  // as ModelOptions::app
+  bool given(const char* option) const { return app && app->count(option) > 0; }
   bool threads = false;
   // A peer that died fails a wait at once (Gloo sees the connection close);
   // one that stalls is noticed after this long. A minute is well above any
@@ -108,6 +114,21 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks);
 // after the process policy is applied; the lead process prints the mesh
 // layout first when E or D > 1.
 int launch_ranks(const RankOptions& o, int pipeline_ranks, const std::function<int(const Mesh&)>& body);
+
+// --from <(cmd): a pipe can be read once, but every rank process reads the
+// schedule. In the lead process this reads the pipe into a temporary file,
+// points --from (here and in the arguments the rank processes re-run) at it,
+// and removes the file when it goes; anywhere else it does nothing.
+class PipedScheduleCopy {
+ public:
+  explicit PipedScheduleCopy(SourceOptions& src);
+  ~PipedScheduleCopy();
+  PipedScheduleCopy(const PipedScheduleCopy&) = delete;
+  PipedScheduleCopy& operator=(const PipedScheduleCopy&) = delete;
+
+ private:
+  std::string path_;
+};
 
 // Process-wide settings for rank processes and threads, made once by the
 // program (never by the library): allocator tuning for tensor workloads and,

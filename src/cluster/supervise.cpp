@@ -4,12 +4,49 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <time.h>
+
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
 namespace dualpipe {
+namespace {
+
+std::atomic<int> interrupts{0};
+std::atomic<std::int64_t> first_interrupt_ms{0};
+
+std::int64_t monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+void on_interrupt(int) {
+  const std::int64_t now = monotonic_ms();
+  if (interrupts.fetch_add(1) == 0) {
+    first_interrupt_ms = now;
+    return;
+  }
+  if (now - first_interrupt_ms.load() < 1000) return;  // the same Ctrl-C, passed on by a launcher
+  signal(SIGINT, SIG_DFL);
+  raise(SIGINT);
+}
+
+}  // namespace
+
+void catch_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a waitpid returns EINTR, so the launcher sees the request at once
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+bool interrupt_requested() { return interrupts.load() > 0; }
 
 int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) {
   // Once a rank fails, the others cannot finish: a peer of a dead rank fails
@@ -23,7 +60,8 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
   std::vector<bool> running(pids.size(), true);
   std::size_t left = pids.size();
   int result = 0;
-  std::size_t agreed = 0;  // ranks that exited with kAgreedStopExitCode
+  std::size_t agreed = 0;  // ranks that exited with kAgreedStopExitCode or kInterruptedExitCode
+  bool passed_on = false;  // a SIGINT of ours, passed on to the ranks
   std::string failure, stopped;
   bool failed_with_error_line = false;  // the first failure exited with code 2: a rank's one-line error
   Clock::time_point failed_at;
@@ -40,6 +78,11 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
   while (left > 0) {
     int status = 0;
     const pid_t pid = waitpid(-1, &status, phase == 0 ? 0 : WNOHANG);
+    if (!passed_on && interrupt_requested()) {
+      passed_on = true;
+      for (std::size_t r = 0; r < pids.size(); ++r)
+        if (running[r]) kill(pids[r], SIGINT);
+    }
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;  // no children left to wait for
@@ -62,7 +105,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
     running[r] = false;
     --left;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (WIFEXITED(status) && code == kAgreedStopExitCode) ++agreed;
+    if (WIFEXITED(status) && (code == kAgreedStopExitCode || code == kInterruptedExitCode)) ++agreed;
     if (code != 0 && result == 0) {
       result = code;
       failure = WIFEXITED(status)
@@ -74,7 +117,7 @@ int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) 
       phase = 1;
     }
   }
-  if (result != 0 && agreed == pids.size()) return kAgreedStopExitCode;
+  if (result != 0 && agreed == pids.size()) return result;
   const double grace_s = std::chrono::duration<double>(kGrace).count();
   // A rank that gave up with its own error line (its peers' waits are
   // bounded, and a closed connection is seen at once) while another had to

@@ -35,15 +35,7 @@ struct Problem {
   Layout layout;
   const Costs* costs;
   int limit;  // 0: none
-  int rank_of(int stage, int mb) const {
-    switch (layout) {
-      case Layout::OnePerRank: return stage;
-      case Layout::TwoWay: return mb < N / 2 ? stage : P - 1 - stage;
-      case Layout::V: return stage < P ? stage : 2 * P - 1 - stage;
-      case Layout::Interleaved: return stage % P;
-    }
-    return 0;
-  }
+  int rank_of(int stage, int mb) const { return style_rank(layout, P, N, stage, mb); }
 };
 
 // Knobs of one list-scheduling pass; the search tries several.

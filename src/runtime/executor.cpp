@@ -6,8 +6,8 @@
 
 #include <chrono>
 
-#include "runtime/flat_params.h"
-#include "runtime/malloc_tuning.h"
+#include "dualpipe/runtime/flat_params.h"
+#include "dualpipe/runtime/malloc_tuning.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/placement.h"
 

@@ -1,4 +1,4 @@
-#include "runtime/flat_params.h"
+#include "dualpipe/runtime/flat_params.h"
 
 namespace dualpipe {
 

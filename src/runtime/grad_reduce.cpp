@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "runtime/flat_params.h"
+#include "dualpipe/runtime/flat_params.h"
 
 namespace dualpipe {
 

@@ -22,7 +22,7 @@
 
 #include "dualpipe/cluster/emulated_cluster.h"
 #include "dualpipe/cluster/link_rate.h"
-#include "dualpipe/cluster/placement.h"
+#include "dualpipe/cluster/rank_hosts.h"
 #include "dualpipe/schedule/error.h"
 #include "runtime/rank_process.h"
 

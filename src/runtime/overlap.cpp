@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "schedule/stats.h"
+#include "runtime/stats.h"
 
 namespace dualpipe {
 

@@ -59,6 +59,16 @@ int stage_count(PlacementStyle style, int ranks, int chunks) {
   return ranks;
 }
 
+int style_rank(PlacementStyle style, int ranks, int micro_batches, int stage, int mb) {
+  switch (style) {
+    case PlacementStyle::OnePerRank: return stage;
+    case PlacementStyle::TwoWay: return mb < micro_batches / 2 ? stage : ranks - 1 - stage;
+    case PlacementStyle::V: return stage < ranks ? stage : 2 * ranks - 1 - stage;
+    case PlacementStyle::Interleaved: return stage % ranks;
+  }
+  return 0;
+}
+
 const Method* method_named(const std::string& name) {
   for (const Method& m : methods())
     if (name == m.name) return &m;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "runtime/malloc_tuning.h"
+#include "dualpipe/runtime/malloc_tuning.h"
 
 namespace dualpipe {
 namespace {

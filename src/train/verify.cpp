@@ -6,7 +6,7 @@
 
 #include "dualpipe/runtime/executor.h"
 #include "dualpipe/train/gpt.h"
-#include "runtime/flat_params.h"
+#include "dualpipe/runtime/flat_params.h"
 #include "dualpipe/train/trainer.h"
 
 namespace dualpipe {

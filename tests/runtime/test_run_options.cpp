@@ -422,5 +422,35 @@ TEST(RunOptions, BenchFlagsTheOverheadWhenRanksOutnumberCores) {
   }
 }
 
+// Options that would do nothing in this run are refused in one line, before
+// any rank starts: they were taken silently.
+TEST(RunOptions, OptionsThatWouldDoNothingAreRefused) {
+  const std::string mlp = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2 --threads "
+                          "--loss-csv /dev/null --loss-svg /dev/null";
+  test_support::expect_cli_error(mlp + " --experts 8", "--experts applies to --model moe or deepseek, not mlp");
+  test_support::expect_cli_error(mlp + " --data /etc/hostname", "--data applies to --model gpt, moe, deepseek or");
+  test_support::expect_cli_error(mlp + " --node-limit 1", "--node-limit applies to --model deepseek, not mlp");
+  test_support::expect_cli_error(mlp + " --link-rate 1gbit", "--link-rate shapes the links of emulated hosts");
+  test_support::expect_cli_error(mlp + " --warmup-steps 3", "--warmup-steps 3 is more than --steps 2");
+  const CliRun r = run_cli(mlp, "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999", 60);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("RANK is set, so this process is one rank of an outside launcher: --threads"),
+            std::string::npos)
+      << r.out;
+  // The same options where they apply still run.
+  EXPECT_EQ(run_cli(mlp + " --warmup-steps 2").code, 0);
+}
+
+// --from <(cmd): the pipe is read once, by the launcher, and every rank
+// process gets the same schedule (each reported an empty file).
+TEST(RunOptions, PipedScheduleReachesEveryRankProcess) {
+  const CliRun r = test_support::run_command(
+      "bash -c '" + std::string(DUALPIPE_BINARY) + " train --from <(" + DUALPIPE_BINARY +
+      " schedule -m 1f1b -p 2 -n 4 -f csv) --model mlp --hidden 8 --seq-len 2 --steps 2 --loss-csv /dev/null "
+      "--loss-svg /dev/null'");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("summary: loss"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace dualpipe

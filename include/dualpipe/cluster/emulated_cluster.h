@@ -19,7 +19,7 @@
 
 #include "dualpipe/cluster/link_rate.h"
 #include "dualpipe/cluster/netns_process.h"
-#include "dualpipe/cluster/placement.h"
+#include "dualpipe/cluster/rank_hosts.h"
 #include "dualpipe/schedule/error.h"
 
 namespace dualpipe {

@@ -37,6 +37,12 @@ enum class PlacementStyle {
 };
 // Stages a method of `style` cuts the model into on `ranks` ranks.
 int stage_count(PlacementStyle style, int ranks, int chunks);
+// The rank that runs micro-batch `mb` of `stage` under `style` (P ranks, N
+// micro-batches): the rule each generator of that style follows, for those
+// that place work before a schedule exists (the schedule search). A built
+// schedule's own placement is placement_of (schedule/placement.h); the tests
+// hold the two equal for every method.
+int style_rank(PlacementStyle style, int ranks, int micro_batches, int stage, int mb);
 
 // The inputs of the published formulas (docs/design.md): PP pipeline stages,
 // S the stages of the method's own cut (a finer cut's stage is PP/S of a

@@ -16,11 +16,11 @@ inline std::string plural(const std::string& noun, long long n) {
 }
 inline std::string count_of(long long n, const std::string& noun) { return std::to_string(n) + " " + plural(noun, n); }
 
-// "a", "a and b", "a, b and c".
-inline std::string listing(const std::vector<std::string>& items) {
+// "a", "a and b", "a, b and c" (`last`: the word before the last item).
+inline std::string listing(const std::vector<std::string>& items, const std::string& last = "and") {
   std::string out;
   for (std::size_t i = 0; i < items.size(); ++i)
-    out += (i == 0 ? "" : i + 1 == items.size() ? " and " : ", ") + items[i];
+    out += (i == 0 ? "" : i + 1 == items.size() ? " " + last + " " : ", ") + items[i];
   return out;
 }
 

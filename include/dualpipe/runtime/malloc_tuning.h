@@ -12,7 +12,8 @@
 // Raising the mmap threshold to its maximum (32 MiB on 64-bit) and never
 // trimming keeps freed tensors in the heap for reuse: 200 k page faults.
 // Peak memory is unchanged; memory freed after the peak is kept for reuse
-// rather than returned to the system.
+// rather than returned to the system. Used by the executor, by the
+// benchmarks' memory figures and by the programs' process policy.
 namespace dualpipe {
 
 // Process-wide; idempotent. Called by every RankExecutor.

@@ -1,4 +1,4 @@
-#include "dualpipe/cluster/placement.h"
+#include "dualpipe/cluster/rank_hosts.h"
 
 #include <fmt/format.h>
 

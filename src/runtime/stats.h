@@ -1,5 +1,7 @@
 #pragma once
-// Small statistics over measurements, shared by every command that reports them.
+// Small statistics over measurements: the overlap engine's calibration and
+// the commands that report timings (bench, train, profile). Internal to the
+// runtime and the programs built on it.
 #include <algorithm>
 #include <vector>
 

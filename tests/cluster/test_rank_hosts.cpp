@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <set>
 
-#include "dualpipe/cluster/placement.h"
+#include "dualpipe/cluster/rank_hosts.h"
 #include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
@@ -11,7 +11,7 @@ namespace {
 
 using V = std::vector<int>;
 
-TEST(Placement, PipelineOnlyCutsStagesIntoContiguousBlocks) {
+TEST(RankHosts, PipelineOnlyCutsStagesIntoContiguousBlocks) {
   EXPECT_EQ(place_ranks(4, 1, 1), (V{0, 0, 0, 0}));
   EXPECT_EQ(place_ranks(4, 1, 2), (V{0, 0, 1, 1}));
   EXPECT_EQ(place_ranks(4, 1, 3), (V{0, 0, 1, 2}));
@@ -19,14 +19,14 @@ TEST(Placement, PipelineOnlyCutsStagesIntoContiguousBlocks) {
   EXPECT_EQ(place_ranks(8, 1, 2), (V{0, 0, 0, 0, 1, 1, 1, 1}));
 }
 
-TEST(Placement, FewerHostsThanExpertsKeepsEachPipelineOnOneHost) {
+TEST(RankHosts, FewerHostsThanExpertsKeepsEachPipelineOnOneHost) {
   // rank = e * P + p: ranks 0,1 are expert 0's two stages, 2,3 expert 1's, ...
   EXPECT_EQ(place_ranks(2, 4, 2), (V{0, 0, 1, 1, 0, 0, 1, 1}));
   EXPECT_EQ(place_ranks(2, 4, 4), (V{0, 0, 1, 1, 2, 2, 3, 3}));
   EXPECT_EQ(place_ranks(1, 3, 2), (V{0, 1, 0}));
 }
 
-TEST(Placement, MoreHostsThanExpertsSpreadsStagesOverThem) {
+TEST(RankHosts, MoreHostsThanExpertsSpreadsStagesOverThem) {
   // Expert 0 owns hosts 0 and 2, expert 1 hosts 1 and 3; stages 0,1 | 2,3.
   EXPECT_EQ(place_ranks(4, 2, 4), (V{0, 0, 2, 2, 1, 1, 3, 3}));
   // Three hosts for two experts: expert 0 owns 0 and 2, expert 1 only 1.
@@ -38,7 +38,7 @@ TEST(Placement, MoreHostsThanExpertsSpreadsStagesOverThem) {
 // ranks of one stage sit on different hosts (spread as evenly as the hosts
 // allow when there are fewer hosts than experts), and a pipeline visits its
 // hosts in contiguous blocks of stages.
-TEST(Placement, PromisesHoldForManyShapes) {
+TEST(RankHosts, PromisesHoldForManyShapes) {
   for (int P = 1; P <= 8; ++P)
     for (int E = 1; E <= 6; ++E)
       for (int H = 1; H <= P * E && H <= 24; ++H) {
@@ -63,7 +63,7 @@ TEST(Placement, PromisesHoldForManyShapes) {
       }
 }
 
-TEST(Placement, MoreHostsThanRanksIsRefused) {
+TEST(RankHosts, MoreHostsThanRanksIsRefused) {
   try {
     host_of_rank(0, 2, 2, 5);
     FAIL() << "no error";

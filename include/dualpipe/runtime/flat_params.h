@@ -1,7 +1,10 @@
 #pragma once
 // Parameters and gradients laid out flat, one after the other in list order:
 // the layout every holder of the same parameters shares, so that one buffer
-// (or a bucket of it) can be reduced or gathered in one collective.
+// (or a bucket of it) can be reduced or gathered in one collective. Used by
+// the gradient reducer and by verification.
+//
+// Thread-safety: functions of their arguments; the tensors are the caller's.
 #include <vector>
 
 #include "dualpipe/runtime/torch_compat.h"
