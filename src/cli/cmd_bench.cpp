@@ -237,6 +237,7 @@ void run_bench(CLI::App* app) {
       // ... and with the all-to-alls as communication phases of every chunk
       // (2 per MoE block of the stage), hidden by F&B pairs when overlap is on.
       SimResult sim_a2a;
+      double sim_shared = 0, sim_apart = 0;  // the same on a shared link, and with the transfers off it
       if (a2a_phase > 0) {
         // With device emulation: the calibration the ranks emulated, piece by piece.
         Costs ca = K > 0 ? calibrated_costs(cal, s.stages, K) : measured_costs(s, times);
@@ -251,7 +252,22 @@ void run_bench(CLI::App* app) {
         }
         ca.a2a_rate = 1.0;
         ca.fb_overlap = t.fb_overlap;
+        // The pipeline transfers on the same link: their bytes at the rate
+        // the all-to-alls see, the rest of the measured transfer as latency.
+        const double rate_bps = rank_opts.engine.link_bytes_per_s;
+        if (rate_bps > 0) {
+          ca.act_bytes = static_cast<double>(torch::elementSize(shapes.boundary_dtype));
+          for (int64_t d : shapes.boundary_shape) ca.act_bytes *= static_cast<double>(d);
+          ca.bandwidth = rate_bps;
+          ca.latency = std::max(0.0, latency - ca.act_bytes / rate_bps);
+        }
+        ca.link = Costs::Link::Fifo;
         sim_a2a = simulate(compute_only(s), ca);
+        ca.link = Costs::Link::Shared;
+        sim_shared = simulate(compute_only(s), ca, SimOptions{false}).makespan;
+        ca.link = Costs::Link::Apart;
+        ca.latency = latency;
+        sim_apart = simulate(compute_only(s), ca, SimOptions{false}).makespan;
       }
       // The model's compute, split over ranks by their share of the work
       // (F, B, I, W counted by FLOPs for mlp, by compute actions otherwise).
@@ -326,6 +342,8 @@ void run_bench(CLI::App* app) {
                             {"dp", o->ranks.dp},          {"zero", o->ranks.zero},
                             {"a2a_phase_s", a2a_phase},
                             {"simulated_with_a2a_s", a2a_phase > 0 ? sim_a2a.makespan : 0.0},
+                            {"simulated_shared_link_s", sim_shared},
+                            {"simulated_transfers_apart_s", sim_apart},
                             {"median_pipeline_s", med_pipe},
                             {"step_times", steps},        {"pipeline_times", pipes},
                             {"simulated_step_s", sim.makespan},
