@@ -54,12 +54,19 @@ def sim_exposed(d):
     return sum(r.get("simulated_exposed_a2a_s", 0.0) for r in ranks) / len(ranks)
 
 
+def ratio(d, key):
+    """Measured pipeline time over a simulated one (0 where the run has none)."""
+    sim = d.get(key, 0.0)
+    return d["median_pipeline_s"] / sim if sim > 0 else 0.0
+
+
 base = exposed(data["1f1b"])
 print(f"link rate {rate}; one all-to-all phase {1e3 * data['1f1b']['a2a_phase_s']:.2f} ms (1f1b run)")
 k = data["1f1b"].get("emulate_device", 0)
 print(f"device emulation: {'x%g' % k if k else 'off'}; medians over the timed steps, means over ranks")
 print(f"{'run':<22}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
-      f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}{'peer s':>9}{'handover s':>12}{'pipe s':>9}")
+      f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}{'peer s':>9}{'handover s':>12}{'pipe s':>9}"
+      f"{'m/s shared':>11}{'m/s apart':>10}")
 for name in runs:
     d = data[name]
     e = exposed(d)
@@ -67,7 +74,8 @@ for name in runs:
     hidden = 1 - e / base if base > 0 else 0.0
     print(f"{name:<22}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
           f"{d['median_pipeline_s'] / sim if sim > 0 else 0:>10.3f}{e:>15.4f}{sim_exposed(d):>13.4f}{hidden:>15.1%}"
-          f"{split(d, 'peer_wait'):>9.4f}{split(d, 'handover'):>12.4f}{split(d, 'pipeline'):>9.4f}")
+          f"{split(d, 'peer_wait'):>9.4f}{split(d, 'handover'):>12.4f}{split(d, 'pipeline'):>9.4f}"
+          f"{ratio(d, 'simulated_shared_link_s'):>11.3f}{ratio(d, 'simulated_transfers_apart_s'):>10.3f}")
 if "dualpipe_on" in data and "dualpipe_on_unlimited" in data:
     on, fast = data["dualpipe_on"]["median_step_s"], data["dualpipe_on_unlimited"]["median_step_s"]
     print(f"dualpipe with overlap: step at {rate} / step with an unlimited link (100gbit) = {on / fast:.3f}")

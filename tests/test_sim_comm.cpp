@@ -451,5 +451,87 @@ TEST(SimComm, AlternatingPairBounds) {
             }
 }
 
+// ---- pipeline transfers on the link (Costs::link) -------------------------
+
+namespace link_case {
+
+// Two ranks, one stage each, two micro-batches, 1F1B:
+//   rank 0: 0F0 0F1 0B0 0B1      rank 1: 1F0 1B0 1F1 1B1
+// F = 1, B = 2; stage 0's chunks have one all-to-all of 0.5 (pieces of
+// half the chunk around it), stage 1's none; a pipeline transfer is 2 of
+// link time (act_bytes 2 at bandwidth 1), no latency.
+Schedule two_ranks() {
+  Schedule s;
+  s.method = "test";
+  s.ranks = 2;
+  s.stages = 2;
+  s.micro_batches = 2;
+  s.actions.resize(2);
+  for (const char* t : {"0F0", "0F1", "0B0", "0B1"}) s.actions[0].push_back(parse_action(t));
+  for (const char* t : {"1F0", "1B0", "1F1", "1B1"}) s.actions[1].push_back(parse_action(t));
+  return s;
+}
+
+Costs costs(Costs::Link link) {
+  Costs c = a2a_costs(1, 2, 1, 1, 0.5, 0.5);
+  c.a2a_phases = {1, 0};
+  c.act_bytes = 2;
+  c.bandwidth = 1;
+  c.link = link;
+  return c;
+}
+
+}  // namespace link_case
+
+// apart: transfers off the link. Rank 0: F0 = [0, .5] a2a [.5, 1] [1, 1.5];
+// F1 = [1.5, 2] a2a [2, 2.5] [2.5, 3]; B0 from 8.5 (rank 1's gradient: its
+// B0 ends at 6.5, + 2), B1 from 11.5: makespan 14; four waits of 0.5.
+TEST(SimComm, LinkApartKeepsTransfersOffTheLink) {
+  SimResult r = simulate(link_case::two_ranks(), link_case::costs(Costs::Link::Apart));
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 3.0);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 2.0);
+  EXPECT_DOUBLE_EQ(r.makespan, 14.0);
+}
+
+// fifo: F0's send goes on rank 0's link at 1.5 and holds it until 3.5, so
+// F1's all-to-all, posted at 2, runs [3.5, 4]: F1 ends at 4.5 and waited 2;
+// its send runs [4.5, 6.5], and rank 1's F1 still starts at 6.5 (its B0
+// ends then). Exposed on rank 0: 0.5 + 2 + 0.5 + 0.5.
+TEST(SimComm, LinkFifoQueuesAllToAllsBehindPipelineSends) {
+  SimResult r = simulate(link_case::two_ranks(), link_case::costs(Costs::Link::Fifo));
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 4.5);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 3.5);
+  EXPECT_DOUBLE_EQ(r.timeline[1][2].start, 6.5);
+  EXPECT_DOUBLE_EQ(r.makespan, 14.0);
+}
+
+// shared: at 2 the send has 1.5 left and the all-to-all 0.5; sharing the
+// link, both lose 0.5 by 3 and the all-to-all is done: F1 waited 1 and ends
+// at 3.5. Exposed on rank 0: 0.5 + 1 + 0.5 + 0.5.
+TEST(SimComm, LinkSharedSplitsTheRateAmongTransfersInFlight) {
+  SimResult r = simulate(link_case::two_ranks(), link_case::costs(Costs::Link::Shared));
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 3.5);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 2.5);
+  EXPECT_DOUBLE_EQ(r.makespan, 14.0);
+}
+
+// Without all-to-alls a send still waits for the one before it: rank 0's
+// F0 and F1 end at 1 and 2, their sends run [1, 3] and [3, 5] (fifo) where
+// apart they arrive at 3 and 4; rank 1 runs 1F0 [3, 4], 1B0 [4, 6], then
+// 1F1 [6, 7] either way, so the schedule absorbs it; a 1F1 right after 1F0
+// (GPipe order) shows it: it starts at 5, not 4.
+TEST(SimComm, LinkFifoDelaysBackToBackSends) {
+  Schedule s = link_case::two_ranks();
+  s.actions[1] = {parse_action("1F0"), parse_action("1F1"), parse_action("1B0"), parse_action("1B1")};
+  Costs c;
+  c.act_bytes = 2;
+  c.bandwidth = 1;
+  SimResult apart = simulate(s, c);
+  c.link = Costs::Link::Fifo;
+  SimResult fifo = simulate(s, c);
+  EXPECT_DOUBLE_EQ(apart.timeline[1][1].start, 4.0);
+  EXPECT_DOUBLE_EQ(fifo.timeline[1][1].start, 5.0);
+}
+
 }  // namespace
 }  // namespace dualpipe

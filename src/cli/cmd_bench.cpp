@@ -165,6 +165,7 @@ struct Yardsticks {
   double sequential = 0;  // the model's own compute, unpipelined, on one rank
   double unit = 0;        // bytes of one activation
   double latency = 0;     // one pipeline transfer
+  double boundary_bytes = 0;  // of the activation one pipeline transfer carries
   // moe across expert ranks: the wire time of one dispatch or combine of the
   // average size (every token's K copies spread evenly over the E ranks),
   // and of the small token-count exchange before each dispatch.
@@ -179,6 +180,8 @@ Yardsticks measure_yardsticks(const Opts& o, const TrainOptions& t, const ModelC
   y.unit = activation_unit_bytes(whole);
   PipelineModel shapes = make_model(whole);
   y.latency = transfer_seconds(*mesh.pipeline, shapes.boundary_shape, shapes.boundary_dtype, 50);
+  y.boundary_bytes = static_cast<double>(torch::elementSize(shapes.boundary_dtype));
+  for (int64_t d : shapes.boundary_shape) y.boundary_bytes *= static_cast<double>(d);
   if (!mesh.expert) return y;
   const int64_t rows = std::max<int64_t>(o.model.micro_batch_size * o.model.seq_len * o.model.top_k / mesh.shape.ep, 1);
   const double tokens_a2a = all_to_all_seconds(*mesh.expert, rows, o.model.hidden, t.model.dtype, 20);
@@ -219,8 +222,9 @@ Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, 
 // the stage), hidden by F&B pairs when overlap is on, from the calibration
 // the ranks emulated where there is one.
 struct Simulated {
-  SimResult plain, a2a;
+  SimResult plain, a2a;  // a2a: the pipeline transfers on the link with the all-to-alls (fifo)
   double with_latency = 0;
+  double shared = 0, apart = 0;  // a2a's step on a shared link, and with the transfers off it
 };
 
 Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered& g, const Yardsticks& y) {
@@ -243,7 +247,20 @@ Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered&
   }
   ca.a2a_rate = 1.0;
   ca.fb_overlap = t.fb_overlap;
+  // The pipeline transfers on the same link: their bytes at the rate the
+  // all-to-alls see, the rest of the measured transfer as latency.
+  if (y.link_bytes_per_s > 0) {
+    ca.act_bytes = y.boundary_bytes;
+    ca.bandwidth = y.link_bytes_per_s;
+    ca.latency = std::max(0.0, y.latency - ca.act_bytes / y.link_bytes_per_s);
+  }
+  ca.link = Costs::Link::Fifo;
   out.a2a = simulate(compute_only(s), ca);
+  ca.link = Costs::Link::Shared;
+  out.shared = simulate(compute_only(s), ca, SimOptions{false}).makespan;
+  ca.link = Costs::Link::Apart;
+  ca.latency = y.latency;
+  out.apart = simulate(compute_only(s), ca, SimOptions{false}).makespan;
   return out;
 }
 
@@ -357,6 +374,8 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
           {"dp", o.ranks.dp},          {"zero", o.ranks.zero},
           {"a2a_phase_s", y.a2a_phase},
           {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
+          {"simulated_shared_link_s", sim.shared},
+          {"simulated_transfers_apart_s", sim.apart},
           {"median_pipeline_s", b.median_pipe},
           {"step_times", b.steps},      {"pipeline_times", b.pipes},
           {"simulated_step_s", sim.plain.makespan},

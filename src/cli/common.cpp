@@ -112,6 +112,12 @@ void add_cost_options(CLI::App* app, CostOptions& o) {
   app->add_option("--fb-overlap", o.fb_overlap, "hide each F&B pair's all-to-alls behind its other half's compute")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  app->add_option("--link", o.link,
+                  "where pipeline transfers go: apart (each takes its transfer time, off the all-to-all link), "
+                  "fifo (on the sending rank's link with its all-to-alls, one at a time in posting order), "
+                  "shared (on that link, sharing its rate with whatever else is in flight)")
+      ->check(CLI::IsMember({"apart", "fifo", "shared"}))
+      ->capture_default_str();
 }
 
 Costs make_costs(const CostOptions& o) {
@@ -125,6 +131,7 @@ Costs make_costs(const CostOptions& o) {
   c.a2a_rate = o.a2a_rate;
   c.a2a_latency = o.a2a_latency;
   c.fb_overlap = o.fb_overlap == "on";
+  c.link = o.link == "fifo" ? Costs::Link::Fifo : o.link == "shared" ? Costs::Link::Shared : Costs::Link::Apart;
   // A transfer costs latency + act_bytes / bandwidth: either of the last two
   // alone changes nothing, which would look like a result.
   if (o.bandwidth > 0 && o.act_bytes == 0)

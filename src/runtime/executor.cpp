@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <set>
 
 #include <chrono>
 
@@ -111,7 +112,13 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
     }
     grads_done_at_.assign(mine.size(), {});
     for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
+    first_use_at_.assign(mine.size(), {});
+    std::set<int> used;
+    for (std::size_t p = 0; p < mine.size(); ++p)
+      if ((mine[p].op == Op::F || mine[p].op == Op::FB) && used.insert(mine[p].stage).second)
+        first_use_at_[p].push_back(mine[p].stage);
   }
+  store_.on_written = opt_.on_grad_written;
   for (const Action& a : sc.actions[rank_]) {
     if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
       Stage st = model_.build(a.stage);
@@ -348,6 +355,10 @@ StepOutput RankExecutor::step() {
     const Action& a = list[p];
     out.times[p].start = since(t0);
     const ExposedComm before = engine.exposed();
+    if (opt_.before_stage_use)
+      for (int stage : first_use_at_[p]) opt_.before_stage_use(stage);
+    if (opt_.before_last_grads)
+      for (int stage : grads_done_at_[p]) opt_.before_last_grads(stage);
     switch (a.op) {
       case Op::RECV_F:
       case Op::RECV_B: post_recv(a, p); break;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -21,6 +23,10 @@ std::vector<int> stage_holders(const Mesh& mesh, const std::vector<int>& replica
 }
 
 namespace {
+
+std::string gather_what(const HolderGroup& g, std::size_t bucket) {
+  return fmt::format("the parameter all-gather of stage {}, bucket {} of {}", g.stage, bucket + 1, g.buckets.size());
+}
 
 torch::Tensor owned_chunk(const GradBucket& b, const HolderGroup& g) {
   return b.flat.narrow(0, g.index * b.chunk, b.chunk);
@@ -69,7 +75,9 @@ GradReducer::GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages,
         }
         g.buckets.back().last = i + 1;
         g.buckets.back().end = offset += n;
+        g.bucket_of.push_back(g.buckets.size() - 1);
       }
+      g.seen.assign(g.params.size(), 0);
       for (GradBucket& bucket : g.buckets) bucket.chunk = (bucket.end - bucket.begin + g.holders() - 1) / g.holders();
       if (opt_.shard) share_storage(g);
       by_stage_[s].push_back(groups_.size());
@@ -79,6 +87,32 @@ GradReducer::GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages,
   for (const HolderGroup& g : groups_)
     for (const GradBucket& b : g.buckets)
       if (opt_.shard) owned_params_.push_back(b.values.narrow(0, g.index * b.chunk, b.chunk));
+  if (!replica_sum_) add_hooks();
+}
+
+GradReducer::~GradReducer() { self_.reset(); }
+
+// A hook on every parameter's gradient accumulator reports autograd's
+// writes (SplitLinear writes its weights' gradients itself and reports
+// through its store).
+void GradReducer::add_hooks() {
+  self_ = std::make_shared<GradReducer*>(this);
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi)
+    for (std::size_t i = 0; i < groups_[gi].params.size(); ++i) {
+      const torch::Tensor& p = groups_[gi].params[i];
+      param_at_[p.unsafeGetTensorImpl()] = {gi, i};
+      if (!p.requires_grad()) continue;
+      std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(p);
+      if (!acc) continue;
+      std::weak_ptr<GradReducer*> self = self_;
+      acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [self, impl = p.unsafeGetTensorImpl()](const torch::autograd::variable_list& outputs,
+                                                 const torch::autograd::variable_list&) {
+            if (auto r = self.lock()) (*r)->written(impl);
+            return outputs;
+          }));
+      accumulators_.push_back(std::move(acc));
+    }
 }
 
 void GradReducer::share_storage(HolderGroup& g) {
@@ -101,44 +135,111 @@ std::string GradReducer::what(const HolderGroup& g, std::size_t bucket) const {
                      g.expert ? "expert" : "dense", bucket + 1, g.buckets.size());
 }
 
-void GradReducer::launch(HolderGroup& g) {
-  if (g.started) return;
-  g.started = true;
+void GradReducer::post_bucket(HolderGroup& g, std::size_t i) {
+  GradBucket& b = g.buckets[i];
   torch::NoGradGuard no_grad;
-  for (GradBucket& b : g.buckets) {
-    b.flat = torch::zeros({b.chunk * g.holders()}, g.params[b.first].options().requires_grad(false));
-    int64_t off = 0;
-    for (std::size_t i = b.first; i < b.last; ++i) {
-      const torch::Tensor& p = g.params[i];
-      if (p.grad().defined()) b.flat.narrow(0, off, p.numel()).copy_(p.grad().reshape({-1}));
-      off += p.numel();
-    }
-    if (g.comm) b.work = opt_.shard ? g.comm->ireduce_scatter(b.flat) : g.comm->iall_reduce(b.flat, c10d::ReduceOp::SUM);
+  b.flat = torch::zeros({b.chunk * g.holders()}, g.params[b.first].options().requires_grad(false));
+  int64_t off = 0;
+  for (std::size_t k = b.first; k < b.last; ++k) {
+    const torch::Tensor& p = g.params[k];
+    if (p.grad().defined()) b.flat.narrow(0, off, p.numel()).copy_(p.grad().reshape({-1}));
+    off += p.numel();
   }
+  if (!g.comm) return;
+  auto post = [comm = g.comm, flat = b.flat, shard = opt_.shard]() mutable {
+    return shard ? comm->ireduce_scatter(flat) : comm->iall_reduce(flat, c10d::ReduceOp::SUM);
+  };
+  if (opt_.engine)
+    b.ticket = opt_.engine->post_background(Half::Backward, CommPoint::GradReduce, *g.comm,
+                                            b.flat.numel() * b.flat.element_size(), what(g, i), post);
+  else
+    b.work = post();
+}
+
+// Posts the buckets that are final, from the last one down, stopping at the
+// first that is not.
+void GradReducer::post_ready(HolderGroup& g) {
+  const std::size_t n = g.buckets.size();
+  while (g.posted < n) {
+    const std::size_t i = n - 1 - g.posted;
+    const GradBucket& b = g.buckets[i];
+    if (b.written < static_cast<int>(b.last - b.first)) return;
+    post_bucket(g, i);
+    ++g.posted;
+  }
+}
+
+void GradReducer::launch(HolderGroup& g) {
+  for (GradBucket& b : g.buckets) b.written = static_cast<int>(b.last - b.first);
+  post_ready(g);
+}
+
+void GradReducer::arm(int stage) {
+  if (replica_sum_) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_stage_.find(stage);
+  if (it == by_stage_.end()) return;
+  for (std::size_t i : it->second) groups_[i].armed = true;
+}
+
+void GradReducer::grad_written(const torch::Tensor& param) { written(param.unsafeGetTensorImpl()); }
+
+void GradReducer::written(const c10::TensorImpl* impl) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = param_at_.find(impl);
+  if (it == param_at_.end()) return;
+  HolderGroup& g = groups_[it->second.first];
+  const std::size_t i = it->second.second;
+  if (!g.armed || g.seen[i]) return;
+  g.seen[i] = 1;
+  ++g.buckets[g.bucket_of[i]].written;
+  post_ready(g);
 }
 
 void GradReducer::start(int stage) {
   if (replica_sum_) return;  // the point-to-point sum runs once, in finish()
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = by_stage_.find(stage);
   if (it == by_stage_.end()) return;
   for (std::size_t i : it->second) launch(groups_[i]);
 }
 
+int GradReducer::buckets_started(int stage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  auto it = by_stage_.find(stage);
+  if (it != by_stage_.end())
+    for (std::size_t i : it->second) n += static_cast<int>(groups_[i].posted);
+  return n;
+}
+
 void GradReducer::finish() {
   if (replica_sum_) replica_sum_();
+  std::lock_guard<std::mutex> lock(mu_);
   for (HolderGroup& g : groups_) launch(g);
   torch::NoGradGuard no_grad;
   for (HolderGroup& g : groups_) {
-    for (std::size_t i = 0; i < g.buckets.size(); ++i)
-      if (g.buckets[i].work) g.comm->wait(g.buckets[i].work, -1, [&] { return what(g, i); });
+    for (std::size_t k = g.buckets.size(); k-- > 0;) {  // in posting order
+      GradBucket& b = g.buckets[k];
+      if (b.ticket)
+        opt_.engine->wait(Half::Backward, b.ticket);
+      else if (b.work)
+        g.comm->wait(b.work, -1, [&] { return what(g, k); });
+    }
     if (!opt_.shard && g.comm)  // without a group the gradients are already the sums
       for (const GradBucket& b : g.buckets) {
         std::vector<torch::Tensor> params(g.params.begin() + static_cast<std::ptrdiff_t>(b.first),
                                           g.params.begin() + static_cast<std::ptrdiff_t>(b.last));
         set_flat_grads(params, b.flat.narrow(0, 0, b.end - b.begin));
       }
-    for (GradBucket& b : g.buckets) b.work = compat::WorkPtr();
-    g.started = false;
+    for (GradBucket& b : g.buckets) {
+      b.work = compat::WorkPtr();
+      b.ticket = nullptr;
+      b.written = 0;
+    }
+    std::fill(g.seen.begin(), g.seen.end(), 0);
+    g.armed = false;
+    g.posted = 0;
   }
 }
 
@@ -171,19 +272,45 @@ std::vector<torch::Tensor> GradReducer::owned_grads() const {
 
 void GradReducer::write_back_params() {
   // The owned chunks are views of the storage: gather every holder's in place.
-  std::vector<std::pair<HolderGroup*, std::size_t>> pending;
-  for (HolderGroup& g : groups_)
-    if (g.comm)
-      for (std::size_t i = 0; i < g.buckets.size(); ++i) {
-        g.buckets[i].work = g.comm->iall_gather(g.buckets[i].values);
-        pending.emplace_back(&g, i);
-      }
-  for (auto& [g, i] : pending) {
-    g->comm->wait(g->buckets[i].work, -1, [&, g_ = g, i_ = i] {
-      return fmt::format("the parameter all-gather of stage {}, bucket {} of {}", g_->stage, i_ + 1, g_->buckets.size());
-    });
-    g->buckets[i].work = compat::WorkPtr();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (HolderGroup& g : groups_)
+      if (g.comm)
+        for (std::size_t i = 0; i < g.buckets.size(); ++i) {
+          GradBucket& b = g.buckets[i];
+          auto post = [comm = g.comm, values = b.values]() mutable { return comm->iall_gather(values); };
+          if (opt_.engine)
+            b.gather = opt_.engine->post_background(
+                Half::Forward, CommPoint::GradReduce, *g.comm, b.chunk * b.values.element_size(),
+                gather_what(g, i), post);
+          else
+            b.gather_work = post();
+        }
   }
+  if (!opt_.defer_gather) wait_params();
+}
+
+void GradReducer::wait_gathers(HolderGroup& g) {
+  for (std::size_t i = 0; i < g.buckets.size(); ++i) {
+    GradBucket& b = g.buckets[i];
+    if (b.gather) opt_.engine->wait(Half::Forward, b.gather);
+    if (b.gather_work)
+      g.comm->wait(b.gather_work, -1, [&] { return gather_what(g, i); });
+    b.gather = nullptr;
+    b.gather_work = compat::WorkPtr();
+  }
+}
+
+void GradReducer::wait_params(int stage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_stage_.find(stage);
+  if (it == by_stage_.end()) return;
+  for (std::size_t i : it->second) wait_gathers(groups_[i]);
+}
+
+void GradReducer::wait_params() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (HolderGroup& g : groups_) wait_gathers(g);
 }
 
 }  // namespace dualpipe

@@ -35,7 +35,9 @@ class LaneTicket {
   const Comm* comm = nullptr;
   std::string what;
   LaneRecord record;
-  compat::WorkPtr work;  // without a lane: the posted work, waited by the poster
+  compat::WorkPtr work;  // without a lane, or in the background: the posted work, waited by the poster
+  bool background = false;
+  bool posted = false;  // background: the lane has posted it
   bool done = false;
   std::exception_ptr error;
 };
@@ -61,6 +63,16 @@ void run_ticket(LaneTicket& t) {
     t.error = std::current_exception();
   }
   t.record.done = OverlapEngine::now();
+}
+
+// Posts a background ticket's collective without waiting for it.
+void post_ticket(LaneTicket& t) {
+  t.record.started = OverlapEngine::now();
+  try {
+    t.work = t.post();
+  } catch (...) {
+    t.error = std::current_exception();
+  }
 }
 
 }  // namespace
@@ -103,25 +115,44 @@ void OverlapEngine::lane_loop() {
     }
     LaneTicketPtr t = lane_queue_.front();
     lock.unlock();
-    run_ticket(*t);
+    if (t->background)
+      post_ticket(*t);
+    else
+      run_ticket(*t);
     lock.lock();
     lane_queue_.pop_front();
-    t->done = true;
-    records_.push_back(t->record);
+    if (t->background) {
+      t->posted = true;  // its waiter finishes it
+    } else {
+      t->done = true;
+      records_.push_back(t->record);
+    }
     cv_.notify_all();
   }
 }
 
 LaneTicketPtr OverlapEngine::post(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
-                                  std::function<compat::WorkPtr()> post) {
+                                  std::function<compat::WorkPtr()> post_fn) {
+  return enqueue(h, p, comm, bytes, std::move(what), std::move(post_fn), false);
+}
+
+LaneTicketPtr OverlapEngine::post_background(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                             std::function<compat::WorkPtr()> post_fn) {
+  return enqueue(h, p, comm, bytes, std::move(what), std::move(post_fn), true);
+}
+
+LaneTicketPtr OverlapEngine::enqueue(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                     std::function<compat::WorkPtr()> post_fn, bool background) {
   auto t = std::make_shared<LaneTicket>();
-  t->post = std::move(post);
+  t->post = std::move(post_fn);
   t->comm = &comm;
   t->what = std::move(what);
+  t->background = background;
   t->record = LaneRecord{comm.name, p, h, bytes, now(), 0, 0};
   if (!opt_.lane) {  // posted at once, waited by the poster (transfers may run together)
     t->record.started = t->record.posted;
     t->work = t->post();
+    t->posted = true;
     return t;
   }
   {
@@ -135,16 +166,24 @@ LaneTicketPtr OverlapEngine::post(Half h, CommPoint p, const Comm& comm, int64_t
 void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   close_piece(h);
   const double t0 = now();
-  if (!opt_.lane && !t->done) {
-    try {
-      t->comm->wait(t->work, -1, [&] { return t->what; });
-    } catch (...) {
-      t->error = std::current_exception();
+  if (t->background || !opt_.lane) {  // the poster waits for the work itself
+    bool finished;  // waited already, or the lane stopped before posting it
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return t->posted || t->done; });
+      finished = t->done;
     }
-    t->record.done = now();
-    std::lock_guard<std::mutex> lock(mu_);
-    t->done = true;
-    records_.push_back(t->record);
+    if (!finished) {
+      try {
+        if (!t->error) t->comm->wait(t->work, -1, [&] { return t->what; });
+      } catch (...) {
+        t->error = std::current_exception();
+      }
+      t->record.done = now();
+      std::lock_guard<std::mutex> lock(mu_);
+      t->done = true;
+      records_.push_back(t->record);
+    }
   }
   {
     std::unique_lock<std::mutex> lock(mu_);

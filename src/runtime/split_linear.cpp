@@ -21,14 +21,17 @@ using torch::autograd::tensor_list;
 // Written by us rather than returned to autograd, in both the deferred and
 // the immediate case: accumulating with addmm_ (beta = 1) saves the
 // temporary gradient and the separate pass that adds it in.
-void accumulate_weight_grad(torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& g) {
-  torch::NoGradGuard no_grad;
-  const torch::Tensor g2 = g.reshape({-1, w.size(0)}), x2 = x.reshape({-1, w.size(1)});
-  torch::Tensor& grad = w.mutable_grad();
-  if (grad.defined())
-    grad.addmm_(g2.t(), x2);
-  else
-    grad = g2.t().mm(x2);
+void accumulate_weight_grad(torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& g, WeightGradStore* store) {
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor g2 = g.reshape({-1, w.size(0)}), x2 = x.reshape({-1, w.size(1)});
+    torch::Tensor& grad = w.mutable_grad();
+    if (grad.defined())
+      grad.addmm_(g2.t(), x2);
+    else
+      grad = g2.t().mm(x2);
+  }
+  if (store && store->on_written) store->on_written(w);
 }
 
 struct LinearFn : torch::autograd::Function<LinearFn> {
@@ -47,9 +50,9 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     torch::Tensor grad_x = torch::matmul(g, w);
     auto* store = reinterpret_cast<WeightGradStore*>(ctx->saved_data["store"].toInt());
     if (store && store->deferring())
-      store->defer([x, g, w]() mutable { accumulate_weight_grad(w, x, g); });
+      store->defer([x, g, w, store]() mutable { accumulate_weight_grad(w, x, g, store); });
     else
-      accumulate_weight_grad(w, x, g);
+      accumulate_weight_grad(w, x, g, store);
     // No gradient for w through autograd: it is in w.grad already.
     return {grad_x, torch::Tensor(), torch::Tensor()};
   }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "schedule/big_array.h"
+#include "sim/link.h"
 #include "dualpipe/schedule/check.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/placement.h"
@@ -72,40 +73,79 @@ PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b) {
   return p;
 }
 
-PairTime alternating_pair(const ChunkWork& f, const ChunkWork& b, const std::vector<double>& f_pieces,
-                          const std::vector<double>& b_pieces) {
-  struct Task {
-    std::vector<double> pieces;
-    double a2a;
-    std::size_t next = 0;
-    double ready = 0.0;  // when its posted all-to-all is done
-    bool left() const { return next < pieces.size(); }
-  };
-  auto cut = [](const ChunkWork& w, const std::vector<double>& given) {
-    if (!given.empty()) return given;
-    return std::vector<double>(static_cast<std::size_t>(w.phases + 1), w.compute / (w.phases + 1));
-  };
-  Task t[2] = {{cut(f, f_pieces), f.a2a}, {cut(b, b_pieces), b.a2a}};
-  double now = 0, link = 0;
+namespace {
+
+// One half of a pair (or a chunk alone) as the runtime runs it: compute
+// pieces with an all-to-all posted between each two; at its end its output
+// transfer (`send` link time, then `latency`) is posted.
+struct HalfRun {
+  std::vector<double> pieces;
+  double compute = 0;   // the pieces' sum
+  double a2a = 0;
+  double send = -1;     // link time of its output transfer; < 0: none
+  double latency = 0;
+  std::size_t next = 0;
+  double ready = 0;     // when its posted all-to-all is done
+  double posted = 0;    // when it was posted
+  double arrived = 0;   // out: when its output is at the receiver
+  double end = 0;       // out: when its last piece ended
+  bool left() const { return next < pieces.size(); }
+};
+
+std::vector<double> cut(const ChunkWork& w, const std::vector<double>& given) {
+  if (!given.empty()) return given;
+  return std::vector<double>(static_cast<std::size_t>(w.phases + 1), w.compute / (w.phases + 1));
+}
+
+// Runs the halves from `t0` on `link`: alternating (the engine's turns: they
+// swap at every all-to-all post, F first, a half that comes back waits for
+// its transfer) or one after the other. `n` halves: 1 (a chunk) or 2.
+// Returns times relative to t0; the halves get their absolute end and arrival.
+PairTime run_halves(HalfRun* h, int n, bool alternate, RankLink& link, double t0) {
+  double now = t0;
   int cur = 0;  // the forward starts
   PairTime p;
-  while (t[0].left() || t[1].left()) {
-    if (!t[cur].left()) cur = 1 - cur;
-    Task& k = t[cur];
+  auto any_left = [&] { return h[0].left() || (n > 1 && h[1].left()); };
+  while (any_left()) {
+    if (!h[cur].left()) cur = 1 - cur;
+    HalfRun& k = h[cur];
     if (k.ready > now) {
-      p.waits.push_back({now, k.ready});  // the turn holder waits for its transfer
-      p.exposed += k.ready - now;
+      p.waits.push_back({now - t0, k.ready - t0});  // the turn holder waits for its transfer
+      // A whole transfer waited from its post: its own time, unrounded.
+      p.exposed += now == k.posted && k.ready == k.posted + k.a2a ? k.a2a : k.ready - now;
       now = k.ready;
     }
     now += k.pieces[k.next++];
-    if (k.left()) {  // an all-to-all post: on the link after the ones before it
-      link = std::max(now, link) + k.a2a;
-      k.ready = link;
+    if (k.left()) {
+      k.posted = now;
+      k.ready = link.send(now, k.a2a);  // an all-to-all post: on the link in posting order
+    } else {
+      k.end = now;
+      k.arrived = k.send < 0 ? now : link.send(now, k.send) + k.latency;
     }
-    cur = 1 - cur;  // hand over (at a post, or for good when this half ended)
+    if (alternate && n > 1) cur = 1 - cur;  // hand over (at a post, or for good when this half ended)
   }
-  p.duration = now;
+  // At every moment a piece computes or the turn holder waits: the same
+  // sum, without the rounding of adding up pieces.
+  double compute = 0;
+  for (int i = 0; i < n; ++i) compute += h[i].compute;
+  p.duration = compute + p.exposed;
   return p;
+}
+
+}  // namespace
+
+PairTime alternating_pair(const ChunkWork& f, const ChunkWork& b, const std::vector<double>& f_pieces,
+                          const std::vector<double>& b_pieces) {
+  HalfRun h[2];
+  h[0].pieces = cut(f, f_pieces);
+  h[0].compute = f.compute;
+  h[0].a2a = f.a2a;
+  h[1].pieces = cut(b, b_pieces);
+  h[1].compute = b.compute;
+  h[1].a2a = b.a2a;
+  RankLink link;
+  return run_halves(h, 2, true, link, 0.0);
 }
 
 SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
@@ -127,22 +167,33 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
   }
   const double hop = c.transfer();
   const bool comm = c.has_a2a();
+  const bool on_link = c.link != Costs::Link::Apart;
+  const double send_work = c.bandwidth > 0 ? c.act_bytes / c.bandwidth : 0.0;  // a pipeline send on the link
+  std::vector<RankLink> links(static_cast<std::size_t>(s.ranks), RankLink(c.link));
+  // When each output is at its consumer's rank.
+  BigArray<double> fwd_at(cells), grad_at(cells);
   if (comm && opt.timeline) res.a2a_waits.resize(s.ranks);
   auto work = [&](double compute, int stage, bool fwd) {
     return ChunkWork{compute, c.phases(stage), fwd ? c.a2a_fwd(stage) : c.a2a_bwd(stage)};
   };
-  auto arrive = [&](const BigArray<double>& end, int stage, int mb, int rank) {
-    std::size_t k = idx(stage, mb);
-    return end[k] + (placement.rank(stage, mb) != rank ? hop : 0.0);
-  };
   // Earliest start of each half, given the inputs it needs.
-  auto fwd_ready = [&](int stage, int mb, int rank) {
-    return stage > 0 ? arrive(fwd_end, stage - 1, mb, rank) : 0.0;
-  };
-  auto bwd_ready = [&](int stage, int mb, int rank) {
+  auto fwd_ready = [&](int stage, int mb, int) { return stage > 0 ? fwd_at[idx(stage - 1, mb)] : 0.0; };
+  auto bwd_ready = [&](int stage, int mb, int) {
     double t = fwd_end[idx(stage, mb)];
-    if (stage + 1 < s.stages) t = std::max(t, arrive(grad_end, stage + 1, mb, rank));
+    if (stage + 1 < s.stages) t = std::max(t, grad_at[idx(stage + 1, mb)]);
     return t;
+  };
+  // The output transfer of half `h` run on rank r: none (-1) when its
+  // consumer runs on r or there is none.
+  auto send_of = [&](const Action& h, int r) {
+    const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
+    if (h.op == Op::W || to < 0 || to >= s.stages || placement.rank(to, h.mb) == r) return -1.0;
+    return send_work;
+  };
+  // Records when a half's output is at its consumer.
+  auto deliver = [&](const Action& h, double at) {
+    if (h.op == Op::F) fwd_at[idx(h.stage, h.mb)] = at;
+    if (is_backward(h.op)) grad_at[idx(h.stage, h.mb)] = at;
   };
 
   Walker walker(s);
@@ -171,39 +222,71 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
       }
       default: break;  // transfers are charged on the edge, not on the rank
     }
-    // All-to-all phases: only chunks that have some, so that everything else
-    // keeps exactly the figures it had without this model.
-    double exposed = 0, on_link = 0;
+    // All-to-all phases (only chunks that have some, so that everything else
+    // keeps exactly the figures it had without this model) and, with a link
+    // model, the pipeline sends: on the rank's link.
+    double exposed = 0, a2a_time = 0;
     PairTime waits;
-    if (comm && (a.op == Op::F || is_backward(a.op))) {
-      const ChunkWork w = work(dur, a.stage, a.op == Op::F);
-      if (talks(w)) {
-        on_link = exposed = link_time(w);
-        if (opt.timeline) chunk_waits(w, 0, waits.waits);
-        dur += exposed;
+    HalfRun runs[2];
+    const auto parts = halves(a);
+    bool ran = false;  // the halves ran on the link (their ends and arrivals are known)
+    if (a.op == Op::F || is_backward(a.op) || a.op == Op::W) {
+      const ChunkWork wk = work(dur, a.stage, a.op == Op::F);
+      const bool talk = comm && a.op != Op::W && talks(wk);
+      if (talk || on_link) {
+        const ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
+        runs[0].pieces = cut(w, {});
+        runs[0].compute = w.compute;
+        runs[0].a2a = w.a2a;
+        runs[0].send = on_link ? send_of(a, r) : -1;
+        runs[0].latency = c.latency;
+        waits = run_halves(runs, 1, false, links[r], start);
+        if (talk) a2a_time = link_time(w);
+        exposed = waits.exposed;
+        dur = waits.duration;
+        ran = true;
       }
-    } else if (comm && a.op == Op::FB) {
+    } else if (a.op == Op::FB) {
       const Action f = a.forward_half(), b = a.backward_half();
       ChunkWork wf = work(c.f(f.stage), f.stage, true), wb = work(c.b(b.stage), b.stage, false);
-      if (talks(wf) || talks(wb)) {
-        if (c.FB) {  // FB is the pair's compute: share it in the ratio F : B
-          const double sum = wf.compute + wb.compute;
-          wf.compute = sum > 0 ? *c.FB * wf.compute / sum : *c.FB / 2;
-          wb.compute = sum > 0 ? *c.FB * wb.compute / sum : *c.FB / 2;
-        }
-        if (!c.fb_overlap)
-          waits = serial_pair(wf, wb);
-        else if (c.pair_turns == Costs::PairTurns::FirstReady)
-          waits = overlapped_pair(wf, wb);
-        else
-          waits = alternating_pair(wf, wb, c.pieces_of(c.f_pieces, f.stage, wf), c.pieces_of(c.b_pieces, b.stage, wb));
-        on_link = link_time(wf) + link_time(wb);
+      const bool talk = comm && (talks(wf) || talks(wb));
+      if (c.FB || !c.FB_pair.empty()) {  // the pair's compute given: share it in the ratio F : B
+        const double sum = wf.compute + wb.compute;
+        wf.compute = sum > 0 ? dur * wf.compute / sum : dur / 2;
+        wb.compute = sum > 0 ? dur * wb.compute / sum : dur / 2;
+      }
+      if (!talk) {  // no all-to-all: the pair's compute as one piece, both sends at its end
+        wf = ChunkWork{dur, 0, 0};
+        wb = ChunkWork{0, 0, 0};
+      }
+      if (!talks(wf)) wf = ChunkWork{wf.compute, 0, 0};
+      if (!talks(wb)) wb = ChunkWork{wb.compute, 0, 0};
+      const bool alternate = talk && c.fb_overlap;
+      if (alternate && c.pair_turns == Costs::PairTurns::FirstReady) {
+        waits = overlapped_pair(wf, wb);  // its own link (the pipeline sends go out at its end)
+        dur = waits.duration;
+      } else if (talk || on_link) {
+        // Measured pieces where the halves alternate; equal ones otherwise.
+        runs[0].pieces = cut(wf, alternate ? c.pieces_of(c.f_pieces, f.stage, wf) : std::vector<double>{});
+        runs[1].pieces = cut(wb, alternate ? c.pieces_of(c.b_pieces, b.stage, wb) : std::vector<double>{});
+        runs[0].compute = wf.compute;
+        runs[1].compute = wb.compute;
+        runs[0].a2a = wf.a2a;
+        runs[1].a2a = wb.a2a;
+        runs[0].send = on_link ? send_of(f, r) : -1;
+        runs[1].send = on_link ? send_of(b, r) : -1;
+        runs[0].latency = runs[1].latency = c.latency;
+        waits = run_halves(runs, 2, alternate, links[r], start);
+        dur = waits.duration;
+        ran = true;
+      }
+      if (talk) {
+        a2a_time = link_time(wf) + link_time(wb);
         exposed = waits.exposed;
-        dur = c.fb_overlap ? waits.duration : dur + exposed;
       }
     }
-    if (on_link > 0) {
-      st.a2a_total += on_link;
+    if (a2a_time > 0) {
+      st.a2a_total += a2a_time;
       st.exposed_a2a += exposed;
       if (opt.timeline)
         for (const Span& w : waits.waits) res.a2a_waits[r].push_back({start + w.start, start + w.end});
@@ -212,7 +295,15 @@ SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
     // An F&B pair ends both halves at its end. The new forward's activation
     // is alive from its start; a pair frees its backward's one at its end,
     // so it peaks at +1.
-    for (const Action& h : halves(a)) {
+    for (int k = 0; k < parts.count; ++k) {
+      const Action& h = parts.part[k];
+      // Without a link model (or for a pair whose halves ran elsewhere) the
+      // output goes at the action's end and takes transfer() on its own edge.
+      const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
+      const bool away = h.op != Op::W && to >= 0 && to < s.stages && placement.rank(to, h.mb) != r;
+      double at = end + (away ? hop : 0.0);
+      if (ran && on_link) at = runs[k].arrived;
+      deliver(h, at);
       if (h.op == Op::F) {
         fwd_end[idx(h.stage, h.mb)] = end;
         st.peak_activations = std::max(st.peak_activations, ++live[r]);

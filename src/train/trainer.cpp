@@ -138,12 +138,22 @@ std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, 
   GradReduceOptions g;
   g.bucket_bytes = o.bucket_bytes;
   g.shard = o.zero;
+  g.engine = exec.options().engine;
+  // Sharded and overlapped: the parameters' all-gather after the update runs
+  // on into the next step, waited where each stage is first used; a caller
+  // that reads the parameters after adamw_step calls wait_params() first.
+  g.defer_gather = o.overlap && o.zero && mesh.make_group;
   // A caller's single pipeline group cannot make holder groups: replicas are
   // then summed point to point by the executor.
   std::function<void()> p2p;
   if (!mesh.make_group) p2p = [&exec] { exec.sum_replica_grads(); };
   auto r = std::make_unique<GradReducer>(mesh, exec.stages(), exec.replicas(), g, p2p);
-  if (o.overlap && mesh.make_group) exec.set_on_grads_done([p = r.get()](int stage) { p->start(stage); });
+  if (o.overlap && mesh.make_group) {
+    exec.set_on_grads_done([p = r.get()](int stage) { p->start(stage); });
+    exec.set_grad_hooks([p = r.get()](int stage) { p->arm(stage); },
+                        [p = r.get()](const torch::Tensor& param) { p->grad_written(param); });
+    if (o.zero) exec.set_before_stage_use([p = r.get()](int stage) { p->wait_params(stage); });
+  }
   return r;
 }
 
@@ -343,8 +353,10 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     st.seconds = seconds_since(t0);
     if (k < opt.warmup_steps) continue;
     const int done = k + 1 - opt.warmup_steps;
-    if (!ck.dir.empty() && ((ck.every > 0 && done % ck.every == 0) || done == opt.steps))
+    if (!ck.dir.empty() && ((ck.every > 0 && done % ck.every == 0) || done == opt.steps)) {
+      reducer->wait_params();  // the file holds the updated parameters
       save_checkpoint(ck_save, done, exec.stages(), adam.get(), *comm);
+    }
     run.steps.push_back(st);
     run.last_times = out.times;
     ExposedComm exposed = out.exposed;
@@ -368,6 +380,7 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
     reducer->finish();  // the reductions it started
     exec.track_memory = false;
   }
+  reducer->wait_params();
   if (adam) run.optimizer_bytes = optimizer_state_bytes(*adam);
   run.device_overruns = engine->overruns();
   for (const auto& [s, st] : exec.stages()) {

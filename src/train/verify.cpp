@@ -102,6 +102,7 @@ VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const 
     torch::Tensor sq = torch::tensor({reducer->owned_sq_norm()}, torch::kFloat64);
     mesh.world->all_reduce(sq, c10d::ReduceOp::SUM, "the gradient norm");
     adamw_step(*reducer, *adam, std::sqrt(sq.item<double>()), o.clip, o.lr);
+    reducer->wait_params();  // an overlapped ZeRO-1 all-gather runs on past the update
   }
   // The reference: every expert in one model, every pipeline's micro-batches.
   ModelConfig whole = mine;

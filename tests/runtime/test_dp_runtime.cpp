@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli_run.h"
+#include "dualpipe/runtime/executor.h"
 #include "dualpipe/runtime/grad_reduce.h"
 #include "dualpipe/runtime/launch.h"
 #include "dualpipe/runtime/mesh.h"
@@ -17,6 +18,7 @@
 #include "dualpipe/schedule/lower.h"
 #include "thread_ranks.h"
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/models.h"
 #include "train/remove_tree.h"
 #include "dualpipe/train/trainer.h"
 #include "dualpipe/train/verify.h"
@@ -155,6 +157,38 @@ TEST(DpRuntime, ReductionIsDeterministicAndOverlapChangesNoBit) {
   for (const auto& [stage, p] : z[0].final_params) {
     EXPECT_TRUE(torch::equal(p, z[2].final_params.at(stage)));
     EXPECT_LT((p - a[0].final_params.at(stage)).abs().max().item<double>(), 1e-5);
+  }
+}
+
+// As PyTorch DDP's hooks do, a bucket starts reducing the moment its
+// gradients are final, inside the stage's last backward (or W): when that
+// action ends (on_grads_done), some of the stage's buckets are already on
+// their way. Without the early start none would be until then.
+TEST(DpRuntime, BucketsStartInsideTheStagesLastBackward) {
+  for (const char* method : {"1f1b", "zb1p", "dualpipe"}) {
+    Schedule s = lower(generate(method, Shape{2, 4}));
+    TrainOptions t = test_support::small_train_options(s, "mlp", 1, torch::kFloat32);
+    std::vector<int> early(4, 0), stages(4, 0);
+    run_mesh_threads(MeshShape{2, 1, 2}, [&](const Mesh& m) {
+      auto engine = std::make_shared<OverlapEngine>();
+      PipelineModel model = make_model(rank_model_config(t.model, s, m), ExpertGroup{m.expert, m.expert_bwd, engine});
+      RankExecutor exec(s, m.coord.pp, model, m.pipeline, rank_executor_options(m, true, engine));
+      ReduceOptions ro;
+      ro.bucket_bytes = 256;  // one bucket per weight
+      std::unique_ptr<GradReducer> reducer = make_reducer(exec, m, ro);
+      GradReducer* r = reducer.get();
+      exec.set_on_grads_done([&early, &stages, r, rank = m.rank](int stage) {
+        early[rank] += r->buckets_started(stage) > 0 ? 1 : 0;
+        ++stages[rank];
+        r->start(stage);
+      });
+      exec.step();
+      reducer->finish();
+    });
+    for (int rank = 0; rank < 4; ++rank) {
+      EXPECT_GT(stages[rank], 0) << method << " rank " << rank;
+      EXPECT_EQ(early[rank], stages[rank]) << method << " rank " << rank;
+    }
   }
 }
 

@@ -59,6 +59,18 @@ struct ExecutorOptions {
   // whose backward half is that stage): the stage's gradients are final on
   // this rank, so their reduction can start while the step goes on.
   std::function<void(int stage)> on_grads_done;
+  // For a reduction that starts inside that last action, bucket by bucket
+  // (as PyTorch DDP's autograd hooks do): before_last_grads(stage) is called
+  // on the stepping thread just before it, and on_grad_written(param)
+  // whenever a SplitLinear layer of this rank has written a weight gradient
+  // (on the thread that ran it; autograd's own parameters are seen through
+  // their gradient accumulators' hooks, which the listener registers).
+  std::function<void(int stage)> before_last_grads;
+  std::function<void(const torch::Tensor& param)> on_grad_written;
+  // Called on the stepping thread just before the rank's first action of the
+  // step that runs `stage` (its first forward): the stage's parameters must
+  // be in place by then (a sharded optimizer's all-gather waits here).
+  std::function<void(int stage)> before_stage_use;
 };
 
 struct ActionTime {
@@ -110,6 +122,14 @@ class RankExecutor {
   OverlapEngine& engine() { return *opt_.engine; }
   // Replaces ExecutorOptions::on_grads_done (for a hook made after the executor).
   void set_on_grads_done(std::function<void(int stage)> f) { opt_.on_grads_done = std::move(f); }
+  // Replaces ExecutorOptions::before_last_grads and on_grad_written.
+  void set_grad_hooks(std::function<void(int stage)> before_last, std::function<void(const torch::Tensor&)> written) {
+    opt_.before_last_grads = std::move(before_last);
+    opt_.on_grad_written = std::move(written);
+    store_.on_written = opt_.on_grad_written;
+  }
+  // Replaces ExecutorOptions::before_stage_use.
+  void set_before_stage_use(std::function<void(int stage)> f) { opt_.before_stage_use = std::move(f); }
 
  private:
   struct Slot;
@@ -165,6 +185,8 @@ class RankExecutor {
   std::vector<int> send_pos_, consume_pos_;
   // Per position of this rank's list: the stages whose gradients are final after it.
   std::vector<std::vector<int>> grads_done_at_;
+  // [position]: the stages whose first action of the step is there.
+  std::vector<std::vector<int>> first_use_at_;
   std::vector<PendingSend> sends_;
   std::mutex send_mu_;             // sends_ and sent_early_: both halves of a pair send
   std::vector<char> sent_early_;   // per position of this rank's list: a SEND already posted

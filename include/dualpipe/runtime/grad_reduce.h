@@ -25,20 +25,37 @@
 // only per-chunk memory. Without sharding the bucket is all-reduced. Either way the global gradient norm is the sum, over
 // ranks, of the squares of the chunks they own: each element counts once.
 //
-// Overlap: start(stage) may be called as soon as the stage's gradients are
-// final on this rank (ExecutorOptions::on_grads_done), so its buckets reduce
-// while the rest of the step runs; finish() starts what is left and waits.
+// Overlap, as PyTorch DDP's autograd hooks do it. arm(stage) is called just
+// before the rank's last action that adds to the stage's gradients
+// (ExecutorOptions::before_last_grads); during that action every parameter
+// whose gradient is written is reported to grad_written() (hooks on
+// autograd's gradient accumulators, registered here, and SplitLinear's
+// WeightGradStore::on_written). A bucket whose parameters have all been
+// written there is final and starts at once, inside the backward or W. The
+// buckets of a group start in one fixed order, last bucket first (a backward
+// writes the last layers first): a bucket that is final waits for the ones
+// after it, so every holder posts the same sequence. start(stage), called
+// right after that action (ExecutorOptions::on_grads_done), starts the rest
+// of the stage's buckets (parameters the action did not touch: their
+// gradients were final before it); finish() starts what is left and waits.
+// With an engine, collectives are posted on its lane in their turn without
+// holding it (OverlapEngine::post_background).
 //
-// Thread-safety: one thread calls every method. Ownership: the reducer keeps
-// the holder groups it made and refers to the stages' parameters.
+// Thread-safety: every method is internally locked; grad_written() may come
+// from the thread that runs the backward half of an F&B pair. Ownership: the
+// reducer keeps the holder groups it made and refers to the stages'
+// parameters; the hooks it leaves on them do nothing once it is gone.
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "dualpipe/runtime/comm.h"
 #include "dualpipe/runtime/mesh.h"
+#include "dualpipe/runtime/overlap.h"
 #include "dualpipe/runtime/stage.h"
 
 namespace dualpipe {
@@ -46,6 +63,11 @@ namespace dualpipe {
 struct GradReduceOptions {
   int64_t bucket_bytes = 25 << 20;  // as PyTorch DDP's default
   bool shard = false;               // ZeRO-1: reduce-scatter, owned chunks, all-gather
+  // The rank's overlap engine: collectives go on its lane (in the
+  // background). Null: posted directly.
+  std::shared_ptr<OverlapEngine> engine;
+  // Sharded: write_back_params() returns with the all-gathers in flight.
+  bool defer_gather = false;
 };
 
 // A bucket: parameters [first, last) of its group, elements [begin, end) of
@@ -56,7 +78,11 @@ struct GradBucket {
   int64_t chunk = 0;     // each holder's share: ceil((end - begin) / holders)
   torch::Tensor flat;    // gradients, chunk * holders elements (zero-padded): in flight, then reduced
   torch::Tensor values;  // sharded: the parameters' storage, laid out as `flat`
-  compat::WorkPtr work;
+  compat::WorkPtr work;   // posted directly
+  LaneTicketPtr ticket;   // posted on the engine's lane
+  LaneTicketPtr gather;   // sharded: the parameters' all-gather in flight (on the lane)
+  compat::WorkPtr gather_work;  // ... or posted directly
+  int written = 0;        // of its parameters, written during the armed action
 };
 
 // One group of ranks holding the same parameters. Plain data (shares its
@@ -69,7 +95,10 @@ struct HolderGroup {
   std::vector<torch::Tensor> params;  // in registration order
   std::shared_ptr<Comm> comm;         // null: a group of one
   std::vector<GradBucket> buckets;
-  bool started = false;
+  std::vector<std::size_t> bucket_of;  // per parameter
+  std::vector<char> seen;              // per parameter: written during the armed action
+  bool armed = false;
+  std::size_t posted = 0;              // buckets posted, from the last one down
   int holders() const { return static_cast<int>(members.size()); }
 };
 
@@ -89,7 +118,16 @@ class GradReducer {
   GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages, const std::vector<std::vector<int>>& replicas,
               GradReduceOptions options, std::function<void()> replica_sum = {});
 
-  // Starts reducing `stage`'s gradients (both of its groups); once per step.
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+  ~GradReducer();
+
+  // The last action adding to `stage`'s gradients on this rank begins.
+  void arm(int stage);
+  // `param`'s gradient was written (any parameter; others are ignored).
+  void grad_written(const torch::Tensor& param);
+  // Starts reducing `stage`'s gradients (both of its groups): what the
+  // armed action has not started yet. Once per step.
   void start(int stage);
   // Starts the rest and waits for all. Unsharded: every holder's gradients
   // are the sums. Sharded: each bucket's owned chunk holds the sum.
@@ -106,13 +144,29 @@ class GradReducer {
   std::vector<torch::Tensor>& owned_params() { return owned_params_; }
   const std::vector<torch::Tensor>& owned_params() const { return owned_params_; }
   std::vector<torch::Tensor> owned_grads() const;
+  // Posts the all-gathers; waits for them unless options' defer_gather
+  // (then wait_params waits, stage by stage as the next step first uses a
+  // stage, so that the gathers overlap what runs before).
   void write_back_params();
+  // Waits for `stage`'s pending all-gathers (none: returns at once).
+  void wait_params(int stage);
+  // Waits for every pending all-gather (before anything reads all parameters).
+  void wait_params();
+
+  // Buckets of `stage` posted so far in this step (they start in
+  // bucket order from the last; finish() resets).
+  int buckets_started(int stage);
 
   const std::vector<HolderGroup>& groups() const { return groups_; }
   bool sharded() const { return opt_.shard; }
 
  private:
   void launch(HolderGroup& g);
+  void post_ready(HolderGroup& g);
+  void post_bucket(HolderGroup& g, std::size_t i);
+  void written(const c10::TensorImpl* param);
+  void wait_gathers(HolderGroup& g);
+  void add_hooks();
   void share_storage(HolderGroup& g);
   std::string what(const HolderGroup& g, std::size_t bucket) const;
   GradReduceOptions opt_;
@@ -120,6 +174,12 @@ class GradReducer {
   std::map<int, std::vector<std::size_t>> by_stage_;  // stage -> its groups
   std::vector<torch::Tensor> owned_params_;
   std::function<void()> replica_sum_;
+  std::mutex mu_;
+  // parameter -> (group, index in it), for grad_written
+  std::unordered_map<const c10::TensorImpl*, std::pair<std::size_t, std::size_t>> param_at_;
+  // The hooks hold a weak reference: they find the reducer through it while it lives.
+  std::shared_ptr<GradReducer*> self_;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // kept alive, as DDP does
 };
 
 }  // namespace dualpipe

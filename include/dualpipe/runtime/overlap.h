@@ -18,10 +18,11 @@
 // collectives in the same order. A half that ends gives the turn away for
 // good; the other one then runs alone (its waits are exposed).
 //
-// One lane. Collectives (all-to-alls, counts, gradient reductions) are posted
-// on one lane thread per rank and run there one at a time, to completion, in
-// posting order: the rank's link carries one bulk collective at a time, and
-// posting order is wire order. Pipeline sends and receives are point to point
+// One lane. Collectives (all-to-alls, counts) are posted on one lane thread
+// per rank and run there one at a time, to completion, in posting order: the
+// rank's link carries one bulk collective at a time, and posting order is
+// wire order. Gradient reductions are posted on the lane in their turn but
+// do not hold it (post_background). Pipeline sends and receives are point to point
 // and stay off the lane (a send waiting for its receiver on the lane could
 // block a collective the receiver needs first); a pair takes both halves'
 // pipeline receives before it starts.
@@ -144,6 +145,14 @@ class OverlapEngine {
   // own what it posts). `what` names it in errors. Without a lane, posts at once.
   LaneTicketPtr post(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
                      std::function<compat::WorkPtr()> post);
+  // Posts a collective that must not hold the lane: a gradient reduction,
+  // whose holders include ranks that run other action lists (the two copies
+  // of a DualPipe stage) and reach it at other times; holding the lane until
+  // they do would stop this rank's all-to-alls, which they may need first.
+  // The lane posts it in its turn (so posting order stays lane order) and
+  // goes on; wait() waits for its completion.
+  LaneTicketPtr post_background(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                std::function<compat::WorkPtr()> post);
   // A hand-over point: posts like post(), ends the half's compute piece,
   // gives the turn to the other half of a pair while the transfer runs, and
   // returns once it is complete and the turn is back.
@@ -185,6 +194,8 @@ class OverlapEngine {
     bool open = false;
     double wall0 = 0, cpu0 = 0;
   };
+  LaneTicketPtr enqueue(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                        std::function<compat::WorkPtr()> post, bool background);
   void open_piece(Half h);
   void close_piece(Half h);
   void handover(Half h);

@@ -37,6 +37,11 @@ class WeightGradStore {
   std::size_t run(long key);
   std::size_t pending() const { return pending_.size(); }
   void clear() { pending_.clear(); }
+  // Called with the parameter each time a SplitLinear layer has written a
+  // weight gradient into its .grad (in B, or in W for deferred work), on the
+  // thread that wrote it: a gradient reduction learns there that a bucket's
+  // gradients are final. Null: nobody listens.
+  std::function<void(const torch::Tensor&)> on_written;
 
  private:
   bool deferring_ = false;

@@ -50,6 +50,16 @@ struct Costs {
   // stage, for the F and B halves of pairs, e.g. measured (the runtime's calibration);
   // empty: equal pieces.
   std::vector<std::vector<double>> f_pieces, b_pieces;
+  // Where pipeline transfers go. apart: each takes transfer() on its own
+  // edge, off the rank's all-to-all link (transfers never contend). fifo:
+  // a rank's sends (act_bytes / bandwidth each, then latency) go on its link
+  // with its all-to-alls, one transfer at a time in posting order (the
+  // runtime's lane); a send is posted when the chunk or pair half that
+  // produced it ends. shared: the same transfers, but all those in flight on
+  // a link share its rate equally (processor sharing; a transfer's finish is
+  // computed when it is posted, from the transfers posted before it).
+  enum class Link { Apart, Fifo, Shared };
+  Link link = Link::Apart;
 
   double f(int stage) const { return pick(F, stage); }
   double b(int stage) const { return pick(B, stage); }
