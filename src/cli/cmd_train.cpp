@@ -24,6 +24,7 @@
 #include "dualpipe/train/diverged.h"
 #include "dualpipe/train/lr_warmup.h"
 #include "dualpipe/train/trainer.h"
+#include "train/fault.h"
 
 namespace dualpipe::cli {
 namespace {
@@ -365,7 +366,9 @@ TrainPlan build_plan(Opts& o, bool lead) {
   t.clip = o.clip;
   t.track_memory = !o.ranks.threads;  // the heap is per process
   // Only real rank processes can be killed or stalled without taking the others along.
-  if (!o.ranks.threads) t.fault = fault_from_env();
+  if (!o.ranks.threads) t.instrument = fault_hook(fault_from_env());
+  // Ctrl-C: the ranks finish the step, keep a checkpoint and the outputs, and stop together.
+  t.stop_requested = interrupt_requested;
   if (!o.checkpoint_dir.empty()) plan_checkpoints(o, s, p, lead);
   p.tokens_per_step = static_cast<double>(static_cast<int64_t>(s.micro_batches) * o.ranks.ep * o.ranks.dp *
                                           o.model.micro_batch_size * t.model.seq_len);
@@ -398,6 +401,19 @@ class Progress {
   bool text_, stream_csv_;
   int every_;
 };
+
+// After a Ctrl-C: one line on what the run kept and how to go on.
+void say_what_was_kept(const Opts& o, const TrainOptions& t, const RankRun& run) {
+  const int done = run.steps.back().step + 1;
+  std::string kept = fmt::format("the loss curve ({}, {})", o.loss_csv, o.loss_svg);
+  if (run.checkpointed)
+    kept = fmt::format("checkpoint {} and {}; go on with the same command and --resume",
+                       checkpoint_path(t.checkpoint.dir, done), kept);
+  else
+    kept += "; no --checkpoint-dir, so the parameters are not kept";
+  std::fflush(stdout);
+  fmt::print(stderr, "dualpipe: interrupted: stopped after step {} of {}; kept {}\n", done, o.steps, kept);
+}
 
 // One rank's run: the header, the steps with progress, then rank 0's report.
 int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
@@ -437,12 +453,15 @@ int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
   rr.optimizer = gather_value(run.optimizer_bytes, *mesh.world);
   if (!t.track_memory) rr.heap.clear();
   if (lead && !rr.steps.empty()) report(o, s, t, rr);
-  return 0;
+  if (!run.interrupted) return 0;
+  if (lead) say_what_was_kept(o, t, run);
+  return kInterruptedExitCode;
 }
 
 // The command itself, once its options are parsed: returns the exit code.
 int train_command(Opts& o) {
   validate(o);
+  catch_interrupts();  // the first Ctrl-C asks the ranks to stop after their step
   PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   const bool lead = is_lead_process();
   // Every output, before any rank starts (given as "" is refused, not

@@ -28,76 +28,7 @@ constexpr int kGatherTag = 1 << 30;  // above every pipeline and replica tag
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-[[noreturn]] void fire(const Fault& f, int rank, int step) {
-  // steady_clock is CLOCK_MONOTONIC on Linux: one clock for every process.
-  const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-  const char* what = f.kind == Fault::Stall ? "stalls" : "kills itself";
-  std::fprintf(stderr, "dualpipe: test fault: rank %d %s in step %d at monotonic %.6f s (pid %d)\n", rank, what, step,
-               now, static_cast<int>(getpid()));
-  std::fflush(stdout);
-  std::fflush(stderr);
-  // A stall stops the whole process, as SIGSTOP from outside would: no thread
-  // of it answers or times out, so only its peers' timeouts can notice.
-  if (f.kind == Fault::Stall) {
-    raise(SIGSTOP);
-    for (;;) pause();  // continued without a signal that ends it: stay stalled
-  }
-  raise(SIGKILL);
-  std::abort();  // not reached
-}
-
-// Makes the rank fail halfway through its forwards of the fault's step, so
-// that some of its transfers have happened and its peers are mid-step.
-void arm_fault(PipelineModel& model, const Schedule& lowered, const Fault& f, int rank, int pipeline_rank) {
-  if ((f.kind != Fault::Kill && f.kind != Fault::Stall) || f.rank != rank) return;
-  int forwards = 0;
-  for (const Action& a : lowered.actions[pipeline_rank]) forwards += a.op == Op::F || a.op == Op::FB;
-  const int fire_at = std::max(1, (forwards + 1) / 2);
-  auto step = std::make_shared<int>(-1), count = std::make_shared<int>(0);
-  auto begin = model.begin_step;
-  model.begin_step = [=](int k) {
-    *step = k;
-    *count = 0;
-    if (begin) begin(k);
-  };
-  auto build = model.build;
-  model.build = [=](int s) {
-    Stage st = build(s);
-    auto fwd = st.forward;
-    st.forward = [=](const torch::Tensor& x) {
-      if (*step + 1 == f.step && ++*count == fire_at) fire(f, rank, f.step);
-      return fwd(x);
-    };
-    return st;
-  };
-}
-
 }  // namespace
-
-Fault fault_from_env() {
-  Fault f;
-  const char* v = std::getenv("DUALPIPE_TEST_FAULT");
-  if (!v || !*v) return f;
-  const std::string s = v;
-  const auto c1 = s.find(':'), c2 = c1 == std::string::npos ? c1 : s.find(':', c1 + 1);
-  const std::string kind = s.substr(0, c1);
-  f.kind = kind == "kill" ? Fault::Kill : kind == "stall" ? Fault::Stall
-         : kind == "kill-before-manifest" ? Fault::KillBeforeManifest : Fault::None;
-  try {
-    if (f.kind == Fault::None || c2 == std::string::npos) throw std::invalid_argument(s);
-    std::size_t used = 0;
-    const std::string rank = s.substr(c1 + 1, c2 - c1 - 1), step = s.substr(c2 + 1);
-    f.rank = std::stoi(rank, &used);
-    if (used != rank.size()) throw std::invalid_argument(s);
-    f.step = std::stoi(step, &used);
-    if (used != step.size() || f.rank < 0 || f.step < 1) throw std::invalid_argument(s);
-  } catch (const std::exception&) {
-    throw Error(fmt::format("DUALPIPE_TEST_FAULT='{}' is not KIND:RANK:STEP with KIND kill, stall or "
-                            "kill-before-manifest and STEP >= 1",
-                            s));
-  }
-  return f;
-}
 
 ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh) {
   ModelConfig c = base;
@@ -241,154 +172,239 @@ DivergedError::DivergedError(int step_, double loss, double grad_norm)
                         step_, loss, grad_norm)),
       step(step_) {}
 
+namespace {
+
+// The step's metrics, summed over every rank in one all-reduce (each
+// collective costs a round of messages): named slots of one buffer. A rank
+// adds what it owns; per-rank slots are filled by their rank alone.
+struct MetricSlots {
+  int64_t loss, sq_norm, aux_sum, aux_count, cross_host, pairs, stop;  // one each
+  int64_t pipeline_s, reduce_s;  // [world]: each rank's pipeline time and reduction wait
+  int64_t expert_tokens;         // [X]: tokens per expert, all blocks
+  int64_t layer_tokens;          // [L * X]: tokens per (block, expert)
+  int64_t size;
+  MetricSlots(int world, int experts, int64_t layer_cells) {
+    int64_t at = 0;
+    auto take = [&at](int64_t n) {
+      const int64_t first = at;
+      at += n;
+      return first;
+    };
+    loss = take(1), sq_norm = take(1), aux_sum = take(1), aux_count = take(1);
+    cross_host = take(1), pairs = take(1), stop = take(1);
+    pipeline_s = take(world), reduce_s = take(world);
+    expert_tokens = take(experts), layer_tokens = take(layer_cells);
+    size = at;
+  }
+};
+
+// One rank's training: its model and executor, the gradient reduction over
+// the holders of each parameter, and the optimizer. One thread.
+class RankTraining {
+ public:
+  RankTraining(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh)
+      : lowered_(lowered), opt_(opt), mesh_(mesh), comm_(*mesh.world), engine_(std::make_shared<OverlapEngine>(opt.engine)),
+        ck_save_(opt.checkpoint) {
+    model_ = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd, engine_});
+    if (opt.instrument) opt.instrument(model_, ck_save_, lowered, mesh);
+    exec_ = std::make_unique<RankExecutor>(lowered, mesh.coord.pp, model_, mesh.pipeline,
+                                           rank_executor_options(mesh, opt.fb_overlap, engine_));
+    reducer_ = make_reducer(*exec_, mesh, opt.reduce);
+    // Sampling the heap after every action (mallinfo2 walks malloc's free
+    // lists) costs up to hundreds of microseconds an action: the timed steps
+    // run without it, and one extra pipeline step at the end measures memory.
+    exec_->track_memory = false;
+    for (const auto& [s, st] : exec_->stages())
+      for (auto& p : st.module->parameters()) params_.push_back(p);
+    if (opt.optimize && !params_.empty()) adam_ = make_adamw(*reducer_, params_, opt.lr, opt.weight_decay);
+    // The default generator (dropout, anything that draws from it) starts from
+    // the run's seed on every rank; a resume replaces it with the saved state.
+    torch::manual_seed(opt.model.seed);
+    if (opt.checkpoint.resume_step > 0) load_checkpoint(opt.checkpoint, exec_->stages(), adam_.get(), comm_.rank);
+  }
+
+  // Step k (warm-up steps first): the pipeline, the reductions it left, and
+  // its metrics over every rank. `stop`: this rank asks to stop after it.
+  StepStats step(int k, bool stop, StepOutput& out, double& reduce_s, std::vector<double>& layer_totals) {
+    if (model_.begin_step) model_.begin_step(k);
+    zero_grads();
+    // All ranks start the step together: their clocks line up.
+    comm_.barrier(fmt::format("the barrier before step {}", k + 1 - opt_.warmup_steps));
+    const auto t0 = Clock::now();
+    const bool calibrate = opt_.engine.device_factor > 0 && k == opt_.checkpoint.resume_step;
+    if (calibrate) engine_->set_calibrating(true);
+    out = exec_->step();
+    const auto reduce_t0 = Clock::now();
+    reducer_->finish();
+    reduce_s = seconds_since(reduce_t0);
+    if (calibrate) finish_calibration();
+    StepStats st = metrics(k, out, reduce_s, stop, layer_totals);
+    stop_agreed_ = stop;
+    // A step that diverged is never applied, saved or reported.
+    if (adam_ && (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)))
+      throw DivergedError(st.step + 1, st.loss, st.grad_norm);
+    // The warm-up's rate is a function of the step: a resumed run continues it.
+    if (adam_)
+      adamw_step(*reducer_, *adam_, st.grad_norm, opt_.clip, warmup_lr(opt_.lr, k - opt_.warmup_steps, opt_.lr_warmup_steps));
+    // deepseek: every holder of a block moves its biases by the same totals.
+    if (model_.moe_stats && opt_.model.bias_speed > 0)
+      update_expert_biases(*model_.moe_stats, layer_totals, opt_.model.experts, opt_.model.bias_speed);
+    st.seconds = seconds_since(t0);
+    return st;
+  }
+
+  // The ranks agreed to stop after the last step (any of them asked).
+  bool stop_agreed() const { return stop_agreed_; }
+
+  // Writes the checkpoint of reported step `done`.
+  void save(int done) {
+    reducer_->wait_params();  // the file holds the updated parameters
+    save_checkpoint(ck_save_, done, exec_->stages(), adam_.get(), comm_);
+  }
+
+  // Forward and backward of every micro-batch as in a training step, no
+  // optimizer update (the parameters stay those of the last step), with the
+  // heap sampled after every action.
+  double memory_step(int k) {
+    if (model_.begin_step) model_.begin_step(k);
+    zero_grads();
+    comm_.barrier("the barrier before the memory step");
+    exec_->track_memory = true;
+    const double peak = exec_->step().peak_heap_bytes;
+    reducer_->finish();  // the reductions it started
+    exec_->track_memory = false;
+    return peak;
+  }
+
+  // What the run ends with besides its steps.
+  void finish(RankRun& run) {
+    reducer_->wait_params();
+    if (adam_) run.optimizer_bytes = optimizer_state_bytes(*adam_);
+    run.device_overruns = engine_->overruns();
+    for (const auto& [s, st] : exec_->stages()) {
+      std::vector<torch::Tensor> flat;
+      for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));
+      for (auto& b : st.module->buffers()) flat.push_back(b.reshape({-1}));  // deepseek's selection biases
+      if (!flat.empty()) run.final_params[s] = torch::cat(flat);
+    }
+  }
+
+  const std::map<PieceKey, double>& calibration() const { return calibration_; }
+
+ private:
+  void zero_grads() {
+    for (auto& p : params_)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+
+  // The first step measured every compute piece: averaged over the expert
+  // and data-parallel peers, so that they emulate alike from now on.
+  void finish_calibration() {
+    engine_->set_calibrating(false);
+    std::map<PieceKey, double> cal = average_over(engine_->calibration(), mesh_.expert.get(), "expert");
+    calibration_ = average_over(std::move(cal), mesh_.data.get(), "data-parallel");
+    engine_->set_calibration(calibration_);
+  }
+
+  StepStats metrics(int k, const StepOutput& out, double reduce_s, bool& stop, std::vector<double>& layer_totals) {
+    // moe: tokens per expert (per block too) and the balance loss ride along.
+    const MoeStepCounts moe = model_.moe_stats ? take_moe_counts(*model_.moe_stats, opt_.model) : MoeStepCounts{};
+    const int X = model_.moe_stats ? opt_.model.experts : 0;
+    const MetricSlots at(comm_.world, X, static_cast<int64_t>(moe.layer_tokens.size()));
+    torch::Tensor red = torch::zeros({at.size}, torch::kFloat64);
+    double* v = red.data_ptr<double>();
+    for (const auto& l : out.losses) v[at.loss] += l.second;
+    v[at.sq_norm] = reducer_->owned_sq_norm();  // each reduced element counts once: every rank adds the chunks it owns
+    v[at.pipeline_s + comm_.rank] = out.seconds;
+    v[at.reduce_s + comm_.rank] = reduce_s;
+    v[at.aux_sum] = moe.aux_sum;
+    v[at.aux_count] = moe.aux_count;
+    v[at.cross_host] = moe.cross_host;
+    v[at.pairs] = moe.pairs;
+    v[at.stop] = stop ? 1 : 0;
+    for (std::size_t j = 0; j < moe.tokens.size() && static_cast<int>(j) < X; ++j) v[at.expert_tokens + j] = moe.tokens[j];
+    std::copy(moe.layer_tokens.begin(), moe.layer_tokens.end(), v + at.layer_tokens);
+    comm_.all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt_.warmup_steps));
+    v = red.data_ptr<double>();
+    StepStats st;
+    st.step = k - opt_.warmup_steps;
+    st.loss = v[at.loss] / (static_cast<double>(lowered_.micro_batches) * mesh_.shape.data_shards());
+    st.grad_norm = std::sqrt(v[at.sq_norm]);
+    st.pipeline_seconds = *std::max_element(v + at.pipeline_s, v + at.pipeline_s + comm_.world);
+    st.reduce_seconds = *std::max_element(v + at.reduce_s, v + at.reduce_s + comm_.world);
+    stop = v[at.stop] > 0;
+    layer_totals.assign(v + at.layer_tokens, v + at.size);
+    if (X > 0) {
+      st.aux_loss = v[at.aux_count] > 0 ? v[at.aux_sum] / v[at.aux_count] : 0.0;
+      st.expert_tokens.assign(v + at.expert_tokens, v + at.expert_tokens + X);
+      st.expert_load = mean_layer_load(layer_totals, X);
+      st.cross_host_share = v[at.pairs] > 0 ? v[at.cross_host] / v[at.pairs] : 0.0;
+    }
+    return st;
+  }
+
+  const Schedule& lowered_;
+  const TrainOptions& opt_;
+  const Mesh& mesh_;
+  Comm& comm_;
+  std::shared_ptr<OverlapEngine> engine_;
+  PipelineModel model_;
+  CheckpointOptions ck_save_;  // opt.checkpoint, as the instrument left it
+  std::unique_ptr<RankExecutor> exec_;
+  std::unique_ptr<GradReducer> reducer_;
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> adam_;
+  std::map<PieceKey, double> calibration_;
+  bool stop_agreed_ = false;
+};
+
+// A reported step's record on this rank.
+void record(RankRun& run, const StepStats& st, const StepOutput& out, double reduce_s) {
+  run.steps.push_back(st);
+  run.last_times = out.times;
+  ExposedComm exposed = out.exposed;
+  exposed.grad_reduce += reduce_s;
+  exposed.by_point[static_cast<int>(CommPoint::GradReduce)] += reduce_s;
+  run.exposed.push_back(exposed);
+  run.last_exposed = exposed;
+  run.last_idle = out.idle;
+  run.last_lane = out.lane;
+}
+
+}  // namespace
+
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh,
                    const std::function<void(const StepStats&)>& progress) {
   // Steps and warm-up steps are counted together in an int.
   if (opt.steps < 0 || opt.warmup_steps < 0 || opt.steps > std::numeric_limits<int>::max() - opt.warmup_steps)
     throw Error(fmt::format("{} steps and {} warm-up steps are not a step count", opt.steps, opt.warmup_steps));
-  const std::shared_ptr<Comm>& comm = mesh.world;
-  auto engine = std::make_shared<OverlapEngine>(opt.engine);
-  PipelineModel model =
-      make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd, engine});
-  arm_fault(model, lowered, opt.fault, mesh.rank, mesh.coord.pp);
-  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, opt.fb_overlap, engine));
-  std::unique_ptr<GradReducer> reducer = make_reducer(exec, mesh, opt.reduce);
-  // Sampling the heap after every action (mallinfo2 walks malloc's free
-  // lists) costs up to hundreds of microseconds an action: the timed steps
-  // run without it, and one extra pipeline step at the end measures memory.
-  exec.track_memory = false;
-  std::vector<torch::Tensor> params;
-  for (const auto& [s, st] : exec.stages())
-    for (auto& p : st.module->parameters()) params.push_back(p);
-  std::unique_ptr<torch::optim::AdamW> adam;
-  if (opt.optimize && !params.empty()) adam = make_adamw(*reducer, params, opt.lr, opt.weight_decay);
+  RankTraining training(lowered, opt, mesh);
   const CheckpointOptions& ck = opt.checkpoint;
-  // The default generator (dropout, anything that draws from it) starts from
-  // the run's seed on every rank; a resume replaces it with the saved state.
-  torch::manual_seed(opt.model.seed);
-  if (ck.resume_step > 0) {
-    load_checkpoint(ck, exec.stages(), adam.get(), comm->rank);
-  }
-  CheckpointOptions ck_save = ck;
-  if (opt.fault.kind == Fault::KillBeforeManifest && opt.fault.rank == comm->rank)
-    ck_save.before_manifest = [f = opt.fault, r = comm->rank](int step) {
-      if (step == f.step) fire(f, r, step);
-    };
-
   RankRun run;
   const int total = opt.warmup_steps + opt.steps;
   // A resumed run continues with the step after its checkpoint: the data of
   // step k is a function of k, so it is the data the uninterrupted run saw.
   for (int k = ck.resume_step; k < total; ++k) {
-    if (model.begin_step) model.begin_step(k);
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    // All ranks start the step together: their clocks line up.
-    comm->barrier(fmt::format("the barrier before step {}", k + 1 - opt.warmup_steps));
-    const auto t0 = Clock::now();
-    const bool calibrate = opt.engine.device_factor > 0 && k == ck.resume_step;
-    if (calibrate) engine->set_calibrating(true);
-    StepOutput out = exec.step();
-    const auto reduce_t0 = Clock::now();
-    reducer->finish();
-    const double reduce_s = seconds_since(reduce_t0);
-    if (calibrate) {
-      engine->set_calibrating(false);
-      std::map<PieceKey, double> cal = average_over(engine->calibration(), mesh.expert.get(), "expert");
-      run.calibration = average_over(std::move(cal), mesh.data.get(), "data-parallel");
-      engine->set_calibration(run.calibration);
-    }
-    // Global loss, gradient norm and every rank's pipeline time in one
-    // all-reduce (a SUM where each rank fills its own time slot): one
-    // collective per step, not two, as each costs a round of messages.
-    double loss_sum = 0, sq = 0;
-    for (const auto& l : out.losses) loss_sum += l.second;
-    // Each reduced element counts once: every rank adds the chunks it owns.
-    sq = reducer->owned_sq_norm();
-    // moe: tokens per expert (per block too) and the balance loss ride along.
-    const MoeStepCounts moe = model.moe_stats ? take_moe_counts(*model.moe_stats, opt.model) : MoeStepCounts{};
-    const int X = model.moe_stats ? opt.model.experts : 0;
-    const int64_t per_layer = static_cast<int64_t>(moe.layer_tokens.size());
-    // Slots: loss, norm, every rank's pipeline time, aux loss and count, X
-    // expert token counts, every rank's reduction wait, cross-host and all
-    // (token, expert) pairs, and the tokens per (block, expert).
-    const int64_t tail = 4 + 2 * comm->world + X;
-    torch::Tensor red = torch::zeros({tail + 2 + per_layer}, torch::kFloat64);
-    {
-      double* v = red.data_ptr<double>();
-      v[0] = loss_sum;
-      v[1] = sq;
-      v[2 + comm->rank] = out.seconds;
-      v[2 + comm->world] = moe.aux_sum;
-      v[3 + comm->world] = moe.aux_count;
-      for (std::size_t j = 0; j < moe.tokens.size() && static_cast<int>(j) < X; ++j) v[4 + comm->world + j] = moe.tokens[j];
-      v[4 + comm->world + X + comm->rank] = reduce_s;
-      v[tail] = moe.cross_host;
-      v[tail + 1] = moe.pairs;
-      std::copy(moe.layer_tokens.begin(), moe.layer_tokens.end(), v + tail + 2);
-    }
-    comm->all_reduce(red, c10d::ReduceOp::SUM, fmt::format("the loss all-reduce of step {}", k + 1 - opt.warmup_steps));
-    StepStats st;
-    st.step = k - opt.warmup_steps;
-    const double* v = red.data_ptr<double>();
-    st.loss = v[0] / (static_cast<double>(lowered.micro_batches) * mesh.shape.data_shards());
-    std::vector<double> layer_totals(v + tail + 2, v + tail + 2 + per_layer);
-    if (X > 0) {
-      st.aux_loss = v[3 + comm->world] > 0 ? v[2 + comm->world] / v[3 + comm->world] : 0.0;
-      st.expert_tokens.assign(v + 4 + comm->world, v + 4 + comm->world + X);
-      st.expert_load = mean_layer_load(layer_totals, X);
-      st.cross_host_share = v[tail + 1] > 0 ? v[tail] / v[tail + 1] : 0.0;
-    }
-    st.grad_norm = std::sqrt(v[1]);
-    st.pipeline_seconds = *std::max_element(v + 2, v + 2 + comm->world);
-    st.reduce_seconds = *std::max_element(v + 4 + comm->world + X, v + 4 + 2 * comm->world + X);
-    // A step that diverged is never applied, saved or reported.
-    if (adam && (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)))
-      throw DivergedError(st.step + 1, st.loss, st.grad_norm);
-    // The warm-up's rate is a function of the step: a resumed run continues it.
-    if (adam) adamw_step(*reducer, *adam, st.grad_norm, opt.clip, warmup_lr(opt.lr, k - opt.warmup_steps, opt.lr_warmup_steps));
-    // deepseek: every holder of a block moves its biases by the same totals.
-    if (model.moe_stats && opt.model.bias_speed > 0)
-      update_expert_biases(*model.moe_stats, layer_totals, X, opt.model.bias_speed);
-    st.seconds = seconds_since(t0);
+    StepOutput out;
+    double reduce_s = 0;
+    std::vector<double> layer_totals;
+    const bool asked = opt.stop_requested && opt.stop_requested();
+    const StepStats st = training.step(k, asked, out, reduce_s, layer_totals);
+    if (k == ck.resume_step) run.calibration = training.calibration();
     if (k < opt.warmup_steps) continue;
     const int done = k + 1 - opt.warmup_steps;
-    if (!ck.dir.empty() && ((ck.every > 0 && done % ck.every == 0) || done == opt.steps)) {
-      reducer->wait_params();  // the file holds the updated parameters
-      save_checkpoint(ck_save, done, exec.stages(), adam.get(), *comm);
+    const bool stop = training.stop_agreed() && done < opt.steps;
+    run.checkpointed = !ck.dir.empty() && ((ck.every > 0 && done % ck.every == 0) || done == opt.steps || stop);
+    if (run.checkpointed) training.save(done);
+    record(run, st, out, reduce_s);
+    if (mesh.world->rank == 0 && progress) progress(st);
+    if (stop) {
+      run.interrupted = true;
+      break;
     }
-    run.steps.push_back(st);
-    run.last_times = out.times;
-    ExposedComm exposed = out.exposed;
-    exposed.grad_reduce += reduce_s;
-    exposed.by_point[static_cast<int>(CommPoint::GradReduce)] += reduce_s;
-    run.exposed.push_back(exposed);
-    run.last_exposed = exposed;
-    run.last_idle = out.idle;
-    run.last_lane = out.lane;
-    if (comm->rank == 0 && progress) progress(st);
   }
-  if (opt.track_memory && total > ck.resume_step) {
-    // Forward and backward of every micro-batch as in a training step, no
-    // optimizer update: the parameters stay those of the last step.
-    if (model.begin_step) model.begin_step(total - 1);
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    comm->barrier("the barrier before the memory step");
-    exec.track_memory = true;
-    run.peak_heap_bytes = exec.step().peak_heap_bytes;
-    reducer->finish();  // the reductions it started
-    exec.track_memory = false;
-  }
-  reducer->wait_params();
-  if (adam) run.optimizer_bytes = optimizer_state_bytes(*adam);
-  run.device_overruns = engine->overruns();
-  for (const auto& [s, st] : exec.stages()) {
-    std::vector<torch::Tensor> flat;
-    for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));
-    for (auto& b : st.module->buffers()) flat.push_back(b.reshape({-1}));  // deepseek's selection biases
-    if (!flat.empty()) run.final_params[s] = torch::cat(flat);
-  }
+  if (opt.track_memory && total > ck.resume_step && !run.interrupted) run.peak_heap_bytes = training.memory_step(total - 1);
+  training.finish(run);
   return run;
 }
 

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -467,6 +468,43 @@ TEST(RankProcesses, ADivergedRunStopsWithoutSavingIt) {
 // A resumed run continues the loss CSV of the run it resumes (rows up to its
 // checkpoint kept, later ones made again), and its SVG draws the whole run:
 // --resume cut the CSV to the resumed steps and the SVG started there.
+// Ctrl-C (SIGINT to the whole process group, as a terminal sends it): the
+// ranks finish their step together, keep a checkpoint of it and the loss
+// curve, say so in one line, and exit 130; --resume goes on from there.
+TEST(RankProcesses, CtrlCKeepsTheStepsMadeAndResumeGoesOn) {
+  const std::string dir = temp_path("ctrl_c"), csv = temp_path("ctrl_c.csv"), svg = temp_path("ctrl_c.svg"),
+                    out = temp_path("ctrl_c.out"), err = temp_path("ctrl_c.err");
+  fs::remove_all(dir);
+  const std::string train = std::string(DUALPIPE_BINARY) +
+                            " train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --checkpoint-every 1000000 "
+                            "--checkpoint-dir " + dir + " --loss-csv " + csv + " --loss-svg " + svg;
+  // set -m: the run gets a process group of its own, which kill -INT -PID reaches whole.
+  const CliRun r = test_support::run_command(
+      "bash -c 'set -m; " + train + " --steps 1000000 >" + out + " 2>" + err + " & pid=$!; " +
+      "for i in $(seq 600); do grep -q \"step \" " + out + " && break; sleep 0.1; done; sleep 0.5; " +
+      "kill -INT -$pid; wait $pid; echo exit=$?'");
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  const std::string said = read(err);
+  ASSERT_TRUE(has(r.out, "exit=130")) << r.out << said << read(out);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(said, m, std::regex(R"(dualpipe: interrupted: stopped after step (\d+) of 1000000; kept checkpoint (\S+) and the loss curve)")))
+      << said;
+  const int done = std::stoi(m[1]);
+  EXPECT_EQ(lines_of(said).size(), 1u) << said;  // that line alone
+  EXPECT_TRUE(fs::exists(std::string(m[2]) + "/manifest.json")) << said;
+  EXPECT_EQ(lines_of(read(csv)).size(), static_cast<std::size_t>(done + 1)) << read(csv);  // header and every step
+  EXPECT_TRUE(fs::exists(svg));
+  const CliRun resumed = run_cli(train.substr(std::string(DUALPIPE_BINARY).size() + 1) +
+                                 fmt::format(" --steps {} --resume", done + 2));
+  EXPECT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_TRUE(has(resumed.out, fmt::format("resuming from {}/step-{:06}", dir, done))) << resumed.out;
+}
+
 TEST(RankProcesses, ResumeContinuesTheLossCurve) {
   const std::string dir = temp_path("resume_curve"), csv = temp_path("resume_curve.csv"),
                     svg = temp_path("resume_curve.svg");

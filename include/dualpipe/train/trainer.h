@@ -17,20 +17,11 @@
 
 namespace dualpipe {
 
-// Testing hook for failure handling, set from DUALPIPE_TEST_FAULT=KIND:RANK:STEP
-// (fault_from_env): in step STEP (1-based), rank RANK
-//   kill:  raises SIGKILL halfway through its forwards of the step;
-//   stall: stops its process (SIGSTOP) at the same place (its peers must time out);
-//   kill-before-manifest: (rank 0 only) raises SIGKILL while writing the
-//          checkpoint of step STEP, after every rank file and before the manifest.
-// Each prints one line with the CLOCK_MONOTONIC time first, so that tests can
-// measure how long the others take to exit.
-struct Fault {
-  enum Kind { None, Kill, Stall, KillBeforeManifest } kind = None;
-  int rank = -1, step = 0;
-};
-// Throws dualpipe::Error if the variable is set but malformed.
-Fault fault_from_env();
+// A hook called once on every rank before training, with the rank's model
+// (to wrap a stage), the checkpoint options its saves use (to act inside a
+// write) and where it runs. Tests install one to inject failures.
+using TrainInstrument =
+    std::function<void(PipelineModel& model, CheckpointOptions& save, const Schedule& lowered, const Mesh& mesh)>;
 
 // How gradients are reduced over their holders (grad_reduce.h).
 struct ReduceOptions {
@@ -54,7 +45,11 @@ struct TrainOptions {
   // no optimizer update, samples the heap after every action.
   bool track_memory = false;
   CheckpointOptions checkpoint;  // checkpoint.resume_step > 0: continue after that step
-  Fault fault;
+  TrainInstrument instrument;    // null: none
+  // Asked on every rank at the end of every step (a Ctrl-C, say): when any
+  // rank says yes, all stop after that step together, with a checkpoint of
+  // it where checkpoint.dir is set, and RankRun::interrupted set. Null: never.
+  std::function<bool()> stop_requested;
   bool fb_overlap = true;  // ExecutorOptions::fb_overlap
   ReduceOptions reduce;    // the gradient reduction over every holder
   // The overlap engine's lane, device emulation and link rate (overlap.h).
@@ -102,6 +97,8 @@ struct RankRun {
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters (then buffers), flattened
+  bool interrupted = false;  // stopped early at TrainOptions::stop_requested (steps.back() is the last)
+  bool checkpointed = false;  // the last step run has a checkpoint
 };
 
 // `progress` is called on rank 0 after each reported step. Every rank of
