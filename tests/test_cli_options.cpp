@@ -60,6 +60,20 @@ TEST(CliOptions, EmptyAndWrappingNumbersAreRefused) {
   expect_error("plan --preset llama-70b --global-batch 64 --top 0", "--top");
 }
 
+// A cost key given twice kept its last value without a word.
+TEST(CliOptions, ARepeatedCostKeyIsRefused) {
+  expect_error("simulate -m 1f1b -p 4 -n 4 --cost F=1,B=2,F=3", "cost F is given twice in 'F=1,B=2,F=3'");
+}
+
+// plan says what it wrote, as simulate does.
+TEST(CliOptions, PlanSaysWhatItWrote) {
+  const std::string csv = ::testing::TempDir() + "dualpipe_opts_plan.csv", svg = ::testing::TempDir() + "dualpipe_opts_plan.svg";
+  const CliRun r = run("plan --preset llama-70b --global-batch 64 --top 1 -o /dev/null --csv " + csv + " --svg " + svg);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote " + csv + " (the best plan's schedule)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("wrote " + svg + " (the best plan's simulated timeline)"), std::string::npos) << r.out;
+}
+
 TEST(CliOptions, SimulateSaysWhatItWrote) {
   const std::string svg = ::testing::TempDir() + "dualpipe_opts_t.svg";
   const std::string trace = ::testing::TempDir() + "dualpipe_opts_t.json";

@@ -217,7 +217,10 @@ plan::PlanRequest plan_request(const PlanOpts& o) {
 void write_best(const PlanOpts& o, const plan::PlanRequest& req, const plan::PlanRow& best) {
   if (o.csv.empty() && o.svg.empty()) return;
   const plan::BuiltPlan b = plan::build_plan(req, best);
-  if (!o.csv.empty()) write_output(o.csv, to_csv(b.schedule));
+  if (!o.csv.empty()) {
+    write_output(o.csv, to_csv(b.schedule));
+    fmt::print(stderr, "wrote {} (the best plan's schedule)\n", o.csv);
+  }
   if (o.svg.empty()) return;
   const SimResult sim = simulate(b.schedule, b.costs);
   SvgOptions so;
@@ -226,6 +229,7 @@ void write_best(const PlanOpts& o, const plan::PlanRequest& req, const plan::Pla
                          best.par.micro_batch_size, sim.makespan);
   so.subtitle = fmt::format("layers per stage {}", plan::layout_text(best.layout));
   write_output(o.svg, timeline_svg(b.schedule, sim, so));
+  fmt::print(stderr, "wrote {} (the best plan's simulated timeline)\n", o.svg);
 }
 
 std::string plan_json(const plan::PlanRequest& req, const plan::PlanResult& res, std::size_t top) {

@@ -45,6 +45,26 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
                            ExecutorOptions options)
     : sched_(std::move(lowered)), rank_(comm ? comm->rank : -1), model_(std::move(model)), comm_(std::move(comm)),
       opt_(options) {
+  check_setup();
+  if (!opt_.engine) opt_.engine = std::make_shared<OverlapEngine>();
+  {
+    Placement placement = placement_of(*sched_);  // the one definition of where each cell runs
+    where_ = std::move(placement.rank_of_cell);
+    replicas_ = std::move(placement.replicas);
+  }
+  index_transfers();
+  index_stage_events();
+  store_.on_written = opt_.on_grad_written;
+  for (const Action& a : sched_->actions[rank_]) {
+    if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
+      Stage st = model_.build(a.stage);
+      if (st.attach_store) st.attach_store(&store_);
+      stages_.emplace(a.stage, std::move(st));
+    }
+  }
+}
+
+void RankExecutor::check_setup() const {
   if (!sched_) throw SetupError(SetupError::NotLowered, "the executor needs a schedule (got none)");
   if (!comm_) throw SetupError(SetupError::GroupSize, "the executor needs a process group (got none)");
   const Schedule& sc = *sched_;
@@ -60,16 +80,14 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
   if (opt_.data_shards < 1 || opt_.data_shard < 0 || opt_.data_shard >= opt_.data_shards)
     throw SetupError(SetupError::BadOption, fmt::format("data shard {} of {} is not a valid share of the batch",
                                                         opt_.data_shard, opt_.data_shards));
-  if (!opt_.engine) opt_.engine = std::make_shared<OverlapEngine>();
+}
+
+// Where every transfer is sent and where its receiver consumes it (the
+// compute action that waits for it), as positions in those ranks' lists;
+// see release_sends().
+void RankExecutor::index_transfers() {
+  const Schedule& sc = *sched_;
   const int N = sc.micro_batches;
-  {
-    Placement placement = placement_of(sc);  // the one definition of where each cell runs
-    where_ = std::move(placement.rank_of_cell);
-    replicas_ = std::move(placement.replicas);
-  }
-  // Where every transfer is sent and where its receiver consumes it (the
-  // compute action that waits for it), as positions in those ranks' lists;
-  // see release_sends().
   const std::size_t transfers = static_cast<std::size_t>(sc.stages) * N * 2;
   send_pos_.assign(transfers, -1);
   consume_pos_.assign(transfers, -1);
@@ -102,30 +120,23 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
       }
     }
   }
-  {
-    const auto& mine = sc.actions[rank_];
-    std::map<int, std::size_t> last;  // stage -> position of its last gradient work here
-    for (std::size_t p = 0; p < mine.size(); ++p) {
-      const Action& a = mine[p];
-      if (a.op == Op::B || a.op == Op::I || a.op == Op::W) last[a.stage] = p;
-      if (a.op == Op::FB) last[a.stage2] = p;
-    }
-    grads_done_at_.assign(mine.size(), {});
-    for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
-    first_use_at_.assign(mine.size(), {});
-    std::set<int> used;
-    for (std::size_t p = 0; p < mine.size(); ++p)
-      if ((mine[p].op == Op::F || mine[p].op == Op::FB) && used.insert(mine[p].stage).second)
-        first_use_at_[p].push_back(mine[p].stage);
+}
+
+void RankExecutor::index_stage_events() {
+  const auto& mine = sched_->actions[rank_];
+  std::map<int, std::size_t> last;  // stage -> position of its last gradient work here
+  for (std::size_t p = 0; p < mine.size(); ++p) {
+    const Action& a = mine[p];
+    if (a.op == Op::B || a.op == Op::I || a.op == Op::W) last[a.stage] = p;
+    if (a.op == Op::FB) last[a.stage2] = p;
   }
-  store_.on_written = opt_.on_grad_written;
-  for (const Action& a : sc.actions[rank_]) {
-    if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
-      Stage st = model_.build(a.stage);
-      if (st.attach_store) st.attach_store(&store_);
-      stages_.emplace(a.stage, std::move(st));
-    }
-  }
+  grads_done_at_.assign(mine.size(), {});
+  for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
+  first_use_at_.assign(mine.size(), {});
+  std::set<int> used;
+  for (std::size_t p = 0; p < mine.size(); ++p)
+    if ((mine[p].op == Op::F || mine[p].op == Op::FB) && used.insert(mine[p].stage).second)
+      first_use_at_[p].push_back(mine[p].stage);
 }
 
 RankExecutor::Slot& RankExecutor::slot(int stage, int mb) {
@@ -322,28 +333,63 @@ void RankExecutor::run_pair(const Action& a, std::size_t pos) {
   }
 }
 
+// Receives are posted ahead of their position: up to the second compute
+// action after the current one, so the data can arrive while we compute.
+// Compute actions are counted from the current one, so the frontier stays
+// kLookahead ahead (counting from the last frontier would let it run away
+// and post every receive of the step early, each with its buffer).
+void RankExecutor::post_ahead(std::size_t from) {
+  constexpr int kLookahead = 2;
+  const auto& list = sched_->actions[rank_];
+  int computes = 0;
+  std::size_t q = from;
+  for (; q < list.size(); ++q) {
+    if (is_compute(list[q].op) && ++computes > kLookahead + 1) break;
+    if (q >= recv_frontier_ && (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B)) post_recv(list[q], q);
+  }
+  recv_frontier_ = std::max(recv_frontier_, q);
+}
+
+void RankExecutor::run_action(const Action& a, std::size_t p) {
+  if (opt_.before_stage_use)
+    for (int stage : first_use_at_[p]) opt_.before_stage_use(stage);
+  if (opt_.before_last_grads)
+    for (int stage : grads_done_at_[p]) opt_.before_last_grads(stage);
+  switch (a.op) {
+    case Op::RECV_F:
+    case Op::RECV_B: post_recv(a, p); break;
+    case Op::SEND_F:
+    case Op::SEND_B:
+      if (!sent_early_[p]) send(a);
+      break;
+    case Op::F:
+      post_ahead(p);
+      forward(a.stage, a.mb, Half::Forward, forward_input(a.stage, a.mb, Half::Forward));
+      break;
+    case Op::B:
+    case Op::I:
+      post_ahead(p);
+      backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward));
+      break;
+    case Op::W:
+      opt_.engine->begin_chunk(Half::Backward, Op::W, a.stage);
+      store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb);
+      opt_.engine->end_chunk(Half::Backward);
+      break;
+    case Op::FB:
+      post_ahead(p);
+      run_pair(a, p);
+      break;
+    default: break;  // actions with no work for this runtime
+  }
+}
+
 StepOutput RankExecutor::step() {
   const auto& list = sched_->actions[rank_];
   StepOutput out;
   out.times.resize(list.size());
   losses_.clear();
-  // Receives are posted ahead of their position: up to the second compute
-  // action after the current one, so the data can arrive while we compute.
-  constexpr int kLookahead = 2;
-  std::size_t posted = 0;
-  // Compute actions are counted from the current one, so the frontier
-  // stays kLookahead ahead (counting from the last frontier would let it run
-  // away and post every receive of the step early, each with its buffer).
-  auto post_ahead = [&](std::size_t from) {
-    int computes = 0;
-    std::size_t q = from;
-    for (; q < list.size(); ++q) {
-      if (is_compute(list[q].op) && ++computes > kLookahead + 1) break;
-      if (q >= posted && (list[q].op == Op::RECV_F || list[q].op == Op::RECV_B)) post_recv(list[q], q);
-    }
-    posted = std::max(posted, q);
-  };
-
+  recv_frontier_ = 0;
   const double heap0 = track_memory ? malloc_in_use_bytes() : 0;
   OverlapEngine& engine = *opt_.engine;
   const ExposedComm exposed0 = engine.exposed();
@@ -352,40 +398,9 @@ StepOutput RankExecutor::step() {
   sent_early_.assign(list.size(), 0);
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
-    const Action& a = list[p];
     out.times[p].start = since(t0);
     const ExposedComm before = engine.exposed();
-    if (opt_.before_stage_use)
-      for (int stage : first_use_at_[p]) opt_.before_stage_use(stage);
-    if (opt_.before_last_grads)
-      for (int stage : grads_done_at_[p]) opt_.before_last_grads(stage);
-    switch (a.op) {
-      case Op::RECV_F:
-      case Op::RECV_B: post_recv(a, p); break;
-      case Op::SEND_F:
-      case Op::SEND_B:
-        if (!sent_early_[p]) send(a);
-        break;
-      case Op::F:
-        post_ahead(p);
-        forward(a.stage, a.mb, Half::Forward, forward_input(a.stage, a.mb, Half::Forward));
-        break;
-      case Op::B:
-      case Op::I:
-        post_ahead(p);
-        backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward));
-        break;
-      case Op::W:
-        engine.begin_chunk(Half::Backward, Op::W, a.stage);
-        store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb);
-        engine.end_chunk(Half::Backward);
-        break;
-      case Op::FB:
-        post_ahead(p);
-        run_pair(a, p);
-        break;
-      default: break;  // actions with no work for this runtime
-    }
+    run_action(list[p], p);
     const ExposedComm delta = engine.exposed() - before;
     out.times[p].end = since(t0);
     out.times[p].wait = delta.total();
@@ -394,6 +409,11 @@ StepOutput RankExecutor::step() {
     if (opt_.on_grads_done)
       for (int stage : grads_done_at_[p]) opt_.on_grads_done(stage);
   }
+  end_step(out, std::chrono::duration<double>(t0.time_since_epoch()).count(), exposed0);
+  return out;
+}
+
+void RankExecutor::end_step(StepOutput& out, double epoch, const ExposedComm& exposed0) {
   for (const PendingSend& ps : sends_)
     comm_->wait(ps.work, ps.peer, [&] {
       return fmt::format("{} of stage {}, micro-batch {}, in the end-of-step wait on sends", op_name(ps.action.op),
@@ -404,9 +424,9 @@ StepOutput RankExecutor::step() {
     throw Error(fmt::format("rank {}: step ended with {} unused receives and {} deferred weight gradients", rank_,
                             recvs_.size(), store_.pending()));
   slots_.clear();
-  out.seconds = since(t0);
+  out.seconds = std::chrono::duration<double>(Clock::now().time_since_epoch()).count() - epoch;
+  OverlapEngine& engine = *opt_.engine;
   out.exposed = engine.exposed() - exposed0;
-  const double epoch = std::chrono::duration<double>(t0.time_since_epoch()).count();
   for (IdleSpan sp : engine.take_idle_spans()) {
     sp.start -= epoch;
     sp.end -= epoch;
@@ -420,7 +440,6 @@ StepOutput RankExecutor::step() {
   }
   out.losses = losses_;
   std::sort(out.losses.begin(), out.losses.end());
-  return out;
 }
 
 void RankExecutor::sum_replica_grads() {

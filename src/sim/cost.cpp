@@ -94,6 +94,7 @@ bool Costs::has_a2a() const {
 Costs parse_costs(const std::string& spec) {
   Costs c;
   if (spec.empty()) return c;
+  std::vector<std::string> seen;  // a key given twice would silently keep the last value
   std::size_t start = 0;
   while (start <= spec.size()) {
     auto comma = spec.find(',', start);
@@ -103,6 +104,9 @@ Costs parse_costs(const std::string& spec) {
       throw Error(fmt::format("cost '{}': expected KEY=VALUE with KEY one of F, B, W, FB", item));
     std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (value.empty()) throw Error(fmt::format("cost {}: missing value", key));
+    if (std::find(seen.begin(), seen.end(), key) != seen.end())
+      throw Error(fmt::format("cost {} is given twice in '{}': give each of F, B, W, FB once", key, spec));
+    seen.push_back(key);
     if (key == "F")
       c.F = parse_list(value, key);
     else if (key == "B")

@@ -434,24 +434,14 @@ void check_no_checkpoint(const std::string& dir) {
                               dir, path));
 }
 
-void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, Stage>& stages,
-                     torch::optim::Optimizer* optimizer, Comm& comm) {
-  const std::string path = checkpoint_path(o.dir, step);
-  std::error_code ec;
-  if (comm.rank == 0) {
-    fs::create_directories(path, ec);
-    if (ec) throw Error(fmt::format("cannot create the checkpoint folder {}: {}", path, ec.message()));
-    fsync_dir(o.dir);
-    // A manifest left by an earlier run (whose later checkpoints we resumed
-    // past) must go before any new file lands, or it would vouch for a mix.
-    fs::remove(fs::path(path) / kManifest, ec);
-  }
-  comm.barrier(fmt::format("the start of checkpoint {}", path));
-  fs::create_directories(path, ec);  // ranks on other machines, if the folder is not shared
+namespace {
 
+// One rank's checkpoint file: the step, its stages' parameters and buffers,
+// the optimizer state and the default generator's state.
+std::string rank_file_bytes(int step, int rank, const std::map<int, Stage>& stages, torch::optim::Optimizer* optimizer) {
   torch::serialize::OutputArchive ar;
   ar.write("step", torch::tensor(static_cast<int64_t>(step)), true);
-  ar.write("rank", torch::tensor(static_cast<int64_t>(comm.rank)), true);
+  ar.write("rank", torch::tensor(static_cast<int64_t>(rank)), true);
   for (const auto& [s, st] : stages) {
     torch::serialize::OutputArchive sa(ar.compilation_unit());
     const auto params = st.module->parameters();
@@ -476,7 +466,40 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
   }
   std::ostringstream os;
   ar.save_to(os);
-  const std::string bytes = os.str();
+  return os.str();
+}
+
+// Keep the `keep` newest complete checkpoints up to `step`; everything older
+// goes, incomplete leftovers included.
+void rotate_checkpoints(const std::string& dir, int step, int keep) {
+  auto dirs = step_dirs(dir);
+  int kept = 0, oldest_kept = step;
+  for (auto it = dirs.rbegin(); it != dirs.rend() && kept < keep; ++it)
+    if (it->first <= step && fs::exists(fs::path(it->second) / kManifest)) {
+      ++kept;
+      oldest_kept = it->first;
+    }
+  for (const auto& [s, p] : dirs)
+    if (s < oldest_kept) remove_tree(p);
+}
+
+}  // namespace
+
+void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, Stage>& stages,
+                     torch::optim::Optimizer* optimizer, Comm& comm) {
+  const std::string path = checkpoint_path(o.dir, step);
+  std::error_code ec;
+  if (comm.rank == 0) {
+    fs::create_directories(path, ec);
+    if (ec) throw Error(fmt::format("cannot create the checkpoint folder {}: {}", path, ec.message()));
+    fsync_dir(o.dir);
+    // A manifest left by an earlier run (whose later checkpoints we resumed
+    // past) must go before any new file lands, or it would vouch for a mix.
+    fs::remove(fs::path(path) / kManifest, ec);
+  }
+  comm.barrier(fmt::format("the start of checkpoint {}", path));
+  fs::create_directories(path, ec);  // ranks on other machines, if the folder is not shared
+  const std::string bytes = rank_file_bytes(step, comm.rank, stages, optimizer);
   const uint64_t sum = fnv1a64(bytes.data(), bytes.size());
   write_atomic((fs::path(path) / rank_file(comm.rank)).string(), bytes);
 
@@ -504,18 +527,7 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
     m["files"].push_back({{"name", rank_file(r)}, {"bytes", t[r][1].item<int64_t>()}, {"fnv1a64", hex64(rs)}});
   }
   write_atomic((fs::path(path) / kManifest).string(), m.dump(2) + "\n");
-
-  // Keep the `keep` newest complete checkpoints; everything older goes,
-  // incomplete leftovers included.
-  auto dirs = step_dirs(o.dir);
-  int kept = 0, oldest_kept = step;
-  for (auto it = dirs.rbegin(); it != dirs.rend() && kept < o.keep; ++it)
-    if (it->first <= step && fs::exists(fs::path(it->second) / kManifest)) {
-      ++kept;
-      oldest_kept = it->first;
-    }
-  for (const auto& [s, p] : dirs)
-    if (s < oldest_kept) remove_tree(p);
+  rotate_checkpoints(o.dir, step, o.keep);
 }
 
 void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& stages,

@@ -238,101 +238,115 @@ MoeLayerImpl::Routing MoeLayerImpl::route(const torch::Tensor& xs, int64_t seque
   return r;
 }
 
+void MoeLayerImpl::record_stats(const torch::Tensor& flat, const Routing& routed) {
+  // Pairs whose expert lives on another host than this rank's experts.
+  const int per_host = cfg.experts / cfg.hosts;
+  const int64_t own = first_local / per_host;
+  const double cross = cfg.hosts > 1 ? torch::div(flat, per_host, "floor").ne(own).sum().item<double>() : 0.0;
+  stats->add(layer, routed.counts, routed.aux.item<double>(), cross);
+}
+
+// The token-count exchange goes out first, so that it is on the wire while
+// this rank sorts its rows and runs the shared expert.
+MoeLayerImpl::PendingCounts MoeLayerImpl::post_counts(const torch::Tensor& counts) {
+  const int E = cfg.ep, L = local_count;
+  PendingCounts pending;
+  pending.received = torch::empty({E * L}, torch::kInt64);
+  torch::Tensor send_counts = counts.contiguous();
+  std::vector<int64_t> equal(E, L);
+  Comm* c = group.fwd.get();
+  auto post = [c, recv = pending.received, send_counts, equal]() mutable {
+    std::vector<int64_t> in = equal;
+    return c->iall_to_all(recv, send_counts, equal, in);
+  };
+  if (group.engine)
+    pending.ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0,
+                                        fmt::format("the MoE token-count exchange of block {}", layer), post);
+  else
+    pending.work = post();
+  return pending;
+}
+
+void MoeLayerImpl::wait_counts(PendingCounts& pending) {
+  if (pending.ticket)
+    group.engine->wait(Half::Forward, pending.ticket);
+  else
+    group.fwd->wait(pending.work, -1, [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
+}
+
+// Every expert here: apply each to its block of rows.
+torch::Tensor MoeLayerImpl::local_experts(const torch::Tensor& rows, const torch::Tensor& counts) {
+  std::vector<torch::Tensor> outs;
+  auto c = counts.accessor<int64_t, 1>();
+  int64_t off = 0;
+  for (int j = 0; j < cfg.experts; ++j) {
+    outs.push_back(experts[j](rows.narrow(0, off, c[j])));
+    off += c[j];
+  }
+  return torch::cat(outs);
+}
+
+torch::Tensor MoeLayerImpl::remote_experts(const torch::Tensor& rows, const torch::Tensor& counts,
+                                           PendingCounts& pending) {
+  const int E = cfg.ep, L = local_count;
+  // How many rows go to each rank, and, per local expert, how many come from each.
+  wait_counts(pending);
+  torch::Tensor rc = pending.received.reshape({E, L});
+  std::vector<int64_t> send_splits = row_sums(counts.reshape({E, L})), recv_splits = row_sums(rc);
+  torch::Tensor recv = AllToAllFn::apply(rows, reinterpret_cast<int64_t>(&group), recv_splits, send_splits,
+                                         int64_t{2} * layer);
+  // Received rows come per source rank, each source's grouped by local
+  // expert: regroup by expert, run the experts, and put the rows back.
+  auto a = rc.accessor<int64_t, 2>();
+  std::vector<int64_t> perm, block(L, 0);
+  std::vector<int64_t> src_off(E, 0);
+  for (int s = 1; s < E; ++s) src_off[s] = src_off[s - 1] + recv_splits[s - 1];
+  for (int j = 0; j < L; ++j)
+    for (int s = 0; s < E; ++s) {
+      int64_t start = src_off[s];
+      for (int jj = 0; jj < j; ++jj) start += a[s][jj];
+      for (int64_t r = 0; r < a[s][j]; ++r) perm.push_back(start + r);
+      block[j] += a[s][j];
+    }
+  torch::Tensor perm_t = torch::tensor(perm, torch::kInt64);
+  torch::Tensor inv = torch::empty_like(perm_t);
+  inv.index_put_({perm_t}, torch::arange(static_cast<int64_t>(perm.size()), torch::kInt64));
+  torch::Tensor h = recv.index_select(0, perm_t);
+  std::vector<torch::Tensor> outs;
+  int64_t off = 0;
+  for (int j = 0; j < L; ++j) {
+    outs.push_back(experts[j](h.narrow(0, off, block[j])));
+    off += block[j];
+  }
+  torch::Tensor out_recv = torch::cat(outs).index_select(0, inv);
+  return AllToAllFn::apply(out_recv, reinterpret_cast<int64_t>(&group), send_splits, recv_splits,
+                           int64_t{2} * layer + 1);
+}
+
 torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   const int64_t D = x.size(-1);
-  const int X = cfg.experts, K = cfg.top_k, L = local_count;
+  const int K = cfg.top_k;
   torch::Tensor xs = x.reshape({-1, D});
   const int64_t n = xs.size(0);
   Routing routed = route(xs, x.size(0));
-  torch::Tensor weights = routed.weights, idx = routed.idx, counts = routed.counts, aux = routed.aux;
-  torch::Tensor flat = idx.reshape({-1});  // expert of each (token, k) pair
-  if (stats) {
-    // Pairs whose expert lives on another host than this rank's experts.
-    const int per_host = X / cfg.hosts;
-    const int64_t own = first_local / per_host;
-    const double cross = cfg.hosts > 1 ? torch::div(flat, per_host, "floor").ne(own).sum().item<double>() : 0.0;
-    stats->add(layer, counts, aux.item<double>(), cross);
-  }
-  // The token-count exchange goes out first, so that it is on the wire while
-  // this rank sorts its rows and runs the shared expert.
-  const int E = cfg.ep;
-  torch::Tensor recv_counts = torch::empty({E * L}, torch::kInt64);
-  LaneTicketPtr counts_ticket;
-  compat::WorkPtr counts_work;
-  if (group.fwd) {
-    torch::Tensor send_counts = counts.contiguous();
-    std::vector<int64_t> equal(E, L);
-    Comm* c = group.fwd.get();
-    auto post = [c, recv_counts, send_counts, equal]() mutable {
-      std::vector<int64_t> in = equal;
-      return c->iall_to_all(recv_counts, send_counts, equal, in);
-    };
-    if (group.engine)
-      counts_ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0,
-                                         fmt::format("the MoE token-count exchange of block {}", layer), post);
-    else
-      counts_work = post();
-  }
+  torch::Tensor flat = routed.idx.reshape({-1});  // expert of each (token, k) pair
+  if (stats) record_stats(flat, routed);
+  PendingCounts pending;
+  if (group.fwd) pending = post_counts(routed.counts);
   // Dispatch: pairs sorted by expert (stable, so ties keep token order).
   torch::Tensor order = std::get<1>(torch::sort(flat, /*stable=*/true, 0, false));
   torch::Tensor token = torch::div(torch::arange(n * K, torch::kInt64), K, "floor").index_select(0, order);
   torch::Tensor rows = xs.index_select(0, token);  // [n K, d], grouped by expert
   torch::Tensor shared_out = shared ? shared(xs) : torch::Tensor();
-  torch::Tensor out_sorted;
-  if (!group.fwd) {
-    // Every expert here: apply each to its block of rows.
-    std::vector<torch::Tensor> outs;
-    auto c = counts.accessor<int64_t, 1>();
-    int64_t off = 0;
-    for (int j = 0; j < X; ++j) {
-      outs.push_back(experts[j](rows.narrow(0, off, c[j])));
-      off += c[j];
-    }
-    out_sorted = torch::cat(outs);
-  } else {
-    // How many rows go to each rank, and, per local expert, how many come from each.
-    if (counts_ticket)
-      group.engine->wait(Half::Forward, counts_ticket);
-    else
-      group.fwd->wait(counts_work, -1, [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
-    torch::Tensor rc = recv_counts.reshape({E, L});
-    std::vector<int64_t> send_splits = row_sums(counts.reshape({E, L})), recv_splits = row_sums(rc);
-    torch::Tensor recv = AllToAllFn::apply(rows, reinterpret_cast<int64_t>(&group), recv_splits, send_splits,
-                                           int64_t{2} * layer);
-    // Received rows come per source rank, each source's grouped by local
-    // expert: regroup by expert, run the experts, and put the rows back.
-    auto a = rc.accessor<int64_t, 2>();
-    std::vector<int64_t> perm, block(L, 0);
-    std::vector<int64_t> src_off(E, 0);
-    for (int s = 1; s < E; ++s) src_off[s] = src_off[s - 1] + recv_splits[s - 1];
-    for (int j = 0; j < L; ++j)
-      for (int s = 0; s < E; ++s) {
-        int64_t start = src_off[s];
-        for (int jj = 0; jj < j; ++jj) start += a[s][jj];
-        for (int64_t r = 0; r < a[s][j]; ++r) perm.push_back(start + r);
-        block[j] += a[s][j];
-      }
-    torch::Tensor perm_t = torch::tensor(perm, torch::kInt64);
-    torch::Tensor inv = torch::empty_like(perm_t);
-    inv.index_put_({perm_t}, torch::arange(static_cast<int64_t>(perm.size()), torch::kInt64));
-    torch::Tensor h = recv.index_select(0, perm_t);
-    std::vector<torch::Tensor> outs;
-    int64_t off = 0;
-    for (int j = 0; j < L; ++j) {
-      outs.push_back(experts[j](h.narrow(0, off, block[j])));
-      off += block[j];
-    }
-    torch::Tensor out_recv = torch::cat(outs).index_select(0, inv);
-    out_sorted = AllToAllFn::apply(out_recv, reinterpret_cast<int64_t>(&group), send_splits, recv_splits,
-                                   int64_t{2} * layer + 1);
-  }
+  torch::Tensor out_sorted =
+      group.fwd ? remote_experts(rows, routed.counts, pending) : local_experts(rows, routed.counts);
   // Combine: back to (token, k) order, weighted sum over the K choices.
   torch::Tensor inv_order = torch::empty_like(order);
   inv_order.index_put_({order}, torch::arange(n * K, torch::kInt64));
   torch::Tensor per_pair = out_sorted.index_select(0, inv_order).reshape({n, K, D});
-  torch::Tensor y = (per_pair * weights.unsqueeze(-1)).sum(1);
+  torch::Tensor y = (per_pair * routed.weights.unsqueeze(-1)).sum(1);
   if (shared) y = y + shared_out;
-  y = AuxInjectFn::apply(y, aux, cfg.aux_grad_scale);
+  y = AuxInjectFn::apply(y, routed.aux, cfg.aux_grad_scale);
   return y.reshape(x.sizes());
 }
 

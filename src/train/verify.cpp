@@ -76,132 +76,175 @@ void reference_adamw_step(Reference& ref, const VerifyOptions& o) {
 
 }  // namespace
 
-VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const Mesh& mesh, const VerifyOptions& o) {
-  const ModelConfig mine = rank_model_config(cfg, lowered, mesh);
+namespace {
+
+// One pipelined step of this rank, as verify compares it: the losses and the
+// gradients as reduced (sharded: each rank holds only its chunks of them),
+// kept before the optimizer step; the parameters after it.
+struct PipelinedStep {
+  std::unique_ptr<RankExecutor> exec;
+  std::unique_ptr<GradReducer> reducer;
+  StepOutput out;
+  std::map<std::pair<int, std::string>, torch::Tensor> grads;  // unsharded: (stage, name) -> gradient
+  std::vector<torch::Tensor> owned;                            // sharded: bucket by bucket, group by group
+};
+
+PipelinedStep pipelined_step(const Schedule& lowered, const ModelConfig& mine, const Mesh& mesh,
+                             const VerifyOptions& o) {
+  PipelinedStep p;
   auto engine = std::make_shared<OverlapEngine>(o.engine);
   PipelineModel model = make_model(mine, ExpertGroup{mesh.expert, mesh.expert_bwd, engine});
-  RankExecutor exec(lowered, mesh.coord.pp, model, mesh.pipeline, rank_executor_options(mesh, o.fb_overlap, engine));
-  std::unique_ptr<GradReducer> reducer = make_reducer(exec, mesh, o.reduce);
+  p.exec = std::make_unique<RankExecutor>(lowered, mesh.coord.pp, model, mesh.pipeline,
+                                          rank_executor_options(mesh, o.fb_overlap, engine));
+  p.reducer = make_reducer(*p.exec, mesh, o.reduce);
   std::vector<torch::Tensor> params;
-  for (const auto& [s, st] : exec.stages())
-    for (auto& p : st.module->parameters()) params.push_back(p);
-  StepOutput out = exec.step();
-  reducer->finish();
-  // The gradients as reduced (sharded: each rank holds only its chunks of
-  // them): kept before the optimizer step, compared below.
-  std::map<std::pair<int, std::string>, torch::Tensor> grads;
-  std::vector<torch::Tensor> owned;  // sharded: bucket by bucket, group by group
-  for (const torch::Tensor& t : reducer->sharded() ? reducer->owned_grads() : std::vector<torch::Tensor>{})
-    owned.push_back(t.clone());
-  if (!reducer->sharded())
-    for (const auto& [s, st] : exec.stages())
+  for (const auto& [s, st] : p.exec->stages())
+    for (auto& prm : st.module->parameters()) params.push_back(prm);
+  p.out = p.exec->step();
+  p.reducer->finish();
+  if (p.reducer->sharded())
+    for (const torch::Tensor& t : p.reducer->owned_grads()) p.owned.push_back(t.clone());
+  else
+    for (const auto& [s, st] : p.exec->stages())
       for (auto& item : st.module->named_parameters())
-        grads[{s, item.key()}] = item.value().grad().defined() ? item.value().grad().clone() : torch::zeros_like(item.value());
+        p.grads[{s, item.key()}] =
+            item.value().grad().defined() ? item.value().grad().clone() : torch::zeros_like(item.value());
   if (o.optimizer_step && !params.empty()) {
-    auto adam = make_adamw(*reducer, params, o.lr, o.weight_decay);
-    torch::Tensor sq = torch::tensor({reducer->owned_sq_norm()}, torch::kFloat64);
+    auto adam = make_adamw(*p.reducer, params, o.lr, o.weight_decay);
+    torch::Tensor sq = torch::tensor({p.reducer->owned_sq_norm()}, torch::kFloat64);
     mesh.world->all_reduce(sq, c10d::ReduceOp::SUM, "the gradient norm");
-    adamw_step(*reducer, *adam, std::sqrt(sq.item<double>()), o.clip, o.lr);
-    reducer->wait_params();  // an overlapped ZeRO-1 all-gather runs on past the update
+    adamw_step(*p.reducer, *adam, std::sqrt(sq.item<double>()), o.clip, o.lr);
+    p.reducer->wait_params();  // an overlapped ZeRO-1 all-gather runs on past the update
   }
+  return p;
+}
+
+// One slot per quantity compared; each rank fills what it holds and the
+// all-reduce takes the maximum, so every rank ends with the global figures.
+struct Slots {
+  std::vector<std::string> labels{"losses"};
+  std::map<std::pair<int, std::string>, std::size_t> grad, param;  // (stage, name) -> slot
+  std::size_t grad_end = 0;    // slots [1, grad_end): gradients
+  std::size_t chunk_base = 0;  // sharded: slot of stage s's gradient chunks is chunk_base + s
+};
+
+Slots make_slots(const Schedule& lowered, const Reference& ref, bool optimizer_step, bool sharded) {
+  Slots sl;
+  for (int s = 0; s < lowered.stages; ++s)
+    for (const std::string& name : ref.names[s]) {
+      sl.grad[{s, name}] = sl.labels.size();
+      sl.labels.push_back(fmt::format("stage {} {}", s, name));
+    }
+  sl.grad_end = sl.labels.size();
+  // With an optimizer step, the parameters after it: one more slot each.
+  if (optimizer_step)
+    for (int s = 0; s < lowered.stages; ++s)
+      for (const std::string& name : ref.names[s]) {
+        sl.param[{s, name}] = sl.labels.size();
+        sl.labels.push_back(fmt::format("stage {} {} after the step", s, name));
+      }
+  // Sharded: each rank holds only its chunks of the reduced gradients; they
+  // are compared with the same elements of the reference, a slot per stage.
+  sl.chunk_base = sl.labels.size();
+  if (sharded)
+    for (int s = 0; s < lowered.stages; ++s) sl.labels.push_back(fmt::format("stage {} gradient chunks (sharded)", s));
+  return sl;
+}
+
+void compare_grads(const PipelinedStep& p, const Reference& ref, const Slots& sl, torch::Tensor& err) {
+  for (const auto& [s, st] : p.exec->stages()) {
+    std::map<std::string, std::size_t> ref_pos;
+    for (std::size_t i = 0; i < ref.names[s].size(); ++i) ref_pos[ref.names[s][i]] = i;
+    for (auto& item : st.module->named_parameters()) {
+      auto it = ref_pos.find(item.key());
+      if (it == ref_pos.end())
+        throw Error(fmt::format("verify: stage {} parameter {} has no counterpart in the unsharded model", s, item.key()));
+      err[static_cast<int64_t>(sl.grad.at({s, item.key()}))] =
+          relative_difference(p.grads.at({s, item.key()}), ref.grads[s][it->second]);
+    }
+  }
+}
+
+void compare_chunks(const PipelinedStep& p, const Reference& ref, const Slots& sl, torch::Tensor& err) {
+  std::size_t k = 0;
+  for (const HolderGroup& g : p.reducer->groups()) {
+    std::map<std::string, std::size_t> ref_pos;
+    for (std::size_t i = 0; i < ref.names[g.stage].size(); ++i) ref_pos[ref.names[g.stage][i]] = i;
+    const Stage& stage = p.exec->stages().at(g.stage);
+    std::vector<torch::Tensor> want;
+    for (auto& item : stage.module->named_parameters()) {
+      const bool expert = stage.is_expert_param && stage.is_expert_param(item.key());
+      if (expert == g.expert) want.push_back(ref.grads[g.stage][ref_pos.at(item.key())]);
+    }
+    const torch::Tensor flat = flatten(want);
+    const double scale = std::max(flat.abs().max().item<double>(), 1e-300);
+    for (const GradBucket& b : g.buckets) {
+      const int64_t from = b.begin + g.index * b.chunk, n = std::min(b.end, from + b.chunk) - from;
+      const torch::Tensor& chunk = p.owned[k++];
+      // Elements past the bucket's end are padding: they must stay zero.
+      const int64_t real = std::max<int64_t>(n, 0);
+      double diff = 0;
+      if (real > 0) diff = (chunk.narrow(0, 0, real) - flat.narrow(0, from, real)).abs().max().item<double>();
+      if (chunk.numel() > real) diff = std::max(diff, chunk.narrow(0, real, chunk.numel() - real).abs().max().item<double>());
+      auto slot = err[static_cast<int64_t>(sl.chunk_base + static_cast<std::size_t>(g.stage))];
+      slot.fill_(std::max(slot.item<double>(), diff / scale));
+    }
+  }
+}
+
+void compare_params(const PipelinedStep& p, Reference& ref, const VerifyOptions& o, const Slots& sl,
+                    torch::Tensor& err) {
+  reference_adamw_step(ref, o);
+  for (const auto& [s, st] : p.exec->stages()) {
+    std::map<std::string, torch::Tensor> ref_params;
+    for (auto& item : ref.stages[static_cast<std::size_t>(s)].module->named_parameters())
+      ref_params[item.key()] = item.value();
+    for (auto& item : st.module->named_parameters())
+      err[static_cast<int64_t>(sl.param.at({s, item.key()}))] =
+          relative_difference(item.value().detach(), ref_params.at(item.key()).detach());
+  }
+}
+
+VerifyResult result_of(const torch::Tensor& err, const Slots& sl, bool optimizer_step, bool sharded) {
+  VerifyResult res;
+  res.loss_error = err[0].item<double>();
+  if (optimizer_step) res.param_error = 0;
+  for (std::size_t k = 1; k < sl.labels.size(); ++k) {
+    const double e = err[static_cast<int64_t>(k)].item<double>();
+    const bool grad = k < sl.grad_end || k >= sl.chunk_base;
+    if (k < sl.grad_end && sharded) continue;  // compared by chunks instead
+    res.per_param.emplace_back(sl.labels[k], e);
+    (grad ? res.grad_error : res.param_error) = std::max(grad ? res.grad_error : res.param_error, e);
+  }
+  return res;
+}
+
+}  // namespace
+
+VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const Mesh& mesh, const VerifyOptions& o) {
+  const ModelConfig mine = rank_model_config(cfg, lowered, mesh);
+  const PipelinedStep p = pipelined_step(lowered, mine, mesh, o);
   // The reference: every expert in one model, every pipeline's micro-batches.
   ModelConfig whole = mine;
   whole.expert_hosts = expert_hosts(mine);  // the same hosts, now all in one process
   whole.ep = 1;
   whole.ep_rank = 0;
-  const int shards = mesh.shape.data_shards();
-  Reference ref = unpipelined_step(make_model(whole), lowered.micro_batches * shards);
-
-  // One slot per quantity compared; each rank fills what it holds and the
-  // all-reduce takes the maximum, so every rank ends with the global figures.
-  std::vector<std::string> labels{"losses"};
-  std::map<std::pair<int, std::string>, std::size_t> index;
-  for (int s = 0; s < lowered.stages; ++s)
-    for (std::size_t i = 0; i < ref.names[s].size(); ++i) {
-      index[{s, ref.names[s][i]}] = labels.size();
-      labels.push_back(fmt::format("stage {} {}", s, ref.names[s][i]));
-    }
-  // With an optimizer step, the parameters after it: one more slot each.
-  std::map<std::pair<int, std::string>, std::size_t> param_index;
-  if (o.optimizer_step)
-    for (int s = 0; s < lowered.stages; ++s)
-      for (std::size_t i = 0; i < ref.names[s].size(); ++i) {
-        param_index[{s, ref.names[s][i]}] = labels.size();
-        labels.push_back(fmt::format("stage {} {} after the step", s, ref.names[s][i]));
-      }
-  const std::size_t grad_slots = labels.size() - param_index.size();
-  // Sharded: each rank holds only its chunks of the reduced gradients; they
-  // are compared with the same elements of the reference, a slot per stage.
-  const std::size_t chunk_slots = labels.size();
-  if (reducer->sharded())
-    for (int s = 0; s < lowered.stages; ++s) labels.push_back(fmt::format("stage {} gradient chunks (sharded)", s));
-  torch::Tensor err = torch::zeros({static_cast<int64_t>(labels.size())}, torch::kFloat64);
-  for (const auto& [mb, loss] : out.losses) {
-    double want = ref.losses[mb];
-    double rel = std::abs(loss - want) / std::max(std::abs(want), 1e-300);
-    err[0] = std::max(err[0].item<double>(), rel);
+  Reference ref = unpipelined_step(make_model(whole), lowered.micro_batches * mesh.shape.data_shards());
+  const bool sharded = p.reducer->sharded();
+  const Slots sl = make_slots(lowered, ref, o.optimizer_step, sharded);
+  torch::Tensor err = torch::zeros({static_cast<int64_t>(sl.labels.size())}, torch::kFloat64);
+  for (const auto& [mb, loss] : p.out.losses) {
+    const double want = ref.losses[mb];
+    err[0] = std::max(err[0].item<double>(), std::abs(loss - want) / std::max(std::abs(want), 1e-300));
   }
-  // Sharded gradients are compared through the parameters after the step.
-  if (!reducer->sharded())
-    for (const auto& [s, st] : exec.stages()) {
-      std::map<std::string, std::size_t> ref_pos;
-      for (std::size_t i = 0; i < ref.names[s].size(); ++i) ref_pos[ref.names[s][i]] = i;
-      for (auto& item : st.module->named_parameters()) {
-        auto it = ref_pos.find(item.key());
-        if (it == ref_pos.end())
-          throw Error(fmt::format("verify: stage {} parameter {} has no counterpart in the unsharded model", s, item.key()));
-        err[static_cast<int64_t>(index.at({s, item.key()}))] =
-            relative_difference(grads.at({s, item.key()}), ref.grads[s][it->second]);
-      }
-    }
-  if (reducer->sharded()) {
-    std::size_t k = 0;
-    for (const HolderGroup& g : reducer->groups()) {
-      std::map<std::string, std::size_t> ref_pos;
-      for (std::size_t i = 0; i < ref.names[g.stage].size(); ++i) ref_pos[ref.names[g.stage][i]] = i;
-      std::vector<torch::Tensor> want;
-      for (auto& item : exec.stages().at(g.stage).module->named_parameters()) {
-        const bool expert = exec.stages().at(g.stage).is_expert_param && exec.stages().at(g.stage).is_expert_param(item.key());
-        if (expert == g.expert) want.push_back(ref.grads[g.stage][ref_pos.at(item.key())]);
-      }
-      const torch::Tensor flat = flatten(want);
-      const double scale = std::max(flat.abs().max().item<double>(), 1e-300);
-      for (const GradBucket& b : g.buckets) {
-        const int64_t from = b.begin + g.index * b.chunk, n = std::min(b.end, from + b.chunk) - from;
-        const torch::Tensor& chunk = owned[k++];
-        // Elements past the bucket's end are padding: they must stay zero.
-        const int64_t real = std::max<int64_t>(n, 0);
-        double diff = 0;
-        if (real > 0) diff = (chunk.narrow(0, 0, real) - flat.narrow(0, from, real)).abs().max().item<double>();
-        if (chunk.numel() > real) diff = std::max(diff, chunk.narrow(0, real, chunk.numel() - real).abs().max().item<double>());
-        auto slot = err[static_cast<int64_t>(chunk_slots + static_cast<std::size_t>(g.stage))];
-        slot.fill_(std::max(slot.item<double>(), diff / scale));
-      }
-    }
-  }
-  if (o.optimizer_step) {
-    reference_adamw_step(ref, o);
-    for (const auto& [s, st] : exec.stages()) {
-      std::map<std::string, torch::Tensor> ref_params;
-      for (auto& item : ref.stages[static_cast<std::size_t>(s)].module->named_parameters())
-        ref_params[item.key()] = item.value();
-      for (auto& item : st.module->named_parameters())
-        err[static_cast<int64_t>(param_index.at({s, item.key()}))] =
-            relative_difference(item.value().detach(), ref_params.at(item.key()).detach());
-    }
-  }
+  // Sharded gradients are compared chunk by chunk, and through the parameters after the step.
+  if (sharded)
+    compare_chunks(p, ref, sl, err);
+  else
+    compare_grads(p, ref, sl, err);
+  if (o.optimizer_step) compare_params(p, ref, o, sl, err);
   mesh.world->all_reduce(err, c10d::ReduceOp::MAX, "the verify comparison");
-  VerifyResult res;
-  res.loss_error = err[0].item<double>();
-  if (o.optimizer_step) res.param_error = 0;
-  for (std::size_t k = 1; k < labels.size(); ++k) {
-    const double e = err[static_cast<int64_t>(k)].item<double>();
-    const bool grad = k < grad_slots || k >= chunk_slots;
-    if (k < grad_slots && reducer->sharded()) continue;  // compared by chunks instead
-    res.per_param.emplace_back(labels[k], e);
-    (grad ? res.grad_error : res.param_error) = std::max(grad ? res.grad_error : res.param_error, e);
-  }
-  return res;
+  return result_of(err, sl, o.optimizer_step, sharded);
 }
 
 }  // namespace dualpipe

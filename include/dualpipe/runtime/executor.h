@@ -134,6 +134,21 @@ class RankExecutor {
  private:
   struct Slot;
   Slot& slot(int stage, int mb);
+  // Construction, in parts: the options checked against the schedule; where
+  // every transfer is sent and consumed (release_sends); the positions of
+  // each stage's first use and last gradient work on this rank.
+  void check_setup() const;
+  void index_transfers();
+  void index_stage_events();
+  // One action of the step at position p; receives up to kLookahead compute
+  // actions ahead are posted first (post_ahead).
+  void run_action(const Action& a, std::size_t p);
+  void post_ahead(std::size_t from);
+  std::size_t recv_frontier_ = 0;  // positions below it had their receives posted this step
+  // The end of a step: sends waited, leftovers refused, the step's seconds,
+  // idle spans, lane records and losses into `out` (`epoch`: the step's
+  // start on the steady clock, in seconds; times become relative to it).
+  void end_step(StepOutput& out, double epoch, const ExposedComm& exposed0);
   int where(int stage, int mb) const { return where_[static_cast<std::size_t>(stage) * sched_->micro_batches + mb]; }
   void post_recv(const Action& a, std::size_t pos);
   torch::Tensor take_recv(Op op, int stage, int mb, Half h);

@@ -144,6 +144,20 @@ struct MoeLayerImpl : torch::nn::Module {
     torch::Tensor weights, idx, counts, aux;  // [n, K], [n, K] int64, [X] int64, scalar
   };
   Routing route(const torch::Tensor& xs, int64_t sequences);
+  // The parts of forward: the step's statistics of this block; the
+  // token-count exchange (posted, then waited); the experts on this rank's
+  // rows when all are here, or across the expert group (dispatch, experts,
+  // combine): rows sorted by expert in, their outputs in the same order out.
+  void record_stats(const torch::Tensor& flat, const Routing& routed);
+  struct PendingCounts {
+    torch::Tensor received;  // [E * L]: rows each rank sends to each local expert
+    LaneTicketPtr ticket;
+    compat::WorkPtr work;
+  };
+  PendingCounts post_counts(const torch::Tensor& counts);
+  void wait_counts(PendingCounts& pending);
+  torch::Tensor local_experts(const torch::Tensor& rows, const torch::Tensor& counts);
+  torch::Tensor remote_experts(const torch::Tensor& rows, const torch::Tensor& counts, PendingCounts& pending);
 
   SplitLinear router;
   torch::Tensor bias;  // deepseek: [X] selection biases (a buffer)
