@@ -29,10 +29,13 @@ TEST(PlanCli, JsonHasRankedPlansAndWritesTheBestSchedule) {
   const std::string csv = temp_path("best.csv"), svg = temp_path("best.svg");
   write_file(model, kModel);
   write_file(cluster, kCluster);
+  // The report to a file: the "wrote ..." lines go to stderr.
+  const std::string report = temp_path("report.json");
   CliRun r = run("plan --model " + model + " --cluster " + cluster + " --global-batch 64 --format json --csv " + csv +
-                 " --svg " + svg);
+                 " --svg " + svg + " -o " + report);
   ASSERT_EQ(r.code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out);
+  std::ifstream report_in(report);
+  const auto j = nlohmann::json::parse(report_in);
   ASSERT_FALSE(j["plans"].empty());
   const auto& best = j["plans"][0];
   for (const char* key : {"method", "pp", "tp", "dp", "ep", "micro_batches", "step_s", "bubble_ratio",
