@@ -48,89 +48,131 @@ void catch_interrupts() {
 
 bool interrupt_requested() { return interrupts.load() > 0; }
 
-int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) {
-  // Once a rank fails, the others cannot finish: a peer of a dead rank fails
-  // fast (connection closed) or within its --timeout, but a rank that stalls
-  // never exits by itself. So after the first failure the others get
-  // kGrace to exit on their own (and print their own line, which names what
-  // they waited for), then SIGTERM, and kKillAfter later SIGKILL.
+namespace {
+
+// One supervision of rank processes: which still run, the first failure, and
+// how far the stopping of the others has gone. Once a rank fails, the others
+// cannot finish: a peer of a dead rank fails fast (connection closed) or
+// within its --timeout, but a rank that stalls never exits by itself. So
+// after the first failure the others get kGrace to exit on their own (and
+// print their own line, which names what they waited for), then SIGTERM, and
+// kKillAfter later SIGKILL.
+class Supervision {
+ public:
   using Clock = std::chrono::steady_clock;
-  constexpr auto kGrace = std::chrono::milliseconds(1000);
-  constexpr auto kKillAfter = std::chrono::milliseconds(3000);
-  std::vector<bool> running(pids.size(), true);
-  std::size_t left = pids.size();
-  int result = 0;
-  std::size_t agreed = 0;  // ranks that exited with kAgreedStopExitCode or kInterruptedExitCode
-  bool passed_on = false;  // a SIGINT of ours, passed on to the ranks
-  std::string failure, stopped;
-  bool failed_with_error_line = false;  // the first failure exited with code 2: a rank's one-line error
-  Clock::time_point failed_at;
-  int phase = 0;  // 0: all well; 1: a rank failed; 2: SIGTERM sent; 3: SIGKILL sent
-  auto signal_running = [&](int sig) {
-    for (std::size_t r = 0; r < pids.size(); ++r)
-      if (running[r]) {
-        kill(pids[r], sig);
-        // A stopped process (SIGSTOP) acts on SIGTERM only once continued.
-        if (sig == SIGTERM) kill(pids[r], SIGCONT);
-        if (sig == SIGTERM) stopped += fmt::format("{}{}", stopped.empty() ? "" : ", ", r);
-      }
-  };
-  while (left > 0) {
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, phase == 0 ? 0 : WNOHANG);
-    if (!passed_on && interrupt_requested()) {
-      passed_on = true;
-      for (std::size_t r = 0; r < pids.size(); ++r)
-        if (running[r]) kill(pids[r], SIGINT);
+  static constexpr auto kGrace = std::chrono::milliseconds(1000);
+  static constexpr auto kKillAfter = std::chrono::milliseconds(3000);
+
+  explicit Supervision(const std::vector<pid_t>& pids) : pids_(pids), running_(pids.size(), true), left_(pids.size()) {}
+
+  bool any_left() const { return left_ > 0; }
+  // waitpid's flags for the next wait: blocking until a rank fails.
+  int wait_flags() const { return phase_ == 0 ? 0 : WNOHANG; }
+
+  // A SIGINT that reached this process: passed on to the running ranks once.
+  void pass_on_interrupt() {
+    if (passed_on_ || !interrupt_requested()) return;
+    passed_on_ = true;
+    for (std::size_t r = 0; r < pids_.size(); ++r)
+      if (running_[r]) kill(pids_[r], SIGINT);
+  }
+
+  // After a failure, nothing exited since the last look: SIGTERM after the
+  // grace, SIGKILL kKillAfter later.
+  void escalate() {
+    const auto since = Clock::now() - failed_at_;
+    if (phase_ == 1 && since >= kGrace) {
+      signal_running(SIGTERM);
+      phase_ = 2;
+    } else if (phase_ == 2 && since >= kGrace + kKillAfter) {
+      signal_running(SIGKILL);
+      phase_ = 3;
     }
+  }
+
+  // Child `pid` ended with `status`: its rank's exit is recorded (a child
+  // that is no rank is ignored).
+  void record_exit(pid_t pid, int status) {
+    std::size_t r = 0;
+    while (r < pids_.size() && pids_[r] != pid) ++r;
+    if (r == pids_.size()) return;
+    running_[r] = false;
+    --left_;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (WIFEXITED(status) && (code == kAgreedStopExitCode || code == kInterruptedExitCode)) ++agreed_;
+    if (code != 0 && result_ == 0) {
+      result_ = code;
+      failure_ = WIFEXITED(status)
+                     ? fmt::format("rank {} (pid {}) failed with exit code {}", r, pid, code)
+                     : fmt::format("rank {} (pid {}) died: signal {} ({})", r, pid, WTERMSIG(status),
+                                   strsignal(WTERMSIG(status)));
+      failed_with_error_line_ = WIFEXITED(status) && code == 2;
+      failed_at_ = Clock::now();
+      phase_ = 1;
+    }
+  }
+
+  // The result, after the one line on stderr that a failure gets.
+  int report(const std::string& program) const {
+    if (result_ != 0 && agreed_ == pids_.size()) return result_;
+    const double grace_s = std::chrono::duration<double>(kGrace).count();
+    // A rank that gave up with its own error line (its peers' waits are
+    // bounded, and a closed connection is seen at once) while another had to
+    // be stopped: the one stopped is the rank that hung, and the headline
+    // names it; the error line above says what the other waited for.
+    if (result_ != 0 && failed_with_error_line_ && !stopped_.empty())
+      fmt::print(stderr, "{}: error: rank(s) {} stopped responding (still running {} s after {}); stopped\n", program,
+                 stopped_, grace_s, failure_);
+    else if (result_ != 0)
+      fmt::print(stderr, "{}: error: {}{}\n", program, failure_,
+                 stopped_.empty() ? std::string("; the other ranks exited by themselves")
+                                  : fmt::format("; stopped rank(s) {} (still running {} s later)", stopped_, grace_s));
+    return result_;
+  }
+
+ private:
+  void signal_running(int sig) {
+    for (std::size_t r = 0; r < pids_.size(); ++r)
+      if (running_[r]) {
+        kill(pids_[r], sig);
+        // A stopped process (SIGSTOP) acts on SIGTERM only once continued.
+        if (sig == SIGTERM) kill(pids_[r], SIGCONT);
+        if (sig == SIGTERM) stopped_ += fmt::format("{}{}", stopped_.empty() ? "" : ", ", r);
+      }
+  }
+
+  const std::vector<pid_t>& pids_;
+  std::vector<bool> running_;
+  std::size_t left_;
+  int result_ = 0;
+  std::size_t agreed_ = 0;  // ranks that exited with kAgreedStopExitCode or kInterruptedExitCode
+  bool passed_on_ = false;  // a SIGINT of ours, passed on to the ranks
+  std::string failure_, stopped_;
+  bool failed_with_error_line_ = false;  // the first failure exited with code 2: a rank's one-line error
+  Clock::time_point failed_at_;
+  int phase_ = 0;  // 0: all well; 1: a rank failed; 2: SIGTERM sent; 3: SIGKILL sent
+};
+
+}  // namespace
+
+int supervise_ranks(const std::vector<pid_t>& pids, const std::string& program) {
+  Supervision sup(pids);
+  while (sup.any_left()) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, sup.wait_flags());
+    sup.pass_on_interrupt();
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;  // no children left to wait for
     }
     if (pid == 0) {  // after a failure: nothing exited since the last look
-      const auto since = Clock::now() - failed_at;
-      if (phase == 1 && since >= kGrace) {
-        signal_running(SIGTERM);
-        phase = 2;
-      } else if (phase == 2 && since >= kGrace + kKillAfter) {
-        signal_running(SIGKILL);
-        phase = 3;
-      }
+      sup.escalate();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }
-    std::size_t r = 0;
-    while (r < pids.size() && pids[r] != pid) ++r;
-    if (r == pids.size()) continue;
-    running[r] = false;
-    --left;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (WIFEXITED(status) && (code == kAgreedStopExitCode || code == kInterruptedExitCode)) ++agreed;
-    if (code != 0 && result == 0) {
-      result = code;
-      failure = WIFEXITED(status)
-                    ? fmt::format("rank {} (pid {}) failed with exit code {}", r, pid, code)
-                    : fmt::format("rank {} (pid {}) died: signal {} ({})", r, pid, WTERMSIG(status),
-                                  strsignal(WTERMSIG(status)));
-      failed_with_error_line = WIFEXITED(status) && code == 2;
-      failed_at = Clock::now();
-      phase = 1;
-    }
+    sup.record_exit(pid, status);
   }
-  if (result != 0 && agreed == pids.size()) return result;
-  const double grace_s = std::chrono::duration<double>(kGrace).count();
-  // A rank that gave up with its own error line (its peers' waits are
-  // bounded, and a closed connection is seen at once) while another had to
-  // be stopped: the one stopped is the rank that hung, and the headline
-  // names it; the error line above says what the other waited for.
-  if (result != 0 && failed_with_error_line && !stopped.empty())
-    fmt::print(stderr, "{}: error: rank(s) {} stopped responding (still running {} s after {}); stopped\n", program,
-               stopped, grace_s, failure);
-  else if (result != 0)
-    fmt::print(stderr, "{}: error: {}{}\n", program, failure,
-               stopped.empty() ? std::string("; the other ranks exited by themselves")
-                               : fmt::format("; stopped rank(s) {} (still running {} s later)", stopped, grace_s));
-  return result;
+  return sup.report(program);
 }
 
 }  // namespace dualpipe

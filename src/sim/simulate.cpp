@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "schedule/big_array.h"
 #include "sim/link.h"
@@ -148,198 +149,271 @@ PairTime alternating_pair(const ChunkWork& f, const ChunkWork& b, const std::vec
   return run_halves(h, 2, true, link, 0.0);
 }
 
-SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
-  check_or_throw(s);
-  c.validate(s.stages);
-  const int N = s.micro_batches;
-  const std::size_t cells = static_cast<std::size_t>(s.stages) * N;
-  auto idx = [N](int stage, int mb) { return static_cast<std::size_t>(stage) * N + mb; };
+namespace {
 
-  BigArray<double> fwd_end(cells), grad_end(cells);
-  const Placement placement = placement_of(s);  // rank of each (stage, mb)
-  std::vector<double> free_at(s.ranks, 0.0);
-  std::vector<int> live(s.ranks, 0), held(s.ranks, 0);
-  SimResult res;
-  res.per_rank.assign(s.ranks, RankStats{});
-  if (opt.timeline) {
-    res.timeline.resize(s.ranks);
-    for (int r = 0; r < s.ranks; ++r) res.timeline[r].resize(s.actions[r].size());
-  }
-  const double hop = c.transfer();
-  const bool comm = c.has_a2a();
-  const bool on_link = c.link != Costs::Link::Apart;
-  const double send_work = c.bandwidth > 0 ? c.act_bytes / c.bandwidth : 0.0;  // a pipeline send on the link
-  std::vector<RankLink> links(static_cast<std::size_t>(s.ranks), RankLink(c.link));
-  // When each output is at its consumer's rank.
-  BigArray<double> fwd_at(cells), grad_at(cells);
-  if (comm && opt.timeline) res.a2a_waits.resize(s.ranks);
-  auto work = [&](double compute, int stage, bool fwd) {
-    return ChunkWork{compute, c.phases(stage), fwd ? c.a2a_fwd(stage) : c.a2a_bwd(stage)};
-  };
-  // Earliest start of each half, given the inputs it needs.
-  auto fwd_ready = [&](int stage, int mb, int) { return stage > 0 ? fwd_at[idx(stage - 1, mb)] : 0.0; };
-  auto bwd_ready = [&](int stage, int mb, int) {
-    double t = fwd_end[idx(stage, mb)];
-    if (stage + 1 < s.stages) t = std::max(t, grad_at[idx(stage + 1, mb)]);
-    return t;
-  };
-  // The output transfer of half `h` run on rank r: none (-1) when its
-  // consumer runs on r or there is none.
-  auto send_of = [&](const Action& h, int r) {
-    const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
-    if (h.op == Op::W || to < 0 || to >= s.stages || placement.rank(to, h.mb) == r) return -1.0;
-    return send_work;
-  };
-  // Records when a half's output is at its consumer.
-  auto deliver = [&](const Action& h, double at) {
-    if (h.op == Op::F) fwd_at[idx(h.stage, h.mb)] = at;
-    if (is_backward(h.op)) grad_at[idx(h.stage, h.mb)] = at;
-  };
+// How one action ran on its rank's link: its all-to-all time and how much of
+// it was exposed, its waits (relative to its start), and its halves' runs.
+struct LinkRun {
+  double exposed = 0, a2a_time = 0;
+  PairTime waits;
+  HalfRun runs[2];
+  bool ran = false;  // the halves ran on the link (their ends and arrivals are known)
+};
 
-  Walker walker(s);
-  walker.run([&](int r, std::size_t pos, const Action& a) {
-    RankStats& st = res.per_rank[r];
-    double start = free_at[r], dur = 0;
-    switch (a.op) {
-      case Op::F:
-        start = std::max(start, fwd_ready(a.stage, a.mb, r));
-        dur = c.f(a.stage);
-        break;
-      case Op::B:
-      case Op::I:
-        start = std::max(start, bwd_ready(a.stage, a.mb, r));
-        dur = a.op == Op::B ? c.b(a.stage) : c.i(a.stage);
-        break;
-      case Op::W:
-        start = std::max(start, grad_end[idx(a.stage, a.mb)]);
-        dur = c.w(a.stage);
-        break;
-      case Op::FB: {
-        const Action f = a.forward_half(), b = a.backward_half();
-        start = std::max({start, fwd_ready(f.stage, f.mb, r), bwd_ready(b.stage, b.mb, r)});
-        dur = c.fb(f.stage, b.stage);
-        break;
-      }
-      default: break;  // transfers are charged on the edge, not on the rank
+// One simulation in progress: the schedule's actions, in the walker's order,
+// each started when its rank is free and its inputs are there.
+class Simulation {
+ public:
+  Simulation(const Schedule& s, const Costs& c, const SimOptions& opt)
+      : s_(s),
+        c_(c),
+        opt_(opt),
+        N_(s.micro_batches),
+        fwd_end_(cells()),
+        grad_end_(cells()),
+        placement_(placement_of(s)),
+        free_at_(s.ranks, 0.0),
+        live_(s.ranks, 0),
+        held_(s.ranks, 0),
+        hop_(c.transfer()),
+        comm_(c.has_a2a()),
+        on_link_(c.link != Costs::Link::Apart),
+        send_work_(c.bandwidth > 0 ? c.act_bytes / c.bandwidth : 0.0),
+        links_(static_cast<std::size_t>(s.ranks), RankLink(c.link)),
+        fwd_at_(cells()),
+        grad_at_(cells()) {
+    res_.per_rank.assign(s.ranks, RankStats{});
+    if (opt.timeline) {
+      res_.timeline.resize(s.ranks);
+      for (int r = 0; r < s.ranks; ++r) res_.timeline[r].resize(s.actions[r].size());
     }
+    if (comm_ && opt.timeline) res_.a2a_waits.resize(s.ranks);
+  }
+
+  // Runs action `a`, at position `pos` of rank r's list.
+  void step(int r, std::size_t pos, const Action& a) {
+    RankStats& st = res_.per_rank[r];
+    double start = free_at_[r], dur = 0;
+    compute_of(a, start, dur);
     // All-to-all phases (only chunks that have some, so that everything else
     // keeps exactly the figures it had without this model) and, with a link
     // model, the pipeline sends: on the rank's link.
-    double exposed = 0, a2a_time = 0;
-    PairTime waits;
-    HalfRun runs[2];
-    const auto parts = halves(a);
-    bool ran = false;  // the halves ran on the link (their ends and arrivals are known)
-    if (a.op == Op::F || is_backward(a.op) || a.op == Op::W) {
-      const ChunkWork wk = work(dur, a.stage, a.op == Op::F);
-      const bool talk = comm && a.op != Op::W && talks(wk);
-      if (talk || on_link) {
-        const ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
-        runs[0].pieces = cut(w, {});
-        runs[0].compute = w.compute;
-        runs[0].a2a = w.a2a;
-        runs[0].send = on_link ? send_of(a, r) : -1;
-        runs[0].latency = c.latency;
-        waits = run_halves(runs, 1, false, links[r], start);
-        if (talk) a2a_time = link_time(w);
-        exposed = waits.exposed;
-        dur = waits.duration;
-        ran = true;
-      }
-    } else if (a.op == Op::FB) {
-      const Action f = a.forward_half(), b = a.backward_half();
-      ChunkWork wf = work(c.f(f.stage), f.stage, true), wb = work(c.b(b.stage), b.stage, false);
-      const bool talk = comm && (talks(wf) || talks(wb));
-      if (c.FB || !c.FB_pair.empty()) {  // the pair's compute given: share it in the ratio F : B
-        const double sum = wf.compute + wb.compute;
-        wf.compute = sum > 0 ? dur * wf.compute / sum : dur / 2;
-        wb.compute = sum > 0 ? dur * wb.compute / sum : dur / 2;
-      }
-      if (!talk) {  // no all-to-all: the pair's compute as one piece, both sends at its end
-        wf = ChunkWork{dur, 0, 0};
-        wb = ChunkWork{0, 0, 0};
-      }
-      if (!talks(wf)) wf = ChunkWork{wf.compute, 0, 0};
-      if (!talks(wb)) wb = ChunkWork{wb.compute, 0, 0};
-      const bool alternate = talk && c.fb_overlap;
-      if (alternate && c.pair_turns == Costs::PairTurns::FirstReady) {
-        waits = overlapped_pair(wf, wb);  // its own link (the pipeline sends go out at its end)
-        dur = waits.duration;
-      } else if (talk || on_link) {
-        // Measured pieces where the halves alternate; equal ones otherwise.
-        runs[0].pieces = cut(wf, alternate ? c.pieces_of(c.f_pieces, f.stage, wf) : std::vector<double>{});
-        runs[1].pieces = cut(wb, alternate ? c.pieces_of(c.b_pieces, b.stage, wb) : std::vector<double>{});
-        runs[0].compute = wf.compute;
-        runs[1].compute = wb.compute;
-        runs[0].a2a = wf.a2a;
-        runs[1].a2a = wb.a2a;
-        runs[0].send = on_link ? send_of(f, r) : -1;
-        runs[1].send = on_link ? send_of(b, r) : -1;
-        runs[0].latency = runs[1].latency = c.latency;
-        waits = run_halves(runs, 2, alternate, links[r], start);
-        dur = waits.duration;
-        ran = true;
-      }
-      if (talk) {
-        a2a_time = link_time(wf) + link_time(wb);
-        exposed = waits.exposed;
-      }
-    }
-    if (a2a_time > 0) {
-      st.a2a_total += a2a_time;
-      st.exposed_a2a += exposed;
-      if (opt.timeline)
-        for (const Span& w : waits.waits) res.a2a_waits[r].push_back({start + w.start, start + w.end});
+    LinkRun lr;
+    if (a.op == Op::F || is_backward(a.op) || a.op == Op::W)
+      run_chunk(a, r, start, dur, lr);
+    else if (a.op == Op::FB)
+      run_pair(a, r, start, dur, lr);
+    if (lr.a2a_time > 0) {
+      st.a2a_total += lr.a2a_time;
+      st.exposed_a2a += lr.exposed;
+      if (opt_.timeline)
+        for (const Span& w : lr.waits.waits) res_.a2a_waits[r].push_back({start + w.start, start + w.end});
     }
     const double end = start + dur;
-    // An F&B pair ends both halves at its end. The new forward's activation
-    // is alive from its start; a pair frees its backward's one at its end,
-    // so it peaks at +1.
+    finish_halves(a, r, end, lr);
+    if (a.op == Op::W) --held_[r];
+    st.busy += dur;
+    free_at_[r] = end;
+    if (opt_.timeline) res_.timeline[r][pos] = {start, end};
+  }
+
+  // The step's totals, once every action ran.
+  SimResult finish() {
+    SimResult& res = res_;
+    res.makespan = *std::max_element(free_at_.begin(), free_at_.end());
+    // Each cost is finite (validate), but their sums can still overflow; an
+    // "inf" step time with "nan" idle times would be a silent wrong answer.
+    if (!std::isfinite(res.makespan))
+      throw Error("costs too large: the simulated step time overflows a double (use smaller units)");
+    for (int r = 0; r < s_.ranks; ++r) {
+      RankStats& st = res.per_rank[r];
+      st.idle = res.makespan - st.busy;
+      res.bubble = std::max(res.bubble, st.idle);
+      st.stages_held = static_cast<int>(placement_.stages_of[static_cast<std::size_t>(r)].size());
+      st.param_copies = static_cast<double>(st.stages_held) * s_.ranks / s_.stages;
+    }
+    res.bubble_ratio = res.makespan > 0 ? res.bubble / res.makespan : 0.0;
+    for (const RankStats& st : res.per_rank) {
+      res.a2a_total += st.a2a_total;
+      res.exposed_a2a += st.exposed_a2a;
+    }
+    res.a2a_hidden = res.a2a_total > 0 ? 1.0 - res.exposed_a2a / res.a2a_total : 0.0;
+    return std::move(res_);
+  }
+
+ private:
+  std::size_t cells() const { return static_cast<std::size_t>(s_.stages) * N_; }
+  std::size_t idx(int stage, int mb) const { return static_cast<std::size_t>(stage) * N_ + mb; }
+
+  ChunkWork work(double compute, int stage, bool fwd) const {
+    return ChunkWork{compute, c_.phases(stage), fwd ? c_.a2a_fwd(stage) : c_.a2a_bwd(stage)};
+  }
+  // Earliest start of each half, given the inputs it needs.
+  double fwd_ready(int stage, int mb) const { return stage > 0 ? fwd_at_[idx(stage - 1, mb)] : 0.0; }
+  double bwd_ready(int stage, int mb) const {
+    double t = fwd_end_[idx(stage, mb)];
+    if (stage + 1 < s_.stages) t = std::max(t, grad_at_[idx(stage + 1, mb)]);
+    return t;
+  }
+  // The output transfer of half `h` run on rank r: none (-1) when its
+  // consumer runs on r or there is none.
+  double send_of(const Action& h, int r) const {
+    const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
+    if (h.op == Op::W || to < 0 || to >= s_.stages || placement_.rank(to, h.mb) == r) return -1.0;
+    return send_work_;
+  }
+  // Records when a half's output is at its consumer.
+  void deliver(const Action& h, double at) {
+    if (h.op == Op::F) fwd_at_[idx(h.stage, h.mb)] = at;
+    if (is_backward(h.op)) grad_at_[idx(h.stage, h.mb)] = at;
+  }
+
+  // The earliest `start` of `a` (given when its rank is free) and its compute
+  // time `dur`; transfers are charged on the edge, not on the rank.
+  void compute_of(const Action& a, double& start, double& dur) const {
+    switch (a.op) {
+      case Op::F:
+        start = std::max(start, fwd_ready(a.stage, a.mb));
+        dur = c_.f(a.stage);
+        break;
+      case Op::B:
+      case Op::I:
+        start = std::max(start, bwd_ready(a.stage, a.mb));
+        dur = a.op == Op::B ? c_.b(a.stage) : c_.i(a.stage);
+        break;
+      case Op::W:
+        start = std::max(start, grad_end_[idx(a.stage, a.mb)]);
+        dur = c_.w(a.stage);
+        break;
+      case Op::FB: {
+        const Action f = a.forward_half(), b = a.backward_half();
+        start = std::max({start, fwd_ready(f.stage, f.mb), bwd_ready(b.stage, b.mb)});
+        dur = c_.fb(f.stage, b.stage);
+        break;
+      }
+      default: break;
+    }
+  }
+
+  // A chunk alone (F, B, I or W) on rank r's link: `dur` becomes its time
+  // with the waits for its all-to-all.
+  void run_chunk(const Action& a, int r, double start, double& dur, LinkRun& lr) {
+    const ChunkWork wk = work(dur, a.stage, a.op == Op::F);
+    const bool talk = comm_ && a.op != Op::W && talks(wk);
+    if (!talk && !on_link_) return;
+    const ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
+    HalfRun* runs = lr.runs;
+    runs[0].pieces = cut(w, {});
+    runs[0].compute = w.compute;
+    runs[0].a2a = w.a2a;
+    runs[0].send = on_link_ ? send_of(a, r) : -1;
+    runs[0].latency = c_.latency;
+    lr.waits = run_halves(runs, 1, false, links_[r], start);
+    if (talk) lr.a2a_time = link_time(w);
+    lr.exposed = lr.waits.exposed;
+    dur = lr.waits.duration;
+    lr.ran = true;
+  }
+
+  // An F&B pair on rank r's link: its compute shared between the halves,
+  // which alternate (or run one after the other): `dur` becomes its time.
+  void run_pair(const Action& a, int r, double start, double& dur, LinkRun& lr) {
+    const Action f = a.forward_half(), b = a.backward_half();
+    ChunkWork wf = work(c_.f(f.stage), f.stage, true), wb = work(c_.b(b.stage), b.stage, false);
+    const bool talk = comm_ && (talks(wf) || talks(wb));
+    if (c_.FB || !c_.FB_pair.empty()) {  // the pair's compute given: share it in the ratio F : B
+      const double sum = wf.compute + wb.compute;
+      wf.compute = sum > 0 ? dur * wf.compute / sum : dur / 2;
+      wb.compute = sum > 0 ? dur * wb.compute / sum : dur / 2;
+    }
+    if (!talk) {  // no all-to-all: the pair's compute as one piece, both sends at its end
+      wf = ChunkWork{dur, 0, 0};
+      wb = ChunkWork{0, 0, 0};
+    }
+    if (!talks(wf)) wf = ChunkWork{wf.compute, 0, 0};
+    if (!talks(wb)) wb = ChunkWork{wb.compute, 0, 0};
+    const bool alternate = talk && c_.fb_overlap;
+    HalfRun* runs = lr.runs;
+    if (alternate && c_.pair_turns == Costs::PairTurns::FirstReady) {
+      lr.waits = overlapped_pair(wf, wb);  // its own link (the pipeline sends go out at its end)
+      dur = lr.waits.duration;
+    } else if (talk || on_link_) {
+      // Measured pieces where the halves alternate; equal ones otherwise.
+      runs[0].pieces = cut(wf, alternate ? c_.pieces_of(c_.f_pieces, f.stage, wf) : std::vector<double>{});
+      runs[1].pieces = cut(wb, alternate ? c_.pieces_of(c_.b_pieces, b.stage, wb) : std::vector<double>{});
+      runs[0].compute = wf.compute;
+      runs[1].compute = wb.compute;
+      runs[0].a2a = wf.a2a;
+      runs[1].a2a = wb.a2a;
+      runs[0].send = on_link_ ? send_of(f, r) : -1;
+      runs[1].send = on_link_ ? send_of(b, r) : -1;
+      runs[0].latency = runs[1].latency = c_.latency;
+      lr.waits = run_halves(runs, 2, alternate, links_[r], start);
+      dur = lr.waits.duration;
+      lr.ran = true;
+    }
+    if (talk) {
+      lr.a2a_time = link_time(wf) + link_time(wb);
+      lr.exposed = lr.waits.exposed;
+    }
+  }
+
+  // The halves of `a`, ended at `end` on rank r: their outputs delivered,
+  // their activations counted. An F&B pair ends both halves at its end. The
+  // new forward's activation is alive from its start; a pair frees its
+  // backward's one at its end, so it peaks at +1.
+  void finish_halves(const Action& a, int r, double end, const LinkRun& lr) {
+    RankStats& st = res_.per_rank[r];
+    const auto parts = halves(a);
     for (int k = 0; k < parts.count; ++k) {
       const Action& h = parts.part[k];
       // Without a link model (or for a pair whose halves ran elsewhere) the
       // output goes at the action's end and takes transfer() on its own edge.
       const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
-      const bool away = h.op != Op::W && to >= 0 && to < s.stages && placement.rank(to, h.mb) != r;
-      double at = end + (away ? hop : 0.0);
-      if (ran && on_link) at = runs[k].arrived;
+      const bool away = h.op != Op::W && to >= 0 && to < s_.stages && placement_.rank(to, h.mb) != r;
+      double at = end + (away ? hop_ : 0.0);
+      if (lr.ran && on_link_) at = lr.runs[k].arrived;
       deliver(h, at);
       if (h.op == Op::F) {
-        fwd_end[idx(h.stage, h.mb)] = end;
-        st.peak_activations = std::max(st.peak_activations, ++live[r]);
-        st.peak_held = std::max(st.peak_held, ++held[r]);
+        fwd_end_[idx(h.stage, h.mb)] = end;
+        st.peak_activations = std::max(st.peak_activations, ++live_[r]);
+        st.peak_held = std::max(st.peak_held, ++held_[r]);
       }
       if (is_backward(h.op)) {
-        grad_end[idx(h.stage, h.mb)] = end;
-        --live[r];
-        if (h.op == Op::B) --held[r];
+        grad_end_[idx(h.stage, h.mb)] = end;
+        --live_[r];
+        if (h.op == Op::B) --held_[r];
       }
     }
-    if (a.op == Op::W) --held[r];
-    st.busy += dur;
-    free_at[r] = end;
-    if (opt.timeline) res.timeline[r][pos] = {start, end};
-  });
+  }
 
-  res.makespan = *std::max_element(free_at.begin(), free_at.end());
-  // Each cost is finite (validate), but their sums can still overflow; an
-  // "inf" step time with "nan" idle times would be a silent wrong answer.
-  if (!std::isfinite(res.makespan))
-    throw Error("costs too large: the simulated step time overflows a double (use smaller units)");
-  for (int r = 0; r < s.ranks; ++r) {
-    RankStats& st = res.per_rank[r];
-    st.idle = res.makespan - st.busy;
-    res.bubble = std::max(res.bubble, st.idle);
-    st.stages_held = static_cast<int>(placement.stages_of[static_cast<std::size_t>(r)].size());
-    st.param_copies = static_cast<double>(st.stages_held) * s.ranks / s.stages;
-  }
-  res.bubble_ratio = res.makespan > 0 ? res.bubble / res.makespan : 0.0;
-  for (const RankStats& st : res.per_rank) {
-    res.a2a_total += st.a2a_total;
-    res.exposed_a2a += st.exposed_a2a;
-  }
-  res.a2a_hidden = res.a2a_total > 0 ? 1.0 - res.exposed_a2a / res.a2a_total : 0.0;
-  return res;
+  const Schedule& s_;
+  const Costs& c_;
+  const SimOptions& opt_;
+  const int N_;
+  BigArray<double> fwd_end_, grad_end_;
+  const Placement placement_;  // rank of each (stage, mb)
+  std::vector<double> free_at_;
+  std::vector<int> live_, held_;
+  const double hop_;
+  const bool comm_;
+  const bool on_link_;
+  const double send_work_;  // a pipeline send on the link
+  std::vector<RankLink> links_;
+  // When each output is at its consumer's rank.
+  BigArray<double> fwd_at_, grad_at_;
+  SimResult res_;
+};
+
+}  // namespace
+
+SimResult simulate(const Schedule& s, const Costs& c, const SimOptions& opt) {
+  check_or_throw(s);
+  c.validate(s.stages);
+  Simulation sim(s, c, opt);
+  Walker walker(s);
+  walker.run([&](int r, std::size_t pos, const Action& a) { sim.step(r, pos, a); });
+  return sim.finish();
 }
 
 }  // namespace dualpipe
