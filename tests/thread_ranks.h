@@ -14,6 +14,15 @@
 
 namespace dualpipe::test_support {
 
+// A parameterised test's name from a method and a number: "zb1p_P2" (gtest
+// names allow no '-').
+inline std::string case_name(const std::string& method, const std::string& suffix) {
+  std::string n = method + "_" + suffix;
+  for (char& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+}
+
 // Training options for a small model the tests can afford: `model` (mlp or
 // gpt) sized for `s`, `steps` steps of AdamW at lr 1e-2.
 inline TrainOptions small_train_options(const Schedule& s, const std::string& model, int steps, torch::Dtype dtype) {

@@ -95,10 +95,7 @@ INSTANTIATE_TEST_SUITE_P(Methods, DeepSeekVerify,
                                            MethodCase{"interleaved-1f1b", 2, 4, 1}, MethodCase{"chimera", 2, 4, 1},
                                            MethodCase{"combined-1f1b", 2, 8, 1}, MethodCase{"dualpipe", 2, 4, 2}),
                          [](const auto& param_info) {
-                           std::string n = param_info.param.method + "_D" + std::to_string(param_info.param.dp);
-                           for (char& ch : n)
-                             if (ch == '-') ch = '_';
-                           return n;
+                           return test_support::case_name(param_info.param.method, "D" + std::to_string(param_info.param.dp));
                          });
 
 // Recomputation changes what is kept, not what is computed: the gradients

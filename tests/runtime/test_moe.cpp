@@ -318,10 +318,7 @@ INSTANTIATE_TEST_SUITE_P(Methods, MoeVerify,
                                            MethodCase{"combined-1f1b", 2, 8},
                                            MethodCase{"dualpipe", 4, 8}),
                          [](const auto& param_info) {
-                           std::string n = param_info.param.method + "_P" + std::to_string(param_info.param.ranks);
-                           for (char& ch : n)
-                             if (ch == '-') ch = '_';
-                           return n;
+                           return test_support::case_name(param_info.param.method, "P" + std::to_string(param_info.param.ranks));
                          });
 
 // Without the sum over the expert group, the dense gradients are one
