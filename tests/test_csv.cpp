@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "dualpipe/schedule/check.h"
+#include "dualpipe/schedule/csv.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/schedule/lower.h"
@@ -37,6 +38,13 @@ TEST(Csv, RoundTripsGeneratedSchedules) {
       EXPECT_EQ(back.micro_batches, form.micro_batches);
     }
   }
+}
+
+// A schedule read from a file is named after it (it was "file", whichever
+// file it was), in reports, JSON and pictures.
+TEST(Csv, AScheduleReadFromAFileIsNamedAfterIt) {
+  const Schedule s = read_csv_file(test::data_dir() + "/dualpipe_P4_N8.csv");
+  EXPECT_EQ(s.method, "dualpipe_P4_N8.csv");
 }
 
 TEST(Csv, WritesOneRowPerRankInIssueOrder) {

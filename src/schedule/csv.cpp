@@ -46,7 +46,9 @@ std::string size_text(std::uint64_t bytes) {
 class CsvReader {
  public:
   CsvReader(const std::string& origin, const CsvLimits& limits) : origin_(origin), limits_(limits) {
-    s_.method = "file";
+    // Its name, so that reports and pictures say which file they show.
+    const std::string name = std::filesystem::path(origin).filename().string();
+    s_.method = name.empty() ? std::string("file") : name;
   }
 
   Schedule read(std::istream& in) {
