@@ -278,6 +278,14 @@ TEST(Cli, HelpAndVersionExitZero) {
   EXPECT_EQ(run("--version").code, 0);
 }
 
+// Method names in any case, as papers and PyTorch's classes write them.
+TEST(Cli, MethodNamesMatchInAnyCase) {
+  const CliRun r = run("schedule -m DualPipe -p 4 -n 8 --format csv");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, run("schedule -m dualpipe -p 4 -n 8 --format csv").out);
+  EXPECT_EQ(run("simulate -m ZB1P -p 4 -n 8").code, 0);
+}
+
 // `dualpipe` alone is a newcomer's first try: it prints the help (every
 // command) and succeeds, rather than an error.
 TEST(Cli, BareProgramPrintsTheHelp) {

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
@@ -70,8 +71,11 @@ int style_rank(PlacementStyle style, int ranks, int micro_batches, int stage, in
 }
 
 const Method* method_named(const std::string& name) {
+  // Any case: "DualPipe", as the papers write it, is dualpipe.
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   for (const Method& m : methods())
-    if (name == m.name) return &m;
+    if (lower == m.name) return &m;
   return nullptr;
 }
 

@@ -85,7 +85,8 @@ struct Method {
 const std::vector<Method>& methods();
 // Throws dualpipe::Error listing the known names.
 const Method& find_method(const std::string& name);
-// nullptr for a name that is not a method ("file", "search", ...).
+// nullptr for a name that is not a method ("file", "search", ...). Names
+// match in any case ("DualPipe" is dualpipe).
 const Method* method_named(const std::string& name);
 Schedule generate(const std::string& method, const Shape& shape);
 
