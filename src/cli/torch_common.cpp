@@ -398,8 +398,6 @@ void apply_process_policy(const RankOptions& o) {
 LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   if (o.ep < 1 || o.ep > kMaxRanks) throw Error(fmt::format("--ep must be in 1..{} (got {})", kMaxRanks, o.ep));
   if (o.dp < 1 || o.dp > kMaxRanks) throw Error(fmt::format("--dp must be in 1..{} (got {})", kMaxRanks, o.dp));
-  if (o.timeout_s < 1 || o.timeout_s > 86400)
-    throw Error(fmt::format("--timeout must be in 1..86400 seconds (got {})", o.timeout_s));
   require_backend(parse_backend(o.backend));
   if (o.given("--link-rate") && o.emulate_hosts == 0)
     throw Error("--link-rate shapes the links of emulated hosts: it does nothing without --emulate-hosts");

@@ -95,7 +95,8 @@ INSTANTIATE_TEST_SUITE_P(Methods, DeepSeekVerify,
                                            MethodCase{"interleaved-1f1b", 2, 4, 1}, MethodCase{"chimera", 2, 4, 1},
                                            MethodCase{"combined-1f1b", 2, 8, 1}, MethodCase{"dualpipe", 2, 4, 2}),
                          [](const auto& param_info) {
-                           return test_support::case_name(param_info.param.method, "D" + std::to_string(param_info.param.dp));
+                           const MethodCase& c = param_info.param;
+                           return test_support::case_name(c.method, "D" + std::to_string(c.dp));
                          });
 
 // Recomputation changes what is kept, not what is computed: the gradients

@@ -318,7 +318,8 @@ INSTANTIATE_TEST_SUITE_P(Methods, MoeVerify,
                                            MethodCase{"combined-1f1b", 2, 8},
                                            MethodCase{"dualpipe", 4, 8}),
                          [](const auto& param_info) {
-                           return test_support::case_name(param_info.param.method, "P" + std::to_string(param_info.param.ranks));
+                           const MethodCase& c = param_info.param;
+                           return test_support::case_name(c.method, "P" + std::to_string(c.ranks));
                          });
 
 // Without the sum over the expert group, the dense gradients are one
