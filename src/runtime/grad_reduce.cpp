@@ -102,7 +102,7 @@ void GradReducer::add_hooks() {
       const torch::Tensor& p = groups_[gi].params[i];
       param_at_[p.unsafeGetTensorImpl()] = {gi, i};
       if (!p.requires_grad()) continue;
-      std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(p);
+      compat::NodePtr acc = torch::autograd::impl::grad_accumulator(p);
       if (!acc) continue;
       std::weak_ptr<GradReducer*> self = self_;
       acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(

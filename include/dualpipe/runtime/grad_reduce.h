@@ -179,7 +179,7 @@ class GradReducer {
   std::unordered_map<const c10::TensorImpl*, std::pair<std::size_t, std::size_t>> param_at_;
   // The hooks hold a weak reference: they find the reducer through it while it lives.
   std::shared_ptr<GradReducer*> self_;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // kept alive, as DDP does
+  std::vector<compat::NodePtr> accumulators_;  // kept alive, as DDP does
 };
 
 }  // namespace dualpipe

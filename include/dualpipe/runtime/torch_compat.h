@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dualpipe::compat {
@@ -28,6 +29,9 @@ using StorePtr = c10::intrusive_ptr<c10d::Store>;
 // device. The calls used (send, recv, allreduce, barrier, getRank, getSize)
 // are spelled the same on both; the all-to-all is all_to_all below.
 using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
+// The gradient accumulator node of a leaf tensor, as autograd hands it out:
+// a std::shared_ptr in 1.13, a c10::intrusive_ptr in recent 2.x.
+using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
 
 // A Gloo backend (2.x) or group (1.13) as a GroupPtr. In 2.x the one Gloo
 // backend serves CPU tensors, and CUDA tensors too, which Gloo handles for
