@@ -61,6 +61,18 @@ TEST(Csv, ReadsPyTorchStyleDumps) {
   EXPECT_EQ(to_string(s.actions[1][0]), "1F0");
 }
 
+// A file saved by an editor that starts it with a UTF-8 byte-order mark
+// (Excel, Notepad) reads as the same file without one, as a JSON file does.
+TEST(Csv, AByteOrderMarkAtTheStartIsSkipped) {
+  const Schedule s = parse("\xEF\xBB\xBF" "0F0,0B0\n1F0,1B0\n");
+  ASSERT_EQ(s.ranks, 2);
+  EXPECT_EQ(to_string(s.actions[0][0]), "0F0");
+  // Only at the start: elsewhere the same bytes are a malformed action.
+  EXPECT_NE(error_of("0F0,\xEF\xBB\xBF" "0B0\n").find("malformed action"), std::string::npos);
+  // A mark alone is an empty file.
+  EXPECT_EQ(error_of("\xEF\xBB\xBF"), "x.csv: empty schedule file: expected one row of actions per rank");
+}
+
 TEST(Csv, ErrorsNameFileLineAndCell) {
   EXPECT_EQ(error_of(""), "x.csv: empty schedule file: expected one row of actions per rank");
   // Blank rows are not an empty file: the message says what the file holds.

@@ -101,7 +101,9 @@ int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
   if (!known_command(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
-    return run ? run() : 0;
+    const int code = run ? run() : 0;
+    require_stdout_written();
+    return code;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

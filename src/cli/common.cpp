@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 #include "dualpipe/schedule/check.h"
@@ -148,10 +147,28 @@ void require_writable(const std::string& option, const std::string& path) {
   const fs::path p(path);
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
   const auto why = [&](const std::string& what) { return Error(fmt::format("{} '{}': {}", option, path, what)); };
-  if (!fs::is_directory(dir, ec)) throw why(fmt::format("folder '{}' does not exist", dir.string()));
+  if (!fs::is_directory(dir, ec)) {
+    // Under a file (/etc/passwd/x): the file is what is wrong, not a missing folder.
+    fs::path up = dir;
+    while (up.has_parent_path() && up != up.parent_path() && !fs::exists(up, ec)) up = up.parent_path();
+    if (fs::exists(up, ec) && !fs::is_directory(up, ec)) throw why(fmt::format("'{}' is not a folder", up.string()));
+    throw why(fmt::format("folder '{}' does not exist", dir.string()));
+  }
   if (fs::is_directory(p, ec)) throw why("is a folder");
   if (fs::exists(p, ec) ? ::access(path.c_str(), W_OK) != 0 : ::access(dir.c_str(), W_OK | X_OK) != 0)
     throw why(std::strerror(errno));
+}
+
+void write_file(const std::string& path, const std::string& text, bool append) {
+  // With the system's reason: a full disk (/dev/full) shows only when the
+  // buffered bytes are flushed, at fclose.
+  std::FILE* f = std::fopen(path.c_str(), append ? "ab" : "wb");
+  if (!f) throw Error(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+  const bool wrote = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const int write_errno = errno;
+  const bool closed = std::fclose(f) == 0;
+  if (!wrote || !closed)
+    throw Error(fmt::format("cannot write '{}': {}", path, std::strerror(wrote ? errno : write_errno)));
 }
 
 void write_output(const std::string& path, const std::string& text) {
@@ -159,10 +176,14 @@ void write_output(const std::string& path, const std::string& text) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     return;
   }
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  out.close();
-  if (!out) throw Error(fmt::format("cannot write '{}'", path));
+  write_file(path, text, false);
+}
+
+void require_stdout_written() {
+  // Output that could not be written (stdout on /dev/full, a closed pipe
+  // reader) is an error, not exit 0 with the report lost.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout))
+    throw Error(fmt::format("cannot write the output to standard output: {}", std::strerror(errno)));
 }
 
 }  // namespace dualpipe::cli

@@ -44,6 +44,12 @@ Costs make_costs(const CostOptions& o);
 
 // Writes `text` to `path`, or to stdout when path is "-". Throws dualpipe::Error.
 void write_output(const std::string& path, const std::string& text);
+// Writes (or appends) `text` to the file `path`; throws dualpipe::Error with
+// the system's reason when any of it could not be written (a full disk).
+void write_file(const std::string& path, const std::string& text, bool append);
+// Throws dualpipe::Error when what was printed to stdout could not all be
+// written (flushes it first). run_app calls it after every command.
+void require_stdout_written();
 // Throws dualpipe::Error naming `option` when `path` could not be written: its
 // folder is missing or read-only, or it names a folder or read-only file.
 // Long commands call this before they start, not after hours of work.

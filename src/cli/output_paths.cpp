@@ -49,11 +49,6 @@ void require_output_folder(const std::string& option, const std::string& path) {
     throw Error(fmt::format("{} '{}': is a file, not a folder", option, path));
 }
 
-void append_output(const std::string& path, const std::string& text) {
-  std::FILE* f = std::fopen(path.c_str(), "ab");
-  const bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (f && std::fclose(f) != 0) throw Error(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
-  if (!ok) throw Error(fmt::format("cannot write '{}'", path));
-}
+void append_output(const std::string& path, const std::string& text) { write_file(path, text, true); }
 
 }  // namespace dualpipe::cli

@@ -57,11 +57,19 @@ class CsvReader {
       in.read(block.data(), static_cast<std::streamsize>(block.size()));
       const auto got = static_cast<std::size_t>(in.gcount());
       if (got == 0) break;
+      const bool first = bytes_ == 0;
       bytes_ += got;
       if (bytes_ > limits_.max_bytes)
         throw Error(fmt::format("{}: more than {}, the limit for a schedule file; stopped reading there", origin_,
                                 size_text(limits_.max_bytes)));
-      for (std::size_t i = 0; i < got; ++i) take(block[i]);
+      // A UTF-8 byte-order mark (editors such as Notepad and Excel start a
+      // file with one) is no part of the first cell, and no content.
+      std::size_t i = 0;
+      if (first && got >= 3 && std::string_view(block.data(), 3) == "\xEF\xBB\xBF") {
+        i = 3;
+        bytes_ -= 3;
+      }
+      for (; i < got; ++i) take(block[i]);
     }
     if (!cell_.empty() || cells_ > 0) end_row();  // a last row without its newline
     return finish();

@@ -2,7 +2,8 @@
 // The CSV interchange form of torch.distributed.pipelining: one row per rank,
 // one action string per cell, in issue order. There is no header; the stage
 // and micro-batch counts are the largest indices plus one. Empty cells (idle
-// slots in PyTorch's dumps) are skipped.
+// slots in PyTorch's dumps) are skipped, and so is a UTF-8 byte-order mark
+// at the start of the input.
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
