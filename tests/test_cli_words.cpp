@@ -62,5 +62,42 @@ TEST(CliWords, AnOutputUnderAFileNamesTheFile) {
                "folder '" + temp_path("no_such_folder") + "' does not exist");
 }
 
+// Text from outside quoted in a message (an argument, bytes of a binary
+// file) reaches the terminal escaped: an escape sequence or a NUL never
+// passes raw, valid UTF-8 does.
+TEST(CliWords, MessagesEscapeControlBytesAndBrokenUtf8) {
+  const std::string json = temp_path("binary.json");
+  std::ofstream(json) << "{\"name\": \"\x1b[31mred\xff\"";
+  for (const auto& [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {"simulate -m $'\\x1b[31mX\\xff' -p 2 -n 2", "unknown method '\\x1b[31mX\\xff'"},
+           {"simulate -m 1f1b -p 2 -n 2 --cost $'F=\\x7f'", "'\\x7f' is not a number"},
+           {"$'sim\\x1b'", "unknown command 'sim\\x1b'"},
+           {"plan --preset llama-70b --global-batch 8 --model " + json, "is not valid JSON"},
+           {"simulate -m 1f1b -p 2 -n 2 --bogus$'\\x07'", "--bogus\\x07"}}) {
+    const CliRun r = test_support::run_command(std::string("bash -c \"") + DUALPIPE_BINARY + " " + args + "\"");
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(want), std::string::npos) << args << "\n" << r.out;
+    EXPECT_TRUE(one_line(r.out)) << args << "\n" << r.out;
+    for (std::size_t i = 0; i + 1 < r.out.size(); ++i) {
+      const auto c = static_cast<unsigned char>(r.out[i]);
+      EXPECT_TRUE(c >= 0x20 && c < 0x7f) << args << ": byte " << static_cast<int>(c) << " at " << i;
+    }
+  }
+  // A file name in another script stays readable.
+  const std::string name = temp_path("\xc3\xa9t\xc3\xa9.csv");
+  std::ofstream(name) << "0F0,0Q0\n";
+  const CliRun r = run("schedule --from '" + name + "'");
+  EXPECT_NE(r.out.find("\xc3\xa9t\xc3\xa9.csv:1, cell 2"), std::string::npos) << r.out;
+}
+
+// Arguments a command does not take are named in the order typed (CLI11
+// gave `compare -m dualpipe` as "not expected: dualpipe -m").
+TEST(CliWords, UnexpectedArgumentsAreNamedInTheOrderTyped) {
+  expect_error("compare -p 4 -n 8 -m dualpipe",
+               "The following arguments were not expected: -m dualpipe (see dualpipe compare --help)");
+  expect_error("simulate -m 1f1b -p 2 -n 2 extra words here",
+               "The following arguments were not expected: extra words here");
+}
+
 }  // namespace
 }  // namespace dualpipe

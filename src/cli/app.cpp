@@ -5,9 +5,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <new>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include "cli/common.h"
+#include "cli/words.h"
 #include "dualpipe/schedule/error.h"
 
 #include <dualpipe/version.h>
@@ -82,11 +85,30 @@ bool known_command(CLI::App& app, int argc, char** argv) {
       names += (names.empty() ? "" : ", ") + sub->get_name();
     }
     if (!known) {
-      fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", argv[1], names);
+      fmt::print(stderr, "dualpipe: error: unknown command '{}' (commands: {})\n", terminal_text(argv[1]), names);
       return false;
     }
   }
   return true;
+}
+
+// CLI11 lists the arguments it did not expect last first ("dualpipe -m"
+// for `compare -m dualpipe`): the same list, in the order they were typed.
+std::string extras_in_order(const CLI::ExtrasError& e, int argc, char** argv) {
+  const std::string what = e.what();
+  const std::size_t colon = what.find(": ");
+  if (colon == std::string::npos) return what;
+  std::multiset<std::string> left;
+  std::istringstream words(what.substr(colon + 2));
+  for (std::string w; words >> w;) left.insert(w);
+  std::string typed;
+  for (int i = 1; i < argc; ++i) {
+    const auto it = left.find(argv[i]);
+    if (it == left.end()) continue;
+    typed += (typed.empty() ? "" : " ") + *it;
+    left.erase(it);
+  }
+  return left.empty() ? what.substr(0, colon + 2) + typed : what;
 }
 
 }  // namespace
@@ -113,11 +135,15 @@ int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // Point to the subcommand's own help where there is one.
     const bool sub = argc > 1 && argv[1][0] != '-';
-    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", e.what(), sub ? std::string(argv[1]) + " " : "");
+    const auto* extras = dynamic_cast<const CLI::ExtrasError*>(&e);
+    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n",
+               terminal_text(extras ? extras_in_order(*extras, argc, argv) : e.what()),
+               sub ? std::string(argv[1]) + " " : "");
     return 2;
   } catch (const dualpipe::Error& e) {
-    // From parsing or from the command.
-    fmt::print(stderr, "dualpipe: error: {}\n", e.what());
+    // From parsing or from the command; what it quotes from the input is
+    // printed safe (binary files, escape sequences in arguments).
+    fmt::print(stderr, "dualpipe: error: {}\n", terminal_text(e.what()));
     return 2;
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "dualpipe: error: out of memory (try fewer ranks or micro-batches)\n");
@@ -127,7 +153,7 @@ int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
     // trace over many lines) still ends as one line and exit code 2, not as
     // std::terminate's abort.
     const std::string what = e.what();
-    fmt::print(stderr, "dualpipe: error: {}\n", what.substr(0, what.find('\n')));
+    fmt::print(stderr, "dualpipe: error: {}\n", terminal_text(what.substr(0, what.find('\n'))));
     return 2;
   }
 }
