@@ -90,6 +90,17 @@ TEST(CliWords, MessagesEscapeControlBytesAndBrokenUtf8) {
   EXPECT_NE(r.out.find("\xc3\xa9t\xc3\xa9.csv:1, cell 2"), std::string::npos) << r.out;
 }
 
+// plan fixes the pipeline ranks with -p/--ranks as the other commands name
+// them; --pp, its first name, still works and gives the same plan.
+TEST(CliWords, PlanTakesTheRanksAsEveryCommandDoes) {
+  const std::string plan = "plan --preset llama-70b --global-batch 512 --top 3 --format json ";
+  const CliRun p = run(plan + "-p 8"), pp = run(plan + "--pp 8");
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_EQ(p.out, pp.out);
+  for (const auto& row : nlohmann::json::parse(p.out)["plans"]) EXPECT_EQ(row["pp"], 8) << row;
+  expect_error("plan --preset llama-70b --global-batch 512 --ranks 3", "--ranks must divide cluster.devices");
+}
+
 // Arguments a command does not take are named in the order typed (CLI11
 // gave `compare -m dualpipe` as "not expected: dualpipe -m").
 TEST(CliWords, UnexpectedArgumentsAreNamedInTheOrderTyped) {

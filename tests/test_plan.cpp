@@ -686,7 +686,7 @@ TEST(PlanPlanner, ErrorsBlameWhatIsWrongNotTheBatch) {
   req.ep = 4;
   std::string e = plan_error(req);
   EXPECT_NE(e.find("--ep 4 must divide the data-parallel degree (cluster.devices 8 / pipeline degree / tensor "
-                   "degree), which is 1 or 2 here with --pp 4"),
+                   "degree), which is 1 or 2 here with --ranks 4"),
             std::string::npos)
       << e;
   EXPECT_EQ(e.find("--global-batch"), std::string::npos) << e;

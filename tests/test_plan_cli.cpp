@@ -169,7 +169,7 @@ TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
       {kModel, "--global-batch 64 --memory-limit 0.0001", "no plan fits --memory-limit 0.0001 GiB per device: the smallest"},
       {kModel, "--global-batch 64 --memory-limit -3", "--memory-limit must be in (0, 1e9] GiB (got -3)"},
       {kModel, "--global-batch 0", "--global-batch must be a whole number of sequences in [1, 1099511627776] (got '0')"},
-      {kModel, "--global-batch 64 --pp 3", "--pp must divide cluster.devices (8) (got 3)"},
+      {kModel, "--global-batch 64 --ranks 3", "--ranks must divide cluster.devices (8) (got 3)"},
       {kModel, "--global-batch 64 --layout 1,1", "--layout '1,1' places 2 layers; the model has 8"},
       {kModel, "--global-batch 64 --layout 1,1,1", "--layout '1,1,1' places 3 layers; the model has 8"},
       {kModel, "--global-batch 64 --layout 3,3,2", "--layout '3,3,2' has 3 stages: no method"},

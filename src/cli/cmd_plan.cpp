@@ -201,7 +201,7 @@ plan::PlanRequest plan_request(const PlanOpts& o) {
   req.methods = split_list(o.methods);
   if (o.top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o.top));
   if (o.pp < 0 || o.ep < 0 || o.tp < 0 || o.micro_batch_size < 0)
-    throw Error("--pp, --ep, --tp and --micro-batch-size must be at least 1");
+    throw Error("--ranks, --ep, --tp and --micro-batch-size must be at least 1");
   req.pp = o.pp;
   req.ep = o.ep;
   req.tp = o.tp;
@@ -274,7 +274,9 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--global-batch", o->global_batch, "sequences per training step")->required();
   CLI::Option* mem = cmd->add_option("--memory-limit", o->memory_limit, "GiB per device (default: the cluster's memory)");
   cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all but combined-1f1b)");
-  cmd->add_option("--pp", o->pp, "fix the pipeline degree");
+  // -p/--ranks as in every other command; --pp, its first spelling, still works.
+  cmd->add_option("-p,--ranks", o->pp, "fix the pipeline ranks P (the pipeline degree)");
+  cmd->add_option("--pp", o->pp, "the same as --ranks")->group("");
   cmd->add_option("--ep", o->ep, "fix the expert-parallel degree");
   cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)");
   cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch");

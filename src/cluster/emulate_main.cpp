@@ -49,9 +49,12 @@ int main(int argc, char** argv) {
   app.add_option("--emulate-hosts,--hosts", a.hosts, "emulated hosts (network namespaces)")->capture_default_str();
   app.add_option("--link-rate", a.rate, "bandwidth of every host's link, each way (tc units: 100mbit, 1gbit, 10mbps)")
       ->capture_default_str();
-  app.add_option("--ranks", ranks, "ranks of a plain pipeline (the same as --pipeline-ranks with --expert-ranks 1)");
-  app.add_option("--pipeline-ranks", a.pipeline, "pipeline ranks P of a P x E mesh (rank = expert * P + stage)");
-  app.add_option("--expert-ranks", a.experts, "expert ranks E of a P x E mesh")->capture_default_str();
+  // -p/--ranks and --ep as dualpipe train names them; --pipeline-ranks and
+  // --expert-ranks, their first spellings here, still work.
+  app.add_option("-p,--ranks", ranks, "pipeline ranks P (with --ep E: a P x E mesh, rank = expert * P + stage)");
+  app.add_option("--ep", a.experts, "expert-parallel degree E: the run has P x E ranks")->capture_default_str();
+  app.add_option("--pipeline-ranks", a.pipeline, "the same as --ranks")->group("");
+  app.add_option("--expert-ranks", a.experts, "the same as --ep")->group("");
   app.add_option("--master-port", a.port, "rendezvous port (any: every host's namespace is fresh)")->capture_default_str();
   app.add_option("command", a.command, "the program and its arguments, after --");
   try {
@@ -62,7 +65,7 @@ int main(int argc, char** argv) {
   try {
     if (ranks > 0 && a.pipeline > 0) throw dualpipe::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
     if (a.pipeline == 0) a.pipeline = ranks;
-    if (a.pipeline < 1) throw dualpipe::Error("give the ranks: --ranks N, or --pipeline-ranks P (and --expert-ranks E)");
+    if (a.pipeline < 1) throw dualpipe::Error("give the ranks: --ranks P (and --ep E for a P x E mesh)");
     if (a.port < 1 || a.port > 65535)
       throw dualpipe::Error(fmt::format("--master-port must be in 1..65535 (got {})", a.port));
     return run(a);

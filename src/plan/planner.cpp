@@ -399,13 +399,13 @@ void validate_request(const PlanRequest& req) {
   for (int v : req.chunk_options)
     if (v < 1) throw Error(fmt::format("interleaved-1f1b's chunk counts must be at least 1 (got {})", v));
   if (req.pp < 0 || req.pp > req.cluster.devices || (req.pp > 0 && req.cluster.devices % req.pp != 0))
-    throw Error(fmt::format("--pp must divide cluster.devices ({}) (got {})", req.cluster.devices, req.pp));
+    throw Error(fmt::format("--ranks must divide cluster.devices ({}) (got {})", req.cluster.devices, req.pp));
   if (req.tp < 0 || (req.tp > 0 && (req.cluster.devices_per_node % req.tp != 0 || req.model.heads % req.tp != 0)))
     throw Error(fmt::format("--tp must divide cluster.devices_per_node ({}) and model.heads ({}) (got {})",
                             req.cluster.devices_per_node, req.model.heads, req.tp));
   if (req.pp > req.model.layers)
-    throw Error(fmt::format("--pp must be in [1, {}] (model.layers: a stage needs a layer) (got {})", req.model.layers,
-                            req.pp));
+    throw Error(fmt::format("--ranks must be in [1, {}] (model.layers: a stage needs a layer) (got {})",
+                            req.model.layers, req.pp));
   if (req.ep < 0 || (req.ep > 0 && (req.model.moe.experts > 0 ? req.model.moe.experts % req.ep != 0 : req.ep != 1)))
     throw Error(fmt::format("--ep must divide model.moe.experts ({}) (got {})", req.model.moe.experts, req.ep));
   if (req.micro_batch_size < 0 || req.micro_batch_size > req.global_batch)
@@ -430,16 +430,16 @@ std::string no_shape_reason(const PlanRequest& req) {
     return fmt::format("no pipeline shape fits: --global-batch {} must be divisible by the data-parallel degree "
                        "(cluster.devices {} / pipeline degree / tensor degree, with at most model.layers = {} "
                        "stages){}",
-                       req.global_batch, devices, req.model.layers, req.pp ? fmt::format(" (--pp {})", req.pp) : "");
+                       req.global_batch, devices, req.model.layers, req.pp ? fmt::format(" (--ranks {})", req.pp) : "");
   if (req.ep > 0 && std::none_of(dps.begin(), dps.end(), [&](int dp) { return dp % req.ep == 0; }))
     return fmt::format("--ep {} must divide the data-parallel degree (cluster.devices {} / pipeline degree / "
                        "tensor degree), which is {} here{}",
-                       req.ep, devices, fmt::join(dps, " or "), req.pp ? fmt::format(" with --pp {}", req.pp) : "");
+                       req.ep, devices, fmt::join(dps, " or "), req.pp ? fmt::format(" with --ranks {}", req.pp) : "");
   if (!req.layout.empty())
     return fmt::format("--layout '{}' has {} stages: no method in the request has that many stages on a pipeline "
                        "degree that divides cluster.devices {} and --global-batch {}",
                        req.layout, layout_stage_count(req.layout), devices, req.global_batch);
-  return fmt::format("no pipeline shape fits --global-batch {} on cluster.devices {} with the fixed --pp, --ep and "
+  return fmt::format("no pipeline shape fits --global-batch {} on cluster.devices {} with the fixed --ranks, --ep and "
                      "--micro-batch-size", req.global_batch, devices);
 }
 
@@ -499,11 +499,12 @@ PlanResult plan(const PlanRequest& req) {
   for (const Candidate& c : cands) work += 3.0 * find_method(c.method).stage_count(c.par.pp, c.chunks) * c.N;
   if (work > kMaxSimulatedActions)
     throw Error(fmt::format("cluster.devices {} with --global-batch {}: {} candidate plans of {:.3g} actions in all, "
-                            "at most {:.3g} are simulated; fix --pp, --ep or --micro-batch-size, or lower --global-batch",
+                            "at most {:.3g} are simulated; fix --ranks, --ep or --micro-batch-size, or lower "
+                            "--global-batch",
                             req.cluster.devices, req.global_batch, cands.size(), work, kMaxSimulatedActions));
   if (res.candidates > kMaxCandidates)
     throw Error(fmt::format("cluster.devices {} with --global-batch {} gives {} candidate plans, at most {} are "
-                            "enumerated; fix --pp, --ep or --micro-batch-size",
+                            "enumerated; fix --ranks, --ep or --micro-batch-size",
                             req.cluster.devices, req.global_batch, res.candidates, kMaxCandidates));
   if (cands.empty() && planner.too_many_micro_batches())
     throw Error(fmt::format("--global-batch {} on cluster.devices {} needs more than {} micro-batches per pipeline "
@@ -538,7 +539,7 @@ PlanResult plan(const PlanRequest& req) {
   }
   simulate_bounded(req, planner, pending, costs_for, res);
   if (!res.any_candidate)
-    throw Error("no method runs any of the enumerated shapes (try other --methods or --pp)");
+    throw Error("no method runs any of the enumerated shapes (try other --methods or --ranks)");
   if (res.rows.empty()) {
     const PlanRow& s = res.least_memory;
     throw Error(fmt::format("no plan fits --memory-limit {:.3g} GiB per device: the smallest ({} pp={} tp={} ep={} "

@@ -44,9 +44,24 @@ TEST(EmulateTool, MoreHostsThanRanksIsOneLineExit2) {
   const Result r = run_tool("--emulate-hosts 5 --ranks 4 --link-rate 1gbit -- true");
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(r.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
-  const Result mesh = run_tool("--emulate-hosts 5 --pipeline-ranks 2 --expert-ranks 2 -- true");
+  const Result mesh = run_tool("--emulate-hosts 5 -p 2 --ep 2 -- true");
   EXPECT_EQ(mesh.code, 2);
   EXPECT_EQ(mesh.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
+}
+
+// The mesh options are spelled as dualpipe train spells them (-p/--ranks,
+// --ep); the tool's first spellings still work, and are not listed.
+TEST(EmulateTool, MeshOptionsAreSpelledAsInTrain) {
+  const Result help = run_tool("--help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("-p,--ranks"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("--ep"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("--expert-ranks"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("--pipeline-ranks"), std::string::npos) << help.out;
+  const Result old = run_tool("--emulate-hosts 5 --pipeline-ranks 2 --expert-ranks 2 -- true");
+  EXPECT_EQ(old.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
+  const Result none = run_tool("--emulate-hosts 2 -- true");
+  EXPECT_EQ(none.err, "dualpipe_emulate: error: give the ranks: --ranks P (and --ep E for a P x E mesh)\n");
 }
 
 // Every rank is a process of this machine: a run of more than it can hold is
@@ -57,11 +72,11 @@ TEST(EmulateTool, TooManyRanksIsOneLineExit2) {
   EXPECT_EQ(many.code, 2);
   EXPECT_EQ(many.err, "dualpipe_emulate: error: 100000 x 1 = 100000 ranks, more than the 64 rank processes one "
                       "machine runs\n");
-  const Result wide = run_tool("--hosts 2 --pipeline-ranks 65536 --expert-ranks 65536 -- true");
+  const Result wide = run_tool("--hosts 2 -p 65536 --ep 65536 -- true");
   EXPECT_EQ(wide.code, 2);
   EXPECT_EQ(wide.err, "dualpipe_emulate: error: 65536 x 65536 = 4294967296 ranks, more than the 64 rank processes "
                       "one machine runs\n");
-  const Result mesh = run_tool("--hosts 2 --pipeline-ranks 65537 --expert-ranks 65536 -- true");
+  const Result mesh = run_tool("--hosts 2 --ranks 65537 --ep 65536 -- true");
   EXPECT_EQ(mesh.code, 2);
   EXPECT_NE(mesh.err.find("= 4295032832 ranks, more than the 64"), std::string::npos) << mesh.err;
 }
