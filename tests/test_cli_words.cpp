@@ -90,6 +90,31 @@ TEST(CliWords, MessagesEscapeControlBytesAndBrokenUtf8) {
   EXPECT_NE(r.out.find("\xc3\xa9t\xc3\xa9.csv:1, cell 2"), std::string::npos) << r.out;
 }
 
+// The option help of every schedule command, for checks across commands.
+std::string help_of(const std::string& command) { return run(command + " --help").out; }
+const std::vector<std::string> kCommands = {"schedule", "simulate", "compare", "plan", "search"};
+
+// One vocabulary: the same option has the same name and the same words in
+// every command, and its default is shown.
+TEST(CliWords, OptionsReadTheSameInEveryCommand) {
+  for (const std::string& c : kCommands) {
+    const std::string h = help_of(c);
+    EXPECT_NE(h.find("-o,--output TEXT=-          file for the report ('-' for stdout)"), std::string::npos)
+        << c << "\n" << h;
+    EXPECT_NE(h.find("-p,--ranks"), std::string::npos) << c << "\n" << h;
+    EXPECT_EQ(h.find("--pp"), std::string::npos) << c << "\n" << h;
+    EXPECT_NE(h.find("-f,--format TEXT:{text,"), std::string::npos) << c << "\n" << h;
+    if (c != "plan") {
+      EXPECT_NE(h.find("--chunks INT=2              stages per rank V, for interleaved-1f1b"), std::string::npos)
+          << c << "\n" << h;
+      if (c != "schedule") {
+        EXPECT_NE(h.find("default F=1 B=2 W=1 FB=F+B"), std::string::npos) << c << "\n" << h;
+      }
+    }
+  }
+  EXPECT_NE(help_of("plan").find("(default: the model's \"recompute\", else auto)"), std::string::npos);
+}
+
 // plan fixes the pipeline ranks with -p/--ranks as the other commands name
 // them; --pp, its first name, still works and gives the same plan.
 TEST(CliWords, PlanTakesTheRanksAsEveryCommandDoes) {
@@ -108,6 +133,16 @@ TEST(CliWords, UnexpectedArgumentsAreNamedInTheOrderTyped) {
                "The following arguments were not expected: -m dualpipe (see dualpipe compare --help)");
   expect_error("simulate -m 1f1b -p 2 -n 2 extra words here",
                "The following arguments were not expected: extra words here");
+}
+
+// schedule's grid is --format text as every command's text report; its
+// first name, table, still works.
+TEST(CliWords, ScheduleFormatTextIsTheGrid) {
+  const CliRun text = run("schedule -m 1f1b -p 2 -n 2 --format text");
+  EXPECT_EQ(text.code, 0) << text.out;
+  EXPECT_EQ(text.out, run("schedule -m 1f1b -p 2 -n 2").out);
+  EXPECT_EQ(text.out, run("schedule -m 1f1b -p 2 -n 2 -f table").out);
+  EXPECT_NE(text.out.find("checked: valid"), std::string::npos) << text.out;
 }
 
 }  // namespace

@@ -197,13 +197,13 @@ void add_compare_command(CLI::App* app, CommandRun& run) {
       ->check(CLI::IsMember({"stages", "devices"}))
       ->capture_default_str();
   cmd->add_option("-n,--micro-batches", o->micro_batches, "micro-batches N per step")->required();
-  cmd->add_option("--chunks", o->chunks, "chunks per rank V for interleaved-1f1b")->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, kChunksHelp)->capture_default_str();
   add_cost_options(cmd, o->cost);
   add_data_parallel_options(cmd, o->dpo);
   cmd->add_option("-f,--format", o->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return compare_command(*o); }; });
 }
 

@@ -281,7 +281,9 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)");
   cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch");
   cmd->add_option("--layout", o->layout, "layers per stage by hand: 8,8,8,7 or Et*8|t*8|t*8|t*7L (E|...|L: no layer)");
-  cmd->add_option("--recompute", o->recompute, "activation recomputation: auto (try all), none, selective or full")
+  cmd->add_option("--recompute", o->recompute,
+                  "activation recomputation: auto (try all), none, selective or full (default: the model's "
+                  "\"recompute\", else auto)")
       ->check(CLI::IsMember({"auto", "none", "selective", "full"}));
   cmd->add_flag("--no-zero1", o->no_zero1, "keep the whole optimizer state on every replica");
   cmd->add_flag("--no-dp-overlap", o->no_dp_overlap, "the data-parallel sync after the step, not overlapped");
@@ -289,7 +291,7 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("-f,--format", o->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   cmd->add_option("--csv", o->csv, "write the best plan's schedule as CSV");
   cmd->add_option("--svg", o->svg, "write the best plan's simulated timeline as SVG");
-  cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, mem, &run] {
     o->memory_limit_given = mem->count() > 0;
     run = [o] { return plan_command(*o); };

@@ -34,7 +34,7 @@ namespace {
 struct Opts {
   SourceOptions src;
   bool with_comm = false;
-  std::string format = "table";
+  std::string format = "text";
   std::string output = "-";
 };
 
@@ -71,10 +71,18 @@ void add_schedule_command(CLI::App* app, CommandRun& run) {
   auto* cmd = app->add_subcommand("schedule", "print a schedule: every rank's actions in issue order");
   add_source_options(cmd, o->src);
   cmd->add_flag("--with-comm", o->with_comm, "lower first: add SEND_F/RECV_F/SEND_B/RECV_B actions");
-  cmd->add_option("-f,--format", o->format, "table (terminal grid), csv (PyTorch action strings) or json")
-      ->check(CLI::IsMember({"table", "csv", "json"}))
+  // text|json as in every command, csv for the schedule's own table form;
+  // "table", the grid's first name, still works.
+  cmd->add_option("-f,--format", o->format, "text (terminal grid), csv (PyTorch action strings) or json")
+      ->transform(CLI::Validator(
+          [](std::string& value) {
+            if (value == "table") value = "text";
+            return std::string();
+          },
+          ""))
+      ->check(CLI::IsMember({"text", "csv", "json"}))
       ->capture_default_str();
-  cmd->add_option("-o,--output", o->output, "file to write ('-' for stdout)")->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return schedule_command(*o); }; });
 }
 

@@ -92,14 +92,14 @@ void add_search_command(CLI::App* app, CommandRun& run) {
                   "most live stage activations per rank (as simulate counts them; 0: no limit)")
       ->capture_default_str();
   cmd->add_option("--from-method", o->req.from_method, "search only this method's placement (and beat it)");
-  cmd->add_option("--chunks", o->req.chunks, "stages per rank of interleaved-1f1b")->capture_default_str();
+  cmd->add_option("--chunks", o->req.chunks, kChunksHelp)->capture_default_str();
   cmd->add_option("--seed", o->req.seed, "seed of the randomised part (0..2^64-1)")
       ->capture_default_str();
   cmd->add_option("--iterations", o->req.iterations, "local-search moves")->capture_default_str();
   cmd->add_option("-f,--format", o->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   cmd->add_option("--csv", o->csv, "write the schedule found as CSV ('-' for stdout)");
   cmd->add_option("--svg", o->svg, "write its simulated timeline as SVG");
-  cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return search_command(*o); }; });
 }
 

@@ -219,7 +219,7 @@ void add_simulate_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--svg-time", o->svg_time, "draw only this part of the step, A:B in time units (e.g. 0:40, 100:)");
   cmd->add_option("--svg-ranks", o->svg_ranks, "draw only these ranks, A:B inclusive (e.g. 0:7)");
   cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");
-  cmd->add_option("-o,--output", o->output, "file for the report ('-' for stdout)")->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return simulate_command(*o); }; });
 }
 

@@ -34,7 +34,7 @@ void add_source_options(CLI::App* app, SourceOptions& o) {
       app->add_option("-n,--micro-batches", o.micro_batches,
                       "micro-batches N per training step" + std::string(o.micro_batches ? "" : " (required unless --from)"));
   o.chunks_opt =
-      app->add_option("--chunks", o.chunks, "stages per rank V, for interleaved-1f1b")->capture_default_str();
+      app->add_option("--chunks", o.chunks, kChunksHelp)->capture_default_str();
   app->add_option("--from", o.from, "read the schedule from a CSV file (PyTorch's action-string form) instead");
 }
 
@@ -88,11 +88,15 @@ Schedule load_schedule(const SourceOptions& o) {
   return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
 }
 
+CLI::Option* add_output_option(CLI::App* app, std::string& path) {
+  return app->add_option("-o,--output", path, "file for the report ('-' for stdout)")->capture_default_str();
+}
+
 void add_cost_options(CLI::App* app, CostOptions& o) {
   app->add_option("--cost", o.cost,
-                  "action costs, e.g. F=1,B=2,W=1,FB=3 (FB: one overlapped F&B pair, default F+B); "
-                  "per stage with colons: F=1:1:2:1")
-      ->capture_default_str();
+                  fmt::format("action costs, e.g. F=1,B=2,W=1,FB=3 (FB: one overlapped F&B pair); per stage with "
+                              "colons: F=1:1:2:1; default {}",
+                              describe(Costs{})));
   app->add_option("--comm-latency", o.latency, "latency of one transfer between ranks")->capture_default_str();
   app->add_option("--comm-bandwidth", o.bandwidth, "bytes per time unit between ranks (0: unlimited)")
       ->capture_default_str();

@@ -25,10 +25,18 @@ struct SourceOptions {
   CLI::Option *method_opt = nullptr, *ranks_opt = nullptr, *micro_batches_opt = nullptr, *chunks_opt = nullptr;
 };
 
+// --chunks in every command that takes it.
+inline constexpr const char* kChunksHelp = "stages per rank V, for interleaved-1f1b";
+
 // --method/--ranks/--micro-batches/--chunks, or --from FILE.
 void add_source_options(CLI::App* app, SourceOptions& o);
 // Generates or reads (and checks) the schedule; throws dualpipe::Error.
 Schedule load_schedule(const SourceOptions& o);
+
+// -o/--output FILE, in every command: where the report (text or JSON) goes;
+// "-", the default, is stdout. Files a command writes besides have options
+// of their own (--csv, --svg, --trace, --loss-csv, ...).
+CLI::Option* add_output_option(CLI::App* app, std::string& path);
 
 struct CostOptions {
   std::string cost;  // "F=1,B=2,W=1,FB=3"
