@@ -18,7 +18,9 @@ namespace {
 using test_support::CliRun;
 using test_support::one_line;
 CliRun run(const std::string& args) { return test_support::run_cli(args, "", 60); }
-void expect_error(const std::string& args, const std::string& fragment) { test_support::expect_cli_error(args, fragment); }
+void expect_error(const std::string& args, const std::string& fragment) {
+  test_support::expect_cli_error(args, fragment);
+}
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_words_" + name; }
 
 // An output that cannot be written (a full disk: /dev/full) is an error with
@@ -115,6 +117,36 @@ TEST(CliWords, OptionsReadTheSameInEveryCommand) {
   EXPECT_NE(help_of("plan").find("(default: the model's \"recompute\", else auto)"), std::string::npos);
 }
 
+// The LibTorch commands (through dualpipe, which runs dualpipe-torch for
+// them) take -o as every command does, --format text|json, and --model's
+// help names every model the program knows.
+TEST(CliWords, LibTorchCommandsShareTheVocabulary) {
+  if (std::string(DUALPIPE_TORCH_PROGRAM).empty()) GTEST_SKIP() << "built without LibTorch";
+  for (const std::string c : {"train", "verify", "bench", "profile"}) {
+    const std::string h = help_of(c);
+    EXPECT_NE(h.find("-o,--output TEXT=-          file for the report ('-' for stdout)"), std::string::npos)
+        << c << "\n" << h;
+    EXPECT_NE(h.find("-f,--format TEXT:{text,json}"), std::string::npos) << c << "\n" << h;
+    if (c != "profile") {
+      EXPECT_NE(h.find("--chunks INT=2              stages per rank V, for interleaved-1f1b"), std::string::npos)
+          << c << "\n" << h;
+    }
+  }
+  // The models the program knows, from its own message for one it does not.
+  const CliRun bad = run("verify -m 1f1b -p 2 -n 2 --model nosuch");
+  const std::size_t from = bad.out.find("(known: "), to = bad.out.find(';', from);
+  ASSERT_TRUE(from != std::string::npos && to != std::string::npos) << bad.out;
+  const std::string help = help_of("train");
+  const std::size_t at = help.find("--model TEXT");
+  ASSERT_NE(at, std::string::npos) << help;
+  const std::string line = help.substr(at, help.find('\n', at) - at);
+  std::istringstream known(bad.out.substr(from + 8, to - from - 8));
+  for (std::string name; std::getline(known, name, ',');) {
+    name.erase(0, name.find_first_not_of(' '));
+    EXPECT_NE(line.find(name), std::string::npos) << name << "\n" << line;
+  }
+}
+
 // plan fixes the pipeline ranks with -p/--ranks as the other commands name
 // them; --pp, its first name, still works and gives the same plan.
 TEST(CliWords, PlanTakesTheRanksAsEveryCommandDoes) {
@@ -143,6 +175,29 @@ TEST(CliWords, ScheduleFormatTextIsTheGrid) {
   EXPECT_EQ(text.out, run("schedule -m 1f1b -p 2 -n 2").out);
   EXPECT_EQ(text.out, run("schedule -m 1f1b -p 2 -n 2 -f table").out);
   EXPECT_NE(text.out.find("checked: valid"), std::string::npos) << text.out;
+}
+
+// One JSON shape: every command's object names the command, and no number
+// carries float noise (simulate printed 29.700000000000014).
+TEST(CliWords, EveryJsonNamesItsCommandAndHasNoFloatNoise) {
+  const std::string cost = " --cost F=1.1,B=2.2,W=1.1 --format json";
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {"schedule", "schedule -m 1f1b -p 2 -n 2 --format json"},
+      {"simulate", "simulate -m zb1p -p 4 -n 8" + cost},
+      {"compare", "compare -p 4 -n 8" + cost},
+      {"search", "search -p 2 -n 4 --iterations 10" + cost},
+      {"plan", "plan --preset llama-70b --global-batch 512 --top 2 --format json"}};
+  const std::regex noise("[0-9]\\.[0-9]*(0000000|9999999)[0-9]");
+  for (const auto& [command, args] : runs) {
+    const CliRun r = run(args);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.out;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["command"], command) << args;
+    EXPECT_FALSE(std::regex_search(r.out, noise)) << args << "\n" << r.out;
+  }
+  const nlohmann::json sim = nlohmann::json::parse(run("simulate -m zb1p -p 4 -n 8" + cost).out);
+  EXPECT_EQ(sim["makespan"].dump(), "29.7");
+  EXPECT_EQ(sim["bubble"].dump(), "3.3");
 }
 
 }  // namespace

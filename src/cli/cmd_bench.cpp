@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/stats.h"
+#include "cli/output_paths.h"
+#include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
 #include "dualpipe/schedule/error.h"
@@ -156,6 +158,7 @@ struct Opts {
   RankOptions ranks;
   int steps = 5;
   std::string format = "text";
+  std::string output = "-";
 };
 
 // What a rank measures before the run, every rank at once so that each core
@@ -364,36 +367,34 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
                           const Gathered& g, const Simulated& sim, const Overhead& h, const Yardsticks& y) {
   nlohmann::json per_rank = nlohmann::json::array();
   for (int r = 0; r < s.ranks; ++r) per_rank.push_back(rank_json(s, r, g, sim, h, y, t.track_memory));
-  return {{"method", s.method},         {"ranks", s.ranks},
-          {"stages", s.stages},         {"micro_batches", s.micro_batches},
-          {"model", o.model.model},    {"hidden", o.model.hidden},
-          {"ffn", o.model.model == "mlp" ? mlp_ffn(t.model) : 0},
-          {"seq_len", o.model.seq_len}, {"micro_batch_size", o.model.micro_batch_size},
-          {"dtype", o.model.dtype},    {"median_step_s", b.median_step},
-          {"ep", o.ranks.ep},          {"fb_overlap", o.ranks.fb_overlap == "on"},
-          {"dp", o.ranks.dp},          {"zero", o.ranks.zero},
-          {"a2a_phase_s", y.a2a_phase},
-          {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
-          {"simulated_shared_link_s", sim.shared},
-          {"simulated_transfers_apart_s", sim.apart},
-          {"median_pipeline_s", b.median_pipe},
-          {"step_times", b.steps},      {"pipeline_times", b.pipes},
-          {"simulated_step_s", sim.plain.makespan},
-          {"transfer_s", y.latency},
-          {"simulated_with_transfers_s", sim.with_latency},
-          {"floor_s", h.floor},
-          {"compute_s", h.compute},
-          // null where it means nothing, and overhead_unreliable says why.
-          {"overhead_per_action_us", h.unreliable.empty() ? nlohmann::json(h.per_action_us) : nlohmann::json(nullptr)},
-          {"overhead_unreliable", h.unreliable.empty() ? nlohmann::json(nullptr) : nlohmann::json(h.unreliable)},
-          {"activation_unit_bytes", y.unit},
-          {"emulate_device", t.engine.device_factor},
-          {"comm_lane", t.engine.lane},
-          {"calibration", calibration_json(g.calibration)},
-          {"per_rank", per_rank}};
+  // The inputs as train and verify give them, then the measurements.
+  nlohmann::json j = run_inputs_json(s, o.model, o.ranks, t.model.seed);
+  j.update({{"median_step_s", b.median_step},
+            {"fb_overlap", o.ranks.fb_overlap == "on"},
+            {"a2a_phase_s", y.a2a_phase},
+            {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
+            {"simulated_shared_link_s", sim.shared},
+            {"simulated_transfers_apart_s", sim.apart},
+            {"median_pipeline_s", b.median_pipe},
+            {"step_times", b.steps},      {"pipeline_times", b.pipes},
+            {"simulated_step_s", sim.plain.makespan},
+            {"transfer_s", y.latency},
+            {"simulated_with_transfers_s", sim.with_latency},
+            {"floor_s", h.floor},
+            {"compute_s", h.compute},
+            // null where it means nothing, and overhead_unreliable says why.
+            {"overhead_per_action_us",
+             h.unreliable.empty() ? nlohmann::json(h.per_action_us) : nlohmann::json(nullptr)},
+            {"overhead_unreliable", h.unreliable.empty() ? nlohmann::json(nullptr) : nlohmann::json(h.unreliable)},
+            {"activation_unit_bytes", y.unit},
+            {"emulate_device", t.engine.device_factor},
+            {"comm_lane", t.engine.lane},
+            {"calibration", calibration_json(g.calibration)},
+            {"per_rank", per_rank}});
+  return j;
 }
 
-void print_bench_text(const Opts& o, const Schedule& s, const BenchResult& b, const Gathered& g,
+std::string bench_text(const Opts& o, const Schedule& s, const BenchResult& b, const Gathered& g,
                       const Simulated& sim, const Overhead& h, const Yardsticks& y) {
   const auto [lo, hi] = std::minmax_element(b.steps.begin(), b.steps.end());
   const std::string model =
@@ -401,31 +402,35 @@ void print_bench_text(const Opts& o, const Schedule& s, const BenchResult& b, co
           ? fmt::format("model {} (hidden {}, seq {}, micro-batch size {}), {}", o.model.model, o.model.hidden,
                         o.model.seq_len, o.model.micro_batch_size, o.model.dtype)
           : fmt::format("your TorchScript stages (micro-batch size {})", o.model.micro_batch_size);
-  fmt::print("bench {}: {} ranks, {} micro-batches, {}: median step {:.4f} s over {} steps (min {:.4f}, max {:.4f})\n",
-             s.method, s.ranks, s.micro_batches, model, b.median_step, b.steps.size(), *lo, *hi);
-  fmt::print("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.plain.makespan,
-             b.median_step / sim.plain.makespan);
+  std::string t;
+  t += fmt::format("bench {}: {} ranks, {} micro-batches, {}: median step {:.4f} s over {} steps (min {:.4f}, max "
+                   "{:.4f})\n",
+                   s.method, s.ranks, s.micro_batches, model, b.median_step, b.steps.size(), *lo, *hi);
+  t += fmt::format("  simulated from measured action costs {:.4f} s (measured/simulated {:.3f})\n", sim.plain.makespan,
+                   b.median_step / sim.plain.makespan);
   if (h.floor > 0)
-    fmt::print("  compute floor (FLOPs / single-thread matrix-product rate) {:.4f} s (measured/floor {:.3f})\n",
-               h.floor, b.median_step / h.floor);
-  fmt::print("  one transfer {:.1f} us; simulated with it on every cross-rank edge {:.4f} s (measured/simulated "
-             "{:.3f})\n",
-             1e6 * y.latency, sim.with_latency, b.median_step / sim.with_latency);
+    t += fmt::format("  compute floor (FLOPs / single-thread matrix-product rate) {:.4f} s (measured/floor {:.3f})\n",
+                     h.floor, b.median_step / h.floor);
+  t += fmt::format("  one transfer {:.1f} us; simulated with it on every cross-rank edge {:.4f} s (measured/simulated "
+                   "{:.3f})\n",
+                   1e6 * y.latency, sim.with_latency, b.median_step / sim.with_latency);
   if (h.unreliable.empty())
-    fmt::print("  model compute alone {:.4f} s: runtime overhead {:.1f} us per compute action\n", h.compute,
-               h.per_action_us);
+    t += fmt::format("  model compute alone {:.4f} s: runtime overhead {:.1f} us per compute action\n", h.compute,
+                     h.per_action_us);
   else
-    fmt::print("  model compute alone {:.4f} s: overhead: unreliable ({})\n", h.compute, h.unreliable);
+    t += fmt::format("  model compute alone {:.4f} s: overhead: unreliable ({})\n", h.compute, h.unreliable);
   for (int r = 0; r < s.ranks; ++r) {
     const nlohmann::json& e = g.exposed[r];
-    fmt::print("  rank {}: nothing computing (median of {} steps): all-to-all {:.4f} s, peer wait {:.4f} s, "
-               "pipeline {:.4f} s, gradient reduction {:.4f} s, hand-over {:.4f} s\n",
-               r, b.exposed_steps, e["all_to_all"].get<double>(), e["peer_wait"].get<double>(),
-               e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
+    t += fmt::format("  rank {}: nothing computing (median of {} steps): all-to-all {:.4f} s, peer wait {:.4f} s, "
+                     "pipeline {:.4f} s, gradient reduction {:.4f} s, hand-over {:.4f} s\n",
+                     r, b.exposed_steps, e["all_to_all"].get<double>(), e["peer_wait"].get<double>(),
+                     e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
   }
   if (y.a2a_phase > 0)
-    fmt::print("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
-               1e3 * y.a2a_phase, sim.a2a.makespan, b.median_pipe / sim.a2a.makespan);
+    t += fmt::format("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated "
+                     "{:.3f})\n",
+                     1e3 * y.a2a_phase, sim.a2a.makespan, b.median_pipe / sim.a2a.makespan);
+  return t;
 }
 
 // One rank's part: yardsticks, the timed steps, then (rank 0) the report.
@@ -450,16 +455,15 @@ int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Me
   b.exposed_steps = run.exposed.size();
   const Simulated sim = simulate_run(s, t, g, y);
   const Overhead h = overhead_of(s, t, g, b.median_step, mesh.world->world);
-  if (o.format == "json")
-    fmt::print("{}\n", bench_json(o, s, t, b, g, sim, h, y).dump(1));
-  else
-    print_bench_text(o, s, b, g, sim, h, y);
+  write_output(o.output, o.format == "json" ? command_json("bench", bench_json(o, s, t, b, g, sim, h, y))
+                                            : bench_text(o, s, b, g, sim, h, y));
   return 0;
 }
 
 // The command itself, once its options are parsed: returns the exit code.
 int bench_command(Opts& o) {
   require_step_count(o.steps);
+  if (is_lead_process()) require_output_file("--output", o.output);  // once, before any rank starts
   PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
@@ -483,6 +487,7 @@ void add_bench_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("-f,--format", o->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return bench_command(*o); }; });
 }
 

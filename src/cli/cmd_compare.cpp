@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "cli/data_parallel_options.h"
 #include "cli/words.h"
 #include "dualpipe/schedule/error.h"
@@ -24,15 +25,6 @@ struct Opts {
   std::string basis = "devices";
 };
 
-// Sums of decimal costs carry float noise (21.200000000000003): 12
-// significant digits are more than any cost has.
-double clean(double v) { return std::stod(fmt::format("{:.12g}", v)); }
-std::vector<double> clean_all(const std::vector<double>& v) {
-  std::vector<double> out;
-  for (double x : v) out.push_back(clean(x));
-  return out;
-}
-
 // What the rows show besides the schedule's own figures.
 struct Extras {
   bool a2a = false, dpr = false, mem = false;
@@ -48,22 +40,22 @@ nlohmann::json row_json(const CompareRow& r, const Extras& x) {
     // null where the literature gives none; "approximate" flags "~".
     nlohmann::json act = nullptr;
     if (r.published_activations_max)
-      act = {{"min", clean(*r.published_activations_value)}, {"max", clean(*r.published_activations_max)}};
+      act = {{"min", *r.published_activations_value}, {"max", *r.published_activations_max}};
     else if (r.published_activations_value)
-      act = clean(*r.published_activations_value);
+      act = *r.published_activations_value;
     row.update({{"stages", r.stages},
-                {"makespan", clean(r.makespan)},
-                {"bubble", clean(r.bubble)},
-                {"bubble_ratio", clean(r.bubble_ratio)},
-                {"published_bubble", r.published_bubble ? nlohmann::json(clean(*r.published_bubble)) : nullptr},
-                {"params_per_device", clean(r.params_per_device)},
-                {"peak_activations", clean(r.peak_activations)},
+                {"makespan", r.makespan},
+                {"bubble", r.bubble},
+                {"bubble_ratio", r.bubble_ratio},
+                {"published_bubble", r.published_bubble ? nlohmann::json(*r.published_bubble) : nullptr},
+                {"params_per_device", r.params_per_device},
+                {"peak_activations", r.peak_activations},
                 {"published_activations", act},
                 {"published_activations_approximate", r.published_activations_approx}});
     if (x.a2a) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
     if (x.dpr)
-      row.update({{"step_with_grad_reduce", clean(r.step_with_grad_reduce)},
-                  {"exposed_grad_reduce", clean(r.exposed_grad_reduce)}});
+      row.update({{"step_with_grad_reduce", r.step_with_grad_reduce},
+                  {"exposed_grad_reduce", r.exposed_grad_reduce}});
     if (x.mem) row.update({{"peak_memory_rank", r.peak_memory_rank},
                          {"peak_memory", memory_json(r.peak_memory, x.limit)}});
   }
@@ -80,11 +72,11 @@ nlohmann::json compare_json(const Opts& o, const Costs& c, const DataParallel& d
                         {"chunks", o.chunks},
                         {"basis", o.basis},
                         {"costs",
-                         {{"F", clean_all(c.F)},
-                          {"B", clean_all(c.B)},
-                          {"W", clean_all(c.W)},
-                          {"FB", c.FB ? nlohmann::json(clean(*c.FB)) : nullptr},
-                          {"transfer", clean(c.transfer())}}},
+                         {{"F", c.F},
+                          {"B", c.B},
+                          {"W", c.W},
+                          {"FB", c.FB ? nlohmann::json(*c.FB) : nullptr},
+                          {"transfer", c.transfer()}}},
                         {"rows", std::move(j)}};
   if (x.dpr || x.mem) {
     doc["data_parallel"] = {{"dp", dpo.replicas},         {"zero", dpo.zero1 ? 1 : 0},
@@ -176,7 +168,7 @@ int compare_command(const Opts& o) {
   const DataParallel dpo = make_data_parallel(o.dpo);
   const Extras x{c.has_a2a(), dpo.reduces(), dpo.has_memory(), o.dpo.memory_limit_gib};
   const std::vector<CompareRow> rows = compare(o.ranks, o.micro_batches, c, o.chunks, basis, dpo);
-  write_output(o.output, o.format == "json" ? compare_json(o, c, dpo, rows, x).dump(1) + "\n"
+  write_output(o.output, o.format == "json" ? command_json("compare", compare_json(o, c, dpo, rows, x))
                                             : compare_text(o, c, basis, dpo, rows, x));
   return 0;
 }

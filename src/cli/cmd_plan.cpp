@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "dualpipe/pictures/svg.h"
 #include "dualpipe/plan/partition.h"
 #include "dualpipe/plan/planner.h"
@@ -245,7 +246,7 @@ std::string plan_json(const plan::PlanRequest& req, const plan::PlanResult& res,
   nlohmann::json rows = nlohmann::json::array();
   for (std::size_t i = 0; i < res.rows.size() && i < top; ++i) rows.push_back(row_json(res.rows[i]));
   j["plans"] = std::move(rows);
-  return j.dump(1) + "\n";
+  return command_json("plan", j);
 }
 
 // The command itself, once its options are parsed: returns the exit code.

@@ -11,9 +11,11 @@
 
 #include "runtime/stats.h"
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "cli/output_paths.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
+#include "cli/words.h"
 #include "dualpipe/runtime/malloc_tuning.h"
 #include "dualpipe/runtime/split_linear.h"
 #include "dualpipe/schedule/error.h"
@@ -68,9 +70,29 @@ nlohmann::json part_json(const Measured& p) {
   return {{"f", p.f}, {"i", p.i}, {"w", p.w}, {"act_bytes", p.act_bytes}};
 }
 
+// --format text: the per-part costs as a table (the JSON has the same
+// numbers, and is what plan --profile reads).
+std::string profile_text(const nlohmann::json& j) {
+  const nlohmann::json& m = j["model"];
+  std::string t = fmt::format("profile {}: hidden {}, {}, micro-batch of {} x {} tokens, {}; median of {}\n",
+                              m["name"].get<std::string>(), m["hidden"].get<int>(),
+                              count_of(m["layers"].get<int>(), "layer"), j["micro_batch_size"].get<int>(),
+                              m["seq_len"].get<int>(), m["dtype"].get<std::string>(),
+                              count_of(j["reps"].get<int>(), "repetition"));
+  t += fmt::format("{:<10} {:>13} {:>13} {:>13} {:>16}\n", "part", "forward s", "input-grad s", "weight-grad s",
+                   "activation bytes");
+  for (const char* part : {"layer", "embedding", "head"}) {
+    const nlohmann::json& p = j[part];
+    t += fmt::format("{:<10} {:>13.4g} {:>13.4g} {:>13.4g} {:>16.0f}\n", part, p["f"].get<double>(),
+                     p["i"].get<double>(), p["w"].get<double>(), p["act_bytes"].get<double>());
+  }
+  return t;
+}
+
 struct Opts {
   ModelOptions model;
   int reps = 20;
+  std::string format = "json";
   std::string output = "-";
 };
 
@@ -131,7 +153,7 @@ int profile_command(Opts& o) {
   nlohmann::json raw = nlohmann::json::array();
   for (const Measured& st : stages) raw.push_back(part_json(st));
   j["stages"] = std::move(raw);
-  write_output(o.output, j.dump(1) + "\n");
+  write_output(o.output, o.format == "json" ? command_json("profile", j) : profile_text(j));
   return 0;
 }
 
@@ -145,7 +167,11 @@ void add_profile_command(CLI::App* app, CommandRun& run) {
   auto* cmd = app->add_subcommand("profile", std::string(torch_command_summary("profile")));
   add_model_options(cmd, o->model);
   cmd->add_option("--reps", o->reps, "timed repetitions per stage (the median is kept)")->capture_default_str();
-  cmd->add_option("-o,--output", o->output, "file for the JSON ('-' for stdout)")->capture_default_str();
+  // json by default: the file plan --profile reads.
+  cmd->add_option("-f,--format", o->format, "json (what plan --profile reads) or text (a table of the same costs)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return profile_command(*o); }; });
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "dualpipe/pictures/grid.h"
 #include "dualpipe/schedule/csv.h"
 #include "dualpipe/schedule/lower.h"
@@ -46,7 +47,7 @@ int schedule_command(Opts& o) {
   if (o.format == "csv") {
     text = to_csv(s);
   } else if (o.format == "json") {
-    text = schedule_json(s).dump(1) + "\n";
+    text = command_json("schedule", schedule_json(s));
   } else {
     // The grid places actions at their simulated times under default costs.
     SimResult sim = simulate(s, Costs{});

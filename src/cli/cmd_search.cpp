@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "dualpipe/pictures/svg.h"
 #include "dualpipe/plan/search.h"
 #include "dualpipe/schedule/csv.h"
@@ -57,7 +58,7 @@ int search_command(Opts& o) {
       rows.push_back(std::move(row));
     }
     j["actions"] = std::move(rows);
-    write_output(o.output, j.dump(1) + "\n");
+    write_output(o.output, command_json("search", j));
     return 0;
   }
   std::string t = fmt::format("search: {} ranks, {} stages, {} micro-batches; costs {}{}\n", r.schedule.ranks,

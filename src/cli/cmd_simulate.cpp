@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/json_output.h"
 #include "cli/data_parallel_options.h"
 #include "dualpipe/schedule/error.h"
 #include "cli/words.h"
@@ -196,7 +197,8 @@ int simulate_command(Opts& o) {
     fmt::print(stderr, "wrote {} (Chrome trace; open it in https://ui.perfetto.dev)\n", o.trace);
   }
   write_output(o.output,
-               o.format == "json" ? simulation_json(s, c, r, rep).dump(1) + "\n" : simulation_text(s, c, r, rep));
+               o.format == "json" ? command_json("simulate", simulation_json(s, c, r, rep))
+                                  : simulation_text(s, c, r, rep));
   return 0;
 }
 

@@ -72,6 +72,7 @@ struct Opts {
   int checkpoint_every = 100, keep_checkpoints = 2;
   bool resume = false;
   std::string format = "text";
+  std::string output = "-";
 };
 
 // The loss curve as CSV: the header, then one row per step, written as the
@@ -169,29 +170,27 @@ StepCheck check_last_step(const Opts& o, const Schedule& s, const RunReport& rr)
 
 nlohmann::json summary_json(const Opts& o, const Schedule& s, const TrainOptions& t, const RunReport& rr,
                             const StepCheck& c) {
-  nlohmann::json inputs = run_inputs_json(s, o.model, o.ranks, t.model.seed);
-  inputs.update({{"steps", o.steps},
-                 {"lr", t.lr},
-                 {"warmup_steps", t.lr_warmup_steps},
-                 {"weight_decay", t.weight_decay},
-                 {"clip", t.clip},
-                 {"resume_step", t.checkpoint.resume_step}});
+  nlohmann::json j = run_inputs_json(s, o.model, o.ranks, t.model.seed);
+  j.update({{"steps", o.steps},
+            {"lr", t.lr},
+            {"warmup_steps", t.lr_warmup_steps},
+            {"weight_decay", t.weight_decay},
+            {"clip", t.clip},
+            {"resume_step", t.checkpoint.resume_step}});
   const StepStats &first = rr.steps.front(), &last = rr.steps.back();
-  nlohmann::json j = {{"command", "train"},
-                      {"inputs", inputs},
-                      {"steps_run", rr.steps.size()},
-                      {"first_step", first.step + 1},
-                      {"loss_first", clean_number(first.loss)},
-                      {"loss_last", clean_number(last.loss)},
-                      {"grad_norm_last", clean_number(last.grad_norm)},
-                      {"median_step_s", clean_number(c.median_step)},
-                      {"tokens_per_step", rr.tokens_per_step},
-                      {"tokens_per_s", clean_number(rr.tokens_per_step / c.median_step, 4)},
-                      {"last_step_pipeline_s", clean_number(c.last_pipeline)},
-                      {"simulated_pipeline_s", clean_number(c.predicted.makespan)},
-                      {"bubble_s", clean_number(c.measured.bubble)},
-                      {"simulated_bubble_s", clean_number(c.predicted.bubble)},
-                      {"threads", threads_json()}};
+  j.update({{"steps_run", rr.steps.size()},
+            {"first_step", first.step + 1},
+            {"loss_first", clean_number(first.loss)},
+            {"loss_last", clean_number(last.loss)},
+            {"grad_norm_last", clean_number(last.grad_norm)},
+            {"median_step_s", clean_number(c.median_step)},
+            {"tokens_per_step", std::llround(rr.tokens_per_step)},  // a count of tokens
+            {"tokens_per_s", clean_number(rr.tokens_per_step / c.median_step, 4)},
+            {"last_step_pipeline_s", clean_number(c.last_pipeline)},
+            {"simulated_pipeline_s", clean_number(c.predicted.makespan)},
+            {"bubble_s", clean_number(c.measured.bubble)},
+            {"simulated_bubble_s", clean_number(c.predicted.bubble)},
+            {"threads", threads_json()}});
   if (!rr.heap.empty()) {
     nlohmann::json per = nlohmann::json::array();
     for (int r = 0; r < s.ranks; ++r)
@@ -216,35 +215,38 @@ nlohmann::json summary_json(const Opts& o, const Schedule& s, const TrainOptions
   return j;
 }
 
-void print_summary(const Opts& o, const Schedule& s, const RunReport& rr, const StepCheck& c) {
+std::string summary_text(const Opts& o, const Schedule& s, const RunReport& rr, const StepCheck& c) {
   const StepStats &first = rr.steps.front(), &last = rr.steps.back();
-  fmt::print("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", first.loss, last.loss,
-             count_of(static_cast<long long>(rr.steps.size()), "step"), c.median_step,
-             rr.tokens_per_step / c.median_step);
+  std::string t;
+  t += fmt::format("summary: loss {:.4f} -> {:.4f} over {}; median step {:.4f} s, {:.0f} tokens/s\n", first.loss,
+                   last.loss, count_of(static_cast<long long>(rr.steps.size()), "step"), c.median_step,
+                   rr.tokens_per_step / c.median_step);
   if (!last.expert_tokens.empty())
-    fmt::print("{}\n{}\n", load_balance_line(last), expert_load_line(first, last));
-  fmt::print("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
-             "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
-             1e3 * c.last_pipeline, 1e3 * c.predicted.makespan, c.last_pipeline / c.predicted.makespan,
-             1e3 * c.measured.bubble, 1e3 * c.predicted.bubble);
+    t += fmt::format("{}\n{}\n", load_balance_line(last), expert_load_line(first, last));
+  t += fmt::format("last step, pipeline part: measured {:.3f} ms, simulated from measured action costs {:.3f} ms "
+                   "(measured/simulated {:.3f}); bubble measured {:.3f} ms, simulated {:.3f} ms\n",
+                   1e3 * c.last_pipeline, 1e3 * c.predicted.makespan, c.last_pipeline / c.predicted.makespan,
+                   1e3 * c.measured.bubble, 1e3 * c.predicted.bubble);
   if (!rr.heap.empty()) {
     std::string per;
     for (int r = 0; r < s.ranks; ++r)
       per += fmt::format("{}rank {}: {:.2f} MiB / {}", r ? "; " : "", r, rr.heap[r] / (1 << 20),
                          count_of(static_cast<long long>(c.predicted.per_rank[r].peak_activations), "activation"));
-    fmt::print("peak activation memory (heap growth during the step) against the simulated peak count: {}\n", per);
+    t += fmt::format("peak activation memory (heap growth during the step) against the simulated peak count: {}\n",
+                     per);
   }
-  fmt::print("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
-             o.trace.empty() ? "" : ", " + o.trace);
+  t += fmt::format("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
+                   o.trace.empty() ? "" : ", " + o.trace);
   std::vector<double> waits;
   for (const StepStats& st : rr.steps) waits.push_back(st.reduce_seconds);
-  fmt::print("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
-             "overlap with the step: {})\n",
-             median(waits), o.ranks.overlap_grad_reduce);
+  t += fmt::format("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
+                   "overlap with the step: {})\n",
+                   median(waits), o.ranks.overlap_grad_reduce);
   if (!rr.optimizer.empty())
-    fmt::print("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
-               rr.optimizer[0] / 1024, *std::max_element(rr.optimizer.begin(), rr.optimizer.end()) / 1024,
-               o.ranks.zero);
+    t += fmt::format("optimizer state (AdamW moments) per rank: {:.1f} KiB on rank 0, {:.1f} KiB the most (ZeRO-{})\n",
+                     rr.optimizer[0] / 1024, *std::max_element(rr.optimizer.begin(), rr.optimizer.end()) / 1024,
+                     o.ranks.zero);
+  return t;
 }
 
 // Rank 0's closing report: the loss curve files, the measured last step
@@ -252,10 +254,8 @@ void print_summary(const Opts& o, const Schedule& s, const RunReport& rr, const 
 void report(const Opts& o, const Schedule& s, const TrainOptions& t, const RunReport& rr) {
   write_loss_outputs(o, s, rr);
   const StepCheck c = check_last_step(o, s, rr);
-  if (o.format == "json")
-    fmt::print("{}\n", summary_json(o, s, t, rr, c).dump(1));
-  else
-    print_summary(o, s, rr, c);
+  write_output(o.output, o.format == "json" ? command_json("train", summary_json(o, s, t, rr, c))
+                                            : summary_text(o, s, rr, c));
 }
 
 // The outputs can be written and none of them is an input.
@@ -266,6 +266,7 @@ void check_outputs(const Opts& o) {
     require_output_file(option, path);
     require_not_an_input(option, path, inputs);
   };
+  output("--output", o.output);
   output("--loss-csv", o.loss_csv);
   output("--loss-svg", o.loss_svg);
   if (o.trace_opt->count() > 0) output("--trace", o.trace);
@@ -518,6 +519,7 @@ void add_train_command(CLI::App* app, CommandRun& run) {
                   "lines (docs/json_output.md)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return train_command(*o); }; });
 }
 

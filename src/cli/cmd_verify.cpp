@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cli/memory_fit.h"
+#include "cli/output_paths.h"
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
@@ -44,21 +45,21 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
 }
 
 // --format json: the inputs, the differences as numbers (3 significant
-// digits, as the text shows them) and the verdict.
+// digits, as the text shows them) and the verdict, side by side.
 nlohmann::json report_json(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const ModelConfig& mc,
                            const VerifyResult& r) {
   const double tol = tolerance(m.dtype);
   nlohmann::json per_param = nlohmann::json::object();
   for (const auto& [name, e] : r.per_param) per_param[name] = clean_number(e, 3);
-  return {{"command", "verify"},
-          {"inputs", run_inputs_json(s, m, ro, mc.seed)},
-          {"loss_error", clean_number(r.loss_error, 3)},
-          {"grad_error", clean_number(r.grad_error, 3)},
-          {"tolerance", tol},
-          {"param_error", r.param_error >= 0 ? nlohmann::json(clean_number(r.param_error, 3)) : nlohmann::json()},
-          {"pass", passed(r, tol)},
-          {"per_param", per_param},
-          {"threads", threads_json()}};
+  nlohmann::json j = run_inputs_json(s, m, ro, mc.seed);
+  j.update({{"loss_error", clean_number(r.loss_error, 3)},
+            {"grad_error", clean_number(r.grad_error, 3)},
+            {"tolerance", tol},
+            {"param_error", r.param_error >= 0 ? nlohmann::json(clean_number(r.param_error, 3)) : nlohmann::json()},
+            {"pass", passed(r, tol)},
+            {"per_param", per_param},
+            {"threads", threads_json()}});
+  return j;
 }
 
 struct Opts {
@@ -66,10 +67,12 @@ struct Opts {
   ModelOptions model;
   RankOptions ranks;
   std::string format = "text";
+  std::string output = "-";
 };
 
 // The command itself, once its options are parsed: returns the exit code.
 int verify_command(Opts& o) {
+  if (is_lead_process()) require_output_file("--output", o.output);  // once, before any rank starts
   PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
@@ -95,10 +98,9 @@ int verify_command(Opts& o) {
   return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {
     if (!o.ranks.threads) check_same_settings(settings, *mesh.world);
     VerifyResult r = verify_step(s, mc, mesh, vo);
-    if (mesh.rank == 0 && o.format == "json")
-      fmt::print("{}\n", report_json(s, o.model, o.ranks, mc, r).dump(1));
-    else if (mesh.rank == 0)
-      fmt::print("{}", report(s, o.model, o.ranks, r));
+    if (mesh.rank == 0)
+      write_output(o.output, o.format == "json" ? command_json("verify", report_json(s, o.model, o.ranks, mc, r))
+                                                : report(s, o.model, o.ranks, r));
     return passed(r, tol) ? 0 : 1;
   });
 }
@@ -117,6 +119,7 @@ void add_verify_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("-f,--format", o->format, "text, or json: one object with the inputs and results (docs/json_output.md)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return verify_command(*o); }; });
 }
 

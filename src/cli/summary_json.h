@@ -1,6 +1,6 @@
 #pragma once
-// Pieces of the JSON summaries of train and verify (--format json): one
-// object per run with its inputs, numbers as numbers, without float noise.
+// Pieces of the JSON reports of train, verify and bench (--format json, in
+// the shape of json_output.h): the run's inputs, the compute threads.
 // docs/json_output.md lists the fields.
 #include <fmt/format.h>
 
@@ -11,20 +11,14 @@
 #include <string>
 
 #include "dualpipe/runtime/launch.h"
+#include "cli/json_output.h"
 #include "cli/torch_common.h"
 #include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe::cli {
 
-// `x` rounded to `digits` significant digits, so that it prints shortest
-// (0.12345678912 -> 0.123457; a sum never shows as 21.200000000000003).
-// Not finite: null.
-inline nlohmann::json clean_number(double x, int digits = 6) {
-  if (!std::isfinite(x)) return nullptr;
-  return std::stod(fmt::format("{:.{}g}", x, digits));
-}
-
-// The run's inputs: schedule, model and how the ranks run.
+// The run's inputs: schedule, model and how the ranks run; the command's
+// results go beside them in the same object.
 inline nlohmann::json run_inputs_json(const Schedule& s, const ModelOptions& m, const RankOptions& r, uint64_t seed) {
   nlohmann::json model = {{"name", m.model},   {"dtype", m.dtype},
                           {"hidden", m.hidden}, {"seq_len", m.seq_len},
@@ -46,8 +40,7 @@ inline nlohmann::json run_inputs_json(const Schedule& s, const ModelOptions& m, 
           {"zero", r.zero},
           {"bucket_mb", r.bucket_mb},
           {"model", model},
-          // A string: JSON readers keep integers exactly only up to 2^53.
-          {"seed", std::to_string(seed)},
+          {"seed", seed},
           {"rank_kind", r.threads ? "threads" : "processes"},
           {"intra_op_threads", r.intra_op_threads},
           {"timeout_s", r.timeout_s}};

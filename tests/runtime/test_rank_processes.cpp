@@ -664,26 +664,29 @@ TEST(RankProcesses, IntraOpThreadsOptionReachesEveryKindOfRank) {
     if (!j["threads"]["blas"].is_null()) {
       EXPECT_EQ(j["threads"]["blas"], 2) << kind << "\n" << r.out;
     }
-    EXPECT_EQ(j["inputs"]["intra_op_threads"], 2) << r.out;
+    EXPECT_EQ(j["intra_op_threads"], 2) << r.out;
   }
   expect_one_error_line(run_cli(kVerify + "--threads --intra-op-threads 0"), "--intra-op-threads must be in 1..1024",
                         "zero threads");
 }
 
-// verify --format json is one object: the inputs, numbers as numbers.
+// verify --format json is one object in the shape every command writes:
+// the command, the inputs beside the results, numbers as numbers (the seed
+// too).
 TEST(RankProcesses, VerifyJsonSummary) {
   CliRun r = run_cli("verify -m dualpipe -p 2 -n 4 --hidden 8 --seq-len 2 --threads --format json");
   ASSERT_EQ(r.code, 0) << r.out;
   nlohmann::json j = parse_json(r);
   ASSERT_TRUE(j.is_object()) << r.out;
   EXPECT_EQ(j["command"], "verify");
-  const auto& in = j["inputs"];
-  EXPECT_EQ(in["method"], "dualpipe");
-  EXPECT_EQ(in["ranks"], 2);
-  EXPECT_EQ(in["micro_batches"], 4);
-  EXPECT_EQ(in["model"]["hidden"], 8);
-  EXPECT_EQ(in["model"]["dtype"], "float64");
-  EXPECT_EQ(in["seed"], "1234");
+  EXPECT_FALSE(j.contains("inputs")) << r.out;
+  EXPECT_EQ(j["method"], "dualpipe");
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["micro_batches"], 4);
+  EXPECT_EQ(j["model"]["hidden"], 8);
+  EXPECT_EQ(j["model"]["dtype"], "float64");
+  EXPECT_EQ(j["seed"], 1234);
+  EXPECT_EQ(j["dp"], 1);
   EXPECT_TRUE(j["loss_error"].is_number()) << r.out;
   EXPECT_TRUE(j["grad_error"].is_number()) << r.out;
   EXPECT_EQ(j["tolerance"], 1e-12);
@@ -701,10 +704,11 @@ TEST(RankProcesses, TrainJsonSummary) {
   nlohmann::json j = parse_json(r);
   ASSERT_TRUE(j.is_object()) << r.out;
   EXPECT_EQ(j["command"], "train");
-  EXPECT_EQ(j["inputs"]["steps"], 3);
-  EXPECT_EQ(j["inputs"]["lr"], 0.003);
+  EXPECT_EQ(j["steps"], 3);
+  EXPECT_EQ(j["lr"], 0.003);
   EXPECT_TRUE(has(r.out, "\"lr\": 0.003,")) << r.out;
-  EXPECT_EQ(j["inputs"]["micro_batches"], 2);
+  EXPECT_EQ(j["micro_batches"], 2);
+  EXPECT_EQ(j["seed"], 1234);
   EXPECT_EQ(j["steps_run"], 3);
   EXPECT_TRUE(j["loss_first"].is_number() && j["loss_last"].is_number()) << r.out;
   EXPECT_GT(j["median_step_s"].get<double>(), 0.0);
@@ -714,6 +718,39 @@ TEST(RankProcesses, TrainJsonSummary) {
   std::stringstream text;
   text << in.rdbuf();
   EXPECT_EQ(lines_of(text.str()).size(), 4u) << text.str();
+  fs::remove(csv);
+}
+
+// -o FILE means what it means in every command: the report goes to FILE,
+// not stdout (train, verify and bench printed it to stdout alone). An
+// output that cannot be written is refused before any rank starts.
+TEST(RankProcesses, ReportGoesToTheOutputFile) {
+  const std::string out = temp_path("report.json"), csv = temp_path("o_loss.csv");
+  const std::string small = " -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads ";
+  CliRun v = run_cli("verify" + small + "--format json -o " + out);
+  ASSERT_EQ(v.code, 0) << v.out;
+  EXPECT_FALSE(has(v.out, "\"command\"")) << v.out;
+  std::ifstream vin(out);
+  EXPECT_EQ(nlohmann::json::parse(vin)["command"], "verify");
+  CliRun t = run_cli("train" + small + "--steps 2 --loss-svg /dev/null --loss-csv " + csv + " -o " + out);
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_TRUE(has(t.out, "step ")) << t.out;  // progress stays on stdout
+  EXPECT_FALSE(has(t.out, "summary: loss")) << t.out;
+  std::ifstream tin(out);
+  std::stringstream text;
+  text << tin.rdbuf();
+  EXPECT_TRUE(has(text.str(), "summary: loss")) << text.str();
+  CliRun b = run_cli("bench" + small + "--steps 1 --format json -o " + out);
+  ASSERT_EQ(b.code, 0) << b.out;
+  std::ifstream bin(out);
+  const nlohmann::json bj = nlohmann::json::parse(bin);
+  EXPECT_EQ(bj["command"], "bench");
+  EXPECT_EQ(bj["model"]["name"], "mlp");
+  for (const std::string command : {"verify", "bench", "train"})
+    expect_one_error_line(run_cli(command + small + "-o /nonexistent/dir/report.txt"),
+                          "--output '/nonexistent/dir/report.txt': folder '/nonexistent/dir' does not exist",
+                          command.c_str());
+  fs::remove(out);
   fs::remove(csv);
 }
 
