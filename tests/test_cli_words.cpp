@@ -52,6 +52,18 @@ TEST(CliWords, AScheduleFileWithAByteOrderMarkIsRead) {
   EXPECT_EQ(r.out, "0F0,0B0\n1F0,1B0\n");
 }
 
+// Two outputs of one command naming the same file: the one written last
+// replaced the other (simulate -o x --svg x left the report in x).
+TEST(CliWords, TwoOutputsOfOneCommandMayNotBeTheSameFile) {
+  const std::string x = temp_path("same_output"), also_x = ::testing::TempDir() + "/./dualpipe_words_same_output";
+  expect_error("simulate -m 1f1b -p 2 -n 2 -o " + x + " --svg " + x,
+               "--output and --svg both name '" + x + "': each output needs a file of its own");
+  expect_error("search -p 2 -n 4 --iterations 1 --csv " + x + " --svg " + also_x, "--csv and --svg both name");
+  expect_error("plan --preset llama-70b --global-batch 512 --csv " + x + " -o " + x, "--output and --csv both name");
+  // A device takes any number of writers.
+  EXPECT_EQ(run("simulate -m 1f1b -p 2 -n 2 -o /dev/null --svg /dev/null").code, 0);
+}
+
 // Where an output cannot be written because a part of its path is a file,
 // the message names that file; it used to say "folder '/etc/passwd/x' does
 // not exist".

@@ -251,6 +251,7 @@ std::string plan_json(const plan::PlanRequest& req, const plan::PlanResult& res,
 
 // The command itself, once its options are parsed: returns the exit code.
 int plan_command(const PlanOpts& o) {
+  require_distinct_outputs({{"--output", o.output}, {"--csv", o.csv}, {"--svg", o.svg}});
   for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
                                   {"--svg", o.svg}, {"--output", o.output}})
     require_writable(opt, path);

@@ -23,6 +23,7 @@ struct Opts {
 
 // The command itself, once its options are parsed: returns the exit code.
 int search_command(Opts& o) {
+  require_distinct_outputs({{"--output", o.output}, {"--csv", o.csv}, {"--svg", o.svg}});
   for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
                                   {"--svg", o.svg}, {"--output", o.output}})
     require_writable(opt, path);

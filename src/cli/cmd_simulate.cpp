@@ -171,6 +171,7 @@ int simulate_command(Opts& o) {
   if (o.svg_width != 0 && !(o.svg_width >= kMinSvgWidth && o.svg_width <= kMaxSvgWidth))
     throw Error(fmt::format("--svg-width must be 0 (automatic) or {:g}..{:g} px (got {:g})", kMinSvgWidth,
                             kMaxSvgWidth, o.svg_width));
+  require_distinct_outputs({{"--output", o.output}, {"--svg", o.svg}, {"--trace", o.trace}});
   Schedule s = load_schedule(o.src);
   Costs c = make_costs(o.cost);
   make_data_parallel(o.dpo);  // bad options fail before the simulation

@@ -271,6 +271,8 @@ void check_outputs(const Opts& o) {
   output("--loss-svg", o.loss_svg);
   if (o.trace_opt->count() > 0) output("--trace", o.trace);
   if (o.svg_opt->count() > 0) output("--svg", o.svg);
+  require_distinct_outputs({{"--output", o.output}, {"--loss-csv", o.loss_csv}, {"--loss-svg", o.loss_svg},
+                            {"--trace", o.trace}, {"--svg", o.svg}});
   if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
 }
 

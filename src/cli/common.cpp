@@ -163,6 +163,22 @@ void require_writable(const std::string& option, const std::string& path) {
     throw why(std::strerror(errno));
 }
 
+void require_distinct_outputs(const std::vector<std::pair<std::string, std::string>>& outputs) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, fs::path>> seen;
+  for (const auto& [option, path] : outputs) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (path.empty() || path == "-" || (fs::exists(st) && !fs::is_regular_file(st))) continue;
+    fs::path where = fs::weakly_canonical(path, ec);
+    if (ec || where.empty()) where = fs::absolute(path, ec).lexically_normal();
+    for (const auto& [first, other] : seen)
+      if (other == where)
+        throw Error(fmt::format("{} and {} both name '{}': each output needs a file of its own", first, option, path));
+    seen.emplace_back(option, where);
+  }
+}
+
 void write_file(const std::string& path, const std::string& text, bool append) {
   // With the system's reason: a full disk (/dev/full) shows only when the
   // buffered bytes are flushed, at fclose.

@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dualpipe/schedule/schedule.h"
 #include "dualpipe/sim/cost.h"
@@ -49,6 +51,12 @@ struct CostOptions {
 };
 void add_cost_options(CLI::App* app, CostOptions& o);
 Costs make_costs(const CostOptions& o);
+
+// Throws dualpipe::Error naming both options when two outputs of one command,
+// {option, path}, are the same file (the one written last would replace the
+// other): compared after resolving "..", links and the working folder, also
+// for files not made yet. "", "-" (stdout) and devices (/dev/null) pass.
+void require_distinct_outputs(const std::vector<std::pair<std::string, std::string>>& outputs);
 
 // Writes `text` to `path`, or to stdout when path is "-". Throws dualpipe::Error.
 void write_output(const std::string& path, const std::string& text);

@@ -746,6 +746,8 @@ TEST(RankProcesses, ReportGoesToTheOutputFile) {
   const nlohmann::json bj = nlohmann::json::parse(bin);
   EXPECT_EQ(bj["command"], "bench");
   EXPECT_EQ(bj["model"]["name"], "mlp");
+  expect_one_error_line(run_cli("train" + small + "--steps 2 --loss-svg /dev/null --loss-csv " + csv + " -o " + csv),
+                        "--output and --loss-csv both name '" + csv + "'", "the report over the loss curve");
   for (const std::string command : {"verify", "bench", "train"})
     expect_one_error_line(run_cli(command + small + "-o /nonexistent/dir/report.txt"),
                           "--output '/nonexistent/dir/report.txt': folder '/nonexistent/dir' does not exist",
