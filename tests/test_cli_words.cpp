@@ -168,6 +168,10 @@ TEST(CliWords, PlanTakesTheRanksAsEveryCommandDoes) {
   EXPECT_EQ(p.out, pp.out);
   for (const auto& row : nlohmann::json::parse(p.out)["plans"]) EXPECT_EQ(row["pp"], 8) << row;
   expect_error("plan --preset llama-70b --global-batch 512 --ranks 3", "--ranks must divide cluster.devices");
+  // Both spellings at once, or a degree given as 0 (which is leaving it out), used to pass silently.
+  expect_error("plan --preset llama-70b --global-batch 512 -p 8 --pp 4", "--pp is --ranks by its first name: give one");
+  for (const std::string option : {"-p", "--pp", "--ep", "--tp", "--micro-batch-size"})
+    expect_error("plan --preset llama-70b --global-batch 512 " + option + " 0", "must be at least 1 (got 0)");
 }
 
 // Arguments a command does not take are named in the order typed (CLI11

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -201,8 +202,6 @@ plan::PlanRequest plan_request(const PlanOpts& o) {
   req.memory_limit_gib = o.memory_limit;
   req.methods = split_list(o.methods);
   if (o.top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o.top));
-  if (o.pp < 0 || o.ep < 0 || o.tp < 0 || o.micro_batch_size < 0)
-    throw Error("--ranks, --ep, --tp and --micro-batch-size must be at least 1");
   req.pp = o.pp;
   req.ep = o.ep;
   req.tp = o.tp;
@@ -276,12 +275,21 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--global-batch", o->global_batch, "sequences per training step")->required();
   CLI::Option* mem = cmd->add_option("--memory-limit", o->memory_limit, "GiB per device (default: the cluster's memory)");
   cmd->add_option("--methods", o->methods, "only these methods, comma-separated (default: all but combined-1f1b)");
+  // A degree given is fixed: 0 is not "let the planner choose" (that is leaving the option out).
+  const CLI::Validator fixed(
+      [](std::string& v) {
+        return std::strtol(v.c_str(), nullptr, 10) >= 1 ? std::string()
+                                                         : "must be at least 1 (got " + v + "); leave it out to choose";
+      },
+      "");
   // -p/--ranks as in every other command; --pp, its first spelling, still works.
-  cmd->add_option("-p,--ranks", o->pp, "fix the pipeline ranks P (the pipeline degree)");
-  cmd->add_option("--pp", o->pp, "the same as --ranks")->group("");
-  cmd->add_option("--ep", o->ep, "fix the expert-parallel degree");
-  cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)");
-  cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch");
+  CLI::Option* ranks =
+      cmd->add_option("-p,--ranks", o->pp, "fix the pipeline ranks P (the pipeline degree)")->check(fixed);
+  CLI::Option* pp = cmd->add_option("--pp", o->pp, "the same as --ranks")->group("")->check(fixed);
+  cmd->add_option("--ep", o->ep, "fix the expert-parallel degree")->check(fixed);
+  cmd->add_option("--tp", o->tp, "fix the tensor-parallel degree (with sequence parallelism; within a node)")
+      ->check(fixed);
+  cmd->add_option("--micro-batch-size", o->micro_batch_size, "fix the sequences per micro-batch")->check(fixed);
   cmd->add_option("--layout", o->layout, "layers per stage by hand: 8,8,8,7 or Et*8|t*8|t*8|t*7L (E|...|L: no layer)");
   cmd->add_option("--recompute", o->recompute,
                   "activation recomputation: auto (try all), none, selective or full (default: the model's "
@@ -294,8 +302,9 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--csv", o->csv, "write the best plan's schedule as CSV");
   cmd->add_option("--svg", o->svg, "write the best plan's simulated timeline as SVG");
   add_output_option(cmd, o->output);
-  cmd->callback([o, mem, &run] {
+  cmd->callback([o, mem, ranks, pp, &run] {
     o->memory_limit_given = mem->count() > 0;
+    if (ranks->count() > 0 && pp->count() > 0) throw Error("--pp is --ranks by its first name: give one");
     run = [o] { return plan_command(*o); };
   });
 }

@@ -52,17 +52,23 @@ int main(int argc, char** argv) {
   // -p/--ranks and --ep as dualpipe train names them; --pipeline-ranks and
   // --expert-ranks, their first spellings here, still work.
   app.add_option("-p,--ranks", ranks, "pipeline ranks P (with --ep E: a P x E mesh, rank = expert * P + stage)");
-  app.add_option("--ep", a.experts, "expert-parallel degree E: the run has P x E ranks")->capture_default_str();
+  CLI::Option* ep =
+      app.add_option("--ep", a.experts, "expert-parallel degree E: the run has P x E ranks")->capture_default_str();
   app.add_option("--pipeline-ranks", a.pipeline, "the same as --ranks")->group("");
-  app.add_option("--expert-ranks", a.experts, "the same as --ep")->group("");
+  CLI::Option* expert_ranks = app.add_option("--expert-ranks", a.experts, "the same as --ep")->group("");
   app.add_option("--master-port", a.port, "rendezvous port (any: every host's namespace is fresh)")->capture_default_str();
   app.add_option("command", a.command, "the program and its arguments, after --");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    // One line, as every other error here (CLI11 adds "Run with --help ...").
+    if (e.get_exit_code() == 0) return app.exit(e);
+    fmt::print(stderr, "dualpipe_emulate: error: {} (see dualpipe_emulate --help)\n", e.what());
+    return 2;
   }
   try {
+    if (ep->count() > 0 && expert_ranks->count() > 0)
+      throw dualpipe::Error("--expert-ranks is --ep by its first name: give one");
     if (ranks > 0 && a.pipeline > 0) throw dualpipe::Error("--ranks and --pipeline-ranks both give the pipeline ranks: use one");
     if (a.pipeline == 0) a.pipeline = ranks;
     if (a.pipeline < 1) throw dualpipe::Error("give the ranks: --ranks P (and --ep E for a P x E mesh)");

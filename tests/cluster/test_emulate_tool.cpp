@@ -60,6 +60,13 @@ TEST(EmulateTool, MeshOptionsAreSpelledAsInTrain) {
   EXPECT_EQ(help.out.find("--pipeline-ranks"), std::string::npos) << help.out;
   const Result old = run_tool("--emulate-hosts 5 --pipeline-ranks 2 --expert-ranks 2 -- true");
   EXPECT_EQ(old.err, "dualpipe_emulate: error: --emulate-hosts 5 needs at least 5 ranks (the run has 4)\n");
+  const Result both = run_tool("--emulate-hosts 2 -p 2 --ep 2 --expert-ranks 1 -- true");
+  EXPECT_EQ(both.code, 2);
+  EXPECT_EQ(both.err, "dualpipe_emulate: error: --expert-ranks is --ep by its first name: give one\n");
+  const Result bogus = run_tool("--bogus");
+  EXPECT_EQ(bogus.code, 2);
+  EXPECT_EQ(bogus.err, "dualpipe_emulate: error: The following argument was not expected: --bogus (see "
+                       "dualpipe_emulate --help)\n");
   const Result none = run_tool("--emulate-hosts 2 -- true");
   EXPECT_EQ(none.err, "dualpipe_emulate: error: give the ranks: --ranks P (and --ep E for a P x E mesh)\n");
 }
