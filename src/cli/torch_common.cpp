@@ -406,6 +406,9 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
     throw Error(fmt::format("RANK is set, so this process is one rank of an outside launcher: {} starts ranks of its "
                             "own (unset RANK, or drop it)",
                             o.threads ? "--threads" : "--emulate-hosts"));
+  if (rank_from_env() && !is_spawned_rank() && o.max_restarts > 0)
+    throw Error("RANK is set, so this process is one rank of an outside launcher: restarts are that launcher's "
+                "(torchrun --max-restarts); drop --max-restarts");
   LaunchOptions l;
   l.shape.pp = pipeline_ranks;
   l.shape.ep = o.ep;
@@ -419,6 +422,7 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   l.link_rate = o.link_rate;
   l.timeout = std::chrono::seconds(o.timeout_s);
   l.intra_op_threads = o.intra_op_threads;
+  l.max_restarts = o.max_restarts;
   l.args.assign(program_args.argv, program_args.argv + program_args.argc);
   check_launch_options(l);
   return l;
