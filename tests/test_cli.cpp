@@ -184,6 +184,9 @@ TEST(Cli, UnknownAndRepeatedOptionsAreNamed) {
       {"version --frobnicate", "dualpipe version has no option --frobnicate (see dualpipe version --help)"},
       {"schedule -m 1f1b -p 2 -n 2 extra", "dualpipe schedule takes no argument 'extra' (options only)"},
       {"simulate -m 1f1b -p 2 -p 3 -n 2", "is given more than once"},
+      {"simulate -m 1f1b -p two -n 2", "--ranks: 'two' is not a whole number"},
+      {"simulate -m 1f1b -p 2.5 -n 2", "--ranks: '2.5' is not a whole number"},
+      {"simulate -m 1f1b -p 2 -n 2 --comm-latency x", "--comm-latency: 'x' is not a number"},
   });
 }
 

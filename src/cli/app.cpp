@@ -118,6 +118,17 @@ std::string parse_error_words(const CLI::App& app, const CLI::ParseError& e) {
     return fmt::format("{} has no option {}{}", name, flag, near.empty() ? "" : fmt::format(" (did you mean {}?)", near));
   }
   const std::string what = e.what();
+  // "Could not convert: --steps = 1.5"
+  const std::string convert = "Could not convert: ";
+  const auto eq = what.find(" = ");
+  if (dynamic_cast<const CLI::ConversionError*>(&e) && what.rfind(convert, 0) == 0 && eq != std::string::npos) {
+    const std::string option = what.substr(convert.size(), eq - convert.size()), value = what.substr(eq + 3);
+    const CLI::Option* opt = cmd.get_option_no_throw(option);
+    const std::string type = opt ? opt->get_type_name() : "";
+    const bool whole = type.find("INT") != std::string::npos;
+    return fmt::format("{}: '{}' is not {}", option, value,
+                       whole ? "a whole number" : type.find("FLOAT") != std::string::npos ? "a number" : "valid");
+  }
   const auto twice = what.find(": At Most 1 required but received");
   if (twice != std::string::npos) return fmt::format("{} is given more than once", what.substr(0, twice));
   return what;
