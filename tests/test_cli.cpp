@@ -174,6 +174,22 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   });
 }
 
+// Arguments the parser cannot place are named in our words, with the
+// closest option where one is near: CLI11 said "The following arguments
+// were not expected: 100 --svg-widht", in reverse order.
+TEST(Cli, UnknownAndRepeatedOptionsAreNamed) {
+  expect_exit_2({
+      {"simulate -m 1f1b -p 2 -n 2 --svg-widht 100", "dualpipe simulate has no option --svg-widht (did you mean --svg-width?)"},
+      {"simulate -m 1f1b -p 2 -n 2 --svg-widht=100", "dualpipe simulate has no option --svg-widht (did you mean --svg-width?)"},
+      {"version --frobnicate", "dualpipe version has no option --frobnicate (see dualpipe version --help)"},
+      {"schedule -m 1f1b -p 2 -n 2 extra", "dualpipe schedule takes no argument 'extra' (options only)"},
+      {"simulate -m 1f1b -p 2 -p 3 -n 2", "is given more than once"},
+      {"simulate -m 1f1b -p two -n 2", "--ranks: 'two' is not a whole number"},
+      {"simulate -m 1f1b -p 2.5 -n 2", "--ranks: '2.5' is not a whole number"},
+      {"simulate -m 1f1b -p 2 -n 2 --comm-latency x", "--comm-latency: 'x' is not a number"},
+  });
+}
+
 // Everything a user can type wrong for the schedule tools, including the
 // cases that used to hang for minutes (absurd sizes) or pass nonsense on
 // (NaN and infinite numbers).

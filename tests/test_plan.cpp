@@ -362,6 +362,31 @@ TEST(PlanMeasured, ProfiledCostsReplaceTheFormulasScaledToTheMicroBatch) {
   EXPECT_THROW(parse_measured(bad, "p.json"), Error);
 }
 
+// A DeepSeek-style profile times its dense blocks apart: they cost the
+// layers without expert parameters; MoE blocks cost `layer`. A profile that
+// ran every expert on one device fits that expert-parallel degree alone.
+TEST(PlanMeasured, DenseBlocksTakeTheirOwnProfiledCost) {
+  const json part = {{"f", 1.0}, {"i", 1.0}, {"w", 1.0}, {"act_bytes", 100}};
+  json j = {{"micro_batch_size", 1}, {"layer", part}, {"embedding", part}, {"head", part},
+            {"dense_layer", {{"f", 0.25}, {"i", 0.5}, {"w", 0.5}, {"act_bytes", 50}}}, {"expert_parallel", 1}};
+  const MeasuredCosts m = parse_measured(j, "p.json");
+  ASSERT_TRUE(m.dense_layer.has_value());
+  EXPECT_EQ(m.expert_parallel, 1);
+  ModelCosts mc;
+  mc.layers.resize(3);
+  mc.layers[2].expert_params = 1e6;  // the MoE block
+  apply_measured(mc, m, Parallel{1, 1, 1, 1});
+  EXPECT_DOUBLE_EQ(mc.layers[0].f, 0.25);
+  EXPECT_DOUBLE_EQ(mc.layers[1].act_bytes, 50);
+  EXPECT_DOUBLE_EQ(mc.layers[2].f, 1.0);
+  // Without dense_layer every block costs `layer`.
+  j.erase("dense_layer");
+  apply_measured(mc, parse_measured(j, "p.json"), Parallel{1, 1, 1, 1});
+  EXPECT_DOUBLE_EQ(mc.layers[0].f, 1.0);
+  j["expert_parallel"] = 0;
+  EXPECT_THROW(parse_measured(j, "p.json"), Error);
+}
+
 TEST(PlanMemory, ActivationBytesMatchTheSimulatorsHeldCountWithUnitSizes) {
   for (const char* method : {"1f1b", "zb1p", "dualpipe", "zbv", "interleaved-1f1b"}) {
     SCOPED_TRACE(method);

@@ -180,5 +180,15 @@ TEST(Simulate, FbPerPairOfStagesGeneralisesOneFbTime) {
   EXPECT_THROW(pairs.validate(4), Error);
 }
 
+// Measured chunk times become costs one way for train and bench alike: a
+// whole backward where the stage ran one, else its two halves; W within B.
+TEST(Costs, FromMeasuredStageTimes) {
+  Costs c = costs_from_stage_times({{1.0, 3.0, -1, 1.5}, {2.0, -1, 2.5, 1.0}, {0.5, 1.0, -1, 4.0}, {}});
+  EXPECT_EQ(c.F, (std::vector<double>{1.0, 2.0, 0.5, 0.0}));
+  EXPECT_EQ(c.B, (std::vector<double>{3.0, 3.5, 1.0, 0.0}));
+  EXPECT_EQ(c.W, (std::vector<double>{1.5, 1.0, 1.0, 0.0}));
+  EXPECT_FALSE(c.FB.has_value());
+}
+
 }  // namespace
 }  // namespace dualpipe

@@ -2,15 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <new>
-#include <set>
-#include <sstream>
 #include <string>
 
 #include "cli/common.h"
 #include "cli/words.h"
+#include "dualpipe/schedule/closest.h"
 #include "dualpipe/schedule/error.h"
 
 #include <dualpipe/version.h>
@@ -92,23 +93,46 @@ bool known_command(CLI::App& app, int argc, char** argv) {
   return true;
 }
 
-// CLI11 lists the arguments it did not expect last first ("dualpipe -m"
-// for `compare -m dualpipe`): the same list, in the order they were typed.
-std::string extras_in_order(const CLI::ExtrasError& e, int argc, char** argv) {
-  const std::string what = e.what();
-  const std::size_t colon = what.find(": ");
-  if (colon == std::string::npos) return what;
-  std::multiset<std::string> left;
-  std::istringstream words(what.substr(colon + 2));
-  for (std::string w; words >> w;) left.insert(w);
-  std::string typed;
-  for (int i = 1; i < argc; ++i) {
-    const auto it = left.find(argv[i]);
-    if (it == left.end()) continue;
-    typed += (typed.empty() ? "" : " ") + *it;
-    left.erase(it);
+// CLI11's words for an argument it cannot place ("The following arguments
+// were not expected: 1 --warmup-steps", in reverse order) and for an option
+// given twice ("At Most 1 required but received 2"), in ours: the argument,
+// the command, and the closest option where one is near.
+std::string parse_error_words(const CLI::App& app, const CLI::ParseError& e) {
+  const std::vector<CLI::App*> parsed = app.get_subcommands();
+  const CLI::App& cmd = parsed.empty() ? app : *parsed.front();
+  const std::string name = parsed.empty() ? "dualpipe" : "dualpipe " + cmd.get_name();
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
+    const std::vector<std::string> extra = cmd.remaining();
+    if (extra.empty()) return e.what();
+    // An unknown option leaves its value behind it too: name the option.
+    auto is_option = [](const std::string& a) { return a.size() > 1 && a[0] == '-' && !std::isdigit(static_cast<unsigned char>(a[1])) && a[1] != '.'; };
+    const auto found = std::find_if(extra.begin(), extra.end(), is_option);
+    if (found == extra.end()) return fmt::format("{} takes no argument '{}' (options only)", name, extra.front());
+    const std::string& arg = *found;
+    std::vector<std::string> options;
+    for (const CLI::Option* opt : cmd.get_options()) {
+      for (const std::string& l : opt->get_lnames()) options.push_back("--" + l);
+      for (const std::string& s : opt->get_snames()) options.push_back("-" + s);
+    }
+    const std::string flag = arg.substr(0, arg.find('='));
+    const std::string near = closest_word(flag, options);
+    return fmt::format("{} has no option {}{}", name, flag, near.empty() ? "" : fmt::format(" (did you mean {}?)", near));
   }
-  return left.empty() ? what.substr(0, colon + 2) + typed : what;
+  const std::string what = e.what();
+  // "Could not convert: --steps = 1.5"
+  const std::string convert = "Could not convert: ";
+  const auto eq = what.find(" = ");
+  if (dynamic_cast<const CLI::ConversionError*>(&e) && what.rfind(convert, 0) == 0 && eq != std::string::npos) {
+    const std::string option = what.substr(convert.size(), eq - convert.size()), value = what.substr(eq + 3);
+    const CLI::Option* opt = cmd.get_option_no_throw(option);
+    const std::string type = opt ? opt->get_type_name() : "";
+    const bool whole = type.find("INT") != std::string::npos;
+    return fmt::format("{}: '{}' is not {}", option, value,
+                       whole ? "a whole number" : type.find("FLOAT") != std::string::npos ? "a number" : "valid");
+  }
+  const auto twice = what.find(": At Most 1 required but received");
+  if (twice != std::string::npos) return fmt::format("{} is given more than once", what.substr(0, twice));
+  return what;
 }
 
 }  // namespace
@@ -135,9 +159,7 @@ int run_app(CLI::App& app, const CommandRun& run, int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // Point to the subcommand's own help where there is one.
     const bool sub = argc > 1 && argv[1][0] != '-';
-    const auto* extras = dynamic_cast<const CLI::ExtrasError*>(&e);
-    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n",
-               terminal_text(extras ? extras_in_order(*extras, argc, argv) : e.what()),
+    fmt::print(stderr, "dualpipe: error: {} (see dualpipe {}--help)\n", terminal_text(parse_error_words(app, e)),
                sub ? std::string(argv[1]) + " " : "");
     return 2;
   } catch (const dualpipe::Error& e) {

@@ -63,30 +63,25 @@ std::map<PieceKey, double> gather_calibration(const std::map<PieceKey, double>& 
 // pieces' calibrated CPU time, and a pair's halves are cut where the runtime
 // cuts them.
 Costs calibrated_costs(const std::map<PieceKey, double>& cal, int stages, double K) {
-  Costs c;
-  c.F.assign(stages, 0);
-  c.B.assign(stages, 0);
-  c.W.assign(stages, 0);
-  std::vector<double> I(stages, 0);
-  std::vector<char> has_b(stages, 0);
-  c.f_pieces.assign(stages, {});
-  c.b_pieces.assign(stages, {});
+  std::vector<StageTimes> per_stage(stages);
+  std::vector<std::vector<double>> f_pieces(stages), b_pieces(stages);
+  auto add = [](double& total, double d) { total = std::max(total, 0.0) + d; };
   for (const auto& [key, cost] : cal) {
     const auto [op, st, piece] = key;
     (void)piece;
     const double d = K * cost;
+    StageTimes& t = per_stage[st];
     switch (static_cast<Op>(op)) {
-      case Op::F: c.F[st] += d; c.f_pieces[st].push_back(d); break;
-      case Op::B: c.B[st] += d; c.b_pieces[st].push_back(d); has_b[st] = 1; break;
-      case Op::I: I[st] += d; break;
-      case Op::W: c.W[st] += d; break;
+      case Op::F: add(t.F, d); f_pieces[st].push_back(d); break;
+      case Op::B: add(t.B, d); b_pieces[st].push_back(d); break;
+      case Op::I: add(t.I, d); break;
+      case Op::W: add(t.W, d); break;
       default: break;
     }
   }
-  for (int st = 0; st < stages; ++st) {
-    if (!has_b[st]) c.B[st] = I[st] + c.W[st];  // B is the whole backward
-    c.W[st] = std::min(c.W[st], c.B[st]);
-  }
+  Costs c = costs_from_stage_times(per_stage);
+  c.f_pieces = std::move(f_pieces);
+  c.b_pieces = std::move(b_pieces);
   return c;
 }
 

@@ -285,6 +285,7 @@ void validate(const Opts& o) {
   if (o.keep_checkpoints < 1)
     throw Error(fmt::format("--keep-checkpoints must be at least 1 (got {})", o.keep_checkpoints));
   if (o.resume && o.checkpoint_dir.empty()) throw Error("--resume needs --checkpoint-dir");
+
   if (o.lr <= 0) throw Error(fmt::format("--lr must be positive (got {})", o.lr));
   if (o.warmup_opt->count() > 0 && o.warmup_steps < 0)
     throw Error(fmt::format("--warmup-steps must not be negative (got {})", o.warmup_steps));
@@ -313,7 +314,8 @@ void plan_checkpoints(const Opts& o, const Schedule& s, TrainPlan& p, bool lead)
   ck.keep = o.keep_checkpoints;
   ck.identity = run_identity(s, p.t.model);
   add_mesh_identity(ck.identity, o.ranks);
-  if (!o.resume) {
+  // A restarted run (--max-restarts, or an outside launcher's restart) goes on from its newest checkpoint.
+  if (!o.resume && restart_count() == 0) {
     check_no_checkpoint(ck.dir);
     return;
   }
@@ -432,6 +434,8 @@ int train_on_rank(const Opts& o, const TrainPlan& p, const Mesh& mesh) {
                    ? fmt::format("model {} (hidden {}, {})", o.model.model, o.model.hidden, o.model.dtype)
                    : fmt::format("your TorchScript stages ({})", t.model.dtype == torch::kFloat64 ? "float64" : "float32"),
                count_of(o.steps, "step"));
+  if (lead && restart_count() > 0 && o.checkpoint_dir.empty())
+    fmt::print(stderr, "dualpipe: warning: restarted without --checkpoint-dir: starting again at step 1\n");
   if (text && t.checkpoint.resume_step > 0)
     fmt::print("resuming from {} after step {}\n", checkpoint_path(t.checkpoint.dir, t.checkpoint.resume_step),
                t.checkpoint.resume_step);
@@ -516,6 +520,10 @@ void add_train_command(CLI::App* app, CommandRun& run) {
   cmd->add_flag("--resume", o->resume,
                 "continue from the newest complete checkpoint in --checkpoint-dir (incomplete or corrupt ones are "
                 "skipped; none: start from scratch); --steps counts from the start of the run");
+  cmd->add_option("--max-restarts", o->ranks.max_restarts,
+                  "when a rank process fails, stop the others and start them all again, from the newest checkpoint "
+                  "in --checkpoint-dir (from step 1 without one), at most this many times (0..100)")
+      ->capture_default_str();
   cmd->add_option("-f,--format", o->format,
                   "text, or json: the closing summary as one object with the inputs and results, and no progress "
                   "lines (docs/json_output.md)")

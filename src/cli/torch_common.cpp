@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 #include <limits>
 
@@ -43,7 +44,9 @@ void add_model_options(CLI::App* app, ModelOptions& o) {
   app->add_option("--layers", o.layers, "gpt: transformer blocks, spread evenly over the stages (0: max(stages, 4))")
       ->capture_default_str();
   app->add_option("--heads", o.heads, "gpt: attention heads (must divide --hidden)")->capture_default_str();
-  app->add_option("--data", o.data, "gpt, moe: train on this text file (default: the built-in corpus)");
+  app->add_option("--data", o.data,
+                  "gpt, moe, deepseek: train on this text file, character by character (default: the built-in "
+                  "corpus); with --stages: a .pt or .bin data file");
   app->add_option("--experts", o.experts, "moe: routed experts per block (a multiple of --ep)")->capture_default_str();
   app->add_option("--top-k", o.top_k, "moe: experts each token is sent to")->capture_default_str();
   app->add_option("--shared-expert", o.shared_expert, "moe: add a shared expert every token goes through (true/false)")
@@ -187,6 +190,12 @@ ModelConfig make_model_config(const ModelOptions& o, const Schedule& s, int ep) 
   if (ep > 1 && !has_experts(o.model))
     throw Error(fmt::format("--ep {} shards experts, but --model {} has none (use --model moe)", ep, o.model));
   if (!o.loss.empty() && o.stages.empty()) throw Error("--loss goes with --stages (the shipped models have their own)");
+  // A tensor or token-id file given to a shipped model would be read as text, byte by byte, and trained on.
+  const std::string suffix = std::filesystem::path(o.data).extension().string();
+  if (o.stages.empty() && (suffix == ".pt" || suffix == ".bin"))
+    throw Error(fmt::format("--data {}: the shipped models read a text file, character by character; {} data files go "
+                            "with --stages",
+                            o.data, suffix));
   if (!o.stages.empty() && static_cast<int>(o.stages.size()) != s.stages)
     throw Error(fmt::format("--stages names {} TorchScript files, but the {} schedule on {} ranks has {} stages: give "
                             "one file per stage",
@@ -406,6 +415,9 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
     throw Error(fmt::format("RANK is set, so this process is one rank of an outside launcher: {} starts ranks of its "
                             "own (unset RANK, or drop it)",
                             o.threads ? "--threads" : "--emulate-hosts"));
+  if (rank_from_env() && !is_spawned_rank() && o.max_restarts > 0)
+    throw Error("RANK is set, so this process is one rank of an outside launcher: restarts are that launcher's "
+                "(torchrun --max-restarts); drop --max-restarts");
   LaunchOptions l;
   l.shape.pp = pipeline_ranks;
   l.shape.ep = o.ep;
@@ -419,6 +431,7 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   l.link_rate = o.link_rate;
   l.timeout = std::chrono::seconds(o.timeout_s);
   l.intra_op_threads = o.intra_op_threads;
+  l.max_restarts = o.max_restarts;
   l.args.assign(program_args.argv, program_args.argv + program_args.argc);
   check_launch_options(l);
   return l;

@@ -86,6 +86,7 @@ struct RankOptions {
   // way it was started: more ranks than cores run best with one each.
   int intra_op_threads = 1;
   std::string backend = "gloo";  // c10d backend of the groups (runtime/backend.h)
+  int max_restarts = 0;  // LaunchOptions::max_restarts (train registers the option)
 };
 void add_rank_options(CLI::App* app, RankOptions& o);
 // The gradient reduction the options ask for; throws dualpipe::Error for bad values.

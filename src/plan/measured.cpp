@@ -37,6 +37,13 @@ MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where) 
   m.layer = parse_part(j.contains("layer") ? j.at("layer") : none, where + ".layer");
   m.embedding = parse_part(j.contains("embedding") ? j.at("embedding") : none, where + ".embedding");
   m.head = parse_part(j.contains("head") ? j.at("head") : none, where + ".head");
+  if (j.contains("dense_layer")) m.dense_layer = parse_part(j.at("dense_layer"), where + ".dense_layer");
+  if (j.contains("expert_parallel")) {
+    const nlohmann::json& e = j.at("expert_parallel");
+    if (!e.is_number_integer() || e.get<long long>() < 1 || e.get<long long>() > (1 << 20))
+      throw Error(fmt::format("{}.expert_parallel must be an integer in [1, {}]", where, 1 << 20));
+    m.expert_parallel = e.get<int>();
+  }
   return m;
 }
 
@@ -54,7 +61,7 @@ void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par)
       p.act_bytes = mc.boundary_bytes;
     }
   };
-  for (PartCost& p : mc.layers) put(p, m.layer, true);
+  for (PartCost& p : mc.layers) put(p, p.expert_params == 0 && m.dense_layer ? *m.dense_layer : m.layer, true);
   put(mc.embedding, m.embedding, false);
   put(mc.head, m.head, false);
 }

@@ -141,7 +141,7 @@ class Planner {
         if (req_.global_batch % dp != 0) continue;
         std::vector<int> eps;
         for (int ep : m.moe.experts > 0 ? divisors(dp, m.moe.experts) : std::vector<int>{1})
-          if (m.moe.experts % ep == 0 && (!req_.ep || ep == req_.ep)) eps.push_back(ep);
+          if (m.moe.experts % ep == 0 && (!req_.ep || ep == req_.ep) && fits_measured_experts(ep)) eps.push_back(ep);
         if (!eps.empty()) add_batches(Parallel{pp, dp, 1, 1, {}, tp}, eps, out);
       }
     return out;
@@ -246,6 +246,12 @@ class Planner {
       if (w.work > best.work) best = w;
     }
     return best;
+  }
+
+  // A profile of a MoE model timed its experts on so many devices: only
+  // that expert-parallel degree has the costs it measured.
+  bool fits_measured_experts(int ep) const {
+    return !req_.use_measured || req_.measured.expert_parallel == 0 || ep == req_.measured.expert_parallel;
   }
 
   // Tensor-parallel degrees: divisors of a node's devices that divide the

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plan/presets.h"
+#include "dualpipe/schedule/closest.h"
 #include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
@@ -38,12 +39,8 @@ class Fields {
     known_.insert("about");  // free text, for the reader
     for (const auto& item : j_.items()) {
       if (known_.count(item.key())) continue;
-      std::string closest;
-      std::size_t best = 4;  // suggest only names within 3 edits
-      for (const std::string& k : known_) {
-        const std::size_t d = edit_distance(item.key(), k);
-        if (d < best) best = d, closest = k;
-      }
+      // Suggest only names within 3 edits.
+      const std::string closest = closest_word(item.key(), {known_.begin(), known_.end()});
       throw Error(fmt::format("{}.{} is not a field of {}{}", where_, item.key(), where_,
                               closest.empty() ? "" : fmt::format(" (did you mean {}?)", closest)));
     }
@@ -93,21 +90,6 @@ class Fields {
     const double d = v.get<double>();
     if (!(d >= lo && d <= hi)) throw Error(fmt::format("{} must be in [{:g}, {:g}] (got {})", name(key), lo, hi, v.dump()));
     return d;
-  }
-
-  static std::size_t edit_distance(const std::string& a, const std::string& b) {
-    std::vector<std::size_t> row(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-      std::size_t diag = row[0];
-      row[0] = i;
-      for (std::size_t j = 1; j <= b.size(); ++j) {
-        const std::size_t up = row[j];
-        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-        diag = up;
-      }
-    }
-    return row[b.size()];
   }
 
   const json& j_;

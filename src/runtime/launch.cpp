@@ -107,8 +107,10 @@ namespace {
 // What every rank process gets beyond the torchrun variables: the mark that
 // its launcher already spoke for the run, and its compute threads (OpenBLAS
 // reads OMP_NUM_THREADS when it loads, before main).
-std::vector<std::pair<std::string, std::string>> spawned_rank_env(int intra_op_threads) {
-  return {{"DUALPIPE_SPAWNED", "1"}, {"OMP_NUM_THREADS", std::to_string(intra_op_threads)}};
+std::vector<std::pair<std::string, std::string>> spawned_rank_env(int intra_op_threads, int restart) {
+  return {{"DUALPIPE_SPAWNED", "1"},
+          {"OMP_NUM_THREADS", std::to_string(intra_op_threads)},
+          {"DUALPIPE_RESTART_COUNT", std::to_string(restart)}};
 }
 
 std::vector<std::string> rank_command(const std::vector<std::string>& args) {
@@ -120,7 +122,10 @@ std::vector<std::string> rank_command(const std::vector<std::string>& args) {
 
 }  // namespace
 
-int spawn_local_ranks(int world, const std::vector<std::string>& args, int intra_op_threads) {
+namespace {
+
+// One start of `world` local rank processes, the restart-th.
+int spawn_attempt(int world, const std::vector<std::string>& args, int intra_op_threads, int restart) {
   const int port = free_local_port();
   const pid_t parent = getpid();
   const std::vector<std::string> cmd = rank_command(args);
@@ -140,7 +145,8 @@ int spawn_local_ranks(int world, const std::vector<std::string>& args, int intra
       setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      for (const auto& [name, value] : spawned_rank_env(intra_op_threads)) setenv(name.c_str(), value.c_str(), 1);
+      for (const auto& [name, value] : spawned_rank_env(intra_op_threads, restart))
+        setenv(name.c_str(), value.c_str(), 1);
       std::vector<char*> argv;
       for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
@@ -150,6 +156,35 @@ int spawn_local_ranks(int world, const std::vector<std::string>& args, int intra
     pids.push_back(pid);
   }
   return supervise_ranks(pids);
+}
+
+// Runs attempt(k) for k = 0, 1, ... while it fails in a way a restart may
+// mend, at most max_restarts + 1 times; returns the last attempt's code.
+int with_restarts(int max_restarts, int ranks, const std::function<int(int)>& attempt) {
+  for (int k = 0;; ++k) {
+    const int code = attempt(k);
+    const bool agreed_stop = code == kAgreedStopExitCode || code == kInterruptedExitCode;
+    if (code == 0 || agreed_stop || interrupt_requested() || max_restarts == 0) return code;
+    if (k == max_restarts) {
+      fmt::print(stderr, "dualpipe: no restarts left (--max-restarts {})\n", max_restarts);
+      return code;
+    }
+    fmt::print(stderr, "dualpipe: restarting all {} ranks (restart {} of {})\n", ranks, k + 1, max_restarts);
+  }
+}
+
+}  // namespace
+
+int spawn_local_ranks(int world, const std::vector<std::string>& args, int intra_op_threads) {
+  return spawn_attempt(world, args, intra_op_threads, 0);
+}
+
+int restart_count() {
+  for (const char* name : {"DUALPIPE_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"}) {
+    const char* v = std::getenv(name);
+    if (v && *v) return env_int(name, 0, false);
+  }
+  return 0;
 }
 
 namespace {
@@ -206,6 +241,10 @@ void check_launch_options(const LaunchOptions& o) {
   if (o.emulate_hosts < 0) throw Error(fmt::format("--emulate-hosts must be at least 0 (got {})", o.emulate_hosts));
   if (o.emulate_hosts > 0 && o.threads)
     throw Error("--emulate-hosts runs rank processes: it does not go with --threads");
+  if (o.max_restarts < 0 || o.max_restarts > 100)
+    throw Error(fmt::format("--max-restarts must be in 0..100 (got {})", o.max_restarts));
+  if (o.max_restarts > 0 && o.threads)
+    throw Error("--max-restarts restarts rank processes: it does not go with --threads");
 }
 
 namespace {
@@ -223,13 +262,15 @@ int run_on_emulated_hosts(const LaunchOptions& o) {
   for (int r = 0; r < shape.size(); ++r) where += fmt::format("{}{}:{}", r ? " " : "", r, host_of[r]);
   fmt::print(stderr, "emulated cluster: {} hosts at {} per link (rank:host {})\n", o.emulate_hosts, o.link_rate, where);
   const std::vector<std::string> cmd = rank_command(o.args);
-  std::vector<pid_t> pids;
-  for (int r = 0; r < shape.size(); ++r) {
-    auto env = emulated_rank_env(cluster, host_of, r);
-    for (auto& kv : spawned_rank_env(o.intra_op_threads)) env.push_back(std::move(kv));
-    pids.push_back(cluster.spawn(host_of[r], cmd, env));
-  }
-  return supervise_ranks(pids);
+  return with_restarts(o.max_restarts, shape.size(), [&](int restart) {
+    std::vector<pid_t> pids;
+    for (int r = 0; r < shape.size(); ++r) {
+      auto env = emulated_rank_env(cluster, host_of, r);
+      for (auto& kv : spawned_rank_env(o.intra_op_threads, restart)) env.push_back(std::move(kv));
+      pids.push_back(cluster.spawn(host_of[r], cmd, env));
+    }
+    return supervise_ranks(pids);
+  });
 }
 
 // This process as rank env.rank of a torchrun-style launch: connect (every
@@ -292,7 +333,8 @@ int launch(const LaunchOptions& o, const std::function<int(const Mesh&)>& body) 
   }
   if (const auto env = rank_from_env()) return run_as_env_rank(o, *env, body);
   if (o.emulate_hosts > 0) return run_on_emulated_hosts(o);
-  return spawn_local_ranks(o.shape.size(), o.args, o.intra_op_threads);
+  return with_restarts(o.max_restarts, o.shape.size(),
+                       [&](int restart) { return spawn_attempt(o.shape.size(), o.args, o.intra_op_threads, restart); });
 }
 
 void check_same_settings(const RankSettings& mine, Comm& world) {

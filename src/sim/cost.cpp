@@ -197,4 +197,19 @@ std::string describe(const Costs& c) {
   return s;
 }
 
+Costs costs_from_stage_times(const std::vector<StageTimes>& stages) {
+  Costs c;
+  c.F.assign(stages.size(), 0);
+  c.B.assign(stages.size(), 0);
+  c.W.assign(stages.size(), 0);
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    const StageTimes& t = stages[s];
+    c.F[s] = std::max(t.F, 0.0);
+    c.W[s] = std::max(t.W, 0.0);
+    c.B[s] = t.B >= 0 ? t.B : std::max(t.I, 0.0) + c.W[s];
+    c.W[s] = std::min(c.W[s], c.B[s]);
+  }
+  return c;
+}
+
 }  // namespace dualpipe

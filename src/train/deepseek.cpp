@@ -263,6 +263,9 @@ PipelineModel deepseek_model(const ModelConfig& c, const ExpertGroup& group) {
     throw Error(fmt::format("deepseek: --heads ({}) must be at least 1 and divide --hidden ({})", c.heads, c.hidden));
   check_deepseek(c);
   const int layers = gpt_layers(c);
+  if (c.dense_layers > layers)
+    throw Error(fmt::format("deepseek: --dense-layers {} is more than the model's {} blocks (--layers)", c.dense_layers,
+                            layers));
   auto corpus = std::make_shared<const Corpus>(load_corpus(c.data_path, c.seq_len + 1));
   const int64_t vocab = corpus->vocab();
   const bool mtp = c.mtp_weight > 0;

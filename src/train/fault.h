@@ -8,7 +8,8 @@
 //   kill-before-manifest: (rank 0 only) raises SIGKILL while writing the
 //          checkpoint of step STEP, after every rank file and before the manifest.
 // Each prints one line with the CLOCK_MONOTONIC time first, so that tests can
-// measure how long the others take to exit. Internal: not installed, not
+// measure how long the others take to exit. A fault fires in the first start
+// of a run only: after a restart (restart_count() > 0) the run goes through. Internal: not installed, not
 // part of the library's API; the programs install it for their tests.
 #include "dualpipe/train/trainer.h"
 

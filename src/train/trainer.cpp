@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -500,16 +501,16 @@ SimResult measured_result(const Schedule& lowered, const std::vector<std::vector
 }
 
 Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<ActionTime>>& times) {
-  const int S = lowered.stages;
-  // [kind][stage] sums and counts; kind: F, B, I, W.
-  std::vector<std::vector<double>> sum(4, std::vector<double>(S, 0.0)), cnt(4, std::vector<double>(S, 0.0));
+  const Op kinds[] = {Op::F, Op::B, Op::I, Op::W};
+  // [kind][stage] sums and counts.
+  std::vector<std::vector<double>> sum(4, std::vector<double>(lowered.stages, 0.0)), cnt = sum;
   double fb_sum = 0, fb_cnt = 0;
   for (int r = 0; r < lowered.ranks; ++r)
     for (std::size_t p = 0; p < lowered.actions[r].size(); ++p) {
       const Action& a = lowered.actions[r][p];
       const double d = times[r][p].end - times[r][p].start - times[r][p].wait;
-      int kind = a.op == Op::F ? 0 : a.op == Op::B ? 1 : a.op == Op::I ? 2 : a.op == Op::W ? 3 : -1;
-      if (kind >= 0) {
+      const auto kind = std::find(std::begin(kinds), std::end(kinds), a.op) - std::begin(kinds);
+      if (kind < 4) {
         sum[kind][a.stage] += d;
         cnt[kind][a.stage] += 1;
       } else if (a.op == Op::FB) {
@@ -518,18 +519,9 @@ Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<Acti
       }
     }
   auto mean = [&](int kind, int s) { return cnt[kind][s] > 0 ? sum[kind][s] / cnt[kind][s] : -1.0; };
-  Costs c;
-  c.F.assign(S, 0);
-  c.B.assign(S, 0);
-  c.W.assign(S, 0);
-  for (int s = 0; s < S; ++s) {
-    const double f = mean(0, s), b = mean(1, s), i = mean(2, s), w = mean(3, s);
-    c.F[s] = std::max(f, 0.0);
-    c.W[s] = std::max(w, 0.0);
-    // B is the whole backward: measured where the stage ran one, else I + W.
-    c.B[s] = b >= 0 ? b : std::max(i, 0.0) + c.W[s];
-    c.W[s] = std::min(c.W[s], c.B[s]);
-  }
+  std::vector<StageTimes> per_stage(lowered.stages);
+  for (int s = 0; s < lowered.stages; ++s) per_stage[s] = {mean(0, s), mean(1, s), mean(2, s), mean(3, s)};
+  Costs c = costs_from_stage_times(per_stage);
   if (fb_cnt > 0) c.FB = fb_sum / fb_cnt;
   return c;
 }

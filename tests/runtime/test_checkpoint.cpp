@@ -277,6 +277,48 @@ TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
   remove_tree(ref);
 }
 
+// --max-restarts: a rank killed in step 5 stops the run; the launcher starts
+// every rank again, they go on from the checkpoint of step 4, and the
+// finished run's parameters and losses equal an uninterrupted run's, bit for
+// bit. Without restarts the same fault ends the run.
+TEST(CheckpointCli, ARestartedRunEndsEqualToAnUninterruptedOne) {
+  const std::string dir = fresh_dir("cli_restart"), ref = fresh_dir("cli_restart_ref");
+  const std::string base = "train -m dualpipe -p 2 -n 4 --model gpt --hidden 32 --seq-len 8 --micro-batch-size 2 "
+                           "--steps 6 --checkpoint-every 2 --loss-svg /dev/null --timeout 20";
+  CliRun a = run_cli(base + " --checkpoint-dir " + ref + " --loss-csv " + ref + "/loss.csv");
+  ASSERT_EQ(a.code, 0) << a.out;
+  CliRun no_restart = run_cli(base + " --checkpoint-dir " + dir + " --loss-csv /dev/null", "DUALPIPE_TEST_FAULT=kill:1:5");
+  EXPECT_NE(no_restart.code, 0) << no_restart.out;
+  EXPECT_EQ(no_restart.out.find("restarting"), std::string::npos) << no_restart.out;
+  remove_tree(dir);
+  fs::create_directories(dir);
+  CliRun b = run_cli(base + " --max-restarts 2 --checkpoint-dir " + dir + " --loss-csv " + dir + "/loss.csv",
+                     "DUALPIPE_TEST_FAULT=kill:1:5");
+  ASSERT_EQ(b.code, 0) << b.out;
+  const auto restart = b.out.find("dualpipe: restarting all 2 ranks (restart 1 of 2)");
+  EXPECT_NE(restart, std::string::npos) << b.out;
+  EXPECT_EQ(b.out.find("dualpipe: restarting", restart + 1), std::string::npos) << "one restart only\n" << b.out;
+  EXPECT_NE(b.out.find("resuming from " + checkpoint_path(dir, 4) + " after step 4"), std::string::npos) << b.out;
+  // The loss curve has every step once, as the uninterrupted run's.
+  auto losses = [](const std::string& csv) {
+    std::string out;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) out += line.substr(0, line.find(',', line.find(',') + 1)) + "\n";
+    return out;
+  };
+  EXPECT_EQ(losses(read_text(ref + "/loss.csv")), losses(read_text(dir + "/loss.csv")));
+  for (int r = 0; r < 2; ++r) {
+    const std::string f = "rank-" + std::to_string(r) + ".pt";
+    auto pa = saved_params((fs::path(checkpoint_path(ref, 6)) / f).string());
+    auto pb = saved_params((fs::path(checkpoint_path(dir, 6)) / f).string());
+    ASSERT_EQ(pa.size(), pb.size());
+    ASSERT_FALSE(pa.empty());
+    for (const auto& [k, v] : pa) EXPECT_TRUE(torch::equal(v, pb.at(k))) << f << " " << k;
+  }
+  remove_tree(dir);
+  remove_tree(ref);
+}
+
 TEST(CheckpointCli, AnotherRunsCheckpointIsRefusedWithCode2) {
   const std::string dir = fresh_dir("cli_mismatch");
   const std::string opts = " -p 2 -n 4 --model mlp --hidden 16 --seq-len 4 --steps 2 --threads --loss-csv /dev/null "

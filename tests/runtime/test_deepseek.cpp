@@ -299,6 +299,7 @@ TEST(DeepSeekCli, BadInputIsOneLineWithCode2) {
            {"--bias-speed nan", "--bias-speed: 'nan' is not a finite number"},
            {"--bias-speed inf", "--bias-speed: 'inf' is not a finite number"},
            {"--recompute some", "--recompute must be none, selective or full (got 'some')"},
+           {"--dense-layers 5", "--dense-layers 5 is more than the model's 4 blocks (--layers)"},
        }) {
     test_support::CliRun r = test_support::run_cli(base + args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;

@@ -35,10 +35,35 @@ TEST(ProfileCli, WritesPositiveLayerCostsThatPlanReads) {
   std::remove(path.c_str());
 }
 
+// DeepSeek's dense and MoE blocks are timed apart (two dense blocks by
+// default, so that one is a middle stage); the experts all ran on this one
+// process, so the plan made from the profile keeps the expert degree at 1.
+TEST(ProfileCli, DeepSeekProfileTimesDenseAndMoeBlocks) {
+  const std::string path = testing::TempDir() + "dualpipe_profile_deepseek.json";
+  CliRun r = run_cli("profile --model deepseek --reps 2 --hidden 32 --seq-len 8 --experts 4 --top-k 2 -o " + path);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(text.str());
+  EXPECT_EQ(j["stages"].size(), 5u);  // two dense blocks, three MoE blocks
+  for (const char* part : {"layer", "dense_layer"})
+    for (const char* key : {"f", "i", "w", "act_bytes"}) EXPECT_GT(j[part][key].get<double>(), 0.0) << part << key;
+  // The head holds the MTP module's block beside the output head: it weighs.
+  EXPECT_GT(j["head"]["f"].get<double>(), 0.0);
+  EXPECT_EQ(j["expert_parallel"].get<int>(), 1);
+  CliRun plan = run_cli("plan --preset this-machine --profile " + path + " --global-batch 16");
+  EXPECT_EQ(plan.code, 0) << plan.out;
+  CliRun ep = run_cli("plan --preset this-machine --profile " + path + " --global-batch 16 --ep 2");
+  EXPECT_EQ(ep.code, 2) << ep.out;
+  EXPECT_NE(ep.out.find("timed the experts on 1 device(s), so it fits --ep 1 only"), std::string::npos) << ep.out;
+  std::remove(path.c_str());
+}
+
 TEST(ProfileCli, BadInputIsOneLineWithCode2) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"profile --reps 0", "--reps must be in [1, 10000] (got 0)"},
-           {"profile --model moe", "--model must be gpt or mlp"},
+           {"profile --model deepseek --dense-layers 1", "profile needs a middle stage of each kind of block"},
            {"profile --layers 2", "--layers must be at least 3"},
        }) {
     CliRun r = run_cli(args);

@@ -441,6 +441,24 @@ TEST(RunOptions, OptionsThatWouldDoNothingAreRefused) {
   EXPECT_EQ(run_cli(mlp + " --warmup-steps 2").code, 0);
 }
 
+// --max-restarts restarts our own rank processes: not threads, not an outside
+// launcher's ranks (that launcher restarts them), and a bounded count.
+TEST(RunOptions, MaxRestartsIsRefusedWhereThereIsNothingToRestart) {
+  const std::string mlp = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2 "
+                          "--loss-csv /dev/null --loss-svg /dev/null";
+  test_support::expect_cli_error(mlp + " --threads --max-restarts 1",
+                                 "--max-restarts restarts rank processes: it does not go with --threads");
+  test_support::expect_cli_error(mlp + " --max-restarts 101", "--max-restarts must be in 0..100 (got 101)");
+  const CliRun r = run_cli(mlp + " --max-restarts 1", "RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999", 60);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("restarts are that launcher's (torchrun --max-restarts)"), std::string::npos) << r.out;
+  // Without checkpoints a restart starts again, and says so.
+  const CliRun again = run_cli(mlp + " --max-restarts 1 --timeout 10", "DUALPIPE_TEST_FAULT=kill:1:2", 120);
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("restarted without --checkpoint-dir: starting again at step 1"), std::string::npos)
+      << again.out;
+}
+
 // --from <(cmd): the pipe is read once, by the launcher, and every rank
 // process gets the same schedule (each reported an empty file).
 TEST(RunOptions, PipedScheduleReachesEveryRankProcess) {

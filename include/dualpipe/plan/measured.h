@@ -1,6 +1,7 @@
 #pragma once
 // Per-layer costs measured by `dualpipe profile` (LibTorch, on this
 // machine), used by the planner in place of its FLOP and byte formulas.
+#include <optional>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
@@ -15,14 +16,23 @@ struct MeasuredPart {
 
 struct MeasuredCosts {
   int micro_batch_size = 1;  // sequences per micro-batch when measured
+  // `layer`: a model's block (its MoE block where it has MoE blocks);
+  // `dense_layer`: a model's dense blocks where they differ (DeepSeek's
+  // first blocks), else absent and `layer` serves every block.
   MeasuredPart layer, embedding, head;
+  std::optional<MeasuredPart> dense_layer;
+  // > 0: the experts ran on that many devices when measured (a MoE model's
+  // profile holds every expert's work on one device: 1), so only that
+  // expert-parallel degree fits it; 0: no experts.
+  int expert_parallel = 0;
 };
 
 // Throws dualpipe::Error naming the field (`where`.layer.f, ...) when malformed.
 MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
 
-// Replaces the compute times and activation bytes of every layer, the
-// embedding and the head with the measured ones, scaled linearly to the
+// Replaces the compute times and activation bytes of every layer (dense
+// layers, those without expert parameters, from dense_layer where given),
+// the embedding and the head with the measured ones, scaled linearly to the
 // micro-batch size of `par` (and adjusted for full recomputation as the
 // formulas are); communication and parameters stay as computed. A profile
 // is of one device without tensor parallelism, and does not split a layer

@@ -36,6 +36,14 @@ struct LaunchOptions {
   // A peer that stalls is reported after this long (a dead one at once).
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
   int intra_op_threads = 1;   // compute threads of each rank (set_compute_threads)
+  // Rank processes only (ours, not threads nor an outside launcher's): when
+  // a rank fails, the others are stopped and all start again, up to this
+  // many times, as torchrun's --max-restarts does. A restarted rank process
+  // sees restart_count() > 0 and decides itself where to go on from (train
+  // resumes from its last checkpoint). A stop the ranks agreed on
+  // (kAgreedStopExitCode, kInterruptedExitCode) or a Ctrl-C of the launcher
+  // is never restarted.
+  int max_restarts = 0;
   // The command line of a rank process; args[0] is replaced by this
   // program's own file. Usually the program's own argv.
   std::vector<std::string> args;
@@ -53,9 +61,15 @@ void check_launch_options(const LaunchOptions& o);
 //   with one line and exit code 2 (unwinding would wait on the dead peer);
 // - threads: runs the mesh on threads of this process, returns rank 0's code;
 // - otherwise starts o.shape.size() rank processes (on emulated hosts when
-//   emulate_hosts > 0), waits for them, and returns as spawn_local_ranks does.
+//   emulate_hosts > 0), waits for them, and returns as spawn_local_ranks does,
+//   after up to o.max_restarts restarts of them all.
 // Throws dualpipe::Error for bad options or a failed start.
 int launch(const LaunchOptions& o, const std::function<int(const Mesh&)>& body);
+
+// Which start of the run this process belongs to: 0 for the first, k after
+// k restarts (DUALPIPE_RESTART_COUNT, set by launch(); torchrun's
+// TORCHELASTIC_RESTART_COUNT where that is set instead).
+int restart_count();
 
 // True in the process that speaks for the run (prints, writes files, holds
 // locks): the one that launches (or runs thread ranks), or rank 0 of an

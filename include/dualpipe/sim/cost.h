@@ -121,4 +121,16 @@ std::vector<int> parse_stage_counts(const std::string& text, const std::string& 
 // "F=1 B=2 W=1 FB=3" for headings.
 std::string describe(const Costs& c);
 
+// Measured chunk times of one stage, per kind of compute action (any unit);
+// negative where the stage ran none of that kind.
+struct StageTimes {
+  double F = -1, B = -1, I = -1, W = -1;
+};
+// The simulator's per-stage F, B and W from measured chunk times: B is the
+// whole backward where the stage ran one, else I + W (the split backward's
+// halves); W never exceeds B; a kind not measured costs 0. The one place
+// where the runtime's measurements become Costs (train's report, bench's
+// device calibration).
+Costs costs_from_stage_times(const std::vector<StageTimes>& stages);
+
 }  // namespace dualpipe
