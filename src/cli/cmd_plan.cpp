@@ -253,7 +253,8 @@ int plan_command(const PlanOpts& o) {
   for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
                                   {"--svg", o.svg}, {"--output", o.output}})
     require_writable(opt, path);
-  const plan::PlanRequest req = plan_request(o);
+  plan::PlanRequest req = plan_request(o);
+  req.progress = progress_lines("plan");
   const plan::PlanResult res = plan::plan(req);
   write_best(o, req, res.rows.front());
   write_output(o.output, o.format == "json" ? plan_json(req, res, o.top) : plan_table(req, res, o.top));

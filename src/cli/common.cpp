@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "dualpipe/schedule/check.h"
@@ -152,6 +154,19 @@ void require_writable(const std::string& option, const std::string& path) {
   if (fs::is_directory(p, ec)) throw why("is a folder");
   if (fs::exists(p, ec) ? ::access(path.c_str(), W_OK) != 0 : ::access(dir.c_str(), W_OK | X_OK) != 0)
     throw why(std::strerror(errno));
+}
+
+plan::ProgressFn progress_lines(const std::string& command) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  auto next = std::make_shared<Clock::time_point>(start + std::chrono::seconds(1));
+  return [command, start, next](const plan::Progress& p) {
+    const Clock::time_point now = Clock::now();
+    if (now < *next) return;
+    *next = now + std::chrono::seconds(1);
+    fmt::print(stderr, "{}: {} {}/{}, {:.0f} s\n", command, p.phase, p.done, p.total,
+               std::chrono::duration<double>(now - start).count());
+  };
 }
 
 void write_output(const std::string& path, const std::string& text) {

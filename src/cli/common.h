@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "dualpipe/plan/progress.h"
 #include "dualpipe/schedule/schedule.h"
 #include "dualpipe/sim/cost.h"
 
@@ -48,6 +49,11 @@ void write_output(const std::string& path, const std::string& text);
 // folder is missing or read-only, or it names a folder or read-only file.
 // Long commands call this before they start, not after hours of work.
 void require_writable(const std::string& option, const std::string& path);
+
+// Progress of a long plan or search: "<command>: <phase> <done>/<total>,
+// <s> s" on stderr about once a second, from the first second on (a run
+// shorter than that prints nothing). Never on stdout. One per run.
+plan::ProgressFn progress_lines(const std::string& command);
 
 // The program's own arguments, for commands that re-run it as rank processes.
 struct ProgramArgs {
