@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iomanip>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -246,6 +248,29 @@ TEST(PlanCli, HopelessAndHugeRequestsEndInSeconds) {
                                  "--ranks 128 --micro-batches 1024 with --iterations 3000: about 1.36e+09 action "
                                  "simulations");
   test_support::expect_cli_error("search -p 128 -n 1024", "at most 5e+08 (about a minute)");
+}
+
+// --svg-width as simulate has it; the picture's title gives the table's step.
+TEST(PlanCli, SvgHasAWidthAndTheTablesStep) {
+  const std::string model = temp_path("model_w.json"), cluster = temp_path("cluster_w.json");
+  const std::string svg = temp_path("best_w.svg"), report = temp_path("report_w.json");
+  write_file(model, kModel);
+  write_file(cluster, kCluster);
+  const std::string base = "plan --model " + model + " --cluster " + cluster + " --global-batch 64";
+  const CliRun r = run(base + " --format json -o " + report + " --svg " + svg + " --svg-width 900");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(report);
+  const auto j = nlohmann::json::parse(in);
+  std::ifstream svg_in(svg);
+  const std::string picture((std::istreambuf_iterator<char>(svg_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(picture.find("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\""), std::string::npos)
+      << picture.substr(0, 200);
+  std::ostringstream step;
+  step << "; step " << std::setprecision(4) << j["plans"][0]["step_s"].get<double>() << " s<";
+  EXPECT_NE(picture.find(step.str()), std::string::npos) << step.str();
+  test_support::expect_cli_error(base + " --svg " + svg + " --svg-width 5",
+                                 "--svg-width must be 0 (automatic) or 400..100000 px");
+  test_support::expect_cli_error(base + " --svg-width 900", "--svg-width shapes the --svg picture: add --svg FILE");
 }
 
 }  // namespace

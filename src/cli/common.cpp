@@ -156,6 +156,20 @@ void require_writable(const std::string& option, const std::string& path) {
     throw why(std::strerror(errno));
 }
 
+void add_svg_width_option(CLI::App* app, double& width) {
+  app->add_option("--svg-width", width,
+                  fmt::format("width of the SVG in px, {:g}..{:g} (0: wide enough for every micro-batch number; "
+                              "numbers that do not fit their cell are left out)",
+                              kMinSvgWidth, kMaxSvgWidth))
+      ->capture_default_str();
+}
+
+void check_svg_width(double width) {
+  if (width != 0 && !(width >= kMinSvgWidth && width <= kMaxSvgWidth))
+    throw Error(fmt::format("--svg-width must be 0 (automatic) or {:g}..{:g} px (got {:g})", kMinSvgWidth,
+                            kMaxSvgWidth, width));
+}
+
 plan::ProgressFn progress_lines(const std::string& command) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
