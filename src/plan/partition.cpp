@@ -6,6 +6,7 @@
 #include <cctype>
 #include <limits>
 #include <numeric>
+#include <set>
 
 #include "dualpipe/schedule/error.h"
 
@@ -80,20 +81,34 @@ std::vector<int> linear_partition(const StageTimes& time, int L) {
 }
 
 // 2. Where a rank holds several stages, moves single boundaries while the
-//    busiest rank (then the slowest stage) gets lighter.
+//    busiest rank (then the slowest stage) gets lighter. Moving boundary j
+//    changes stages j-1 and j and the ranks that hold them: only those are
+//    recomputed (each from scratch, so the values are the same as a full
+//    recount), and the maxima come from ordered sets, so a pass costs
+//    O(S log S), not O(S^2).
 void balance_ranks(const StageTimes& time, const Placement& placement, std::vector<int>& bounds) {
   const int S = time.S;
   const auto held = held_stages(placement);
-  std::vector<double> t(S);
-  auto score = [&]() {
-    for (int s = 0; s < S; ++s) t[s] = time(s, bounds[s], bounds[s + 1]);
-    Score sc{0, *std::max_element(t.begin(), t.end())};
-    for (const auto& stages : held) {
-      double load = 0;
-      for (const HeldStage& h : stages) load += t[h.stage] * h.share;
-      sc.rank_max = std::max(sc.rank_max, load);
+  std::vector<std::vector<int>> holders(S);  // [stage]: the ranks that hold it
+  for (std::size_t r = 0; r < held.size(); ++r)
+    for (const HeldStage& h : held[r]) holders[h.stage].push_back(static_cast<int>(r));
+  std::vector<double> t(S), load(held.size());
+  auto load_of = [&](int r) {
+    double l = 0;
+    for (const HeldStage& h : held[r]) l += t[h.stage] * h.share;
+    return l;
+  };
+  std::multiset<double> stages, ranks;
+  for (int s = 0; s < S; ++s) stages.insert(t[s] = time(s, bounds[s], bounds[s + 1]));
+  for (std::size_t r = 0; r < held.size(); ++r) ranks.insert(load[r] = load_of(static_cast<int>(r)));
+  auto score = [&]() { return Score{std::max(0.0, *ranks.rbegin()), *stages.rbegin()}; };
+  auto set_stage = [&](int s) {  // stage s's time and its holders' loads from the bounds
+    stages.erase(stages.find(t[s]));
+    stages.insert(t[s] = time(s, bounds[s], bounds[s + 1]));
+    for (int r : holders[s]) {
+      ranks.erase(ranks.find(load[r]));
+      ranks.insert(load[r] = load_of(r));
     }
-    return sc;
   };
   Score cur = score();
   for (bool improved = true; improved;) {
@@ -103,12 +118,16 @@ void balance_ranks(const StageTimes& time, const Placement& placement, std::vect
         const int was = bounds[j], nb = was + step;
         if (nb <= bounds[j - 1] || nb >= bounds[j + 1]) continue;
         bounds[j] = nb;
+        set_stage(j - 1);
+        set_stage(j);
         const Score sc = score();
         if (sc.better_than(cur)) {
           cur = sc;
           improved = true;
         } else {
           bounds[j] = was;
+          set_stage(j - 1);
+          set_stage(j);
         }
       }
   }
