@@ -719,3 +719,28 @@ TEST(RankProcesses, TrainJsonSummary) {
 
 }  // namespace
 }  // namespace dualpipe
+
+namespace dualpipe {
+namespace {
+
+// train's measured timeline takes --svg-width as simulate's does.
+TEST(RankProcesses, TrainSvgHasAWidth) {
+  const std::string svg = temp_path("width.svg"), csv = temp_path("width.csv");
+  const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2 --threads "
+                           "--loss-svg /dev/null --loss-csv " + csv;
+  const CliRun r = run_cli(args + " --svg " + svg + " --svg-width 900");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(svg);
+  std::string head(200, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  EXPECT_TRUE(has(head, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\"")) << head;
+  expect_one_error_line(run_cli(args + " --svg " + svg + " --svg-width 5"),
+                        "--svg-width must be 0 (automatic) or 400..100000 px (got 5)", "train");
+  expect_one_error_line(run_cli(args + " --svg-width 900"), "--svg-width shapes the --svg picture: add --svg FILE",
+                        "train");
+  fs::remove(svg);
+  fs::remove(csv);
+}
+
+}  // namespace
+}  // namespace dualpipe
