@@ -33,6 +33,13 @@ inline CliRun run_cli(const std::string& args, const std::string& env = "", int 
   return run_command(env + " timeout -k 5 " + std::to_string(limit_s) + " " + DUALPIPE_BINARY + " " + args);
 }
 
+// The same with standard output alone (standard error dropped): for
+// machine-readable output that a warning on standard error must not break.
+inline CliRun run_cli_stdout(const std::string& args, int limit_s = 300) {
+  return run_command("{ timeout -k 5 " + std::to_string(limit_s) + " " + DUALPIPE_BINARY + " " + args +
+                     " 2>/dev/null; }");
+}
+
 // The output is exactly one line (an error, as the project prints them).
 inline bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
 

@@ -120,7 +120,8 @@ namespace {
 // compare's JSON is an object holding its inputs, numbers as
 // numbers, without float noise.
 TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
-  CliRun r = run("compare -p 8 -n 20 --cost F=1.1,B=2.2,W=1.1 -f json --basis stages");
+  CliRun r =
+      test_support::run_cli_stdout("compare -p 8 -n 20 --cost F=1.1,B=2.2,W=1.1 -f json --basis stages");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j.is_object());
@@ -143,10 +144,10 @@ TEST(CliOptions, CompareJsonIsAnObjectWithItsInputs) {
 
 // compare --basis devices runs every method on --ranks devices, as simulate does.
 TEST(CliOptions, CompareBasisDevicesAgreesWithSimulate) {
-  CliRun c = run("compare -p 4 -n 8 -f json");  // devices is the default
+  CliRun c = test_support::run_cli_stdout("compare -p 4 -n 8 -f json");  // devices is the default
   ASSERT_EQ(c.code, 0) << c.out;
   EXPECT_EQ(nlohmann::json::parse(c.out)["basis"], "devices");
-  c = run("compare -p 4 -n 8 --basis devices -f json");
+  c = test_support::run_cli_stdout("compare -p 4 -n 8 --basis devices -f json");
   ASSERT_EQ(c.code, 0) << c.out;
   const auto j = nlohmann::json::parse(c.out);
   CliRun s = run("simulate -m dualpipev -p 4 -n 8 --cost F=0.5,B=1,W=0.5 -f json");

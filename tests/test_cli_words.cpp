@@ -198,7 +198,7 @@ TEST(CliWords, EveryJsonNamesItsCommandAndHasNoFloatNoise) {
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"schedule", "schedule -m 1f1b -p 2 -n 2 --format json"},
       {"simulate", "simulate -m zb1p -p 4 -n 8" + cost},
-      {"compare", "compare -p 4 -n 8" + cost},
+      {"compare", "compare -p 4 -n 8 --cost F=1.1,B=2.2,W=1.1,FB=3.1 --format json"},  // FB: no warning on stderr
       {"search", "search -p 2 -n 4 --iterations 10" + cost},
       {"plan", "plan --preset llama-70b --global-batch 512 --top 2 --format json"}};
   const std::regex noise("[0-9]\\.[0-9]*(0000000|9999999)[0-9]");

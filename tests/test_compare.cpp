@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/generators.h"
 #include "dualpipe/sim/compare.h"
 
 namespace dualpipe {
@@ -15,7 +16,7 @@ const CompareRow& row(const std::vector<CompareRow>& rows, const std::string& m)
 }
 
 TEST(Compare, PublishedTableAtEightStages) {
-  auto rows = compare(8, 20, parse_costs("F=1,B=2,W=1,FB=3"));
+  auto rows = compare(8, 20, parse_costs("F=1,B=2,W=1,FB=3"), 2, CompareBasis::Stages);
   const CompareRow& dp = row(rows, "dualpipe");
   EXPECT_EQ(dp.devices, 8);
   EXPECT_DOUBLE_EQ(dp.bubble, 6);
@@ -37,7 +38,7 @@ TEST(Compare, PublishedTableAtEightStages) {
 }
 
 TEST(Compare, UnsupportedShapesBecomeRowErrorsNotFailures) {
-  auto rows = compare(5, 10, Costs{});
+  auto rows = compare(5, 10, Costs{}, 2, CompareBasis::Stages);  // V shapes: 5 stages on 2.5 devices
   EXPECT_FALSE(row(rows, "dualpipe").error.empty());
   EXPECT_FALSE(row(rows, "dualpipev").error.empty());
   EXPECT_TRUE(row(rows, "1f1b").error.empty());
@@ -108,6 +109,34 @@ TEST(Compare, PublishedActivationsPrintWithoutExponents) {
   EXPECT_EQ(row(rows, "dualpipe").published_activations, "201");
   EXPECT_EQ(row(rows, "1f1b").published_activations, "200");
   EXPECT_EQ(row(rows, "interleaved-1f1b").published_activations, "~299.5");
+}
+
+}  // namespace
+}  // namespace dualpipe
+
+namespace dualpipe {
+namespace {
+
+// One meaning of a cost: the time of one stage on one micro-batch. Every
+// row is what simulate gives for its method on its devices with the costs
+// of its own stages (a V-shaped method on the same devices cuts the model
+// into stages of half the cost), so compare and simulate agree.
+TEST(Compare, EveryRowIsWhatSimulateGivesForItsOwnStages) {
+  const Costs c = parse_costs("F=1,B=2,W=1");
+  for (CompareBasis basis : {CompareBasis::Devices, CompareBasis::Stages}) {
+    const auto rows = compare(16, 32, c, 2, basis);
+    for (const CompareRow& r : rows) {
+      ASSERT_TRUE(r.error.empty()) << r.method << ": " << r.error;
+      const Schedule s = generate(r.method, Shape{r.devices, 32, 2});
+      EXPECT_EQ(s.stages, r.stages) << r.method;
+      EXPECT_DOUBLE_EQ(simulate(s, r.costs).makespan, r.makespan) << r.method;
+    }
+  }
+  // The library means --ranks as the command line and simulate do: devices.
+  const auto rows = compare(16, 32, c);
+  EXPECT_EQ(row(rows, "zbv").devices, 16);
+  EXPECT_DOUBLE_EQ(row(rows, "zbv").costs.f(0), 0.5);
+  EXPECT_DOUBLE_EQ(row(rows, "1f1b").costs.f(0), 1);
 }
 
 }  // namespace

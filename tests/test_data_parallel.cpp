@@ -302,7 +302,8 @@ TEST(DataParallelCli, CompareAddsColumnsOnlyWhenAsked) {
   CliRun plain = run("compare -p 4 -n 8");
   ASSERT_EQ(plain.code, 0) << plain.out;
   EXPECT_EQ(plain.out.find("step+dp"), std::string::npos);
-  CliRun r = run("compare -p 4 -n 8 --dp 2 --grad-bytes 1 --dp-rate 1 --param-bytes 1e9 --memory-limit 80 -f json");
+  CliRun r = test_support::run_cli_stdout(
+      "compare -p 4 -n 8 --dp 2 --grad-bytes 1 --dp-rate 1 --param-bytes 1e9 --memory-limit 80 -f json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   for (const auto& row : j["rows"]) {

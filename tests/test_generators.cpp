@@ -373,7 +373,7 @@ TEST(GenShape, UnsupportedShapesThrowWithTheRange) {
 // Every method in the comparison table builds at PP = 8, N = 24 and the
 // ones with an exact published bubble meet it under F=1, B=2, W=1.
 TEST(GenCompare, NewMethodsInTheTable) {
-  auto rows = compare(8, 24, costs(1, 2, 1));
+  auto rows = compare(8, 24, costs(1, 2, 1), 2, CompareBasis::Stages);
   for (const CompareRow& r : rows) {
     EXPECT_TRUE(r.error.empty()) << r.method << ": " << r.error;
     if (r.method == "zb1p" || r.method == "interleaved-1f1b") {

@@ -603,3 +603,25 @@ TEST(PictureSvg, TimeAndRankRangesDrawPartOfTheStep) {
 
 }  // namespace
 }  // namespace dualpipe
+
+namespace dualpipe {
+namespace {
+
+// A crop says which ranks of how many it draws, in the title; the whole
+// picture's title is left as given.
+TEST(PictureSvg, RankCropSaysWhichRanksOfHowMany) {
+  Schedule s = dualpipe(Shape{8, 20});
+  SimResult sim = simulate(s, Costs{});
+  SvgOptions o("dualpipe P=8");
+  EXPECT_NE(timeline_svg(s, sim, o).find(">dualpipe P=8</text>"), std::string::npos);
+  o.rank_from = 2;
+  o.rank_to = 5;
+  EXPECT_NE(timeline_svg(s, sim, o).find(">dualpipe P=8  (ranks 2-5 of 8)</text>"), std::string::npos);
+  o.title.clear();
+  o.rank_from = 0;
+  o.rank_to = 0;
+  EXPECT_NE(timeline_svg(s, sim, o).find(">rank 0 of 8</text>"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dualpipe

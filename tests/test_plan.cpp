@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 #include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "dualpipe/plan/cost_model.h"
@@ -844,6 +847,78 @@ TEST(PlanValidation, Megatron145BOn1536A100) {
   EXPECT_EQ(best.par.tp, 8);
   EXPECT_NEAR(best.step_s, 12.35, 12.35 * 0.005);
   EXPECT_LE(plain.step_s, best.step_s * 1.05);  // the published shape within 5% of the best
+}
+
+}  // namespace
+}  // namespace dualpipe::plan
+
+namespace dualpipe::plan {
+namespace {
+
+// The cut of one stage per rank is the one the exhaustive dynamic program
+// over every last stage [k, l) finds (the first k of the least slowest
+// stage): the bisection that makes thousands of layers fast changes no cut.
+std::vector<int> exhaustive_cut(const std::vector<double>& t, double first, double last, int S) {
+  const int L = static_cast<int>(t.size());
+  std::vector<double> prefix(L + 1, 0.0);
+  for (int l = 0; l < L; ++l) prefix[l + 1] = prefix[l] + t[l];
+  auto stage = [&](int s, int a, int b) { return prefix[b] - prefix[a] + (s == 0 ? first : 0) + (s == S - 1 ? last : 0); };
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::vector<double>> best(S + 1, std::vector<double>(L + 1, inf));
+  std::vector<std::vector<int>> from(S + 1, std::vector<int>(L + 1, 0));
+  best[0][0] = 0;
+  for (int s = 1; s <= S; ++s)
+    for (int l = s; l <= L - (S - s); ++l)
+      for (int k = s - 1; k < l; ++k)
+        if (const double v = std::max(best[s - 1][k], stage(s - 1, k, l)); v < best[s][l]) {
+          best[s][l] = v;
+          from[s][l] = k;
+        }
+  std::vector<int> bounds(S + 1, L), out(S);
+  for (int s = S; s > 0; --s) bounds[s - 1] = from[s][bounds[s]];
+  for (int s = 0; s < S; ++s) out[s] = bounds[s + 1] - bounds[s];
+  return out;
+}
+
+TEST(PlanPartition, BisectedCutEqualsTheExhaustiveOne) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 400; ++trial) {
+    const int L = 1 + static_cast<int>(rng() % 40), S = 1 + static_cast<int>(rng() % std::min(L, 9));
+    std::vector<double> t(static_cast<std::size_t>(L));
+    // Small integers (many ties, some zero-time layers) or arbitrary reals.
+    for (double& x : t) x = trial % 2 ? static_cast<double>(rng() % 4) : static_cast<double>(rng() % 1000) / 7.0;
+    const double first = static_cast<double>(rng() % 3), last = static_cast<double>(rng() % 5);
+    const Placement one = placement_of(generate("1f1b", Shape{S, S}));
+    EXPECT_EQ(balance_layers(t, first, last, one), exhaustive_cut(t, first, last, S)) << "trial " << trial;
+  }
+}
+
+}  // namespace
+}  // namespace dualpipe::plan
+
+namespace dualpipe::plan {
+namespace {
+
+// The planner tells its caller how far it is: once per candidate sized,
+// once per candidate simulated, counting up to the totals.
+TEST(PlanPlanner, ProgressCountsEveryCandidateSizedAndSimulated) {
+  PlanRequest req = small_request();
+  std::vector<std::tuple<std::string, long long, long long>> seen;
+  req.progress = [&](const Progress& p) { seen.emplace_back(p.phase, p.done, p.total); };
+  const PlanResult res = plan(req);
+  long long sized = 0, simulated = 0;
+  for (const auto& [phase, done, total] : seen) {
+    if (phase == "sizing candidates") {
+      EXPECT_EQ(done, sized++);
+      EXPECT_EQ(total, res.candidates);
+    } else {
+      ASSERT_EQ(phase, "simulating candidates");
+      EXPECT_EQ(done, simulated++);
+      EXPECT_EQ(total, res.simulated + res.pruned);
+    }
+  }
+  EXPECT_EQ(sized, res.candidates);
+  EXPECT_EQ(simulated, res.simulated);
 }
 
 }  // namespace

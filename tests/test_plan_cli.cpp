@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iomanip>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -76,7 +78,9 @@ TEST(PlanCli, PresetTableAndOverride) {
   // The cluster of the preset replaced by a file: 8 devices now.
   const std::string cluster = temp_path("cluster2.json");
   write_file(cluster, kCluster);
-  CliRun o = run("plan --preset llama-70b --cluster " + cluster + " --global-batch 64 --memory-limit 1000 --format json");
+  // Standard output alone: a slow machine may print progress lines on standard error.
+  CliRun o = test_support::run_cli_stdout("plan --preset llama-70b --cluster " + cluster +
+                                          " --global-batch 64 --memory-limit 1000 --format json");
   ASSERT_EQ(o.code, 0) << o.out;
   const auto j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["cluster"], "eight");
@@ -126,7 +130,8 @@ std::string read_doc(const std::string& relative) {
 TEST(PlanCli, DocsQuoteTheCandidateCountsTheProgramPrints) {
   // docs/planner.md and the manual quote the DeepSeek-V3 example's counts;
   // they once said 595 plans fit where the program said 601.
-  CliRun r = run("plan --preset deepseek-v3 --global-batch 15360 --top 5 --format json");
+  // Standard output alone: progress lines go to standard error, never into the JSON.
+  CliRun r = test_support::run_cli_stdout("plan --preset deepseek-v3 --global-batch 15360 --top 5 --format json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   std::smatch m;
@@ -216,6 +221,56 @@ TEST(PlanCli, BadInputGivesOneLineAndExitCode2) {
     EXPECT_TRUE(one_line(r.out)) << r.out;
     EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
   }
+}
+
+}  // namespace
+}  // namespace dualpipe
+
+namespace dualpipe {
+namespace {
+
+// Time bounds. A model of 4096 layers with sequences of 2^24 tokens fits
+// no plan: every candidate is over memory by its floor alone, before its
+// layers are cut (cutting them took minutes). A search whose work is past
+// the limit is refused in one line, before it starts.
+TEST(PlanCli, HopelessAndHugeRequestsEndInSeconds) {
+  const std::string model = temp_path("deep_long.json"), cluster = temp_path("deep_long_cluster.json");
+  write_file(model, R"({"name": "deep-long", "layers": 4096, "hidden": 8192, "ffn": 28672, "heads": 64,
+    "kv_heads": 8, "vocab": 32000, "seq_len": 16777216, "dtype": "bf16"})");
+  write_file(cluster, R"({"name": "64", "devices": 64, "devices_per_node": 8, "memory_gib": 80,
+    "matmul_tflops": 600, "intra_node_gbps": 450, "inter_node_gbps": 50})");
+  // A hang guard, not a timing: it takes seconds here, and took minutes.
+  const CliRun r =
+      test_support::run_cli("plan --model " + model + " --cluster " + cluster + " --global-batch 512", "", 60);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("no plan fits --memory-limit 80 GiB per device: the smallest"), std::string::npos) << r.out;
+  test_support::expect_cli_error("search -p 128 -n 1024",
+                                 "--ranks 128 --micro-batches 1024 with --iterations 3000: about 1.36e+09 action "
+                                 "simulations");
+  test_support::expect_cli_error("search -p 128 -n 1024", "at most 5e+08 (about a minute)");
+}
+
+// --svg-width as simulate has it; the picture's title gives the table's step.
+TEST(PlanCli, SvgHasAWidthAndTheTablesStep) {
+  const std::string model = temp_path("model_w.json"), cluster = temp_path("cluster_w.json");
+  const std::string svg = temp_path("best_w.svg"), report = temp_path("report_w.json");
+  write_file(model, kModel);
+  write_file(cluster, kCluster);
+  const std::string base = "plan --model " + model + " --cluster " + cluster + " --global-batch 64";
+  const CliRun r = run(base + " --format json -o " + report + " --svg " + svg + " --svg-width 900");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(report);
+  const auto j = nlohmann::json::parse(in);
+  std::ifstream svg_in(svg);
+  const std::string picture((std::istreambuf_iterator<char>(svg_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(picture.find("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\""), std::string::npos)
+      << picture.substr(0, 200);
+  std::ostringstream step;
+  step << "; step " << std::setprecision(4) << j["plans"][0]["step_s"].get<double>() << " s<";
+  EXPECT_NE(picture.find(step.str()), std::string::npos) << step.str();
+  test_support::expect_cli_error(base + " --svg " + svg + " --svg-width 5",
+                                 "--svg-width must be 0 (automatic) or 400..100000 px");
+  test_support::expect_cli_error(base + " --svg-width 900", "--svg-width shapes the --svg picture: add --svg FILE");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 
 #include "dualpipe/plan/search.h"
 #include "dualpipe/schedule/check.h"
@@ -150,6 +151,39 @@ TEST(Search, BadRequestsAreErrors) {
   req.stages = 0;
   req.costs = parse_costs("F=1:1:1");
   EXPECT_THROW(search(req), Error);  // 3 stages on 4 ranks
+}
+
+}  // namespace
+}  // namespace dualpipe::plan
+
+namespace dualpipe::plan {
+namespace {
+
+// The search tells its caller how far it is: every list-scheduling pass,
+// then every local-search move, counting up to their totals.
+TEST(Search, ProgressCountsPassesThenMoves) {
+  SearchRequest r;
+  r.ranks = 4;
+  r.micro_batches = 8;
+  r.iterations = 50;
+  std::vector<std::tuple<std::string, long long, long long>> seen;
+  r.progress = [&](const Progress& p) { seen.emplace_back(p.phase, p.done, p.total); };
+  search(r);
+  ASSERT_FALSE(seen.empty());
+  long long passes = 0, moves = 0;
+  for (const auto& [phase, done, total] : seen) {
+    if (phase == "list scheduling") {
+      EXPECT_EQ(moves, 0) << "passes come first";
+      EXPECT_EQ(done, passes++);
+      EXPECT_LT(done, total);
+    } else {
+      ASSERT_EQ(phase, "local search");
+      EXPECT_EQ(done, moves++);
+      EXPECT_EQ(total, 50);
+    }
+  }
+  EXPECT_GT(passes, 0);
+  EXPECT_EQ(moves, 50);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // dualpipe compare: the published comparison table, computed.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -25,13 +27,66 @@ struct Opts {
   std::string basis = "devices";
 };
 
+// The options that a row's simulate command shares with compare's, as given.
+std::string shared_options(const Opts& o) {
+  const CostOptions& c = o.cost;
+  const DataParallelOptions& d = o.dpo;
+  std::string s;
+  if (c.latency != 0) s += fmt::format(" --comm-latency {}", c.latency);
+  if (c.bandwidth != 0) s += fmt::format(" --comm-bandwidth {}", c.bandwidth);
+  if (c.act_bytes != 0) s += fmt::format(" --act-bytes {}", c.act_bytes);
+  if (c.a2a_rate != 0) s += fmt::format(" --a2a-rate {}", c.a2a_rate);
+  if (c.a2a_latency != 0) s += fmt::format(" --a2a-latency {}", c.a2a_latency);
+  if (c.fb_overlap != "on") s += " --fb-overlap " + c.fb_overlap;
+  if (c.link != "apart") s += " --link " + c.link;
+  if (d.dp != 1) s += fmt::format(" --dp {}", d.dp);
+  if (d.zero != 0) s += fmt::format(" --zero {}", d.zero);
+  if (d.rate != 0) s += fmt::format(" --dp-rate {}", d.rate);
+  if (d.buckets != 1) s += fmt::format(" --grad-buckets {}", d.buckets);
+  if (d.overlap != "on") s += " --overlap-grad-reduce " + d.overlap;
+  if (d.memory_limit_gib != 0) s += fmt::format(" --memory-limit {}", d.memory_limit_gib);
+  return s;
+}
+
+// The options that differ between rows: the costs and byte sizes of the
+// row's own stages (a finer cut divides them), printed to round-trip, one
+// value where every stage has the same.
+std::string stage_options(const CompareRow& r) {
+  auto list = [](const auto& v) {
+    const bool same = std::all_of(v.begin(), v.end(), [&](const auto& x) { return x == v.front(); });
+    return same ? fmt::format("{}", v.front()) : fmt::format("{}", fmt::join(v, ":"));
+  };
+  const Costs& c = r.costs;
+  std::string s = fmt::format("--cost F={},B={},W={}", list(c.F), list(c.B), list(c.W));
+  if (c.FB) s += fmt::format(",FB={}", *c.FB);
+  if (c.has_a2a()) {
+    s += " --a2a-bytes " + list(c.a2a_bytes);
+    if (!c.a2a_bwd_bytes.empty()) s += " --a2a-bwd-bytes " + list(c.a2a_bwd_bytes);
+    s += " --a2a-phases " + list(c.a2a_phases);
+  }
+  const DataParallel& d = r.data_parallel;
+  if (!d.grad_bytes.empty()) s += " --grad-bytes " + list(d.grad_bytes);
+  if (!d.param_bytes.empty()) s += " --param-bytes " + list(d.param_bytes);
+  if (std::any_of(d.act_mem_bytes.begin(), d.act_mem_bytes.end(), [](double b) { return b != 0; }))
+    s += " --act-mem-bytes " + list(d.act_mem_bytes);
+  return s;
+}
+
+// The simulate command that gives the row's figures: its method on its
+// devices, with its stages' costs.
+std::string simulate_args(const Opts& o, const CompareRow& r) {
+  const bool chunks = find_method(r.method).takes_chunks();
+  return fmt::format("-p {} -n {}{} {}{}", r.devices, o.micro_batches,
+                     chunks ? fmt::format(" --chunks {}", o.chunks) : "", stage_options(r), shared_options(o));
+}
+
 // What the rows show besides the schedule's own figures.
 struct Extras {
   bool a2a = false, dpr = false, mem = false;
   double limit = 0;  // GiB per device; 0: none given
 };
 
-nlohmann::json row_json(const CompareRow& r, const Extras& x) {
+nlohmann::json row_json(const Opts& o, const CompareRow& r, const Extras& x) {
   nlohmann::json row = {{"method", r.method}, {"devices", r.devices}};
   if (!r.error.empty()) {
     row["error"] = r.error;
@@ -51,7 +106,8 @@ nlohmann::json row_json(const CompareRow& r, const Extras& x) {
                 {"params_per_device", r.params_per_device},
                 {"peak_activations", r.peak_activations},
                 {"published_activations", act},
-                {"published_activations_approximate", r.published_activations_approx}});
+                {"published_activations_approximate", r.published_activations_approx},
+                {"simulate", fmt::format("dualpipe simulate -m {} {}", r.method, simulate_args(o, r))}});
     if (x.a2a) row.update({{"exposed_a2a", r.exposed_a2a}, {"a2a_hidden", r.a2a_hidden}});
     if (x.dpr)
       row.update({{"step_with_grad_reduce", r.step_with_grad_reduce},
@@ -62,11 +118,30 @@ nlohmann::json row_json(const CompareRow& r, const Extras& x) {
   return row;
 }
 
+// The step a row is ranked by: with the gradient reductions where they are modelled.
+double ranked_step(const CompareRow& r, const Extras& x) { return x.dpr ? r.step_with_grad_reduce : r.makespan; }
+
+// The methods with the shortest step (several when they tie).
+std::vector<std::string> fastest(const std::vector<CompareRow>& rows, const Extras& x) {
+  double best = 0;
+  std::vector<std::string> names;
+  for (const CompareRow& r : rows) {
+    if (!r.error.empty()) continue;
+    const double step = ranked_step(r, x);
+    if (names.empty() || step < best) {
+      best = step;
+      names.clear();
+    }
+    if (step == best) names.push_back(r.method);
+  }
+  return names;
+}
+
 // An object: the inputs, then one row per method.
 nlohmann::json compare_json(const Opts& o, const Costs& c, const DataParallel& dpo, const std::vector<CompareRow>& rows,
                             const Extras& x) {
   nlohmann::json j = nlohmann::json::array();
-  for (const CompareRow& r : rows) j.push_back(row_json(r, x));
+  for (const CompareRow& r : rows) j.push_back(row_json(o, r, x));
   nlohmann::json doc = {{"ranks", o.ranks},
                         {"micro_batches", o.micro_batches},
                         {"chunks", o.chunks},
@@ -77,7 +152,8 @@ nlohmann::json compare_json(const Opts& o, const Costs& c, const DataParallel& d
                           {"W", c.W},
                           {"FB", c.FB ? nlohmann::json(*c.FB) : nullptr},
                           {"transfer", c.transfer()}}},
-                        {"rows", std::move(j)}};
+                        {"rows", std::move(j)},
+                        {"fastest", fastest(rows, x)}};
   if (x.dpr || x.mem) {
     doc["data_parallel"] = {{"dp", dpo.replicas},         {"zero", dpo.zero1 ? 1 : 0},
                             {"grad_bytes", dpo.grad_bytes}, {"param_bytes", dpo.param_bytes},
@@ -114,6 +190,22 @@ std::string row_text(const CompareRow& r, const Extras& x) {
                             x.limit > 0 ? (m.total() <= x.limit * gib ? "   yes" : "    NO") : ""));
   }
   return text;
+}
+
+// One line: the simulate command of every row, rows with the same
+// command but for the method sharing it ("-m 1f1b|gpipe").
+std::string reproduce_line(const Opts& o, const std::vector<CompareRow>& rows) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // (arguments, methods)
+  for (const CompareRow& r : rows) {
+    if (!r.error.empty()) continue;
+    const std::string args = simulate_args(o, r);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == args; });
+    if (it == groups.end()) it = groups.insert(groups.end(), {args, {}});
+    it->second.push_back(r.method);
+  }
+  std::vector<std::string> parts;
+  for (const auto& [args, names] : groups) parts.push_back(fmt::format("-m {} {}", fmt::join(names, "|"), args));
+  return fmt::format("each row is dualpipe simulate {}\n", fmt::join(parts, "; "));
 }
 
 // The legend under the text table.
@@ -157,7 +249,11 @@ std::string compare_text(const Opts& o, const Costs& c, CompareBasis basis, cons
   if (x.mem) text.insert(text.size() - 1, fmt::format(" {:>8} {:>28}{}", "peak GiB", "(params+grads+optim+act)",
                                                      x.limit > 0 ? "  fits" : ""));
   for (const CompareRow& r : rows) text += row_text(r, x);
-  return text + legend(o, basis, dpo, x);
+  const std::vector<std::string> best = fastest(rows, x);
+  for (const CompareRow& r : rows)
+    if (!best.empty() && r.method == best.front())
+      text += fmt::format("fastest: {} ({} {:g})\n", listing(best), x.dpr ? "step+dp" : "step", ranked_step(r, x));
+  return text + legend(o, basis, dpo, x) + reproduce_line(o, rows);
 }
 
 // The command itself, once its options are parsed: returns the exit code.
@@ -170,6 +266,11 @@ int compare_command(const Opts& o) {
   const std::vector<CompareRow> rows = compare(o.ranks, o.micro_batches, c, o.chunks, basis, dpo);
   write_output(o.output, o.format == "json" ? command_json("compare", compare_json(o, c, dpo, rows, x))
                                             : compare_text(o, c, basis, dpo, rows, x));
+  // Without FB an F&B pair costs F + B: DualPipe's overlap gains nothing
+  // unless all-to-alls are modelled (a pair hides those).
+  if (!c.FB && !c.has_a2a())
+    fmt::print(stderr, "dualpipe: warning: FB is not given, so an overlapped F&B pair costs F+B and the overlap "
+                       "gains nothing (give --cost ...,FB=X)\n");
   return 0;
 }
 

@@ -178,6 +178,7 @@ struct PlanOpts {
   std::string recompute;
   std::size_t top = 10;
   std::string format = "text", csv, svg, output = "-";
+  double svg_width = 0;
 };
 
 plan::PlanRequest plan_request(const PlanOpts& o) {
@@ -227,10 +228,13 @@ void write_best(const PlanOpts& o, const plan::PlanRequest& req, const plan::Pla
   if (o.svg.empty()) return;
   const SimResult sim = simulate(b.schedule, b.costs);
   SvgOptions so;
+  // The step as the table gives it: the pipeline drawn plus the exposed data-parallel sync.
   so.title = fmt::format("{} for {}: pp={} tp={} dp={} ep={}, {} micro-batches of {}; step {:.4g} s", method_text(best),
                          req.model.name, best.par.pp, best.par.tp, best.par.dp, best.par.ep, best.micro_batches,
-                         best.par.micro_batch_size, sim.makespan);
-  so.subtitle = fmt::format("layers per stage {}", plan::layout_text(best.layout));
+                         best.par.micro_batch_size, best.step_s);
+  so.subtitle = fmt::format("pipeline {:.4g} s + data-parallel sync {:.3g} s; layers per stage {}", sim.makespan,
+                            best.dp_sync_s, plan::layout_text(best.layout));
+  so.width = o.svg_width;
   write_output(o.svg, timeline_svg(b.schedule, sim, so));
   fmt::print(stderr, "wrote {} (the best plan's simulated timeline)\n", o.svg);
 }
@@ -257,7 +261,11 @@ int plan_command(const PlanOpts& o) {
   for (const auto& [opt, path] : {std::pair<const char*, const std::string&>{"--csv", o.csv},
                                   {"--svg", o.svg}, {"--output", o.output}})
     require_writable(opt, path);
-  const plan::PlanRequest req = plan_request(o);
+  if (o.svg.empty() && o.svg_width != 0)
+    throw Error("--svg-width shapes the --svg picture: add --svg FILE (see dualpipe plan --help)");
+  check_svg_width(o.svg_width);
+  plan::PlanRequest req = plan_request(o);
+  req.progress = progress_lines("plan");
   const plan::PlanResult res = plan::plan(req);
   write_best(o, req, res.rows.front());
   write_output(o.output, o.format == "json" ? plan_json(req, res, o.top) : plan_table(req, res, o.top));
@@ -304,6 +312,7 @@ void add_plan_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("-f,--format", o->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   cmd->add_option("--csv", o->csv, "write the best plan's schedule as CSV");
   cmd->add_option("--svg", o->svg, "write the best plan's simulated timeline as SVG");
+  add_svg_width_option(cmd, o->svg_width);
   add_output_option(cmd, o->output);
   cmd->callback([o, mem, ranks, pp, &run] {
     o->memory_limit_given = mem->count() > 0;

@@ -28,6 +28,7 @@ int search_command(Opts& o) {
                                   {"--svg", o.svg}, {"--output", o.output}})
     require_writable(opt, path);
   o.req.costs = make_costs(o.cost);
+  o.req.progress = progress_lines("search");
   const plan::SearchResult r = plan::search(o.req);
   const SimResult& sim = r.sim;
   if (!o.csv.empty()) write_output(o.csv, to_csv(r.schedule));

@@ -157,20 +157,12 @@ struct Opts {
   std::string svg_time, svg_ranks;
 };
 
-// --svg-width: the narrowest picture that still shows a rank's label and a
-// chart, and the widest an SVG viewer opens (the automatic width stops at
-// 16000 px of chart).
-constexpr double kMinSvgWidth = 400, kMaxSvgWidth = 100000;
-
 // The command itself, once its options are parsed: returns the exit code.
 int simulate_command(Opts& o) {
   if (o.svg.empty() && (o.svg_width != 0 || !o.svg_time.empty() || !o.svg_ranks.empty()))
     throw Error("--svg-width, --svg-time and --svg-ranks shape the --svg picture: add --svg FILE "
                 "(see dualpipe simulate --help)");
-  // A picture no viewer opens: 1e9 px wrote 1.69 GB.
-  if (o.svg_width != 0 && !(o.svg_width >= kMinSvgWidth && o.svg_width <= kMaxSvgWidth))
-    throw Error(fmt::format("--svg-width must be 0 (automatic) or {:g}..{:g} px (got {:g})", kMinSvgWidth,
-                            kMaxSvgWidth, o.svg_width));
+  check_svg_width(o.svg_width);
   require_distinct_outputs({{"--output", o.output}, {"--svg", o.svg}, {"--trace", o.trace}});
   Schedule s = load_schedule(o.src);
   Costs c = make_costs(o.cost);
@@ -215,10 +207,7 @@ void add_simulate_command(CLI::App* app, CommandRun& run) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   cmd->add_option("--svg", o->svg, "also write the timeline as an SVG picture");
-  cmd->add_option("--svg-width", o->svg_width,
-                  "width of the SVG in px, 400..100000 (0: wide enough for every micro-batch number; numbers that "
-                  "do not fit their cell are left out)")
-      ->capture_default_str();
+  add_svg_width_option(cmd, o->svg_width);
   cmd->add_option("--svg-time", o->svg_time, "draw only this part of the step, A:B in time units (e.g. 0:40, 100:)");
   cmd->add_option("--svg-ranks", o->svg_ranks, "draw only these ranks, A:B inclusive (e.g. 0:7)");
   cmd->add_option("--trace", o->trace, "also write a Chrome trace (opens in Perfetto)");

@@ -67,6 +67,7 @@ struct Opts {
   CLI::Option* warmup_opt = nullptr;
   std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
   std::string trace, svg;
+  double svg_width = 0;
   std::string checkpoint_dir;
   CLI::Option *trace_opt = nullptr, *svg_opt = nullptr, *checkpoint_opt = nullptr;  // given (maybe as "")
   int checkpoint_every = 100, keep_checkpoints = 2;
@@ -163,6 +164,7 @@ StepCheck check_last_step(const Opts& o, const Schedule& s, const RunReport& rr)
   SvgOptions so;
   so.title = fmt::format("{} P={} N={}: measured step {:.4f} s", s.method, s.ranks, s.micro_batches, c.last_pipeline);
   so.subtitle = "real timeline of the last training step (receive waits shown as idle)";
+  so.width = o.svg_width;
   if (!o.svg.empty()) write_output(o.svg, timeline_svg(s, c.measured, so));
   if (!o.trace.empty()) write_output(o.trace, chrome_trace(s, c.measured, 1e6));
   return c;
@@ -293,6 +295,9 @@ void validate(const Opts& o) {
     throw Error(fmt::format("--warmup-steps {} is more than --steps {}: the rate would never reach --lr",
                             o.warmup_steps, o.steps));
   if (o.weight_decay < 0 || o.clip < 0) throw Error("--weight-decay and --clip must not be negative");
+  if (o.svg_width != 0 && o.svg_opt->count() == 0)
+    throw Error("--svg-width shapes the --svg picture: add --svg FILE (see dualpipe train --help)");
+  check_svg_width(o.svg_width);
 }
 
 // The run as every rank makes it: the schedule, the training options, and
@@ -510,6 +515,7 @@ void add_train_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--loss-svg", o->loss_svg, "write the loss curve as SVG")->capture_default_str();
   o->trace_opt = cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
   o->svg_opt = cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
+  add_svg_width_option(cmd, o->svg_width);
   o->checkpoint_opt = cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "write checkpoints (parameters, AdamW state, step, RNG state) to DIR/step-NNNNNN/");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,

@@ -2,6 +2,9 @@
 // unpipelined in one process; exit 0 within tolerance, 1 outside it.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "cli/memory_fit.h"
 #include "cli/output_paths.h"
 #include "cli/summary_json.h"
@@ -21,7 +24,48 @@ bool passed(const VerifyResult& r, double tol) {
   return r.loss_error <= tol && r.grad_error <= tol && r.param_error <= tol;
 }
 
-std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r) {
+// A parameter's group: its name without the stage and with every number
+// as N ("stage 3 block1.moe.expert7.fc.weight": "blockN.moe.expertN.fc.weight").
+std::string group_of(const std::string& label) {
+  std::string name = label;
+  if (name.rfind("stage ", 0) == 0) name = name.substr(std::min(name.size(), name.find(' ', 6) + 1));
+  std::string key;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(name[i])))
+      key += name[i];
+    else if (i == 0 || !std::isdigit(static_cast<unsigned char>(name[i - 1])))
+      key += 'N';
+  return key;
+}
+
+// The differences as one aligned table: every parameter (--all-params), or
+// the largest of each group with how many it holds, in first-seen order.
+std::string per_param_table(const VerifyResult& r, bool all) {
+  struct Row {
+    std::string name;
+    std::size_t count = 0;
+    double largest = 0;
+  };
+  std::vector<Row> rows;
+  for (const auto& [label, e] : r.per_param) {
+    const std::string name = all ? label : group_of(label);
+    auto it = std::find_if(rows.begin(), rows.end(), [&](const Row& x) { return x.name == name; });
+    if (it == rows.end()) it = rows.insert(rows.end(), Row{name});
+    ++it->count;
+    it->largest = std::max(it->largest, e);
+  }
+  std::size_t w = all ? 9 : 15;
+  for (const Row& x : rows) w = std::max(w, x.name.size());
+  std::string t = all ? fmt::format("  {:<{}} {:>10}\n", "parameter", w, "difference")
+                      : fmt::format("  {:<{}} {:>10} {:>10}\n", "parameter group", w, "parameters", "largest");
+  for (const Row& x : rows)
+    t += all ? fmt::format("  {:<{}} {:>10.3g}\n", x.name, w, x.largest)
+             : fmt::format("  {:<{}} {:>10} {:>10.3g}\n", x.name, w, x.count, x.largest);
+  return t;
+}
+
+std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r,
+                   bool all_params) {
   const double tol = tolerance(m.dtype);
   const bool ok = passed(r, tol);
   const std::string model =
@@ -40,8 +84,7 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
   const std::string after = r.param_error >= 0 ? fmt::format(", parameters after one AdamW step {:.3g}", r.param_error) : "";
   t += fmt::format("largest relative difference: losses {:.3g}, gradients {:.3g}{} (tolerance {:g}): {}\n",
                    r.loss_error, r.grad_error, after, tol, ok ? "PASS" : "FAIL");
-  for (const auto& [name, e] : r.per_param) t += fmt::format("  {:<36} {:.3g}\n", name, e);
-  return t;
+  return t + per_param_table(r, all_params);
 }
 
 // --format json: the inputs, the differences as numbers (3 significant
@@ -68,6 +111,7 @@ struct Opts {
   RankOptions ranks;
   std::string format = "text";
   std::string output = "-";
+  bool all_params = false;
 };
 
 // The command itself, once its options are parsed: returns the exit code.
@@ -100,7 +144,7 @@ int verify_command(Opts& o) {
     VerifyResult r = verify_step(s, mc, mesh, vo);
     if (mesh.rank == 0)
       write_output(o.output, o.format == "json" ? command_json("verify", report_json(s, o.model, o.ranks, mc, r))
-                                                : report(s, o.model, o.ranks, r));
+                                                : report(s, o.model, o.ranks, r, o.all_params));
     return passed(r, tol) ? 0 : 1;
   });
 }
@@ -119,6 +163,8 @@ void add_verify_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("-f,--format", o->format, "text, or json: one object with the inputs and results (docs/json_output.md)")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  cmd->add_flag("--all-params", o->all_params,
+                "list every parameter's difference (default: the largest of each parameter group)");
   add_output_option(cmd, o->output);
   cmd->callback([o, &run] { run = [o] { return verify_command(*o); }; });
 }

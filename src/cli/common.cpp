@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <vector>
 
 #include "dualpipe/schedule/check.h"
@@ -189,6 +192,33 @@ void write_file(const std::string& path, const std::string& text, bool append) {
   const bool closed = std::fclose(f) == 0;
   if (!wrote || !closed)
     throw Error(fmt::format("cannot write '{}': {}", path, std::strerror(wrote ? errno : write_errno)));
+}
+
+void add_svg_width_option(CLI::App* app, double& width) {
+  app->add_option("--svg-width", width,
+                  fmt::format("width of the SVG in px, {:g}..{:g} (0: wide enough for every micro-batch number; "
+                              "numbers that do not fit their cell are left out)",
+                              kMinSvgWidth, kMaxSvgWidth))
+      ->capture_default_str();
+}
+
+void check_svg_width(double width) {
+  if (width != 0 && !(width >= kMinSvgWidth && width <= kMaxSvgWidth))
+    throw Error(fmt::format("--svg-width must be 0 (automatic) or {:g}..{:g} px (got {:g})", kMinSvgWidth,
+                            kMaxSvgWidth, width));
+}
+
+plan::ProgressFn progress_lines(const std::string& command) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  auto next = std::make_shared<Clock::time_point>(start + std::chrono::seconds(1));
+  return [command, start, next](const plan::Progress& p) {
+    const Clock::time_point now = Clock::now();
+    if (now < *next) return;
+    *next = now + std::chrono::seconds(1);
+    fmt::print(stderr, "{}: {} {}/{}, {:.0f} s\n", command, p.phase, p.done, p.total,
+               std::chrono::duration<double>(now - start).count());
+  };
 }
 
 void write_output(const std::string& path, const std::string& text) {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "dualpipe/plan/progress.h"
 #include "dualpipe/schedule/schedule.h"
 #include "dualpipe/sim/cost.h"
 
@@ -70,6 +71,21 @@ void require_stdout_written();
 // folder is missing or read-only, or it names a folder or read-only file.
 // Long commands call this before they start, not after hours of work.
 void require_writable(const std::string& option, const std::string& path);
+
+// --svg-width PX for a command that writes an --svg timeline (simulate,
+// plan, train): 0, automatic, or kMinSvgWidth..kMaxSvgWidth px, the
+// narrowest picture that still shows a rank's label and a chart and the
+// widest an SVG viewer opens (the automatic width stops at 16000 px of
+// chart; 1e9 px wrote 1.69 GB).
+inline constexpr double kMinSvgWidth = 400, kMaxSvgWidth = 100000;
+void add_svg_width_option(CLI::App* app, double& width);
+// Throws dualpipe::Error unless `width` is 0 or in range.
+void check_svg_width(double width);
+
+// Progress of a long plan or search: "<command>: <phase> <done>/<total>,
+// <s> s" on stderr about once a second, from the first second on (a run
+// shorter than that prints nothing). Never on stdout. One per run.
+plan::ProgressFn progress_lines(const std::string& command);
 
 // The program's own arguments, for commands that re-run it as rank processes.
 struct ProgramArgs {

@@ -481,10 +481,20 @@ void parse_range(const std::string& option, const std::string& text, std::option
   to = number(text.substr(colon + 1));
 }
 
-std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& opt) {
+// The title, saying which ranks of how many a crop draws.
+std::string shown_title(const SvgOptions& opt, const View& v, int P) {
+  if (v.r0 == 0 && v.r1 == P - 1) return opt.title;
+  const std::string crop = v.r0 == v.r1 ? fmt::format("rank {} of {}", v.r0, P)
+                                         : fmt::format("ranks {}-{} of {}", v.r0, v.r1, P);
+  return opt.title.empty() ? crop : fmt::format("{}  ({})", opt.title, crop);
+}
+
+std::string timeline_svg(const Schedule& s, const SimResult& sim, const SvgOptions& given) {
   if (sim.timeline.size() != s.actions.size())
     throw Error("timeline_svg: the simulation has no timeline for this schedule");
-  View v = checked_view(sim, static_cast<int>(s.actions.size()), opt);
+  View v = checked_view(sim, static_cast<int>(s.actions.size()), given);
+  SvgOptions opt = given;
+  opt.title = shown_title(given, v, static_cast<int>(s.actions.size()));
   const double span = v.t1 - v.t0;
   const Held held = chunk_order(s);
   const Contents in = survey(s, sim, v, held);

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <limits>
 #include <numeric>
+#include <set>
 
 #include "dualpipe/schedule/error.h"
 
@@ -31,6 +32,107 @@ struct Score {
   }
 };
 
+// The layers' times as stages: layers [a, b) as stage s, with the
+// embedding on the first stage and the head on the last.
+struct StageTimes {
+  std::vector<double> prefix;  // [l]: time of layers [0, l)
+  double first_extra, last_extra;
+  int S;
+  double operator()(int s, int a, int b) const {
+    return prefix[b] - prefix[a] + (s == 0 ? first_extra : 0) + (s == S - 1 ? last_extra : 0);
+  }
+};
+
+// 1. Linear partition: the cut (stage boundaries, S + 1 of them) that
+//    minimises the slowest stage, by dynamic programming over (stages,
+//    layers); optimal when every rank holds one stage. For the first l
+//    layers in s stages, the last stage [k, l) is chosen where
+//    max(best[s-1][k], its time) is least, the first such k. best[s-1][k]
+//    never falls as k grows and the stage's time never rises, so that k is
+//    where the first reaches the second or just before it; and that
+//    crossing never moves left as l grows, so one sweep finds it for every
+//    l: O(S L), not O(S L^2), for models of thousands of layers.
+std::vector<int> linear_partition(const StageTimes& time, int L) {
+  const int S = time.S, W = L - S + 1;  // row s holds l in [s, s + W)
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> prev(L + 1, inf), cur(L + 1, inf);
+  std::vector<int> from(static_cast<std::size_t>(S + 1) * W, 0);
+  prev[0] = 0;
+  for (int s = 1; s <= S; ++s) {
+    std::fill(cur.begin(), cur.end(), inf);
+    int cross = s - 1;  // the first k in [s-1, l) with prev[k] >= the stage's time, else l
+    for (int l = s; l <= L - (S - s); ++l) {
+      auto v = [&](int k) { return std::max(prev[k], time(s - 1, k, l)); };
+      while (cross < l && prev[cross] < time(s - 1, cross, l)) ++cross;
+      int k = cross;
+      if (k == l || (k > s - 1 && v(k - 1) <= v(k))) {
+        --k;  // the stage's time decides: take the first k with the same value
+        while (k > s - 1 && v(k - 1) == v(k)) --k;
+      }
+      cur[l] = v(k);
+      from[static_cast<std::size_t>(s) * W + (l - s)] = k;
+    }
+    std::swap(prev, cur);
+  }
+  std::vector<int> bounds(S + 1);
+  bounds[S] = L;
+  for (int s = S; s > 0; --s) bounds[s - 1] = from[static_cast<std::size_t>(s) * W + (bounds[s] - s)];
+  return bounds;
+}
+
+// 2. Where a rank holds several stages, moves single boundaries while the
+//    busiest rank (then the slowest stage) gets lighter. Moving boundary j
+//    changes stages j-1 and j and the ranks that hold them: only those are
+//    recomputed (each from scratch, so the values are the same as a full
+//    recount), and the maxima come from ordered sets, so a pass costs
+//    O(S log S), not O(S^2).
+void balance_ranks(const StageTimes& time, const Placement& placement, std::vector<int>& bounds) {
+  const int S = time.S;
+  const auto held = held_stages(placement);
+  std::vector<std::vector<int>> holders(S);  // [stage]: the ranks that hold it
+  for (std::size_t r = 0; r < held.size(); ++r)
+    for (const HeldStage& h : held[r]) holders[h.stage].push_back(static_cast<int>(r));
+  std::vector<double> t(S), load(held.size());
+  auto load_of = [&](int r) {
+    double l = 0;
+    for (const HeldStage& h : held[r]) l += t[h.stage] * h.share;
+    return l;
+  };
+  std::multiset<double> stages, ranks;
+  for (int s = 0; s < S; ++s) stages.insert(t[s] = time(s, bounds[s], bounds[s + 1]));
+  for (std::size_t r = 0; r < held.size(); ++r) ranks.insert(load[r] = load_of(static_cast<int>(r)));
+  auto score = [&]() { return Score{std::max(0.0, *ranks.rbegin()), *stages.rbegin()}; };
+  auto set_stage = [&](int s) {  // stage s's time and its holders' loads from the bounds
+    stages.erase(stages.find(t[s]));
+    stages.insert(t[s] = time(s, bounds[s], bounds[s + 1]));
+    for (int r : holders[s]) {
+      ranks.erase(ranks.find(load[r]));
+      ranks.insert(load[r] = load_of(r));
+    }
+  };
+  Score cur = score();
+  for (bool improved = true; improved;) {
+    improved = false;
+    for (int j = 1; j < S; ++j)
+      for (int step : {-1, 1}) {
+        const int was = bounds[j], nb = was + step;
+        if (nb <= bounds[j - 1] || nb >= bounds[j + 1]) continue;
+        bounds[j] = nb;
+        set_stage(j - 1);
+        set_stage(j);
+        const Score sc = score();
+        if (sc.better_than(cur)) {
+          cur = sc;
+          improved = true;
+        } else {
+          bounds[j] = was;
+          set_stage(j - 1);
+          set_stage(j);
+        }
+      }
+  }
+}
+
 }  // namespace
 
 std::vector<int> balance_layers(const std::vector<double>& layer_time, double first_extra, double last_extra,
@@ -39,62 +141,10 @@ std::vector<int> balance_layers(const std::vector<double>& layer_time, double fi
   if (S > L)
     throw Error(fmt::format("the schedule on {} ranks has {} stages, more than the model's {} layers",
                             placement.stages_of.size(), S, L));
-  std::vector<double> prefix(L + 1, 0.0);
-  for (int l = 0; l < L; ++l) prefix[l + 1] = prefix[l] + layer_time[l];
-  auto stage_time = [&](int s, int a, int b) {  // layers [a, b) as stage s
-    return prefix[b] - prefix[a] + (s == 0 ? first_extra : 0) + (s == S - 1 ? last_extra : 0);
-  };
-  // 1. Linear partition: the cut that minimises the slowest stage (dynamic
-  //    programming over (stages, layers)), which is optimal when every rank
-  //    holds one stage.
-  const double inf = std::numeric_limits<double>::infinity();
-  std::vector<std::vector<double>> best(S + 1, std::vector<double>(L + 1, inf));
-  std::vector<std::vector<int>> from(S + 1, std::vector<int>(L + 1, 0));
-  best[0][0] = 0;
-  for (int s = 1; s <= S; ++s)
-    for (int l = s; l <= L - (S - s); ++l)
-      for (int k = s - 1; k < l; ++k) {
-        const double v = std::max(best[s - 1][k], stage_time(s - 1, k, l));
-        if (v < best[s][l]) {
-          best[s][l] = v;
-          from[s][l] = k;
-        }
-      }
-  std::vector<int> bounds(S + 1);
-  bounds[S] = L;
-  for (int s = S; s > 0; --s) bounds[s - 1] = from[s][bounds[s]];
-
-  // 2. Where a rank holds several stages, move single boundaries while the
-  //    busiest rank (then the slowest stage) gets lighter.
-  const auto held = held_stages(placement);
-  auto score = [&](const std::vector<int>& b) {
-    std::vector<double> t(S);
-    for (int s = 0; s < S; ++s) t[s] = stage_time(s, b[s], b[s + 1]);
-    Score sc{0, *std::max_element(t.begin(), t.end())};
-    for (const auto& stages : held) {
-      double load = 0;
-      for (const HeldStage& h : stages) load += t[h.stage] * h.share;
-      sc.rank_max = std::max(sc.rank_max, load);
-    }
-    return sc;
-  };
-  Score cur = score(bounds);
-  for (bool improved = true; improved;) {
-    improved = false;
-    for (int j = 1; j < S; ++j)
-      for (int step : {-1, 1}) {
-        const int nb = bounds[j] + step;
-        if (nb <= bounds[j - 1] || nb >= bounds[j + 1]) continue;
-        std::vector<int> trial = bounds;
-        trial[j] = nb;
-        const Score sc = score(trial);
-        if (sc.better_than(cur)) {
-          bounds = std::move(trial);
-          cur = sc;
-          improved = true;
-        }
-      }
-  }
+  StageTimes time{std::vector<double>(L + 1, 0.0), first_extra, last_extra, S};
+  for (int l = 0; l < L; ++l) time.prefix[l + 1] = time.prefix[l] + layer_time[l];
+  std::vector<int> bounds = linear_partition(time, L);
+  balance_ranks(time, placement, bounds);
   std::vector<int> out(S);
   for (int s = 0; s < S; ++s) out[s] = bounds[s + 1] - bounds[s];
   return out;

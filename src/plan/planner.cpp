@@ -206,6 +206,28 @@ class Planner {
     sp.valid = true;
   }
 
+  // A floor under the memory of the candidate's fullest device, from the
+  // model's totals alone, before its layers are cut or its schedule built:
+  // the average device's. A device holds, on average, 1/pp of the weights
+  // and gradients and its share of the optimizer state (divided over the
+  // replicas with ZeRO-1), and at its peak at least one micro-batch's
+  // activations of a stage it runs, which averages the model's activations
+  // over the method's stages (its stage count: pp, 2pp or chunks x pp).
+  double memory_floor(const Candidate& cand, const ModelCosts& mc) const {
+    PartCost all = mc.embedding;
+    all += mc.head;
+    for (const PartCost& p : mc.layers) all += p;
+    const int pp = cand.par.pp;
+    const HeldParams avg{all.dense_params / pp, all.expert_params / pp, cand.par.dp, cand.par.dp / cand.par.ep};
+    const BytesPerParam bytes{req_.model.param_bytes, req_.model.grad_bytes, req_.model.optimizer_bytes};
+    RankMemory m = state_memory(avg, bytes, req_.zero1);
+    m.activations = all.act_bytes / find_method(cand.method).stage_count(pp, cand.chunks);
+    return m.total() + req_.cluster.reserve_gib * kGiB;
+  }
+
+  // Whether the candidate's method runs its shape (the schedule generates).
+  bool runs(const Candidate& cand) const { return schedule_of(cand) != nullptr; }
+
   double limit_bytes() const { return limit_bytes_; }
   bool too_many_micro_batches() const { return too_many_micro_batches_; }
 
@@ -449,6 +471,14 @@ std::string no_shape_reason(const PlanRequest& req) {
                      "--micro-batch-size", req.global_batch, devices);
 }
 
+// Memory a row needs on its fullest device, with the cluster's reserve.
+double used_bytes(const PlanRow& r) { return r.peak.total() + r.reserve_bytes; }
+
+// Tells the caller's progress callback, if any, how far a phase is.
+void report(const PlanRequest& req, const char* phase, std::size_t done, std::size_t total) {
+  if (req.progress) req.progress(Progress{phase, static_cast<long long>(done), static_cast<long long>(total)});
+}
+
 struct Pending {
   PlanRow row;
   double bound;  // no simulation of the row can give a shorter step
@@ -466,6 +496,7 @@ void simulate_bounded(const PlanRequest& req, const Planner& planner, std::vecto
   const std::size_t K = req.rows_wanted;
   std::priority_queue<double> best;  // the K smallest steps so far, largest on top
   auto run = [&](Pending& p) {
+    report(req, "simulating candidates", static_cast<std::size_t>(res.simulated), pending.size());
     planner.simulate_row(costs_for(p.row.par), p.row);
     p.done = true;
     best.push(p.row.step_s);
@@ -490,6 +521,50 @@ void simulate_bounded(const PlanRequest& req, const Planner& planner, std::vecto
   }
   for (Pending& p : pending)
     if (p.done) res.rows.push_back(std::move(p.row));
+}
+
+// Cuts the layers and sizes the memory of every candidate, returning those
+// that fit. A candidate whose memory floor (Planner::memory_floor) is over
+// the limit is over memory without being cut (cutting thousands of layers
+// is the slow part); afterwards only as many of those are cut, smallest
+// floor first, as can still hold less memory than the least found, so
+// res.least_memory is the same as if every one had been.
+template <typename CostsFor>
+std::vector<Pending> prepare_fitting(const PlanRequest& req, const Planner& planner,
+                                     const std::vector<Candidate>& cands, CostsFor& costs_for, PlanResult& res) {
+  auto note = [&](const PlanRow& row) {
+    if (!res.any_candidate || used_bytes(row) < used_bytes(res.least_memory)) res.least_memory = row;
+    res.any_candidate = true;
+  };
+  std::vector<Pending> pending;
+  std::vector<std::pair<double, std::size_t>> over;  // (floor, candidate) over the limit by the floor alone
+  for (std::size_t i = 0; i < cands.size(); ++i) {
+    report(req, "sizing candidates", i, cands.size());
+    const Candidate& cand = cands[i];
+    const ModelCosts& mc = costs_for(cand.par);
+    const double floor = planner.memory_floor(cand, mc) * (1 - 1e-9);  // below rounding's reach
+    if (floor > planner.limit_bytes()) {
+      if (planner.runs(cand)) over.emplace_back(floor, i);
+      continue;
+    }
+    Pending p;
+    if (!planner.prepare(cand, mc, p.row, p.bound)) continue;
+    note(p.row);
+    if (used_bytes(p.row) > planner.limit_bytes()) {
+      ++res.over_memory;
+      continue;
+    }
+    pending.push_back(std::move(p));
+  }
+  res.over_memory += static_cast<long long>(over.size());
+  std::sort(over.begin(), over.end());
+  for (const auto& [floor, i] : over) {
+    if (res.any_candidate && floor >= used_bytes(res.least_memory)) break;
+    PlanRow row;
+    double bound = 0;
+    if (planner.prepare(cands[i], costs_for(cands[i].par), row, bound)) note(row);
+  }
+  return pending;
 }
 
 }  // namespace
@@ -530,19 +605,7 @@ PlanResult plan(const PlanRequest& req) {
     if (req.use_measured) apply_measured(mc, req.measured, par);
     return costs.emplace(key, std::move(mc)).first->second;
   };
-  const auto used = [](const PlanRow& r) { return r.peak.total() + r.reserve_bytes; };
-  std::vector<Pending> pending;
-  for (const Candidate& cand : cands) {
-    Pending p;
-    if (!planner.prepare(cand, costs_for(cand.par), p.row, p.bound)) continue;
-    if (!res.any_candidate || used(p.row) < used(res.least_memory)) res.least_memory = p.row;
-    res.any_candidate = true;
-    if (used(p.row) > planner.limit_bytes()) {
-      ++res.over_memory;
-      continue;
-    }
-    pending.push_back(std::move(p));
-  }
+  std::vector<Pending> pending = prepare_fitting(req, planner, cands, costs_for, res);
   simulate_bounded(req, planner, pending, costs_for, res);
   if (!res.any_candidate)
     throw Error("no method runs any of the enumerated shapes (try other --methods or --ranks)");
@@ -551,7 +614,7 @@ PlanResult plan(const PlanRequest& req) {
     throw Error(fmt::format("no plan fits --memory-limit {:.3g} GiB per device: the smallest ({} pp={} tp={} ep={} "
                             "micro-batch {}, {} recomputation) needs {:.3g} GiB{}",
                             planner.limit_bytes() / kGiB, s.method, s.par.pp, s.par.tp, s.par.ep,
-                            s.par.micro_batch_size, recompute_name(s.par.recompute), used(s) / kGiB,
+                            s.par.micro_batch_size, recompute_name(s.par.recompute), used_bytes(s) / kGiB,
                             s.reserve_bytes > 0 ? fmt::format(" (with the cluster's reserve of {:.3g} GiB)",
                                                               s.reserve_bytes / kGiB)
                                                 : ""));

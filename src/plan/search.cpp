@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -81,7 +82,8 @@ class ListScheduler {
         free_at_(pb.P, 0),
         live_(pb.P, 0),
         pending_w_(pb.P),
-        w_head_(pb.P, 0) {
+        w_head_(pb.P, 0),
+        stale_(pb.P, 1) {
     for (int s = 0; s < pb.S; ++s)
       for (int m = 0; m < pb.N; ++m) {
         auto& list = streams_[pb.rank_of(s, m)];
@@ -99,18 +101,28 @@ class ListScheduler {
     out_.actions.resize(pb.P);
   }
 
-  // Returns nothing when the activation limit stalls it.
+  // Returns nothing when the activation limit stalls it. A rank's choice
+  // is decided again only when something it depends on changed: its own
+  // actions, or the end of an input it waits for (stale_); the earliest
+  // choice (the lowest rank among equals) comes from an ordered set. Each
+  // action costs O(log P), not O(P).
   std::optional<Schedule> run() {
     std::size_t left = fwd_end_.size() * 2;  // forwards and backwards still to place
     std::vector<Choice> choice(pb_.P);
+    std::set<std::pair<double, int>> ready;  // (time, rank) of every rank that has a choice
+    for (int q = 0; q < pb_.P; ++q) stale_list_.push_back(q);
     while (left > 0 || w_left_ > 0) {
-      int r = -1;
-      for (int q = 0; q < pb_.P; ++q) {
+      for (int q : stale_list_) {
+        if (choice[q].kind >= 0) ready.erase({choice[q].time, q});
         choice[q] = decide(q);
-        if (choice[q].kind >= 0 && (r < 0 || choice[q].time < choice[r].time)) r = q;
+        stale_[q] = 0;
+        if (choice[q].kind >= 0) ready.insert({choice[q].time, q});
       }
-      if (r < 0) return std::nullopt;  // stalled by the activation limit
+      stale_list_.clear();
+      if (ready.empty()) return std::nullopt;  // stalled by the activation limit
+      const int r = ready.begin()->second;
       const Choice ch = choice[r];
+      mark(r);
       if (ch.kind == 2) {
         place_w(r, ch.time);
         continue;
@@ -135,6 +147,16 @@ class ListScheduler {
   };
 
   std::size_t idx(int s, int m) const { return static_cast<std::size_t>(s) * pb_.N + m; }
+  // Rank q decides again.
+  void mark(int q) {
+    if (stale_[q]) return;
+    stale_[q] = 1;
+    stale_list_.push_back(q);
+  }
+  // The rank running (stage, mb) decides again: an input it waits for is placed.
+  void touch(int stage, int m) {
+    if (stage >= 0 && stage < pb_.S) mark(pb_.rank_of(stage, m));
+  }
 
   // When rank r could start the stream's next forward (kInf: not yet known).
   double f_ready(int r, const Stream& st) const {
@@ -229,6 +251,8 @@ class ListScheduler {
     out_.actions[r].push_back(Action::pair(fs.stage, fm, bs.stage, bm));
     fwd_end_[idx(fs.stage, fm)] = end;
     grad_end_[idx(bs.stage, bm)] = end;
+    touch(fs.stage + 1, fm);
+    touch(bs.stage - 1, bm);
     free_at_[r] = end;
     return true;
   }
@@ -241,6 +265,7 @@ class ListScheduler {
       out_.actions[r].push_back(Action::make(Op::F, st.stage, m));
       free_at_[r] = ch.time + c_.f(st.stage);
       fwd_end_[idx(st.stage, m)] = free_at_[r];
+      touch(st.stage + 1, m);
       ++live_[r];
     } else {
       const int m = st.mbs[st.next_b++];
@@ -248,6 +273,7 @@ class ListScheduler {
       out_.actions[r].push_back(Action::make(split ? Op::I : Op::B, st.stage, m));
       free_at_[r] = ch.time + (split ? c_.i(st.stage) : c_.b(st.stage));
       grad_end_[idx(st.stage, m)] = free_at_[r];
+      touch(st.stage - 1, m);
       if (split) {
         pending_w_[r].push_back({st.stage, m});
         ++w_left_;
@@ -268,6 +294,8 @@ class ListScheduler {
   std::vector<std::vector<std::pair<int, int>>> pending_w_;  // (stage, mb) of each rank's deferred W's
   std::vector<std::size_t> w_head_;
   std::size_t w_left_ = 0;  // W's queued and not yet placed
+  std::vector<char> stale_;  // [rank]: its choice must be decided again
+  std::vector<int> stale_list_;  // the ranks marked in stale_
   Schedule out_;
 };
 
@@ -306,12 +334,13 @@ Scored score(const Schedule& s, const Costs& c, int limit, long long& evaluation
 // Moves one compute action to a nearby position on its rank; the checker
 // rejects moves that break a dependency.
 void local_search(Schedule& best, Scored& best_score, const Costs& c, int limit, std::mt19937_64& rng, int moves,
-                  long long& evaluations) {
+                  long long& evaluations, const ProgressFn& progress) {
   std::vector<int> ranks;
   for (int r = 0; r < best.ranks; ++r)
     if (best.actions[r].size() > 1) ranks.push_back(r);
   if (ranks.empty()) return;
   for (int it = 0; it < moves; ++it) {
+    if (progress) progress(Progress{"local search", it, moves});
     const int r = ranks[rng() % ranks.size()];
     auto& list = best.actions[r];
     const std::size_t from = rng() % list.size();
@@ -395,6 +424,19 @@ std::vector<Layout> baselines(const SearchRequest& req, int S, SearchResult& res
   return layouts;
 }
 
+// Refuses a search that would run past kMaxSearchWork: `passes` list-scheduling
+// passes and req.iterations local-search moves on schedules of S x N pairs.
+void require_bounded_work(const SearchRequest& req, int S, std::size_t passes) {
+  const double actions = 3.0 * S * req.micro_batches;
+  const double work = actions * (4.0 * static_cast<double>(passes) + req.iterations);
+  if (work > kMaxSearchWork)
+    throw Error(fmt::format("--ranks {} --micro-batches {} with --iterations {}: about {:.3g} action simulations "
+                            "({} stages x {} micro-batches, {} list-scheduling passes and {} moves), at most {:.3g} "
+                            "(about a minute); lower --iterations, --micro-batches or --ranks",
+                            req.ranks, req.micro_batches, req.iterations, work, S, req.micro_batches, passes,
+                            req.iterations, kMaxSearchWork));
+}
+
 // A fixed set of knob settings, then 32 of them with seeded noise.
 std::vector<Knobs> knob_settings(std::mt19937_64& rng) {
   std::vector<Knobs> knobs;
@@ -433,10 +475,14 @@ SearchResult search(const SearchRequest& req) {
   // 1. List scheduling under a fixed set of knob settings, then seeded noise.
   std::mt19937_64 rng(req.seed);
   const std::vector<Knobs> knobs = knob_settings(rng);
+  require_bounded_work(req, S, layouts.size() * knobs.size());
+  const long long passes = static_cast<long long>(layouts.size() * knobs.size());
+  long long pass = 0;
   for (Layout l : layouts) {
     if (l == Layout::TwoWay && (P % 2 != 0 || N % 2 != 0)) continue;
     const Problem pb{P, N, S, l, &req.costs, req.max_activations};
     for (std::size_t i = 0; i < knobs.size(); ++i) {
+      if (req.progress) req.progress(Progress{"list scheduling", pass++, passes});
       std::optional<Schedule> s = list_schedule(pb, knobs[i]);
       if (!s) continue;
       const Scored sc = score(*s, req.costs, req.max_activations, res.evaluations);
@@ -453,7 +499,8 @@ SearchResult search(const SearchRequest& req) {
                             req.max_activations));
   // 2. Local search from the best so far.
   const double before = best.makespan;
-  local_search(res.schedule, best, req.costs, req.max_activations, rng, req.iterations, res.evaluations);
+  local_search(res.schedule, best, req.costs, req.max_activations, rng, req.iterations, res.evaluations,
+               req.progress);
   if (best.makespan < before - 1e-9 * std::max(1.0, before)) res.found_by += " + local search";
   res.schedule.method = "search";
   res.sim = simulate(res.schedule, req.costs);

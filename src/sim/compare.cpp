@@ -143,6 +143,8 @@ std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks, Compa
         published_activations(row, m, PP, s.stages, N, v);
       }
       simulate_row(row, s, cs, ds, dpo.reduces(), PP);  // reductions need the timeline
+      row.costs = std::move(cs);
+      row.data_parallel = std::move(ds);
     } catch (const Error& e) {
       row.error = e.what();
     }

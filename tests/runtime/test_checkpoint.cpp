@@ -221,13 +221,46 @@ std::map<std::string, torch::Tensor> saved_params(const std::string& file) {
   return out;
 }
 
+// Six steps of DualPipe on two rank processes, a checkpoint every two.
+const std::string kSixSteps = "train -m dualpipe -p 2 -n 4 --model gpt --hidden 32 --seq-len 8 --micro-batch-size 2 "
+                              "--steps 6 --checkpoint-every 2 --loss-svg /dev/null";
+
+// kSixSteps into `dir`, its loss CSV in it; the exit code.
+int run_uninterrupted(const std::string& dir) {
+  CliRun a = run_cli(kSixSteps + " --checkpoint-dir " + dir + " --loss-csv " + dir + "/loss.csv");
+  EXPECT_EQ(a.code, 0) << a.out;
+  return a.code;
+}
+
+// "step,loss" of each row of a loss CSV from step `from` on.
+std::string loss_lines(const std::string& csv, int from) {
+  std::string out;
+  std::istringstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line))
+    if (std::stoi(line.substr(0, line.find(','))) >= from) out += line.substr(0, line.find(',', line.find(',') + 1)) + "\n";
+  return out;
+}
+
+// Every rank file of the checkpoints of `step` in two folders holds the same
+// parameters, bit for bit.
+void expect_same_params(const std::string& a, const std::string& b, int step, int ranks) {
+  for (int r = 0; r < ranks; ++r) {
+    const std::string f = "rank-" + std::to_string(r) + ".pt";
+    auto pa = saved_params((fs::path(checkpoint_path(a, step)) / f).string());
+    auto pb = saved_params((fs::path(checkpoint_path(b, step)) / f).string());
+    ASSERT_EQ(pa.size(), pb.size());
+    ASSERT_FALSE(pa.empty());
+    for (const auto& [k, v] : pa) EXPECT_TRUE(torch::equal(v, pb.at(k))) << f << " " << k;
+  }
+}
+
 TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
   const std::string dir = fresh_dir("cli_kill"), ref = fresh_dir("cli_ref");
-  const std::string base = "train -m dualpipe -p 2 -n 4 --model gpt --hidden 32 --seq-len 8 --micro-batch-size 2 "
-                           "--steps 6 --checkpoint-every 2 --loss-svg /dev/null";
+  const std::string base = kSixSteps;
   // Uninterrupted.
-  CliRun a = run_cli(base + " --checkpoint-dir " + ref + " --loss-csv " + ref + "/loss.csv");
-  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(run_uninterrupted(ref), 0);
   // Rank 0 dies after both rank files of step 4 are written, before the manifest.
   CliRun b = run_cli(base + " --checkpoint-dir " + dir + " --loss-csv /dev/null",
                      "DUALPIPE_TEST_FAULT=kill-before-manifest:0:4");
@@ -251,25 +284,9 @@ TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
   EXPECT_NE(c.out.find("resuming from " + checkpoint_path(dir, 2) + " after step 2"), std::string::npos) << c.out;
   // Steps 3..6 of both runs: the same losses, and the same final parameters.
   const std::string la = read_text(ref + "/loss.csv"), lc = read_text(dir + "/loss.csv");
-  auto loss_lines = [](const std::string& csv, int from) {
-    std::string out;
-    std::istringstream in(csv);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line))
-      if (std::stoi(line.substr(0, line.find(','))) >= from) out += line.substr(0, line.find(',', line.find(',') + 1)) + "\n";
-    return out;
-  };
   EXPECT_EQ(loss_lines(la, 3), loss_lines(lc, 3));
   EXPECT_EQ(loss_lines(lc, 1).substr(0, 2), "3,");  // the resumed run started with step 3
-  for (int r = 0; r < 2; ++r) {
-    const std::string f = "rank-" + std::to_string(r) + ".pt";
-    auto pa = saved_params((fs::path(checkpoint_path(ref, 6)) / f).string());
-    auto pc = saved_params((fs::path(checkpoint_path(dir, 6)) / f).string());
-    ASSERT_EQ(pa.size(), pc.size());
-    ASSERT_FALSE(pa.empty());
-    for (const auto& [k, v] : pa) EXPECT_TRUE(torch::equal(v, pc.at(k))) << f << " " << k;
-  }
+  expect_same_params(ref, dir, 6, 2);
   std::cout << "[ resume   ] gpt dualpipe P=2, rank processes, killed writing step 4, resumed from step 2:\n"
             << loss_lines(la, 3) << "vs\n"
             << loss_lines(lc, 3);
@@ -283,10 +300,8 @@ TEST(CheckpointCli, KilledWhileWritingResumesFromThePreviousOne) {
 // bit. Without restarts the same fault ends the run.
 TEST(CheckpointCli, ARestartedRunEndsEqualToAnUninterruptedOne) {
   const std::string dir = fresh_dir("cli_restart"), ref = fresh_dir("cli_restart_ref");
-  const std::string base = "train -m dualpipe -p 2 -n 4 --model gpt --hidden 32 --seq-len 8 --micro-batch-size 2 "
-                           "--steps 6 --checkpoint-every 2 --loss-svg /dev/null --timeout 20";
-  CliRun a = run_cli(base + " --checkpoint-dir " + ref + " --loss-csv " + ref + "/loss.csv");
-  ASSERT_EQ(a.code, 0) << a.out;
+  const std::string base = kSixSteps + " --timeout 20";
+  ASSERT_EQ(run_uninterrupted(ref), 0);
   CliRun no_restart = run_cli(base + " --checkpoint-dir " + dir + " --loss-csv /dev/null", "DUALPIPE_TEST_FAULT=kill:1:5");
   EXPECT_NE(no_restart.code, 0) << no_restart.out;
   EXPECT_EQ(no_restart.out.find("restarting"), std::string::npos) << no_restart.out;
@@ -300,21 +315,8 @@ TEST(CheckpointCli, ARestartedRunEndsEqualToAnUninterruptedOne) {
   EXPECT_EQ(b.out.find("dualpipe: restarting", restart + 1), std::string::npos) << "one restart only\n" << b.out;
   EXPECT_NE(b.out.find("resuming from " + checkpoint_path(dir, 4) + " after step 4"), std::string::npos) << b.out;
   // The loss curve has every step once, as the uninterrupted run's.
-  auto losses = [](const std::string& csv) {
-    std::string out;
-    std::istringstream in(csv);
-    for (std::string line; std::getline(in, line);) out += line.substr(0, line.find(',', line.find(',') + 1)) + "\n";
-    return out;
-  };
-  EXPECT_EQ(losses(read_text(ref + "/loss.csv")), losses(read_text(dir + "/loss.csv")));
-  for (int r = 0; r < 2; ++r) {
-    const std::string f = "rank-" + std::to_string(r) + ".pt";
-    auto pa = saved_params((fs::path(checkpoint_path(ref, 6)) / f).string());
-    auto pb = saved_params((fs::path(checkpoint_path(dir, 6)) / f).string());
-    ASSERT_EQ(pa.size(), pb.size());
-    ASSERT_FALSE(pa.empty());
-    for (const auto& [k, v] : pa) EXPECT_TRUE(torch::equal(v, pb.at(k))) << f << " " << k;
-  }
+  EXPECT_EQ(loss_lines(read_text(ref + "/loss.csv"), 1), loss_lines(read_text(dir + "/loss.csv"), 1));
+  expect_same_params(ref, dir, 6, 2);
   remove_tree(dir);
   remove_tree(ref);
 }

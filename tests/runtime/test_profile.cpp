@@ -16,14 +16,18 @@ namespace {
 using test_support::CliRun;
 using test_support::run_cli;
 
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return nlohmann::json::parse(text.str());
+}
+
 TEST(ProfileCli, WritesPositiveLayerCostsThatPlanReads) {
   const std::string path = testing::TempDir() + "dualpipe_profile_test.json";
   CliRun r = run_cli("profile --reps 2 --hidden 32 --seq-len 8 -o " + path);
   ASSERT_EQ(r.code, 0) << r.out;
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(text.str());
+  const nlohmann::json j = read_json(path);
   // A block's forward, input and weight gradients take time and hold bytes.
   for (const char* key : {"f", "i", "w", "act_bytes"}) EXPECT_GT(j["layer"][key].get<double>(), 0.0) << key;
   EXPECT_EQ(j["model"]["hidden"].get<int>(), 32);
@@ -42,10 +46,7 @@ TEST(ProfileCli, DeepSeekProfileTimesDenseAndMoeBlocks) {
   const std::string path = testing::TempDir() + "dualpipe_profile_deepseek.json";
   CliRun r = run_cli("profile --model deepseek --reps 2 --hidden 32 --seq-len 8 --experts 4 --top-k 2 -o " + path);
   ASSERT_EQ(r.code, 0) << r.out;
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(text.str());
+  const nlohmann::json j = read_json(path);
   EXPECT_EQ(j["stages"].size(), 5u);  // two dense blocks, three MoE blocks
   for (const char* part : {"layer", "dense_layer"})
     for (const char* key : {"f", "i", "w", "act_bytes"}) EXPECT_GT(j[part][key].get<double>(), 0.0) << part << key;

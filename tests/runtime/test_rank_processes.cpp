@@ -758,3 +758,57 @@ TEST(RankProcesses, ReportGoesToTheOutputFile) {
 
 }  // namespace
 }  // namespace dualpipe
+
+namespace dualpipe {
+namespace {
+
+// The table of a verify run: the lines after the verdict.
+std::vector<std::string> table_lines(const std::string& out) {
+  std::vector<std::string> lines;
+  std::istringstream in(out.substr(out.find('\n', out.find("largest relative difference")) + 1));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// verify on moe compares dozens of parameters: the text gives one aligned
+// line per parameter group (stage and numbers left out) with the largest
+// difference in it, and every parameter with --all-params.
+TEST(RankProcesses, VerifySummarisesParameterGroups) {
+  const std::string args = "verify -m 1f1b -p 2 -n 4 --model moe --hidden 8 --seq-len 4 --threads";
+  const CliRun json = run_cli(args + " --format json"), summary = run_cli(args), all = run_cli(args + " --all-params");
+  ASSERT_EQ(json.code, 0) << json.out;
+  ASSERT_EQ(summary.code, 0) << summary.out;
+  ASSERT_EQ(all.code, 0) << all.out;
+  const std::size_t params = parse_json(json)["per_param"].size();
+  const std::vector<std::string> groups = table_lines(summary.out), each = table_lines(all.out);
+  ASSERT_GE(groups.size(), 2u) << summary.out;
+  EXPECT_LT(groups.size(), params / 2) << summary.out;
+  EXPECT_TRUE(has(groups[0], "parameter group") && has(groups[0], "largest")) << summary.out;
+  EXPECT_TRUE(has(summary.out, " blockN.moe.expertN.fc.weight ")) << summary.out;
+  EXPECT_FALSE(has(summary.out, "stage 0")) << summary.out;
+  EXPECT_EQ(each.size(), params + 1) << all.out;  // a header, then every parameter
+  for (const auto* lines : {&groups, &each})
+    for (const std::string& line : *lines) EXPECT_EQ(line.size(), lines->front().size()) << line;  // aligned
+}
+
+// train's measured timeline takes --svg-width as simulate's does.
+TEST(RankProcesses, TrainSvgHasAWidth) {
+  const std::string svg = temp_path("width.svg"), csv = temp_path("width.csv");
+  const std::string args = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --steps 2 --threads "
+                           "--loss-svg /dev/null --loss-csv " + csv;
+  const CliRun r = run_cli(args + " --svg " + svg + " --svg-width 900");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(svg);
+  std::string head(200, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  EXPECT_TRUE(has(head, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\"")) << head;
+  expect_one_error_line(run_cli(args + " --svg " + svg + " --svg-width 5"),
+                        "--svg-width must be 0 (automatic) or 400..100000 px (got 5)", "train");
+  expect_one_error_line(run_cli(args + " --svg-width 900"), "--svg-width shapes the --svg picture: add --svg FILE",
+                        "train");
+  fs::remove(svg);
+  fs::remove(csv);
+}
+
+}  // namespace
+}  // namespace dualpipe

@@ -11,6 +11,7 @@
 
 #include "dualpipe/plan/cost_model.h"
 #include "dualpipe/plan/measured.h"
+#include "dualpipe/plan/progress.h"
 #include "dualpipe/sim/memory.h"
 #include "dualpipe/plan/spec.h"
 #include "dualpipe/schedule/schedule.h"
@@ -40,6 +41,8 @@ struct PlanRequest {
   // Per-layer compute and activations measured by dualpipe profile, in place of the formulas.
   bool use_measured = false;
   MeasuredCosts measured;
+  // Told after each candidate sized and each simulated (may be empty).
+  ProgressFn progress;
 };
 
 // A plan's step on its busiest device, in parts that add up to the step:

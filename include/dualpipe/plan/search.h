@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/plan/progress.h"
 #include "dualpipe/schedule/schedule.h"
 #include "dualpipe/sim/cost.h"
 #include "dualpipe/sim/simulate.h"
@@ -23,6 +24,8 @@ struct SearchRequest {
   int chunks = 2;            // for interleaved-1f1b's placement
   std::uint64_t seed = 1;
   int iterations = 3000;     // local-search moves tried after the list scheduler
+  // Told after each list-scheduling pass and each local-search move (may be empty).
+  ProgressFn progress;
 };
 
 struct SearchResult {
@@ -35,7 +38,13 @@ struct SearchResult {
   long long evaluations = 0;  // schedules simulated
 };
 
-// Throws dualpipe::Error for bad requests, and when nothing (neither a generator nor
+// The most work search() takes on, in action simulations: every schedule it
+// simulates (about 3 S N actions each) and every list-scheduling pass,
+// which costs about four simulations. About a minute on the development
+// machine; beyond it the request is refused, naming the options to lower.
+inline constexpr double kMaxSearchWork = 5e8;
+
+// Throws dualpipe::Error for bad requests, requests beyond kMaxSearchWork, and when nothing (neither a generator nor
 // the search) fits the activation limit.
 SearchResult search(const SearchRequest& req);
 

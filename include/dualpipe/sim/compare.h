@@ -35,21 +35,29 @@ struct CompareRow {
   double step_with_grad_reduce = 0, exposed_grad_reduce = 0;
   RankMemory peak_memory;
   int peak_memory_rank = 0;
+  // What the row simulated: the costs and data-parallel byte sizes of its
+  // own stages (a finer cut's stages at their share), so that
+  // simulate(generate(method, {devices, N, chunks}), costs) is this row.
+  Costs costs;
+  DataParallel data_parallel;
 };
 
-// What the rows share. Stages: the model cut into PP stages (the published
-// table's form), so the V-shaped methods, with two stages a device, use PP/2
-// devices. Devices: every method on PP devices (as `simulate --ranks PP`),
-// the V-shaped ones cutting the model into 2·PP half-size stages.
+// What the rows share. Devices (the default, as the command line's): every
+// method on PP devices (as `simulate --ranks PP`), the V-shaped ones cutting
+// the model into 2·PP half-size stages. Stages: the model cut into PP
+// stages (the published table's form), so the V-shaped methods, with two
+// stages a device, use PP/2 devices.
 enum class CompareBasis { Stages, Devices };
 
 // PP: pipeline stages of the reference cut (devices for 1F1B). `chunks`: v of
-// interleaved 1F1B. Costs are per PP-stage (1/PP of the model); a finer
-// stage costs proportionally less.
+// interleaved 1F1B. A cost means what it means to simulate(): the time of
+// one stage on one micro-batch, here of a stage of the reference cut (1/PP
+// of the model); a method that cuts the model finer runs each of its stages
+// at its share (CompareRow::costs).
 // `dpo`: data parallelism, with its byte sizes per PP-stage (a finer stage
 // holds proportionally fewer bytes, as it costs less).
 std::vector<CompareRow> compare(int PP, int N, const Costs& c, int chunks = 2,
-                                CompareBasis basis = CompareBasis::Stages, const DataParallel& dpo = {});
+                                CompareBasis basis = CompareBasis::Devices, const DataParallel& dpo = {});
 
 // The published bubble formula for `method` (docs/design.md), if any.
 std::optional<double> published_bubble(const std::string& method, int PP, const Costs& c, int chunks);
