@@ -9,6 +9,8 @@
 #include <iterator>
 #include <memory>
 #include <set>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "dualpipe/schedule/error.h"
@@ -19,13 +21,16 @@ namespace dualpipe {
 namespace {
 
 // The line of a LibTorch error that says what went wrong: the first, or for
-// an error inside TorchScript code the last (after the two tracebacks).
+// an error inside TorchScript code the last "SomethingError: ..." line, after
+// the two tracebacks (LibTorch 2.x adds a C++ backtrace after it).
 std::string first_line(const std::string& s) {
   std::string line = s.substr(0, s.find('\n'));
   if (line.find("TorchScript interpreter") != std::string::npos) {
-    const std::size_t end = s.find_last_not_of("\n ");
-    const std::size_t begin = s.rfind('\n', end);
-    line = s.substr(begin == std::string::npos ? 0 : begin + 1, end == std::string::npos ? 0 : end - begin);
+    std::istringstream in(s);
+    for (std::string l; std::getline(in, l);) {
+      const std::size_t error = l.find("Error: ");
+      if (error != std::string::npos && error > 0 && l.find(' ') > error) line = l;
+    }
   }
   return line.empty() ? "(no message)" : line;
 }
