@@ -43,6 +43,9 @@ int env_int(const char* name, int fallback, bool required) {
   return static_cast<int>(x);
 }
 
+// Every rank on this machine: Gloo keeps its traffic on loopback.
+bool is_loopback(const std::string& addr) { return addr == "127.0.0.1" || addr == "localhost"; }
+
 }  // namespace
 
 std::optional<RankEnv> rank_from_env() {
@@ -62,14 +65,12 @@ std::optional<RankEnv> rank_from_env() {
 
 std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
-  return connect(store, env.rank, env.world, timeout, local);
+  return connect(store, env.rank, env.world, timeout, is_loopback(env.master_addr));
 }
 
 Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
-  return connect_mesh(store, env.rank, shape, timeout, local);
+  return connect_mesh(store, env.rank, shape, timeout, is_loopback(env.master_addr));
 }
 
 // A port that was free a moment ago (the kernel picks it).
@@ -294,20 +295,33 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
   Mesh mesh;
   try {
     // Every wait of the rendezvous is bounded by the timeout, plus a second
-    // for the waits inside to report what they waited for first.
-    RendezvousDeadline deadline(
-        o.timeout + std::chrono::seconds(1),
-        fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s (no rendezvous completed: are all "
-                    "ranks started, and is that port free of other programs?)",
-                    env.rank, env.master_addr, env.master_port, timeout_s));
+    // for the waits inside to report what they waited for first; then the
+    // store, if it answers, says which ranks never reached it.
+    RendezvousDeadline deadline(o.timeout + std::chrono::seconds(1), [&env, timeout_s] {
+      const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, std::chrono::seconds(1));
+      return fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank, env.master_addr,
+                         env.master_port, timeout_s,
+                         missing.empty() ? "no rendezvous completed: are all ranks started, and is that port free "
+                                           "of other programs?"
+                                         : "rank(s) " + missing + " never reached the store: are they started?");
+    });
     if (env.rank != 0) require_rendezvous_store(env.master_addr, env.master_port, o.timeout);
-    mesh = connect_env_mesh(env, shape, o.timeout);
+    auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, o.timeout);
+    store->set(arrival_key(env.rank), std::vector<std::uint8_t>{1});
+    mesh = connect_mesh(store, env.rank, shape, o.timeout, is_loopback(env.master_addr));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank,
-                            env.master_addr, env.master_port, timeout_s, why.substr(0, why.find('\n'))));
+    const std::string why = e.what(), line = why.substr(0, why.find('\n'));
+    // The store's port taken: the bind fails at once, not after the timeout.
+    if (env.rank == 0 && line.find("Address already in use") != std::string::npos)
+      throw Error(fmt::format("rank 0: cannot start the rendezvous store on {}:{}: the port is in use by another "
+                              "program (choose another MASTER_PORT)",
+                              env.master_addr, env.master_port));
+    const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, std::chrono::seconds(1));
+    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({}{})", env.rank,
+                            env.master_addr, env.master_port, timeout_s, line,
+                            missing.empty() ? "" : "; rank(s) " + missing + " never reached the store"));
   }
   try {
     return body(mesh);

@@ -13,11 +13,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <utility>
 
 #include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/torch_compat.h"
 #include "dualpipe/schedule/error.h"
 
 namespace dualpipe {
@@ -133,14 +136,14 @@ UncaughtAsOneLine::UncaughtAsOneLine(std::string context) {
 
 UncaughtAsOneLine::~UncaughtAsOneLine() { std::set_terminate(previous_); }
 
-RendezvousDeadline::RendezvousDeadline(std::chrono::milliseconds after, std::string message)
+RendezvousDeadline::RendezvousDeadline(std::chrono::milliseconds after, std::function<std::string()> message)
     : thread_([this, after, message = std::move(message)] {
         std::unique_lock<std::mutex> lock(mu_);
         if (cv_.wait_for(lock, after, [this] { return done_; })) return;
         // The rendezvous is stuck inside LibTorch, which cannot be
         // interrupted: leave now, as a rank does after a peer failure.
         std::fflush(stdout);
-        fmt::print(stderr, "dualpipe: error: {}\n", message);
+        fmt::print(stderr, "dualpipe: error: {}\n", message());
         std::fflush(stderr);
         std::_Exit(2);
       }) {}
@@ -152,6 +155,30 @@ RendezvousDeadline::~RendezvousDeadline() {
   }
   cv_.notify_all();
   thread_.join();
+}
+
+std::string arrival_key(int rank) { return "dualpipe/arrived/" + std::to_string(rank); }
+
+std::string missing_ranks(const std::string& host, int port, int world, std::chrono::milliseconds limit) {
+  // On a thread of its own, left behind if the store does not answer in
+  // time (the process is about to end).
+  auto ask = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> answer = ask->get_future();
+  std::thread([ask, host, port, world, limit] {
+    try {
+      auto store = compat::make_tcp_store(host, port, false, world, limit);
+      std::string missing;
+      // Rank 0 holds the store (and may still be waiting inside its
+      // constructor for the others to connect, before it can set its key).
+      for (int r = 1; r < world; ++r)
+        if (!store->check({arrival_key(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+      ask->set_value(missing);
+    } catch (...) {
+      ask->set_value("");
+    }
+  }).detach();
+  if (answer.wait_for(limit) != std::future_status::ready) return "";
+  return answer.get();
 }
 
 }  // namespace dualpipe

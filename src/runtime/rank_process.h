@@ -6,11 +6,21 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
 
 namespace dualpipe {
+
+// The key a rank sets in the rendezvous store as soon as it reaches it, so
+// that a rendezvous that never completes can name the ranks that never came.
+std::string arrival_key(int rank);
+
+// The ranks of 1..world-1 (rank 0 holds the store) that have not set their
+// arrival key in the store at host:port, asked through a connection of its own and bounded by `limit`;
+// "" when the store cannot say in time (or every rank arrived).
+std::string missing_ranks(const std::string& host, int port, int world, std::chrono::milliseconds limit);
 
 // Throws dualpipe::Error at once when `host` (MASTER_ADDR) has no address: c10d
 // would retry the lookup every second until --timeout.
@@ -44,10 +54,11 @@ class UncaughtAsOneLine {
 // Ends the process with one line and exit code 2 if it still lives `after`
 // from now: c10d's TCPStore client waits without limit for an answer from a
 // program that accepted its connection but is no rendezvous store, and the
-// store's own waits add up to more than --timeout. Destroying it disarms it.
+// store's own waits add up to more than --timeout. The line is message(),
+// asked for then (it may say who never came). Destroying it disarms it.
 class RendezvousDeadline {
  public:
-  RendezvousDeadline(std::chrono::milliseconds after, std::string message);
+  RendezvousDeadline(std::chrono::milliseconds after, std::function<std::string()> message);
   ~RendezvousDeadline();
   RendezvousDeadline(const RendezvousDeadline&) = delete;
   RendezvousDeadline& operator=(const RendezvousDeadline&) = delete;

@@ -214,9 +214,26 @@ TEST(RankProcesses, RankZeroWithoutPeersEndsWithinTheTimeout) {
   const int timeout_s = 6;
   TimedRun t = run_timed(kVerify + fmt::format("--timeout {}", timeout_s),
                          fmt::format("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port()), 60);
+  // The store knows who never came.
   expect_one_error_line(t.run, "rank 0: cannot meet the other ranks", "rank 0 alone");
+  EXPECT_NE(t.run.out.find("rank(s) 1 never reached the store: are they started?"), std::string::npos) << t.run.out;
   EXPECT_LT(t.seconds, timeout_s + 1 + 5.0) << t.run.out;
   std::cout << "[ measured ] rank 0 without peers, --timeout " << timeout_s << ": exit after " << t.seconds << " s\n";
+}
+
+// Rank 0 cannot bind the store's port (another program holds it): said at
+// once, as such; it read "cannot meet the other ranks within T s".
+TEST(RankProcesses, AStorePortInUseIsSaidAtOnce) {
+  SilentListener other;
+  ASSERT_GT(other.port, 0);
+  TimedRun t = run_timed(kVerify + "--timeout 20",
+                         fmt::format("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", other.port), 60);
+  expect_one_error_line(t.run,
+                        fmt::format("rank 0: cannot start the rendezvous store on 127.0.0.1:{}: the port is in use by "
+                                    "another program (choose another MASTER_PORT)",
+                                    other.port),
+                        "port in use");
+  EXPECT_LT(t.seconds, 15.0) << t.run.out;  // not the 20 s timeout
 }
 
 // a name that does not resolve is final at once, in one line (c10d
