@@ -5,6 +5,7 @@
 #include <torch/script.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -40,6 +41,8 @@ std::string shape_text(const torch::Tensor& t) {
 }
 
 std::vector<char> read_bytes(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(fmt::format("{} {} is a folder, not a file", what, path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("cannot read {} {}", what, path));
   return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -262,6 +262,10 @@ TEST(TorchScriptCli, BadInputIsOneLineAndExit2) {
        "data file"},
       {t + "-m 1f1b -p 4 --stages " + stages_arg() + " --backend nccl", "--backend nccl"},
       {"profile --stages " + stages_arg(), "profile measures the layers of the shipped models"},
+      // A folder named as a stage or data file said "basic_filebuf::underflow error reading the file".
+      {t + "-m 1f1b -p 2 --stages /tmp," + kDir + "stage3.pt", "stage 0 /tmp is a folder, not a file"},
+      {"train --steps 1 --threads -m 1f1b -p 4 --stages " + stages_arg() + " --data /tmp",
+       "data file /tmp is a folder, not a file"},
       // A data file of the stages' kind given to a shipped model was read as text and trained on.
       {"train --steps 1 --threads -m 1f1b -p 2 --model gpt --data " + kDir + "data.pt",
        "data.pt: the shipped models read a text file, character by character; .pt data files go with --stages"},
