@@ -480,6 +480,24 @@ PlanRequest small_request() {
   return req;
 }
 
+// A profile that ran every expert on one device is refused for another
+// expert degree by the planner itself, naming the profile.
+TEST(PlanPlanner, AProfileFitsTheExpertDegreeItWasTakenAt) {
+  PlanRequest req = small_request();
+  const json part = {{"f", 1.0}, {"i", 1.0}, {"w", 1.0}, {"act_bytes", 100}};
+  req.use_measured = true;
+  req.measured = parse_measured(
+      {{"micro_batch_size", 1}, {"layer", part}, {"embedding", part}, {"head", part}, {"expert_parallel", 1}},
+      "p.json");
+  req.ep = 2;
+  try {
+    plan(req);
+    ADD_FAILURE() << "--ep 2 was planned with a profile taken at 1";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "--ep 2: p.json timed the experts on 1 device(s), so it fits --ep 1 only");
+  }
+}
+
 TEST(PlanPlanner, RowsAreRankedFitAndMatchTheirSimulation) {
   const PlanRequest req = small_request();
   const PlanResult res = plan(req);

@@ -205,9 +205,6 @@ plan::PlanRequest plan_request(const PlanOpts& o) {
   if (o.top < 1) throw Error(fmt::format("--top must be at least 1 (got {})", o.top));
   req.pp = o.pp;
   req.ep = o.ep;
-  if (req.use_measured && req.measured.expert_parallel > 0 && o.ep > 0 && o.ep != req.measured.expert_parallel)
-    throw Error(fmt::format("--ep {}: {} timed the experts on {} device(s), so it fits --ep {} only", o.ep, o.profile,
-                            req.measured.expert_parallel, req.measured.expert_parallel));
   req.tp = o.tp;
   req.overlap_dp_sync = !o.no_dp_overlap;
   req.rows_wanted = o.top;

@@ -29,6 +29,7 @@ MeasuredPart parse_part(const nlohmann::json& j, const std::string& where) {
 MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", where));
   MeasuredCosts m;
+  m.source = where;
   if (!j.contains("micro_batch_size") || !j.at("micro_batch_size").is_number_integer() ||
       j.at("micro_batch_size").get<long long>() < 1 || j.at("micro_batch_size").get<long long>() > (1 << 20))
     throw Error(fmt::format("{}.micro_batch_size must be an integer in [1, {}]", where, 1 << 20));

@@ -434,6 +434,10 @@ void validate_request(const PlanRequest& req) {
   if (req.pp > req.model.layers)
     throw Error(fmt::format("--ranks must be in [1, {}] (model.layers: a stage needs a layer) (got {})",
                             req.model.layers, req.pp));
+  const int measured_ep = req.use_measured ? req.measured.expert_parallel : 0;
+  if (req.ep > 0 && measured_ep > 0 && req.ep != measured_ep)
+    throw Error(fmt::format("--ep {}: {} timed the experts on {} device(s), so it fits --ep {} only", req.ep,
+                            req.measured.source, measured_ep, measured_ep));
   if (req.ep < 0 || (req.ep > 0 && (req.model.moe.experts > 0 ? req.model.moe.experts % req.ep != 0 : req.ep != 1)))
     throw Error(fmt::format("--ep must divide model.moe.experts ({}) (got {})", req.model.moe.experts, req.ep));
   if (req.micro_batch_size < 0 || req.micro_batch_size > req.global_batch)

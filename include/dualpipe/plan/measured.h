@@ -25,6 +25,7 @@ struct MeasuredCosts {
   // profile holds every expert's work on one device: 1), so only that
   // expert-parallel degree fits it; 0: no experts.
   int expert_parallel = 0;
+  std::string source;  // where it was read from (parse_measured's `where`), for messages
 };
 
 // Throws dualpipe::Error naming the field (`where`.layer.f, ...) when malformed.
