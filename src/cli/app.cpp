@@ -93,42 +93,54 @@ bool known_command(CLI::App& app, int argc, char** argv) {
   return true;
 }
 
-// CLI11's words for an argument it cannot place ("The following arguments
-// were not expected: 1 --warmup-steps", in reverse order) and for an option
-// given twice ("At Most 1 required but received 2"), in ours: the argument,
-// the command, and the closest option where one is near.
+// An argument CLI11 could not place ("The following arguments were not
+// expected: 1 --warmup-steps", last first), in our words: the option (an
+// unknown option leaves its value behind it too) with the closest known
+// one where one is near, or the stray argument.
+std::string unexpected_argument_words(const CLI::App& cmd, const std::string& name, const std::string& what) {
+  const std::vector<std::string> extra = cmd.remaining();
+  if (extra.empty()) return what;
+  auto is_option = [](const std::string& a) {
+    return a.size() > 1 && a[0] == '-' && !std::isdigit(static_cast<unsigned char>(a[1])) && a[1] != '.';
+  };
+  const auto found = std::find_if(extra.begin(), extra.end(), is_option);
+  if (found == extra.end()) return fmt::format("{} takes no argument '{}' (options only)", name, extra.front());
+  std::vector<std::string> options;
+  for (const CLI::Option* opt : cmd.get_options()) {
+    for (const std::string& l : opt->get_lnames()) options.push_back("--" + l);
+    for (const std::string& s : opt->get_snames()) options.push_back("-" + s);
+  }
+  const std::string flag = found->substr(0, found->find('='));
+  const std::string near = closest_word(flag, options);
+  return fmt::format("{} has no option {}{}", name, flag, near.empty() ? "" : fmt::format(" (did you mean {}?)", near));
+}
+
+// "Could not convert: --steps = 1.5" in our words, by the option's type;
+// "" when the text is not of that form.
+std::string conversion_words(const CLI::App& cmd, const std::string& what) {
+  const std::string convert = "Could not convert: ";
+  const auto eq = what.find(" = ");
+  if (what.rfind(convert, 0) != 0 || eq == std::string::npos) return "";
+  const std::string option = what.substr(convert.size(), eq - convert.size()), value = what.substr(eq + 3);
+  const CLI::Option* opt = cmd.get_option_no_throw(option);
+  const std::string type = opt ? opt->get_type_name() : "";
+  const bool whole = type.find("INT") != std::string::npos;
+  return fmt::format("{}: '{}' is not {}", option, value,
+                     whole ? "a whole number" : type.find("FLOAT") != std::string::npos ? "a number" : "valid");
+}
+
+// CLI11's parse errors in our words: an argument it cannot place, a value
+// of the wrong type, an option given twice ("At Most 1 required but
+// received 2"); anything else as CLI11 says it.
 std::string parse_error_words(const CLI::App& app, const CLI::ParseError& e) {
   const std::vector<CLI::App*> parsed = app.get_subcommands();
   const CLI::App& cmd = parsed.empty() ? app : *parsed.front();
   const std::string name = parsed.empty() ? "dualpipe" : "dualpipe " + cmd.get_name();
-  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
-    const std::vector<std::string> extra = cmd.remaining();
-    if (extra.empty()) return e.what();
-    // An unknown option leaves its value behind it too: name the option.
-    auto is_option = [](const std::string& a) { return a.size() > 1 && a[0] == '-' && !std::isdigit(static_cast<unsigned char>(a[1])) && a[1] != '.'; };
-    const auto found = std::find_if(extra.begin(), extra.end(), is_option);
-    if (found == extra.end()) return fmt::format("{} takes no argument '{}' (options only)", name, extra.front());
-    const std::string& arg = *found;
-    std::vector<std::string> options;
-    for (const CLI::Option* opt : cmd.get_options()) {
-      for (const std::string& l : opt->get_lnames()) options.push_back("--" + l);
-      for (const std::string& s : opt->get_snames()) options.push_back("-" + s);
-    }
-    const std::string flag = arg.substr(0, arg.find('='));
-    const std::string near = closest_word(flag, options);
-    return fmt::format("{} has no option {}{}", name, flag, near.empty() ? "" : fmt::format(" (did you mean {}?)", near));
-  }
   const std::string what = e.what();
-  // "Could not convert: --steps = 1.5"
-  const std::string convert = "Could not convert: ";
-  const auto eq = what.find(" = ");
-  if (dynamic_cast<const CLI::ConversionError*>(&e) && what.rfind(convert, 0) == 0 && eq != std::string::npos) {
-    const std::string option = what.substr(convert.size(), eq - convert.size()), value = what.substr(eq + 3);
-    const CLI::Option* opt = cmd.get_option_no_throw(option);
-    const std::string type = opt ? opt->get_type_name() : "";
-    const bool whole = type.find("INT") != std::string::npos;
-    return fmt::format("{}: '{}' is not {}", option, value,
-                       whole ? "a whole number" : type.find("FLOAT") != std::string::npos ? "a number" : "valid");
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) return unexpected_argument_words(cmd, name, what);
+  if (dynamic_cast<const CLI::ConversionError*>(&e)) {
+    const std::string words = conversion_words(cmd, what);
+    if (!words.empty()) return words;
   }
   const auto twice = what.find(": At Most 1 required but received");
   if (twice != std::string::npos) return fmt::format("{} is given more than once", what.substr(0, twice));
