@@ -194,12 +194,7 @@ TEST(Checkpoint, KeepsTheNewestAndRefusesAnotherRun) {
 using test_support::CliRun;
 using test_support::run_cli;
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test_support::read_text;
 
 // The parameters of every stage in a rank file.
 std::map<std::string, torch::Tensor> saved_params(const std::string& file) {

@@ -16,12 +16,7 @@ namespace {
 using test_support::CliRun;
 using test_support::run_cli;
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return nlohmann::json::parse(text.str());
-}
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(test_support::read_text(path)); }
 
 TEST(ProfileCli, WritesPositiveLayerCostsThatPlanReads) {
   const std::string path = testing::TempDir() + "dualpipe_profile_test.json";

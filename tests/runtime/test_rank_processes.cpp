@@ -34,6 +34,7 @@ namespace {
 namespace fs = std::filesystem;
 
 using test_support::CliRun;
+using test_support::read_text;
 using test_support::run_cli;
 using Clock = std::chrono::steady_clock;
 
@@ -354,10 +355,7 @@ TEST(RankProcesses, AnOutputThatIsAnInputIsRefused) {
   };
   for (const Case& c : cases) {
     expect_one_error_line(run_cli(c.args), c.fragment, c.args);
-    std::ifstream in(corpus);
-    std::stringstream now;
-    now << in.rdbuf();
-    EXPECT_EQ(now.str(), text) << "the corpus changed: " << c.args;
+    EXPECT_EQ(read_text(corpus), text) << "the corpus changed: " << c.args;
   }
   fs::remove(link);
   fs::remove(corpus);
@@ -471,12 +469,10 @@ TEST(RankProcesses, ADivergedRunStopsWithoutSavingIt) {
       if (e.path().filename().string().rfind("step-", 0) == 0)
         newest = std::max(newest, std::stoi(e.path().filename().string().substr(5)));
     EXPECT_EQ(newest, step - 1) << kind << "\n" << r.out;
-    std::ifstream in(csv);
-    std::stringstream text;
-    text << in.rdbuf();
-    const auto rows = lines_of(text.str());
-    EXPECT_EQ(static_cast<int>(rows.size()), step) << text.str();  // the header and steps 1..step-1
-    EXPECT_FALSE(has(text.str(), "nan") || has(text.str(), "inf")) << text.str();
+    const std::string text = read_text(csv);
+    const auto rows = lines_of(text);
+    EXPECT_EQ(static_cast<int>(rows.size()), step) << text;  // the header and steps 1..step-1
+    EXPECT_FALSE(has(text, "nan") || has(text, "inf")) << text;
     fs::remove_all(dir);
     fs::remove(csv);
   }
@@ -500,21 +496,15 @@ TEST(RankProcesses, CtrlCKeepsTheStepsMadeAndResumeGoesOn) {
       "bash -c 'set -m; " + train + " --steps 1000000 >" + out + " 2>" + err + " & pid=$!; " +
       "for i in $(seq 600); do grep -q \"step \" " + out + " && break; sleep 0.1; done; sleep 0.5; " +
       "kill -INT -$pid; wait $pid; echo exit=$?'");
-  auto read = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
-  const std::string said = read(err);
-  ASSERT_TRUE(has(r.out, "exit=130")) << r.out << said << read(out);
+  const std::string said = read_text(err);
+  ASSERT_TRUE(has(r.out, "exit=130")) << r.out << said << read_text(out);
   std::smatch m;
   ASSERT_TRUE(std::regex_search(said, m, std::regex(R"(dualpipe: interrupted: stopped after step (\d+) of 1000000; kept checkpoint (\S+) and the loss curve)")))
       << said;
   const int done = std::stoi(m[1]);
   EXPECT_EQ(lines_of(said).size(), 1u) << said;  // that line alone
   EXPECT_TRUE(fs::exists(std::string(m[2]) + "/manifest.json")) << said;
-  EXPECT_EQ(lines_of(read(csv)).size(), static_cast<std::size_t>(done + 1)) << read(csv);  // header and every step
+  EXPECT_EQ(lines_of(read_text(csv)).size(), static_cast<std::size_t>(done + 1)) << read_text(csv);  // header and every step
   EXPECT_TRUE(fs::exists(svg));
   const CliRun resumed = run_cli(train.substr(std::string(DUALPIPE_BINARY).size() + 1) +
                                  fmt::format(" --steps {} --resume", done + 2));
@@ -528,14 +518,8 @@ TEST(RankProcesses, ResumeContinuesTheLossCurve) {
   fs::remove_all(dir);
   const std::string run = "train -m 1f1b -p 2 -n 2 --model mlp --hidden 8 --seq-len 2 --threads --checkpoint-every 2 "
                           "--keep-checkpoints 5 --checkpoint-dir " + dir + " --loss-csv " + csv + " --loss-svg " + svg;
-  auto read = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
   ASSERT_EQ(run_cli(run + " --steps 5").code, 0);  // checkpoints after steps 2, 4 and 5; rows 1..5
-  const auto first = lines_of(read(csv));
+  const auto first = lines_of(read_text(csv));
   ASSERT_EQ(first.size(), 6u);
   // As if the run had died before step 4's checkpoint, having written rows 3 and more.
   fs::remove_all(dir + "/step-000004");
@@ -543,12 +527,12 @@ TEST(RankProcesses, ResumeContinuesTheLossCurve) {
   CliRun r = run_cli(run + " --steps 6 --resume");
   ASSERT_EQ(r.code, 0) << r.out;
   ASSERT_TRUE(has(r.out, "resuming from " + dir + "/step-000002")) << r.out;
-  const auto rows = lines_of(read(csv));
-  ASSERT_EQ(rows.size(), 7u) << read(csv);  // the header and steps 1..6
+  const auto rows = lines_of(read_text(csv));
+  ASSERT_EQ(rows.size(), 7u) << read_text(csv);  // the header and steps 1..6
   for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(rows[i], first[i]);  // header, steps 1 and 2 kept as they were
-  for (std::size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i].rfind(std::to_string(i) + ",", 0), 0u) << read(csv);
+  for (std::size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i].rfind(std::to_string(i) + ",", 0), 0u) << read_text(csv);
   // The SVG's curve has a point for every step of the run.
-  const std::string picture = read(svg);
+  const std::string picture = read_text(svg);
   const auto at = picture.find("<polyline");
   ASSERT_NE(at, std::string::npos) << picture;
   const auto from = picture.find("points=\"", at) + 8;
@@ -731,10 +715,8 @@ TEST(RankProcesses, TrainJsonSummary) {
   EXPECT_GT(j["median_step_s"].get<double>(), 0.0);
   EXPECT_EQ(j["files"]["loss_csv"], csv);
   // The CSV holds the same steps.
-  std::ifstream in(csv);
-  std::stringstream text;
-  text << in.rdbuf();
-  EXPECT_EQ(lines_of(text.str()).size(), 4u) << text.str();
+  const std::string text = read_text(csv);
+  EXPECT_EQ(lines_of(text).size(), 4u) << text;
   fs::remove(csv);
 }
 
