@@ -314,7 +314,7 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
   } catch (const std::exception& e) {
     const std::string why = e.what(), line = why.substr(0, why.find('\n'));
     // The store's port taken: the bind fails at once, not after the timeout.
-    if (env.rank == 0 && line.find("Address already in use") != std::string::npos)
+    if (env.rank == 0 && compat::is_address_in_use(line))
       throw Error(fmt::format("rank 0: cannot start the rendezvous store on {}:{}: the port is in use by another "
                               "program (choose another MASTER_PORT)",
                               env.master_addr, env.master_port));

@@ -77,6 +77,14 @@ inline StorePtr make_tcp_store(const std::string& host, int port, bool server, i
   return c10::make_intrusive<c10d::TCPStore>(host, o);
 }
 
+// Whether a TCPStore error says the server's port is taken, as each version
+// words it: "Address already in use" (1.13) or "... name: EADDRINUSE,
+// message: address already in use" (2.x).
+inline bool is_address_in_use(const std::string& message) {
+  return message.find("Address already in use") != std::string::npos ||
+         message.find("EADDRINUSE") != std::string::npos;
+}
+
 inline StorePtr make_hash_store() { return c10::make_intrusive<c10d::HashStore>(); }
 
 // Keys of `store` seen under "prefix/": one rendezvous store serves every group.
