@@ -269,9 +269,12 @@ TEST(PlanCost, TensorParallelismDividesWorkParamsAndActivationsAndAddsCollective
 }
 
 TEST(PlanCost, SelectiveRecomputationDropsNamedPiecesAndRecomputesMlaUpProjections) {
-  // Dense MHA layer: selective drops both norms' outputs (2 h) and the FFN
-  // activation's output (ffn), all element-wise: no FLOPs counted.
-  const ModelSpec m = parse_model(dense_model());
+  // Dense MHA layer with a fused attention: selective drops both norms'
+  // outputs (2 h) and the FFN activation's output (ffn), all element-wise:
+  // no FLOPs counted.
+  json fused = dense_model();
+  fused["flash_attention"] = true;
+  const ModelSpec m = parse_model(fused);
   ClusterSpec c = parse_cluster(small_cluster());
   c.devices = 1;
   const PartCost none = model_costs(m, c, Parallel{1, 1, 1, 1, Recompute::None}).layers[0];
@@ -279,6 +282,16 @@ TEST(PlanCost, SelectiveRecomputationDropsNamedPiecesAndRecomputesMlaUpProjectio
   EXPECT_NEAR(none.act_bytes - sel.act_bytes, 2.0 * 128 * (2 * 256 + 1024), 1e-6);
   EXPECT_EQ(sel.rc, 0);
   EXPECT_DOUBLE_EQ(sel.i, none.i);
+  // Unfused, the attention keeps each head's s x s softmax (bf16): selective
+  // drops that too (Korthikanti et al.'s 2as^2b of a layer's 32sbh + 2as^2b)
+  // and redoes the score products: the forward's time beyond its linears.
+  const ModelSpec unfused = parse_model(dense_model());
+  const PartCost none_u = model_costs(unfused, c, Parallel{1, 1, 1, 1, Recompute::None}).layers[0];
+  const PartCost sel_u = model_costs(unfused, c, Parallel{1, 1, 1, 1, Recompute::Selective}).layers[0];
+  EXPECT_NEAR(none_u.act_bytes - sel_u.act_bytes, 2.0 * 128 * (2 * 256 + 1024) + 2.0 * 4 * 128 * 128, 1e-6);
+  EXPECT_GT(sel_u.rc, 0);
+  EXPECT_NEAR(sel_u.rc, none_u.f - none_u.w, 1e-15);  // the score products: the forward's time beyond the linears'
+  EXPECT_DOUBLE_EQ(sel_u.i, none_u.i + sel_u.rc);
   // MLA (DeepSeek-V3): the up-projections are re-run, 2 T (q_lora heads
   // (nope + rope) + kv_lora heads (nope + v)) FLOPs at the FP8 rate.
   const Preset p = load_preset("deepseek-v3");
@@ -642,7 +655,8 @@ TEST(PlanPlanner, EveryRowsStepSplitsIntoItsCausesThatAddUp) {
     EXPECT_NEAR(sum, r.step_s, 1e-9 * r.step_s) << r.method;
     EXPECT_GT(s.compute, 0);
     EXPECT_GE(s.bubble, -1e-12);
-    EXPECT_EQ(s.recompute > 0, r.par.recompute == Recompute::Full) << r.method;  // selective: element-wise only here
+    // Selective recomputation redoes this model's unfused attention scores too.
+    EXPECT_EQ(s.recompute > 0, r.par.recompute != Recompute::None) << r.method;
     if (r.par.tp == 1) {
       EXPECT_NEAR(s.tp_comm, 0, 1e-15);
     }

@@ -206,6 +206,10 @@ PartCost layer_cost(const ModelSpec& m, const ClusterSpec& c, const Parallel& pa
   if (par.recompute == Recompute::Selective) {
     p.act_bytes -= T * (d * at.dropped + fn.dropped_bytes) / t;
     p.rc = 2 * T * at.up_params / t / r.linear;  // norms and activation functions: element-wise, not counted
+    if (!m.flash_attention) {  // an attention that keeps its scores drops them too, and redoes their products
+      p.act_bytes -= T * at.lse / t;
+      p.rc += score / r.attention;
+    }
   } else if (par.recompute == Recompute::Full) {
     p.act_bytes = d * T * h / t;
     p.rc = p.f;

@@ -12,6 +12,7 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/train/corpus.h"
 #include "dualpipe/train/gpt.h"
+#include "dualpipe/train/lean_ops.h"
 #include "dualpipe/train/recompute.h"
 
 namespace dualpipe {
@@ -20,7 +21,7 @@ namespace {
 // y = x / sqrt(mean(x^2) + eps) * weight, over the last dimension.
 struct RmsNormImpl : torch::nn::Module {
   RmsNormImpl(int64_t d, torch::Dtype dtype) : weight(register_parameter("weight", torch::ones({d}, torch::dtype(dtype)))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
+  torch::Tensor forward(const torch::Tensor& x) { return rms_norm(x, weight, 1e-6); }
   torch::Tensor weight;
 };
 TORCH_MODULE(RmsNorm);

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "dualpipe/runtime/overlap.h"
+#include "dualpipe/train/lean_ops.h"
 #include "dualpipe/train/recompute.h"
 
 namespace dualpipe {
@@ -138,7 +139,7 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t d, int64_t f, torch::Dtype dtype, bool swig
 
 torch::Tensor ExpertMlpImpl::swiglu_proj(const torch::Tensor& h) {
   std::vector<torch::Tensor> parts = h.chunk(2, -1);
-  return proj(torch::silu(parts[0]) * parts[1]);
+  return proj(dualpipe::swiglu(parts[0], parts[1]));
 }
 
 torch::Tensor ExpertMlpImpl::activation_and_proj(const torch::Tensor& h) {

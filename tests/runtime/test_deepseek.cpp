@@ -8,14 +8,19 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <set>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cli_run.h"
 #include "dualpipe/runtime/launch.h"
+#include "dualpipe/plan/cost_model.h"
+#include "dualpipe/runtime/malloc_tuning.h"
 #include "dualpipe/runtime/mesh.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
@@ -23,6 +28,8 @@
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/deepseek.h"
 #include "dualpipe/train/gpt.h"
+#include "dualpipe/train/lean_ops.h"
+#include "dualpipe/train/perf.h"
 #include "dualpipe/train/trainer.h"
 #include "dualpipe/train/verify.h"
 #include "thread_ranks.h"
@@ -125,6 +132,125 @@ TEST(DeepSeekRecompute, GradientsEqualKeepingEverything) {
     VerifyResult v = test_support::verify_mesh(p, rc, shape, VerifyOptions{});
     EXPECT_LE(v.grad_error, 1e-12) << method;
     EXPECT_LE(v.loss_error, 1e-12) << method;
+  }
+}
+
+// The norm and the SwiGLU with backwards of their own give the gradients of
+// autograd's composition of the same formulas, and keep less (only their
+// inputs and one 1/rms per row) for the backward.
+TEST(LeanOps, GradientsEqualTheCompositionAndKeepLess) {
+  at::set_num_threads(1);
+  torch::manual_seed(3);
+  auto leaf = [](at::IntArrayRef shape) { return torch::randn(shape, torch::kFloat64).requires_grad_(true); };
+  const torch::Tensor x = leaf({3, 5, 16}), w = leaf({16}), a = leaf({3, 5, 16}), b = leaf({3, 5, 16});
+  const torch::Tensor g = torch::randn({3, 5, 16}, torch::kFloat64);
+  auto grads = [&](const torch::Tensor& y, std::vector<torch::Tensor> of) {
+    return torch::autograd::grad({y}, of, {g});
+  };
+  const auto lean_norm = grads(rms_norm(x, w), {x, w});
+  const auto plain_norm = grads(x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * w, {x, w});
+  const auto lean_glu = grads(swiglu(a, b), {a, b});
+  const auto plain_glu = grads(torch::silu(a) * b, {a, b});
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_LE(relative_difference(lean_norm[i], plain_norm[i]), 1e-13) << "rms_norm input " << i;
+    EXPECT_LE(relative_difference(lean_glu[i], plain_glu[i]), 1e-13) << "swiglu input " << i;
+  }
+  EXPECT_TRUE(torch::allclose(rms_norm(x, w), x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * w, 0, 0));
+  // Held after the forward, beyond inputs and output: nothing of the
+  // element-wise intermediates (autograd's composition keeps x * r, silu(a)).
+  auto held = [](auto&& f) {
+    f();  // the first call makes any one-time buffers
+    const double before = malloc_in_use_bytes();
+    torch::Tensor y = f();
+    return malloc_in_use_bytes() - before - static_cast<double>(y.numel() * y.element_size());
+  };
+  const torch::Tensor big = leaf({64, 256}), big_w = leaf({256}), big_b = leaf({64, 256});
+  const double row = 64 * 256 * 8;
+  EXPECT_LT(held([&] { return rms_norm(big, big_w); }), 0.5 * row);
+  EXPECT_GT(held([&] { return big * torch::rsqrt(big.pow(2).mean(-1, true) + 1e-6) * big_w; }), 0.9 * row);
+  EXPECT_LT(held([&] { return swiglu(big, big_b); }), 0.5 * row);
+  EXPECT_GT(held([&] { return torch::silu(big) * big_b; }), 0.9 * row);
+}
+
+// The planner's description of a runtime deepseek model: the same sizes,
+// float64, and an attention that keeps its softmax (not fused).
+plan::ModelSpec planner_spec(const ModelConfig& c) {
+  plan::ModelSpec m;
+  m.name = "deepseek";
+  m.layers = gpt_layers(c);
+  m.hidden = c.hidden;
+  m.heads = m.kv_heads = c.heads;
+  m.head_dim = c.hidden / c.heads;
+  m.ffn = moe_expert_ffn(c) * (c.top_k + c.shared_experts);
+  m.vocab = 64;
+  m.seq_len = c.seq_len;
+  m.dtype = "fp64";
+  m.dtype_bytes = 8;
+  m.flash_attention = false;
+  m.mla = {q_latent(c), kv_latent(c), c.hidden / c.heads, c.rope_dim, c.hidden / c.heads};
+  m.moe.experts = c.experts;
+  m.moe.top_k = c.top_k;
+  m.moe.shared_experts = c.shared_experts;
+  m.moe.expert_ffn = moe_expert_ffn(c);
+  for (int l = 0; l < m.layers; ++l) m.moe.is_moe.push_back(l >= c.dense_layers);
+  return m;
+}
+
+// Bytes block 1 keeps for its backward under `recompute`: measured (the
+// heap its forward leaves held) and as the planner predicts it.
+std::pair<double, double> kept_bytes(ModelConfig c, const std::string& recompute) {
+  c.recompute = recompute;
+  plan::ClusterSpec one;
+  one.devices = one.devices_per_node = 1;
+  one.memory_gib = 80;
+  one.matmul_tflops = 100;
+  one.intra_node_gbps = one.inter_node_gbps = 10;
+  plan::Parallel par;
+  par.micro_batch_size = static_cast<int>(c.micro_batch_size);
+  par.recompute = recompute == "none" ? plan::Recompute::None : plan::Recompute::Selective;
+  double measured = 1e300;  // the least of three: the heap only grows by what is held
+  for (int i = 0; i < 3; ++i) measured = std::min(measured, activation_unit_bytes(c));
+  return {measured, plan::model_costs(planner_spec(c), one, par).layers[1].act_bytes};
+}
+
+// Selective recomputation saves what the planner predicts for it: the bytes
+// a middle stage's one block keeps for its backward, with recompute none
+// and selective, measured on the heap against plan::model_costs for the same
+// block (a dense block and a MoE block, all experts local).
+TEST(DeepSeekRecompute, MemorySavedIsWhatThePlannerPredicts) {
+  at::set_num_threads(1);
+  ModelConfig c;
+  c.name = "deepseek";
+  c.stages = 3;
+  c.layers = 3;  // stage 1 holds block 1 alone
+  c.micro_batches = 1;
+  c.heads = 4;
+  c.micro_batch_size = 2;
+  c.experts = 8;
+  c.top_k = 2;
+  c.node_limit = 1;
+  c.expert_hosts = 1;
+  c.mtp_weight = 0;
+  c.dtype = torch::kFloat64;
+  // Attention-heavy (the s x s softmax is most of what selective drops) and
+  // projection-heavy (wider: the projections' outputs are); a dense and a MoE
+  // block each. 128 tokens a micro-batch: with fewer, autograd's own
+  // bookkeeping (a few hundred bytes per saved tensor) is no longer small
+  // beside the tensors.
+  for (auto [hidden, seq, dense_layers] : std::vector<std::tuple<int64_t, int64_t, int>>{
+           {64, 64, 2}, {64, 64, 1}, {128, 64, 2}, {128, 64, 1}}) {
+    c.hidden = hidden;
+    c.seq_len = seq;
+    c.dense_layers = dense_layers;
+    const auto none = kept_bytes(c, "none"), selective = kept_bytes(c, "selective");
+    const double measured = none.first - selective.first, predicted = none.second - selective.second;
+    std::cout << fmt::format("[ recompute ] {} block, hidden {} seq {}: kept {:.0f} -> {:.0f} KB measured, "
+                             "{:.0f} -> {:.0f} KB predicted; saved {:.0f} KB measured, {:.0f} KB predicted "
+                             "({:+.1f}%)\n",
+                             dense_layers == 2 ? "dense" : "MoE", c.hidden, c.seq_len, none.first / 1e3,
+                             selective.first / 1e3, none.second / 1e3, selective.second / 1e3, measured / 1e3,
+                             predicted / 1e3, 100 * (measured / predicted - 1));
+    EXPECT_NEAR(measured / predicted, 1.0, 0.15);
   }
 }
 
