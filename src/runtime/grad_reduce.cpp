@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "dualpipe/runtime/flat_params.h"
@@ -35,14 +36,18 @@ torch::Tensor owned_chunk(const GradBucket& b, const HolderGroup& g) {
 }  // namespace
 
 GradReducer::GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages,
-                         const std::vector<std::vector<int>>& replicas, GradReduceOptions options,
-                         std::function<void()> replica_sum)
+                         const std::vector<std::vector<int>>& replicas, const std::vector<TiedParameter>& tied,
+                         GradReduceOptions options, std::function<void()> replica_sum)
     : opt_(options), replica_sum_(std::move(replica_sum)) {
   if (opt_.bucket_bytes < 1) throw Error(fmt::format("the bucket size must be positive (got {} bytes)", opt_.bucket_bytes));
-  if (!mesh.make_group && (mesh.shape.ep > 1 || mesh.shape.dp > 1 || opt_.shard))
-    throw Error("expert or data parallelism and sharding need a mesh that can make groups (connect_mesh)");
-  // Every rank walks the same (stage, kind) order and makes the groups it is
-  // in, so no two ranks wait for each other's groups in opposite orders.
+  if (!mesh.make_group && (mesh.shape.ep > 1 || mesh.shape.dp > 1 || opt_.shard || !tied.empty()))
+    throw Error("expert or data parallelism, sharding and parameters shared between stages need a mesh that can "
+                "make groups (connect_mesh)");
+  std::set<std::pair<int, std::string>> shared;
+  for (const TiedParameter& t : tied) shared.insert(t.at.begin(), t.at.end());
+  // Every rank walks the same (stage, kind) order, then the tied
+  // parameters', and makes the groups it is in, so no two ranks wait for
+  // each other's groups in opposite orders.
   for (int s = 0; s < static_cast<int>(replicas.size()); ++s) {
     auto it = stages.find(s);
     if (it == stages.end()) continue;
@@ -53,41 +58,80 @@ GradReducer::GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages,
       g.expert = expert;
       for (auto& item : st.module->named_parameters()) {
         const bool is_expert = st.is_expert_param && st.is_expert_param(item.key());
-        if (is_expert == expert) g.params.push_back(item.value());
+        if (is_expert != expert || shared.count({s, item.key()})) continue;
+        g.params.push_back(item.value());
+        g.names.emplace_back(s, item.key());
       }
       if (g.params.empty()) continue;
       g.members = stage_holders(mesh, replicas[s], expert);
-      g.index = static_cast<int>(std::find(g.members.begin(), g.members.end(), mesh.rank) - g.members.begin());
-      if (g.holders() > 1 && mesh.make_group)
-        g.comm = mesh.make_group(g.members, fmt::format("s{}/{}/{}", s, expert ? "expert" : "dense", g.members.front()));
-      // Whole parameters per bucket, in order, until the next would pass the size.
-      const int64_t per_bucket = std::max<int64_t>(1, opt_.bucket_bytes / static_cast<int64_t>(g.params[0].element_size()));
-      int64_t offset = 0;
-      for (std::size_t i = 0; i < g.params.size(); ++i) {
-        const int64_t n = g.params[i].numel();
-        if (g.buckets.empty() || (g.buckets.back().end > g.buckets.back().begin &&
-                                  g.buckets.back().end - g.buckets.back().begin + n > per_bucket)) {
-          GradBucket bucket;
-          bucket.first = i;
-          bucket.begin = offset;
-          bucket.end = offset;
-          g.buckets.push_back(bucket);
-        }
-        g.buckets.back().last = i + 1;
-        g.buckets.back().end = offset += n;
-        g.bucket_of.push_back(g.buckets.size() - 1);
-      }
-      g.seen.assign(g.params.size(), 0);
-      for (GradBucket& bucket : g.buckets) bucket.chunk = (bucket.end - bucket.begin + g.holders() - 1) / g.holders();
-      if (opt_.shard) share_storage(g);
-      by_stage_[s].push_back(groups_.size());
-      groups_.push_back(std::move(g));
+      add_group(mesh, std::move(g), fmt::format("s{}/{}", s, expert ? "expert" : "dense"));
     }
   }
+  for (std::size_t t = 0; t < tied.size(); ++t) add_tied_group(mesh, stages, replicas, tied[t], static_cast<int>(t));
   for (const HolderGroup& g : groups_)
     for (const GradBucket& b : g.buckets)
       if (opt_.shard) owned_params_.push_back(b.values.narrow(0, g.index * b.chunk, b.chunk));
   if (!replica_sum_) add_hooks();
+}
+
+// Makes the group's communicator (named `key` and its first member on every
+// member) and its buckets: whole parameters per bucket, in order, until the
+// next would pass the size.
+void GradReducer::add_group(const Mesh& mesh, HolderGroup g, const std::string& key) {
+  g.index = static_cast<int>(std::find(g.members.begin(), g.members.end(), mesh.rank) - g.members.begin());
+  if (g.holders() > 1 && mesh.make_group) g.comm = mesh.make_group(g.members, fmt::format("{}/{}", key, g.members.front()));
+  const int64_t per_bucket = std::max<int64_t>(1, opt_.bucket_bytes / static_cast<int64_t>(g.params[0].element_size()));
+  int64_t offset = 0;
+  for (std::size_t i = 0; i < g.params.size(); ++i) {
+    const int64_t n = g.params[i].numel();
+    if (g.buckets.empty() ||
+        (g.buckets.back().end > g.buckets.back().begin && g.buckets.back().end - g.buckets.back().begin + n > per_bucket)) {
+      GradBucket bucket;
+      bucket.first = i;
+      bucket.begin = offset;
+      bucket.end = offset;
+      g.buckets.push_back(bucket);
+    }
+    g.buckets.back().last = i + 1;
+    g.buckets.back().end = offset += n;
+    g.bucket_of.push_back(g.buckets.size() - 1);
+  }
+  g.seen.assign(g.params.size(), 0);
+  for (GradBucket& bucket : g.buckets) bucket.chunk = (bucket.end - bucket.begin + g.holders() - 1) / g.holders();
+  if (opt_.shard) share_storage(g);
+  if (g.tie < 0) by_stage_[g.stage].push_back(groups_.size());
+  groups_.push_back(std::move(g));
+}
+
+// The group of tied parameter `t`: every holder of any stage that has a
+// copy; this rank's first copy is the group's parameter, the others its copies.
+void GradReducer::add_tied_group(const Mesh& mesh, const std::map<int, Stage>& stages,
+                                 const std::vector<std::vector<int>>& replicas, const TiedParameter& t, int index) {
+  HolderGroup g;
+  g.tie = index;
+  g.stage = t.at.empty() ? 0 : t.at.front().first;
+  std::vector<torch::Tensor> held;
+  for (const auto& [s, name] : t.at) {
+    if (s < 0 || s >= static_cast<int>(replicas.size()))
+      throw Error(fmt::format("{} is tied to stage {}, which is not among the schedule's {} stages", t.name, s,
+                              replicas.size()));
+    const std::vector<int> m = stage_holders(mesh, replicas[static_cast<std::size_t>(s)], false);
+    g.members.insert(g.members.end(), m.begin(), m.end());
+    auto it = stages.find(s);
+    if (it == stages.end()) continue;
+    const torch::Tensor* p = it->second.module->named_parameters().find(name);
+    if (!p) throw Error(fmt::format("{}: stage {} has no parameter {}", t.name, s, name));
+    if (!held.empty() && !p->sizes().equals(held.front().sizes()))
+      throw Error(fmt::format("{}: stage {}'s {} is not the shape of the first copy", t.name, s, name));
+    held.push_back(*p);
+  }
+  if (held.empty()) return;  // not a holder
+  std::sort(g.members.begin(), g.members.end());
+  g.members.erase(std::unique(g.members.begin(), g.members.end()), g.members.end());
+  g.params = {held.front()};
+  g.names = {t.at.front()};
+  g.copies = {std::vector<torch::Tensor>(held.begin() + 1, held.end())};
+  add_group(mesh, std::move(g), fmt::format("tied{}", index));
 }
 
 GradReducer::~GradReducer() { self_.reset(); }
@@ -125,6 +169,8 @@ void GradReducer::share_storage(HolderGroup& g) {
       torch::Tensor view = b.values.narrow(0, off, p.numel()).view_as(p);
       view.copy_(p.detach());
       p.set_data(view);
+      if (i < g.copies.size())
+        for (torch::Tensor& c : g.copies[i]) c.set_data(view);
       off += p.numel();
     }
   }
@@ -143,6 +189,9 @@ void GradReducer::post_bucket(HolderGroup& g, std::size_t i) {
   for (std::size_t k = b.first; k < b.last; ++k) {
     const torch::Tensor& p = g.params[k];
     if (p.grad().defined()) b.flat.narrow(0, off, p.numel()).copy_(p.grad().reshape({-1}));
+    if (k < g.copies.size())
+      for (const torch::Tensor& c : g.copies[k])
+        if (c.grad().defined()) b.flat.narrow(0, off, p.numel()).add_(c.grad().reshape({-1}));
     off += p.numel();
   }
   if (!g.comm) return;
@@ -226,12 +275,8 @@ void GradReducer::finish() {
       else if (b.work)
         g.comm->wait(b.work, -1, [&] { return what(g, k); });
     }
-    if (!opt_.shard && g.comm)  // without a group the gradients are already the sums
-      for (const GradBucket& b : g.buckets) {
-        std::vector<torch::Tensor> params(g.params.begin() + static_cast<std::ptrdiff_t>(b.first),
-                                          g.params.begin() + static_cast<std::ptrdiff_t>(b.last));
-        set_flat_grads(params, b.flat.narrow(0, 0, b.end - b.begin));
-      }
+    // Without a group of others and without copies here, the gradients are already the sums.
+    if (!opt_.shard && (g.comm || !g.copies.empty())) write_sums(g);
     for (GradBucket& b : g.buckets) {
       b.work = compat::WorkPtr();
       b.ticket = nullptr;
@@ -241,6 +286,25 @@ void GradReducer::finish() {
     g.armed = false;
     g.posted = 0;
   }
+}
+
+// Unsharded: the reduced buckets into the parameters' gradients; a tied
+// group's copies on this rank receive the same sum.
+void GradReducer::write_sums(HolderGroup& g) {
+  auto defined = [](torch::Tensor& p) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+  };
+  for (const GradBucket& b : g.buckets) {
+    std::vector<torch::Tensor> params(g.params.begin() + static_cast<std::ptrdiff_t>(b.first),
+                                      g.params.begin() + static_cast<std::ptrdiff_t>(b.last));
+    for (torch::Tensor& p : params) defined(p);
+    set_flat_grads(params, b.flat.narrow(0, 0, b.end - b.begin));
+  }
+  for (std::size_t k = 0; k < g.copies.size(); ++k)
+    for (torch::Tensor& c : g.copies[k]) {
+      defined(c);
+      c.mutable_grad().copy_(g.params[k].grad());
+    }
 }
 
 double GradReducer::owned_sq_norm() const {
@@ -259,6 +323,9 @@ void GradReducer::scale(double factor) {
     } else {
       for (auto& p : g.params)
         if (p.grad().defined()) p.mutable_grad().mul_(factor);
+      for (auto& copies : g.copies)
+        for (auto& c : copies)
+          if (c.grad().defined()) c.mutable_grad().mul_(factor);
     }
   }
 }

@@ -1,5 +1,6 @@
 #include "dualpipe/train/deepseek.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
 #include <cmath>
@@ -169,7 +170,9 @@ struct DeepSeekStageImpl : torch::nn::Module {
       norm_f = register_module("norm_f", RmsNorm(c.hidden, c.dtype));
       head = register_module("head", SplitLinear(c.hidden, vocab, c.dtype));
       if (carry) {
-        mtp_tok = register_module("mtp_tok", torch::nn::Embedding(vocab, c.hidden));
+        // Its copy of stage 0's embedding (tied: PipelineModel::tied), unless
+        // that embedding is on this stage.
+        if (!first_stage) mtp_tok = register_module("mtp_tok", torch::nn::Embedding(vocab, c.hidden));
         mtp_norm_h = register_module("mtp_norm_h", RmsNorm(c.hidden, c.dtype));
         mtp_norm_e = register_module("mtp_norm_e", RmsNorm(c.hidden, c.dtype));
         mtp_merge = register_module("mtp_merge", SplitLinear(2 * c.hidden, c.hidden, c.dtype));
@@ -196,7 +199,7 @@ struct DeepSeekStageImpl : torch::nn::Module {
     if (!carry) return logits;
     // Multi-token prediction: position i with token i+1 predicts token i+2.
     const int64_t T = h.size(1);
-    torch::Tensor next = mtp_tok(tokens.narrow(1, 1, T - 1).to(torch::kInt64));
+    torch::Tensor next = (mtp_tok ? mtp_tok : tok)(tokens.narrow(1, 1, T - 1).to(torch::kInt64));
     torch::Tensor hm = mtp_merge(torch::cat({mtp_norm_h(h.narrow(1, 0, T - 1)), mtp_norm_e(next)}, -1));
     return torch::cat({logits, head(norm_f(mtp_block(hm)))}, 1);
   }
@@ -221,6 +224,14 @@ struct DeepSeekStageImpl : torch::nn::Module {
   DeepSeekBlock mtp_block{nullptr};
 };
 TORCH_MODULE(DeepSeekStage);
+
+// The token embedding's initial values, normal(0, 0.02) as every embedding
+// (init_transformer_weights), from a generator of their own, so that the
+// stages that hold a copy draw the same values.
+torch::Tensor embedding_init(const ModelConfig& c, int64_t vocab) {
+  auto gen = at::detail::createCPUGenerator(c.seed * 7919 + 7907);
+  return (torch::randn({vocab, c.hidden}, gen, torch::kFloat64) * 0.02).to(c.dtype);
+}
 
 void check_range(const char* what, double v, double lo, double hi) {
   if (!(v >= lo && v <= hi) || !std::isfinite(v))
@@ -279,9 +290,17 @@ PipelineModel deepseek_model(const ModelConfig& c, const ExpertGroup& group) {
   m.moe_stats = stats;
   m.build = [c, layers, vocab, group, stats](int stage) {
     const auto [first, end] = gpt_blocks(stage, c.stages, layers);
-    return init_transformer_stage(
-        DeepSeekStage(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats), c, stage, layers, true);
+    DeepSeekStage mod(c, vocab, first, end, stage == 0, stage == c.stages - 1, group, stats);
+    Stage st = init_transformer_stage(mod, c, stage, layers, true);
+    // Stage 0's embedding and the MTP module's copy start equal.
+    torch::NoGradGuard no_grad;
+    for (auto e : {mod->tok, mod->mtp_tok})
+      if (e) e->weight.copy_(embedding_init(c, vocab));
+    return st;
   };
+  if (mtp && c.stages > 1)
+    m.tied.push_back({"the token embedding (stage 0's, shared by the multi-token prediction module)",
+                      {{0, "tok.weight"}, {c.stages - 1, "mtp_tok.weight"}}});
   auto windows = feed_corpus(m, c, corpus);
   const int64_t T = c.seq_len;
   const double lambda = c.mtp_weight;

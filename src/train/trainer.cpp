@@ -79,7 +79,7 @@ std::unique_ptr<GradReducer> make_reducer(RankExecutor& exec, const Mesh& mesh, 
   // then summed point to point by the executor.
   std::function<void()> p2p;
   if (!mesh.make_group) p2p = [&exec] { exec.sum_replica_grads(); };
-  auto r = std::make_unique<GradReducer>(mesh, exec.stages(), exec.replicas(), g, p2p);
+  auto r = std::make_unique<GradReducer>(mesh, exec.stages(), exec.replicas(), exec.model().tied, g, p2p);
   if (o.overlap && mesh.make_group) {
     exec.set_on_grads_done([p = r.get()](int stage) { p->start(stage); });
     exec.set_grad_hooks([p = r.get()](int stage) { p->arm(stage); },

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 #include "dualpipe/runtime/executor.h"
@@ -28,6 +29,19 @@ Reference unpipelined_step(const PipelineModel& m, int N, int64_t /*micro_batch_
     torch::Tensor l = m.loss(x, mb);
     ref.losses.push_back(l.item<double>());
     (l / static_cast<double>(N)).backward();
+  }
+  // A tied parameter is one tensor used by several stages: its gradient is
+  // the sum of what each use contributed, and every copy holds it.
+  for (const TiedParameter& t : m.tied) {
+    std::vector<torch::Tensor> copies;
+    torch::Tensor sum;
+    for (const auto& [s, name] : t.at) {
+      copies.push_back(stages[static_cast<std::size_t>(s)].module->named_parameters()[name]);
+      const torch::Tensor g = copies.back().grad().defined() ? copies.back().grad() : torch::zeros_like(copies.back());
+      sum = sum.defined() ? sum + g : g.clone();
+      if (copies.size() > 1) ref.tied_copies.insert({s, name});
+    }
+    for (torch::Tensor& c : copies) c.mutable_grad() = sum.clone();
   }
   for (auto& st : stages) {
     std::vector<torch::Tensor> g;
@@ -60,10 +74,11 @@ namespace {
 void reference_adamw_step(Reference& ref, const VerifyOptions& o) {
   std::vector<torch::Tensor> params;
   double sq = 0;
-  for (auto& st : ref.stages)
-    for (auto& p : st.module->parameters()) {
+  for (std::size_t s = 0; s < ref.stages.size(); ++s)
+    for (auto& item : ref.stages[s].module->named_parameters()) {
+      torch::Tensor& p = item.value();
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-      sq += p.grad().pow(2).sum().item<double>();
+      if (!ref.tied_copies.count({static_cast<int>(s), item.key()})) sq += p.grad().pow(2).sum().item<double>();
       params.push_back(p);
     }
   const double norm = std::sqrt(sq);
@@ -168,13 +183,11 @@ void compare_grads(const PipelinedStep& p, const Reference& ref, const Slots& sl
 void compare_chunks(const PipelinedStep& p, const Reference& ref, const Slots& sl, torch::Tensor& err) {
   std::size_t k = 0;
   for (const HolderGroup& g : p.reducer->groups()) {
-    std::map<std::string, std::size_t> ref_pos;
-    for (std::size_t i = 0; i < ref.names[g.stage].size(); ++i) ref_pos[ref.names[g.stage][i]] = i;
-    const Stage& stage = p.exec->stages().at(g.stage);
     std::vector<torch::Tensor> want;
-    for (auto& item : stage.module->named_parameters()) {
-      const bool expert = stage.is_expert_param && stage.is_expert_param(item.key());
-      if (expert == g.expert) want.push_back(ref.grads[g.stage][ref_pos.at(item.key())]);
+    for (const auto& [s, name] : g.names) {
+      const std::vector<std::string>& names = ref.names[static_cast<std::size_t>(s)];
+      want.push_back(ref.grads[static_cast<std::size_t>(s)][static_cast<std::size_t>(
+          std::find(names.begin(), names.end(), name) - names.begin())]);
     }
     const torch::Tensor flat = flatten(want);
     const double scale = std::max(flat.abs().max().item<double>(), 1e-300);

@@ -115,6 +115,7 @@ class RankExecutor {
   void sum_replica_grads();
 
   const std::map<int, Stage>& stages() const { return stages_; }
+  const PipelineModel& model() const { return model_; }
   // Ranks that run each stage, from the schedule.
   const std::vector<std::vector<int>>& replicas() const { return replicas_; }
   const Schedule& schedule() const { return *sched_; }

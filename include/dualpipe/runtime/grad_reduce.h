@@ -16,6 +16,11 @@
 // bucket of its own), one collective per bucket in bucket order. The result
 // is the same on every holder and from run to run.
 //
+// A parameter several stages share (PipelineModel::tied) is taken out of its
+// stages' groups and reduced in a group of its own, over every holder of any
+// of those stages, after the stages' groups (in finish()); a rank that holds
+// two of the copies adds them first. Every copy then has the same gradient.
+//
 // Sharding (ZeRO-1): each holder owns an equal chunk of every bucket. The
 // bucket is reduce-scattered (each holder ends with the sum of its own chunk
 // only), the optimizer updates the owned chunk of the parameters, and an
@@ -90,9 +95,15 @@ struct GradBucket {
 struct HolderGroup {
   int stage = 0;
   bool expert = false;                // expert parameters (else dense)
+  int tie = -1;                       // the tied parameter it reduces (index in the model's list); -1: a stage's own
   std::vector<int> members;           // job ranks, sorted
   int index = 0;                      // this rank among them
   std::vector<torch::Tensor> params;  // in registration order
+  std::vector<std::pair<int, std::string>> names;  // (stage, name) of each parameter
+  // A tied group on a rank that holds several of the stages sharing the
+  // parameter: its other copies here, per parameter. Their gradients are
+  // added to the first's before the reduction, and they receive the sum too.
+  std::vector<std::vector<torch::Tensor>> copies;
   std::shared_ptr<Comm> comm;         // null: a group of one
   std::vector<GradBucket> buckets;
   std::vector<std::size_t> bucket_of;  // per parameter
@@ -115,8 +126,11 @@ class GradReducer {
   // without make_group (a caller's single pipeline group) supports only
   // replicas within the pipeline, summed by point-to-point exchange
   // (`replica_sum`), and no sharding.
+  // `tied`: the model's parameters shared between stages (groups need a
+  // mesh with make_group).
   GradReducer(const Mesh& mesh, const std::map<int, Stage>& stages, const std::vector<std::vector<int>>& replicas,
-              GradReduceOptions options, std::function<void()> replica_sum = {});
+              const std::vector<TiedParameter>& tied, GradReduceOptions options,
+              std::function<void()> replica_sum = {});
 
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -161,6 +175,10 @@ class GradReducer {
   bool sharded() const { return opt_.shard; }
 
  private:
+  void add_group(const Mesh& mesh, HolderGroup g, const std::string& key);
+  void add_tied_group(const Mesh& mesh, const std::map<int, Stage>& stages,
+                      const std::vector<std::vector<int>>& replicas, const TiedParameter& t, int index);
+  void write_sums(HolderGroup& g);
   void launch(HolderGroup& g);
   void post_ready(HolderGroup& g);
   void post_bucket(HolderGroup& g, std::size_t i);

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -39,6 +40,17 @@ struct Stage {
   std::function<bool(const std::string& name)> is_expert_param;
 };
 
+// One parameter that several stages use, as DeepSeek-V3's multi-token
+// prediction module on the last stage shares the token embedding of stage 0.
+// Each stage holds a copy of its own (named `at[i].second` in its
+// module->named_parameters()), built equal; the gradient reduction sums the
+// copies' gradients over every rank that holds any of them (GradReducer), so
+// the copies get the same gradient and stay equal, as one shared tensor would.
+struct TiedParameter {
+  std::string name;                             // for messages: "the token embedding"
+  std::vector<std::pair<int, std::string>> at;  // (stage, parameter name), at least two
+};
+
 // How to build the stages and feed the pipeline. Plain data of callbacks
 // (copyable); the callbacks may be called from each rank's thread, so they
 // must not share mutable state between ranks unguarded.
@@ -54,6 +66,8 @@ struct PipelineModel {
   std::function<void(int step)> begin_step;
   // moe: tokens per expert and balance loss of the blocks built (null otherwise).
   std::shared_ptr<MoeStats> moe_stats;
+  // Parameters shared between stages (the stages' copies are reduced as one).
+  std::vector<TiedParameter> tied;
 };
 
 }  // namespace dualpipe

@@ -28,8 +28,10 @@
 // it), so the last stage sees them. For positions i < T-1:
 //   h'_i = M [norm(h_i); norm(E'(t_{i+1}))],  h''= block(h'),
 //   logits'_i = head(norm_f(h''_i)) predicts t_{i+2}
-// with the main model's output head and final norm; E' is the MTP module's
-// own embedding (the main embedding lives on stage 0, another rank). The
+// with the main model's output head and final norm, and E = E' the main
+// model's token embedding: the last stage holds a copy of stage 0's, tied to
+// it (PipelineModel::tied: the two copies' gradients are summed, so they
+// stay equal; with one stage it is the same module). The
 // last stage returns [logits; logits'] along the sequence ([B, 2T-1, V]);
 // loss = CE(main) + mtp_weight * CE(MTP).
 //

@@ -1,6 +1,7 @@
 #pragma once
 // `dualpipe verify`: one step pipelined against the same batch unpipelined.
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct Reference {
   std::vector<double> losses;                     // per micro-batch
   std::vector<std::vector<torch::Tensor>> grads;  // [stage][parameter]
   std::vector<std::vector<std::string>> names;    // [stage][parameter]
+  // (stage, name) of every tied parameter's copies after its first: their
+  // gradient is the sum over all the copies (the gradient of one shared
+  // tensor), and they count once in the gradient norm.
+  std::set<std::pair<int, std::string>> tied_copies;
 };
 Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t micro_batch_size = 0);
 
