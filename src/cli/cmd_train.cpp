@@ -67,6 +67,7 @@ struct Opts {
   CLI::Option* warmup_opt = nullptr;
   std::string loss_csv = "train_loss.csv", loss_svg = "train_loss.svg";
   std::string trace, svg;
+  std::string load_svg;  // models with experts: the expert load per step (empty: none)
   double svg_width = 0;
   std::string checkpoint_dir;
   CLI::Option *trace_opt = nullptr, *svg_opt = nullptr, *checkpoint_opt = nullptr;  // given (maybe as "")
@@ -140,6 +141,14 @@ void write_loss_outputs(const Opts& o, const Schedule& s, const RunReport& rr) {
   if (o.loss_csv == "-") write_output(o.loss_csv, csv);
   write_output(o.loss_svg, line_chart_svg(fmt::format("{} on {} ranks: training loss", s.method, s.ranks), "step",
                                           "loss (mean over micro-batches)", all_x, all_y));
+  if (o.load_svg.empty()) return;
+  std::vector<double> steps, loads;
+  for (const StepStats& st : rr.steps) {
+    steps.push_back(st.step + 1);
+    loads.push_back(st.expert_load);
+  }
+  write_output(o.load_svg, line_chart_svg(fmt::format("{} on {} ranks: expert load", s.method, s.ranks), "step",
+                                          "max/mean tokens per expert (mean over MoE blocks)", steps, loads));
 }
 
 // The measured last step, and the simulator fed with what each action of it cost.
@@ -212,6 +221,7 @@ nlohmann::json summary_json(const Opts& o, const Schedule& s, const TrainOptions
   }
   nlohmann::json files = {{"loss_csv", o.loss_csv}, {"loss_svg", o.loss_svg}};
   if (!o.svg.empty()) files["svg"] = o.svg;
+  if (!o.load_svg.empty()) files["load_svg"] = o.load_svg;
   if (!o.trace.empty()) files["trace"] = o.trace;
   j["files"] = files;
   return j;
@@ -237,8 +247,8 @@ std::string summary_text(const Opts& o, const Schedule& s, const RunReport& rr, 
     t += fmt::format("peak activation memory (heap growth during the step) against the simulated peak count: {}\n",
                      per);
   }
-  t += fmt::format("wrote {}, {}{}{}\n", o.loss_csv, o.loss_svg, o.svg.empty() ? "" : ", " + o.svg,
-                   o.trace.empty() ? "" : ", " + o.trace);
+  t += fmt::format("wrote {}, {}{}{}{}\n", o.loss_csv, o.loss_svg, o.load_svg.empty() ? "" : ", " + o.load_svg,
+                   o.svg.empty() ? "" : ", " + o.svg, o.trace.empty() ? "" : ", " + o.trace);
   std::vector<double> waits;
   for (const StepStats& st : rr.steps) waits.push_back(st.reduce_seconds);
   t += fmt::format("gradient reduction after the pipeline (not hidden): median {:.4f} s a step (slowest rank; "
@@ -273,8 +283,9 @@ void check_outputs(const Opts& o) {
   output("--loss-svg", o.loss_svg);
   if (o.trace_opt->count() > 0) output("--trace", o.trace);
   if (o.svg_opt->count() > 0) output("--svg", o.svg);
+  if (!o.load_svg.empty()) output("--load-svg", o.load_svg);
   require_distinct_outputs({{"--output", o.output}, {"--loss-csv", o.loss_csv}, {"--loss-svg", o.loss_svg},
-                            {"--trace", o.trace}, {"--svg", o.svg}});
+                            {"--trace", o.trace}, {"--svg", o.svg}, {"--load-svg", o.load_svg}});
   if (o.checkpoint_opt->count() > 0) require_output_folder("--checkpoint-dir", o.checkpoint_dir);
 }
 
@@ -295,6 +306,9 @@ void validate(const Opts& o) {
     throw Error(fmt::format("--warmup-steps {} is more than --steps {}: the rate would never reach --lr",
                             o.warmup_steps, o.steps));
   if (o.weight_decay < 0 || o.clip < 0) throw Error("--weight-decay and --clip must not be negative");
+  if (!o.load_svg.empty() && !has_experts(o.model.model))
+    throw Error(fmt::format("--load-svg draws the expert load: it needs a model with experts (moe, deepseek; got {})",
+                            o.model.model));
   if (o.svg_width != 0 && o.svg_opt->count() == 0)
     throw Error("--svg-width shapes the --svg picture: add --svg FILE (see dualpipe train --help)");
   check_svg_width(o.svg_width);
@@ -513,6 +527,9 @@ void add_train_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--clip", o->clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
   cmd->add_option("--loss-csv", o->loss_csv, "write the loss curve as CSV")->capture_default_str();
   cmd->add_option("--loss-svg", o->loss_svg, "write the loss curve as SVG")->capture_default_str();
+  cmd->add_option("--load-svg", o->load_svg,
+                  "models with experts: write the expert load per step (max/mean tokens per expert, mean over MoE "
+                  "blocks) as SVG (default: none)");
   o->trace_opt = cmd->add_option("--trace", o->trace, "write the last step's measured timeline as a Chrome trace");
   o->svg_opt = cmd->add_option("--svg", o->svg, "write the last step's measured timeline as SVG");
   add_svg_width_option(cmd, o->svg_width);

@@ -485,6 +485,31 @@ TEST(DeepSeekCli, VerifyWithProcessRanksPasses) {
   EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
 }
 
+// --load-svg draws the expert load of every step; a model without experts
+// has none to draw and is refused in one line.
+TEST(DeepSeekCli, TrainDrawsTheExpertLoad) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / fmt::format("dp_load_{}", getpid());
+  fs::create_directories(dir);
+  const std::string svg = (dir / "load.svg").string(), files = " --loss-csv " + (dir / "l.csv").string() +
+                                                            " --loss-svg " + (dir / "l.svg").string();
+  test_support::CliRun r = test_support::run_cli(
+      "train -m 1f1b -p 2 -n 4 --threads --model deepseek --hidden 16 --seq-len 6 --heads 2 --steps 3 --load-svg " +
+      svg + files);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string picture = test_support::read_text(svg);
+  EXPECT_NE(picture.find("<svg"), std::string::npos);
+  EXPECT_NE(picture.find("expert load"), std::string::npos);
+  EXPECT_NE(r.out.find(svg), std::string::npos) << "the summary names the file\n" << r.out;
+  test_support::CliRun gpt = test_support::run_cli("train -m 1f1b -p 2 -n 4 --threads --model gpt --steps 1 --load-svg " +
+                                                   svg + files);
+  EXPECT_EQ(gpt.code, 2) << gpt.out;
+  EXPECT_NE(gpt.out.find("--load-svg draws the expert load: it needs a model with experts (moe, deepseek; got gpt)"),
+            std::string::npos)
+      << gpt.out;
+  fs::remove_all(dir);
+}
+
 // bench runs the model too: its yardsticks feed random boundaries to a
 // stage, whose token channel (multi-token prediction) must still be valid.
 TEST(DeepSeekCli, BenchRuns) {
