@@ -104,7 +104,9 @@ TEST(PlanCli, MeasuredProfileDrivesThePlan) {
   write_file(profile, R"({"micro_batch_size": 1, "layer": {"f": -1}})");
   CliRun bad = run("plan --model " + model + " --cluster " + cluster + " --profile " + profile + " --global-batch 64");
   EXPECT_EQ(bad.code, 2);
-  EXPECT_NE(bad.out.find(".layer.f must be a finite number >= 0 (got -1)"), std::string::npos) << bad.out;
+  // Worded as model files' errors are: the file, then the field.
+  EXPECT_NE(bad.out.find(profile + ": profile.layer.f must be a finite number >= 0 (got -1)"), std::string::npos)
+      << bad.out;
 }
 
 TEST(PlanCli, SearchJsonHasTheDocumentedFields) {

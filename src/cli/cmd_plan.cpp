@@ -195,7 +195,7 @@ plan::PlanRequest plan_request(const PlanOpts& o) {
   if (!o.recompute.empty()) req.model.recompute = o.recompute;
   if (!o.profile.empty()) {
     req.use_measured = true;
-    req.measured = plan::parse_measured(plan::read_json_file(o.profile), o.profile);
+    req.measured = plan::read_measured_file(o.profile);
   }
   req.global_batch = global_batch_value(o.global_batch);
   if (o.memory_limit_given && !(o.memory_limit > 0 && o.memory_limit <= 1e9))

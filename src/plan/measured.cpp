@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "dualpipe/plan/spec.h"
 #include "dualpipe/schedule/error.h"
 
 namespace dualpipe::plan {
@@ -46,6 +47,17 @@ MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where) 
     m.expert_parallel = e.get<int>();
   }
   return m;
+}
+
+MeasuredCosts read_measured_file(const std::string& path) {
+  const nlohmann::json j = read_json_file(path);
+  try {
+    MeasuredCosts m = parse_measured(j, "profile");
+    m.source = path;
+    return m;
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", path, e.what()));
+  }
 }
 
 void apply_measured(ModelCosts& mc, const MeasuredCosts& m, const Parallel& par) {

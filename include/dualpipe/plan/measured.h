@@ -31,6 +31,11 @@ struct MeasuredCosts {
 // Throws dualpipe::Error naming the field (`where`.layer.f, ...) when malformed.
 MeasuredCosts parse_measured(const nlohmann::json& j, const std::string& where);
 
+// Reads and parses a profile file (`dualpipe profile`'s output); errors start
+// with the file name, as model files' do ("p.json: profile.layer.f is
+// missing ..."). The result's source is the file name.
+MeasuredCosts read_measured_file(const std::string& path);
+
 // Replaces the compute times and activation bytes of every layer (dense
 // layers, those without expert parameters, from dense_layer where given),
 // the embedding and the head with the measured ones, scaled linearly to the
