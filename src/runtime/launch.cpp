@@ -311,6 +311,11 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
     mesh = connect_mesh(store, env.rank, shape, o.timeout, is_loopback(env.master_addr));
   } catch (const Error&) {
     throw;
+  } catch (const NotAStore& e) {
+    // No store to ask which ranks are missing: a store client reading that
+    // program's bytes would abort the process from LibTorch's own thread.
+    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank,
+                            env.master_addr, env.master_port, timeout_s, e.what()));
   } catch (const std::exception& e) {
     const std::string why = e.what(), line = why.substr(0, why.find('\n'));
     // The store's port taken: the bind fails at once, not after the timeout.

@@ -124,9 +124,9 @@ void require_rendezvous_store(const std::string& host, int port, std::chrono::mi
   const bool spoke = ready > 0 && ::recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
   ::close(fd);
   if (spoke)
-    throw std::runtime_error(fmt::format("the program on port {} is not a rendezvous store: it sent bytes before it "
-                                         "was asked anything; is that port free of other programs?",
-                                         port));
+    throw NotAStore(fmt::format("the program on port {} is not a rendezvous store: it sent bytes before it was asked "
+                                "anything; is that port free of other programs?",
+                                port));
 }
 
 UncaughtAsOneLine::UncaughtAsOneLine(std::string context) {

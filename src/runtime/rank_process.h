@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -26,7 +27,7 @@ std::string missing_ranks(const std::string& host, int port, int world, std::chr
 // would retry the lookup every second until --timeout.
 void require_resolvable(const std::string& host, int port);
 
-// Throws std::runtime_error if the program listening at host:port sends
+// Throws NotAStore if the program listening at host:port sends
 // bytes before it is asked anything, as no rendezvous store does: c10d's
 // store client trusts what it reads (lengths, message kinds), and its
 // listener thread aborts the process (std::length_error, SIGABRT) on a
@@ -34,6 +35,9 @@ void require_resolvable(const std::string& host, int port);
 // returns quietly if it never does (the store's own connect reports that).
 // Connects and closes without a word, which a real store takes as a client
 // that went away.
+struct NotAStore : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 void require_rendezvous_store(const std::string& host, int port, std::chrono::milliseconds timeout);
 
 // While it lives, an exception that escapes a thread (a library's thread,
