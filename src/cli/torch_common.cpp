@@ -432,6 +432,7 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   l.timeout = std::chrono::seconds(o.timeout_s);
   l.intra_op_threads = o.intra_op_threads;
   l.max_restarts = o.max_restarts;
+  l.backend = parse_backend(o.backend);
   l.args.assign(program_args.argv, program_args.argv + program_args.argc);
   check_launch_options(l);
   return l;
