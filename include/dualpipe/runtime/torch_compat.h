@@ -115,6 +115,16 @@ inline GroupPtr make_nccl(const StorePtr& store, int rank, int world, std::chron
 #endif
 }
 
+// The name of the backend that carries `group`'s CUDA tensors: "nccl" for
+// make_nccl's groups, "gloo" for make_gloo's (1.13: the group's own name).
+inline std::string cuda_backend_name(const GroupPtr& group) {
+#if TORCH_VERSION_MAJOR >= 2
+  return group->getBackend(c10::DeviceType::CUDA)->getBackendName();
+#else
+  return group->getBackendName();
+#endif
+}
+
 inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,
                                std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
