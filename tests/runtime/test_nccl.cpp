@@ -44,9 +44,9 @@ TEST_F(Nccl, OneRankGroupCarriesDeviceCollectivesThroughNcclAndCpuTensorsThrough
       [](std::shared_ptr<Comm> comm) {
         EXPECT_FALSE(comm->host_staging);
         EXPECT_TRUE(comm->stage_transfers);
-        const auto* c10d = dynamic_cast<C10dComm*>(comm.get());
-        ASSERT_NE(c10d, nullptr);
-        EXPECT_EQ(compat::cuda_backend_name(c10d->group()), "nccl");
+        const auto* wrapped = dynamic_cast<C10dComm*>(comm.get());
+        ASSERT_NE(wrapped, nullptr);
+        EXPECT_EQ(compat::cuda_backend_name(wrapped->group()), "nccl");
         const auto cuda = torch::dtype(torch::kFloat64).device(torch::kCUDA, 0);
         torch::Tensor t = torch::arange(5, cuda);
         comm->all_reduce(t, c10d::ReduceOp::SUM, "the test's all-reduce");
@@ -66,7 +66,7 @@ TEST_F(Nccl, OneRankGroupCarriesDeviceCollectivesThroughNcclAndCpuTensorsThrough
       std::chrono::seconds(60), Backend::Nccl);
 }
 
-// One rank, no transfers: the model on the device, its gradient reductions through NCCL.
+// One rank, no transfers: the model and the executor's buffers on the rank's device, over an NCCL group.
 TEST_F(Nccl, OneRankGradientsEqualUnpipelinedCpu) {
   for (const char* method : {"1f1b", "gpipe"}) {
     const double e = gpu_grad_error(method, 1, 4, true, Backend::Nccl);
