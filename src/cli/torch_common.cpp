@@ -304,8 +304,8 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
       ->capture_default_str();
   app->add_option("--backend", o.backend,
-                  "c10d backend of the ranks' process groups: gloo, or nccl (needs a build against a CUDA LibTorch "
-                  "with NCCL)")
+                  "c10d backend of the ranks' process groups: gloo, or nccl (each rank and its model on a CUDA "
+                  "device, its local rank's; needs a build against a CUDA LibTorch with NCCL)")
       ->check(CLI::IsMember({"gloo", "nccl"}))
       ->capture_default_str();
 }
