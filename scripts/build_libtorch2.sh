@@ -13,6 +13,11 @@
 #   compile. Its libtorch_cuda.so needs a newer NCCL than the toolkit's, the
 #   one in the venv's nvidia/nccl/lib: the linker is pointed at the venv's
 #   nvidia/*/lib folders (-rpath-link; at run time libtorch finds them itself).
+#   The NCCL header must be that NCCL's too: the venv's nvidia/nccl/include
+#   (DUALPIPE_NCCL_HEADERS), searched before the toolkit's. ProcessGroupNCCL's
+#   options hold an ncclConfig_t, which NCCL 2.30 (the wheel's) lays out
+#   larger than the toolkit's 2.28 header does: options made with the
+#   toolkit's header would be allocated smaller than libtorch fills them.
 # - It ships fmt 12 headers in its include folder, which shadow Debian's fmt
 #   (libfmt-dev, whose library is what we link): fmt is used header-only
 #   (FMT_HEADER_ONLY) in this build, so each file uses the fmt it sees.
@@ -33,6 +38,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+nccl_headers=""
+if [ -f "$site/nvidia/nccl/include/nccl.h" ]; then nccl_headers="$site/nvidia/nccl/include"; fi
 link_flags=""
 for d in "$site"/nvidia/*/lib; do link_flags+=" -Wl,-rpath-link,$d"; done
 # ccache, where installed, keeps the objects: a rebuild after a change
@@ -41,7 +48,7 @@ launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 start=$(date +%s)
 cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" "${launcher[@]}" \
-  -DCMAKE_CXX_FLAGS="-DFMT_HEADER_ONLY" -DCMAKE_EXE_LINKER_FLAGS="$link_flags" >/dev/null
+  -DCMAKE_CXX_FLAGS="-DFMT_HEADER_ONLY" -DDUALPIPE_NCCL_HEADERS="$nccl_headers" -DCMAKE_EXE_LINKER_FLAGS="$link_flags" >/dev/null
 cmake --build "$out" -j "$jobs" --target dualpipe dualpipe_runtime_tests
 version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 echo "dualpipe: configured and built against LibTorch $version in $(($(date +%s) - start)) s" >&2

@@ -304,8 +304,8 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
       ->capture_default_str();
   app->add_option("--backend", o.backend,
-                  "c10d backend of the ranks' process groups: gloo, or nccl (needs a build against a CUDA LibTorch "
-                  "with NCCL)")
+                  "c10d backend of the ranks' process groups: gloo, or nccl (each rank and its model on a CUDA "
+                  "device, its local rank's; needs a build against a CUDA LibTorch with NCCL)")
       ->check(CLI::IsMember({"gloo", "nccl"}))
       ->capture_default_str();
 }
@@ -432,6 +432,7 @@ LaunchOptions launch_options(const RankOptions& o, int pipeline_ranks) {
   l.timeout = std::chrono::seconds(o.timeout_s);
   l.intra_op_threads = o.intra_op_threads;
   l.max_restarts = o.max_restarts;
+  l.backend = parse_backend(o.backend);
   l.args.assign(program_args.argv, program_args.argv + program_args.argc);
   check_launch_options(l);
   return l;

@@ -28,7 +28,22 @@ void require_backend(Backend b) {
                 "--backend gloo, or rebuild against a CUDA LibTorch");
   if (!torch::cuda::is_available())
     throw Error("--backend nccl: no CUDA device is visible to this process; use --backend gloo");
-  throw Error("--backend nccl: the ranks' process groups are Gloo groups in this version; use --backend gloo");
+}
+
+int visible_devices() { return static_cast<int>(torch::cuda::device_count()); }
+
+void require_devices(Backend b, int ranks_here) {
+  if (b == Backend::Gloo) return;
+  const int visible = visible_devices();
+  if (ranks_here > visible)
+    throw Error(fmt::format("--backend nccl: {} rank{} on this machine need{} {} CUDA device{}; {} visible", ranks_here,
+                            ranks_here == 1 ? "" : "s", ranks_here == 1 ? "s" : "", ranks_here,
+                            ranks_here == 1 ? "" : "s", visible));
+}
+
+int rank_device_index(int local_rank) {
+  const int visible = visible_devices();
+  return visible > 0 ? local_rank % visible : 0;
 }
 
 }  // namespace dualpipe

@@ -70,6 +70,10 @@ class StagedWork : public c10d::Work {
 
 bool C10dComm::staged(const torch::Tensor& t) const { return host_staging && !t.device().is_cpu(); }
 
+bool C10dComm::staged_transfer(const torch::Tensor& t) const {
+  return (host_staging || stage_transfers) && !t.device().is_cpu();
+}
+
 compat::WorkPtr C10dComm::stage(const torch::Tensor& device, bool copy_in, bool copy_out,
                                 const std::function<compat::WorkPtr(torch::Tensor&)>& post) {
   torch::Tensor host = copy_in ? device.to(torch::kCPU) : torch::empty_like(device, torch::device(torch::kCPU));
@@ -82,7 +86,7 @@ compat::WorkPtr C10dComm::isend(torch::Tensor& t, int peer, int tag) {
     std::vector<torch::Tensor> v{x};
     return pg_->send(v, peer, tag);
   };
-  return staged(t) ? stage(t, true, false, post) : post(t);
+  return staged_transfer(t) ? stage(t, true, false, post) : post(t);
 }
 
 compat::WorkPtr C10dComm::irecv(torch::Tensor& t, int peer, int tag) {
@@ -90,7 +94,7 @@ compat::WorkPtr C10dComm::irecv(torch::Tensor& t, int peer, int tag) {
     std::vector<torch::Tensor> v{x};
     return pg_->recv(v, peer, tag);
   };
-  return staged(t) ? stage(t, false, true, post) : post(t);
+  return staged_transfer(t) ? stage(t, false, true, post) : post(t);
 }
 
 compat::WorkPtr C10dComm::iall_reduce(torch::Tensor& t, c10d::ReduceOp op) {
@@ -146,8 +150,12 @@ std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds 
 }
 
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world, std::chrono::milliseconds timeout,
-                              bool local) {
-  return wrap_group(compat::make_gloo(store, rank, world, timeout, local), timeout);
+                              bool local, Backend backend, int device) {
+  if (backend == Backend::Gloo) return wrap_group(compat::make_gloo(store, rank, world, timeout, local), timeout);
+  auto c = wrap_group(compat::make_nccl(store, rank, world, timeout, local, device), timeout);
+  c->host_staging = false;
+  c->stage_transfers = true;
+  return c;
 }
 
 }  // namespace dualpipe

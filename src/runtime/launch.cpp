@@ -63,14 +63,16 @@ std::optional<RankEnv> rank_from_env() {
   return e;
 }
 
-std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout) {
+std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout, Backend backend) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  return connect(store, env.rank, env.world, timeout, is_loopback(env.master_addr));
+  return connect(store, env.rank, env.world, timeout, is_loopback(env.master_addr), backend,
+                 rank_device_index(env.local_rank));
 }
 
-Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout) {
+Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout, Backend backend) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  return connect_mesh(store, env.rank, shape, timeout, is_loopback(env.master_addr));
+  return connect_mesh(store, env.rank, shape, timeout, is_loopback(env.master_addr), backend,
+                      rank_device_index(env.local_rank));
 }
 
 // A port that was free a moment ago (the kernel picks it).
@@ -212,15 +214,15 @@ void on_threads(int world, const std::function<void(int)>& body) {
 }  // namespace
 
 void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
-                      std::chrono::milliseconds timeout) {
+                      std::chrono::milliseconds timeout, Backend backend) {
   auto store = compat::make_hash_store();
-  on_threads(world, [&](int r) { fn(connect(store, r, world, timeout)); });
+  on_threads(world, [&](int r) { fn(connect(store, r, world, timeout, true, backend, r)); });
 }
 
 void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mesh&)>& fn,
-                      std::chrono::milliseconds timeout) {
+                      std::chrono::milliseconds timeout, Backend backend) {
   auto store = compat::make_hash_store();
-  on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout)); });
+  on_threads(shape.size(), [&](int r) { fn(connect_mesh(store, r, shape, timeout, true, backend, r)); });
 }
 
 bool is_lead_process() {
@@ -246,6 +248,9 @@ void check_launch_options(const LaunchOptions& o) {
     throw Error(fmt::format("--max-restarts must be in 0..100 (got {})", o.max_restarts));
   if (o.max_restarts > 0 && o.threads)
     throw Error("--max-restarts restarts rank processes: it does not go with --threads");
+  require_backend(o.backend);
+  // This launch starts every rank here (threads, local or emulated hosts), unless it is one of a launcher's.
+  if (o.threads || !rank_from_env()) require_devices(o.backend, m.size());
 }
 
 namespace {
@@ -308,7 +313,8 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
     if (env.rank != 0) require_rendezvous_store(env.master_addr, env.master_port, o.timeout);
     auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, o.timeout);
     store->set(arrival_key(env.rank), std::vector<std::uint8_t>{1});
-    mesh = connect_mesh(store, env.rank, shape, o.timeout, is_loopback(env.master_addr));
+    mesh = connect_mesh(store, env.rank, shape, o.timeout, is_loopback(env.master_addr), o.backend,
+                        rank_device_index(env.local_rank));
   } catch (const Error&) {
     throw;
   } catch (const NotAStore& e) {
@@ -347,7 +353,7 @@ int launch(const LaunchOptions& o, const std::function<int(const Mesh&)>& body) 
   if (o.threads) {
     set_compute_threads(o.intra_op_threads);
     std::vector<int> codes(o.shape.size(), 0);
-    run_mesh_threads(o.shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, o.timeout);
+    run_mesh_threads(o.shape, [&](const Mesh& mesh) { codes[mesh.rank] = body(mesh); }, o.timeout, o.backend);
     return codes[0];
   }
   if (const auto env = rank_from_env()) return run_as_env_rank(o, *env, body);

@@ -40,23 +40,36 @@ std::string describe_layout(const MeshShape& s) {
 
 namespace {
 
+// How every group of one rank is made: its backend and device, over prefixed keys of one store.
+struct GroupMaker {
+  compat::StorePtr store;
+  std::chrono::milliseconds timeout;
+  bool local;
+  Backend backend;
+  int device;
+  // Member `index` of a group of `world` ranks under "prefix/".
+  std::shared_ptr<Comm> operator()(const std::string& prefix, int index, int world) const {
+    return connect(compat::make_prefix_store(prefix, store), index, world, timeout, local, backend, device);
+  }
+};
+
 // A group along `dim` through `rank`, named by the dimension and the
 // coordinates it does not span, so that every member derives the same key prefix.
-std::shared_ptr<Comm> subgroup(const compat::StorePtr& store, const MeshShape& s, int rank, MeshDim dim,
-                               const std::string& tag, std::chrono::milliseconds timeout, bool local) {
+std::shared_ptr<Comm> subgroup(const GroupMaker& make, const MeshShape& s, int rank, MeshDim dim, const std::string& tag) {
   const std::vector<int> members = mesh_group(s, rank, dim);
   const int first = members.front();
   int index = 0;
   while (members[index] != rank) ++index;
-  auto pg = compat::make_gloo(compat::make_prefix_store(fmt::format("{}/{}", tag, first), store), index,
-                              static_cast<int>(members.size()), timeout, local);
-  return wrap_group(pg, timeout, members, tag);
+  auto c = make(fmt::format("{}/{}", tag, first), index, static_cast<int>(members.size()));
+  c->global_ranks = members;
+  c->name = tag;
+  return c;
 }
 
 }  // namespace
 
 Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shape, std::chrono::milliseconds timeout,
-                  bool local) {
+                  bool local, Backend backend, int device) {
   if (shape.pp < 1 || shape.ep < 1 || shape.dp < 1)
     throw Error(fmt::format("mesh sizes must be at least 1 (got pipeline {}, expert {}, data {})", shape.pp,
                             shape.ep, shape.dp));
@@ -66,23 +79,24 @@ Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shap
   m.shape = shape;
   m.rank = rank;
   m.coord = mesh_coord(shape, rank);
+  if (backend == Backend::Nccl) m.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device));
+  const GroupMaker make{store, timeout, local, backend, device};
   // Every group is created in the same order on every rank: Gloo's
   // rendezvous of one group waits for all its members.
-  m.world = wrap_group(compat::make_gloo(compat::make_prefix_store("world", store), rank, shape.size(), timeout, local),
-                       timeout, {}, "world");
-  m.pipeline = shape.size() == shape.pp ? m.world : subgroup(store, shape, rank, MeshDim::Pipeline, "pipeline", timeout, local);
+  m.world = make("world", rank, shape.size());
+  m.pipeline = shape.size() == shape.pp ? m.world : subgroup(make, shape, rank, MeshDim::Pipeline, "pipeline");
   if (shape.ep > 1) {
-    m.expert = subgroup(store, shape, rank, MeshDim::Expert, "expert", timeout, local);
-    m.expert_bwd = subgroup(store, shape, rank, MeshDim::Expert, "expert-bwd", timeout, local);
+    m.expert = subgroup(make, shape, rank, MeshDim::Expert, "expert");
+    m.expert_bwd = subgroup(make, shape, rank, MeshDim::Expert, "expert-bwd");
   }
-  if (shape.dp > 1) m.data = subgroup(store, shape, rank, MeshDim::Data, "data", timeout, local);
-  m.make_group = [store, rank, timeout, local](const std::vector<int>& members, const std::string& key) {
+  if (shape.dp > 1) m.data = subgroup(make, shape, rank, MeshDim::Data, "data");
+  m.make_group = [make, rank](const std::vector<int>& members, const std::string& key) {
     const auto it = std::find(members.begin(), members.end(), rank);
     if (it == members.end()) throw Error(fmt::format("rank {} is not a member of group {}", rank, key));
-    auto pg = compat::make_gloo(compat::make_prefix_store("group/" + key, store),
-                                static_cast<int>(it - members.begin()), static_cast<int>(members.size()), timeout,
-                                local);
-    return wrap_group(pg, timeout, members, key);
+    auto c = make("group/" + key, static_cast<int>(it - members.begin()), static_cast<int>(members.size()));
+    c->global_ranks = members;
+    c->name = key;
+    return c;
   };
   return m;
 }

@@ -323,7 +323,7 @@ constexpr int field_count() {
 
 // The names for_each_model_setting lists; a new field of ModelConfig
 // changes field_count and stops the build here until it is listed.
-constexpr int kListedModelSettings = 32;
+constexpr int kListedModelSettings = 33;
 static_assert(field_count<ModelConfig>() == kListedModelSettings,
               "a field was added to ModelConfig: list it in for_each_model_setting");
 
@@ -344,6 +344,7 @@ void for_each_model_setting(const ModelConfig& m,
   f("micro_batch_size", m.micro_batch_size, true);
   f("dtype", m.dtype == torch::kFloat64 ? "float64" : "float32", !own);
   f("seed", m.seed, true);
+  f("device", m.device.str(), false);  // the rank's: a checkpoint holds CPU copies and loads onto any device
   f("layers", m.layers > 0 ? m.layers : std::max(m.stages, 4), blocks);
   f("heads", m.heads, blocks);
   if (own)
@@ -446,10 +447,11 @@ std::string rank_file_bytes(int step, int rank, const std::map<int, Stage>& stag
     torch::serialize::OutputArchive sa(ar.compilation_unit());
     const auto params = st.module->parameters();
     sa.write("count", torch::tensor(static_cast<int64_t>(params.size())), true);
-    for (std::size_t i = 0; i < params.size(); ++i) sa.write(fmt::format("p{}", i), params[i].detach(), true);
+    // CPU copies: a checkpoint loads onto whatever device the resuming run uses.
+    for (std::size_t i = 0; i < params.size(); ++i) sa.write(fmt::format("p{}", i), params[i].detach().cpu(), true);
     // Buffers (deepseek's selection biases) change in training too.
     const auto buffers = st.module->buffers();
-    for (std::size_t i = 0; i < buffers.size(); ++i) sa.write(fmt::format("b{}", i), buffers[i], true);
+    for (std::size_t i = 0; i < buffers.size(); ++i) sa.write(fmt::format("b{}", i), buffers[i].cpu(), true);
     ar.write(fmt::format("stage_{}", s), sa);
   }
   if (optimizer) {
@@ -530,6 +532,17 @@ void save_checkpoint(const CheckpointOptions& o, int step, const std::map<int, S
   rotate_checkpoints(o.dir, step, o.keep);
 }
 
+namespace {
+
+// The device of the stages' parameters (the CPU when they have none).
+torch::Device stages_device(const std::map<int, Stage>& stages) {
+  for (const auto& [s, st] : stages)
+    for (const auto& p : st.module->parameters()) return p.device();
+  return torch::kCPU;
+}
+
+}  // namespace
+
 void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& stages,
                      torch::optim::Optimizer* optimizer, int rank) {
   const std::string path = checkpoint_path(o.dir, o.resume_step);
@@ -546,8 +559,10 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
     const std::string* bytes = &*read.bytes;
     if (hex64(fnv1a64(bytes->data(), bytes->size())) != f.at("fnv1a64").get<std::string>())
       throw Error(fmt::format("checkpoint file {} fails its checksum", file));
+    // Everything loads onto the stages' device (the optimizer's state, which
+    // a run on a GPU wrote from there, included).
     torch::serialize::InputArchive ar;
-    ar.load_from(bytes->data(), bytes->size());
+    ar.load_from(bytes->data(), bytes->size(), stages_device(stages));
     torch::Tensor t;
     ar.read("step", t, true);
     if (t.item<int64_t>() != o.resume_step)
@@ -587,7 +602,7 @@ void load_checkpoint(const CheckpointOptions& o, const std::map<int, Stage>& sta
     ar.read("rng_cpu", rng, true);
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng);
+    gen.set_state(rng.cpu());
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

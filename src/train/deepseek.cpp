@@ -31,7 +31,7 @@ TORCH_MODULE(RmsNorm);
 // turned by the angle pos * 10000^(-2i/d_r).
 torch::Tensor rope(const torch::Tensor& t) {
   const int64_t T = t.size(1), half = t.size(3) / 2;
-  auto opt = torch::dtype(t.scalar_type());
+  auto opt = torch::dtype(t.scalar_type()).device(t.device());
   torch::Tensor inv = torch::pow(10000.0, torch::arange(half, opt) * (-2.0 / static_cast<double>(t.size(3))));
   torch::Tensor angle = torch::outer(torch::arange(T, opt), inv).unsqueeze(1);  // [T, 1, half]
   torch::Tensor cos = angle.cos(), sin = angle.sin();
@@ -75,7 +75,7 @@ struct MlaImpl : torch::nn::Module {
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);
     torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh + dr));
-    torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool)).triu(1);
+    torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool).device(q.device())).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
     torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);
     return y.transpose(1, 2).reshape({B, T, heads * dh});

@@ -32,7 +32,7 @@ struct AttentionImpl : torch::nn::Module {
     torch::Tensor q = by_head(qkv_parts[0]), k = by_head(qkv_parts[1]), v = by_head(qkv_parts[2]);
     torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
     // Position t may only look at positions <= t: mask the strict upper triangle.
-    torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool)).triu(1);
+    torch::Tensor future = torch::ones({T, T}, torch::dtype(torch::kBool).device(x.device())).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
     torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);
     return proj(y.transpose(1, 2).reshape({B, T, D}));
@@ -111,7 +111,7 @@ struct GptStageImpl : torch::nn::Module {
 
   torch::Tensor forward(torch::Tensor x) {
     if (tok) {
-      torch::Tensor positions = torch::arange(x.size(1), torch::kInt64);
+      torch::Tensor positions = torch::arange(x.size(1), torch::dtype(torch::kInt64).device(x.device()));
       x = tok(x) + pos(positions);
     }
     for (auto& b : blocks) x = b(x);
@@ -231,7 +231,7 @@ std::function<torch::Tensor(int)> feed_corpus(PipelineModel& m, const ModelConfi
   // Micro-batch mb of the current step: micro_batch_size windows of seq_len+1
   // characters; the input is the first seq_len, the targets the last seq_len.
   auto windows = [c, corpus, step](int mb) {
-    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1);
+    return corpus->windows(c.seed, step->load(), mb, c.micro_batch_size, c.seq_len + 1).to(c.device);
   };
   m.input = [c, windows](int mb) { return windows(mb).narrow(1, 0, c.seq_len); };
   return windows;

@@ -66,7 +66,7 @@ PipelineModel mlp_model(const ModelConfig& c) {
   auto data = [c, shape, cache](uint64_t slot) {
     std::lock_guard<std::mutex> lock(cache->mu);
     torch::Tensor& t = cache->t[slot];
-    if (!t.defined()) t = seeded_normal(shape, c.seed * 1000003 + slot, c.dtype);
+    if (!t.defined()) t = seeded_normal(shape, c.seed * 1000003 + slot, c.dtype).to(c.device);
     return t;
   };
   m.input = [data](int mb) { return data(2 * static_cast<uint64_t>(mb)); };
@@ -74,17 +74,38 @@ PipelineModel mlp_model(const ModelConfig& c) {
   return m;
 }
 
+namespace {
+
+// `m` with every stage moved to `device` once built (initialised on the CPU)
+// and its inputs there; the models make their targets there themselves.
+PipelineModel on_device(PipelineModel m, torch::Device device) {
+  if (device.is_cpu()) return m;
+  m.build = [build = m.build, device](int stage) {
+    Stage st = build(stage);
+    st.module->to(device);
+    return st;
+  };
+  m.input = [input = m.input, device](int mb) { return input(mb).to(device); };
+  return m;
+}
+
+PipelineModel model_by_name(const ModelConfig& c, const ExpertGroup& experts) {
+  if (c.name == "mlp") return mlp_model(c);
+  if (c.name == "gpt" || c.name == "moe") return gpt_model(c, experts);
+  if (c.name == "deepseek") return deepseek_model(c, experts);
+  if (c.name == "torchscript") return torchscript_model(c);
+  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe, deepseek; torchscript with --stages)", c.name));
+}
+
+}  // namespace
+
 PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts) {
   if (c.stages < 1) throw Error(fmt::format("a model needs at least 1 stage (got {})", c.stages));
   if (c.ffn < 0) throw Error(fmt::format("--ffn must be at least 1, or 0 for 4 x hidden (got {})", c.ffn));
   if (c.hidden < 1 || c.seq_len < 1 || c.micro_batch_size < 1)
     throw Error(fmt::format("--hidden, --seq-len and --micro-batch-size must be at least 1 (got {}, {}, {})",
                             c.hidden, c.seq_len, c.micro_batch_size));
-  if (c.name == "mlp") return mlp_model(c);
-  if (c.name == "gpt" || c.name == "moe") return gpt_model(c, experts);
-  if (c.name == "deepseek") return deepseek_model(c, experts);
-  if (c.name == "torchscript") return torchscript_model(c);
-  throw Error(fmt::format("unknown model '{}' (known: mlp, gpt, moe, deepseek; torchscript with --stages)", c.name));
+  return on_device(model_by_name(c, experts), c.device);
 }
 
 }  // namespace dualpipe

@@ -125,7 +125,7 @@ void update_expert_biases(MoeStats& stats, const std::vector<double>& totals, in
       const double c = totals[at + static_cast<std::size_t>(j)];
       step[static_cast<std::size_t>(j)] = c < mean ? speed : c > mean ? -speed : 0.0;
     }
-    bias.add_(torch::tensor(step, torch::kFloat64).to(bias.scalar_type()));
+    bias.add_(torch::tensor(step, torch::kFloat64).to(bias.device(), bias.scalar_type()));
   }
 }
 
@@ -222,7 +222,7 @@ MoeLayerImpl::Routing MoeLayerImpl::route(const torch::Tensor& xs, int64_t seque
     const int64_t top = std::min<int64_t>(std::max(1, K / M), per_host);
     torch::Tensor host_score = std::get<0>(choice.reshape({n, H, per_host}).topk(top, -1)).sum(-1);  // [n, H]
     torch::Tensor hosts = std::get<1>(host_score.topk(M, -1));                                      // [n, M]
-    torch::Tensor allowed = torch::zeros({n, H}, torch::kBool).scatter_(1, hosts, true);
+    torch::Tensor allowed = torch::zeros({n, H}, torch::dtype(torch::kBool).device(xs.device())).scatter_(1, hosts, true);
     allowed = allowed.unsqueeze(-1).expand({n, H, per_host}).reshape({n, X});
     choice = choice.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
   }
@@ -244,7 +244,7 @@ void MoeLayerImpl::record_stats(const torch::Tensor& flat, const Routing& routed
   const int per_host = cfg.experts / cfg.hosts;
   const int64_t own = first_local / per_host;
   const double cross = cfg.hosts > 1 ? torch::div(flat, per_host, "floor").ne(own).sum().item<double>() : 0.0;
-  stats->add(layer, routed.counts, routed.aux.item<double>(), cross);
+  stats->add(layer, routed.counts.cpu(), routed.aux.item<double>(), cross);
 }
 
 // The token-count exchange goes out first, so that it is on the wire while
@@ -309,9 +309,9 @@ torch::Tensor MoeLayerImpl::remote_experts(const torch::Tensor& rows, const torc
       for (int64_t r = 0; r < a[s][j]; ++r) perm.push_back(start + r);
       block[j] += a[s][j];
     }
-  torch::Tensor perm_t = torch::tensor(perm, torch::kInt64);
+  torch::Tensor perm_t = torch::tensor(perm, torch::kInt64).to(recv.device());
   torch::Tensor inv = torch::empty_like(perm_t);
-  inv.index_put_({perm_t}, torch::arange(static_cast<int64_t>(perm.size()), torch::kInt64));
+  inv.index_put_({perm_t}, torch::arange(static_cast<int64_t>(perm.size()), perm_t.options()));
   torch::Tensor h = recv.index_select(0, perm_t);
   std::vector<torch::Tensor> outs;
   int64_t off = 0;
@@ -333,17 +333,20 @@ torch::Tensor MoeLayerImpl::forward(const torch::Tensor& x) {
   torch::Tensor flat = routed.idx.reshape({-1});  // expert of each (token, k) pair
   if (stats) record_stats(flat, routed);
   PendingCounts pending;
-  if (group.fwd) pending = post_counts(routed.counts);
+  // Tokens per expert on the host (a device's routing counts them there):
+  // the split sizes, and the count exchange, which goes through Gloo.
+  const torch::Tensor counts = routed.counts.cpu();
+  if (group.fwd) pending = post_counts(counts);
   // Dispatch: pairs sorted by expert (stable, so ties keep token order).
   torch::Tensor order = std::get<1>(torch::sort(flat, /*stable=*/true, 0, false));
-  torch::Tensor token = torch::div(torch::arange(n * K, torch::kInt64), K, "floor").index_select(0, order);
+  torch::Tensor token = torch::div(torch::arange(n * K, order.options()), K, "floor").index_select(0, order);
   torch::Tensor rows = xs.index_select(0, token);  // [n K, d], grouped by expert
   torch::Tensor shared_out = shared ? shared(xs) : torch::Tensor();
   torch::Tensor out_sorted =
-      group.fwd ? remote_experts(rows, routed.counts, pending) : local_experts(rows, routed.counts);
+      group.fwd ? remote_experts(rows, counts, pending) : local_experts(rows, counts);
   // Combine: back to (token, k) order, weighted sum over the K choices.
   torch::Tensor inv_order = torch::empty_like(order);
-  inv_order.index_put_({order}, torch::arange(n * K, torch::kInt64));
+  inv_order.index_put_({order}, torch::arange(n * K, order.options()));
   torch::Tensor per_pair = out_sorted.index_select(0, inv_order).reshape({n, K, D});
   torch::Tensor y = (per_pair * routed.weights.unsqueeze(-1)).sum(1);
   if (shared) y = y + shared_out;

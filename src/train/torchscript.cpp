@@ -250,8 +250,9 @@ PipelineModel torchscript_model(const ModelConfig& c) {
   m.stages = c.stages;
   m.boundary_shape = boundary.sizes().vec();
   m.boundary_dtype = boundary.scalar_type();
-  m.build = [files = c.stage_files](int stage) {
+  m.build = [files = c.stage_files, device = c.device](int stage) {
     auto jit = std::make_shared<torch::jit::Module>(load_module(files[stage], fmt::format("stage {}", stage).c_str()));
+    jit->to(device);  // its buffers too; the mirror shares its parameters
     Stage st;
     std::set<const void*> seen;
     st.module = mirror(*jit, seen);
@@ -260,8 +261,10 @@ PipelineModel torchscript_model(const ModelConfig& c) {
     return st;
   };
   m.begin_step = [data](int k) { data->step->store(k); };
-  m.input = [data](int mb) { return data->batch(mb).first; };
-  m.loss = [data, loss](const torch::Tensor& out, int mb) { return loss(out, data->batch(mb).second); };
+  m.input = [data, device = c.device](int mb) { return data->batch(mb).first.to(device); };
+  m.loss = [data, loss, device = c.device](const torch::Tensor& out, int mb) {
+    return loss(out, data->batch(mb).second.to(device));
+  };
   return m;
 }
 

@@ -37,6 +37,7 @@ ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, 
   c.ep = mesh.shape.ep;
   c.ep_rank = mesh.coord.ep;
   c.data_shards = mesh.shape.data_shards();
+  c.device = mesh.device;
   return c;
 }
 
@@ -45,6 +46,7 @@ ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap, std::sh
   o.data_shard = mesh.data_shard();
   o.data_shards = mesh.shape.data_shards();
   o.fb_overlap = fb_overlap;
+  o.device = mesh.device;
   o.engine = std::move(engine);
   return o;
 }
@@ -286,7 +288,7 @@ class RankTraining {
       std::vector<torch::Tensor> flat;
       for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));
       for (auto& b : st.module->buffers()) flat.push_back(b.reshape({-1}));  // deepseek's selection biases
-      if (!flat.empty()) run.final_params[s] = torch::cat(flat);
+      if (!flat.empty()) run.final_params[s] = torch::cat(flat).cpu();
     }
   }
 

@@ -14,7 +14,7 @@ namespace dualpipe {
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   double scale = b.abs().max().item<double>();
-  double diff = (a - b).abs().max().item<double>();
+  double diff = (a.to(b.device()) - b).abs().max().item<double>();
   if (scale == 0) return diff == 0 ? 0.0 : std::numeric_limits<double>::infinity();
   return diff / scale;
 }
@@ -193,7 +193,7 @@ void compare_chunks(const PipelinedStep& p, const Reference& ref, const Slots& s
     const double scale = std::max(flat.abs().max().item<double>(), 1e-300);
     for (const GradBucket& b : g.buckets) {
       const int64_t from = b.begin + g.index * b.chunk, n = std::min(b.end, from + b.chunk) - from;
-      const torch::Tensor& chunk = p.owned[k++];
+      const torch::Tensor chunk = p.owned[k++].cpu();
       // Elements past the bucket's end are padding: they must stay zero.
       const int64_t real = std::max<int64_t>(n, 0);
       double diff = 0;
@@ -237,8 +237,10 @@ VerifyResult result_of(const torch::Tensor& err, const Slots& sl, bool optimizer
 VerifyResult verify_step(const Schedule& lowered, const ModelConfig& cfg, const Mesh& mesh, const VerifyOptions& o) {
   const ModelConfig mine = rank_model_config(cfg, lowered, mesh);
   const PipelinedStep p = pipelined_step(lowered, mine, mesh, o);
-  // The reference: every expert in one model, every pipeline's micro-batches.
+  // The reference: every expert in one model, every pipeline's micro-batches,
+  // on the CPU whatever device the pipelined step ran on.
   ModelConfig whole = mine;
+  whole.device = torch::kCPU;
   whole.expert_hosts = expert_hosts(mine);  // the same hosts, now all in one process
   whole.ep = 1;
   whole.ep_rank = 0;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/runtime/backend.h"
 #include "dualpipe/runtime/torch_compat.h"
 #include "dualpipe/schedule/error.h"
 
@@ -58,6 +59,14 @@ class Comm {
   // memory only. A backend that moves device memory itself (NCCL) sets this
   // false. Host tensors are never copied.
   bool host_staging = true;
+  // Point-to-point transfers of device tensors through host copies even
+  // where host_staging is false. NCCL pairs a rank's sends with its peer's
+  // receives in the order they are posted, ignoring tags; the executor posts
+  // receives ahead and sends from both halves of an F&B pair, an order only
+  // the tags make unambiguous. A Comm over an NCCL group (connect) sets it:
+  // its transfers go through the group's Gloo backend, its collectives
+  // through NCCL on the device.
+  bool stage_transfers = false;
 
   virtual compat::WorkPtr isend(torch::Tensor& t, int peer, int tag) = 0;
   virtual compat::WorkPtr irecv(torch::Tensor& t, int peer, int tag) = 0;
@@ -122,6 +131,7 @@ class C10dComm : public Comm {
 
  private:
   bool staged(const torch::Tensor& t) const;
+  bool staged_transfer(const torch::Tensor& t) const;
   // Posts `post` on a host copy of `device` (copied in first when copy_in),
   // and copies the host result back into `device` on completion when copy_out.
   compat::WorkPtr stage(const torch::Tensor& device, bool copy_in, bool copy_out,
@@ -133,10 +143,15 @@ class C10dComm : public Comm {
 std::shared_ptr<Comm> wrap_group(compat::GroupPtr pg, std::chrono::milliseconds timeout,
                                  std::vector<int> global_ranks = {}, std::string name = "world");
 
-// A Gloo group of `world` ranks that meet through `store` (a TCPStore across
+// A group of `world` ranks that meet through `store` (a TCPStore across
 // processes, a HashStore between threads of one process, a PrefixStore for a
 // subgroup). `local`: all ranks on this machine, so Gloo stays on loopback.
+// Gloo: a Gloo group, device tensors staged through host memory. NCCL
+// (require_backend first): CUDA tensors of the collectives through NCCL on
+// CUDA device `device` (host_staging false), transfers and CPU tensors
+// through Gloo (stage_transfers).
 std::shared_ptr<Comm> connect(const compat::StorePtr& store, int rank, int world,
-                              std::chrono::milliseconds timeout = std::chrono::minutes(5), bool local = true);
+                              std::chrono::milliseconds timeout = std::chrono::minutes(5), bool local = true,
+                              Backend backend = Backend::Gloo, int device = 0);
 
 }  // namespace dualpipe

@@ -47,9 +47,14 @@ struct LaunchOptions {
   // The command line of a rank process; args[0] is replaced by this
   // program's own file. Usually the program's own argv.
   std::vector<std::string> args;
+  // The ranks' process groups: Gloo, or NCCL with each rank on CUDA device
+  // (local rank % visible devices), where its Mesh::device says.
+  Backend backend = Backend::Gloo;
 };
 
-// Throws dualpipe::Error, naming the setting, for options no launch can take.
+// Throws dualpipe::Error, naming the setting, for options no launch can take
+// (NCCL: also where it is not compiled in, or the ranks this launch starts
+// on this machine need more CUDA devices than are visible).
 void check_launch_options(const LaunchOptions& o);
 
 // Runs body(mesh) on every rank of o.shape and returns the exit code to
@@ -114,11 +119,14 @@ struct RankEnv {
 // incomplete or inconsistent.
 std::optional<RankEnv> rank_from_env();
 
-// Rendezvous of this process as `env.rank` through a TCPStore at master_addr:master_port.
-std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout);
+// Rendezvous of this process as `env.rank` through a TCPStore at
+// master_addr:master_port. NCCL: on CUDA device rank_device_index(env.local_rank).
+std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout,
+                                  Backend backend = Backend::Gloo);
 // The same for a mesh of env.world = shape.size() ranks: every group of this
 // rank, built through the one store.
-Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout);
+Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout,
+                      Backend backend = Backend::Gloo);
 
 // Re-runs this program (args, args[0] replaced by this program's file) as
 // `world` local rank processes with the torchrun variables set,
@@ -148,11 +156,12 @@ bool is_spawned_rank();
 int free_local_port();
 
 // Runs fn(comm) on `world` threads of this process, connected through an
-// in-process store; rethrows the first exception any rank threw.
+// in-process store; rethrows the first exception any rank threw. NCCL
+// (require_backend and require_devices first): thread rank r on CUDA device r.
 void run_thread_ranks(int world, const std::function<void(std::shared_ptr<Comm>)>& fn,
-                      std::chrono::milliseconds timeout = std::chrono::minutes(2));
+                      std::chrono::milliseconds timeout = std::chrono::minutes(2), Backend backend = Backend::Gloo);
 // The same for a whole mesh: shape.size() threads, each with its groups.
 void run_mesh_threads(const MeshShape& shape, const std::function<void(const Mesh&)>& fn,
-                      std::chrono::milliseconds timeout = std::chrono::minutes(2));
+                      std::chrono::milliseconds timeout = std::chrono::minutes(2), Backend backend = Backend::Gloo);
 
 }  // namespace dualpipe

@@ -54,6 +54,9 @@ struct Mesh {
   MeshShape shape;
   MeshCoord coord;
   int rank = 0;
+  // Where this rank's model lives: the CUDA device its NCCL groups use
+  // (connect_mesh with Backend::Nccl), else the CPU.
+  torch::Device device = torch::kCPU;
   std::shared_ptr<Comm> world;     // every rank: loss, norm and timing reductions
   std::shared_ptr<Comm> pipeline;  // this pipeline's P ranks: the executor's transfers
   // The E ranks that hold the same stages in the pipelines of one data
@@ -75,9 +78,10 @@ struct Mesh {
 };
 
 // Builds every group of `rank` through prefixed keys of `store`. All ranks
-// must call it with the same shape.
+// must call it with the same shape and backend. NCCL: every group is an
+// NCCL group on CUDA device `device` (connect), and so is Mesh::device.
 Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shape, std::chrono::milliseconds timeout,
-                  bool local = true);
+                  bool local = true, Backend backend = Backend::Gloo, int device = 0);
 
 // A mesh that is one pipeline over an existing group (E = D = 1).
 Mesh pipeline_mesh(std::shared_ptr<Comm> comm);

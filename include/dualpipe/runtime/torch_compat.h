@@ -10,10 +10,19 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
+// NCCL groups: a CUDA LibTorch 2.x with NCCL (CMake defines DUALPIPE_WITH_NCCL
+// and USE_C10D_NCCL, under which the header declares ProcessGroupNCCL).
+#if defined(DUALPIPE_WITH_NCCL) && TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#define DUALPIPE_NCCL_GROUPS 1
+#else
+#define DUALPIPE_NCCL_GROUPS 0
+#endif
 
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,10 +60,11 @@ GroupPtr as_group(c10::intrusive_ptr<Gloo> gloo, const StorePtr& store, int rank
 #endif
 }
 
-// `local` keeps all traffic on loopback (every rank on this machine);
-// otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the interface that
-// this machine's hostname resolves to, as torchrun's Gloo backend does.
-inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
+// Gloo's options: `local` keeps all traffic on loopback (every rank on this
+// machine); otherwise Gloo uses GLOO_SOCKET_IFNAME when set, else the
+// interface that this machine's hostname resolves to, as torchrun's Gloo
+// backend does.
+inline c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options(std::chrono::milliseconds timeout, bool local) {
   auto opts = c10d::ProcessGroupGloo::Options::create();
   opts->timeout = timeout;
   const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
@@ -64,7 +74,55 @@ inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chron
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
   else
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  return as_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts), store, rank, world);
+  return opts;
+}
+
+inline GroupPtr make_gloo(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local) {
+  return as_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo_options(timeout, local)), store,
+                  rank, world);
+}
+
+// Whether make_nccl can make a group in this build.
+constexpr bool kNcclGroups = DUALPIPE_NCCL_GROUPS != 0;
+
+// One group with two backends, as torch.distributed's "cpu:gloo,cuda:nccl":
+// CPU tensors go through Gloo, CUDA tensors through NCCL on device `device`
+// (this rank's). Gloo is the default backend, so a barrier (which c10d runs
+// on a tensor of the default backend's device) is a Gloo barrier and needs
+// no CUDA device; the NCCL backend is bound to `device` all the same, so it
+// never guesses one. Each backend meets the others under its own prefix of
+// `store`. Throws std::logic_error where kNcclGroups is false (callers check
+// first: require_backend).
+inline GroupPtr make_nccl(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout, bool local,
+                          int device) {
+#if DUALPIPE_NCCL_GROUPS
+  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("cpu", store), rank,
+                                                          world, gloo_options(timeout, local));
+  auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
+  nccl_opts->timeout = timeout;
+  auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("cuda", store), rank,
+                                                          world, nccl_opts);
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+  pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+  pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+  // After setBackend, which hands each backend the group's bound device (none).
+  nccl->setBoundDeviceId(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+  return pg;
+#else
+  (void)store, (void)rank, (void)world, (void)timeout, (void)local, (void)device;
+  throw std::logic_error("NCCL groups need a build against a CUDA LibTorch 2.x with NCCL");
+#endif
+}
+
+// The name of the backend that carries `group`'s CUDA tensors: "nccl" for
+// make_nccl's groups, "gloo" for make_gloo's (1.13: the group's own name).
+inline std::string cuda_backend_name(const GroupPtr& group) {
+#if TORCH_VERSION_MAJOR >= 2
+  return group->getBackend(c10::DeviceType::CUDA)->getBackendName();
+#else
+  return group->getBackendName();
+#endif
 }
 
 inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,

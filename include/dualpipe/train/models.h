@@ -20,6 +20,11 @@ struct ModelConfig {
   int64_t micro_batch_size = 2;
   torch::Dtype dtype = torch::kFloat64;
   uint64_t seed = 1234;
+  // Where the stages, inputs and targets live (a rank's Mesh::device). The
+  // stages are built and initialised on the CPU and then moved, so a model
+  // starts from the same parameters on any device. Not part of a run's
+  // identity: a checkpoint holds CPU copies and loads onto any device.
+  torch::Device device = torch::kCPU;
 
   // gpt only (mlp ignores them):
   int layers = 0;         // transformer blocks in the whole model; 0 means max(stages, 4)
@@ -77,6 +82,7 @@ PipelineModel gpt_model(const ModelConfig& c, const ExpertGroup& experts = {});
 inline int64_t mlp_ffn(const ModelConfig& c) { return c.ffn > 0 ? c.ffn : 4 * c.hidden; }
 
 // `deepseek`: train/deepseek.h.
+// On c.device: each stage moved there once built, inputs and targets made there.
 // Throws dualpipe::Error for unknown names or bad sizes. `experts`: the expert
 // group of this rank (moe with ep > 1), else ignored.
 PipelineModel make_model(const ModelConfig& c, const ExpertGroup& experts = {});

@@ -96,7 +96,7 @@ struct RankRun {
   int device_overruns = 0;
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
-  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters (then buffers), flattened
+  std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters (then buffers), flattened, on the CPU
   bool interrupted = false;  // stopped early at TrainOptions::stop_requested (steps.back() is the last)
   bool checkpointed = false;  // the last step run has a checkpoint
 };
@@ -110,8 +110,9 @@ RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const Mesh&
 RankRun train_rank(const Schedule& lowered, const TrainOptions& opt, const std::shared_ptr<Comm>& comm,
                    const std::function<void(const StepStats&)>& progress = {});
 
-// The model of one mesh rank: `base` with its expert rank, expert group and
-// share of the batch filled in; and the executor options that go with it.
+// The model of one mesh rank: `base` with its expert rank, expert group,
+// share of the batch and device (Mesh::device) filled in; and the executor
+// options that go with it (receive buffers on that device).
 ModelConfig rank_model_config(const ModelConfig& base, const Schedule& lowered, const Mesh& mesh);
 // `engine`: the rank's overlap engine, shared with its MoE layers (null: the executor makes one).
 ExecutorOptions rank_executor_options(const Mesh& mesh, bool fb_overlap,

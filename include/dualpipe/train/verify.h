@@ -57,7 +57,7 @@ struct Reference {
 };
 Reference unpipelined_step(const PipelineModel& m, int micro_batches, int64_t micro_batch_size = 0);
 
-// max |a - b| / max |b| (0 when both are zero).
+// max |a - b| / max |b| (0 when both are zero), `a` taken to `b`'s device.
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace dualpipe
