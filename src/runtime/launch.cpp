@@ -297,13 +297,17 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
   UncaughtAsOneLine uncaught(fmt::format("rank {}: the rendezvous store at {}:{} sent what no store sends; is "
                                          "that port free of other programs?",
                                          env.rank, env.master_addr, env.master_port));
+  // How long a failed rendezvous asks the store which ranks never came: a
+  // LibTorch 2.x store client takes about 0.3 s to connect and ask here, and
+  // over a second on a loaded machine.
+  constexpr std::chrono::seconds kStoreQuestion{3};
   Mesh mesh;
   try {
     // Every wait of the rendezvous is bounded by the timeout, plus a second
     // for the waits inside to report what they waited for first; then the
     // store, if it answers, says which ranks never reached it.
-    RendezvousDeadline deadline(o.timeout + std::chrono::seconds(1), [&env, timeout_s] {
-      const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, std::chrono::seconds(1));
+    RendezvousDeadline deadline(o.timeout + std::chrono::seconds(1), [&env, timeout_s, kStoreQuestion] {
+      const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, kStoreQuestion);
       return fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank, env.master_addr,
                          env.master_port, timeout_s,
                          missing.empty() ? "no rendezvous completed: are all ranks started, and is that port free "
@@ -329,7 +333,7 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
       throw Error(fmt::format("rank 0: cannot start the rendezvous store on {}:{}: the port is in use by another "
                               "program (choose another MASTER_PORT)",
                               env.master_addr, env.master_port));
-    const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, std::chrono::seconds(1));
+    const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, kStoreQuestion);
     throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({}{})", env.rank,
                             env.master_addr, env.master_port, timeout_s, line,
                             missing.empty() ? "" : "; rank(s) " + missing + " never reached the store"));
