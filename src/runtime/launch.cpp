@@ -63,15 +63,26 @@ std::optional<RankEnv> rank_from_env() {
   return e;
 }
 
-std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout, Backend backend) {
+namespace {
+
+// The TCPStore at master_addr:master_port (rank 0 holds it), with this
+// rank's arrival marked in it first (arrival_key), so that a rendezvous that
+// never completes can name the ranks that never came.
+compat::StorePtr rendezvous_store(const RankEnv& env, std::chrono::milliseconds timeout) {
   auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  return connect(store, env.rank, env.world, timeout, is_loopback(env.master_addr), backend,
+  store->set(arrival_key(env.rank), std::vector<std::uint8_t>{1});
+  return store;
+}
+
+}  // namespace
+
+std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout, Backend backend) {
+  return connect(rendezvous_store(env, timeout), env.rank, env.world, timeout, is_loopback(env.master_addr), backend,
                  rank_device_index(env.local_rank));
 }
 
 Mesh connect_env_mesh(const RankEnv& env, const MeshShape& shape, std::chrono::milliseconds timeout, Backend backend) {
-  auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
-  return connect_mesh(store, env.rank, shape, timeout, is_loopback(env.master_addr), backend,
+  return connect_mesh(rendezvous_store(env, timeout), env.rank, shape, timeout, is_loopback(env.master_addr), backend,
                       rank_device_index(env.local_rank));
 }
 
@@ -301,31 +312,30 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
   // LibTorch 2.x store client takes about 0.3 s to connect and ask here, and
   // over a second on a loaded machine.
   constexpr std::chrono::seconds kStoreQuestion{3};
+  // The one line of a rendezvous that failed, for `why`.
+  auto cannot_meet = [&env, timeout_s](const std::string& why) {
+    return fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank, env.master_addr,
+                       env.master_port, timeout_s, why);
+  };
   Mesh mesh;
   try {
     // Every wait of the rendezvous is bounded by the timeout, plus a second
     // for the waits inside to report what they waited for first; then the
     // store, if it answers, says which ranks never reached it.
-    RendezvousDeadline deadline(o.timeout + std::chrono::seconds(1), [&env, timeout_s, kStoreQuestion] {
+    RendezvousDeadline deadline(o.timeout + std::chrono::seconds(1), [&env, cannot_meet, kStoreQuestion] {
       const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, kStoreQuestion);
-      return fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank, env.master_addr,
-                         env.master_port, timeout_s,
-                         missing.empty() ? "no rendezvous completed: are all ranks started, and is that port free "
+      return cannot_meet(missing.empty() ? "no rendezvous completed: are all ranks started, and is that port free "
                                            "of other programs?"
                                          : "rank(s) " + missing + " never reached the store: are they started?");
     });
     if (env.rank != 0) require_rendezvous_store(env.master_addr, env.master_port, o.timeout);
-    auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, o.timeout);
-    store->set(arrival_key(env.rank), std::vector<std::uint8_t>{1});
-    mesh = connect_mesh(store, env.rank, shape, o.timeout, is_loopback(env.master_addr), o.backend,
-                        rank_device_index(env.local_rank));
+    mesh = connect_env_mesh(env, shape, o.timeout, o.backend);
   } catch (const Error&) {
     throw;
   } catch (const NotAStore& e) {
     // No store to ask which ranks are missing: a store client reading that
     // program's bytes would abort the process from LibTorch's own thread.
-    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({})", env.rank,
-                            env.master_addr, env.master_port, timeout_s, e.what()));
+    throw Error(cannot_meet(e.what()));
   } catch (const std::exception& e) {
     const std::string why = e.what(), line = why.substr(0, why.find('\n'));
     // The store's port taken: the bind fails at once, not after the timeout.
@@ -334,9 +344,7 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
                               "program (choose another MASTER_PORT)",
                               env.master_addr, env.master_port));
     const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, kStoreQuestion);
-    throw Error(fmt::format("rank {}: cannot meet the other ranks at {}:{} within {} s ({}{})", env.rank,
-                            env.master_addr, env.master_port, timeout_s, line,
-                            missing.empty() ? "" : "; rank(s) " + missing + " never reached the store"));
+    throw Error(cannot_meet(line + (missing.empty() ? "" : "; rank(s) " + missing + " never reached the store")));
   }
   try {
     return body(mesh);

@@ -120,7 +120,9 @@ struct RankEnv {
 std::optional<RankEnv> rank_from_env();
 
 // Rendezvous of this process as `env.rank` through a TCPStore at
-// master_addr:master_port. NCCL: on CUDA device rank_device_index(env.local_rank).
+// master_addr:master_port, where it first marks its arrival (so that a
+// failed rendezvous can name the ranks that never came). NCCL: on CUDA
+// device rank_device_index(env.local_rank).
 std::shared_ptr<Comm> connect_env(const RankEnv& env, std::chrono::milliseconds timeout,
                                   Backend backend = Backend::Gloo);
 // The same for a mesh of env.world = shape.size() ranks: every group of this
