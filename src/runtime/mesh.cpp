@@ -51,19 +51,23 @@ struct GroupMaker {
   std::shared_ptr<Comm> operator()(const std::string& prefix, int index, int world) const {
     return connect(compat::make_prefix_store(prefix, store), index, world, timeout, local, backend, device);
   }
+  // `rank`'s group of the job ranks `members` (sorted, `rank` among them),
+  // named `name` in errors, under "prefix/".
+  std::shared_ptr<Comm> members(const std::string& prefix, const std::vector<int>& members, int rank,
+                                const std::string& name) const {
+    const int index = static_cast<int>(std::find(members.begin(), members.end(), rank) - members.begin());
+    auto c = (*this)(prefix, index, static_cast<int>(members.size()));
+    c->global_ranks = members;
+    c->name = name;
+    return c;
+  }
 };
 
 // A group along `dim` through `rank`, named by the dimension and the
 // coordinates it does not span, so that every member derives the same key prefix.
 std::shared_ptr<Comm> subgroup(const GroupMaker& make, const MeshShape& s, int rank, MeshDim dim, const std::string& tag) {
   const std::vector<int> members = mesh_group(s, rank, dim);
-  const int first = members.front();
-  int index = 0;
-  while (members[index] != rank) ++index;
-  auto c = make(fmt::format("{}/{}", tag, first), index, static_cast<int>(members.size()));
-  c->global_ranks = members;
-  c->name = tag;
-  return c;
+  return make.members(fmt::format("{}/{}", tag, members.front()), members, rank, tag);
 }
 
 }  // namespace
@@ -91,12 +95,9 @@ Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shap
   }
   if (shape.dp > 1) m.data = subgroup(make, shape, rank, MeshDim::Data, "data");
   m.make_group = [make, rank](const std::vector<int>& members, const std::string& key) {
-    const auto it = std::find(members.begin(), members.end(), rank);
-    if (it == members.end()) throw Error(fmt::format("rank {} is not a member of group {}", rank, key));
-    auto c = make("group/" + key, static_cast<int>(it - members.begin()), static_cast<int>(members.size()));
-    c->global_ranks = members;
-    c->name = key;
-    return c;
+    if (std::find(members.begin(), members.end(), rank) == members.end())
+      throw Error(fmt::format("rank {} is not a member of group {}", rank, key));
+    return make.members("group/" + key, members, rank, key);
   };
   return m;
 }
