@@ -99,7 +99,7 @@ void GradReducer::add_group(const Mesh& mesh, HolderGroup g, const std::string& 
   g.seen.assign(g.params.size(), 0);
   for (GradBucket& bucket : g.buckets) bucket.chunk = (bucket.end - bucket.begin + g.holders() - 1) / g.holders();
   if (opt_.shard) share_storage(g);
-  if (g.tie < 0) by_stage_[g.stage].push_back(groups_.size());
+  if (!g.tied()) by_stage_[g.stage].push_back(groups_.size());
   groups_.push_back(std::move(g));
 }
 
@@ -108,7 +108,6 @@ void GradReducer::add_group(const Mesh& mesh, HolderGroup g, const std::string& 
 void GradReducer::add_tied_group(const Mesh& mesh, const std::map<int, Stage>& stages,
                                  const std::vector<std::vector<int>>& replicas, const TiedParameter& t, int index) {
   HolderGroup g;
-  g.tie = index;
   g.stage = t.at.empty() ? 0 : t.at.front().first;
   std::vector<torch::Tensor> held;
   for (const auto& [s, name] : t.at) {
@@ -275,8 +274,8 @@ void GradReducer::finish() {
       else if (b.work)
         g.comm->wait(b.work, -1, [&] { return what(g, k); });
     }
-    // Without a group of others and without copies here, the gradients are already the sums.
-    if (!opt_.shard && (g.comm || !g.copies.empty())) write_sums(g);
+    // A stage's own group of one already holds the sums; a tied one gathers its copies.
+    if (!opt_.shard && (g.comm || g.tied())) write_sums(g);
     for (GradBucket& b : g.buckets) {
       b.work = compat::WorkPtr();
       b.ticket = nullptr;

@@ -95,15 +95,16 @@ struct GradBucket {
 struct HolderGroup {
   int stage = 0;
   bool expert = false;                // expert parameters (else dense)
-  int tie = -1;                       // the tied parameter it reduces (index in the model's list); -1: a stage's own
   std::vector<int> members;           // job ranks, sorted
   int index = 0;                      // this rank among them
   std::vector<torch::Tensor> params;  // in registration order
   std::vector<std::pair<int, std::string>> names;  // (stage, name) of each parameter
-  // A tied group on a rank that holds several of the stages sharing the
-  // parameter: its other copies here, per parameter. Their gradients are
-  // added to the first's before the reduction, and they receive the sum too.
+  // Empty for a stage's own group; for a tied parameter's (PipelineModel::
+  // tied), per parameter, this rank's other copies of it (none where it
+  // holds one). Their gradients are added to the first's before the
+  // reduction, and they receive the sum too.
   std::vector<std::vector<torch::Tensor>> copies;
+  bool tied() const { return !copies.empty(); }
   std::shared_ptr<Comm> comm;         // null: a group of one
   std::vector<GradBucket> buckets;
   std::vector<std::size_t> bucket_of;  // per parameter
