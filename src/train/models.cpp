@@ -76,8 +76,8 @@ PipelineModel mlp_model(const ModelConfig& c) {
 
 namespace {
 
-// `m` with every stage moved to `device` once built (initialised on the CPU)
-// and its inputs there; the models make their targets there themselves.
+// `m` with every stage moved to `device` once built (initialised on the
+// CPU); the models make their inputs and targets there themselves.
 PipelineModel on_device(PipelineModel m, torch::Device device) {
   if (device.is_cpu()) return m;
   m.build = [build = m.build, device](int stage) {
@@ -85,7 +85,6 @@ PipelineModel on_device(PipelineModel m, torch::Device device) {
     st.module->to(device);
     return st;
   };
-  m.input = [input = m.input, device](int mb) { return input(mb).to(device); };
   return m;
 }
 
