@@ -5,7 +5,8 @@
 # (default auto, below: the rate at which a chunk's two all-to-alls take
 # about as long as its forward compute, DeepSeek-V3's 1:1; about 800mbit on
 # the 2-core development machine and on a 16-core machine alike). Runs
-# 1F1B, ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, combined 1F1B
+# 1F1B (weight gradients inline, the baseline; and filling its waits, the
+# default), ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, combined 1F1B
 # (interleaved, V=2, F&B pairs in its steady state), and DualPipe
 # on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated.
@@ -50,7 +51,10 @@ if [ "$rate" = auto ]; then
   rate=$(python3 "$root/scripts/bench_expert_parallel_report.py" --rate-for-1to1 "$out/probe.json" 1000)
   echo "auto: link rate $rate (a chunk's all-to-all phases = its forward compute)" >&2
 fi
-run 1f1b -m 1f1b --link-rate "$rate"
+# The baseline: 1F1B as it has always run, every all-to-all exposed; then
+# 1F1B with its backwards' weight gradients filling their waits (the default).
+run 1f1b -m 1f1b --link-rate "$rate" --fill-waits off
+run 1f1b_fill -m 1f1b --link-rate "$rate"
 run zb1p -m zb1p --link-rate "$rate"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off
 run dualpipe_on -m dualpipe --link-rate "$rate"

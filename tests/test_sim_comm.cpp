@@ -181,6 +181,52 @@ TEST(SimComm, WeightGradientsHaveNoAllToAll) {
   EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 2);
 }
 
+// Costs::fill_waits: a B's weight-gradient work runs in its own all-to-all
+// waits. F 3 and B 6 with two phases of 1. W 3: B's input-gradient pieces
+// are 1, 1, 1 and each queues 1 of W; each wait (1) is filled whole, the
+// last 1 runs after the B's output: B takes its compute, 6, from 5 to 11.
+// W 1: pieces of 5/3 queue 1/3 each; each wait is 1/3 filled and 2/3
+// exposed: B takes 6 + 4/3.
+TEST(SimComm, WeightWorkFillsABackwardsWaits) {
+  Schedule s = one_rank(1, 1, {"0F0", "0B0"});
+  Costs c = a2a_costs(3, 6, 3, 2, 2, 2);
+  c.fill_waits = true;
+  SimResult r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][0].end, 5);
+  EXPECT_DOUBLE_EQ(r.makespan, 11);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 2);  // the forward's two phases
+  EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 4);
+  c.W = {1};
+  r = simulate(s, c);
+  EXPECT_NEAR(r.makespan, 5 + 6 + 4.0 / 3, 1e-12);
+  EXPECT_NEAR(r.per_rank[0].exposed_a2a, 2 + 4.0 / 3, 1e-12);
+  c.fill_waits = false;  // inline: both waits exposed
+  r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.makespan, 13);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 4);
+}
+
+// In a pair, the forward half's waits run the backward half's queued weight
+// work too. F 3 (pieces of 1), B 6 with W 3, phases of 1.5 on one link.
+// Inline (B's pieces of 2): F 0-1 posts (done 2.5), B 1-3 (done 4.5), F 3-4
+// (done 6), B waits 0.5, 4.5-6.5 (done 8), F 6.5-7.5, B waits 0.5, 8-10: 10.
+// Filled (B's input-gradient pieces of 1, each queuing 1): F 0-1 (done 2.5),
+// B 1-2 (done 4), F fills 2-2.5, 2.5-3.5 (done 5.5), B fills 3.5-4, 4-5
+// (done 7), F fills 5-5.5, 5.5-6.5, B fills 6.5-7, 7-8, its last 1 after
+// its output: 9, the pair's compute, nothing exposed.
+TEST(SimComm, PairHalvesFillTheirWaitsWithTheBackwardsWeightWork) {
+  Schedule s = one_rank(1, 2, {"0F0", "(0F1;0B0)OVERLAP_F_B", "0B1"});
+  Costs c = a2a_costs(3, 6, 3, 2, 3, 3);
+  SimResult r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end - r.timeline[0][1].start, 10);
+  c.fill_waits = true;
+  r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end - r.timeline[0][1].start, 9);
+  // Exposed: F0's two phases (3) only; B1 alone fills its waits (1.5 each)
+  // with 1 of W each: 0.5 + 0.5.
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 3 + 1);
+}
+
 // Per-stage values: stage 0 dense (no phases), stage 1 with 4 phases of
 // latency 0.25 each and bytes 2:4 per forward chunk at rate 2 (0.5 and 1 per
 // chunk, over 4 phases), backward the same bytes.

@@ -25,7 +25,7 @@ namespace {
 // Every rank's calibration (OverlapEngine), averaged per piece over the
 // ranks that hold it, on every rank: a table summed over the whole job.
 std::map<PieceKey, double> gather_calibration(const std::map<PieceKey, double>& mine, int stages, Comm& world) {
-  constexpr int kOps = 4, kPieces = 64;  // F, B, I, W; pieces per chunk
+  constexpr int kOps = 4, kPieces = 256;  // F, B, I, W; pieces per chunk (a W: one per weight)
   auto op_index = [](int op) {
     switch (static_cast<Op>(op)) {
       case Op::F: return 0;
@@ -61,8 +61,9 @@ std::map<PieceKey, double> gather_calibration(const std::map<PieceKey, double>& 
 
 // The simulator's costs from the calibration: each chunk lasts K times its
 // pieces' calibrated CPU time, and a pair's halves are cut where the runtime
-// cuts them.
-Costs calibrated_costs(const std::map<PieceKey, double>& cal, int stages, double K) {
+// cuts them. With `fill` (EngineOptions::fill_waits) a B's pieces are its
+// input-gradient work and its weight gradients ran as W pieces: a B is both.
+Costs calibrated_costs(const std::map<PieceKey, double>& cal, int stages, double K, bool fill) {
   std::vector<StageTimes> per_stage(stages);
   std::vector<std::vector<double>> f_pieces(stages), b_pieces(stages);
   auto add = [](double& total, double d) { total = std::max(total, 0.0) + d; };
@@ -79,7 +80,11 @@ Costs calibrated_costs(const std::map<PieceKey, double>& cal, int stages, double
       default: break;
     }
   }
+  if (fill)
+    for (StageTimes& t : per_stage)
+      if (t.B >= 0 && t.W > 0) t.B += t.W;
   Costs c = costs_from_stage_times(per_stage);
+  c.fill_waits = fill;
   c.f_pieces = std::move(f_pieces);
   c.b_pieces = std::move(b_pieces);
   return c;
@@ -96,7 +101,9 @@ nlohmann::json exposed_medians(const std::vector<ExposedComm>& steps) {
                       {"pipeline", med([](const ExposedComm& e) { return e.pipeline; })},
                       {"grad_reduce", med([](const ExposedComm& e) { return e.grad_reduce; })},
                       {"handover", med([](const ExposedComm& e) { return e.handover; })},
-                      {"peer_wait", med([](const ExposedComm& e) { return e.peer_wait; })}};
+                      {"peer_wait", med([](const ExposedComm& e) { return e.peer_wait; })},
+                      // not exposed: weight-gradient work that ran inside all-to-all waits
+                      {"filled_by_weight_work", med([](const ExposedComm& e) { return e.filled; })}};
   nlohmann::json by_point = nlohmann::json::object();
   for (int p = 0; p < kCommPoints; ++p)
     by_point[comm_point_name(static_cast<CommPoint>(p))] = med([p](const ExposedComm& e) { return e.by_point[p]; });
@@ -233,7 +240,7 @@ Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered&
   out.with_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
   if (y.a2a_phase <= 0) return out;
   const double K = t.engine.device_factor;
-  Costs ca = K > 0 ? calibrated_costs(g.calibration, s.stages, K) : measured_costs(s, g.times);
+  Costs ca = K > 0 ? calibrated_costs(g.calibration, s.stages, K, t.engine.fill_waits) : measured_costs(s, g.times);
   ca.pair_turns = t.engine.lane ? Costs::PairTurns::Alternate : Costs::PairTurns::FirstReady;
   ca.latency = y.latency;
   ca.a2a_bytes.assign(s.stages, 0.0);
@@ -384,6 +391,7 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
             {"activation_unit_bytes", y.unit},
             {"emulate_device", t.engine.device_factor},
             {"comm_lane", t.engine.lane},
+            {"fill_waits", t.engine.fill_waits},
             {"calibration", calibration_json(g.calibration)},
             {"per_rank", per_rank}});
   return j;

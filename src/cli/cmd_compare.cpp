@@ -38,6 +38,7 @@ std::string shared_options(const Opts& o) {
   if (c.a2a_rate != 0) s += fmt::format(" --a2a-rate {}", c.a2a_rate);
   if (c.a2a_latency != 0) s += fmt::format(" --a2a-latency {}", c.a2a_latency);
   if (c.fb_overlap != "on") s += " --fb-overlap " + c.fb_overlap;
+  if (c.fill_waits != "off") s += " --fill-waits " + c.fill_waits;
   if (c.link != "apart") s += " --link " + c.link;
   if (d.dp != 1) s += fmt::format(" --dp {}", d.dp);
   if (d.zero != 0) s += fmt::format(" --zero {}", d.zero);

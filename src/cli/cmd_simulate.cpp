@@ -86,7 +86,8 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
   if (a2a) {
     const auto& bwd = c.a2a_bwd_bytes.empty() ? c.a2a_bytes : c.a2a_bwd_bytes;
     j["costs"]["a2a"] = {{"bytes", c.a2a_bytes}, {"bwd_bytes", bwd},          {"phases", c.a2a_phases},
-                         {"rate", c.a2a_rate},   {"latency", c.a2a_latency}, {"fb_overlap", c.fb_overlap}};
+                         {"rate", c.a2a_rate},   {"latency", c.a2a_latency}, {"fb_overlap", c.fb_overlap},
+                         {"fill_waits", c.fill_waits}};
     j["a2a_total"] = r.a2a_total;
     j["exposed_a2a"] = r.exposed_a2a;
     j["a2a_hidden"] = r.a2a_hidden;

@@ -118,6 +118,11 @@ void add_cost_options(CLI::App* app, CostOptions& o) {
   app->add_option("--fb-overlap", o.fb_overlap, "hide each F&B pair's all-to-alls behind its other half's compute")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  app->add_option("--fill-waits", o.fill_waits,
+                  "on: a B's weight-gradient work (W) runs while its all-to-alls are on the wire, the rest after "
+                  "its output is sent, as the runtime's --fill-waits does; off: inline, every wait exposed")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app->add_option("--link", o.link,
                   "where pipeline transfers go: apart (each takes its transfer time, off the all-to-all link), "
                   "fifo (on the sending rank's link with its all-to-alls, one at a time in posting order), "
@@ -137,6 +142,7 @@ Costs make_costs(const CostOptions& o) {
   c.a2a_rate = o.a2a_rate;
   c.a2a_latency = o.a2a_latency;
   c.fb_overlap = o.fb_overlap == "on";
+  c.fill_waits = o.fill_waits == "on";
   c.link = o.link == "fifo" ? Costs::Link::Fifo : o.link == "shared" ? Costs::Link::Shared : Costs::Link::Apart;
   // A transfer costs latency + act_bytes / bandwidth: either of the last two
   // alone changes nothing, which would look like a result.

@@ -48,6 +48,7 @@ struct CostOptions {
   std::string a2a_bytes, a2a_bwd_bytes, a2a_phases;
   double a2a_rate = 0, a2a_latency = 0;
   std::string fb_overlap = "on";
+  std::string fill_waits = "off";  // Costs::fill_waits
   std::string link = "apart";  // Costs::link
 };
 void add_cost_options(CLI::App* app, CostOptions& o);

@@ -299,6 +299,12 @@ void add_rank_options(CLI::App* app, RankOptions& o) {
                   "so one bulk transfer is on the link at a time; off: posted at once")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  app->add_option("--fill-waits", o.fill_waits,
+                  "on: a backward's weight gradients run while its all-to-alls are on the wire (what is left, "
+                  "after its input gradient is sent), so a chunk outside an F&B pair hides them too; needs "
+                  "--comm-lane on; off: computed where autograd reaches them")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app->add_option("--intra-op-threads", o.intra_op_threads,
                   "compute threads of each rank (LibTorch's intra-op pool and OpenBLAS), for ranks started here, "
                   "as threads or by a torchrun-style launcher alike; OMP_NUM_THREADS does not change it")
@@ -332,6 +338,7 @@ TrainOptions run_options(const Schedule& s, const ModelOptions& m, const RankOpt
 EngineOptions engine_options(const RankOptions& o) {
   EngineOptions e;
   e.lane = o.comm_lane == "on";
+  e.fill_waits = o.fill_waits == "on" && e.lane;
   if (!o.emulate_device.empty()) {
     double k = 0;
     std::size_t used = 0;

@@ -82,6 +82,7 @@ struct RankOptions {
   // its calibrated CPU time; OverlapEngine).
   std::string emulate_device;
   std::string comm_lane = "on";  // on: the rank's collectives run one at a time in posting order
+  std::string fill_waits = "on";  // on: weight gradients run in a backward's all-to-all waits
   // Compute threads of each rank (LibTorch intra-op and OpenBLAS), whichever
   // way it was started: more ranks than cores run best with one each.
   int intra_op_threads = 1;

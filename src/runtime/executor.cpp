@@ -266,7 +266,16 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch
   torch::Tensor root = last ? loss / (static_cast<double>(N) * opt_.data_shards) : output;
   std::vector<torch::Tensor> root_grad;
   if (!last) root_grad.push_back(grad);
-  if (defer_weights) store_.begin(static_cast<long>(stage) * N + mb);
+  const long key = static_cast<long>(stage) * N + mb;
+  if (defer_weights) {
+    store_.begin(key);
+  } else if (opt_.engine->options().fill_waits && opt_.engine->has_exchanged()) {
+    // A full B queues its weight gradients too, for its all-to-all waits;
+    // finish_fill() runs the rest once its input gradient is sent.
+    store_.begin(key);
+    fill_stage_ = stage;
+    fill_key_ = key;
+  }
   if (defer_weights && stages_.at(stage).autograd_split)
     split_backward(stage, mb, root, root_grad);
   else
@@ -309,6 +318,27 @@ void RankExecutor::split_backward(int stage, int mb, const torch::Tensor& root, 
   });
 }
 
+bool RankExecutor::run_weight_piece(Half h, int stage, long key) {
+  const int index = store_.next_index(key);
+  if (index < 0) return false;
+  opt_.engine->run_piece(h, Op::W, stage, index, [&] { store_.run_one(key); });
+  return true;
+}
+
+bool RankExecutor::fill_one(Half h) {
+  const long key = fill_key_;
+  return key >= 0 && run_weight_piece(h, fill_stage_, key);
+}
+
+void RankExecutor::finish_fill(Half h) {
+  const long key = fill_key_;
+  if (key < 0) return;
+  while (run_weight_piece(h, fill_stage_, key)) {
+  }
+  store_.run(key);
+  fill_key_ = -1;
+}
+
 void RankExecutor::run_pair(const Action& a, std::size_t pos) {
   // Both halves' pipeline inputs first, so that no half waits for a
   // pipeline transfer inside the pair.
@@ -321,6 +351,7 @@ void RankExecutor::run_pair(const Action& a, std::size_t pos) {
   auto bwd = [&] {
     backward(a.stage2, a.mb2, false, Half::Backward, grad);
     send_early(pos, Op::SEND_B, a.stage2, a.mb2);
+    finish_fill(Half::Backward);
   };
   const Stage& st = stages_.at(a.stage);
   if (st.overlapped) {
@@ -370,12 +401,19 @@ void RankExecutor::run_action(const Action& a, std::size_t p) {
     case Op::I:
       post_ahead(p);
       backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward));
+      if (a.op == Op::B && fill_key_ >= 0) {  // its input gradient goes first, then its weights' work
+        send_early(p, Op::SEND_B, a.stage, a.mb);
+        finish_fill(Half::Backward);
+      }
       break;
-    case Op::W:
-      opt_.engine->begin_chunk(Half::Backward, Op::W, a.stage);
-      store_.run(static_cast<long>(a.stage) * sched_->micro_batches + a.mb);
-      opt_.engine->end_chunk(Half::Backward);
+    case Op::W: {
+      // One piece per closure: the same pieces a backward runs in its waits.
+      const long key = static_cast<long>(a.stage) * sched_->micro_batches + a.mb;
+      while (run_weight_piece(Half::Backward, a.stage, key)) {
+      }
+      store_.run(key);
       break;
+    }
     case Op::FB:
       post_ahead(p);
       run_pair(a, p);
@@ -396,6 +434,14 @@ StepOutput RankExecutor::step() {
   engine.take_idle_spans();
   engine.take_lane_records();
   sent_early_.assign(list.size(), 0);
+  fill_key_ = -1;
+  // The engine may outlive this executor (the model's layers share it): the
+  // filler is set for the step only.
+  struct FillerGuard {
+    OverlapEngine& e;
+    ~FillerGuard() { e.set_filler(nullptr); }
+  } guard{engine};
+  if (engine.options().fill_waits) engine.set_filler([this](Half h) { return fill_one(h); });
   const auto t0 = Clock::now();
   for (std::size_t p = 0; p < list.size(); ++p) {
     out.times[p].start = since(t0);

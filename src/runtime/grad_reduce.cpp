@@ -137,7 +137,9 @@ GradReducer::~GradReducer() { self_.reset(); }
 
 // A hook on every parameter's gradient accumulator reports autograd's
 // writes (SplitLinear writes its weights' gradients itself and reports
-// through its store).
+// through its store). Autograd runs the hook of a SplitLinear weight too,
+// with no gradient coming in: that is no write (the weight's gradient may
+// still be queued for a wait or a W), so it is not reported.
 void GradReducer::add_hooks() {
   self_ = std::make_shared<GradReducer*>(this);
   for (std::size_t gi = 0; gi < groups_.size(); ++gi)
@@ -150,8 +152,9 @@ void GradReducer::add_hooks() {
       std::weak_ptr<GradReducer*> self = self_;
       acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
           [self, impl = p.unsafeGetTensorImpl()](const torch::autograd::variable_list& outputs,
-                                                 const torch::autograd::variable_list&) {
-            if (auto r = self.lock()) (*r)->written(impl);
+                                                 const torch::autograd::variable_list& inputs) {
+            const bool wrote = !inputs.empty() && inputs[0].defined();
+            if (auto r = self.lock(); r && wrote) (*r)->written(impl);
             return outputs;
           }));
       accumulators_.push_back(std::move(acc));

@@ -24,6 +24,7 @@ ExposedComm ExposedComm::operator-(const ExposedComm& o) const {
   d.grad_reduce = grad_reduce - o.grad_reduce;
   d.handover = handover - o.handover;
   d.peer_wait = peer_wait - o.peer_wait;
+  d.filled = filled - o.filled;
   for (int i = 0; i < kCommPoints; ++i) d.by_point[i] = by_point[i] - o.by_point[i];
   return d;
 }
@@ -165,6 +166,7 @@ LaneTicketPtr OverlapEngine::enqueue(Half h, CommPoint p, const Comm& comm, int6
 
 void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   close_piece(h);
+  fill_while_in_flight(h, t);
   const double t0 = now();
   if (t->background || !opt_.lane) {  // the poster waits for the work itself
     bool finished;  // waited already, or the lane stopped before posting it
@@ -208,10 +210,45 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
 void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
                              std::function<compat::WorkPtr()> post_fn) {
   close_piece(h);
+  exchanged_ = true;
   LaneTicketPtr t = post(h, p, comm, bytes, std::move(what), std::move(post_fn));
   handover(h);
   wait(h, t);
   open_piece(h);
+}
+
+// Weight-gradient work while a data all-to-all is on the wire (only on the
+// lane, whose tickets say when they are done; not for background reductions,
+// which wait at the step's end).
+void OverlapEngine::fill_while_in_flight(Half h, const LaneTicketPtr& t) {
+  if (!filler_ || !opt_.lane || t->background || t->record.point == CommPoint::GradReduce) return;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (t->done) return;
+    }
+    const double t0 = now();
+    if (!filler_(h)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    exposed_.filled += now() - t0;
+  }
+}
+
+void OverlapEngine::set_filler(std::function<bool(Half)> fill) { filler_ = std::move(fill); }
+
+void OverlapEngine::run_piece(Half h, Op op, int stage, int piece, const std::function<void()>& work) {
+  Task& t = task_[idx(h)];
+  close_piece(h);
+  const Task saved = t;
+  t.op = op;
+  t.stage = stage;
+  t.piece = piece;
+  t.open = false;
+  open_piece(h);
+  work();
+  close_piece(h);
+  t = saved;
+  t.open = false;  // the chunk's next piece opens where it goes on
 }
 
 void OverlapEngine::charge(CommPoint p, double from, double to, double beyond_wire) {

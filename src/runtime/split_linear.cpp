@@ -2,14 +2,50 @@
 
 namespace dualpipe {
 
+void WeightGradStore::defer(std::function<void()> work) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_[key_].work.push_back(std::move(work));
+}
+
 std::size_t WeightGradStore::run(long key) {
-  auto it = pending_.find(key);
-  if (it == pending_.end()) return 0;
-  torch::NoGradGuard no_grad;
-  std::size_t n = it->second.size();
-  for (auto& work : it->second) work();
-  pending_.erase(it);
+  std::size_t n = 0;
+  while (run_one(key)) ++n;
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.erase(key);  // the key's count of closures run starts again
   return n;
+}
+
+int WeightGradStore::next_index(long key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_.find(key);
+  return it == pending_.end() || it->second.work.empty() ? -1 : it->second.ran;
+}
+
+bool WeightGradStore::run_one(long key) {
+  std::function<void()> work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(key);
+    if (it == pending_.end() || it->second.work.empty()) return false;
+    work = std::move(it->second.work.front());
+    it->second.work.pop_front();
+    ++it->second.ran;
+  }
+  torch::NoGradGuard no_grad;
+  work();
+  return true;
+}
+
+std::size_t WeightGradStore::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t n = 0;
+  for (const auto& kv : pending_) n += kv.second.work.empty() ? 0 : 1;
+  return n;
+}
+
+void WeightGradStore::clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.clear();
 }
 
 namespace {

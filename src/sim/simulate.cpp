@@ -85,6 +85,8 @@ struct HalfRun {
   double a2a = 0;
   double send = -1;     // link time of its output transfer; < 0: none
   double latency = 0;
+  double fill = 0;      // weight-gradient work that fills waits (Costs::fill_waits), part of compute
+  double queued = 0;    // of it, queued and not run yet
   std::size_t next = 0;
   double ready = 0;     // when its posted all-to-all is done
   double posted = 0;    // when it was posted
@@ -107,22 +109,38 @@ PairTime run_halves(HalfRun* h, int n, bool alternate, RankLink& link, double t0
   int cur = 0;  // the forward starts
   PairTime p;
   auto any_left = [&] { return h[0].left() || (n > 1 && h[1].left()); };
+  // Queued weight-gradient work run by the turn holder until `until`.
+  auto fill_until = [&](double until) {
+    for (int i = 0; i < n && now < until; ++i) {
+      const double d = std::min(h[i].queued, until - now);
+      h[i].queued -= d;
+      now += d;
+    }
+  };
+  double piece_sum[2] = {0, 0};
+  for (int i = 0; i < n; ++i)
+    for (double x : h[i].pieces) piece_sum[i] += x;
   while (any_left()) {
     if (!h[cur].left()) cur = 1 - cur;
     HalfRun& k = h[cur];
+    if (k.ready > now) fill_until(k.ready);
     if (k.ready > now) {
       p.waits.push_back({now - t0, k.ready - t0});  // the turn holder waits for its transfer
       // A whole transfer waited from its post: its own time, unrounded.
       p.exposed += now == k.posted && k.ready == k.posted + k.a2a ? k.a2a : k.ready - now;
       now = k.ready;
     }
-    now += k.pieces[k.next++];
+    const double piece = k.pieces[k.next++];
+    now += piece;
+    if (k.fill > 0) k.queued += piece_sum[cur] > 0 ? k.fill * piece / piece_sum[cur] : 0.0;
     if (k.left()) {
       k.posted = now;
       k.ready = link.send(now, k.a2a);  // an all-to-all post: on the link in posting order
     } else {
       k.end = now;
       k.arrived = k.send < 0 ? now : link.send(now, k.send) + k.latency;
+      now += k.queued;  // the rest of its weight gradients, after its output is sent
+      k.queued = 0;
     }
     if (alternate && n > 1) cur = 1 - cur;  // hand over (at a post, or for good when this half ended)
   }
@@ -248,6 +266,17 @@ class Simulation {
   ChunkWork work(double compute, int stage, bool fwd) const {
     return ChunkWork{compute, c_.phases(stage), fwd ? c_.a2a_fwd(stage) : c_.a2a_bwd(stage)};
   }
+  // The weight-gradient work of a B of `stage` lasting `compute` that fills
+  // its waits (Costs::fill_waits), at most the B.
+  double fill_of(int stage, double compute) const {
+    return c_.fill_waits ? std::min(c_.w(stage), compute) : 0.0;
+  }
+  // A chunk's measured compute pieces (F and B), scaled to `w`; empty: equal ones.
+  std::vector<double> measured_pieces(Op op, int stage, const ChunkWork& w) const {
+    if (op == Op::F) return c_.pieces_of(c_.f_pieces, stage, w);
+    if (op == Op::B) return c_.pieces_of(c_.b_pieces, stage, w);
+    return {};
+  }
   // Earliest start of each half, given the inputs it needs.
   double fwd_ready(int stage, int mb) const { return stage > 0 ? fwd_at_[idx(stage - 1, mb)] : 0.0; }
   double bwd_ready(int stage, int mb) const {
@@ -301,10 +330,12 @@ class Simulation {
     const ChunkWork wk = work(dur, a.stage, a.op == Op::F);
     const bool talk = comm_ && a.op != Op::W && talks(wk);
     if (!talk && !on_link_) return;
-    const ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
+    ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
     HalfRun* runs = lr.runs;
-    runs[0].pieces = cut(w, {});
-    runs[0].compute = w.compute;
+    runs[0].fill = talk && a.op == Op::B ? fill_of(a.stage, w.compute) : 0.0;
+    w.compute -= runs[0].fill;
+    runs[0].pieces = cut(w, talk ? measured_pieces(a.op, a.stage, w) : std::vector<double>{});
+    runs[0].compute = w.compute + runs[0].fill;
     runs[0].a2a = w.a2a;
     runs[0].send = on_link_ ? send_of(a, r) : -1;
     runs[0].latency = c_.latency;
@@ -334,15 +365,18 @@ class Simulation {
     if (!talks(wb)) wb = ChunkWork{wb.compute, 0, 0};
     const bool alternate = talk && c_.fb_overlap;
     HalfRun* runs = lr.runs;
-    if (alternate && c_.pair_turns == Costs::PairTurns::FirstReady) {
+    const bool first_ready = alternate && c_.pair_turns == Costs::PairTurns::FirstReady;
+    runs[1].fill = talks(wb) && !first_ready ? fill_of(b.stage, wb.compute) : 0.0;
+    wb.compute -= runs[1].fill;
+    if (first_ready) {
       lr.waits = overlapped_pair(wf, wb);  // its own link (the pipeline sends go out at its end)
       dur = lr.waits.duration;
     } else if (talk || on_link_) {
-      // Measured pieces where the halves alternate; equal ones otherwise.
-      runs[0].pieces = cut(wf, alternate ? c_.pieces_of(c_.f_pieces, f.stage, wf) : std::vector<double>{});
-      runs[1].pieces = cut(wb, alternate ? c_.pieces_of(c_.b_pieces, b.stage, wb) : std::vector<double>{});
+      // Measured pieces where the halves talk; equal ones otherwise.
+      runs[0].pieces = cut(wf, talk ? measured_pieces(Op::F, f.stage, wf) : std::vector<double>{});
+      runs[1].pieces = cut(wb, talk ? measured_pieces(Op::B, b.stage, wb) : std::vector<double>{});
       runs[0].compute = wf.compute;
-      runs[1].compute = wb.compute;
+      runs[1].compute = wb.compute + runs[1].fill;
       runs[0].a2a = wf.a2a;
       runs[1].a2a = wb.a2a;
       runs[0].send = on_link_ ? send_of(f, r) : -1;

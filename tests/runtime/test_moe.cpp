@@ -109,6 +109,91 @@ TEST(Overlap, BackwardComputesWhileForwardWaits) {
   EXPECT_EQ(most.load(), 1);
 }
 
+// A chunk alone has no other half to hand the turn to: while its transfer is
+// in flight it runs queued weight-gradient work, one piece at a time, and
+// stops as soon as the transfer is done; that time is counted as filled, not
+// as exposed.
+TEST(Overlap, AChunkAloneRunsWeightWorkWhileItsTransferIsInFlight) {
+  WaitOnlyComm comm;
+  comm.timeout = std::chrono::seconds(20);
+  OverlapEngine engine;
+  auto work = c10::make_intrusive<SignalWork>();
+  int pieces = 0;
+  engine.set_filler([&](Half h) {
+    if (pieces == 10) return false;
+    engine.run_piece(h, Op::W, 0, pieces, [&] {
+      // The transfer completes early in the third piece, which then lasts
+      // long enough for the lane to see it done.
+      if (pieces == 2) work->fire();
+      std::this_thread::sleep_for(std::chrono::milliseconds(pieces == 2 ? 50 : 5));
+      ++pieces;
+    });
+    return true;
+  });
+  engine.begin_chunk(Half::Backward, Op::B, 0);
+  engine.exchange(Half::Backward, CommPoint::CombineGrad, comm, 0, "combine gradient", signal_post(work));
+  engine.end_chunk(Half::Backward);
+  EXPECT_EQ(pieces, 3);
+  const ExposedComm e = engine.exposed();
+  EXPECT_GE(e.filled, 0.014);
+  EXPECT_LT(e.all_to_all + e.peer_wait, 0.005) << "the wait ended with the transfer";
+  // Without a filler the same wait is exposed.
+  engine.set_filler(nullptr);
+  auto late = c10::make_intrusive<SignalWork>();
+  std::thread firer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    late->fire();
+  });
+  engine.exchange(Half::Backward, CommPoint::CombineGrad, comm, 0, "combine gradient", signal_post(late));
+  firer.join();
+  EXPECT_GE(engine.exposed().all_to_all + engine.exposed().peer_wait, 0.012);
+}
+
+// Weight-gradient work run in the all-to-all waits of backward chunks
+// (fill_waits) moves time, not bits: a DualPipe MoE mesh (P=2 x E=2) with
+// random delays at every piece, so that transfers are in flight when
+// backwards wait, ends 2 training steps with the same parameters as with the
+// work done inline, and some of it did run in waits.
+TEST(Overlap, WeightWorkInWaitsChangesNoBit) {
+  Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
+  auto train = [&](bool fill) {
+    TrainOptions t;
+    t.model.name = "moe";
+    t.model.stages = s.stages;
+    t.model.micro_batches = s.micro_batches;
+    t.model.hidden = 16;
+    t.model.heads = 2;
+    t.model.seq_len = 6;
+    t.model.micro_batch_size = 2;
+    t.model.layers = 2 * s.stages;
+    t.model.experts = 4;
+    t.model.top_k = 2;
+    t.model.dtype = torch::kFloat64;
+    t.steps = 2;
+    t.engine.fill_waits = fill;
+    std::atomic<unsigned> seed{7};
+    t.engine.on_piece_end = [&seed](Half) {
+      const unsigned v = seed.fetch_add(2654435761u);
+      std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));
+    };
+    MeshShape shape;
+    shape.pp = s.ranks;
+    shape.ep = 2;
+    std::vector<RankRun> runs(shape.size());
+    run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+    return runs;
+  };
+  const auto filled = train(true), inline_ = train(false);
+  double in_waits = 0;
+  for (std::size_t r = 0; r < filled.size(); ++r) {
+    for (const ExposedComm& e : filled[r].exposed) in_waits += e.filled;
+    for (const ExposedComm& e : inline_[r].exposed) EXPECT_EQ(e.filled, 0.0);
+    for (const auto& [stage, p] : filled[r].final_params)
+      EXPECT_TRUE(torch::equal(p, inline_[r].final_params.at(stage))) << "rank " << r << " stage " << stage;
+  }
+  EXPECT_GT(in_waits, 0.0) << "no weight-gradient work ran in a wait";
+}
+
 // The halves alternate at every exchange, whatever each piece takes: the
 // order of pieces and of posts on the lane is fixed, however long the
 // pieces and transfers are (random delays), and a transfer that is already

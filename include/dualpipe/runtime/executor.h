@@ -15,6 +15,7 @@
 // thread calls step(); the engine runs the backward half of an overlapped
 // pair on a worker thread of its own. Not safe to call from several threads
 // at once.
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -164,6 +165,16 @@ class RankExecutor {
   // queued in store_ for W. `root_grad`: the output's gradient (none for the loss).
   void split_backward(int stage, int mb, const torch::Tensor& root, const std::vector<torch::Tensor>& root_grad);
   void run_pair(const Action& a, std::size_t pos);
+  // Weight-gradient work in waits (EngineOptions::fill_waits): a full B
+  // queues its weight gradients under fill_key_; the engine's waits run
+  // them one closure at a time (fill_one), and finish_fill() runs the rest
+  // after the B's input gradient is sent. run_weight_piece runs the next
+  // closure of `key` as a compute piece (W, stage, its index); false: none left.
+  bool run_weight_piece(Half h, int stage, long key);
+  bool fill_one(Half h);
+  void finish_fill(Half h);
+  std::atomic<long> fill_key_{-1};  // -1: no backward's work to fill with
+  int fill_stage_ = 0;
   // Posts the SEND of (op, stage, mb) that follows position `pos` among the
   // communication actions after it, now (at the end of a pair's half).
   void send_early(std::size_t pos, Op op, int stage, int mb);

@@ -35,6 +35,15 @@
 // calibration is each piece's thread CPU time (the median over the
 // micro-batches of one step), measured once per run with emulation off.
 //
+// Filling waits. A turn holder that must wait for its all-to-all while the
+// other half cannot take the turn (a chunk alone, a pair whose other half has
+// ended, or a half whose turn came back before its transfer finished) first
+// runs deferred weight-gradient work, one closure at a time, while the
+// transfer is in flight (set_filler; the executor hands out the queued
+// weight gradients of the backward in progress). Each closure is a compute
+// piece of its own, keyed (W, stage, its index in the chunk), so a W action
+// and the same closure run in a wait share one calibration.
+//
 // Accounting. Exposed time is time when the turn holder does not compute: it
 // waits for a transfer (charged to the communication point, and of an
 // all-to-all the part beyond the transfer's wire time at the known link rate
@@ -45,6 +54,7 @@
 // pair and the stepping thread (internally locked). Ownership: owns its lane
 // and pair-worker threads, joined on destruction. Not copyable.
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -85,6 +95,9 @@ struct ExposedComm {
   double handover = 0;     // between being given the turn (or a completed transfer) and running
   double peer_wait = 0;    // of the all-to-all waits: beyond the wire time, the peer being late
   std::array<double, kCommPoints> by_point{};  // link + peer time per point (handover excluded)
+  // Not exposed: weight-gradient work run inside all-to-all waits
+  // (EngineOptions::fill_waits), time that would have been exposed.
+  double filled = 0;
   double total() const { return all_to_all + pipeline + grad_reduce + handover + peer_wait; }
   ExposedComm operator-(const ExposedComm& o) const;
 };
@@ -107,6 +120,10 @@ struct LaneRecord {
 
 struct EngineOptions {
   bool lane = true;            // collectives on one ordered lane (off: posted directly, as before)
+  // Backward chunks leave their weight gradients to run in their own
+  // all-to-all waits (and what is left, after their input gradient is
+  // sent); needs the lane. Off: computed inline, every wait exposed.
+  bool fill_waits = true;
   double device_factor = 0;    // K of the device emulation; 0: off
   double link_bytes_per_s = 0; // the rank's link rate when known (peer_wait split); 0: unknown
   // Test hook: called at the end of every compute piece with its half (e.g.
@@ -175,6 +192,20 @@ class OverlapEngine {
   std::vector<LaneRecord> take_lane_records();
   // Pieces whose real compute outlasted K times their calibrated cost.
   int overruns() const;
+  // Whether any data all-to-all went through exchange() yet (a rank whose
+  // stages have none has no waits to fill).
+  bool has_exchanged() const { return exchanged_.load(); }
+
+  // ---- weight-gradient work in waits
+  // `fill(h)` runs one piece of deferred work (through run_piece) and says
+  // whether it found any; called on the waiting half's thread, never while
+  // the engine's lock is held. Null: waits are not filled. Set before steps
+  // run; the setter must clear it before whatever it calls goes away.
+  void set_filler(std::function<bool(Half)> fill);
+  // Runs `work` as one compute piece of its own, keyed (op, stage, piece), in
+  // half `h` (device emulation, calibration); the chunk `h` was running
+  // continues its own pieces afterwards.
+  void run_piece(Half h, Op op, int stage, int piece, const std::function<void()>& work);
 
   // ---- calibration
   // While on, pieces record their thread CPU time (emulation is off).
@@ -200,6 +231,7 @@ class OverlapEngine {
   void close_piece(Half h);
   void handover(Half h);
   void charge(CommPoint p, double from, double to, double beyond_wire);
+  void fill_while_in_flight(Half h, const LaneTicketPtr& t);
   void lane_loop();
   void worker_loop();
 
@@ -217,6 +249,8 @@ class OverlapEngine {
   std::vector<IdleSpan> spans_;
   std::vector<LaneRecord> records_;
   int overruns_ = 0;
+  std::atomic<bool> exchanged_{false};
+  std::function<bool(Half)> filler_;
   // calibration
   bool calibrating_ = false;
   std::map<PieceKey, std::vector<double>> samples_;

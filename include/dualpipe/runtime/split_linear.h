@@ -11,8 +11,10 @@
 // Layers without split support (GELU has no weights; a LayerNorm or an
 // embedding does) get their weight gradients during I, like a full B: the
 // result is the same, only less work moves into W.
+#include <deque>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <vector>
 
 #include <torch/torch.h>
@@ -20,8 +22,10 @@
 namespace dualpipe {
 
 // Deferred weight-gradient work of one rank's stages, by (stage, micro-batch)
-// key. Ownership: owns the queued closures. Thread-safety: none; the executor
-// that owns it drives it from one task at a time.
+// key, in the order it was queued. Ownership: owns the queued closures.
+// Thread-safety: the queue may be used from the two tasks of an F&B pair
+// (internally locked); begin()/end() and the closures themselves run on one
+// task at a time, as the executor drives them.
 class WeightGradStore {
  public:
   // While a deferring backward for `key` runs, SplitLinear layers queue their
@@ -32,11 +36,20 @@ class WeightGradStore {
   }
   void end() { deferring_ = false; }
   bool deferring() const { return deferring_; }
-  void defer(std::function<void()> work) { pending_[key_].push_back(std::move(work)); }
-  // Runs (and forgets) the deferred work of `key`; returns how many closures ran.
+  void defer(std::function<void()> work);
+  // Runs (and forgets) the deferred work of `key`, the end of its weight
+  // gradients; returns how many closures ran.
   std::size_t run(long key);
-  std::size_t pending() const { return pending_.size(); }
-  void clear() { pending_.clear(); }
+  // The next closure of `key` to run: its index among every closure queued
+  // under the key (the first is 0; a closure keeps its index when earlier
+  // ones ran in a wait), or -1 when none is queued.
+  int next_index(long key) const;
+  // Runs the oldest closure queued under `key`; false when there is none.
+  // The key's later closures keep counting on until run(key) ends it.
+  bool run_one(long key);
+  // Keys with closures still queued.
+  std::size_t pending() const;
+  void clear();
   // Called with the parameter each time a SplitLinear layer has written a
   // weight gradient into its .grad (in B, or in W for deferred work), on the
   // thread that wrote it: a gradient reduction learns there that a bucket's
@@ -44,9 +57,14 @@ class WeightGradStore {
   std::function<void(const torch::Tensor&)> on_written;
 
  private:
+  struct Queue {
+    std::deque<std::function<void()>> work;
+    int ran = 0;  // closures of the key already run
+  };
   bool deferring_ = false;
   long key_ = 0;
-  std::map<long, std::vector<std::function<void()>>> pending_;
+  mutable std::mutex mu_;
+  std::map<long, Queue> pending_;
 };
 
 // A Linear layer whose backward can leave its weight gradient to a later W.

@@ -46,6 +46,13 @@ struct Costs {
   // before the engine).
   enum class PairTurns { Alternate, FirstReady };
   PairTurns pair_turns = PairTurns::Alternate;
+  // A full B's weight-gradient work (W of its stage) runs while its
+  // all-to-alls are on the wire: it is queued as the B's input-gradient
+  // pieces run (in proportion to them), a wait of the turn holder first runs
+  // what is queued, and what is left runs after the B's output is sent (the
+  // runtime's --fill-waits). b_pieces are then the input-gradient pieces.
+  // Off: the weight gradients run inline, every wait exposed.
+  bool fill_waits = false;
   // Relative sizes of a chunk's compute pieces (phases + 1 of them) per
   // stage, for the F and B halves of pairs, e.g. measured (the runtime's calibration);
   // empty: equal pieces.
