@@ -206,6 +206,25 @@ TEST(SimComm, WeightWorkFillsABackwardsWaits) {
   EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 4);
 }
 
+// An I whose W is the rank's next compute action fills its waits with that
+// W's work; the W then runs only what is left. F 3, B 6, W 3, phases of 1:
+// I is 3 in pieces of 1, each queuing 1 of W; both waits are filled, the
+// last 1 is left to W: I 5-10, W 10-11. With another action between an I
+// and its W nothing moves: the step is the inline one.
+TEST(SimComm, AnIFillsItsWaitsWithItsWWhenTheWComesNext) {
+  Costs c = a2a_costs(3, 6, 3, 2, 2, 2);
+  c.fill_waits = true;
+  SimResult r = simulate(one_rank(1, 1, {"0F0", "0I0", "0W0"}), c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].start, 5);
+  EXPECT_DOUBLE_EQ(r.timeline[0][1].end, 10);
+  EXPECT_DOUBLE_EQ(r.timeline[0][2].end - r.timeline[0][2].start, 1);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 2);  // the forward's
+  const Schedule apart = one_rank(1, 2, {"0F0", "0F1", "0I0", "0I1", "0W0", "0W1"});
+  const double filled = simulate(apart, c).makespan;
+  c.fill_waits = false;
+  EXPECT_DOUBLE_EQ(filled, simulate(apart, c).makespan);
+}
+
 // In a pair, the forward half's waits run the backward half's queued weight
 // work too. F 3 (pieces of 1), B 6 with W 3, phases of 1.5 on one link.
 // Inline (B's pieces of 2): F 0-1 posts (done 2.5), B 1-3 (done 4.5), F 3-4

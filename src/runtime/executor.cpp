@@ -130,6 +130,15 @@ void RankExecutor::index_stage_events() {
     if (a.op == Op::B || a.op == Op::I || a.op == Op::W) last[a.stage] = p;
     if (a.op == Op::FB) last[a.stage2] = p;
   }
+  // An I whose W is the next compute action here may fill its own waits
+  // with that W's work: nothing writes the stage's weights in between.
+  w_follows_.assign(mine.size(), 0);
+  for (std::size_t p = 0; p < mine.size(); ++p) {
+    if (mine[p].op != Op::I) continue;
+    std::size_t q = p + 1;
+    while (q < mine.size() && !is_compute(mine[q].op)) ++q;
+    w_follows_[p] = q < mine.size() && mine[q] == Action::make(Op::W, mine[p].stage, mine[p].mb);
+  }
   grads_done_at_.assign(mine.size(), {});
   for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
   first_use_at_.assign(mine.size(), {});
@@ -251,7 +260,7 @@ torch::Tensor RankExecutor::output_grad(int stage, int mb, Half h) {
   return take_recv(Op::RECV_B, stage, mb, h);
 }
 
-void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad) {
+void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad, bool w_follows) {
   const int N = sched_->micro_batches;
   const bool next_here = stage + 1 < sched_->stages && where(stage + 1, mb) == rank_;
   torch::Tensor output, loss;
@@ -267,12 +276,12 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch
   std::vector<torch::Tensor> root_grad;
   if (!last) root_grad.push_back(grad);
   const long key = static_cast<long>(stage) * N + mb;
-  if (defer_weights) {
-    store_.begin(key);
-  } else if (opt_.engine->options().fill_waits && opt_.engine->has_exchanged()) {
-    // A full B queues its weight gradients too, for its all-to-all waits;
-    // finish_fill() runs the rest once its input gradient is sent.
-    store_.begin(key);
+  const bool fill = opt_.engine->options().fill_waits && opt_.engine->has_exchanged();
+  if (defer_weights || fill) store_.begin(key);
+  // A full B queues its weight gradients too, for its all-to-all waits
+  // (finish_fill() runs the rest once its input gradient is sent); an I
+  // whose W comes next fills its waits with that W's work (the W runs the rest).
+  if (fill && (!defer_weights || w_follows)) {
     fill_stage_ = stage;
     fill_key_ = key;
   }
@@ -281,6 +290,7 @@ void RankExecutor::backward(int stage, int mb, bool defer_weights, Half h, torch
   else
     torch::autograd::backward({root}, root_grad);
   store_.end();
+  if (defer_weights) fill_key_ = -1;  // the rest is its W's
   opt_.engine->end_chunk(h);
   // Looked up again: the other half of an F&B pair may have added slots
   // meanwhile (std::map keeps references valid, but say so plainly).
@@ -400,7 +410,8 @@ void RankExecutor::run_action(const Action& a, std::size_t p) {
     case Op::B:
     case Op::I:
       post_ahead(p);
-      backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward));
+      backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward),
+               w_follows_[p] != 0);
       if (a.op == Op::B && fill_key_ >= 0) {  // its input gradient goes first, then its weights' work
         send_early(p, Op::SEND_B, a.stage, a.mb);
         finish_fill(Half::Backward);

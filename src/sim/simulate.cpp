@@ -87,6 +87,7 @@ struct HalfRun {
   double latency = 0;
   double fill = 0;      // weight-gradient work that fills waits (Costs::fill_waits), part of compute
   double queued = 0;    // of it, queued and not run yet
+  bool rest_after = true;  // the rest runs after its output (a B); false: its W runs it (an I)
   std::size_t next = 0;
   double ready = 0;     // when its posted all-to-all is done
   double posted = 0;    // when it was posted
@@ -139,8 +140,12 @@ PairTime run_halves(HalfRun* h, int n, bool alternate, RankLink& link, double t0
     } else {
       k.end = now;
       k.arrived = k.send < 0 ? now : link.send(now, k.send) + k.latency;
-      now += k.queued;  // the rest of its weight gradients, after its output is sent
-      k.queued = 0;
+      if (k.rest_after) {
+        now += k.queued;  // the rest of its weight gradients, after its output is sent
+        k.queued = 0;
+      } else {
+        k.compute -= k.queued;  // left to its W
+      }
     }
     if (alternate && n > 1) cur = 1 - cur;  // hand over (at a post, or for good when this half ended)
   }
@@ -199,7 +204,8 @@ class Simulation {
         send_work_(c.bandwidth > 0 ? c.act_bytes / c.bandwidth : 0.0),
         links_(static_cast<std::size_t>(s.ranks), RankLink(c.link)),
         fwd_at_(cells()),
-        grad_at_(cells()) {
+        grad_at_(cells()),
+        filled_w_(cells()) {
     res_.per_rank.assign(s.ranks, RankStats{});
     if (opt.timeline) {
       res_.timeline.resize(s.ranks);
@@ -218,7 +224,7 @@ class Simulation {
     // model, the pipeline sends: on the rank's link.
     LinkRun lr;
     if (a.op == Op::F || is_backward(a.op) || a.op == Op::W)
-      run_chunk(a, r, start, dur, lr);
+      run_chunk(a, r, pos, start, dur, lr);
     else if (a.op == Op::FB)
       run_pair(a, r, start, dur, lr);
     if (lr.a2a_time > 0) {
@@ -271,6 +277,14 @@ class Simulation {
   double fill_of(int stage, double compute) const {
     return c_.fill_waits ? std::min(c_.w(stage), compute) : 0.0;
   }
+  // The compute action after position `pos` of rank r's list (an F of
+  // stage -1 where there is none).
+  Action next_compute(int r, std::size_t pos) const {
+    const auto& list = s_.actions[static_cast<std::size_t>(r)];
+    for (std::size_t q = pos + 1; q < list.size(); ++q)
+      if (is_compute(list[q].op)) return list[q];
+    return Action::make(Op::F, -1, -1);
+  }
   // A chunk's measured compute pieces (F and B), scaled to `w`; empty: equal ones.
   std::vector<double> measured_pieces(Op op, int stage, const ChunkWork& w) const {
     if (op == Op::F) return c_.pieces_of(c_.f_pieces, stage, w);
@@ -312,7 +326,7 @@ class Simulation {
         break;
       case Op::W:
         start = std::max(start, grad_end_[idx(a.stage, a.mb)]);
-        dur = c_.w(a.stage);
+        dur = std::max(0.0, c_.w(a.stage) - filled_w_[idx(a.stage, a.mb)]);  // less what its I ran in waits
         break;
       case Op::FB: {
         const Action f = a.forward_half(), b = a.backward_half();
@@ -326,20 +340,26 @@ class Simulation {
 
   // A chunk alone (F, B, I or W) on rank r's link: `dur` becomes its time
   // with the waits for its all-to-all.
-  void run_chunk(const Action& a, int r, double start, double& dur, LinkRun& lr) {
+  void run_chunk(const Action& a, int r, std::size_t pos, double start, double& dur, LinkRun& lr) {
     const ChunkWork wk = work(dur, a.stage, a.op == Op::F);
     const bool talk = comm_ && a.op != Op::W && talks(wk);
     if (!talk && !on_link_) return;
     ChunkWork w = talk ? wk : ChunkWork{dur, 0, 0};
     HalfRun* runs = lr.runs;
-    runs[0].fill = talk && a.op == Op::B ? fill_of(a.stage, w.compute) : 0.0;
-    w.compute -= runs[0].fill;
+    // A B fills its waits with its own weight gradients; an I with its W's
+    // when that W is the rank's next compute action (the runtime's rule).
+    const bool w_next = a.op == Op::I && next_compute(r, pos) == Action::make(Op::W, a.stage, a.mb);
+    if (talk && (a.op == Op::B || w_next)) runs[0].fill = fill_of(a.stage, a.op == Op::B ? w.compute : c_.w(a.stage));
+    if (a.op == Op::B) w.compute -= runs[0].fill;
+    runs[0].rest_after = a.op == Op::B;
     runs[0].pieces = cut(w, talk ? measured_pieces(a.op, a.stage, w) : std::vector<double>{});
     runs[0].compute = w.compute + runs[0].fill;
+    if (w_next) filled_w_[idx(a.stage, a.mb)] = runs[0].fill;  // less the rest, below
     runs[0].a2a = w.a2a;
     runs[0].send = on_link_ ? send_of(a, r) : -1;
     runs[0].latency = c_.latency;
     lr.waits = run_halves(runs, 1, false, links_[r], start);
+    if (w_next) filled_w_[idx(a.stage, a.mb)] -= runs[0].queued;
     if (talk) lr.a2a_time = link_time(w);
     lr.exposed = lr.waits.exposed;
     dur = lr.waits.duration;
@@ -436,6 +456,7 @@ class Simulation {
   std::vector<RankLink> links_;
   // When each output is at its consumer's rank.
   BigArray<double> fwd_at_, grad_at_;
+  BigArray<double> filled_w_;  // W work an I ran in its waits, per (stage, mb)
   SimResult res_;
 };
 

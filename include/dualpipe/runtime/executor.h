@@ -160,15 +160,17 @@ class RankExecutor {
   torch::Tensor forward_input(int stage, int mb, Half h);
   torch::Tensor output_grad(int stage, int mb, Half h);
   void forward(int stage, int mb, Half h, torch::Tensor in);
-  void backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad);
+  // `w_follows`: an I (defer_weights) whose W is the rank's next compute action.
+  void backward(int stage, int mb, bool defer_weights, Half h, torch::Tensor grad, bool w_follows = false);
   // Stage::autograd_split's I: the input gradient now, the weight gradients
   // queued in store_ for W. `root_grad`: the output's gradient (none for the loss).
   void split_backward(int stage, int mb, const torch::Tensor& root, const std::vector<torch::Tensor>& root_grad);
   void run_pair(const Action& a, std::size_t pos);
-  // Weight-gradient work in waits (EngineOptions::fill_waits): a full B
-  // queues its weight gradients under fill_key_; the engine's waits run
-  // them one closure at a time (fill_one), and finish_fill() runs the rest
-  // after the B's input gradient is sent. run_weight_piece runs the next
+  // Weight-gradient work in waits (EngineOptions::fill_waits): a full B (or
+  // an I whose W comes next) queues its weight gradients under fill_key_;
+  // the engine's waits run them one closure at a time (fill_one), and
+  // finish_fill() runs the rest after the B's input gradient is sent (an
+  // I's W runs its rest). run_weight_piece runs the next
   // closure of `key` as a compute piece (W, stage, its index); false: none left.
   bool run_weight_piece(Half h, int stage, long key);
   bool fill_one(Half h);
@@ -212,6 +214,7 @@ class RankExecutor {
   std::vector<int> send_pos_, consume_pos_;
   // Per position of this rank's list: the stages whose gradients are final after it.
   std::vector<std::vector<int>> grads_done_at_;
+  std::vector<char> w_follows_;  // per position: an I whose W is the next compute action
   // [position]: the stages whose first action of the step is there.
   std::vector<std::vector<int>> first_use_at_;
   std::vector<PendingSend> sends_;
