@@ -6,7 +6,8 @@
 # about as long as its forward compute, DeepSeek-V3's 1:1; about 800mbit on
 # the 2-core development machine and on a 16-core machine alike). Runs
 # 1F1B (weight gradients inline, the baseline; and filling its waits, the
-# default), ZB1P, DualPipe with --fb-overlap off and on, DualPipeV, combined 1F1B
+# default), ZB1P, DualPipe with --fb-overlap off and on (and on with weight
+# gradients inline, --fill-waits off), DualPipeV, combined 1F1B
 # (interleaved, V=2, F&B pairs in its steady state), and DualPipe
 # on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated.
@@ -58,6 +59,7 @@ run 1f1b_fill -m 1f1b --link-rate "$rate"
 run zb1p -m zb1p --link-rate "$rate"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off
 run dualpipe_on -m dualpipe --link-rate "$rate"
+run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off
 run dualpipev -m dualpipev --link-rate "$rate"
 run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate"
 run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit

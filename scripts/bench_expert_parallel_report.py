@@ -27,7 +27,7 @@ if sys.argv[1] == "--rate-for-1to1":
     sys.exit(0)
 
 out, rate = sys.argv[1], sys.argv[2]
-runs = ["1f1b", "1f1b_fill", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipev", "combined_1f1b", "dualpipe_on_unlimited"]
+runs = ["1f1b", "1f1b_fill", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipe_on_inline", "dualpipev", "combined_1f1b", "dualpipe_on_unlimited"]
 data = {}
 for name in runs:
     path = os.path.join(out, name + ".json")

@@ -226,13 +226,13 @@ TEST(SimComm, AnIFillsItsWaitsWithItsWWhenTheWComesNext) {
 }
 
 // In a pair, the forward half's waits run the backward half's queued weight
-// work too. F 3 (pieces of 1), B 6 with W 3, phases of 1.5 on one link.
-// Inline (B's pieces of 2): F 0-1 posts (done 2.5), B 1-3 (done 4.5), F 3-4
-// (done 6), B waits 0.5, 4.5-6.5 (done 8), F 6.5-7.5, B waits 0.5, 8-10: 10.
-// Filled (B's input-gradient pieces of 1, each queuing 1): F 0-1 (done 2.5),
-// B 1-2 (done 4), F fills 2-2.5, 2.5-3.5 (done 5.5), B fills 3.5-4, 4-5
-// (done 7), F fills 5-5.5, 5.5-6.5, B fills 6.5-7, 7-8, its last 1 after
-// its output: 9, the pair's compute, nothing exposed.
+// work too. F 3 (pieces of 1), B 6 with W 3, phases of 1.5 on one link, the
+// backward first. Inline (B's pieces of 2): B 0-2 posts (done 3.5), F 2-3
+// (done 5), B waits 0.5, 3.5-5.5 (done 7), F 5.5-6.5 (done 8.5), B waits
+// 0.5, 7-9, F 9-10: 10. Filled (B's input-gradient pieces of 1, each
+// queuing 1): B 0-1 (done 2.5), F 1-2 (done 4), B fills 2-2.5, 2.5-3.5
+// (done 5.5), F fills 3.5-4, 4-5 (done 7), B fills 5-5.5, 5.5-6.5, its
+// last 1.5 after its output, to 8, F 8-9: 9, the pair's compute.
 TEST(SimComm, PairHalvesFillTheirWaitsWithTheBackwardsWeightWork) {
   Schedule s = one_rank(1, 2, {"0F0", "(0F1;0B0)OVERLAP_F_B", "0B1"});
   Costs c = a2a_costs(3, 6, 3, 2, 3, 3);
@@ -476,17 +476,31 @@ TEST(SimComm, CliCompareShowsTheColumnOnlyWithCosts) {
 
 // ---- the overlap engine's turn order ------------------------------------
 
-// The halves swap at every post: F [0,1] posts (link [1,2]); B [1,1.5]
-// posts (link [2,3]); F waits [1.5,2], runs [2,3], posts (link [3,4]); B
-// runs [3,6], posts (link [6,7]); F runs its last piece [6,7]; B its last
-// [7,7.5]. Half a unit exposed, one all-to-all on the link at a time.
+// The halves swap at every post, the backward first: B [0,0.5] posts (link
+// [0.5,1.5]); F [0.5,1.5] posts (link [1.5,2.5]); B runs [1.5,4.5], posts
+// (link [4.5,5.5]); F runs [4.5,5.5], posts (link [5.5,6.5]); B runs its
+// last piece [5.5,6]; F waits [6,6.5] and runs its last [6.5,7.5]. Half a
+// unit exposed, one all-to-all on the link at a time.
 TEST(SimComm, AlternatingPairSwapsAtEveryPost) {
   PairTime p = alternating_pair({3, 2, 1}, {4, 2, 1}, {1, 1, 1}, {0.5, 3, 0.5});
   EXPECT_DOUBLE_EQ(p.duration, 7.5);
   EXPECT_DOUBLE_EQ(p.exposed, 0.5);
   ASSERT_EQ(p.waits.size(), 1u);
-  EXPECT_DOUBLE_EQ(p.waits[0].start, 1.5);
-  EXPECT_DOUBLE_EQ(p.waits[0].end, 2);
+  EXPECT_DOUBLE_EQ(p.waits[0].start, 6);
+  EXPECT_DOUBLE_EQ(p.waits[0].end, 6.5);
+}
+
+// Why the backward starts: a stage whose blocks have little after the MoE
+// layer (F: attention 2, experts 2, tail 0.1; B: tail 0.1, experts 4,
+// attention 4), phases of 1.5. Forward first, F's dispatch has only B's
+// tail to hide behind; backward first, every transfer travels while the
+// other half runs attention or experts: B 0-0.1 posts (0.1-1.6); F
+// 0.1-2.1 posts (2.1-3.6); B 2.1-6.1 posts (6.1-7.6); F 6.1-8.1 posts
+// (8.1-9.6); B 8.1-12.1; F waits nothing and ends 12.2: nothing exposed.
+TEST(SimComm, BackwardFirstHidesWhatForwardFirstExposes) {
+  const PairTime p = alternating_pair({4.1, 2, 1.5}, {8.1, 2, 1.5}, {2, 2, 0.1}, {0.1, 4, 4});
+  EXPECT_NEAR(p.duration, 12.2, 1e-12);
+  EXPECT_NEAR(p.exposed, 0, 1e-12);
 }
 
 // Equal pieces: the cases the first-ready rule gets right give the same.

@@ -286,7 +286,7 @@ void OverlapEngine::worker_loop() {
     if (!has_job_) return;
     has_job_ = false;
     auto job = std::move(job_);
-    // The backward half starts when the forward first gives the turn away.
+    // The backward half starts the pair (it holds the turn from the start).
     cv_.wait(lock, [&] { return turn_ == Half::Backward; });
     exposed_.handover += std::max(0.0, now() - passed_at_);
     lock.unlock();
@@ -311,13 +311,19 @@ void OverlapEngine::run_pair(const std::function<void()>& fwd, const std::functi
     std::lock_guard<std::mutex> lock(mu_);
     pair_ = true;
     alive_[0] = alive_[1] = true;
-    turn_ = Half::Forward;
+    turn_ = Half::Backward;  // the backward starts: its first transfer travels while the forward computes
+    passed_at_ = now();
     job_ = bwd;
     has_job_ = true;
     job_done_ = false;
     job_error_ = nullptr;
   }
   cv_.notify_all();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return turn_ == Half::Forward; });  // given at the backward's first post, or its end
+    exposed_.handover += std::max(0.0, now() - passed_at_);
+  }
   std::exception_ptr fwd_error;
   try {
     fwd();

@@ -102,12 +102,13 @@ std::vector<double> cut(const ChunkWork& w, const std::vector<double>& given) {
 }
 
 // Runs the halves from `t0` on `link`: alternating (the engine's turns: they
-// swap at every all-to-all post, F first, a half that comes back waits for
-// its transfer) or one after the other. `n` halves: 1 (a chunk) or 2.
+// swap at every all-to-all post, B first, a half that comes back waits for
+// its transfer) or one after the other (F, then B). `n` halves: 1 (a chunk)
+// or 2 (h[0] the forward, h[1] the backward).
 // Returns times relative to t0; the halves get their absolute end and arrival.
 PairTime run_halves(HalfRun* h, int n, bool alternate, RankLink& link, double t0) {
   double now = t0;
-  int cur = 0;  // the forward starts
+  int cur = alternate && n > 1 ? 1 : 0;  // alternating, the backward starts
   PairTime p;
   auto any_left = [&] { return h[0].left() || (n > 1 && h[1].left()); };
   // Queued weight-gradient work run by the turn holder until `until`.

@@ -74,10 +74,11 @@ std::function<compat::WorkPtr()> signal_post(const c10::intrusive_ptr<SignalWork
   return [w]() -> compat::WorkPtr { return w; };
 }
 
-// The forward half waits for "its all-to-all", which only the backward half
-// completes: run one after the other this would hang; with the hand-over the
-// backward computes while the forward waits, and never both at once.
-TEST(Overlap, BackwardComputesWhileForwardWaits) {
+// The backward half starts the pair and waits for "its all-to-all", which
+// only the forward half completes: run backward then forward, this would
+// hang; with the hand-over the forward computes while the backward waits,
+// and never both at once.
+TEST(Overlap, ForwardComputesWhileBackwardWaits) {
   WaitOnlyComm comm;
   comm.timeout = std::chrono::seconds(20);
   OverlapEngine engine;
@@ -97,15 +98,15 @@ TEST(Overlap, BackwardComputesWhileForwardWaits) {
   engine.run_pair(
       [&] {
         piece("F attention");
-        engine.exchange(Half::Forward, CommPoint::Dispatch, comm, 0, "dispatch", signal_post(work));
+        work->fire();
         piece("F experts");
       },
       [&] {
+        piece("B tail");
+        engine.exchange(Half::Backward, CommPoint::CombineGrad, comm, 0, "combine gradient", signal_post(work));
         piece("B experts");
-        work->fire();
-        piece("B attention");
       });
-  EXPECT_EQ(events, (std::vector<std::string>{"F attention", "B experts", "B attention", "F experts"}));
+  EXPECT_EQ(events, (std::vector<std::string>{"B tail", "F attention", "F experts", "B experts"}));
   EXPECT_EQ(most.load(), 1);
 }
 
@@ -230,11 +231,11 @@ TEST(Overlap, HalvesAlternateAtExchangesInAFixedOrder) {
       events.push_back(fmt::format("{}end", name));
     };
     engine.run_pair([&] { half("F", Half::Forward); }, [&] { half("B", Half::Backward); });
-    EXPECT_EQ(events, (std::vector<std::string>{"F0", "B0", "F1", "B1", "F2", "B2", "Fend", "Bend"}));
+    EXPECT_EQ(events, (std::vector<std::string>{"B0", "F0", "B1", "F1", "B2", "F2", "Bend", "Fend"}));
     std::vector<LaneRecord> lane = engine.take_lane_records();
     ASSERT_EQ(lane.size(), 6u);
     for (std::size_t i = 0; i < lane.size(); ++i) {
-      EXPECT_EQ(lane[i].half, i % 2 == 0 ? Half::Forward : Half::Backward) << i;
+      EXPECT_EQ(lane[i].half, i % 2 == 0 ? Half::Backward : Half::Forward) << i;
       if (i > 0) {
         EXPECT_GE(lane[i].started, lane[i - 1].done) << "two collectives on the lane at once";
       }

@@ -8,15 +8,19 @@
 // alternate at data all-to-all posts only: a half posts its dispatch,
 // combine, or their gradients (exchange()), gives the turn to the other half,
 // and waits for its transfer when the turn comes back. Every other wait (the
-// token-count exchange, a pipeline receive) keeps the turn. So within each
-// MoE block the program order is the same on every rank and every step:
+// token-count exchange, a pipeline receive) keeps the turn. The backward
+// half starts, as in Megatron-LM's combined 1F1B: its first transfer (a
+// combine gradient) travels while the forward computes attention. So within
+// each MoE block the program order is the same on every rank and every step:
 //
-//   compute: F attention+router | B combine-grad side | F experts | B experts' backward | F combine ... next block
-//   lane:        F dispatch     |  B combine-grad     |  F combine |    B dispatch-grad  | F counts, F dispatch ...
+//   compute: B up to its combine-grad | F attention+router | B experts' backward | F experts | B attention's backward ...
+//   lane:                     B combine-grad | F dispatch  |       B dispatch-grad | F combine | ...
 //
-// and expert peers, which run the same action lists, post the same
+// every transfer on the wire while the other half runs attention or
+// experts, and expert peers, which run the same action lists, post the same
 // collectives in the same order. A half that ends gives the turn away for
-// good; the other one then runs alone (its waits are exposed).
+// good; the other one then runs alone (its waits are exposed, or filled
+// with weight-gradient work, below).
 //
 // One lane. Collectives (all-to-alls, counts) are posted on one lane thread
 // per rank and run there one at a time, to completion, in posting order: the
@@ -149,7 +153,7 @@ class OverlapEngine {
 
   // ---- F&B pairs
   // Runs `fwd` on the calling thread and `bwd` on the engine's worker in
-  // turn order (the forward starts). Rethrows the first error of either half
+  // turn order (the backward starts). Rethrows the first error of either half
   // after both ended.
   void run_pair(const std::function<void()>& fwd, const std::function<void()>& bwd);
 

@@ -74,7 +74,7 @@ struct PairTime {
 // all-to-all at a time, in the order they are started.
 PairTime overlapped_pair(const ChunkWork& f, const ChunkWork& b);
 // The pair as the runtime's overlap engine runs it: the halves swap at every
-// all-to-all post (F first), a half that comes back waits for its transfer,
+// all-to-all post (B first), a half that comes back waits for its transfer,
 // a half that has ended leaves the other to run alone; the link carries one
 // all-to-all at a time in posting order. `f_pieces`/`b_pieces`: each
 // chunk's compute pieces (phases + 1 values summing to its compute); empty:
