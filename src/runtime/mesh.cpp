@@ -92,6 +92,7 @@ Mesh connect_mesh(const compat::StorePtr& store, int rank, const MeshShape& shap
   if (shape.ep > 1) {
     m.expert = subgroup(make, shape, rank, MeshDim::Expert, "expert");
     m.expert_bwd = subgroup(make, shape, rank, MeshDim::Expert, "expert-bwd");
+    m.expert_counts = subgroup(make, shape, rank, MeshDim::Expert, "expert-counts");
   }
   if (shape.dp > 1) m.data = subgroup(make, shape, rank, MeshDim::Data, "data");
   m.make_group = [make, rank](const std::vector<int>& members, const std::string& key) {

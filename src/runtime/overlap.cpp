@@ -38,6 +38,7 @@ class LaneTicket {
   LaneRecord record;
   compat::WorkPtr work;  // without a lane, or in the background: the posted work, waited by the poster
   bool background = false;
+  bool aside = false;   // posted at once beside the lane (post_aside)
   bool posted = false;  // background: the lane has posted it
   bool done = false;
   std::exception_ptr error;
@@ -142,6 +143,20 @@ LaneTicketPtr OverlapEngine::post_background(Half h, CommPoint p, const Comm& co
   return enqueue(h, p, comm, bytes, std::move(what), std::move(post_fn), true);
 }
 
+LaneTicketPtr OverlapEngine::post_aside(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                        std::function<compat::WorkPtr()> post_fn) {
+  auto t = std::make_shared<LaneTicket>();
+  t->post = std::move(post_fn);
+  t->comm = &comm;
+  t->what = std::move(what);
+  t->aside = true;
+  t->record = LaneRecord{comm.name, p, h, bytes, now(), 0, 0};
+  t->record.started = t->record.posted;
+  t->work = t->post();
+  t->posted = true;
+  return t;
+}
+
 LaneTicketPtr OverlapEngine::enqueue(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
                                      std::function<compat::WorkPtr()> post_fn, bool background) {
   auto t = std::make_shared<LaneTicket>();
@@ -168,7 +183,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   close_piece(h);
   fill_while_in_flight(h, t);
   const double t0 = now();
-  if (t->background || !opt_.lane) {  // the poster waits for the work itself
+  if (t->background || t->aside || !opt_.lane) {  // the poster waits for the work itself
     bool finished;  // waited already, or the lane stopped before posting it
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -184,7 +199,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
       t->record.done = now();
       std::lock_guard<std::mutex> lock(mu_);
       t->done = true;
-      records_.push_back(t->record);
+      if (!t->aside) records_.push_back(t->record);  // the lane's record: what was on it
     }
   }
   {
@@ -221,7 +236,7 @@ void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t byte
 // lane, whose tickets say when they are done; not for background reductions,
 // which wait at the step's end).
 void OverlapEngine::fill_while_in_flight(Half h, const LaneTicketPtr& t) {
-  if (!filler_ || !opt_.lane || t->background || t->record.point == CommPoint::GradReduce) return;
+  if (!filler_ || !opt_.lane || t->background || t->aside || t->record.point == CommPoint::GradReduce) return;
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -94,6 +94,10 @@ std::vector<int64_t> row_sums(const torch::Tensor& counts_el) {
 
 }  // namespace
 
+ExpertGroup expert_group(const Mesh& mesh, std::shared_ptr<OverlapEngine> engine) {
+  return ExpertGroup{mesh.expert, mesh.expert_bwd, mesh.expert_counts, std::move(engine)};
+}
+
 void MoeStats::add(int layer, const torch::Tensor& counts, double aux, double cross_host_pairs) {
   std::lock_guard<std::mutex> lock(mu);
   if (tokens.size() != static_cast<std::size_t>(counts.numel())) tokens.assign(counts.numel(), 0.0);
@@ -255,14 +259,16 @@ MoeLayerImpl::PendingCounts MoeLayerImpl::post_counts(const torch::Tensor& count
   pending.received = torch::empty({E * L}, torch::kInt64);
   torch::Tensor send_counts = counts.contiguous();
   std::vector<int64_t> equal(E, L);
-  Comm* c = group.fwd.get();
+  Comm* c = group.counts ? group.counts.get() : group.fwd.get();
   auto post = [c, recv = pending.received, send_counts, equal]() mutable {
     std::vector<int64_t> in = equal;
     return c->iall_to_all(recv, send_counts, equal, in);
   };
-  if (group.engine)
-    pending.ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0,
-                                        fmt::format("the MoE token-count exchange of block {}", layer), post);
+  std::string what = fmt::format("the MoE token-count exchange of block {}", layer);
+  if (group.engine && group.counts)  // on its own group: beside the lane's bulk transfer, not behind it
+    pending.ticket = group.engine->post_aside(Half::Forward, CommPoint::Counts, *c, 0, std::move(what), post);
+  else if (group.engine)
+    pending.ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0, std::move(what), post);
   else
     pending.work = post();
   return pending;
@@ -272,7 +278,9 @@ void MoeLayerImpl::wait_counts(PendingCounts& pending) {
   if (pending.ticket)
     group.engine->wait(Half::Forward, pending.ticket);
   else
-    group.fwd->wait(pending.work, -1, [&] { return fmt::format("the MoE token-count exchange of block {}", layer); });
+    (group.counts ? group.counts : group.fwd)->wait(pending.work, -1, [&] {
+      return fmt::format("the MoE token-count exchange of block {}", layer);
+    });
 }
 
 // Every expert here: apply each to its block of rows.

@@ -208,7 +208,7 @@ class RankTraining {
   RankTraining(const Schedule& lowered, const TrainOptions& opt, const Mesh& mesh)
       : lowered_(lowered), opt_(opt), mesh_(mesh), comm_(*mesh.world), engine_(std::make_shared<OverlapEngine>(opt.engine)),
         ck_save_(opt.checkpoint) {
-    model_ = make_model(rank_model_config(opt.model, lowered, mesh), ExpertGroup{mesh.expert, mesh.expert_bwd, engine_});
+    model_ = make_model(rank_model_config(opt.model, lowered, mesh), expert_group(mesh, engine_));
     if (opt.instrument) opt.instrument(model_, ck_save_, lowered, mesh);
     exec_ = std::make_unique<RankExecutor>(lowered, mesh.coord.pp, model_, mesh.pipeline,
                                            rank_executor_options(mesh, opt.fb_overlap, engine_));

@@ -108,7 +108,7 @@ PipelinedStep pipelined_step(const Schedule& lowered, const ModelConfig& mine, c
                              const VerifyOptions& o) {
   PipelinedStep p;
   auto engine = std::make_shared<OverlapEngine>(o.engine);
-  PipelineModel model = make_model(mine, ExpertGroup{mesh.expert, mesh.expert_bwd, engine});
+  PipelineModel model = make_model(mine, expert_group(mesh, engine));
   p.exec = std::make_unique<RankExecutor>(lowered, mesh.coord.pp, model, mesh.pipeline,
                                           rank_executor_options(mesh, o.fb_overlap, engine));
   p.reducer = make_reducer(*p.exec, mesh, o.reduce);

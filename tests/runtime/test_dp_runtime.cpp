@@ -171,7 +171,7 @@ TEST(DpRuntime, BucketsStartInsideTheStagesLastBackward) {
     std::vector<int> early(4, 0), stages(4, 0);
     run_mesh_threads(MeshShape{2, 1, 2}, [&](const Mesh& m) {
       auto engine = std::make_shared<OverlapEngine>();
-      PipelineModel model = make_model(rank_model_config(t.model, s, m), ExpertGroup{m.expert, m.expert_bwd, engine});
+      PipelineModel model = make_model(rank_model_config(t.model, s, m), expert_group(m, engine));
       RankExecutor exec(s, m.coord.pp, model, m.pipeline, rank_executor_options(m, true, engine));
       ReduceOptions ro;
       ro.bucket_bytes = 256;  // one bucket per weight

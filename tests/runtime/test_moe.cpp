@@ -418,7 +418,7 @@ TEST(MoeVerify, DenseSumOverExpertRanksIsWhatMakesItExact) {
   std::vector<double> worst(shape.size(), 0);
   run_mesh_threads(shape, [&](const Mesh& m) {
     const ModelConfig mine = rank_model_config(c, s, m);
-    PipelineModel model = make_model(mine, ExpertGroup{m.expert, m.expert_bwd, nullptr});
+    PipelineModel model = make_model(mine, expert_group(m, nullptr));
     RankExecutor exec(s, m.coord.pp, model, m.pipeline, rank_executor_options(m, true));
     exec.step();
     exec.sum_replica_grads();  // but not the expert-group sum

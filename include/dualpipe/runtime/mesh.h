@@ -62,8 +62,10 @@ struct Mesh {
   // The E ranks that hold the same stages in the pipelines of one data
   // replica: the MoE all-to-alls. Two groups, because an overlapped F&B
   // issues forward and backward all-to-alls from two threads, and each
-  // group's collectives must come in one order on every member.
-  std::shared_ptr<Comm> expert, expert_bwd;
+  // group's collectives must come in one order on every member; and a third
+  // for the token-count exchanges, which go out at once beside a bulk
+  // all-to-all on the lane instead of queuing behind it.
+  std::shared_ptr<Comm> expert, expert_bwd, expert_counts;
   std::shared_ptr<Comm> data;  // the D ranks that are the same position in every data replica
 
   // This pipeline's index among the E*D pipelines (its share of the batch).

@@ -174,6 +174,12 @@ class OverlapEngine {
   // goes on; wait() waits for its completion.
   LaneTicketPtr post_background(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
                                 std::function<compat::WorkPtr()> post);
+  // Posts a small collective at once on the calling thread, beside the lane
+  // (which may be carrying a bulk transfer): its group must carry nothing
+  // else, so that posting order on the group is the poster's program order.
+  // wait() waits for it, keeping the turn; no wait is filled for it.
+  LaneTicketPtr post_aside(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                           std::function<compat::WorkPtr()> post);
   // A hand-over point: posts like post(), ends the half's compute piece,
   // gives the turn to the other half of a pair while the transfer runs, and
   // returns once it is complete and the turn is back.

@@ -46,9 +46,9 @@
 // combine-gradient and dispatch-gradient backward) are the hand-over points
 // of the rank's overlap engine (overlap.h), so an overlapped F&B runs the
 // other half while they are on the wire. The token-count exchange that
-// sizes a dispatch is posted right after routing and waited for only after
-// the local work that does not need it (sorting the rows, the shared
-// expert); it keeps the turn. Forward all-to-alls use ExpertGroup::fwd and
+// sizes a dispatch is posted right after routing, at once on a group of its
+// own (ExpertGroup::counts), and waited for only after the local work that
+// does not need it (sorting the rows, the shared expert); it keeps the turn. Forward all-to-alls use ExpertGroup::fwd and
 // the forward half's turn, backward ones ExpertGroup::bwd and the backward
 // half's, whichever thread autograd runs them on.
 #include <functional>
@@ -60,6 +60,7 @@
 #include <torch/torch.h>
 
 #include "dualpipe/runtime/comm.h"
+#include "dualpipe/runtime/mesh.h"
 #include "dualpipe/runtime/overlap.h"
 #include "dualpipe/runtime/split_linear.h"
 
@@ -67,9 +68,16 @@ namespace dualpipe {
 
 struct ExpertGroup {
   std::shared_ptr<Comm> fwd, bwd;  // null: every expert is local, no communication
+  // The forward's token-count exchanges, posted at once beside the lane
+  // (OverlapEngine::post_aside); null: on the lane, with fwd.
+  std::shared_ptr<Comm> counts;
   // The rank's overlap engine (shared with its executor); null: plain waits.
   std::shared_ptr<OverlapEngine> engine;
 };
+// The expert groups of a mesh rank (Mesh::expert, expert_bwd, expert_counts)
+// with its overlap engine.
+ExpertGroup expert_group(const Mesh& mesh, std::shared_ptr<OverlapEngine> engine);
+
 
 // Tokens routed to each expert and the balance loss, summed since they were last read and reset.
 // Ownership: shared (shared_ptr) by the MoE layers of one rank. Thread-safety:
