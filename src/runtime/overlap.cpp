@@ -143,34 +143,40 @@ LaneTicketPtr OverlapEngine::post_background(Half h, CommPoint p, const Comm& co
   return enqueue(h, p, comm, bytes, std::move(what), std::move(post_fn), true);
 }
 
-LaneTicketPtr OverlapEngine::post_aside(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
-                                        std::function<compat::WorkPtr()> post_fn) {
+namespace {
+
+LaneTicketPtr make_ticket(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                          std::function<compat::WorkPtr()> post_fn) {
   auto t = std::make_shared<LaneTicket>();
   t->post = std::move(post_fn);
   t->comm = &comm;
   t->what = std::move(what);
-  t->aside = true;
-  t->record = LaneRecord{comm.name, p, h, bytes, now(), 0, 0};
+  t->record = LaneRecord{comm.name, p, h, bytes, OverlapEngine::now(), 0, 0};
+  return t;
+}
+
+// Posts on the calling thread; the poster waits for the work.
+LaneTicketPtr post_now(LaneTicketPtr t) {
   t->record.started = t->record.posted;
   t->work = t->post();
   t->posted = true;
   return t;
 }
 
+}  // namespace
+
+LaneTicketPtr OverlapEngine::post_aside(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
+                                        std::function<compat::WorkPtr()> post_fn) {
+  LaneTicketPtr t = make_ticket(h, p, comm, bytes, std::move(what), std::move(post_fn));
+  t->aside = true;
+  return post_now(std::move(t));
+}
+
 LaneTicketPtr OverlapEngine::enqueue(Half h, CommPoint p, const Comm& comm, int64_t bytes, std::string what,
                                      std::function<compat::WorkPtr()> post_fn, bool background) {
-  auto t = std::make_shared<LaneTicket>();
-  t->post = std::move(post_fn);
-  t->comm = &comm;
-  t->what = std::move(what);
+  LaneTicketPtr t = make_ticket(h, p, comm, bytes, std::move(what), std::move(post_fn));
   t->background = background;
-  t->record = LaneRecord{comm.name, p, h, bytes, now(), 0, 0};
-  if (!opt_.lane) {  // posted at once, waited by the poster (transfers may run together)
-    t->record.started = t->record.posted;
-    t->work = t->post();
-    t->posted = true;
-    return t;
-  }
+  if (!opt_.lane) return post_now(std::move(t));  // posted at once (transfers may run together)
   {
     std::lock_guard<std::mutex> lock(mu_);
     lane_queue_.push_back(t);

@@ -74,6 +74,30 @@ std::function<compat::WorkPtr()> signal_post(const c10::intrusive_ptr<SignalWork
   return [w]() -> compat::WorkPtr { return w; };
 }
 
+// Two training steps of a small MoE model (two blocks per stage, float64)
+// with a random delay of up to 1.5 ms at the end of every compute piece,
+// drawn from `seed`.
+TrainOptions jittered_moe_training(const Schedule& s, std::atomic<unsigned>& seed) {
+  TrainOptions t;
+  t.model.name = "moe";
+  t.model.stages = s.stages;
+  t.model.micro_batches = s.micro_batches;
+  t.model.hidden = 16;
+  t.model.heads = 2;
+  t.model.seq_len = 6;
+  t.model.micro_batch_size = 2;
+  t.model.layers = 2 * s.stages;
+  t.model.experts = 4;
+  t.model.top_k = 2;
+  t.model.dtype = torch::kFloat64;
+  t.steps = 2;
+  t.engine.on_piece_end = [&seed](Half) {
+    const unsigned v = seed.fetch_add(2654435761u);
+    std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));
+  };
+  return t;
+}
+
 // The backward half starts the pair and waits for "its all-to-all", which
 // only the forward half completes: run backward then forward, this would
 // hang; with the hand-over the forward computes while the backward waits,
@@ -158,25 +182,9 @@ TEST(Overlap, AChunkAloneRunsWeightWorkWhileItsTransferIsInFlight) {
 TEST(Overlap, WeightWorkInWaitsChangesNoBit) {
   Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
   auto train = [&](bool fill) {
-    TrainOptions t;
-    t.model.name = "moe";
-    t.model.stages = s.stages;
-    t.model.micro_batches = s.micro_batches;
-    t.model.hidden = 16;
-    t.model.heads = 2;
-    t.model.seq_len = 6;
-    t.model.micro_batch_size = 2;
-    t.model.layers = 2 * s.stages;
-    t.model.experts = 4;
-    t.model.top_k = 2;
-    t.model.dtype = torch::kFloat64;
-    t.steps = 2;
-    t.engine.fill_waits = fill;
     std::atomic<unsigned> seed{7};
-    t.engine.on_piece_end = [&seed](Half) {
-      const unsigned v = seed.fetch_add(2654435761u);
-      std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));
-    };
+    TrainOptions t = jittered_moe_training(s, seed);
+    t.engine.fill_waits = fill;
     MeshShape shape;
     shape.pp = s.ranks;
     shape.ep = 2;
@@ -298,25 +306,9 @@ TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
   Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
   std::vector<std::vector<std::string>> first;
   for (int run = 0; run < 3; ++run) {
-    TrainOptions t;
-    t.model.name = "moe";
-    t.model.stages = s.stages;
-    t.model.micro_batches = s.micro_batches;
-    t.model.hidden = 16;
-    t.model.heads = 2;
-    t.model.seq_len = 6;
-    t.model.micro_batch_size = 2;
-    t.model.layers = 2 * s.stages;
-    t.model.experts = 4;
-    t.model.top_k = 2;
-    t.model.dtype = torch::kFloat64;
-    t.steps = 2;
-    t.optimize = false;
     std::atomic<unsigned> seed{static_cast<unsigned>(run * 1000 + 1)};
-    t.engine.on_piece_end = [&seed](Half) {
-      const unsigned v = seed.fetch_add(2654435761u);
-      std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));
-    };
+    TrainOptions t = jittered_moe_training(s, seed);
+    t.optimize = false;
     MeshShape shape;
     shape.pp = s.ranks;
     shape.ep = 2;
