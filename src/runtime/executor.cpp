@@ -366,7 +366,9 @@ void RankExecutor::run_pair(const Action& a, std::size_t pos) {
   const Stage& st = stages_.at(a.stage);
   if (st.overlapped) {
     st.overlapped(fwd, bwd);
-  } else if (opt_.fb_overlap) {
+  } else if (opt_.fb_overlap && opt_.engine->has_exchanged()) {
+    // Two tasks only where there are all-to-alls to hide: elsewhere the
+    // hand-overs would cost two thread wake-ups a pair for nothing.
     opt_.engine->run_pair(fwd, bwd);
   } else {
     fwd();

@@ -47,7 +47,8 @@ struct ExecutorOptions {
   int data_shard = 0;
   int data_shards = 1;
   // Run F&B pairs as two tasks handing over at communication points (off:
-  // the forward half, then the backward half). A stage's own
+  // the forward half, then the backward half; so too on a rank whose stages
+  // have no all-to-all, where there is nothing to hide). A stage's own
   // Stage::overlapped hook, when it has one, runs the pair either way.
   bool fb_overlap = true;
   // Where receive buffers live (the model's tensors' device).
