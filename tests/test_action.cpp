@@ -2,6 +2,7 @@
 
 #include "dualpipe/schedule/action.h"
 #include "dualpipe/schedule/error.h"
+#include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe {
 namespace {
@@ -31,6 +32,22 @@ TEST(ActionString, RejectsMalformed) {
                            "(0F1 1B2)OVERLAP_F_B", "3SEND4", "99999999999F1"}) {
     EXPECT_THROW(parse_action(text), Error) << text;
   }
+}
+
+// An I may run its W's work early only when that W is the next compute
+// action of the list: transfers between them do not count, other work does.
+TEST(Action, WComesNextOnlyWhenNoComputeActionIsBetween) {
+  auto list = [](std::initializer_list<const char*> texts) {
+    std::vector<Action> v;
+    for (const char* t : texts) v.push_back(parse_action(t));
+    return v;
+  };
+  EXPECT_TRUE(w_comes_next(list({"1I3", "1SEND_B3", "1W3"}), 0));
+  EXPECT_FALSE(w_comes_next(list({"1I3", "1F4", "1W3"}), 0));   // other work between
+  EXPECT_FALSE(w_comes_next(list({"1I3", "1W2"}), 0));          // another micro-batch's W
+  EXPECT_FALSE(w_comes_next(list({"1I3", "0W3"}), 0));          // another stage's W
+  EXPECT_FALSE(w_comes_next(list({"1B3", "1W3"}), 0));          // not an I
+  EXPECT_FALSE(w_comes_next(list({"1I3", "1SEND_B3"}), 0));     // no W at all
 }
 
 }  // namespace

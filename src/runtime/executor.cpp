@@ -130,15 +130,6 @@ void RankExecutor::index_stage_events() {
     if (a.op == Op::B || a.op == Op::I || a.op == Op::W) last[a.stage] = p;
     if (a.op == Op::FB) last[a.stage2] = p;
   }
-  // An I whose W is the next compute action here may fill its own waits
-  // with that W's work: nothing writes the stage's weights in between.
-  w_follows_.assign(mine.size(), 0);
-  for (std::size_t p = 0; p < mine.size(); ++p) {
-    if (mine[p].op != Op::I) continue;
-    std::size_t q = p + 1;
-    while (q < mine.size() && !is_compute(mine[q].op)) ++q;
-    w_follows_[p] = q < mine.size() && mine[q] == Action::make(Op::W, mine[p].stage, mine[p].mb);
-  }
   grads_done_at_.assign(mine.size(), {});
   for (const auto& [stage, p] : last) grads_done_at_[p].push_back(stage);
   first_use_at_.assign(mine.size(), {});
@@ -413,7 +404,7 @@ void RankExecutor::run_action(const Action& a, std::size_t p) {
     case Op::I:
       post_ahead(p);
       backward(a.stage, a.mb, a.op == Op::I, Half::Backward, output_grad(a.stage, a.mb, Half::Backward),
-               w_follows_[p] != 0);
+               w_comes_next(sched_->actions[rank_], p));
       if (a.op == Op::B && fill_key_ >= 0) {  // its input gradient goes first, then its weights' work
         send_early(p, Op::SEND_B, a.stage, a.mb);
         finish_fill(Half::Backward);

@@ -189,7 +189,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   close_piece(h);
   fill_while_in_flight(h, t);
   const double t0 = now();
-  if (t->background || t->aside || !opt_.lane) {  // the poster waits for the work itself
+  if (!on_lane(*t)) {  // the poster waits for the work itself
     bool finished;  // waited already, or the lane stopped before posting it
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -238,11 +238,11 @@ void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t byte
   open_piece(h);
 }
 
-// Weight-gradient work while a data all-to-all is on the wire (only on the
-// lane, whose tickets say when they are done; not for background reductions,
-// which wait at the step's end).
+// Weight-gradient work while a collective is on the wire: only one the lane
+// runs to completion, which says when it is done (not a background
+// reduction, nor the small counts beside the lane).
 void OverlapEngine::fill_while_in_flight(Half h, const LaneTicketPtr& t) {
-  if (!filler_ || !opt_.lane || t->background || t->aside || t->record.point == CommPoint::GradReduce) return;
+  if (!filler_ || !on_lane(*t)) return;
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -254,6 +254,8 @@ void OverlapEngine::fill_while_in_flight(Half h, const LaneTicketPtr& t) {
     exposed_.filled += now() - t0;
   }
 }
+
+bool OverlapEngine::on_lane(const LaneTicket& t) const { return opt_.lane && !t.background && !t.aside; }
 
 void OverlapEngine::set_filler(std::function<bool(Half)> fill) { filler_ = std::move(fill); }
 

@@ -108,6 +108,14 @@ Schedule generate(const std::string& method, const Shape& shape) {
   return m.generate(shape);
 }
 
+bool w_comes_next(const std::vector<Action>& list, std::size_t pos) {
+  const Action& a = list[pos];
+  if (a.op != Op::I) return false;
+  std::size_t q = pos + 1;
+  while (q < list.size() && !is_compute(list[q].op)) ++q;
+  return q < list.size() && list[q] == Action::make(Op::W, a.stage, a.mb);
+}
+
 Schedule compute_only(const Schedule& s) {
   Schedule out = s;
   for (auto& rank : out.actions) {

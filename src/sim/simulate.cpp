@@ -278,14 +278,6 @@ class Simulation {
   double fill_of(int stage, double compute) const {
     return c_.fill_waits ? std::min(c_.w(stage), compute) : 0.0;
   }
-  // The compute action after position `pos` of rank r's list (an F of
-  // stage -1 where there is none).
-  Action next_compute(int r, std::size_t pos) const {
-    const auto& list = s_.actions[static_cast<std::size_t>(r)];
-    for (std::size_t q = pos + 1; q < list.size(); ++q)
-      if (is_compute(list[q].op)) return list[q];
-    return Action::make(Op::F, -1, -1);
-  }
   // A chunk's measured compute pieces (F and B), scaled to `w`; empty: equal ones.
   std::vector<double> measured_pieces(Op op, int stage, const ChunkWork& w) const {
     if (op == Op::F) return c_.pieces_of(c_.f_pieces, stage, w);
@@ -349,7 +341,7 @@ class Simulation {
     HalfRun* runs = lr.runs;
     // A B fills its waits with its own weight gradients; an I with its W's
     // when that W is the rank's next compute action (the runtime's rule).
-    const bool w_next = a.op == Op::I && next_compute(r, pos) == Action::make(Op::W, a.stage, a.mb);
+    const bool w_next = w_comes_next(s_.actions[static_cast<std::size_t>(r)], pos);
     if (talk && (a.op == Op::B || w_next)) runs[0].fill = fill_of(a.stage, a.op == Op::B ? w.compute : c_.w(a.stage));
     if (a.op == Op::B) w.compute -= runs[0].fill;
     runs[0].rest_after = a.op == Op::B;

@@ -19,6 +19,9 @@ using torch::autograd::tensor_list;
 
 int64_t sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
 
+// Where the token counts go: their own group, else the forward group (on the lane).
+Comm& counts_comm(const ExpertGroup& g) { return g.counts ? *g.counts : *g.fwd; }
+
 // One all-to-all, a hand-over point of the rank's overlap engine when it has one.
 torch::Tensor all_to_all(const ExpertGroup& g, bool backward, const torch::Tensor& x, std::vector<int64_t> out_splits,
                          std::vector<int64_t> in_splits, CommPoint point, int layer) {
@@ -259,7 +262,7 @@ MoeLayerImpl::PendingCounts MoeLayerImpl::post_counts(const torch::Tensor& count
   pending.received = torch::empty({E * L}, torch::kInt64);
   torch::Tensor send_counts = counts.contiguous();
   std::vector<int64_t> equal(E, L);
-  Comm* c = group.counts ? group.counts.get() : group.fwd.get();
+  Comm* c = &counts_comm(group);
   auto post = [c, recv = pending.received, send_counts, equal]() mutable {
     std::vector<int64_t> in = equal;
     return c->iall_to_all(recv, send_counts, equal, in);
@@ -278,7 +281,7 @@ void MoeLayerImpl::wait_counts(PendingCounts& pending) {
   if (pending.ticket)
     group.engine->wait(Half::Forward, pending.ticket);
   else
-    (group.counts ? group.counts : group.fwd)->wait(pending.work, -1, [&] {
+    counts_comm(group).wait(pending.work, -1, [&] {
       return fmt::format("the MoE token-count exchange of block {}", layer);
     });
 }

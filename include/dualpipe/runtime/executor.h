@@ -215,7 +215,6 @@ class RankExecutor {
   std::vector<int> send_pos_, consume_pos_;
   // Per position of this rank's list: the stages whose gradients are final after it.
   std::vector<std::vector<int>> grads_done_at_;
-  std::vector<char> w_follows_;  // per position: an I whose W is the next compute action
   // [position]: the stages whose first action of the step is there.
   std::vector<std::vector<int>> first_use_at_;
   std::vector<PendingSend> sends_;

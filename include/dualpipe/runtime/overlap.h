@@ -242,6 +242,8 @@ class OverlapEngine {
   void handover(Half h);
   void charge(CommPoint p, double from, double to, double beyond_wire);
   void fill_while_in_flight(Half h, const LaneTicketPtr& t);
+  // Whether the lane runs `t` to completion (else its poster waits for its work).
+  bool on_lane(const LaneTicket& t) const;
   void lane_loop();
   void worker_loop();
 

@@ -36,4 +36,10 @@ struct Schedule {
 // The same schedule with communication actions removed.
 Schedule compute_only(const Schedule& s);
 
+// Whether list[pos] (one rank's actions) is an I whose W is the list's next
+// compute action: nothing in between writes that stage's weights, so the I
+// may run its W's work early (the runtime's and the simulator's
+// weight gradients in all-to-all waits).
+bool w_comes_next(const std::vector<Action>& list, std::size_t pos);
+
 }  // namespace dualpipe
