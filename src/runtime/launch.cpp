@@ -65,12 +65,40 @@ std::optional<RankEnv> rank_from_env() {
 
 namespace {
 
+// What rank 0 knows when its wait for the others ran out: the ranks
+// (comma-separated) whose arrival key never reached its store.
+struct RanksNeverCame : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The ranks (comma-separated) among 1..world-1 whose arrival key `store` lacks.
+std::string absent_ranks(c10d::Store& store, int world) {
+  std::string missing;
+  for (int r = 1; r < world; ++r)
+    if (!store.check({arrival_key(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+  return missing;
+}
+
 // The TCPStore at master_addr:master_port (rank 0 holds it), with this
 // rank's arrival marked in it first (arrival_key), so that a rendezvous that
-// never completes can name the ranks that never came.
+// never completes can name the ranks that never came. Rank 0 waits for every
+// arrival itself, bounded by the timeout, and asks its own store who is
+// missing: its store lives until it has answered (a store that waits for
+// its workers in its constructor is gone by the time anyone could ask it).
 compat::StorePtr rendezvous_store(const RankEnv& env, std::chrono::milliseconds timeout) {
-  auto store = compat::make_tcp_store(env.master_addr, env.master_port, env.rank == 0, env.world, timeout);
+  const bool server = env.rank == 0;
+  auto store = compat::make_tcp_store(env.master_addr, env.master_port, server, env.world, timeout, !server);
   store->set(arrival_key(env.rank), std::vector<std::uint8_t>{1});
+  if (!server || env.world == 1) return store;
+  std::vector<std::string> keys;
+  for (int r = 1; r < env.world; ++r) keys.push_back(arrival_key(r));
+  try {
+    store->wait(keys, timeout);
+  } catch (const std::exception&) {
+    const std::string missing = absent_ranks(*store, env.world);
+    if (missing.empty()) throw;
+    throw RanksNeverCame(missing);
+  }
   return store;
 }
 
@@ -290,6 +318,11 @@ int run_on_emulated_hosts(const LaunchOptions& o) {
   });
 }
 
+// Why a rendezvous failed when the store knows who never came.
+std::string never_came(const std::string& ranks) {
+  return "rank(s) " + ranks + " never reached the store: are they started?";
+}
+
 // This process as rank env.rank of a torchrun-style launch: connect (every
 // wait bounded by the timeout, one line for what went wrong), then the body.
 int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::function<int(const Mesh&)>& body) {
@@ -326,12 +359,14 @@ int run_as_env_rank(const LaunchOptions& o, const RankEnv& env, const std::funct
       const std::string missing = missing_ranks(env.master_addr, env.master_port, env.world, kStoreQuestion);
       return cannot_meet(missing.empty() ? "no rendezvous completed: are all ranks started, and is that port free "
                                            "of other programs?"
-                                         : "rank(s) " + missing + " never reached the store: are they started?");
+                                         : never_came(missing));
     });
     if (env.rank != 0) require_rendezvous_store(env.master_addr, env.master_port, o.timeout);
     mesh = connect_env_mesh(env, shape, o.timeout, o.backend);
   } catch (const Error&) {
     throw;
+  } catch (const RanksNeverCame& e) {
+    throw Error(cannot_meet(never_came(e.what())));
   } catch (const NotAStore& e) {
     // No store to ask which ranks are missing: a store client reading that
     // program's bytes would abort the process from LibTorch's own thread.

@@ -125,13 +125,16 @@ inline std::string cuda_backend_name(const GroupPtr& group) {
 #endif
 }
 
+// A TCPStore client, or the server (server: true) for `world` ranks; a
+// server with wait_workers waits in its constructor for them all to connect.
 inline StorePtr make_tcp_store(const std::string& host, int port, bool server, int world,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout, bool wait_workers = true) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<std::uint16_t>(port);
   o.isServer = server;
   o.numWorkers = static_cast<std::size_t>(world);
   o.timeout = timeout;
+  o.waitWorkers = wait_workers;
   return c10::make_intrusive<c10d::TCPStore>(host, o);
 }
 
