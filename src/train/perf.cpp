@@ -88,7 +88,12 @@ double activation_unit_bytes(const ModelConfig& c) {
   // forward, dropped, lets the libraries make their one-time buffers (the
   // matrix library's workspace: 2.6 MiB with LibTorch 2.11's MKL), which no
   // further forward adds to.
-  auto input = [&] { return torch::randn(m.boundary_shape, torch::dtype(m.boundary_dtype)).requires_grad_(true); };
+  // With one stage there is no middle one: the first stage's input is the
+  // data itself (token ids for the language models).
+  auto input = [&] {
+    if (c.stages <= 1) return m.input(0);
+    return torch::randn(m.boundary_shape, torch::dtype(m.boundary_dtype)).requires_grad_(true);
+  };
   st.forward(input());
   const double before = malloc_in_use_bytes();
   torch::Tensor in = input();
