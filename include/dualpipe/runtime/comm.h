@@ -132,6 +132,9 @@ class C10dComm : public Comm {
  private:
   bool staged(const torch::Tensor& t) const;
   bool staged_transfer(const torch::Tensor& t) const;
+  // The all-to-all of host tensors: receives first, then sends.
+  compat::WorkPtr exchange_rows(torch::Tensor& out, torch::Tensor& in, const std::vector<int64_t>& out_splits,
+                                const std::vector<int64_t>& in_splits);
   // Posts `post` on a host copy of `device` (copied in first when copy_in),
   // and copies the host result back into `device` on completion when copy_out.
   compat::WorkPtr stage(const torch::Tensor& device, bool copy_in, bool copy_out,
