@@ -61,7 +61,10 @@ def ratio(d, key):
 
 
 base = exposed(data["1f1b"])
-print(f"link rate {rate}; one all-to-all phase {1e3 * data['1f1b']['a2a_phase_s']:.2f} ms (1f1b run)")
+one = data["1f1b"]
+print(f"link rate {rate}; one all-to-all phase {1e3 * one['a2a_phase_s']:.2f} ms with every token's copies spread "
+      f"evenly, {1e3 * one.get('simulated_a2a_phase_s', one['a2a_phase_s']):.2f} ms as the run's tokens went "
+      f"(the simulator's; 1f1b run)")
 k = data["1f1b"].get("emulate_device", 0)
 print(f"device emulation: {'x%g' % k if k else 'off'}; medians over the timed steps, means over ranks")
 print(f"{'run':<22}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"

@@ -175,6 +175,8 @@ struct Yardsticks {
   // average size (every token's K copies spread evenly over the E ranks),
   // and of the small token-count exchange before each dispatch.
   double a2a_phase = 0;
+  double tokens_a2a = 0, counts_a2a = 0;  // its two parts: the tokens, and one count exchange
+  double a2a_bytes = 0;                   // link bytes of the tokens' exchange
   double link_bytes_per_s = 0;  // the link's rate as an all-to-all sees it (0: not measured)
 };
 
@@ -189,13 +191,13 @@ Yardsticks measure_yardsticks(const Opts& o, const TrainOptions& t, const ModelC
   for (int64_t d : shapes.boundary_shape) y.boundary_bytes *= static_cast<double>(d);
   if (!mesh.expert) return y;
   const int64_t rows = std::max<int64_t>(o.model.micro_batch_size * o.model.seq_len * o.model.top_k / mesh.shape.ep, 1);
-  const double tokens_a2a = all_to_all_seconds(*mesh.expert, rows, o.model.hidden, t.model.dtype, 20);
-  const double counts_a2a = all_to_all_seconds(*mesh.expert, 1, o.model.experts / mesh.shape.ep, torch::kInt64, 20);
-  y.a2a_phase = tokens_a2a + counts_a2a / 2;  // one count exchange per two phases
+  y.tokens_a2a = all_to_all_seconds(*mesh.expert, rows, o.model.hidden, t.model.dtype, 20);
+  y.counts_a2a = all_to_all_seconds(*mesh.expert, 1, o.model.experts / mesh.shape.ep, torch::kInt64, 20);
+  y.a2a_phase = y.tokens_a2a + y.counts_a2a / 2;  // one count exchange per two phases
   // Protocol and shaping included: what a transfer beyond it spent waiting for a late peer.
-  const double sent = static_cast<double>(rows * (mesh.shape.ep - 1) * o.model.hidden) *
-                      static_cast<double>(torch::elementSize(t.model.dtype));
-  if (tokens_a2a > 0) y.link_bytes_per_s = sent / tokens_a2a;
+  y.a2a_bytes = static_cast<double>(rows * (mesh.shape.ep - 1) * o.model.hidden) *
+                static_cast<double>(torch::elementSize(t.model.dtype));
+  if (y.tokens_a2a > 0) y.link_bytes_per_s = y.a2a_bytes / y.tokens_a2a;
   return y;
 }
 
@@ -204,6 +206,7 @@ struct Gathered {
   nlohmann::json exposed;               // exposed_medians per rank
   std::map<PieceKey, double> calibration;  // with device emulation
   std::vector<double> overruns, rates, heaps, sequential, batch;
+  std::vector<double> a2a_bytes;  // mean link bytes of a data all-to-all over the timed steps (0: none)
   std::vector<std::vector<ActionTime>> times;  // the first pipeline's last step
 };
 
@@ -213,6 +216,12 @@ Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, 
   g.exposed = gather_exposed(run.exposed, world);
   if (K > 0) g.calibration = gather_calibration(run.calibration, s.stages, world);
   g.overruns = gather_value(run.device_overruns, world);
+  double exchanges = 0, link_bytes = 0;
+  for (const ExposedComm& e : run.exposed) {
+    exchanges += e.a2a_exchanges;
+    link_bytes += e.a2a_link_bytes;
+  }
+  g.a2a_bytes = gather_value(exchanges > 0 ? link_bytes / exchanges : 0.0, world);
   g.rates = gather_value(y.rate, world);
   g.heaps = gather_value(run.peak_heap_bytes, world);
   g.sequential = gather_value(y.sequential, world);
@@ -228,6 +237,9 @@ Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, 
 // the ranks emulated where there is one.
 struct Simulated {
   SimResult plain, a2a;  // a2a: the pipeline transfers on the link with the all-to-alls (fifo)
+  // The run's mean link bytes of a data all-to-all (over the ranks that ran
+  // some), and the phase time it makes.
+  double a2a_link_bytes = 0, a2a_phase = 0;
   double with_latency = 0;
   double shared = 0, apart = 0;  // a2a's step on a shared link, and with the transfers off it
 };
@@ -239,16 +251,27 @@ Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered&
   costs.latency = y.latency;
   out.with_latency = simulate(compute_only(s), costs, SimOptions{false}).makespan;
   if (y.a2a_phase <= 0) return out;
+  double sum = 0, ranks = 0;
+  for (double b : g.a2a_bytes)
+    if (b > 0) {
+      sum += b;
+      ranks += 1;
+    }
+  out.a2a_link_bytes = ranks > 0 ? sum / ranks : y.a2a_bytes;
   const double K = t.engine.device_factor;
   Costs ca = K > 0 ? calibrated_costs(g.calibration, s.stages, K, t.engine.fill_waits) : measured_costs(s, g.times);
   ca.pair_turns = t.engine.lane ? Costs::PairTurns::Alternate : Costs::PairTurns::FirstReady;
   ca.latency = y.latency;
   ca.a2a_bytes.assign(s.stages, 0.0);
   ca.a2a_phases.assign(s.stages, 0);
+  // A phase as the run's tokens made it: the yardstick's exchange of the
+  // average size, scaled to the link bytes the run's exchanges carried.
+  const double tokens = y.a2a_bytes > 0 ? y.tokens_a2a * out.a2a_link_bytes / y.a2a_bytes : y.tokens_a2a;
+  out.a2a_phase = tokens + y.counts_a2a / 2;
   for (int st = 0; st < s.stages; ++st) {
     const auto [first, end] = gpt_blocks(st, s.stages, gpt_layers(t.model));
     ca.a2a_phases[st] = 2 * (end - first);
-    ca.a2a_bytes[st] = y.a2a_phase * ca.a2a_phases[st];  // "bytes" in seconds at rate 1
+    ca.a2a_bytes[st] = out.a2a_phase * ca.a2a_phases[st];  // "bytes" in seconds at rate 1
   }
   ca.a2a_rate = 1.0;
   ca.fb_overlap = t.fb_overlap;
@@ -373,7 +396,12 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
   nlohmann::json j = run_inputs_json(s, o.model, o.ranks, t.model.seed);
   j.update({{"median_step_s", b.median_step},
             {"fb_overlap", o.ranks.fb_overlap == "on"},
+            // The yardstick's phase (every token's copies spread evenly), and
+            // the simulator's: scaled to the link bytes the run's exchanges carried.
             {"a2a_phase_s", y.a2a_phase},
+            {"simulated_a2a_phase_s", sim.a2a_phase},
+            {"a2a_yardstick_bytes", y.a2a_bytes},
+            {"a2a_link_bytes_mean", sim.a2a_link_bytes},
             {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
             {"simulated_shared_link_s", sim.shared},
             {"simulated_transfers_apart_s", sim.apart},
@@ -430,9 +458,10 @@ std::string bench_text(const Opts& o, const Schedule& s, const BenchResult& b, c
                      e["pipeline"].get<double>(), e["grad_reduce"].get<double>(), e["handover"].get<double>());
   }
   if (y.a2a_phase > 0)
-    t += fmt::format("  one all-to-all phase {:.2f} ms; simulated with the all-to-alls {:.4f} s (measured/simulated "
-                     "{:.3f})\n",
-                     1e3 * y.a2a_phase, sim.a2a.makespan, b.median_pipe / sim.a2a.makespan);
+    t += fmt::format("  one all-to-all phase {:.2f} ms even, {:.2f} ms as the run's tokens went ({:.0f} link bytes "
+                     "against {:.0f}); simulated with the all-to-alls {:.4f} s (measured/simulated {:.3f})\n",
+                     1e3 * y.a2a_phase, 1e3 * sim.a2a_phase, sim.a2a_link_bytes, y.a2a_bytes, sim.a2a.makespan,
+                     b.median_pipe / sim.a2a.makespan);
   return t;
 }
 

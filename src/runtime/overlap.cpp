@@ -25,6 +25,8 @@ ExposedComm ExposedComm::operator-(const ExposedComm& o) const {
   d.handover = handover - o.handover;
   d.peer_wait = peer_wait - o.peer_wait;
   d.filled = filled - o.filled;
+  d.a2a_exchanges = a2a_exchanges - o.a2a_exchanges;
+  d.a2a_link_bytes = a2a_link_bytes - o.a2a_link_bytes;
   for (int i = 0; i < kCommPoints; ++i) d.by_point[i] = by_point[i] - o.by_point[i];
   return d;
 }
@@ -232,6 +234,11 @@ void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t byte
                              std::function<compat::WorkPtr()> post_fn) {
   close_piece(h);
   exchanged_ = true;
+  if (p != CommPoint::Counts) {
+    std::lock_guard<std::mutex> lock(mu_);
+    exposed_.a2a_exchanges += 1;
+    exposed_.a2a_link_bytes += static_cast<double>(bytes);
+  }
   LaneTicketPtr t = post(h, p, comm, bytes, std::move(what), std::move(post_fn));
   handover(h);
   wait(h, t);

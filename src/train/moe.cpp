@@ -34,9 +34,12 @@ torch::Tensor all_to_all(const ExpertGroup& g, bool backward, const torch::Tenso
     comm.wait(work, -1, what);
     return out;
   }
-  // Bytes this rank sends to others (its own block stays here).
-  const int64_t own = in_splits[static_cast<std::size_t>(comm.rank)];
-  const int64_t bytes = (in.size(0) - own) * in.size(1) * static_cast<int64_t>(in.element_size());
+  // Bytes over this rank's link (its own block stays here): what it sends
+  // goes up, what it receives comes down, both at the link's rate, so the
+  // exchange lasts as long as the larger.
+  const auto me = static_cast<std::size_t>(comm.rank);
+  const int64_t row = in.size(1) * static_cast<int64_t>(in.element_size());
+  const int64_t bytes = std::max(in.size(0) - in_splits[me], out.size(0) - out_splits[me]) * row;
   Comm* c = &comm;
   g.engine->exchange(backward ? Half::Backward : Half::Forward, point, comm, bytes, what(),
                      [c, out, in, out_splits, in_splits]() mutable { return c->iall_to_all(out, in, out_splits, in_splits); });

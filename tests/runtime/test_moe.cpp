@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <string>
 #include <vector>
@@ -302,6 +303,39 @@ TEST(Overlap, DeviceEmulationStretchesPiecesToTheirCalibratedCost) {
 // random delays at every piece, the collectives of every rank run one at a
 // time, and expert peers post the same collectives in the same order, step
 // after step and run after run.
+// The all-to-all of host tensors is made of point-to-point transfers
+// (receives posted first): every block reaches its member, uneven and empty
+// blocks included, twice in a row on one group (the transfers of two
+// exchanges share a tag and must pair in order).
+TEST(Comm, AllToAllDeliversEveryBlockWithUnevenAndEmptySplits) {
+  MeshShape shape;
+  shape.pp = 1;
+  shape.ep = 3;
+  auto rows = [](int from, int to, int round) -> int64_t { return (from + 2 * to + round) % 3; };
+  run_mesh_threads(shape, [&](const Mesh& m) {
+    Comm& c = *m.expert;
+    for (int round = 0; round < 2; ++round) {
+      std::vector<int64_t> in_splits, out_splits;
+      std::vector<torch::Tensor> blocks;
+      for (int p = 0; p < c.world; ++p) {
+        in_splits.push_back(rows(c.rank, p, round));
+        out_splits.push_back(rows(p, c.rank, round));
+        blocks.push_back(torch::full({in_splits.back(), 2}, 100.0 * c.rank + 10.0 * p + round));
+      }
+      torch::Tensor in = torch::cat(blocks);
+      torch::Tensor out = torch::full({std::accumulate(out_splits.begin(), out_splits.end(), int64_t{0}), 2}, -1.0);
+      c.wait(c.iall_to_all(out, in, out_splits, in_splits), -1, [] { return std::string("an all-to-all"); });
+      int64_t at = 0;
+      for (int p = 0; p < c.world; ++p) {
+        const torch::Tensor got = out.narrow(0, at, out_splits[static_cast<std::size_t>(p)]);
+        EXPECT_TRUE(torch::equal(got, torch::full_like(got, 100.0 * p + 10.0 * c.rank + round)))
+            << "member " << c.rank << " from " << p << " round " << round;
+        at += out_splits[static_cast<std::size_t>(p)];
+      }
+    }
+  });
+}
+
 TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
   Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
   std::vector<std::vector<std::string>> first;
@@ -315,19 +349,37 @@ TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
     std::vector<RankRun> runs(shape.size());
     run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
     std::vector<std::vector<std::string>> seqs(shape.size());
+    std::vector<std::vector<int64_t>> bytes(shape.size());
     for (int r = 0; r < shape.size(); ++r) {
       const auto& lane = runs[r].last_lane;
       ASSERT_FALSE(lane.empty());
+      double a2a_bytes = 0, a2a_count = 0;
       for (std::size_t i = 0; i < lane.size(); ++i) {
         seqs[r].push_back(fmt::format("{}:{}:{}", lane[i].group, comm_point_name(lane[i].point),
                                       static_cast<int>(lane[i].half)));
+        if (is_all_to_all(lane[i].point) && lane[i].point != CommPoint::Counts) {
+          bytes[r].push_back(lane[i].bytes);
+          a2a_bytes += static_cast<double>(lane[i].bytes);
+          a2a_count += 1;
+        }
         if (i > 0) {
           EXPECT_GE(lane[i].started, lane[i - 1].done) << "rank " << r << ": two collectives at once";
         }
       }
+      // The step's data all-to-alls, as the engine counts them for the simulator.
+      ASSERT_FALSE(runs[r].exposed.empty());
+      EXPECT_EQ(runs[r].exposed.back().a2a_exchanges, a2a_count) << "rank " << r;
+      EXPECT_EQ(runs[r].exposed.back().a2a_link_bytes, a2a_bytes) << "rank " << r;
+      EXPECT_GT(a2a_bytes, 0) << "rank " << r;
     }
-    // Expert peers: ranks r and r + P hold the same stages.
-    for (int r = 0; r < s.ranks; ++r) EXPECT_EQ(seqs[r], seqs[r + s.ranks]) << "expert peers " << r << " and " << r + s.ranks;
+    // Expert peers: ranks r and r + P hold the same stages. With two, what one
+    // sends the other receives: the larger of the two, each one's link bytes,
+    // is the same on both ends of every exchange (a rank's sends alone differ
+    // whenever the routing is uneven).
+    for (int r = 0; r < s.ranks; ++r) {
+      EXPECT_EQ(seqs[r], seqs[r + s.ranks]) << "expert peers " << r << " and " << r + s.ranks;
+      EXPECT_EQ(bytes[r], bytes[r + s.ranks]) << "expert peers " << r << " and " << r + s.ranks;
+    }
     if (run == 0) {
       first = seqs;
     } else {

@@ -102,6 +102,10 @@ struct ExposedComm {
   // Not exposed: weight-gradient work run inside all-to-all waits
   // (EngineOptions::fill_waits), time that would have been exposed.
   double filled = 0;
+  // The data all-to-alls these waits were for (token counts excluded): how
+  // many, and their link bytes together (each the larger of what the rank
+  // sent and received: its upload and download are links of one rate).
+  double a2a_exchanges = 0, a2a_link_bytes = 0;
   double total() const { return all_to_all + pipeline + grad_reduce + handover + peer_wait; }
   ExposedComm operator-(const ExposedComm& o) const;
 };
@@ -118,7 +122,7 @@ struct LaneRecord {
   std::string group;  // the Comm's name
   CommPoint point = CommPoint::Dispatch;
   Half half = Half::Forward;
-  int64_t bytes = 0;  // sent by this rank
+  int64_t bytes = 0;  // over the rank's link: the larger of what it sends and receives
   double posted = 0, started = 0, done = 0;
 };
 
