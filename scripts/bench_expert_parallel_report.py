@@ -69,7 +69,7 @@ k = data["1f1b"].get("emulate_device", 0)
 print(f"device emulation: {'x%g' % k if k else 'off'}; medians over the timed steps, means over ranks")
 print(f"{'run':<22}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
       f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}{'peer s':>9}{'handover s':>12}{'pipe s':>9}"
-      f"{'m/s shared':>11}{'m/s apart':>10}{'W in waits s':>14}")
+      f"{'m/s fifo':>9}{'m/s shared':>11}{'m/s apart':>10}{'W in waits s':>14}")
 for name in runs:
     d = data[name]
     e = exposed(d)
@@ -78,7 +78,7 @@ for name in runs:
     print(f"{name:<22}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
           f"{d['median_pipeline_s'] / sim if sim > 0 else 0:>10.3f}{e:>15.4f}{sim_exposed(d):>13.4f}{hidden:>15.1%}"
           f"{split(d, 'peer_wait'):>9.4f}{split(d, 'handover'):>12.4f}{split(d, 'pipeline'):>9.4f}"
-          f"{ratio(d, 'simulated_shared_link_s'):>11.3f}{ratio(d, 'simulated_transfers_apart_s'):>10.3f}"
+          f"{ratio(d, 'simulated_upload_only_s'):>9.3f}{ratio(d, 'simulated_shared_link_s'):>11.3f}{ratio(d, 'simulated_transfers_apart_s'):>10.3f}"
           f"{split(d, 'filled_by_weight_work') if 'filled_by_weight_work' in d['per_rank'][0]['exposed_comm_s'] else 0:>14.4f}")
 if "dualpipe_on" in data and "dualpipe_on_unlimited" in data:
     on, fast = data["dualpipe_on"]["median_step_s"], data["dualpipe_on_unlimited"]["median_step_s"]

@@ -14,6 +14,7 @@
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/sim/compare.h"
 #include "dualpipe/sim/simulate.h"
+#include "sim/link.h"
 
 namespace dualpipe {
 namespace {
@@ -610,6 +611,40 @@ TEST(SimComm, LinkFifoDelaysBackToBackSends) {
   SimResult fifo = simulate(s, c);
   EXPECT_DOUBLE_EQ(apart.timeline[1][1].start, 4.0);
   EXPECT_DOUBLE_EQ(fifo.timeline[1][1].start, 5.0);
+}
+
+// duplex: a link has an upload and a download. Ranks A and B, by hand:
+// A's all-to-all phase [0, 2] takes A's upload and download; B's send to A
+// posted at 1 waits for A's download: [2, 5] (fifo: B's own link, [1, 4]);
+// A's next phase posted at 3 waits for it too: [5, 6] (fifo: [3, 4]). A
+// send posted out of time order (the simulation visits ranks in dependency
+// order) takes the first stretch free on both ends: A's upload is free in
+// [2, 5], B's download too: [2, 3]. B's phase posted at 2.5 waits for its
+// upload (busy [2, 5] with its send) and finds its download free then: [5, 6].
+TEST(SimComm, LinkDuplexTakesTheSendersUploadAndTheReceiversDownload) {
+  RankLink a(Costs::Link::Duplex), b(Costs::Link::Duplex);
+  EXPECT_DOUBLE_EQ(a.exchange(0, 2), 2.0);
+  EXPECT_DOUBLE_EQ(b.send_to(1, 3, &a), 5.0);
+  EXPECT_DOUBLE_EQ(a.exchange(3, 1), 6.0);
+  EXPECT_DOUBLE_EQ(a.send_to(0.5, 1, &b), 3.0);
+  EXPECT_DOUBLE_EQ(b.exchange(2.5, 1), 6.0);
+  RankLink fa(Costs::Link::Fifo), fb(Costs::Link::Fifo);
+  EXPECT_DOUBLE_EQ(fa.exchange(0, 2), 2.0);
+  EXPECT_DOUBLE_EQ(fb.send_to(1, 3, &fa), 4.0);
+  EXPECT_DOUBLE_EQ(fa.exchange(3, 1), 4.0);
+}
+
+// The duplex model on a whole schedule: the forward part of the fifo case
+// above is the same (rank 0's sends and its all-to-alls share its upload),
+// and rank 1's gradients now come down rank 0's link with its backward
+// all-to-alls, so nothing can end earlier than with fifo.
+TEST(SimComm, LinkDuplexKeepsFifosUploadAndAddsTheDownload) {
+  SimResult fifo = simulate(link_case::two_ranks(), link_case::costs(Costs::Link::Fifo));
+  SimResult duplex = simulate(link_case::two_ranks(), link_case::costs(Costs::Link::Duplex));
+  EXPECT_DOUBLE_EQ(duplex.timeline[0][1].end, 4.5);
+  EXPECT_DOUBLE_EQ(duplex.timeline[1][2].start, 6.5);
+  EXPECT_GE(duplex.makespan, fifo.makespan);
+  EXPECT_GE(duplex.per_rank[0].exposed_a2a, fifo.per_rank[0].exposed_a2a);
 }
 
 }  // namespace

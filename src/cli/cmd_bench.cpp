@@ -236,12 +236,13 @@ Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, 
 // the stage), hidden by F&B pairs when overlap is on, from the calibration
 // the ranks emulated where there is one.
 struct Simulated {
-  SimResult plain, a2a;  // a2a: the pipeline transfers on the link with the all-to-alls (fifo)
+  SimResult plain, a2a;  // a2a: the pipeline transfers on the links with the all-to-alls (duplex)
   // The run's mean link bytes of a data all-to-all (over the ranks that ran
   // some), and the phase time it makes.
   double a2a_link_bytes = 0, a2a_phase = 0;
   double with_latency = 0;
-  double shared = 0, apart = 0;  // a2a's step on a shared link, and with the transfers off it
+  // a2a's step on the sender's link only (fifo), on a shared link, and with the transfers off it
+  double upload_only = 0, shared = 0, apart = 0;
 };
 
 Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered& g, const Yardsticks& y) {
@@ -282,8 +283,11 @@ Simulated simulate_run(const Schedule& s, const TrainOptions& t, const Gathered&
     ca.bandwidth = y.link_bytes_per_s;
     ca.latency = std::max(0.0, y.latency - ca.act_bytes / y.link_bytes_per_s);
   }
-  ca.link = Costs::Link::Fifo;
+  // The emulated hosts shape each link's upload and download apart.
+  ca.link = Costs::Link::Duplex;
   out.a2a = simulate(compute_only(s), ca);
+  ca.link = Costs::Link::Fifo;
+  out.upload_only = simulate(compute_only(s), ca, SimOptions{false}).makespan;
   ca.link = Costs::Link::Shared;
   out.shared = simulate(compute_only(s), ca, SimOptions{false}).makespan;
   ca.link = Costs::Link::Apart;
@@ -403,6 +407,7 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
             {"a2a_yardstick_bytes", y.a2a_bytes},
             {"a2a_link_bytes_mean", sim.a2a_link_bytes},
             {"simulated_with_a2a_s", y.a2a_phase > 0 ? sim.a2a.makespan : 0.0},
+            {"simulated_upload_only_s", sim.upload_only},
             {"simulated_shared_link_s", sim.shared},
             {"simulated_transfers_apart_s", sim.apart},
             {"median_pipeline_s", b.median_pipe},

@@ -78,7 +78,7 @@ nlohmann::json simulation_json(const Schedule& s, const Costs& c, const SimResul
   j["micro_batches"] = s.micro_batches;
   j["costs"] = {{"F", c.F}, {"B", c.B}, {"W", c.W}, {"FB", c.FB ? nlohmann::json(*c.FB) : nlohmann::json(nullptr)},
                 {"transfer", c.transfer()},
-                {"link", c.link == Costs::Link::Fifo ? "fifo" : c.link == Costs::Link::Shared ? "shared" : "apart"}};
+                {"link", link_name(c.link)}};
   j["makespan"] = r.makespan;
   j["bubble"] = r.bubble;
   j["bubble_ratio"] = r.bubble_ratio;

@@ -126,8 +126,10 @@ void add_cost_options(CLI::App* app, CostOptions& o) {
   app->add_option("--link", o.link,
                   "where pipeline transfers go: apart (each takes its transfer time, off the all-to-all link), "
                   "fifo (on the sending rank's link with its all-to-alls, one at a time in posting order), "
-                  "shared (on that link, sharing its rate with whatever else is in flight)")
-      ->check(CLI::IsMember({"apart", "fifo", "shared"}))
+                  "shared (on that link, sharing its rate with whatever else is in flight), duplex (as fifo, "
+                  "with an upload and a download of the rate: a transfer takes the sender's upload and the "
+                  "receiver's download, an all-to-all phase both of the rank's)")
+      ->check(CLI::IsMember(link_names()))
       ->capture_default_str();
 }
 
@@ -143,7 +145,7 @@ Costs make_costs(const CostOptions& o) {
   c.a2a_latency = o.a2a_latency;
   c.fb_overlap = o.fb_overlap == "on";
   c.fill_waits = o.fill_waits == "on";
-  c.link = o.link == "fifo" ? Costs::Link::Fifo : o.link == "shared" ? Costs::Link::Shared : Costs::Link::Apart;
+  c.link = link_of(o.link);
   // A transfer costs latency + act_bytes / bandwidth: either of the last two
   // alone changes nothing, which would look like a result.
   if (o.bandwidth > 0 && o.act_bytes == 0)

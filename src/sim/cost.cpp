@@ -82,6 +82,21 @@ std::vector<int> parse_stage_counts(const std::string& text, const std::string& 
   return out;
 }
 
+const char* link_name(Costs::Link link) {
+  switch (link) {
+    case Costs::Link::Fifo: return "fifo";
+    case Costs::Link::Shared: return "shared";
+    case Costs::Link::Duplex: return "duplex";
+    default: return "apart";
+  }
+}
+
+Costs::Link link_of(const std::string& name) {
+  for (Costs::Link l : {Costs::Link::Apart, Costs::Link::Fifo, Costs::Link::Shared, Costs::Link::Duplex})
+    if (name == link_name(l)) return l;
+  throw Error("link model '" + name + "' is none of apart, fifo, shared, duplex");
+}
+
 bool Costs::has_a2a() const {
   const std::size_t n = std::max({a2a_bytes.size(), a2a_bwd_bytes.size(), a2a_phases.size(), std::size_t{1}});
   for (std::size_t s = 0; s < n; ++s) {

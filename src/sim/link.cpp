@@ -1,6 +1,7 @@
 #include "sim/link.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace dualpipe {
 namespace {
@@ -24,6 +25,55 @@ double share(std::vector<double>& left, double now, double until) {
 }
 
 }  // namespace
+
+double Calendar::earliest(double t, double work) const {
+  auto it = busy_.upper_bound(t);
+  if (it != busy_.begin()) {
+    auto before = std::prev(it);
+    t = std::max(t, before->second);
+  }
+  for (; it != busy_.end() && it->first < t + work; ++it) t = std::max(t, it->second);
+  return t;
+}
+
+void Calendar::book(double start, double work) {
+  if (work > 0) busy_.emplace(start, start + work);
+}
+
+namespace {
+
+// The earliest stretch from `t` free on both calendars, booked on both.
+double book_both(Calendar& a, Calendar& b, double t, double work) {
+  for (;;) {
+    const double s = a.earliest(t, work);
+    const double s2 = b.earliest(s, work);
+    if (s2 <= s) {
+      a.book(s, work);
+      b.book(s, work);
+      return s + work;
+    }
+    t = s2;
+  }
+}
+
+}  // namespace
+
+double RankLink::exchange(double t, double work) {
+  if (!duplex_) return send(t, work);
+  if (work <= 0) return t;
+  return book_both(up_, down_, t, work);
+}
+
+double RankLink::send_to(double t, double work, RankLink* to) {
+  if (!duplex_) return send(t, work);
+  if (work <= 0) return t;
+  if (!to || to == this) {
+    const double s = up_.earliest(t, work);
+    up_.book(s, work);
+    return s + work;
+  }
+  return book_both(up_, to->down_, t, work);
+}
 
 double RankLink::send(double t, double work) {
   if (work <= 0) {  // nothing to carry: it waits for nothing either

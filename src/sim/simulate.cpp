@@ -84,6 +84,7 @@ struct HalfRun {
   double compute = 0;   // the pieces' sum
   double a2a = 0;
   double send = -1;     // link time of its output transfer; < 0: none
+  RankLink* to = nullptr;  // the receiving rank's link (duplex)
   double latency = 0;
   double fill = 0;      // weight-gradient work that fills waits (Costs::fill_waits), part of compute
   double queued = 0;    // of it, queued and not run yet
@@ -137,10 +138,10 @@ PairTime run_halves(HalfRun* h, int n, bool alternate, RankLink& link, double t0
     if (k.fill > 0) k.queued += piece_sum[cur] > 0 ? k.fill * piece / piece_sum[cur] : 0.0;
     if (k.left()) {
       k.posted = now;
-      k.ready = link.send(now, k.a2a);  // an all-to-all post: on the link in posting order
+      k.ready = link.exchange(now, k.a2a);  // an all-to-all post: on the link in posting order
     } else {
       k.end = now;
-      k.arrived = k.send < 0 ? now : link.send(now, k.send) + k.latency;
+      k.arrived = k.send < 0 ? now : link.send_to(now, k.send, k.to) + k.latency;
       if (k.rest_after) {
         now += k.queued;  // the rest of its weight gradients, after its output is sent
         k.queued = 0;
@@ -298,6 +299,12 @@ class Simulation {
     if (h.op == Op::W || to < 0 || to >= s_.stages || placement_.rank(to, h.mb) == r) return -1.0;
     return send_work_;
   }
+  // The link of the rank that receives half h's output (null: none).
+  RankLink* receiver_of(const Action& h) {
+    const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
+    if (h.op == Op::W || to < 0 || to >= s_.stages) return nullptr;
+    return &links_[static_cast<std::size_t>(placement_.rank(to, h.mb))];
+  }
   // Records when a half's output is at its consumer.
   void deliver(const Action& h, double at) {
     if (h.op == Op::F) fwd_at_[idx(h.stage, h.mb)] = at;
@@ -350,6 +357,7 @@ class Simulation {
     if (w_next) filled_w_[idx(a.stage, a.mb)] = runs[0].fill;  // less the rest, below
     runs[0].a2a = w.a2a;
     runs[0].send = on_link_ ? send_of(a, r) : -1;
+    runs[0].to = receiver_of(a);
     runs[0].latency = c_.latency;
     lr.waits = run_halves(runs, 1, false, links_[r], start);
     if (w_next) filled_w_[idx(a.stage, a.mb)] -= runs[0].queued;
@@ -394,6 +402,8 @@ class Simulation {
       runs[1].a2a = wb.a2a;
       runs[0].send = on_link_ ? send_of(f, r) : -1;
       runs[1].send = on_link_ ? send_of(b, r) : -1;
+      runs[0].to = receiver_of(f);
+      runs[1].to = receiver_of(b);
       runs[0].latency = runs[1].latency = c_.latency;
       lr.waits = run_halves(runs, 2, alternate, links_[r], start);
       dur = lr.waits.duration;

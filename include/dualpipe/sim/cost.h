@@ -65,7 +65,12 @@ struct Costs {
   // produced it ends. shared: the same transfers, but all those in flight on
   // a link share its rate equally (processor sharing; a transfer's finish is
   // computed when it is posted, from the transfers posted before it).
-  enum class Link { Apart, Fifo, Shared };
+  // duplex: as fifo, but a link has two directions of the rate: a pipeline
+  // transfer takes the sender's upload and the receiver's download at once,
+  // an all-to-all phase the rank's upload and download (what its peer sends
+  // comes down while its own block goes up); each direction carries one
+  // transfer at a time, and a transfer waits until both it needs are free.
+  enum class Link { Apart, Fifo, Shared, Duplex };
   Link link = Link::Apart;
 
   double f(int stage) const { return pick(F, stage); }
@@ -124,6 +129,15 @@ Costs parse_costs(const std::string& spec);
 // the all-to-all options; `what` names the option in errors. Throws dualpipe::Error.
 std::vector<double> parse_stage_values(const std::string& text, const std::string& what);
 std::vector<int> parse_stage_counts(const std::string& text, const std::string& what);
+
+// A link model's name ("apart", "fifo", "shared", "duplex"), and the model
+// of a name (throws dualpipe::Error for any other).
+const char* link_name(Costs::Link link);
+Costs::Link link_of(const std::string& name);
+inline const std::vector<std::string>& link_names() {
+  static const std::vector<std::string> names{"apart", "fifo", "shared", "duplex"};
+  return names;
+}
 
 // "F=1 B=2 W=1 FB=3" for headings.
 std::string describe(const Costs& c);
