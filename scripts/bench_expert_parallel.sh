@@ -13,10 +13,10 @@
 # against 1F1B, step times, measured against simulated.
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
 #   MODEL=deepseek scripts/bench_expert_parallel.sh  (the small DeepSeek-V3; build/ep-bench-deepseek/)
-# auto: a first 1F1B run at 1gbit measures one all-to-all phase and the
-# forward compute of a chunk, and the rate is set so that a chunk's phases
-# take as long as its forward compute (the ratio depends on the machine's
-# cores, so a fixed rate is 1:1 on one machine only).
+# auto: a first 1F1B run at 1gbit measures the bytes of its all-to-alls and
+# the forward compute of a chunk, and the rate is set so that the wire time
+# of a chunk's phases equals its forward compute (the ratio depends on the
+# machine's cores, so a fixed rate is 1:1 on one machine only).
 # HOSTS (default 4): emulated hosts. With 4, every rank has a host and a link
 # of its own, as every GPU of a DeepSeek-V3 node has its own network card;
 # with 2, the two ranks of a pipeline share a host and its link (link-bound:
