@@ -25,7 +25,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rate="${1:-auto}"
 bin="$root/build/dualpipe"
-out="$root/build/ep-bench${MODEL:+-$MODEL}"
+out="$root/build/ep-bench${MODEL:+-$MODEL}${LAYERS:+-l$LAYERS}"
 mkdir -p "$out"
 # DEVICE (default 4): --emulate-device K, every compute piece lasting K times
 # its calibrated CPU time, so that 4 ranks on 2 cores measure what 4 devices
@@ -40,7 +40,10 @@ case "${MODEL:-moe}" in
   deepseek) arch=(--model deepseek --experts 8 --top-k 2 --dense-layers 0) ;;
   *) echo "MODEL must be moe or deepseek (got '${MODEL}')" >&2; exit 2 ;;
 esac
-model=("${arch[@]}" --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers 2 --steps "${STEPS:-5}" --format json
+# LAYERS (default 2): blocks of the model. With 2, the V-shaped methods
+# (DualPipeV, combined 1F1B) cut it into four virtual stages of which two
+# hold no block; LAYERS=4 gives each a block (results in build/ep-bench-l4/).
+model=("${arch[@]}" --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --layers "${LAYERS:-2}" --steps "${STEPS:-5}" --format json
        --emulate-hosts "${HOSTS:-4}" -p 2 -n "${N:-16}" "${device[@]}")
 run() {  # name, extra arguments
   local name=$1; shift

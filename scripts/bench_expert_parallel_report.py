@@ -21,7 +21,7 @@ if sys.argv[1] == "--rate-for-1to1":
         forward = k * sum(fwd) / d["stages"]
     else:
         forward = sum(r["last_step_compute_s"] for r in d["per_rank"]) / len(d["per_rank"]) / (3 * d["micro_batches"])
-    blocks = 1  # per stage: the benchmark's --layers 2 over P=2
+    blocks = d["model"]["layers"] / d["stages"]  # MoE blocks a stage (every block is MoE)
     if d.get("a2a_link_bytes_mean", 0) > 0:
         # From the bytes the run's exchanges carried: the rate at which their
         # wire time equals the forward. (Scaling the phase timed at RATE
