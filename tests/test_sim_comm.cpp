@@ -456,6 +456,24 @@ TEST(SimComm, CliSimulateReportsAllToAll) {
   EXPECT_EQ(plain.out.find("a2a"), std::string::npos) << plain.out;
 }
 
+// --link takes each model by name, says which it used, and refuses others
+// in one line. At P=4 DualPipe's transfers meet the receivers' all-to-alls
+// on their downloads, which only duplex charges: a longer step than fifo.
+TEST(SimComm, CliLinkModelsByName) {
+  const std::string base =
+      "simulate -m dualpipe -p 4 -n 8 --a2a-bytes 1 --a2a-rate 1 --act-bytes 1 --comm-bandwidth 1 -f json --link ";
+  auto fifo = run_cli(base + "fifo"), duplex = run_cli(base + "duplex");
+  ASSERT_EQ(fifo.code, 0) << fifo.out;
+  ASSERT_EQ(duplex.code, 0) << duplex.out;
+  auto f = nlohmann::json::parse(fifo.out), d = nlohmann::json::parse(duplex.out);
+  EXPECT_EQ(f["costs"]["link"], "fifo");
+  EXPECT_EQ(d["costs"]["link"], "duplex");
+  EXPECT_GT(d["makespan"].get<double>(), f["makespan"].get<double>());
+  auto bad = run_cli(base + "both");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--link"), std::string::npos) << bad.out;
+}
+
 TEST(SimComm, CliRefusesBadAllToAllOptions) {
   for (const char* args : {"--a2a-bytes 1", "--a2a-bytes 1 --a2a-rate -1", "--a2a-bytes x --a2a-rate 1",
                            "--a2a-bytes 1:2 --a2a-rate 1", "--a2a-phases 1.5", "--fb-overlap maybe",
