@@ -294,16 +294,21 @@ class Simulation {
   }
   // The output transfer of half `h` run on rank r: none (-1) when its
   // consumer runs on r or there is none.
-  double send_of(const Action& h, int r) const {
+  // The stage that takes half h's output; -1: none (a W, or the pipeline's end).
+  int consumer_stage(const Action& h) const {
     const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
-    if (h.op == Op::W || to < 0 || to >= s_.stages || placement_.rank(to, h.mb) == r) return -1.0;
-    return send_work_;
+    return h.op == Op::W || to < 0 || to >= s_.stages ? -1 : to;
   }
+  // Whether half h, run on rank r, sends its output to another rank.
+  bool sends_away(const Action& h, int r) const {
+    const int to = consumer_stage(h);
+    return to >= 0 && placement_.rank(to, h.mb) != r;
+  }
+  double send_of(const Action& h, int r) const { return sends_away(h, r) ? send_work_ : -1.0; }
   // The link of the rank that receives half h's output (null: none).
   RankLink* receiver_of(const Action& h) {
-    const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
-    if (h.op == Op::W || to < 0 || to >= s_.stages) return nullptr;
-    return &links_[static_cast<std::size_t>(placement_.rank(to, h.mb))];
+    const int to = consumer_stage(h);
+    return to < 0 ? nullptr : &links_[static_cast<std::size_t>(placement_.rank(to, h.mb))];
   }
   // Records when a half's output is at its consumer.
   void deliver(const Action& h, double at) {
@@ -426,9 +431,7 @@ class Simulation {
       const Action& h = parts.part[k];
       // Without a link model (or for a pair whose halves ran elsewhere) the
       // output goes at the action's end and takes transfer() on its own edge.
-      const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
-      const bool away = h.op != Op::W && to >= 0 && to < s_.stages && placement_.rank(to, h.mb) != r;
-      double at = end + (away ? hop_ : 0.0);
+      double at = end + (sends_away(h, r) ? hop_ : 0.0);
       if (lr.ran && on_link_) at = lr.runs[k].arrived;
       deliver(h, at);
       if (h.op == Op::F) {
