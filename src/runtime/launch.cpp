@@ -71,14 +71,6 @@ struct RanksNeverCame : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The ranks (comma-separated) among 1..world-1 whose arrival key `store` lacks.
-std::string absent_ranks(c10d::Store& store, int world) {
-  std::string missing;
-  for (int r = 1; r < world; ++r)
-    if (!store.check({arrival_key(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-  return missing;
-}
-
 // The TCPStore at master_addr:master_port (rank 0 holds it), with this
 // rank's arrival marked in it first (arrival_key), so that a rendezvous that
 // never completes can name the ranks that never came. Rank 0 waits for every

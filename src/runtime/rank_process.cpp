@@ -159,6 +159,14 @@ RendezvousDeadline::~RendezvousDeadline() {
 
 std::string arrival_key(int rank) { return "dualpipe/arrived/" + std::to_string(rank); }
 
+std::string absent_ranks(c10d::Store& store, int world) {
+  // Rank 0 holds the store: only the others are asked about.
+  std::string missing;
+  for (int r = 1; r < world; ++r)
+    if (!store.check({arrival_key(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+  return missing;
+}
+
 std::string missing_ranks(const std::string& host, int port, int world, std::chrono::milliseconds limit) {
   // On a thread of its own, left behind if the store does not answer in
   // time (the process is about to end).
@@ -167,12 +175,7 @@ std::string missing_ranks(const std::string& host, int port, int world, std::chr
   std::thread([ask, host, port, world, limit] {
     try {
       auto store = compat::make_tcp_store(host, port, false, world, limit);
-      std::string missing;
-      // Rank 0 holds the store (and may still be waiting inside its
-      // constructor for the others to connect, before it can set its key).
-      for (int r = 1; r < world; ++r)
-        if (!store->check({arrival_key(r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-      ask->set_value(missing);
+      ask->set_value(absent_ranks(*store, world));
     } catch (...) {
       ask->set_value("");
     }

@@ -12,11 +12,18 @@
 #include <string>
 #include <thread>
 
+namespace c10d {
+class Store;
+}
+
 namespace dualpipe {
 
 // The key a rank sets in the rendezvous store as soon as it reaches it, so
 // that a rendezvous that never completes can name the ranks that never came.
 std::string arrival_key(int rank);
+
+// The ranks (comma-separated) of 1..world-1 whose arrival key `store` lacks.
+std::string absent_ranks(c10d::Store& store, int world);
 
 // The ranks of 1..world-1 (rank 0 holds the store) that have not set their
 // arrival key in the store at host:port, asked through a connection of its own and bounded by `limit`;
