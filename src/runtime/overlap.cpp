@@ -234,7 +234,7 @@ void OverlapEngine::exchange(Half h, CommPoint p, const Comm& comm, int64_t byte
                              std::function<compat::WorkPtr()> post_fn) {
   close_piece(h);
   exchanged_ = true;
-  if (p != CommPoint::Counts) {
+  {  // a data all-to-all (the counts are posted, not exchanged)
     std::lock_guard<std::mutex> lock(mu_);
     exposed_.a2a_exchanges += 1;
     exposed_.a2a_link_bytes += static_cast<double>(bytes);
