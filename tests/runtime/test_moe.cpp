@@ -336,6 +336,50 @@ TEST(Comm, AllToAllDeliversEveryBlockWithUnevenAndEmptySplits) {
   });
 }
 
+// A process group that records the point-to-point transfers posted on it
+// (done at once) and has nothing else: a collective all-to-all would fail.
+struct RecordingGroup : c10d::ProcessGroup {
+  RecordingGroup(int rank, int size) : c10d::ProcessGroup(rank, size) {}
+  const std::string getBackendName() const override { return "recording"; }
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& t, int peer, int) override {
+    posted.push_back(fmt::format("send {} {}", peer, t[0].size(0)));
+    sent.push_back(t[0].clone());
+    return done();
+  }
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& t, int peer, int) override {
+    posted.push_back(fmt::format("recv {} {}", peer, t[0].size(0)));
+    t[0].fill_(100 + peer);
+    return done();
+  }
+  static c10::intrusive_ptr<c10d::Work> done() {
+    auto w = c10::make_intrusive<SignalWork>();
+    w->fire();
+    return w;
+  }
+  std::vector<std::string> posted;
+  std::vector<torch::Tensor> sent;
+};
+
+// The all-to-all of host tensors posts every receive before any send (Gloo
+// sends a block only once its receiver has said it is ready, on the
+// connection that carries the receiver's own block: with a send first, the
+// two directions crossed the link one after the other), skips empty blocks,
+// and copies its own block locally.
+TEST(Comm, AllToAllPostsEveryReceiveBeforeAnySend) {
+  auto group = c10::make_intrusive<RecordingGroup>(1, 3);
+  C10dComm comm(group);
+  comm.rank = 1;
+  comm.world = 3;
+  std::vector<int64_t> in_splits{2, 1, 0}, out_splits{3, 1, 2};
+  torch::Tensor in = torch::arange(3, torch::kFloat).unsqueeze(1);
+  torch::Tensor out = torch::full({6, 1}, -1.0);
+  comm.wait(comm.iall_to_all(out, in, out_splits, in_splits), -1, [] { return std::string("an all-to-all"); });
+  EXPECT_EQ(group->posted, (std::vector<std::string>{"recv 0 3", "recv 2 2", "send 0 2"}));
+  ASSERT_EQ(group->sent.size(), 1u);
+  EXPECT_TRUE(torch::equal(group->sent[0], in.narrow(0, 0, 2)));
+  EXPECT_TRUE(torch::equal(out, torch::tensor({100.0, 100.0, 100.0, 2.0, 102.0, 102.0}).unsqueeze(1)));
+}
+
 TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
   Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
   std::vector<std::vector<std::string>> first;
@@ -527,6 +571,11 @@ TEST(MoeCli, BenchWithDeviceEmulationReportsCalibrationAndExposure) {
     ASSERT_FALSE(j["calibration"].empty());
     for (const auto& c : j["calibration"]) EXPECT_GT(c["cpu_s"].get<double>(), 0.0) << c.dump();
     EXPECT_GT(j["simulated_with_a2a_s"].get<double>(), 0.0);
+    EXPECT_GT(j["simulated_upload_only_s"].get<double>(), 0.0);
+    // The simulator's phase from the bytes the run's exchanges carried.
+    EXPECT_GT(j["a2a_yardstick_bytes"].get<double>(), 0.0);
+    EXPECT_GT(j["a2a_link_bytes_mean"].get<double>(), 0.0);
+    EXPECT_GT(j["simulated_a2a_phase_s"].get<double>(), 0.0);
     for (const auto& rank : j["per_rank"]) {
       const auto& e = rank["exposed_comm_s"];
       for (const char* key : {"all_to_all", "pipeline", "grad_reduce", "handover", "peer_wait"})
