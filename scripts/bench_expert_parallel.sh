@@ -10,7 +10,8 @@
 # gradients inline, --fill-waits off), DualPipeV, combined 1F1B
 # (interleaved, V=2, F&B pairs in its steady state), and DualPipe
 # on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
-# against 1F1B, step times, measured against simulated.
+# against 1F1B, step times, measured against simulated; then, per method, the
+# expert peers' exchanges of the last step (scripts/lane_report.py).
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
 #   MODEL=deepseek scripts/bench_expert_parallel.sh  (the small DeepSeek-V3; build/ep-bench-deepseek/)
 # auto: a first 1F1B run at 1gbit measures the bytes of its all-to-alls and
@@ -48,7 +49,8 @@ model=("${arch[@]}" --ep 2 --hidden 128 --seq-len 64 --micro-batch-size 4 --laye
 run() {  # name, extra arguments
   local name=$1; shift
   echo "running $name ..." >&2
-  "$bin" bench "${model[@]}" "$@" > "$out/$name.json"
+  rm -rf "$out/lanes/$name"
+  "$bin" bench "${model[@]}" "$@" --lane-records "$out/lanes/$name" > "$out/$name.json"
 }
 if [ "$rate" = auto ]; then
   run probe -m 1f1b --link-rate 1gbit
@@ -67,3 +69,9 @@ run dualpipev -m dualpipev --link-rate "$rate"
 run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate"
 run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit
 python3 "$root/scripts/bench_expert_parallel_report.py" "$out" "$rate"
+# Expert peers side by side in the last step (bench --lane-records): how far
+# apart they posted each exchange and what it took beyond its wire time.
+for name in 1f1b dualpipe_off dualpipe_on dualpipev combined_1f1b; do
+  echo; echo "$name: expert peers' all-to-alls, last step"
+  python3 "$root/scripts/lane_report.py" "$out/lanes/$name" --link-rate "$rate"
+done

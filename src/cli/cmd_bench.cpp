@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -161,6 +162,7 @@ struct Opts {
   int steps = 5;
   std::string format = "text";
   std::string output = "-";
+  std::string lane_records;  // a folder: every rank's collectives of the last step; empty: none
 };
 
 // What a rank measures before the run, every rank at once so that each core
@@ -470,6 +472,23 @@ std::string bench_text(const Opts& o, const Schedule& s, const BenchResult& b, c
   return t;
 }
 
+// The collectives of the rank's last timed step, in lane order, as CSV
+// (--lane-records DIR: DIR/rank<R>.csv): times in seconds since that step's
+// start and, in step_start_s, the start on the steady clock, which the ranks
+// of one machine share, so that expert peers' posts can be set side by side.
+void write_lane_records(const std::string& dir, const Mesh& mesh, const RankRun& run) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("--lane-records '{}': cannot make the folder: {}", dir, ec.message()));
+  std::string text = "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s\n";
+  for (const LaneRecord& r : run.last_lane)
+    text += fmt::format("{},{},{},{},{},{},{},{},{:.9f},{:.9f},{:.9f},{:.9f}\n", mesh.rank, mesh.coord.pp,
+                        mesh.coord.ep, mesh.coord.dp, r.group, comm_point_name(r.point),
+                        r.half == Half::Forward ? "forward" : "backward", r.bytes, run.last_start, r.posted,
+                        r.started, r.done);
+  write_output(fmt::format("{}/rank{}.csv", dir, mesh.rank), text);
+}
+
 // One rank's part: yardsticks, the timed steps, then (rank 0) the report.
 int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Mesh& mesh) {
   ModelConfig whole = t.model;  // the yardsticks run the model unsharded on one rank
@@ -478,6 +497,7 @@ int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Me
   TrainOptions rank_opts = t;  // this rank's copy (thread ranks share t)
   if (y.link_bytes_per_s > 0) rank_opts.engine.link_bytes_per_s = y.link_bytes_per_s;
   const RankRun run = train_rank(s, rank_opts, mesh);
+  if (!o.lane_records.empty()) write_lane_records(o.lane_records, mesh, run);
   const double K = t.engine.device_factor;
   const Gathered g = gather_run(s, run, y, K, mesh);
   if (mesh.world->rank != 0) return 0;
@@ -500,7 +520,10 @@ int bench_rank(const Opts& o, const Schedule& s, const TrainOptions& t, const Me
 // The command itself, once its options are parsed: returns the exit code.
 int bench_command(Opts& o) {
   require_step_count(o.steps);
-  if (is_lead_process()) require_output_file("--output", o.output);  // once, before any rank starts
+  if (is_lead_process()) {  // once, before any rank starts
+    require_output_file("--output", o.output);
+    if (!o.lane_records.empty()) require_output_folder("--lane-records", o.lane_records);
+  }
   PipedScheduleCopy piped(o.src);  // --from <(cmd): read once, copied for the rank processes
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
@@ -525,6 +548,9 @@ void add_bench_command(CLI::App* app, CommandRun& run) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   add_output_option(cmd, o->output);
+  cmd->add_option("--lane-records", o->lane_records,
+                  "folder to write every rank's collectives of the last timed step into (rank<R>.csv: "
+                  "group, point, half, link bytes, posted/started/done in s since the step's start; default: none)");
   cmd->callback([o, &run] { run = [o] { return bench_command(*o); }; });
 }
 

@@ -475,6 +475,7 @@ void RankExecutor::end_step(StepOutput& out, double epoch, const ExposedComm& ex
                             recvs_.size(), store_.pending()));
   slots_.clear();
   out.seconds = std::chrono::duration<double>(Clock::now().time_since_epoch()).count() - epoch;
+  out.start = epoch;
   OverlapEngine& engine = *opt_.engine;
   out.exposed = engine.exposed() - exposed0;
   for (IdleSpan sp : engine.take_idle_spans()) {

@@ -372,6 +372,7 @@ void record(RankRun& run, const StepStats& st, const StepOutput& out, double red
   run.last_exposed = exposed;
   run.last_idle = out.idle;
   run.last_lane = out.lane;
+  run.last_start = out.start;
 }
 
 }  // namespace

@@ -9,6 +9,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <random>
 #include <thread>
 #include <mutex>
@@ -585,6 +589,58 @@ TEST(MoeCli, BenchWithDeviceEmulationReportsCalibrationAndExposure) {
   }
 }
 
+// bench --lane-records: every rank's collectives of the last step, one CSV a
+// rank; expert peers logged the same collectives in the same order (the turn
+// order's promise), each posted before it started and started before it
+// ended; scripts/lane_report.py pairs them into exchanges.
+TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
+  char tmpl[] = "/tmp/dualpipe-lanes-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/lanes";  // made by bench
+  const std::string args = "bench -m dualpipe -p 2 -n 4 --model moe --ep 2 --hidden 16 --seq-len 6 --heads 2 "
+                           "--steps 1 --threads --fb-overlap on --format json --lane-records " + dir;
+  CliRun r = test_support::run_command(std::string("(timeout -k 5 300 ") + DUALPIPE_BINARY + " " + args + " 2>&1 >/dev/null)");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::map<int, std::vector<std::string>> sequence;                // rank -> "group point half bytes" per record
+  size_t expert_records = 0;
+  for (int rank = 0; rank < 4; ++rank) {
+    std::ifstream in(fmt::format("{}/rank{}.csv", dir, rank));
+    ASSERT_TRUE(in) << "no CSV for rank " << rank;
+    std::string line;
+    std::getline(in, line);
+    EXPECT_EQ(line, "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s");
+    while (std::getline(in, line)) {
+      std::vector<std::string> f;
+      std::stringstream ss(line);
+      for (std::string cell; std::getline(ss, cell, ',');) f.push_back(cell);
+      ASSERT_EQ(f.size(), 12u) << line;
+      EXPECT_EQ(std::stoi(f[0]), rank);
+      EXPECT_GT(std::stod(f[8]), 0.0) << line;  // the step's start on the steady clock
+      EXPECT_LE(std::stod(f[9]), std::stod(f[10])) << line;
+      EXPECT_LE(std::stod(f[10]), std::stod(f[11])) << line;
+      sequence[rank].push_back(f[4] + " " + f[5] + " " + f[6] + " " + f[7]);
+      if (f[4].rfind("expert", 0) == 0) ++expert_records;
+    }
+    EXPECT_FALSE(sequence[rank].empty()) << "rank " << rank << " logged nothing";
+  }
+  // Ranks 0 and 2 (pipeline rank 0), 1 and 3 (pipeline rank 1) are expert peers.
+  EXPECT_EQ(sequence[0], sequence[2]);
+  EXPECT_EQ(sequence[1], sequence[3]);
+  CliRun rep = test_support::run_command(fmt::format("python3 {}/scripts/lane_report.py {} --link-rate 1gbit --format json",
+                                                     DUALPIPE_SOURCE_DIR, dir));
+  ASSERT_EQ(rep.code, 0) << rep.out;
+  const nlohmann::json j = nlohmann::json::parse(rep.out);
+  size_t exchanges = 0;
+  for (const auto& [point, row] : j.items()) {
+    exchanges += row["exchanges"].get<size_t>();
+    EXPECT_GE(row["post_gap_ms"].get<double>(), 0.0) << point;
+    EXPECT_GT(row["after_last_post_ms"].get<double>(), 0.0) << point;
+    EXPECT_GT(row["wire_ms"].get<double>(), 0.0) << point;
+  }
+  EXPECT_EQ(exchanges * 2, expert_records);  // every exchange has its two members
+  std::filesystem::remove_all(tmpl);
+}
+
 TEST(MoeCli, BadInputIsOneLineWithCode2) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be at least 1 (got 0)"},
@@ -601,6 +657,7 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"train -m 1f1b -p 2 -n 4 --emulate-device fast", "(got 'fast')"},
            {"bench -m 1f1b -p 2 -n 4 --emulate-device nan", "(got 'nan')"},
            {"verify -m 1f1b -p 2 -n 4 --comm-lane maybe", "--comm-lane"},
+           {std::string("bench -m 1f1b -p 2 -n 4 --lane-records ") + DUALPIPE_BINARY, "is a file, not a folder"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;

@@ -85,6 +85,7 @@ struct StepOutput {
   std::vector<std::pair<int, double>> losses;  // (model micro-batch, loss) of the last stages on this rank
   std::vector<ActionTime> times;               // per position of the rank's action list
   double seconds = 0;                          // the rank's wall time for the step
+  double start = 0;                            // when it started: seconds on the steady clock
   ExposedComm exposed;                         // idle time waiting for communication, by cause
   std::vector<IdleSpan> idle;                  // when: seconds since the start of the step
   std::vector<LaneRecord> lane;                // the collectives of the step, in lane order (times as idle)

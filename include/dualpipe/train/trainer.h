@@ -90,6 +90,7 @@ struct RankRun {
   std::vector<ExposedComm> exposed;    // ... and in every reported step (grad_reduce: the wait after it)
   std::vector<IdleSpan> last_idle;     // ... and when (seconds since the step's start)
   std::vector<LaneRecord> last_lane;   // the collectives of the last step, in lane order
+  double last_start = 0;               // when the last step started (steady clock, s): the origin of the two above
   // Device emulation: the calibrated CPU seconds per compute piece (as the
   // emulation uses them: averaged over peers), and pieces that overran K x cost.
   std::map<PieceKey, double> calibration;
