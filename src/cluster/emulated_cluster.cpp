@@ -111,14 +111,10 @@ std::string EmulatedCluster::run_or_throw(const Ns& where, const std::string& pr
 
 // The switch: a bridge with one port per host. Host i: eth0 with its
 // address, the other end of its veth pair a bridge port. Both ends' egress
-// shaped by tbf: eth0 is the host's upload, the bridge port its download.
+// shaped (link_queue_commands): eth0 is the host's upload, the bridge port its download.
 void EmulatedCluster::build() {
-  const TbfParams tbf = tbf_params(rate_);
-  auto shape = [&](const std::string& dev) {
-    return std::vector<std::string>{"qdisc", "add", "dev", dev, "root", "tbf",
-                                    "rate", fmt::format("{}bit", rate_.bits_per_second),
-                                    "burst", std::to_string(tbf.burst_bytes),
-                                    "limit", std::to_string(tbf.limit_bytes)};
+  auto shape = [&](const Ns& where, const std::string& dev, const char* what) {
+    for (const auto& command : link_queue_commands(dev, rate_)) run_or_throw(where, tc_, command, what);
   };
   const std::string bridge = options_.name_prefix + "br";
   run_or_throw(switch_, ip_, {"link", "set", "lo", "up"}, "bring up the switch's loopback");
@@ -133,9 +129,9 @@ void EmulatedCluster::build() {
                  "create a host's veth link");
     run_or_throw(host, ip_, {"addr", "add", address(h) + "/24", "dev", interface()}, "address a host");
     run_or_throw(host, ip_, {"link", "set", interface(), "up"}, "bring up a host's link");
-    run_or_throw(host, tc_, shape(interface()), "shape a host's upload with tbf");
+    shape(host, interface(), "shape a host's upload");
     run_or_throw(switch_, ip_, {"link", "set", port, "master", bridge, "up"}, "attach a host to the bridge");
-    run_or_throw(switch_, tc_, shape(port), "shape a host's download with tbf");
+    shape(switch_, port, "shape a host's download");
   }
   wait_until_links_are_up();
 }

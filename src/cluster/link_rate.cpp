@@ -95,6 +95,28 @@ std::string to_string(LinkRate rate) {
 //   senders meet, and a short queue would drop and make TCP back off below
 //   the rate. 100 ms of traffic (at least kMinLimit) keeps the link busy; the
 //   cost is queueing delay only when a link is oversubscribed.
+std::vector<std::vector<std::string>> link_queue_commands(const std::string& dev, LinkRate rate) {
+  const TbfParams tbf = tbf_params(rate);
+  const std::string bits = fmt::format("{}bit", rate.bits_per_second);
+  const std::string inner = fmt::format("{}bit", 2 * rate.bits_per_second);  // never the limit
+  auto klass = [&](const char* id, const char* prio) {
+    return std::vector<std::string>{"class", "add", "dev", dev, "parent", "10:1", "classid", id, "htb", "rate", inner,
+                                    "ceil", inner, "prio", prio, "quantum", "1514"};
+  };
+  return {
+      {"qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", bits, "burst",
+       std::to_string(tbf.burst_bytes), "limit", std::to_string(tbf.limit_bytes)},
+      {"qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "htb", "default", "20"},
+      {"class", "add", "dev", dev, "parent", "10:", "classid", "10:1", "htb", "rate", inner, "ceil", inner},
+      klass("10:10", "0"),
+      klass("10:20", "1"),
+      {"qdisc", "add", "dev", dev, "parent", "10:20", "bfifo", "limit", std::to_string(tbf.limit_bytes)},
+      // The IPv4 total length (bytes 2-3 of the header) below 256.
+      {"filter", "add", "dev", dev, "parent", "10:", "protocol", "ip", "prio", "1", "u32", "match", "u16", "0x0000",
+       "0xff00", "at", "2", "flowid", "10:10"},
+  };
+}
+
 TbfParams tbf_params(LinkRate rate) {
   constexpr std::uint64_t kMinBurst = 2 * 1514;   // two full Ethernet frames
   constexpr std::uint64_t kMinLimit = 256 * 1024;

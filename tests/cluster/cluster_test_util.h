@@ -108,6 +108,35 @@ inline Measured transfer(EmulatedCluster& c, const std::vector<Flow>& flows, lon
   return m;
 }
 
+// The median round trip in seconds of `count` one-byte messages over TCP from
+// host `from` to host `to` and back, while `bulk_bytes` stream from `from`
+// to host `bulk_to` on another connection (0: on an idle link); the pings
+// start once the stream has had 100 ms to fill the queues. -1 on failure.
+inline double ping_under_load(EmulatedCluster& c, int from, int to, int bulk_to, long long bulk_bytes, int count) {
+  const std::string out = "/tmp/dp_net_ping_" + std::to_string(getpid());
+  const std::string bulk_out = out + "_bulk";
+  std::remove(out.c_str());
+  const pid_t echo = c.spawn(to, {NET_PROBE_BINARY, "echo", "5301"}, {});
+  pid_t server = -1, sender = -1;
+  if (bulk_bytes > 0) {
+    server = c.spawn(bulk_to, {NET_PROBE_BINARY, "serve", "5201", bulk_out, "1"}, {});
+    sender = c.spawn(from, {NET_PROBE_BINARY, "send", c.address(bulk_to), "5201", std::to_string(bulk_bytes)}, {});
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const pid_t pinger = c.spawn(from, {NET_PROBE_BINARY, "ping", c.address(to), "5301", std::to_string(count), out}, {});
+  bool ok = exited_ok(wait_for(pinger)) && exited_ok(wait_for(echo));
+  if (bulk_bytes > 0) {
+    ok = exited_ok(wait_for(sender)) && ok;
+    ok = exited_ok(wait_for(server)) && ok;
+    std::remove(bulk_out.c_str());
+  }
+  std::ifstream in(out);
+  double rtt = -1;
+  if (!(in >> rtt) || !ok) rtt = -1;
+  std::remove(out.c_str());
+  return rtt;
+}
+
 // The network namespace inode of /proc/PID/ns/net (0 if unreadable).
 inline ino_t netns_inode(const std::string& path) {
   struct stat st {};

@@ -6,10 +6,16 @@
 //       several servers).
 //   net_probe send ADDR PORT BYTES   connect (retrying while refused: the
 //       server may still be starting), send BYTES, wait for the server to close.
+//   net_probe echo PORT   accept one connection and send back every byte
+//       it reads, until EOF.
+//   net_probe ping ADDR PORT COUNT OUTFILE   connect, then COUNT times send
+//       one byte and wait for it to come back (20 ms apart); write the median
+//       round trip in seconds to OUTFILE.
 // Exit 0 on success, 3 when the connection fails for another reason (the
 // message names it), 1 on any other error.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -86,27 +92,11 @@ int serve(int port, const char* out, int connections) {
   return std::rename(tmp.c_str(), out) == 0 ? 0 : fail("rename the output file");
 }
 
+int connect_to(const char* addr, int port);
+
 int send_bytes(const char* addr, int port, long long bytes) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
-    std::fprintf(stderr, "net_probe: '%s' is not an IPv4 address\n", addr);
-    return 1;
-  }
-  int s = -1;
-  const double give_up = now() + 5;
-  while (true) {
-    s = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) break;
-    const int err = errno;
-    close(s);
-    if (err != ECONNREFUSED || now() > give_up) {
-      std::fprintf(stderr, "net_probe: connect %s:%d: %s\n", addr, port, std::strerror(err));
-      return 3;
-    }
-    usleep(5000);
-  }
+  const int s = connect_to(addr, port);
+  if (s < 0) return 3;
   std::vector<char> buf(1 << 16, 'x');
   while (bytes > 0) {
     const ssize_t n = write(s, buf.data(), static_cast<std::size_t>(std::min<long long>(bytes, 1 << 16)));
@@ -124,12 +114,84 @@ int send_bytes(const char* addr, int port, long long bytes) {
   return 0;
 }
 
+// A connection to addr:port, retrying while refused (the server may still be
+// starting); -1 after printing why (then exit 3).
+int connect_to(const char* addr, int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+    std::fprintf(stderr, "net_probe: '%s' is not an IPv4 address\n", addr);
+    return -1;
+  }
+  const double give_up = now() + 5;
+  while (true) {
+    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return s;
+    const int err = errno;
+    close(s);
+    if (err != ECONNREFUSED || now() > give_up) {
+      std::fprintf(stderr, "net_probe: connect %s:%d: %s\n", addr, port, std::strerror(err));
+      return -1;
+    }
+    usleep(5000);
+  }
+}
+
+int echo(int port) {
+  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return fail("bind");
+  if (listen(s, 1) != 0) return fail("listen");
+  const int c = accept(s, nullptr, nullptr);
+  if (c < 0) return fail("accept");
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  char byte;
+  while (read(c, &byte, 1) == 1)
+    if (write(c, &byte, 1) != 1) return fail("write");
+  close(c);
+  close(s);
+  return 0;
+}
+
+int ping(const char* addr, int port, int count, const char* out) {
+  const int s = connect_to(addr, port);
+  if (s < 0) return 3;
+  const int one = 1;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  std::vector<double> rtts;
+  for (int i = 0; i < count; ++i) {
+    char byte = 'p';
+    const double t0 = now();
+    if (write(s, &byte, 1) != 1 || read(s, &byte, 1) != 1) return fail("ping");
+    rtts.push_back(now() - t0);
+    usleep(20000);
+  }
+  close(s);
+  std::sort(rtts.begin(), rtts.end());
+  FILE* f = std::fopen(out, "w");
+  if (!f) return fail("open the output file");
+  std::fprintf(f, "%.6f\n", rtts[rtts.size() / 2]);
+  std::fclose(f);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "serve" && argc == 5) return serve(std::atoi(argv[2]), argv[3], std::atoi(argv[4]));
   if (mode == "send" && argc == 5) return send_bytes(argv[2], std::atoi(argv[3]), std::atoll(argv[4]));
-  std::fprintf(stderr, "usage: net_probe serve PORT OUTFILE CONNECTIONS | net_probe send ADDR PORT BYTES\n");
+  if (mode == "echo" && argc == 3) return echo(std::atoi(argv[2]));
+  if (mode == "ping" && argc == 6 && std::atoi(argv[4]) > 0)
+    return ping(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
+  std::fprintf(stderr,
+               "usage: net_probe serve PORT OUTFILE CONNECTIONS | send ADDR PORT BYTES | echo PORT | "
+               "ping ADDR PORT COUNT OUTFILE\n");
   return 1;
 }

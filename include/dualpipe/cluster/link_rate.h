@@ -3,6 +3,7 @@
 // (`--link-rate 1gbit`) and as handed to tc's token bucket filter.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dualpipe {
 
@@ -31,5 +32,14 @@ struct TbfParams {
   std::uint64_t limit_bytes = 0;
 };
 TbfParams tbf_params(LinkRate rate);
+
+// The tc commands (arguments after "tc") that shape one direction of a link
+// on device `dev`: tbf at the rate (tbf_params) at the root, and inside it
+// two queues served by priority (htb, whose own rate is twice the link's so
+// that only tbf limits): IPv4 packets under 256 bytes (acknowledgements,
+// "ready to receive" and other control messages) before everything else, as
+// a network card's per-flow queueing lets a sparse flow pass a bulk one.
+// The bulk queue holds tbf_params' limit. In order; the first adds the root.
+std::vector<std::vector<std::string>> link_queue_commands(const std::string& dev, LinkRate rate);
 
 }  // namespace dualpipe
