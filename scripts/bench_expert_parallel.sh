@@ -14,10 +14,12 @@
 # expert peers' exchanges of the last step (scripts/lane_report.py).
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
 #   MODEL=deepseek scripts/bench_expert_parallel.sh  (the small DeepSeek-V3; build/ep-bench-deepseek/)
-# auto: a first 1F1B run at 1gbit measures the bytes of its all-to-alls and
-# the forward compute of a chunk, and the rate is set so that the wire time
-# of a chunk's phases equals its forward compute (the ratio depends on the
-# machine's cores, so a fixed rate is 1:1 on one machine only).
+# auto: the first probe at 1gbit (DualPipe; 1F1B with DEVICE=0) measures the
+# bytes of its all-to-alls and the forward compute of a chunk, and the rate
+# is set so that the wire time of a chunk's phases equals its forward compute
+# (the ratio depends on the machine's cores, so a fixed rate is 1:1 on one
+# machine only). With device emulation every run takes its piece costs from
+# the probes (bench --calibration), so all compare at one device speed.
 # HOSTS (default 4): emulated hosts. With 4, every rank has a host and a link
 # of its own, as every GPU of a DeepSeek-V3 node has its own network card;
 # with 2, the two ranks of a pipeline share a host and its link (link-bound:
@@ -52,22 +54,41 @@ run() {  # name, extra arguments
   rm -rf "$out/lanes/$name"
   "$bin" bench "${model[@]}" "$@" --lane-records "$out/lanes/$name" > "$out/$name.json"
 }
-if [ "$rate" = auto ]; then
+# One device speed for every run: the emulated cost of each compute piece
+# comes from probes at 1gbit (a piece's CPU time, measured with 4 ranks on 2
+# cores, moved by 30-50% from run to run, and with it the compute the runs
+# were compared at). The P-stage methods share the cut of DualPipe's probe
+# (its F, B, I of stage 0 and W pieces; ZB1P's probe adds the I of stage 1);
+# the V-shaped ones (four virtual stages) that of DualPipeV's.
+cal=()
+if [ "${DEVICE:-4}" != 0 ]; then
+  run probe -m dualpipe --link-rate 1gbit
+  run probe_zb1p -m zb1p --link-rate 1gbit
+  run probe_v -m dualpipev --link-rate 1gbit
+  report="$root/scripts/bench_expert_parallel_report.py"
+  python3 "$report" --merge-calibrations "$out/calibration.json" "$out/probe.json" "$out/probe_zb1p.json"
+  python3 "$report" --merge-calibrations "$out/calibration_v.json" "$out/probe_v.json"
+  cal=(--calibration "$out/calibration.json")
+  cal_v=(--calibration "$out/calibration_v.json")
+else
   run probe -m 1f1b --link-rate 1gbit
+  cal_v=()
+fi
+if [ "$rate" = auto ]; then
   rate=$(python3 "$root/scripts/bench_expert_parallel_report.py" --rate-for-1to1 "$out/probe.json" 1000)
   echo "auto: link rate $rate (a chunk's all-to-all phases = its forward compute)" >&2
 fi
 # The baseline: 1F1B as it has always run, every all-to-all exposed; then
 # 1F1B with its backwards' weight gradients filling their waits (the default).
-run 1f1b -m 1f1b --link-rate "$rate" --fill-waits off
-run 1f1b_fill -m 1f1b --link-rate "$rate"
-run zb1p -m zb1p --link-rate "$rate"
-run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off
-run dualpipe_on -m dualpipe --link-rate "$rate"
-run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off
-run dualpipev -m dualpipev --link-rate "$rate"
-run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate"
-run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit
+run 1f1b -m 1f1b --link-rate "$rate" --fill-waits off "${cal[@]}"
+run 1f1b_fill -m 1f1b --link-rate "$rate" "${cal[@]}"
+run zb1p -m zb1p --link-rate "$rate" "${cal[@]}"
+run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off "${cal[@]}"
+run dualpipe_on -m dualpipe --link-rate "$rate" "${cal[@]}"
+run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off "${cal[@]}"
+run dualpipev -m dualpipev --link-rate "$rate" "${cal_v[@]}"
+run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate" "${cal_v[@]}"
+run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit "${cal[@]}"
 python3 "$root/scripts/bench_expert_parallel_report.py" "$out" "$rate"
 # Expert peers side by side in the last step (bench --lane-records): how far
 # apart they posted each exchange and what it took beyond its wire time.

@@ -8,8 +8,19 @@ def load(path):
     return json.load(open(path))  # stdout holds the one JSON document
 
 
+if sys.argv[1] == "--merge-calibrations":
+    # OUT IN...: one calibration for several runs (bench --calibration): every
+    # piece of the inputs, the first file's cost where several have it.
+    merged = {}
+    for path in sys.argv[3:]:
+        for c in load(path)["calibration"]:
+            merged.setdefault((c["op"], c["stage"], c["piece"]), c)
+    with open(sys.argv[2], "w") as f:
+        json.dump({"calibration": [merged[k] for k in sorted(merged)]}, f, indent=1)
+    sys.exit(0)
+
 if sys.argv[1] == "--rate-for-1to1":
-    # From a 1F1B run at RATE Mbit/s: the rate at which one chunk's all-to-all
+    # From a run at RATE Mbit/s: the rate at which one chunk's all-to-all
     # phases take as long as its forward compute. A rank's compute in the
     # last step is N forwards and N backwards (a backward about two
     # forwards); a MoE block has two phases (dispatch, combine).

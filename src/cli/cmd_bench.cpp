@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <thread>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "cli/summary_json.h"
 #include "cli/torch_common.h"
 #include "cli/torch_commands.h"
+#include "schedule/text_file.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/lower.h"
 #include "dualpipe/train/gpt.h"
@@ -141,6 +143,31 @@ nlohmann::json calibration_json(const std::map<PieceKey, double>& cal) {
   return j;
 }
 
+// The piece costs of an earlier `bench --format json` (its "calibration"),
+// for --calibration; throws dualpipe::Error with one line.
+std::map<PieceKey, double> read_calibration(const std::string& path) {
+  const std::string what = fmt::format("--calibration '{}'", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path, 64ull << 20, "--calibration file"));
+  } catch (const nlohmann::json::exception&) {
+    throw Error(fmt::format("{}: not JSON (give the output of bench --emulate-device K --format json)", what));
+  }
+  if (!j.is_object() || !j.contains("calibration") || !j["calibration"].is_array() || j["calibration"].empty())
+    throw Error(fmt::format("{}: holds no calibration (give the output of bench --emulate-device K --format json)", what));
+  std::map<PieceKey, double> out;
+  for (const auto& c : j["calibration"]) {
+    int op = -1;
+    for (Op o : {Op::F, Op::B, Op::I, Op::W})
+      if (c.value("op", "") == op_name(o)) op = static_cast<int>(o);
+    const double cost = c.value("cpu_s", -1.0);
+    if (op < 0 || !c.contains("stage") || !c.contains("piece") || !std::isfinite(cost) || cost < 0)
+      throw Error(fmt::format("{}: a malformed calibration entry: {}", what, c.dump()));
+    out[PieceKey{op, c["stage"].get<int>(), c["piece"].get<int>()}] = cost;
+  }
+  return out;
+}
+
 // The calibration, once per run, on stderr: each chunk's compute as emulated.
 void print_calibration(const std::map<PieceKey, double>& cal, double K) {
   std::map<std::pair<int, int>, std::pair<double, int>> chunks;  // (op, stage) -> (sum, pieces)
@@ -163,6 +190,7 @@ struct Opts {
   std::string format = "text";
   std::string output = "-";
   std::string lane_records;  // a folder: every rank's collectives of the last step; empty: none
+  std::string calibration;   // an earlier bench JSON whose piece costs the device emulation takes; empty: none
 };
 
 // What a rank measures before the run, every rank at once so that each core
@@ -425,6 +453,7 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
             {"overhead_unreliable", h.unreliable.empty() ? nlohmann::json(nullptr) : nlohmann::json(h.unreliable)},
             {"activation_unit_bytes", y.unit},
             {"emulate_device", t.engine.device_factor},
+            {"calibration_from", o.calibration.empty() ? nlohmann::json() : nlohmann::json(o.calibration)},
             {"comm_lane", t.engine.lane},
             {"fill_waits", t.engine.fill_waits},
             {"calibration", calibration_json(g.calibration)},
@@ -528,6 +557,10 @@ int bench_command(Opts& o) {
   Schedule s = load_schedule(o.src);
   if (!s.has_comm()) s = lower(s);
   TrainOptions t = run_options(s, o.model, o.ranks, false);
+  if (!o.calibration.empty()) {
+    if (t.engine.device_factor <= 0) throw Error("--calibration needs --emulate-device K");
+    t.preset_calibration = read_calibration(o.calibration);
+  }
   t.steps = o.steps;
   t.warmup_steps = 1;
   t.optimize = false;
@@ -551,6 +584,10 @@ void add_bench_command(CLI::App* app, CommandRun& run) {
   cmd->add_option("--lane-records", o->lane_records,
                   "folder to write every rank's collectives of the last timed step into (rank<R>.csv: "
                   "group, point, half, link bytes, posted/started/done in s since the step's start; default: none)");
+  cmd->add_option("--calibration", o->calibration,
+                  "with --emulate-device: take each compute piece's cost from the calibration of an earlier "
+                  "bench --format json, so that runs compare at one device speed (pieces it lacks are "
+                  "calibrated as usual; default: none)");
   cmd->callback([o, &run] { run = [o] { return bench_command(*o); }; });
 }
 

@@ -306,6 +306,10 @@ class RankTraining {
     engine_->set_calibrating(false);
     std::map<PieceKey, double> cal = average_over(engine_->calibration(), mesh_.expert.get(), "expert");
     calibration_ = average_over(std::move(cal), mesh_.data.get(), "data-parallel");
+    for (auto& [key, cost] : calibration_) {
+      const auto preset = opt_.preset_calibration.find(key);
+      if (preset != opt_.preset_calibration.end()) cost = preset->second;
+    }
     engine_->set_calibration(calibration_);
   }
 

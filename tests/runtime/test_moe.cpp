@@ -641,6 +641,39 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
   std::filesystem::remove_all(tmpl);
 }
 
+// bench --calibration FILE: the device emulation takes its piece costs from
+// an earlier run's JSON (here tripled, so that a fresh measurement could not
+// match them), so that several runs compare at one device speed.
+TEST(MoeCli, BenchTakesItsPieceCostsFromAnEarlierRunsCalibration) {
+  char tmpl[] = "/tmp/dualpipe-calibration-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string args = std::string(DUALPIPE_BINARY) +
+                           " bench -m dualpipe -p 2 -n 4 --model moe --ep 2 --hidden 16 --seq-len 6 --heads 2 "
+                           "--steps 1 --threads --emulate-device 2 --format json";
+  CliRun first = test_support::run_command("(timeout -k 5 300 " + args + " 2>/dev/null)");
+  ASSERT_EQ(first.code, 0) << first.out;
+  nlohmann::json given = nlohmann::json::parse(first.out);
+  ASSERT_FALSE(given["calibration"].empty());
+  for (auto& c : given["calibration"]) c["cpu_s"] = 3 * c["cpu_s"].get<double>();
+  {
+    std::ofstream(dir + "/given.json") << given.dump();
+  }
+  CliRun second = test_support::run_command("(timeout -k 5 300 " + args + " --calibration " + dir + "/given.json 2>/dev/null)");
+  ASSERT_EQ(second.code, 0) << second.out;
+  const nlohmann::json used = nlohmann::json::parse(second.out);
+  ASSERT_EQ(used["calibration"].size(), given["calibration"].size());
+  for (size_t i = 0; i < given["calibration"].size(); ++i) {  // averaged over the ranks again: to rounding
+    const auto& u = used["calibration"][i];
+    const auto& g = given["calibration"][i];
+    EXPECT_EQ(u["op"], g["op"]);
+    EXPECT_EQ(u["piece"], g["piece"]);
+    EXPECT_NEAR(u["cpu_s"].get<double>(), g["cpu_s"].get<double>(), 1e-9 * g["cpu_s"].get<double>()) << g.dump();
+  }
+  EXPECT_EQ(used["calibration_from"], dir + "/given.json");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MoeCli, BadInputIsOneLineWithCode2) {
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be at least 1 (got 0)"},
@@ -658,6 +691,9 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"bench -m 1f1b -p 2 -n 4 --emulate-device nan", "(got 'nan')"},
            {"verify -m 1f1b -p 2 -n 4 --comm-lane maybe", "--comm-lane"},
            {std::string("bench -m 1f1b -p 2 -n 4 --lane-records ") + DUALPIPE_BINARY, "is a file, not a folder"},
+           {"bench -m 1f1b -p 2 -n 4 --calibration x.json", "--calibration needs --emulate-device K"},
+           {std::string("bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration ") + DUALPIPE_BINARY, "not JSON"},
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration /nonexistent.json", "does not exist"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;

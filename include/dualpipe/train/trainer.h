@@ -57,6 +57,10 @@ struct TrainOptions {
   // piece (emulation off) and the costs are averaged over the expert and
   // data-parallel peers, so that they run alike; the steps after it emulate.
   EngineOptions engine;
+  // Device emulation: CPU seconds per compute piece to use instead of the
+  // first step's measurement (an earlier run's calibration), so that runs
+  // compare at one device speed; pieces it lacks keep their measurement.
+  std::map<PieceKey, double> preset_calibration;
 };
 
 struct StepStats {
