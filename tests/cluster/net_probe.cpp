@@ -42,7 +42,8 @@ int fail(const char* what) {
   return 1;
 }
 
-int serve(int port, const char* out, int connections) {
+// A socket listening on every address at `port`; -1 after printing why.
+int listen_on(int port, int backlog) {
   const int s = socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -50,8 +51,20 @@ int serve(int port, const char* out, int connections) {
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return fail("bind");
-  if (listen(s, 16) != 0) return fail("listen");
+  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    fail("bind");
+    return -1;
+  }
+  if (listen(s, backlog) != 0) {
+    fail("listen");
+    return -1;
+  }
+  return s;
+}
+
+int serve(int port, const char* out, int connections) {
+  const int s = listen_on(port, 16);
+  if (s < 0) return 1;
   std::vector<pollfd> fds{{s, POLLIN, 0}};
   int accepted = 0, open = 0;
   long long bytes = 0;
@@ -92,28 +105,6 @@ int serve(int port, const char* out, int connections) {
   return std::rename(tmp.c_str(), out) == 0 ? 0 : fail("rename the output file");
 }
 
-int connect_to(const char* addr, int port);
-
-int send_bytes(const char* addr, int port, long long bytes) {
-  const int s = connect_to(addr, port);
-  if (s < 0) return 3;
-  std::vector<char> buf(1 << 16, 'x');
-  while (bytes > 0) {
-    const ssize_t n = write(s, buf.data(), static_cast<std::size_t>(std::min<long long>(bytes, 1 << 16)));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("write");
-    }
-    bytes -= n;
-  }
-  shutdown(s, SHUT_WR);
-  char c;
-  while (read(s, &c, 1) > 0) {
-  }
-  close(s);
-  return 0;
-}
-
 // A connection to addr:port, retrying while refused (the server may still be
 // starting); -1 after printing why (then exit 3).
 int connect_to(const char* addr, int port) {
@@ -138,16 +129,30 @@ int connect_to(const char* addr, int port) {
   }
 }
 
+int send_bytes(const char* addr, int port, long long bytes) {
+  const int s = connect_to(addr, port);
+  if (s < 0) return 3;
+  std::vector<char> buf(1 << 16, 'x');
+  while (bytes > 0) {
+    const ssize_t n = write(s, buf.data(), static_cast<std::size_t>(std::min<long long>(bytes, 1 << 16)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("write");
+    }
+    bytes -= n;
+  }
+  shutdown(s, SHUT_WR);
+  char c;
+  while (read(s, &c, 1) > 0) {
+  }
+  close(s);
+  return 0;
+}
+
 int echo(int port) {
-  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  const int s = listen_on(port, 1);
+  if (s < 0) return 1;
   const int one = 1;
-  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return fail("bind");
-  if (listen(s, 1) != 0) return fail("listen");
   const int c = accept(s, nullptr, nullptr);
   if (c < 0) return fail("accept");
   setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
