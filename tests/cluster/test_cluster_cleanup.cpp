@@ -77,7 +77,7 @@ TEST(ClusterCleanup, FailedConstructionRemovesWhatItMade) {
     FAIL() << "no error";
   } catch (const Error& e) {
     const std::string what = e.what();
-    EXPECT_EQ(what.rfind("--emulate-hosts cannot shape a host's upload with tbf: '/bin/false qdisc add dev eth0", 0), 0u)
+    EXPECT_EQ(what.rfind("--emulate-hosts cannot shape a host's upload: '/bin/false qdisc add dev eth0 root handle 1: tbf", 0), 0u)
         << what;
     EXPECT_NE(what.find("failed: exit code 1"), std::string::npos) << what;
   }
