@@ -95,6 +95,16 @@ std::string to_string(LinkRate rate) {
 //   senders meet, and a short queue would drop and make TCP back off below
 //   the rate. 100 ms of traffic (at least kMinLimit) keeps the link busy; the
 //   cost is queueing delay only when a link is oversubscribed.
+TbfParams tbf_params(LinkRate rate) {
+  constexpr std::uint64_t kMinBurst = 2 * 1514;   // two full Ethernet frames
+  constexpr std::uint64_t kMinLimit = 256 * 1024;
+  const std::uint64_t bytes_per_s = rate.bits_per_second / 8;
+  TbfParams p;
+  p.burst_bytes = std::max(kMinBurst, bytes_per_s / 1000);
+  p.limit_bytes = p.burst_bytes + std::max(kMinLimit, bytes_per_s / 10);
+  return p;
+}
+
 std::vector<std::vector<std::string>> link_queue_commands(const std::string& dev, LinkRate rate) {
   const TbfParams tbf = tbf_params(rate);
   const std::string bits = fmt::format("{}bit", rate.bits_per_second);
@@ -115,16 +125,6 @@ std::vector<std::vector<std::string>> link_queue_commands(const std::string& dev
       {"filter", "add", "dev", dev, "parent", "10:", "protocol", "ip", "prio", "1", "u32", "match", "u16", "0x0000",
        "0xff00", "at", "2", "flowid", "10:10"},
   };
-}
-
-TbfParams tbf_params(LinkRate rate) {
-  constexpr std::uint64_t kMinBurst = 2 * 1514;   // two full Ethernet frames
-  constexpr std::uint64_t kMinLimit = 256 * 1024;
-  const std::uint64_t bytes_per_s = rate.bits_per_second / 8;
-  TbfParams p;
-  p.burst_bytes = std::max(kMinBurst, bytes_per_s / 1000);
-  p.limit_bytes = p.burst_bytes + std::max(kMinLimit, bytes_per_s / 10);
-  return p;
 }
 
 }  // namespace dualpipe

@@ -74,5 +74,29 @@ TEST(LinkRate, TbfBucketHoldsAMillisecondAndTwoFrames) {
   EXPECT_EQ(tbf_params(LinkRate{10'000'000'000ull}).burst_bytes, 1'250'000u);
 }
 
+// tbf at the root shapes to the rate; inside it an htb that never limits
+// (twice the rate) serves IPv4 packets under 256 bytes before the bulk
+// queue, which holds tbf's limit.
+TEST(LinkRate, LinkQueueIsTbfWithSmallPacketsFirstInside) {
+  const LinkRate rate{50'000'000};
+  const TbfParams p = tbf_params(rate);
+  const auto commands = link_queue_commands("eth0", rate);
+  auto joined = [](const std::vector<std::string>& c) {
+    std::string s;
+    for (const auto& w : c) s += (s.empty() ? "" : " ") + w;
+    return s;
+  };
+  ASSERT_EQ(commands.size(), 7u);
+  EXPECT_EQ(joined(commands[0]), "qdisc add dev eth0 root handle 1: tbf rate 50000000bit burst " +
+                                     std::to_string(p.burst_bytes) + " limit " + std::to_string(p.limit_bytes));
+  EXPECT_EQ(joined(commands[1]), "qdisc add dev eth0 parent 1:1 handle 10: htb default 20");
+  std::string all;
+  for (const auto& c : commands) all += joined(c) + "\n";
+  EXPECT_NE(all.find("classid 10:10 htb rate 100000000bit ceil 100000000bit prio 0"), std::string::npos) << all;
+  EXPECT_NE(all.find("classid 10:20 htb rate 100000000bit ceil 100000000bit prio 1"), std::string::npos) << all;
+  EXPECT_NE(all.find("parent 10:20 bfifo limit " + std::to_string(p.limit_bytes)), std::string::npos) << all;
+  EXPECT_NE(all.find("u32 match u16 0x0000 0xff00 at 2 flowid 10:10"), std::string::npos) << all;
+}
+
 }  // namespace
 }  // namespace dualpipe
