@@ -10,13 +10,19 @@ def load(path):
 
 if sys.argv[1] == "--merge-calibrations":
     # OUT IN...: one calibration for several runs (bench --calibration): every
-    # piece of the inputs, the first file's cost where several have it.
-    merged = {}
+    # piece of the inputs, the first file's cost where several have it, and
+    # the model, stage count and --ep they share (bench checks them).
+    merged, inputs = {}, None
     for path in sys.argv[3:]:
-        for c in load(path)["calibration"]:
+        d = load(path)
+        run = {k: d[k] for k in ("model", "stages", "ep")}
+        if inputs is not None and run != inputs:
+            sys.exit(f"--merge-calibrations: {path} was measured on another model, stage count or --ep")
+        inputs = run
+        for c in d["calibration"]:
             merged.setdefault((c["op"], c["stage"], c["piece"]), c)
     with open(sys.argv[2], "w") as f:
-        json.dump({"calibration": [merged[k] for k in sorted(merged)]}, f, indent=1)
+        json.dump(dict(inputs, calibration=[merged[k] for k in sorted(merged)]), f, indent=1)
     sys.exit(0)
 
 if sys.argv[1] == "--rate-for-1to1":

@@ -641,6 +641,22 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
   std::filesystem::remove_all(tmpl);
 }
 
+// A file of `text` under /tmp (removed at exit), for tests that need one.
+std::string write_temp_json(const std::string& text) {
+  static std::vector<std::string> made;
+  char tmpl[] = "/tmp/dualpipe-json-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  if (fd < 0) return "/nonexistent";
+  ::close(fd);
+  std::ofstream(tmpl) << text;
+  made.push_back(tmpl);
+  static const int cleanup = std::atexit([] {
+    for (const auto& p : made) std::remove(p.c_str());
+  });
+  (void)cleanup;
+  return tmpl;
+}
+
 // bench --calibration FILE: the device emulation takes its piece costs from
 // an earlier run's JSON (here tripled, so that a fresh measurement could not
 // match them), so that several runs compare at one device speed.
@@ -694,6 +710,9 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"bench -m 1f1b -p 2 -n 4 --calibration x.json", "--calibration needs --emulate-device K"},
            {std::string("bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration ") + DUALPIPE_BINARY, "not JSON"},
            {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration /nonexistent.json", "does not exist"},
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration " + write_temp_json(
+                R"({"model": {"name": "gpt"}, "calibration": [{"op": "F", "stage": 0, "piece": 0, "cpu_s": 0.001}]})"),
+            "was measured with model {\"name\":\"gpt\"}"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
