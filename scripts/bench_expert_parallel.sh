@@ -59,20 +59,24 @@ run() {  # name, extra arguments
 # cores, moved by 30-50% from run to run, and with it the compute the runs
 # were compared at). The P-stage methods share the cut of DualPipe's probe
 # (its F, B, I of stage 0 and W pieces; ZB1P's probe adds the I of stage 1);
-# the V-shaped ones (four virtual stages) that of DualPipeV's.
-cal=()
+# the V-shaped ones (four virtual stages) that of DualPipeV's; the runs with
+# weight gradients inline (a B piece then holds its W) those of DualPipe's
+# probe with --fill-waits off.
+cal=() cal_v=() cal_inline=()
 if [ "${DEVICE:-4}" != 0 ]; then
   run probe -m dualpipe --link-rate 1gbit
   run probe_zb1p -m zb1p --link-rate 1gbit
   run probe_v -m dualpipev --link-rate 1gbit
+  run probe_inline -m dualpipe --link-rate 1gbit --fill-waits off
   report="$root/scripts/bench_expert_parallel_report.py"
   python3 "$report" --merge-calibrations "$out/calibration.json" "$out/probe.json" "$out/probe_zb1p.json"
   python3 "$report" --merge-calibrations "$out/calibration_v.json" "$out/probe_v.json"
+  python3 "$report" --merge-calibrations "$out/calibration_inline.json" "$out/probe_inline.json"
   cal=(--calibration "$out/calibration.json")
   cal_v=(--calibration "$out/calibration_v.json")
+  cal_inline=(--calibration "$out/calibration_inline.json")
 else
   run probe -m 1f1b --link-rate 1gbit
-  cal_v=()
 fi
 if [ "$rate" = auto ]; then
   rate=$(python3 "$root/scripts/bench_expert_parallel_report.py" --rate-for-1to1 "$out/probe.json" 1000)
@@ -80,12 +84,12 @@ if [ "$rate" = auto ]; then
 fi
 # The baseline: 1F1B as it has always run, every all-to-all exposed; then
 # 1F1B with its backwards' weight gradients filling their waits (the default).
-run 1f1b -m 1f1b --link-rate "$rate" --fill-waits off "${cal[@]}"
+run 1f1b -m 1f1b --link-rate "$rate" --fill-waits off "${cal_inline[@]}"
 run 1f1b_fill -m 1f1b --link-rate "$rate" "${cal[@]}"
 run zb1p -m zb1p --link-rate "$rate" "${cal[@]}"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off "${cal[@]}"
 run dualpipe_on -m dualpipe --link-rate "$rate" "${cal[@]}"
-run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off "${cal[@]}"
+run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off "${cal_inline[@]}"
 run dualpipev -m dualpipev --link-rate "$rate" "${cal_v[@]}"
 run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate" "${cal_v[@]}"
 run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit "${cal[@]}"

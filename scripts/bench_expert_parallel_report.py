@@ -11,13 +11,13 @@ def load(path):
 if sys.argv[1] == "--merge-calibrations":
     # OUT IN...: one calibration for several runs (bench --calibration): every
     # piece of the inputs, the first file's cost where several have it, and
-    # the model, stage count and --ep they share (bench checks them).
+    # the model, stage count, --ep and --fill-waits they share (bench checks them).
     merged, inputs = {}, None
     for path in sys.argv[3:]:
         d = load(path)
-        run = {k: d[k] for k in ("model", "stages", "ep")}
+        run = {k: d[k] for k in ("model", "stages", "ep", "fill_waits")}
         if inputs is not None and run != inputs:
-            sys.exit(f"--merge-calibrations: {path} was measured on another model, stage count or --ep")
+            sys.exit(f"--merge-calibrations: {path} was measured on another model, stage count, --ep or --fill-waits")
         inputs = run
         for c in d["calibration"]:
             merged.setdefault((c["op"], c["stage"], c["piece"]), c)

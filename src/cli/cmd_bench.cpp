@@ -146,7 +146,9 @@ nlohmann::json calibration_json(const std::map<PieceKey, double>& cal) {
 // The piece costs of an earlier `bench --format json` (its "calibration"),
 // for --calibration; throws dualpipe::Error with one line. A piece is keyed
 // by op, stage and index alone, so a file that names its run's model, stage
-// count or expert degree must name this run's (`run`: its inputs' JSON).
+// count, expert degree or fill_waits (a B piece holds its weight gradient
+// only with weight gradients inline) must name this run's (`run`: its
+// inputs' JSON with fill_waits).
 std::map<PieceKey, double> read_calibration(const std::string& path, const nlohmann::json& run) {
   const std::string what = fmt::format("--calibration '{}'", path);
   nlohmann::json j;
@@ -157,10 +159,10 @@ std::map<PieceKey, double> read_calibration(const std::string& path, const nlohm
   }
   if (!j.is_object() || !j.contains("calibration") || !j["calibration"].is_array() || j["calibration"].empty())
     throw Error(fmt::format("{}: holds no calibration (give the output of bench --emulate-device K --format json)", what));
-  for (const char* key : {"model", "stages", "ep"})
+  for (const char* key : {"model", "stages", "ep", "fill_waits"})
     if (j.contains(key) && j[key] != run[key])
       throw Error(fmt::format("{} was measured with {} {}, this run has {}: a calibration fits one model, stage "
-                              "count and --ep",
+                              "count, --ep and --fill-waits",
                               what, key, j[key].dump(), run[key].dump()));
   std::map<PieceKey, double> out;
   for (const auto& c : j["calibration"]) {
@@ -566,7 +568,9 @@ int bench_command(Opts& o) {
   TrainOptions t = run_options(s, o.model, o.ranks, false);
   if (!o.calibration.empty()) {
     if (t.engine.device_factor <= 0) throw Error("--calibration needs --emulate-device K");
-    t.preset_calibration = read_calibration(o.calibration, run_inputs_json(s, o.model, o.ranks, t.model.seed));
+    nlohmann::json run = run_inputs_json(s, o.model, o.ranks, t.model.seed);
+    run["fill_waits"] = t.engine.fill_waits;
+    t.preset_calibration = read_calibration(o.calibration, run);
   }
   t.steps = o.steps;
   t.warmup_steps = 1;

@@ -713,6 +713,10 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration " + write_temp_json(
                 R"({"model": {"name": "gpt"}, "calibration": [{"op": "F", "stage": 0, "piece": 0, "cpu_s": 0.001}]})"),
             "was measured with model {\"name\":\"gpt\"}"},
+           // A B piece holds its weight gradient only with --fill-waits off.
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --fill-waits off --calibration " + write_temp_json(
+                R"({"fill_waits": true, "calibration": [{"op": "B", "stage": 0, "piece": 0, "cpu_s": 0.001}]})"),
+            "was measured with fill_waits true, this run has false"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
