@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <numeric>
+
 namespace dualpipe {
 
 bool is_timeout_text(const std::string& text) {
@@ -116,24 +118,27 @@ constexpr int kAllToAllTag = (1 << 30) + 11;
 // 1.8x the block's wire time, the earlier one's 1.0x).
 compat::WorkPtr C10dComm::exchange_rows(torch::Tensor& out, torch::Tensor& in, const std::vector<int64_t>& out_splits,
                                         const std::vector<int64_t>& in_splits) {
-  std::vector<int64_t> out_at(out_splits.size() + 1, 0), in_at(in_splits.size() + 1, 0);
-  for (std::size_t i = 0; i < out_splits.size(); ++i) out_at[i + 1] = out_at[i] + out_splits[i];
-  for (std::size_t i = 0; i < in_splits.size(); ++i) in_at[i + 1] = in_at[i] + in_splits[i];
   std::vector<compat::WorkPtr> parts;
-  for (int p = 0; p < world; ++p) {
-    const auto i = static_cast<std::size_t>(p);
-    if (p == rank || out_splits[i] == 0) continue;
-    std::vector<torch::Tensor> v{out.narrow(0, out_at[i], out_splits[i])};
-    parts.push_back(pg_->recv(v, p, kAllToAllTag));
-  }
-  for (int p = 0; p < world; ++p) {
-    const auto i = static_cast<std::size_t>(p);
-    if (p == rank || in_splits[i] == 0) continue;
-    std::vector<torch::Tensor> v{in.narrow(0, in_at[i], in_splits[i])};
-    parts.push_back(pg_->send(v, p, kAllToAllTag));
-  }
+  // Every other member's non-empty block of `t` (cut by `splits`), posted.
+  auto post_blocks = [&](torch::Tensor& t, const std::vector<int64_t>& splits, auto post) {
+    int64_t at = 0;
+    for (int p = 0; p < world; ++p) {
+      const int64_t n = splits[static_cast<std::size_t>(p)];
+      if (p != rank && n > 0) {
+        std::vector<torch::Tensor> v{t.narrow(0, at, n)};
+        parts.push_back(post(v, p));
+      }
+      at += n;
+    }
+  };
+  post_blocks(out, out_splits, [&](std::vector<torch::Tensor>& v, int p) { return pg_->recv(v, p, kAllToAllTag); });
+  post_blocks(in, in_splits, [&](std::vector<torch::Tensor>& v, int p) { return pg_->send(v, p, kAllToAllTag); });
+  // This member's own block stays here.
   const auto me = static_cast<std::size_t>(rank);
-  if (in_splits[me] > 0) out.narrow(0, out_at[me], out_splits[me]).copy_(in.narrow(0, in_at[me], in_splits[me]));
+  const auto before = static_cast<std::ptrdiff_t>(me);
+  if (in_splits[me] > 0)
+    out.narrow(0, std::accumulate(out_splits.begin(), out_splits.begin() + before, int64_t{0}), out_splits[me])
+        .copy_(in.narrow(0, std::accumulate(in_splits.begin(), in_splits.begin() + before, int64_t{0}), in_splits[me]));
   return c10::make_intrusive<GroupedWork>(std::move(parts));
 }
 
