@@ -292,8 +292,6 @@ class Simulation {
     if (stage + 1 < s_.stages) t = std::max(t, grad_at_[idx(stage + 1, mb)]);
     return t;
   }
-  // The output transfer of half `h` run on rank r: none (-1) when its
-  // consumer runs on r or there is none.
   // The stage that takes half h's output; -1: none (a W, or the pipeline's end).
   int consumer_stage(const Action& h) const {
     const int to = h.op == Op::F ? h.stage + 1 : h.stage - 1;
@@ -304,6 +302,8 @@ class Simulation {
     const int to = consumer_stage(h);
     return to >= 0 && placement_.rank(to, h.mb) != r;
   }
+  // The link time of half h's output transfer, run on rank r: none (-1) when
+  // its consumer runs on r or there is none.
   double send_of(const Action& h, int r) const { return sends_away(h, r) ? send_work_ : -1.0; }
   // The link of the rank that receives half h's output (null: none).
   RankLink* receiver_of(const Action& h) {
