@@ -303,10 +303,6 @@ TEST(Overlap, DeviceEmulationStretchesPiecesToTheirCalibratedCost) {
   EXPECT_GT((cal[PieceKey{static_cast<int>(Op::F), 1, 0}]), 0.0);
 }
 
-// On a thread-rank mesh (DualPipe, P=2 x E=2, two MoE blocks per stage) with
-// random delays at every piece, the collectives of every rank run one at a
-// time, and expert peers post the same collectives in the same order, step
-// after step and run after run.
 // The all-to-all of host tensors is made of point-to-point transfers
 // (receives posted first): every block reaches its member, uneven and empty
 // blocks included, twice in a row on one group (the transfers of two
@@ -384,6 +380,10 @@ TEST(Comm, AllToAllPostsEveryReceiveBeforeAnySend) {
   EXPECT_TRUE(torch::equal(out, torch::tensor({100.0, 100.0, 100.0, 2.0, 102.0, 102.0}).unsqueeze(1)));
 }
 
+// On a thread-rank mesh (DualPipe, P=2 x E=2, two MoE blocks per stage) with
+// random delays at every piece, the collectives of every rank run one at a
+// time, and expert peers post the same collectives in the same order, step
+// after step and run after run.
 TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
   Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
   std::vector<std::vector<std::string>> first;
@@ -594,9 +594,8 @@ TEST(MoeCli, BenchWithDeviceEmulationReportsCalibrationAndExposure) {
 // order's promise), each posted before it started and started before it
 // ended; scripts/lane_report.py pairs them into exchanges.
 TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
-  char tmpl[] = "/tmp/dualpipe-lanes-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = std::string(tmpl) + "/lanes";  // made by bench
+  const std::string dir = ::testing::TempDir() + "dualpipe_moe_lanes";  // made by bench
+  std::filesystem::remove_all(dir);
   const std::string args = "bench -m dualpipe -p 2 -n 4 --model moe --ep 2 --hidden 16 --seq-len 6 --heads 2 "
                            "--steps 1 --threads --fb-overlap on --format json --lane-records " + dir;
   CliRun r = test_support::run_command(std::string("(timeout -k 5 300 ") + DUALPIPE_BINARY + " " + args + " 2>&1 >/dev/null)");
@@ -638,32 +637,14 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
     EXPECT_GT(row["wire_ms"].get<double>(), 0.0) << point;
   }
   EXPECT_EQ(exchanges * 2, expert_records);  // every exchange has its two members
-  std::filesystem::remove_all(tmpl);
-}
-
-// A file of `text` under /tmp (removed at exit), for tests that need one.
-std::string write_temp_json(const std::string& text) {
-  static std::vector<std::string> made;
-  char tmpl[] = "/tmp/dualpipe-json-XXXXXX";
-  const int fd = mkstemp(tmpl);
-  if (fd < 0) return "/nonexistent";
-  ::close(fd);
-  std::ofstream(tmpl) << text;
-  made.push_back(tmpl);
-  static const int cleanup = std::atexit([] {
-    for (const auto& p : made) std::remove(p.c_str());
-  });
-  (void)cleanup;
-  return tmpl;
+  std::filesystem::remove_all(dir);
 }
 
 // bench --calibration FILE: the device emulation takes its piece costs from
 // an earlier run's JSON (here tripled, so that a fresh measurement could not
 // match them), so that several runs compare at one device speed.
 TEST(MoeCli, BenchTakesItsPieceCostsFromAnEarlierRunsCalibration) {
-  char tmpl[] = "/tmp/dualpipe-calibration-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const std::string file = ::testing::TempDir() + "dualpipe_moe_calibration.json";
   const std::string args = std::string(DUALPIPE_BINARY) +
                            " bench -m dualpipe -p 2 -n 4 --model moe --ep 2 --hidden 16 --seq-len 6 --heads 2 "
                            "--steps 1 --threads --emulate-device 2 --format json";
@@ -673,9 +654,9 @@ TEST(MoeCli, BenchTakesItsPieceCostsFromAnEarlierRunsCalibration) {
   ASSERT_FALSE(given["calibration"].empty());
   for (auto& c : given["calibration"]) c["cpu_s"] = 3 * c["cpu_s"].get<double>();
   {
-    std::ofstream(dir + "/given.json") << given.dump();
+    std::ofstream(file) << given.dump();
   }
-  CliRun second = test_support::run_command("(timeout -k 5 300 " + args + " --calibration " + dir + "/given.json 2>/dev/null)");
+  CliRun second = test_support::run_command("(timeout -k 5 300 " + args + " --calibration " + file + " 2>/dev/null)");
   ASSERT_EQ(second.code, 0) << second.out;
   const nlohmann::json used = nlohmann::json::parse(second.out);
   ASSERT_EQ(used["calibration"].size(), given["calibration"].size());
@@ -686,11 +667,16 @@ TEST(MoeCli, BenchTakesItsPieceCostsFromAnEarlierRunsCalibration) {
     EXPECT_EQ(u["piece"], g["piece"]);
     EXPECT_NEAR(u["cpu_s"].get<double>(), g["cpu_s"].get<double>(), 1e-9 * g["cpu_s"].get<double>()) << g.dump();
   }
-  EXPECT_EQ(used["calibration_from"], dir + "/given.json");
-  std::filesystem::remove_all(dir);
+  EXPECT_EQ(used["calibration_from"], file);
+  std::remove(file.c_str());
 }
 
 TEST(MoeCli, BadInputIsOneLineWithCode2) {
+  // Calibrations measured on another model, and with weight gradients in the waits.
+  const std::string other_model = ::testing::TempDir() + "dualpipe_moe_other_model.json";
+  const std::string filled = ::testing::TempDir() + "dualpipe_moe_filled.json";
+  std::ofstream(other_model) << R"({"model": {"name": "gpt"}, "calibration": [{"op": "F", "stage": 0, "piece": 0, "cpu_s": 0.001}]})";
+  std::ofstream(filled) << R"({"fill_waits": true, "calibration": [{"op": "B", "stage": 0, "piece": 0, "cpu_s": 0.001}]})";
   for (const auto& [args, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 0", "--ep must be at least 1 (got 0)"},
            {"verify -m 1f1b -p 2 -n 4 --model moe --ep 2 --experts 3", "--experts 3 is not a multiple of --ep 2"},
@@ -710,18 +696,18 @@ TEST(MoeCli, BadInputIsOneLineWithCode2) {
            {"bench -m 1f1b -p 2 -n 4 --calibration x.json", "--calibration needs --emulate-device K"},
            {std::string("bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration ") + DUALPIPE_BINARY, "not JSON"},
            {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration /nonexistent.json", "does not exist"},
-           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration " + write_temp_json(
-                R"({"model": {"name": "gpt"}, "calibration": [{"op": "F", "stage": 0, "piece": 0, "cpu_s": 0.001}]})"),
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --calibration " + other_model,
             "was measured with model {\"name\":\"gpt\"}"},
            // A B piece holds its weight gradient only with --fill-waits off.
-           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --fill-waits off --calibration " + write_temp_json(
-                R"({"fill_waits": true, "calibration": [{"op": "B", "stage": 0, "piece": 0, "cpu_s": 0.001}]})"),
+           {"bench -m 1f1b -p 2 -n 4 --emulate-device 2 --fill-waits off --calibration " + filled,
             "was measured with fill_waits true, this run has false"},
        }) {
     CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
     EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
   }
+  std::remove(other_model.c_str());
+  std::remove(filled.c_str());
 }
 
 // The CI smoke test of the emulated cluster: real c10d traffic between two
