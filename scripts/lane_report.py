@@ -11,7 +11,9 @@ prints how many exchanges there were and the medians of: how far apart the
 members posted (`post gap`), how long each exchange ran after its last member
 posted (`after last post`, the slowest member's end) and, with --link-rate,
 its wire time (the larger link bytes of the members at that rate) and what
-the exchange took beyond it. `late peer s` is, summed over the step, the time
+the exchange took beyond it. `first poster lag` is how much later the member
+that posted first ended than the one that posted last (positive: its sends
+waited for the later member's ready-notice). `late peer s` is, summed over the step, the time
 members waited for a later member to post (the exchange cannot start
 before). Times come from the steady clock, which the ranks of one machine
 share; standard library only.
@@ -86,7 +88,9 @@ def summarise(exs, rate):
     per_point = defaultdict(list)
     for one in exs:
         last_post = max(r["posted"] for r in one)
-        item = {"gap": last_post - min(r["posted"] for r in one),
+        first, last = min(one, key=lambda r: r["posted"]), max(one, key=lambda r: r["posted"])
+        item = {"gap": last_post - first["posted"],
+                "lag": first["done"] - last["done"],
                 "after": max(r["done"] for r in one) - last_post,
                 "late": sum(last_post - r["posted"] for r in one)}
         if rate:
@@ -98,6 +102,7 @@ def summarise(exs, rate):
         row = {"exchanges": len(items),
                "post_gap_ms": 1e3 * statistics.median(i["gap"] for i in items),
                "after_last_post_ms": 1e3 * statistics.median(i["after"] for i in items),
+               "first_poster_lag_ms": 1e3 * statistics.median(i["lag"] for i in items),
                "late_peer_s": sum(i["late"] for i in items)}
         if rate:
             row["wire_ms"] = 1e3 * statistics.median(i["wire"] for i in items)
@@ -118,8 +123,8 @@ def main():
         json.dump(table, sys.stdout, indent=1)
         print()
         return
-    cols = ["exchanges", "post_gap_ms", "after_last_post_ms"] + (["wire_ms", "beyond_wire_ms"] if rate else []) + \
-        ["late_peer_s"]
+    cols = ["exchanges", "post_gap_ms", "after_last_post_ms", "first_poster_lag_ms"] + \
+        (["wire_ms", "beyond_wire_ms"] if rate else []) + ["late_peer_s"]
     print("| point | " + " | ".join(c.replace("_", " ") for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for point, row in table.items():

@@ -635,6 +635,7 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
     EXPECT_GE(row["post_gap_ms"].get<double>(), 0.0) << point;
     EXPECT_GT(row["after_last_post_ms"].get<double>(), 0.0) << point;
     EXPECT_GT(row["wire_ms"].get<double>(), 0.0) << point;
+    EXPECT_TRUE(std::isfinite(row["first_poster_lag_ms"].get<double>())) << point;
   }
   EXPECT_EQ(exchanges * 2, expert_records);  // every exchange has its two members
   std::filesystem::remove_all(dir);
