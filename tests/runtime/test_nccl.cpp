@@ -19,6 +19,12 @@
 #include "dualpipe/runtime/backend.h"
 #include "dualpipe/runtime/comm.h"
 #include "dualpipe/runtime/launch.h"
+#include "dualpipe/runtime/mesh.h"
+#include "dualpipe/runtime/overlap.h"
+#include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
+#include "dualpipe/train/trainer.h"
+#include "dualpipe/train/verify.h"
 #include "runtime/gpu_chain.h"
 
 namespace dualpipe {
@@ -130,6 +136,60 @@ TEST_F(Nccl, CheckpointOfAGpuRunResumesOverGloo) {
   ASSERT_FALSE(b.empty());
   EXPECT_EQ(a.back(), b.back());
   std::filesystem::remove_all(dir);
+}
+
+// The MoE mesh on CUDA devices (DualPipe, P=2 x E=2, a device a rank): the
+// all-to-alls go through NCCL, and autograd runs the layers' backward nodes,
+// with their combine and dispatch gradients, on its device threads. With the
+// F&B overlap on, every gradient equals the unsharded, unpipelined model's
+// on the CPU, and every rank's lane carries the same collectives in the same
+// order as the same run on the CPU over Gloo: the halves still alternate
+// when the backward's exchanges come from a device thread.
+TEST_F(Nccl, MoeOverlapOnDevicesIsExactAndKeepsTheCpuRunsLaneOrder) {
+  need_devices(4);
+  const Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
+  TrainOptions t;
+  t.model.name = "moe";
+  t.model.stages = s.stages;
+  t.model.micro_batches = s.micro_batches;
+  t.model.hidden = 16;
+  t.model.heads = 2;
+  t.model.seq_len = 6;
+  t.model.micro_batch_size = 2;
+  t.model.layers = 2 * s.stages;
+  t.model.experts = 4;
+  t.model.top_k = 2;
+  t.model.dtype = torch::kFloat64;
+  t.steps = 1;
+  t.optimize = false;
+  MeshShape shape;
+  shape.pp = s.ranks;
+  shape.ep = 2;
+  std::vector<VerifyResult> res(static_cast<std::size_t>(shape.size()));
+  run_mesh_threads(
+      shape, [&](const Mesh& m) { res[static_cast<std::size_t>(m.rank)] = verify_step(s, t.model, m, VerifyOptions{}); },
+      std::chrono::minutes(2), Backend::Nccl);
+  for (const VerifyResult& r : res) {
+    EXPECT_LE(r.loss_error, 1e-12);
+    EXPECT_LE(r.grad_error, 1e-12);
+  }
+  auto lanes = [&](Backend backend) {
+    std::vector<std::vector<std::string>> seqs(static_cast<std::size_t>(shape.size()));
+    run_mesh_threads(
+        shape,
+        [&](const Mesh& m) {
+          EXPECT_EQ(m.device.is_cuda(), backend == Backend::Nccl);
+          for (const LaneRecord& l : train_rank(s, t, m).last_lane) {
+            seqs[static_cast<std::size_t>(m.rank)].push_back(
+                fmt::format("{}:{}:{}", l.group, comm_point_name(l.point), static_cast<int>(l.half)));
+          }
+        },
+        std::chrono::minutes(2), backend);
+    return seqs;
+  };
+  const auto cpu = lanes(Backend::Gloo), gpu = lanes(Backend::Nccl);
+  ASSERT_FALSE(cpu[0].empty());
+  EXPECT_EQ(gpu, cpu);
 }
 
 // More ranks on this machine than visible devices: one line, exit 2.
