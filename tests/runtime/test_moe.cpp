@@ -256,6 +256,67 @@ TEST(Overlap, HalvesAlternateAtExchangesInAFixedOrder) {
   }
 }
 
+// On a CUDA device, autograd runs the backward's nodes (and so the MoE
+// layers' combine and dispatch gradients) on its device thread while the
+// backward half's thread waits in backward(). The engine knows a half by
+// what it is told, not by the calling thread: backward exchanges made from
+// such a thread still hand the turn to the forward, in the same order as
+// from the half's own thread, and the forward computes meanwhile.
+TEST(Overlap, BackwardExchangesFromAnotherThreadKeepTheTurnOrder) {
+  WaitOnlyComm comm;
+  comm.timeout = std::chrono::seconds(20);
+  OverlapEngine engine;
+  std::mutex mu;
+  std::vector<std::string> events;
+  std::set<std::thread::id> backward_threads;
+  auto log = [&](std::string e) {
+    std::lock_guard<std::mutex> lock(mu);
+    events.push_back(std::move(e));
+  };
+  auto transfer = [&](Half h, CommPoint p) {
+    auto w = c10::make_intrusive<SignalWork>();
+    std::thread wire([w] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      w->fire();
+    });
+    engine.exchange(h, p, comm, 0, comm_point_name(p), signal_post(w));
+    wire.join();
+  };
+  engine.run_pair(
+      [&] {
+        for (int k = 0; k < 2; ++k) {
+          log(fmt::format("F{}", k));
+          transfer(Half::Forward, k == 0 ? CommPoint::Dispatch : CommPoint::Combine);
+        }
+        log("Fend");
+      },
+      [&] {
+        log("B tail");
+        std::thread device([&] {  // stands for autograd's device thread
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            backward_threads.insert(std::this_thread::get_id());
+          }
+          for (int k = 0; k < 2; ++k) {
+            transfer(Half::Backward, k == 0 ? CommPoint::CombineGrad : CommPoint::DispatchGrad);
+            log(fmt::format("B{}", k));
+          }
+        });
+        device.join();
+        log("Bend");
+      });
+  EXPECT_EQ(events, (std::vector<std::string>{"B tail", "F0", "B0", "F1", "B1", "Bend", "Fend"}));
+  const std::vector<LaneRecord> lane = engine.take_lane_records();
+  ASSERT_EQ(lane.size(), 4u);
+  const std::vector<CommPoint> order{CommPoint::CombineGrad, CommPoint::Dispatch, CommPoint::DispatchGrad,
+                                     CommPoint::Combine};
+  for (std::size_t i = 0; i < lane.size(); ++i) {
+    EXPECT_EQ(lane[i].point, order[i]) << i;
+    EXPECT_EQ(lane[i].half, i % 2 == 0 ? Half::Backward : Half::Forward) << i;
+  }
+  EXPECT_EQ(backward_threads.size(), 1u);
+}
+
 // An exception in either half comes out of run_pair after both ended, and
 // the other half is not left waiting for its turn.
 TEST(Overlap, ErrorsOfEitherHalfPropagate) {
