@@ -225,7 +225,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   charge(t->record.point, t0, done, beyond);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    exposed_.handover += t1 - done;
+    add_handover(t1 - done);
   }
   if (t->error) std::rethrow_exception(t->error);
 }
@@ -295,6 +295,7 @@ void OverlapEngine::charge(CommPoint p, double from, double to, double beyond_wi
   }
   exposed_.by_point[static_cast<int>(p)] += s;
   spans_.push_back({from, to, p});
+  idle_absorbs_lateness(s);
 }
 
 // ---- turns
@@ -306,7 +307,7 @@ void OverlapEngine::handover(Half h) {
   passed_at_ = now();
   cv_.notify_all();
   cv_.wait(lock, [&] { return turn_ == h; });
-  exposed_.handover += std::max(0.0, now() - passed_at_);
+  add_handover(std::max(0.0, now() - passed_at_));
 }
 
 void OverlapEngine::worker_loop() {
@@ -318,7 +319,7 @@ void OverlapEngine::worker_loop() {
     auto job = std::move(job_);
     // The backward half starts the pair (it holds the turn from the start).
     cv_.wait(lock, [&] { return turn_ == Half::Backward; });
-    exposed_.handover += std::max(0.0, now() - passed_at_);
+    add_handover(std::max(0.0, now() - passed_at_));
     lock.unlock();
     std::exception_ptr err;
     try {
@@ -352,7 +353,7 @@ void OverlapEngine::run_pair(const std::function<void()>& fwd, const std::functi
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return turn_ == Half::Forward; });  // given at the backward's first post, or its end
-    exposed_.handover += std::max(0.0, now() - passed_at_);
+    add_handover(std::max(0.0, now() - passed_at_));
   }
   std::exception_ptr fwd_error;
   try {
@@ -415,20 +416,31 @@ void OverlapEngine::close_piece(Half h) {
     return;
   }
   if (opt_.device_factor <= 0) return;
-  double cost;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = costs_.find(key);
-    cost = it != costs_.end() ? it->second : thread_cpu_seconds() - t.cpu0;
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = costs_.find(key);
+  const double cost = it != costs_.end() ? it->second : thread_cpu_seconds() - t.cpu0;
+  const double due = t.wall0 + opt_.device_factor * cost;
+  const double start = now();
+  if (due <= start) {
+    if (cost > 0) ++overruns_;
+    return;
   }
-  const double target = t.wall0 + opt_.device_factor * cost;
-  const double left = target - now();
-  if (left > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(left));
-  } else if (cost > 0) {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++overruns_;
-  }
+  // The device's clock: what earlier sleeps overslept comes off this piece.
+  const double target = std::max(start, due - late_);
+  late_ -= due - target;
+  lock.unlock();
+  std::this_thread::sleep_for(std::chrono::duration<double>(target - start));
+  const double overslept = now() - target;
+  lock.lock();
+  late_ = std::min(late_ + overslept, kMaxLate);
+}
+
+// Time the device stands idle (the turn holder waiting, a hand-over) absorbs
+// what the host overslept: the device would have waited anyway. Both under mu_.
+void OverlapEngine::idle_absorbs_lateness(double idle) { late_ = std::max(0.0, late_ - idle); }
+void OverlapEngine::add_handover(double s) {
+  exposed_.handover += s;
+  idle_absorbs_lateness(s);
 }
 
 // ---- accounting and calibration

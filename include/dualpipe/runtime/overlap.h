@@ -35,9 +35,14 @@
 // hand-over points of a chunk (F, B, I or W of one stage on one micro-batch).
 // Every piece really runs (gradients stay exact); then the task sleeps until
 // K times the piece's calibrated cost has passed since it began, as a GPU's
-// asynchronous kernels would keep the device busy while the host waits. The
-// calibration is each piece's thread CPU time (the median over the
-// micro-batches of one step), measured once per run with emulation off.
+// asynchronous kernels would keep the device busy while the host waits. A
+// sleep wakes late (0.1-0.2 ms on a loaded machine, a few hundred times a
+// step): the emulated device keeps its own clock, so what one piece
+// overslept comes off the next ones (never below their real compute) unless
+// the rank stood idle meanwhile (a wait, a hand-over), when the device would
+// have waited anyway. The calibration is each piece's thread CPU time (the
+// median over the micro-batches of one step), measured once per run with
+// emulation off.
 //
 // Filling waits. A turn holder that must wait for its all-to-all while the
 // other half cannot take the turn (a chunk alone, a pair whose other half has
@@ -245,6 +250,8 @@ class OverlapEngine {
   void close_piece(Half h);
   void handover(Half h);
   void charge(CommPoint p, double from, double to, double beyond_wire);
+  void add_handover(double s);
+  void idle_absorbs_lateness(double idle);
   void fill_while_in_flight(Half h, const LaneTicketPtr& t);
   // Whether the lane runs `t` to completion (else its poster waits for its work).
   bool on_lane(const LaneTicket& t) const;
@@ -271,6 +278,10 @@ class OverlapEngine {
   bool calibrating_ = false;
   std::map<PieceKey, std::vector<double>> samples_;
   std::map<PieceKey, double> costs_;
+  // Device emulation: how much later than their targets sleeps have woken,
+  // not yet made up by shorter pieces or idle time (close_piece).
+  double late_ = 0;
+  static constexpr double kMaxLate = 5e-3;
   // lane
   std::deque<LaneTicketPtr> lane_queue_;
   bool stop_ = false;
