@@ -39,6 +39,26 @@ inline TrainOptions small_train_options(const Schedule& s, const std::string& mo
   return t;
 }
 
+// Training options for a small MoE model the tests can afford on `s`'s
+// stages: float64, hidden 16, 2 heads, 4 experts (top-2), two MoE blocks a
+// stage, micro-batches of 2 sequences of 6; `steps` steps.
+inline TrainOptions small_moe_training(const Schedule& s, int steps) {
+  TrainOptions t;
+  t.model.name = "moe";
+  t.model.stages = s.stages;
+  t.model.micro_batches = s.micro_batches;
+  t.model.hidden = 16;
+  t.model.heads = 2;
+  t.model.seq_len = 6;
+  t.model.micro_batch_size = 2;
+  t.model.layers = 2 * s.stages;
+  t.model.experts = 4;
+  t.model.top_k = 2;
+  t.model.dtype = torch::kFloat64;
+  t.steps = steps;
+  return t;
+}
+
 inline std::vector<RankRun> train_threads(const Schedule& s, const TrainOptions& t) {
   std::vector<RankRun> runs(s.ranks);
   run_thread_ranks(s.ranks, [&](std::shared_ptr<Comm> comm) { runs[comm->rank] = train_rank(s, t, comm); });

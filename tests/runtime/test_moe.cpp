@@ -83,19 +83,7 @@ std::function<compat::WorkPtr()> signal_post(const c10::intrusive_ptr<SignalWork
 // with a random delay of up to 1.5 ms at the end of every compute piece,
 // drawn from `seed`.
 TrainOptions jittered_moe_training(const Schedule& s, std::atomic<unsigned>& seed) {
-  TrainOptions t;
-  t.model.name = "moe";
-  t.model.stages = s.stages;
-  t.model.micro_batches = s.micro_batches;
-  t.model.hidden = 16;
-  t.model.heads = 2;
-  t.model.seq_len = 6;
-  t.model.micro_batch_size = 2;
-  t.model.layers = 2 * s.stages;
-  t.model.experts = 4;
-  t.model.top_k = 2;
-  t.model.dtype = torch::kFloat64;
-  t.steps = 2;
+  TrainOptions t = test_support::small_moe_training(s, 2);
   t.engine.on_piece_end = [&seed](Half) {
     const unsigned v = seed.fetch_add(2654435761u);
     std::this_thread::sleep_for(std::chrono::microseconds(v % 1500));

@@ -26,6 +26,7 @@
 #include "dualpipe/train/trainer.h"
 #include "dualpipe/train/verify.h"
 #include "runtime/gpu_chain.h"
+#include "thread_ranks.h"
 
 namespace dualpipe {
 namespace {
@@ -148,19 +149,7 @@ TEST_F(Nccl, CheckpointOfAGpuRunResumesOverGloo) {
 TEST_F(Nccl, MoeOverlapOnDevicesIsExactAndKeepsTheCpuRunsLaneOrder) {
   need_devices(4);
   const Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
-  TrainOptions t;
-  t.model.name = "moe";
-  t.model.stages = s.stages;
-  t.model.micro_batches = s.micro_batches;
-  t.model.hidden = 16;
-  t.model.heads = 2;
-  t.model.seq_len = 6;
-  t.model.micro_batch_size = 2;
-  t.model.layers = 2 * s.stages;
-  t.model.experts = 4;
-  t.model.top_k = 2;
-  t.model.dtype = torch::kFloat64;
-  t.steps = 1;
+  TrainOptions t = test_support::small_moe_training(s, 1);
   t.optimize = false;
   MeshShape shape;
   shape.pp = s.ranks;
