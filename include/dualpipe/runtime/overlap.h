@@ -279,9 +279,11 @@ class OverlapEngine {
   std::map<PieceKey, std::vector<double>> samples_;
   std::map<PieceKey, double> costs_;
   // Device emulation: how much later than their targets sleeps have woken,
-  // not yet made up by shorter pieces or idle time (close_piece).
+  // not yet made up by shorter pieces or idle time (close_piece); at most
+  // kMaxLate, so that a rank stopped for long does not run its next pieces
+  // at their bare compute for a long stretch.
   double late_ = 0;
-  static constexpr double kMaxLate = 5e-3;
+  static constexpr double kMaxLate = 50e-3;
   // lane
   std::deque<LaneTicketPtr> lane_queue_;
   bool stop_ = false;
