@@ -244,7 +244,7 @@ Yardsticks measure_yardsticks(const Opts& o, const TrainOptions& t, const ModelC
 struct Gathered {
   nlohmann::json exposed;               // exposed_medians per rank
   std::map<PieceKey, double> calibration;  // with device emulation
-  std::vector<double> overruns, rates, heaps, sequential, batch;
+  std::vector<double> overruns, overslept, rates, heaps, sequential, batch;
   std::vector<double> a2a_bytes;  // mean link bytes of a data all-to-all over the timed steps (0: none)
   std::vector<std::vector<ActionTime>> times;  // the first pipeline's last step
 };
@@ -255,6 +255,7 @@ Gathered gather_run(const Schedule& s, const RankRun& run, const Yardsticks& y, 
   g.exposed = gather_exposed(run.exposed, world);
   if (K > 0) g.calibration = gather_calibration(run.calibration, s.stages, world);
   g.overruns = gather_value(run.device_overruns, world);
+  g.overslept = gather_value(run.device_overslept_s, world);
   double exchanges = 0, link_bytes = 0;
   for (const ExposedComm& e : run.exposed) {
     exchanges += e.a2a_exchanges;
@@ -411,7 +412,8 @@ nlohmann::json rank_json(const Schedule& s, int r, const Gathered& g, const Simu
                       {"simulated_peak_held", sim.plain.per_rank[r].peak_held},
                       // Time with nothing computing, by cause: medians over the timed steps.
                       {"exposed_comm_s", g.exposed[r]},
-                      {"device_overruns", g.overruns[r]}};
+                      {"device_overruns", g.overruns[r]},
+                      {"device_overslept_s", g.overslept[r]}};
   if (y.a2a_phase > 0) {
     j["simulated_exposed_a2a_s"] = sim.a2a.per_rank[r].exposed_a2a;
     j["simulated_a2a_total_s"] = sim.a2a.per_rank[r].a2a_total;

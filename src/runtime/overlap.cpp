@@ -433,6 +433,7 @@ void OverlapEngine::close_piece(Half h) {
   const double overslept = now() - target;
   lock.lock();
   late_ = std::min(late_ + overslept, kMaxLate);
+  overslept_ += overslept;
 }
 
 // Time the device stands idle (the turn holder waiting, a hand-over) absorbs
@@ -463,6 +464,11 @@ std::vector<LaneRecord> OverlapEngine::take_lane_records() {
 int OverlapEngine::overruns() const {
   std::lock_guard<std::mutex> lock(mu_);
   return overruns_;
+}
+
+double OverlapEngine::overslept() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return overslept_;
 }
 
 void OverlapEngine::set_calibrating(bool on) {

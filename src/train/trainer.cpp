@@ -284,6 +284,7 @@ class RankTraining {
     reducer_->wait_params();
     if (adam_) run.optimizer_bytes = optimizer_state_bytes(*adam_);
     run.device_overruns = engine_->overruns();
+    run.device_overslept_s = engine_->overslept();
     for (const auto& [s, st] : exec_->stages()) {
       std::vector<torch::Tensor> flat;
       for (auto& p : st.module->parameters()) flat.push_back(p.detach().reshape({-1}));

@@ -211,6 +211,9 @@ class OverlapEngine {
   std::vector<LaneRecord> take_lane_records();
   // Pieces whose real compute outlasted K times their calibrated cost.
   int overruns() const;
+  // Seconds the device emulation's sleeps woke after their targets, summed
+  // (what the device's clock made up, or idle time absorbed).
+  double overslept() const;
   // Whether any data all-to-all went through exchange() yet (a rank whose
   // stages have none has no waits to fill).
   bool has_exchanged() const { return exchanged_.load(); }
@@ -283,6 +286,7 @@ class OverlapEngine {
   // kMaxLate, so that a rank stopped for long does not run its next pieces
   // at their bare compute for a long stretch.
   double late_ = 0;
+  double overslept_ = 0;  // all of it, for overslept()
   static constexpr double kMaxLate = 50e-3;
   // lane
   std::deque<LaneTicketPtr> lane_queue_;

@@ -96,9 +96,11 @@ struct RankRun {
   std::vector<LaneRecord> last_lane;   // the collectives of the last step, in lane order
   double last_start = 0;               // when the last step started (steady clock, s): the origin of the two above
   // Device emulation: the calibrated CPU seconds per compute piece (as the
-  // emulation uses them: averaged over peers), and pieces that overran K x cost.
+  // emulation uses them: averaged over peers), pieces that overran K x cost,
+  // and the seconds its sleeps woke late, summed over the run.
   std::map<PieceKey, double> calibration;
   int device_overruns = 0;
+  double device_overslept_s = 0;
   double peak_heap_bytes = 0;          // heap growth in the memory step (track_memory)
   double optimizer_bytes = 0;          // optimizer state held by this rank (optimizer_state_bytes)
   std::map<int, torch::Tensor> final_params;  // per stage held: all its parameters (then buffers), flattened, on the CPU
