@@ -73,6 +73,78 @@ TEST(Lower, SimulatesLikeTheComputeOnlySchedule) {
   }
 }
 
+// DualPipe P=2 opens with three forwards on each rank: the last two (one
+// arriving from the other rank, one of the rank's own first stage) become
+// a pair; the first, which needs nothing but its input, stays alone.
+TEST(PairForwards, PairsTheLastTwoOfARunOfForwards) {
+  Schedule s = pair_forwards(dualpipe(Shape{2, 8}));
+  EXPECT_TRUE(check(s).ok());
+  EXPECT_EQ(row(s, 0).substr(0, 28), "0F0,(1F4;0F1)OVERLAP_F_F,1B4");
+  EXPECT_EQ(row(s, 1).substr(0, 28), "0F4,(1F0;0F5)OVERLAP_F_F,1B0");
+  // Nothing else changes: the rest of each list is the generator's.
+  Schedule plain = dualpipe(Shape{2, 8});
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(s.actions[r].size() + 1, plain.actions[r].size());
+    for (std::size_t p = 2; p < s.actions[r].size(); ++p) EXPECT_EQ(s.actions[r][p], plain.actions[r][p + 1]);
+  }
+}
+
+// DualPipeV's middle rank runs stage 1 then stage 2 of one micro-batch back
+// to back: the second needs the first's output, so they never pair.
+TEST(PairForwards, NeverPairsTwoForwardsOfOneMicroBatch) {
+  for (const char* m : {"dualpipev", "zbv", "1f1b", "interleaved-1f1b", "dualpipe"}) {
+    Schedule s = pair_forwards(generate(m, Shape{4, 8, 2}));
+    EXPECT_TRUE(check(s).ok()) << m;
+    int pairs = 0;
+    for (const auto& list : s.actions)
+      for (const Action& a : list)
+        if (a.op == Op::FF) {
+          ++pairs;
+          EXPECT_NE(a.mb, a.mb2) << m << ": " << to_string(a);
+        }
+    EXPECT_GT(pairs, 0) << m;
+  }
+}
+
+// Rank 1 forwards micro-batch 1 before 0, so rank 0's 2F0 waits for 0F1's
+// output through rank 1: pairing 0F1 with 2F0 would stall the schedule, and
+// pair_forwards leaves them apart.
+TEST(PairForwards, LeavesAPairingThatWouldStallApart) {
+  Schedule s;
+  s.method = "test";
+  s.ranks = 2;
+  s.stages = 3;
+  s.micro_batches = 2;
+  s.actions.resize(2);
+  for (const char* t : {"0F0", "0F1", "2F0", "2B0", "2F1", "2B1", "0B0", "0B1"}) s.actions[0].push_back(parse_action(t));
+  for (const char* t : {"1F1", "1F0", "1B0", "1B1"}) s.actions[1].push_back(parse_action(t));
+  ASSERT_TRUE(check(s).ok());
+  Schedule all = s;
+  all.actions[0][1] = Action::forward_pair(0, 1, 2, 0);
+  all.actions[0].erase(all.actions[0].begin() + 2);
+  EXPECT_FALSE(check(all).ok()) << "the pairing this test is about must stall";
+  Schedule p = pair_forwards(s);
+  EXPECT_TRUE(check(p).ok());
+  EXPECT_EQ(row(p, 0), row(s, 0));
+}
+
+// A pair takes both forwards' inputs before it starts and sends both outputs
+// after it ends; the simulator without all-to-alls runs it as its two
+// forwards back to back once both inputs are there.
+TEST(PairForwards, LowersAndSimulates) {
+  Schedule s = pair_forwards(dualpipe(Shape{2, 8}));
+  Schedule low = lower(s);
+  const auto& r0 = low.actions[0];
+  std::size_t at = 0;
+  while (at < r0.size() && r0[at].op != Op::FF) ++at;
+  ASSERT_LT(at + 1, r0.size());
+  EXPECT_EQ(to_string(r0[at - 1]), "1RECV_F4");
+  EXPECT_EQ(to_string(r0[at + 1]), "0SEND_F1");
+  Costs c;
+  EXPECT_DOUBLE_EQ(simulate(low, c).makespan, simulate(s, c).makespan);
+  EXPECT_THROW(pair_forwards(low), Error);
+}
+
 TEST(Lower, RefusesInvalidOrAlreadyLoweredInput) {
   Schedule s = one_f_one_b(Shape{2, 2});
   EXPECT_THROW(lower(lower(s)), Error);

@@ -12,6 +12,7 @@
 #include "dualpipe/pictures/svg.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 #include "dualpipe/sim/compare.h"
 #include "dualpipe/sim/simulate.h"
 #include "sim/link.h"
@@ -155,6 +156,39 @@ TEST(SimComm, PlainChunksExposeThePairHides) {
   EXPECT_DOUBLE_EQ(r.makespan, 26);
   EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 8);
   EXPECT_DOUBLE_EQ(r.a2a_hidden, 0);
+}
+
+// An F&F pair (pair_forwards): two forwards of 3 in pieces of 1, each with
+// two all-to-alls of 1, taking turns as an F&B pair's halves do (the second
+// starts): F1 [0,1] its a2a [1,2]; F0 [1,2] a2a [2,3]; F1 [2,3] a2a [3,4];
+// F0 [3,4] a2a [4,5]; F1 [4,5]; F0 [5,6]. Someone computes at every
+// instant: 6, nothing exposed, where one forward after the other takes
+// 2 x (3 + 2) = 10. The backwards after it expose their 2 each.
+TEST(SimComm, ForwardPairHidesEachForwardsAllToAlls) {
+  Schedule s = one_rank(1, 2, {"(0F0;0F1)OVERLAP_F_F", "0B0", "0B1"});
+  Costs c = a2a_costs(3, 6, 1, 2, 2, 2);
+  SimResult r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][0].end, 6);
+  EXPECT_DOUBLE_EQ(r.makespan, 22);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 4);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].a2a_total, 8);
+  c.fb_overlap = false;  // one forward after the other
+  r = simulate(s, c);
+  EXPECT_DOUBLE_EQ(r.timeline[0][0].end, 10);
+  EXPECT_DOUBLE_EQ(r.per_rank[0].exposed_a2a, 8);
+}
+
+// DualPipe P=2 at 1:1 (a forward's all-to-alls take as long as its
+// compute): pairing its warm-up forwards hides part of what they exposed,
+// and the step does not get longer.
+TEST(SimComm, PairedWarmUpForwardsExposeLessOfDualPipesAllToAll) {
+  Costs c = a2a_costs(1, 2, 1, 4, 1, 1);
+  c.fill_waits = true;
+  Schedule plain = dualpipe(Shape{2, 16});
+  SimResult a = simulate(plain, c), b = simulate(pair_forwards(plain), c);
+  EXPECT_DOUBLE_EQ(b.a2a_total, a.a2a_total);
+  EXPECT_LT(b.exposed_a2a, a.exposed_a2a - 2.0);  // a forward's 1 on each rank, at least
+  EXPECT_LE(b.makespan, a.makespan);
 }
 
 // A given FB is the pair's compute: 2.5 shared 1 : 2 between the halves.

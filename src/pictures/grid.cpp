@@ -10,7 +10,8 @@
 //   Zero-duration actions (and UNSHARD, RESHARD, REDUCE_GRAD, which take no
 //   simulated time) are not drawn.
 // - A cell shows the op letter and micro-batch, "F12"; an F&B pair shows
-//   "(12|7)" (forward's micro-batch | backward's) or "12|7". A number is
+//   "(12|7)" (forward's micro-batch | backward's) or "12|7", an F&F pair
+//   its two forwards' micro-batches the same way. A number is
 //   never cut: where it does not fit, the cell shows the letter alone, and a
 //   pair '&'. Idle time is '.'.
 // - Chunks: a rank's stages ordered by (stage - rank) mod S; the first
@@ -61,7 +62,7 @@ int shade_of(int chunk, int chunks) {
 // What the grid ends up showing, for the legend.
 struct Shown {
   bool kind[4] = {false, false, false, false};
-  bool pair_numbers = false, pair_mark = false, letter_only = false, lower = false, chunk_digits = false;
+  bool fb_numbers = false, ff_numbers = false, pair_mark = false, letter_only = false, lower = false, chunk_digits = false;
   bool stage_only = false, squeezed = false;
 };
 
@@ -75,16 +76,16 @@ struct Labeler {
     return chunks == 2 && chunk == 1 ? static_cast<char>(std::tolower(static_cast<unsigned char>(l))) : l;
   }
   std::string full(const Action& a, int chunk) const {
-    if (a.op == Op::FB) return fmt::format("({}|{})", a.mb, a.mb2);
+    if (is_pair(a.op)) return fmt::format("({}|{})", a.mb, a.mb2);
     return letter(a.op, chunk) + chunk_mark(chunk) + (chunks > 2 ? ":" : "") + std::to_string(a.mb);
   }
   // The text of one cell `width` columns wide; see the file comment.
   std::string text(const Action& a, int chunk, std::size_t width) {
-    if (a.op == Op::FB) {
-      shown.kind[0] = shown.kind[1] = true;
+    if (is_pair(a.op)) {
+      shown.kind[0] = shown.kind[kind_of(a.second_half().op)] = true;
       for (std::string t : {fmt::format("({}|{})", a.mb, a.mb2), fmt::format("{}|{}", a.mb, a.mb2)})
         if (t.size() <= width) {
-          shown.pair_numbers = true;
+          (a.op == Op::FB ? shown.fb_numbers : shown.ff_numbers) = true;
           return t;
         }
       shown.pair_mark = true;
@@ -127,7 +128,7 @@ std::size_t longest_label(const Schedule& s, const std::vector<std::vector<int>>
   std::size_t label_len = 1;
   for (std::size_t r = 0; r < s.actions.size(); ++r)
     for (const Action& a : s.actions[r])
-      if (is_compute(a.op) && a.op != Op::FB) label_len = std::max(label_len, label.full(a, chunk_of(held[r], a.stage)).size());
+      if (is_compute(a.op) && !is_pair(a.op)) label_len = std::max(label_len, label.full(a, chunk_of(held[r], a.stage)).size());
   return label_len;
 }
 
@@ -154,11 +155,12 @@ Cells lay_out_cells(const Schedule& s, const SimResult& sim, const std::vector<s
       const int chunk = chunk_of(held[r], a.stage);
       const std::string text = label.text(a, chunk, static_cast<std::size_t>(c1 - c0));
       // A pair's forward half takes the first half of its columns.
-      const int mid = a.op == Op::FB ? c0 + (c1 - c0 + 1) / 2 : c1;
-      const int first = kind_of(a.op == Op::FB ? Op::F : a.op) * kShades + shade_of(chunk, label.chunks);
-      const int second = a.op == Op::FB
-                             ? kind_of(Op::B) * kShades + shade_of(chunk_of(held[r], a.backward_half().stage), label.chunks)
-                             : 0;
+      const int mid = is_pair(a.op) ? c0 + (c1 - c0 + 1) / 2 : c1;
+      const int first = kind_of(is_pair(a.op) ? Op::F : a.op) * kShades + shade_of(chunk, label.chunks);
+      const Action second_half = a.second_half();
+      const int second = is_pair(a.op) ? kind_of(second_half.op) * kShades +
+                                             shade_of(chunk_of(held[r], second_half.stage), label.chunks)
+                                       : 0;
       for (int c = c0; c < c1; ++c) {
         const std::size_t at = static_cast<std::size_t>(c - c0);
         cells.chars[r][static_cast<std::size_t>(c)] = at < text.size() ? text[at] : ' ';
@@ -222,10 +224,12 @@ std::vector<Item> legend_items(const Shown& shown, int chunks, bool color, doubl
     const std::string name = fmt::format(" {}", kNames[k]);
     items.push_back({kKindLetter[k] + name, swatch(k * kShades, std::string(1, kKindLetter[k])) + name});
   }
-  if (shown.pair_numbers)
+  if (shown.fb_numbers)
     items.push_back({"(a|b) F&B pair (F of a, B of b)",
                      swatch(0, "(a") + "|" + swatch(kind_of(Op::B) * kShades, "b)") + " F&B pair (F of a, B of b)"});
-  if (shown.pair_mark) items.push_back({"& F&B pair too short for its numbers", "& F&B pair too short for its numbers"});
+  if (shown.ff_numbers)
+    items.push_back({"(a|b) F&F pair (F of a, F of b)", swatch(0, "(a") + "|" + swatch(0, "b)") + " F&F pair (F of a, F of b)"});
+  if (shown.pair_mark) items.push_back({"& pair too short for its numbers", "& pair too short for its numbers"});
   if (shown.letter_only) {
     const std::string t = chunks > 2 ? "F2 or F alone: too short for its number (and chunk)"
                                      : "a letter alone: too short for its number";

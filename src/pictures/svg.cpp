@@ -141,7 +141,7 @@ struct Contents {
   int max_mb = 0;
   std::size_t compute = 0;
   double min_cell = 0;  // shortest positive cell duration (half a pair counts as a cell)
-  bool present[5] = {false, false, false, false, false};  // F, B, I, W, FB
+  bool present[6] = {false, false, false, false, false, false};  // F, B, I, W, FB, FF
   bool stage_only = false;
   int chunks = 1;       // most chunks on one drawn rank
   bool labels = false;  // numbers and tooltips, for schedules small enough
@@ -158,12 +158,12 @@ Contents survey(const Schedule& s, const SimResult& sim, const View& v, const He
       if (r < v.r0 || r > v.r1 || !v.visible(sp)) continue;
       ++in.compute;
       in.max_mb = std::max({in.max_mb, a.mb, a.mb2});
-      if (a.op == Op::FB) {
-        in.present[0] = in.present[1] = in.present[4] = true;
+      if (is_pair(a.op)) {
+        in.present[0] = in.present[kind_of(a.second_half().op)] = in.present[a.op == Op::FB ? 4 : 5] = true;
       } else {
         in.present[kind_of(a.op)] = true;
       }
-      double d = (sp.end - sp.start) / (a.op == Op::FB ? 2 : 1);
+      double d = (sp.end - sp.start) / (is_pair(a.op) ? 2 : 1);
       if (d > 0 && (in.min_cell == 0 || d < in.min_cell)) in.min_cell = d;
     }
   }
@@ -200,6 +200,8 @@ std::vector<LegendItem> legend_items(const std::string& method, const Contents& 
       items.push_back({{kKindColours[k].light}, false, fmt::format("{} {}", kKindLetter[k], kKindColours[k].name)});
   if (in.present[4])
     items.push_back({{kKindColours[0].light, kKindColours[1].light}, true, "F&B overlapped forward & backward (pair)"});
+  if (in.present[5])
+    items.push_back({{kKindColours[0].light, kKindColours[0].light}, true, "F&F two overlapped forwards (pair)"});
   if (in.chunks > 1) {
     for (int c = 0; c < in.chunks; ++c) {
       LegendItem it{{}, false, chunk_words(method, c, in.chunks)};
@@ -407,7 +409,7 @@ struct RankPainter {
   // a few pixels wide.
   void pair(Row& row, int r, const Action& a, const Span& sp) {
     const double mid = (sp.start + sp.end) / 2;
-    const Action f = a.forward_half(), b = a.backward_half();
+    const Action f = a.forward_half(), b = a.second_half();
     cell(row, kind_of(f.op), chunk_of(held[r], f.stage), sp.start, mid, f.mb);
     cell(row, kind_of(b.op), chunk_of(held[r], b.stage), mid, sp.end, b.mb);
     const double fa = std::max(sp.start, v.t0), fb = std::min(sp.end, v.t1);
@@ -447,7 +449,7 @@ struct RankPainter {
       const Span& sp = sim.timeline[r][i];
       if (!v.visible(sp)) continue;
       if (labels) row.tip = fmt::format("{} [{:g}, {:g}]", to_string(a), sp.start, sp.end);
-      if (a.op == Op::FB)
+      if (is_pair(a.op))
         pair(row, r, a, sp);
       else
         cell(row, kind_of(a.op), chunk_of(held[r], a.stage), sp.start, sp.end, a.mb);

@@ -73,6 +73,9 @@ std::string chrome_trace(const Schedule& s, const SimResult& sim, double us_per_
         const Action f = a.forward_half(), b = a.backward_half();
         fmt::format_to(o, "\"args\":{{\"f_stage\":{},\"f_mb\":{},\"b_stage\":{},\"b_mb\":{}}}}}", f.stage, f.mb,
                        b.stage, b.mb);
+      } else if (a.op == Op::FF) {
+        fmt::format_to(o, "\"args\":{{\"f_stage\":{},\"f_mb\":{},\"f2_stage\":{},\"f2_mb\":{}}}}}", a.stage, a.mb,
+                       a.stage2, a.mb2);
       } else
         fmt::format_to(o, "\"args\":{{\"stage\":{},\"mb\":{}}}}}", a.stage, a.mb);
     }

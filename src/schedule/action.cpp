@@ -16,6 +16,7 @@ const char* op_name(Op op) {
     case Op::I: return "I";
     case Op::W: return "W";
     case Op::FB: return "OVERLAP_F_B";
+    case Op::FF: return "OVERLAP_F_F";
     case Op::SEND_F: return "SEND_F";
     case Op::RECV_F: return "RECV_F";
     case Op::SEND_B: return "SEND_B";
@@ -28,7 +29,10 @@ const char* op_name(Op op) {
 }
 
 std::string to_string(const Action& a) {
-  if (a.op == Op::FB) return fmt::format("({}F{};{}B{})OVERLAP_F_B", a.stage, a.mb, a.stage2, a.mb2);
+  if (is_pair(a.op)) {
+    const Action second = a.second_half();
+    return fmt::format("({}F{};{}{}{}){}", a.stage, a.mb, second.stage, op_name(second.op), second.mb, op_name(a.op));
+  }
   if (is_stage_only(a.op)) return fmt::format("{}{}", a.stage, op_name(a.op));
   return fmt::format("{}{}{}", a.stage, op_name(a.op), a.mb);
 }
@@ -123,16 +127,19 @@ Action parse_action(std::string_view text) {
   std::string_view s = trim(text);
   Action a;
   if (!s.empty() && s.front() == '(') {
-    // (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B
+    // (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B or (<stage>F<mb>;<stage>F<mb>)OVERLAP_F_F
     auto semi = s.find(';');
     auto close = s.find(')');
     Action f, b;
     if (semi != std::string_view::npos && close != std::string_view::npos && semi < close &&
-        s.substr(close + 1) == "OVERLAP_F_B" && parse_simple(trim(s.substr(1, semi - 1)), f) &&
-        parse_simple(trim(s.substr(semi + 1, close - semi - 1)), b) && f.op == Op::F && b.op == Op::B) {
-      return Action::pair(f.stage, f.mb, b.stage, b.mb);
+        parse_simple(trim(s.substr(1, semi - 1)), f) && parse_simple(trim(s.substr(semi + 1, close - semi - 1)), b) &&
+        f.op == Op::F) {
+      const std::string_view kind = s.substr(close + 1);
+      if (kind == "OVERLAP_F_B" && b.op == Op::B) return Action::pair(f.stage, f.mb, b.stage, b.mb);
+      if (kind == "OVERLAP_F_F" && b.op == Op::F) return Action::forward_pair(f.stage, f.mb, b.stage, b.mb);
     }
-    throw Error(fmt::format("malformed overlapped pair '{}': expected (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B",
+    throw Error(fmt::format("malformed overlapped pair '{}': expected (<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B or "
+                            "(<stage>F<mb>;<stage>F<mb>)OVERLAP_F_F",
                             printable(text)));
   }
   if (parse_simple(s, a)) return a;

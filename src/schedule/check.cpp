@@ -78,7 +78,8 @@ struct Checker {
     // first keeps memory linear in the actions when a file names a huge index.
     std::size_t forwards = 0;
     for (const auto& r : s.actions)
-      for (const Action& a : r) forwards += (a.op == Op::F || a.op == Op::FB);
+      for (const Action& a : r)
+        for (const Action& h : halves(a)) forwards += h.op == Op::F;
     const std::size_t needed = static_cast<std::size_t>(S) * static_cast<std::size_t>(N);
     if (forwards < needed) {
       // Like every other error, name a place: where the largest indices,
@@ -112,7 +113,7 @@ struct Checker {
           if (a.stage < 0 || a.stage >= S) error("{}: stage must be in 0..{}", where(r, p), S - 1);
           continue;
         }
-        if (!in_range(a.stage, a.mb) || (a.op == Op::FB && !in_range(a.stage2, a.mb2))) {
+        if (!in_range(a.stage, a.mb) || (is_pair(a.op) && !in_range(a.stage2, a.mb2))) {
           error("{}: stage must be in 0..{} and micro-batch in 0..{}", where(r, p), S - 1, N - 1);
           continue;
         }

@@ -1,5 +1,7 @@
 #include "dualpipe/schedule/lower.h"
 
+#include <algorithm>
+
 #include "dualpipe/schedule/check.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/placement.h"
@@ -31,11 +33,12 @@ Schedule lower(const Schedule& s) {
       if (st > 0 && at(st - 1, mb) != r) list.push_back(Action::make(Op::SEND_B, st, mb));
     };
     // Inputs arrive before the action, outputs leave after it; an F&B pair
-    // needs both halves' inputs before it starts and sends both outputs at its end.
+    // (F&B or F&F) needs both halves' inputs before it starts and sends both
+    // outputs at its end.
     auto receive = [&](const Action& h) { h.op == Op::F ? recv_f(h.stage, h.mb) : recv_b(h.stage, h.mb); };
     auto send = [&](const Action& h) { h.op == Op::F ? send_f(h.stage, h.mb) : send_b(h.stage, h.mb); };
     for (const Action& a : s.actions[r]) {
-      const bool moves_data = a.op == Op::F || is_backward(a.op) || a.op == Op::FB;
+      const bool moves_data = a.op == Op::F || is_backward(a.op) || is_pair(a.op);
       if (moves_data)
         for (const Action& h : halves(a)) receive(h);
       list.push_back(a);
@@ -44,6 +47,71 @@ Schedule lower(const Schedule& s) {
     }
     out.actions[r] = std::move(list);
   }
+  return out;
+}
+
+namespace {
+
+// The positions (first of two) of the forward pairs pair_forwards() would
+// form on one action list, before the stall check.
+std::vector<std::size_t> forward_pair_starts(const std::vector<Action>& list) {
+  std::vector<std::size_t> starts;
+  std::size_t i = 0;
+  while (i < list.size()) {
+    if (list[i].op != Op::F) {
+      ++i;
+      continue;
+    }
+    std::size_t end = i;  // the run of lone forwards [i, end)
+    while (end < list.size() && list[end].op == Op::F) ++end;
+    for (std::size_t k = end; k >= i + 2; k -= 2)
+      if (list[k - 2].mb != list[k - 1].mb) starts.push_back(k - 2);
+    i = end;
+  }
+  std::sort(starts.begin(), starts.end());
+  return starts;
+}
+
+// `s` with rank r's forwards at `starts` (and the ones after them) paired.
+void apply_pairs(Schedule& s, int r, const std::vector<std::size_t>& starts) {
+  const auto& in = s.actions[r];
+  std::vector<Action> out;
+  out.reserve(in.size());
+  std::size_t next = 0;
+  for (std::size_t p = 0; p < in.size(); ++p) {
+    if (next < starts.size() && starts[next] == p) {
+      out.push_back(Action::forward_pair(in[p].stage, in[p].mb, in[p + 1].stage, in[p + 1].mb));
+      ++p;
+      ++next;
+      continue;
+    }
+    out.push_back(in[p]);
+  }
+  s.actions[r] = std::move(out);
+}
+
+}  // namespace
+
+Schedule pair_forwards(const Schedule& s) {
+  if (s.has_comm()) throw Error("pair the forwards of a compute-only schedule, then lower it");
+  check_or_throw(s);
+  std::vector<std::vector<std::size_t>> starts(s.ranks);
+  for (int r = 0; r < s.ranks; ++r) starts[r] = forward_pair_starts(s.actions[r]);
+  Schedule all = s;
+  for (int r = 0; r < s.ranks; ++r) apply_pairs(all, r, starts[r]);
+  if (check(all).ok()) return all;
+  // Some pairing stalls: keep the pairs one at a time, each only where the
+  // schedule still completes with it and those kept before it.
+  std::vector<std::vector<std::size_t>> kept(s.ranks);
+  for (int r = 0; r < s.ranks; ++r)
+    for (std::size_t p : starts[r]) {
+      kept[r].push_back(p);
+      Schedule trial = s;
+      for (int q = 0; q < s.ranks; ++q) apply_pairs(trial, q, kept[q]);
+      if (!check(trial).ok()) kept[r].pop_back();
+    }
+  Schedule out = s;
+  for (int r = 0; r < s.ranks; ++r) apply_pairs(out, r, kept[r]);
   return out;
 }
 

@@ -10,7 +10,7 @@
 //   F(s,m)        needs F(s-1,m)
 //   B/I(s,m)      needs B/I(s+1,m) and F(s,m)
 //   W(s,m)        needs I(s,m)
-//   FB            needs what both halves need
+//   FB, FF        need what both halves need
 //   SEND_F(s,m)   needs F(s,m);   RECV_F(s,m) needs SEND_F(s-1,m)
 //   SEND_B(s,m)   needs B/I(s,m); RECV_B(s,m) needs SEND_B(s+1,m)
 //   UNSHARD, RESHARD, REDUCE_GRAD (stage-only) need nothing
@@ -119,6 +119,7 @@ class Walker {
       case Op::I: return bwd(a.stage, a.mb);
       case Op::W: return need(Need::GradDone, a.stage, a.mb);
       case Op::FB:
+      case Op::FF:
         for (const Action& h : halves(a))
           if (long k = first_missing(h); k >= 0) return k;
         return -1;
@@ -158,6 +159,7 @@ class Walker {
       case Op::B:
       case Op::I: mark(Need::GradDone, a.stage, a.mb, ready); break;
       case Op::FB:
+      case Op::FF:
         for (const Action& h : halves(a)) produce(h, ready);
         break;
       case Op::SEND_F: mark(Need::SentF, a.stage, a.mb, ready); break;

@@ -227,7 +227,7 @@ class Simulation {
     LinkRun lr;
     if (a.op == Op::F || is_backward(a.op) || a.op == Op::W)
       run_chunk(a, r, pos, start, dur, lr);
-    else if (a.op == Op::FB)
+    else if (is_pair(a.op))
       run_pair(a, r, start, dur, lr);
     if (lr.a2a_time > 0) {
       st.a2a_total += lr.a2a_time;
@@ -339,6 +339,12 @@ class Simulation {
         dur = c_.fb(f.stage, b.stage);
         break;
       }
+      case Op::FF: {
+        const Action f = a.forward_half(), g = a.second_half();
+        start = std::max({start, fwd_ready(f.stage, f.mb), fwd_ready(g.stage, g.mb)});
+        dur = c_.f(f.stage) + c_.f(g.stage);
+        break;
+      }
       default: break;
     }
   }
@@ -372,13 +378,15 @@ class Simulation {
     lr.ran = true;
   }
 
-  // An F&B pair on rank r's link: its compute shared between the halves,
-  // which alternate (or run one after the other): `dur` becomes its time.
+  // A pair on rank r's link (F&B, or two forwards): its compute shared
+  // between the halves, which alternate (or run one after the other): `dur`
+  // becomes its time.
   void run_pair(const Action& a, int r, double start, double& dur, LinkRun& lr) {
-    const Action f = a.forward_half(), b = a.backward_half();
-    ChunkWork wf = work(c_.f(f.stage), f.stage, true), wb = work(c_.b(b.stage), b.stage, false);
+    const Action f = a.forward_half(), b = a.second_half();
+    const bool fb = a.op == Op::FB;
+    ChunkWork wf = work(c_.f(f.stage), f.stage, true), wb = work(fb ? c_.b(b.stage) : c_.f(b.stage), b.stage, !fb);
     const bool talk = comm_ && (talks(wf) || talks(wb));
-    if (c_.FB || !c_.FB_pair.empty()) {  // the pair's compute given: share it in the ratio F : B
+    if (fb && (c_.FB || !c_.FB_pair.empty())) {  // the pair's compute given: share it in the ratio F : B
       const double sum = wf.compute + wb.compute;
       wf.compute = sum > 0 ? dur * wf.compute / sum : dur / 2;
       wb.compute = sum > 0 ? dur * wb.compute / sum : dur / 2;
@@ -392,7 +400,7 @@ class Simulation {
     const bool alternate = talk && c_.fb_overlap;
     HalfRun* runs = lr.runs;
     const bool first_ready = alternate && c_.pair_turns == Costs::PairTurns::FirstReady;
-    runs[1].fill = talks(wb) && !first_ready ? fill_of(b.stage, wb.compute) : 0.0;
+    runs[1].fill = fb && talks(wb) && !first_ready ? fill_of(b.stage, wb.compute) : 0.0;
     wb.compute -= runs[1].fill;
     if (first_ready) {
       lr.waits = overlapped_pair(wf, wb);  // its own link (the pipeline sends go out at its end)
@@ -400,7 +408,7 @@ class Simulation {
     } else if (talk || on_link_) {
       // Measured pieces where the halves talk; equal ones otherwise.
       runs[0].pieces = cut(wf, talk ? measured_pieces(Op::F, f.stage, wf) : std::vector<double>{});
-      runs[1].pieces = cut(wb, talk ? measured_pieces(Op::B, b.stage, wb) : std::vector<double>{});
+      runs[1].pieces = cut(wb, talk ? measured_pieces(b.op, b.stage, wb) : std::vector<double>{});
       runs[0].compute = wf.compute;
       runs[1].compute = wb.compute + runs[1].fill;
       runs[0].a2a = wf.a2a;

@@ -42,8 +42,8 @@ inline int Placement::micro_batches_on(int stage, int r) const {
   return n;
 }
 
-// The placement of `s`, from its forwards (F, and the forward half of an
-// F&B pair). Meant for checked schedules; indices out of range are skipped.
+// The placement of `s`, from its forwards (F, and the forward halves of
+// pairs). Meant for checked schedules; indices out of range are skipped.
 // Header-only: O(actions + stages x micro-batches), one pass.
 inline Placement placement_of(const Schedule& s) {
   Placement p;
@@ -55,13 +55,13 @@ inline Placement placement_of(const Schedule& s) {
   p.stages_of.assign(static_cast<std::size_t>(ranks), {});
   for (int r = 0; r < ranks; ++r)
     for (const Action& a : s.actions[static_cast<std::size_t>(r)]) {
-      if (a.op != Op::F && a.op != Op::FB) continue;
-      const Action f = a.forward_half();
-      if (f.stage < 0 || f.stage >= p.stages || f.mb < 0 || f.mb >= p.micro_batches) continue;
-      p.rank_of_cell[static_cast<std::size_t>(f.stage) * static_cast<std::size_t>(p.micro_batches) +
-                     static_cast<std::size_t>(f.mb)] = r;
-      auto& reps = p.replicas[static_cast<std::size_t>(f.stage)];
-      if (reps.empty() || reps.back() != r) reps.push_back(r);  // ranks ascend: a repeat is the last entry
+      for (const Action& f : halves(a)) {
+        if (f.op != Op::F || f.stage < 0 || f.stage >= p.stages || f.mb < 0 || f.mb >= p.micro_batches) continue;
+        p.rank_of_cell[static_cast<std::size_t>(f.stage) * static_cast<std::size_t>(p.micro_batches) +
+                       static_cast<std::size_t>(f.mb)] = r;
+        auto& reps = p.replicas[static_cast<std::size_t>(f.stage)];
+        if (reps.empty() || reps.back() != r) reps.push_back(r);  // ranks ascend: a repeat is the last entry
+      }
     }
   // Stages ascend here, so each rank's list comes out sorted.
   for (int st = 0; st < p.stages; ++st)
