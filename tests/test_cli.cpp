@@ -141,8 +141,9 @@ void expect_exit_2(const std::vector<BadCase>& cases) {
 // Bad input: one line naming the problem, exit code 2, never a crash.
 TEST(Cli, BadInputGivesOneLineAndExitCode2) {
   std::string garbage = temp_path("garbage.csv"), missing = temp_path("missing.csv"), empty = temp_path("e.csv");
-  std::string deadlock = temp_path("deadlock.csv");
+  std::string deadlock = temp_path("deadlock.csv"), lowered = temp_path("lowered.csv");
   write_file(garbage, "0F0,0B0\n1F0,hello\n");
+  write_file(lowered, "0F0,0SEND_F0,0RECV_B0,0B0\n1RECV_F0,1F0,1B0,1SEND_B0\n");
   write_file(missing, "0F0,0B0\n1F0\n");
   write_file(empty, "");
   write_file(deadlock, "0F0,0B0,0F1,0B1\n1F1,1B1,1F0,1B0\n");
@@ -170,6 +171,8 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"schedule --from /nonexistent.csv", "cannot open schedule file '/nonexistent.csv': No such file"},
       {"schedule --from " + garbage + " -m 1f1b", "drop --method"},
       {"schedule -m 1f1b -p 2 -n 2 -f xml", "xml"},
+      {"schedule -m 1f1b -p 2 -n 2 --pair-forwards maybe", "--pair-forwards: maybe not in {on,off}"},
+      {"simulate --from " + lowered + " --pair-forwards on", "pair the forwards of a compute-only schedule"},
       {"compare -p 0 -n 4", "at least 1 stage"},
       {"frobnicate", "frobnicate"},
   });

@@ -363,7 +363,7 @@ Overhead overhead_of(const Schedule& s, const TrainOptions& t, const Gathered& g
   double all_flops = 0, all_computes = 0;
   for (int r = 0; r < s.ranks; ++r) {
     h.flops[r] = rank_flops(s, r, flops);
-    for (const Action& a : s.actions[r]) h.computes[r] += is_comm(a.op) ? 0 : a.op == Op::FB ? 2 : 1;
+    for (const Action& a : s.actions[r]) h.computes[r] += is_comm(a.op) ? 0 : is_pair(a.op) ? 2 : 1;
     all_flops += h.flops[r];
     all_computes += h.computes[r];
   }
@@ -441,6 +441,7 @@ nlohmann::json bench_json(const Opts& o, const Schedule& s, const TrainOptions& 
   nlohmann::json j = run_inputs_json(s, o.model, o.ranks, t.model.seed);
   j.update({{"median_step_s", b.median_step},
             {"fb_overlap", o.ranks.fb_overlap == "on"},
+            {"pair_forwards", o.src.pair_forwards == "on"},
             // The yardstick's phase (every token's copies spread evenly), and
             // the simulator's: scaled to the link bytes the run's exchanges carried.
             {"a2a_phase_s", y.a2a_phase},

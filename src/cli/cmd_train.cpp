@@ -366,6 +366,7 @@ RankSettings shared_settings(const Opts& o, const Schedule& s, const TrainOption
                                {"clip", t.clip}, {"steps", t.steps}, {"warmup_steps", t.lr_warmup_steps}})
     settings.emplace_back(key, fmt::format("{}", v));
   settings.emplace_back("fb_overlap", o.ranks.fb_overlap);
+  settings.emplace_back("pair_forwards", o.src.pair_forwards);
   if (!identity.contains("bucket_mb")) settings.emplace_back("bucket_mb", fmt::format("{}", o.ranks.bucket_mb));
   settings.emplace_back("overlap_grad_reduce", o.ranks.overlap_grad_reduce);
   return settings;

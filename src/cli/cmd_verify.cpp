@@ -64,6 +64,14 @@ std::string per_param_table(const VerifyResult& r, bool all) {
   return t;
 }
 
+// How many F&F pairs (pair_forwards) the schedule holds.
+int forward_pairs(const Schedule& s) {
+  int n = 0;
+  for (const auto& list : s.actions)
+    for (const Action& a : list) n += a.op == Op::FF;
+  return n;
+}
+
 std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& ro, const VerifyResult& r,
                    bool all_params) {
   const double tol = tolerance(m.dtype);
@@ -75,8 +83,10 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
   std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; {}, {}, {} ranks\n", s.method,
                               s.ranks, s.stages, s.micro_batches, model, m.dtype, ro.threads ? "thread" : "process");
   if (ro.ep > 1)
-    t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap {}\n",
-                     s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap);
+    t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap "
+                     "{}{}\n",
+                     s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap,
+                     forward_pairs(s) > 0 ? fmt::format("; {} F&F pairs", forward_pairs(s)) : "");
   if (ro.dp > 1 || ro.zero)
     t += fmt::format("data parallel: {} pipeline replicas, {} micro-batches in all (one process: all of them); ZeRO-{}; "
                      "gradient buckets of {:g} MiB, reduction overlapped with the step: {}\n",
@@ -137,6 +147,7 @@ int verify_command(Opts& o) {
   for (const auto& [key, v] : identity.items())
     settings.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
   settings.emplace_back("fb_overlap", o.ranks.fb_overlap);
+  settings.emplace_back("pair_forwards", o.src.pair_forwards);
   settings.emplace_back("bucket_mb", fmt::format("{}", o.ranks.bucket_mb));
   settings.emplace_back("overlap_grad_reduce", o.ranks.overlap_grad_reduce);
   return launch_ranks(o.ranks, s.ranks, [&](const Mesh& mesh) {

@@ -17,6 +17,7 @@
 #include "dualpipe/schedule/csv.h"
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
+#include "dualpipe/schedule/lower.h"
 #include "cli/words.h"
 
 namespace dualpipe::cli {
@@ -39,16 +40,29 @@ void add_source_options(CLI::App* app, SourceOptions& o) {
   o.chunks_opt =
       app->add_option("--chunks", o.chunks, kChunksHelp)->capture_default_str();
   app->add_option("--from", o.from, "read the schedule from a CSV file (PyTorch's action-string form) instead");
+  app->add_option("--pair-forwards", o.pair_forwards,
+                  "on: two forwards outside F&B pairs that follow each other on a rank become one F&F pair, whose "
+                  "halves take turns as an F&B pair's do (each hides the other's all-to-alls); off: the schedule as "
+                  "generated or read")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
 }
 
 namespace {
 
 bool given(const CLI::Option* opt) { return opt && opt->count() > 0; }
-
+Schedule generate_or_read(const SourceOptions& o);
 
 }  // namespace
 
 Schedule load_schedule(const SourceOptions& o) {
+  Schedule s = generate_or_read(o);
+  return o.pair_forwards == "on" ? pair_forwards(s) : s;
+}
+
+namespace {
+
+Schedule generate_or_read(const SourceOptions& o) {
   const std::string help = o.command.empty() ? "" : fmt::format(" (see dualpipe {} --help)", o.command);
   if (!o.from.empty()) {
     if (given(o.method_opt) || given(o.ranks_opt) || given(o.micro_batches_opt) || given(o.chunks_opt))
@@ -90,6 +104,8 @@ Schedule load_schedule(const SourceOptions& o) {
   }
   return generate(o.method, Shape{o.ranks, o.micro_batches, o.chunks});
 }
+
+}  // namespace
 
 CLI::Option* add_output_option(CLI::App* app, std::string& path) {
   return app->add_option("-o,--output", path, "file for the report ('-' for stdout)")->capture_default_str();

@@ -19,6 +19,7 @@ struct SourceOptions {
   int micro_batches = 0;
   int chunks = 2;
   std::string from;  // CSV file instead of a generator
+  std::string pair_forwards = "off";  // on: dualpipe::pair_forwards on what was generated or read
   // `schedule --from` is the tool for finding what is wrong with a file: it
   // lists every error (one line each). Other commands stop at one line.
   bool list_errors = false;
@@ -31,7 +32,7 @@ struct SourceOptions {
 // --chunks in every command that takes it.
 inline constexpr const char* kChunksHelp = "stages per rank V, for interleaved-1f1b";
 
-// --method/--ranks/--micro-batches/--chunks, or --from FILE.
+// --method/--ranks/--micro-batches/--chunks, or --from FILE; --pair-forwards.
 void add_source_options(CLI::App* app, SourceOptions& o);
 // Generates or reads (and checks) the schedule; throws dualpipe::Error.
 Schedule load_schedule(const SourceOptions& o);

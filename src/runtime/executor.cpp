@@ -55,13 +55,13 @@ RankExecutor::RankExecutor(std::shared_ptr<const Schedule> lowered, PipelineMode
   index_transfers();
   index_stage_events();
   store_.on_written = opt_.on_grad_written;
-  for (const Action& a : sched_->actions[rank_]) {
-    if ((a.op == Op::F || a.op == Op::FB) && !stages_.count(a.stage)) {
-      Stage st = model_.build(a.stage);
+  for (const Action& a : sched_->actions[rank_])
+    for (const Action& h : halves(a)) {
+      if (h.op != Op::F || stages_.count(h.stage)) continue;
+      Stage st = model_.build(h.stage);
       if (st.attach_store) st.attach_store(&store_);
-      stages_.emplace(a.stage, std::move(st));
+      stages_.emplace(h.stage, std::move(st));
     }
-  }
 }
 
 void RankExecutor::check_setup() const {
@@ -109,12 +109,12 @@ void RankExecutor::index_transfers() {
       switch (a.op) {
         case Op::SEND_F: send_pos_[transfer(false, a.stage, a.mb)] = pos; break;
         case Op::SEND_B: send_pos_[transfer(true, a.stage, a.mb)] = pos; break;
-        case Op::F: consumes_fwd(a.stage, a.mb); break;
+        case Op::F:
         case Op::B:
-        case Op::I: consumes_bwd(a.stage, a.mb); break;
+        case Op::I:
         case Op::FB:
-          consumes_fwd(a.stage, a.mb);
-          consumes_bwd(a.stage2, a.mb2);
+        case Op::FF:
+          for (const Action& h : halves(a)) h.op == Op::F ? consumes_fwd(h.stage, h.mb) : consumes_bwd(h.stage, h.mb);
           break;
         default: break;
       }
@@ -135,8 +135,8 @@ void RankExecutor::index_stage_events() {
   first_use_at_.assign(mine.size(), {});
   std::set<int> used;
   for (std::size_t p = 0; p < mine.size(); ++p)
-    if ((mine[p].op == Op::F || mine[p].op == Op::FB) && used.insert(mine[p].stage).second)
-      first_use_at_[p].push_back(mine[p].stage);
+    for (const Action& h : halves(mine[p]))
+      if (h.op == Op::F && used.insert(h.stage).second) first_use_at_[p].push_back(h.stage);
 }
 
 RankExecutor::Slot& RankExecutor::slot(int stage, int mb) {
@@ -341,21 +341,32 @@ void RankExecutor::finish_fill(Half h) {
 }
 
 void RankExecutor::run_pair(const Action& a, std::size_t pos) {
+  const bool fb = a.op == Op::FB;
+  const Action second = a.second_half();
   // Both halves' pipeline inputs first, so that no half waits for a
   // pipeline transfer inside the pair.
   torch::Tensor in = forward_input(a.stage, a.mb, Half::Forward);
-  torch::Tensor grad = output_grad(a.stage2, a.mb2, Half::Backward);
+  torch::Tensor in2 = fb ? output_grad(second.stage, second.mb, Half::Backward)
+                         : forward_input(second.stage, second.mb, Half::Backward);
   auto fwd = [&] {
     forward(a.stage, a.mb, Half::Forward, in);
     send_early(pos, Op::SEND_F, a.stage, a.mb);
   };
+  // The pair's second task (the engine's Backward half): the backward of an
+  // F&B pair, the second forward of an F&F pair.
   auto bwd = [&] {
-    backward(a.stage2, a.mb2, false, Half::Backward, grad);
-    send_early(pos, Op::SEND_B, a.stage2, a.mb2);
+    if (!fb) {
+      ForwardTrafficHalf traffic(Half::Backward);
+      forward(second.stage, second.mb, Half::Backward, in2);
+      send_early(pos, Op::SEND_F, second.stage, second.mb);
+      return;
+    }
+    backward(second.stage, second.mb, false, Half::Backward, in2);
+    send_early(pos, Op::SEND_B, second.stage, second.mb);
     finish_fill(Half::Backward);
   };
   const Stage& st = stages_.at(a.stage);
-  if (st.overlapped) {
+  if (fb && st.overlapped) {
     st.overlapped(fwd, bwd);
   } else if (opt_.fb_overlap && opt_.engine->has_exchanged()) {
     // Two tasks only where there are all-to-alls to hide: elsewhere the
@@ -419,6 +430,7 @@ void RankExecutor::run_action(const Action& a, std::size_t p) {
       break;
     }
     case Op::FB:
+    case Op::FF:
       post_ahead(p);
       run_pair(a, p);
       break;

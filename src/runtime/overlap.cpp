@@ -17,6 +17,14 @@ const char* comm_point_name(CommPoint p) {
 
 bool is_all_to_all(CommPoint p) { return static_cast<int>(p) <= static_cast<int>(CommPoint::Counts); }
 
+namespace {
+thread_local Half forward_traffic = Half::Forward;
+}  // namespace
+
+Half forward_traffic_half() { return forward_traffic; }
+ForwardTrafficHalf::ForwardTrafficHalf(Half h) : saved_(forward_traffic) { forward_traffic = h; }
+ForwardTrafficHalf::~ForwardTrafficHalf() { forward_traffic = saved_; }
+
 ExposedComm ExposedComm::operator-(const ExposedComm& o) const {
   ExposedComm d;
   d.all_to_all = all_to_all - o.all_to_all;

@@ -44,7 +44,8 @@ using Clock = std::chrono::steady_clock;
 void arm_fault(PipelineModel& model, const Schedule& lowered, const Fault& f, int rank, int pipeline_rank) {
   if ((f.kind != Fault::Kill && f.kind != Fault::Stall) || f.rank != rank) return;
   int forwards = 0;
-  for (const Action& a : lowered.actions[pipeline_rank]) forwards += a.op == Op::F || a.op == Op::FB;
+  for (const Action& a : lowered.actions[pipeline_rank])
+    for (const Action& h : halves(a)) forwards += h.op == Op::F;
   const int fire_at = std::max(1, (forwards + 1) / 2);
   auto step = std::make_shared<int>(-1), count = std::make_shared<int>(0);
   auto begin = model.begin_step;

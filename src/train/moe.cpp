@@ -41,7 +41,7 @@ torch::Tensor all_to_all(const ExpertGroup& g, bool backward, const torch::Tenso
   const int64_t row = in.size(1) * static_cast<int64_t>(in.element_size());
   const int64_t bytes = std::max(in.size(0) - in_splits[me], out.size(0) - out_splits[me]) * row;
   Comm* c = &comm;
-  g.engine->exchange(backward ? Half::Backward : Half::Forward, point, comm, bytes, what(),
+  g.engine->exchange(backward ? Half::Backward : forward_traffic_half(), point, comm, bytes, what(),
                      [c, out, in, out_splits, in_splits]() mutable { return c->iall_to_all(out, in, out_splits, in_splits); });
   return out;
 }
@@ -272,9 +272,9 @@ MoeLayerImpl::PendingCounts MoeLayerImpl::post_counts(const torch::Tensor& count
   };
   std::string what = fmt::format("the MoE token-count exchange of block {}", layer);
   if (group.engine && group.counts)  // on its own group: beside the lane's bulk transfer, not behind it
-    pending.ticket = group.engine->post_aside(Half::Forward, CommPoint::Counts, *c, 0, std::move(what), post);
+    pending.ticket = group.engine->post_aside(forward_traffic_half(), CommPoint::Counts, *c, 0, std::move(what), post);
   else if (group.engine)
-    pending.ticket = group.engine->post(Half::Forward, CommPoint::Counts, *c, 0, std::move(what), post);
+    pending.ticket = group.engine->post(forward_traffic_half(), CommPoint::Counts, *c, 0, std::move(what), post);
   else
     pending.work = post();
   return pending;
@@ -282,7 +282,7 @@ MoeLayerImpl::PendingCounts MoeLayerImpl::post_counts(const torch::Tensor& count
 
 void MoeLayerImpl::wait_counts(PendingCounts& pending) {
   if (pending.ticket)
-    group.engine->wait(Half::Forward, pending.ticket);
+    group.engine->wait(forward_traffic_half(), pending.ticket);
   else
     counts_comm(group).wait(pending.work, -1, [&] {
       return fmt::format("the MoE token-count exchange of block {}", layer);

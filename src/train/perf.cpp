@@ -33,6 +33,7 @@ double rank_flops(const Schedule& s, int rank, const StageFlops& f) {
       case Op::I: total += f.I; break;
       case Op::W: total += f.W; break;
       case Op::FB: total += f.F + f.I + f.W; break;
+      case Op::FF: total += 2 * f.F; break;
       default: break;
     }
   return total;

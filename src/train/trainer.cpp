@@ -524,6 +524,11 @@ Costs measured_costs(const Schedule& lowered, const std::vector<std::vector<Acti
       } else if (a.op == Op::FB) {
         fb_sum += d;
         fb_cnt += 1;
+      } else if (a.op == Op::FF) {  // two forwards: half each
+        for (const Action& h : halves(a)) {
+          sum[0][h.stage] += d / 2;
+          cnt[0][h.stage] += 1;
+        }
       }
     }
   auto mean = [&](int kind, int s) { return cnt[kind][s] > 0 ? sum[kind][s] / cnt[kind][s] : -1.0; };

@@ -459,8 +459,10 @@ TEST(Comm, AllToAllPostsEveryReceiveBeforeAnySend) {
 // random delays at every piece, the collectives of every rank run one at a
 // time, and expert peers post the same collectives in the same order, step
 // after step and run after run.
-TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
-  Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
+// Three jittered runs of lowered schedule `s` on a P x 2 thread mesh: expert
+// peers post the same collectives in the same order with the same bytes, one
+// at a time on each rank's lane, and every run as the first.
+void expect_peers_post_alike(const Schedule& s) {
   std::vector<std::vector<std::string>> first;
   for (int run = 0; run < 3; ++run) {
     std::atomic<unsigned> seed{static_cast<unsigned>(run * 1000 + 1)};
@@ -507,6 +509,47 @@ TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
       first = seqs;
     } else {
       EXPECT_EQ(seqs, first) << "run " << run << " posted in another order";
+    }
+  }
+}
+
+TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
+  Schedule s = generate("dualpipe", Shape{2, 8, 2});
+  expect_peers_post_alike(lower(s));
+  expect_peers_post_alike(lower(pair_forwards(s)));
+}
+
+// An F&F pair's two forwards take turns at their all-to-alls as an F&B
+// pair's halves do: the second forward (the pair's second task) starts, and
+// with two MoE blocks a stage the lane carries, halves alternating, the
+// dispatch of each, the combine of each, and so on for the second block,
+// whatever the compute jitter.
+TEST(Overlap, ForwardPairsTakeTurnsAtTheirAllToAlls) {
+  Schedule s = lower(pair_forwards(generate("dualpipe", Shape{2, 8, 2})));
+  for (int run = 0; run < 3; ++run) {
+    std::atomic<unsigned> seed{static_cast<unsigned>(run * 77 + 5)};
+    TrainOptions t = jittered_moe_training(s, seed);
+    t.optimize = false;
+    MeshShape shape;
+    shape.pp = s.ranks;
+    shape.ep = 2;
+    std::vector<RankRun> runs(shape.size());
+    run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+    for (int r = 0; r < shape.size(); ++r) {
+      std::vector<std::string> pair;  // the pair's forward collectives, as point:half
+      bool in_pair = false;
+      for (const LaneRecord& rec : runs[r].last_lane) {
+        const bool fwd_point = rec.point == CommPoint::Dispatch || rec.point == CommPoint::Combine;
+        if (!fwd_point) continue;
+        // Forward traffic of the second task only comes from an F&F pair.
+        in_pair = in_pair || rec.half == Half::Backward;
+        if (in_pair && pair.size() < 8)
+          pair.push_back(fmt::format("{}:{}", comm_point_name(rec.point), rec.half == Half::Forward ? "first" : "second"));
+      }
+      EXPECT_EQ(pair, (std::vector<std::string>{"dispatch:second", "dispatch:first", "combine:second", "combine:first",
+                                                "dispatch:second", "dispatch:first", "combine:second",
+                                                "combine:first"}))
+          << "rank " << r << ", run " << run;
     }
   }
 }
@@ -574,6 +617,22 @@ INSTANTIATE_TEST_SUITE_P(Methods, MoeVerify,
                            const MethodCase& c = param_info.param;
                            return test_support::case_name(c.method, "P" + std::to_string(c.ranks));
                          });
+
+// With forwards paired (pair_forwards), every gradient is still the
+// unsharded model's, with the hand-over on and off.
+TEST(MoeVerify, ExactWithForwardsPaired) {
+  at::set_num_threads(1);
+  for (const MethodCase& mc : {MethodCase{"dualpipe", 2, 4}, MethodCase{"dualpipev", 2, 4}, MethodCase{"1f1b", 2, 4},
+                               MethodCase{"dualpipe", 4, 8}}) {
+    Schedule s = pair_forwards(generate(mc.method, Shape{mc.ranks, mc.micro_batches, 2}));
+    ModelConfig c = small_moe(s);
+    for (bool overlap : {true, false}) {
+      VerifyResult r = verify_mesh(s, c, 2, overlap);
+      EXPECT_LE(r.loss_error, 1e-12) << mc.method << " P" << mc.ranks << " overlap " << overlap;
+      EXPECT_LE(r.grad_error, 1e-12) << mc.method << " P" << mc.ranks << " overlap " << overlap;
+    }
+  }
+}
 
 // Without the sum over the expert group, the dense gradients are one
 // pipeline's share only: the comparison must see it.

@@ -83,12 +83,31 @@
 
 namespace dualpipe {
 
-// The half of an F&B pair a piece of work belongs to. Outside a pair, F runs
-// as Forward and B, I, W as Backward. MoE layers know their half from the
-// direction of their traffic (forward all-to-alls: Forward; their gradients:
-// Backward), not from the calling thread, so autograd may run a backward node
-// on any thread (a CUDA device's) and the turn order still holds.
+// The half of a pair a piece of work belongs to. Outside a pair, F runs as
+// Forward and B, I, W as Backward; in an F&F pair (two forwards, Op::FF) the
+// first forward is Forward and the second Backward. MoE layers know their
+// half from the direction of their traffic (gradients: Backward; forward
+// all-to-alls: forward_traffic_half()), not from the calling thread, so
+// autograd may run a backward node on any thread (a CUDA device's) and the
+// turn order still holds.
 enum class Half { Forward = 0, Backward = 1 };
+
+// The half a forward's all-to-alls belong to on the calling thread: Forward,
+// but Backward while a ForwardTrafficHalf says so (the second forward of an
+// F&F pair). A forward runs on its task's thread, on CPU and CUDA alike, so
+// a thread-local tells its half.
+Half forward_traffic_half();
+// Sets forward_traffic_half() for the calling thread while it lives.
+class ForwardTrafficHalf {
+ public:
+  explicit ForwardTrafficHalf(Half h);
+  ~ForwardTrafficHalf();
+  ForwardTrafficHalf(const ForwardTrafficHalf&) = delete;
+  ForwardTrafficHalf& operator=(const ForwardTrafficHalf&) = delete;
+
+ private:
+  Half saved_;
+};
 
 // Where a rank waited for communication.
 enum class CommPoint { Dispatch = 0, Combine, CombineGrad, DispatchGrad, Counts, Pipeline, GradReduce };
