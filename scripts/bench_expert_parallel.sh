@@ -7,9 +7,10 @@
 # the 2-core development machine and on a 16-core machine alike). Runs
 # 1F1B (weight gradients inline, the baseline; and filling its waits, the
 # default), ZB1P, DualPipe with --fb-overlap off and on (and on with weight
-# gradients inline, --fill-waits off), DualPipeV, combined 1F1B
-# (interleaved, V=2, F&B pairs in its steady state), and DualPipe
-# on a 100gbit link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
+# gradients inline, --fill-waits off; and on with its warm-up forwards
+# paired, --pair-forwards on), DualPipeV, combined 1F1B (interleaved, V=2,
+# F&B pairs in its steady state), and DualPipe on and paired on a 100gbit
+# link (unlimited: the CPU sets the pace), and prints one table: exposed all-to-all time per rank, the share hidden
 # against 1F1B, step times, measured against simulated; then, per method, the
 # expert peers' exchanges of the last step (scripts/lane_report.py).
 #   scripts/bench_expert_parallel.sh [RATE|auto]   (results in build/ep-bench/)
@@ -90,13 +91,15 @@ run zb1p -m zb1p --link-rate "$rate" "${cal[@]}"
 run dualpipe_off -m dualpipe --link-rate "$rate" --fb-overlap off "${cal[@]}"
 run dualpipe_on -m dualpipe --link-rate "$rate" "${cal[@]}"
 run dualpipe_on_inline -m dualpipe --link-rate "$rate" --fill-waits off "${cal_inline[@]}"
+run dualpipe_paired -m dualpipe --link-rate "$rate" --pair-forwards on "${cal[@]}"
 run dualpipev -m dualpipev --link-rate "$rate" "${cal_v[@]}"
 run combined_1f1b -m combined-1f1b --chunks 2 --link-rate "$rate" "${cal_v[@]}"
 run dualpipe_on_unlimited -m dualpipe --link-rate 100gbit "${cal[@]}"
+run dualpipe_paired_unlimited -m dualpipe --link-rate 100gbit --pair-forwards on "${cal[@]}"
 python3 "$root/scripts/bench_expert_parallel_report.py" "$out" "$rate"
 # Expert peers side by side in the last step (bench --lane-records): how far
 # apart they posted each exchange and what it took beyond its wire time.
-for name in 1f1b dualpipe_off dualpipe_on dualpipev combined_1f1b; do
+for name in 1f1b dualpipe_off dualpipe_on dualpipe_paired dualpipev combined_1f1b; do
   echo; echo "$name: expert peers' all-to-alls, last step"
   python3 "$root/scripts/lane_report.py" "$out/lanes/$name" --link-rate "$rate"
 done

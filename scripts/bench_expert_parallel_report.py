@@ -52,7 +52,8 @@ if sys.argv[1] == "--rate-for-1to1":
     sys.exit(0)
 
 out, rate = sys.argv[1], sys.argv[2]
-runs = ["1f1b", "1f1b_fill", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipe_on_inline", "dualpipev", "combined_1f1b", "dualpipe_on_unlimited"]
+runs = ["1f1b", "1f1b_fill", "zb1p", "dualpipe_off", "dualpipe_on", "dualpipe_on_inline", "dualpipe_paired", "dualpipev",
+        "combined_1f1b", "dualpipe_on_unlimited", "dualpipe_paired_unlimited"]
 data = {}
 for name in runs:
     path = os.path.join(out, name + ".json")
@@ -93,7 +94,7 @@ print(f"link rate {rate}; one all-to-all phase {1e3 * one['a2a_phase_s']:.2f} ms
       f"(the simulator's; 1f1b run)")
 k = data["1f1b"].get("emulate_device", 0)
 print(f"device emulation: {'x%g' % k if k else 'off'}; medians over the timed steps, means over ranks")
-print(f"{'run':<22}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
+print(f"{'run':<27}{'step s':>9}{'pipeline s':>12}{'simulated s':>13}{'meas/sim':>10}"
       f"{'exposed a2a s':>15}{'sim exposed':>13}{'hidden vs 1f1b':>16}{'sim hidden':>12}{'peer s':>9}{'handover s':>12}{'pipe s':>9}"
       f"{'m/s fifo':>9}{'m/s shared':>11}{'m/s apart':>10}{'W in waits s':>14}")
 for name in runs:
@@ -102,14 +103,15 @@ for name in runs:
     sim = d["simulated_with_a2a_s"]
     hidden = 1 - e / base if base > 0 else 0.0
     sim_hidden = 1 - sim_exposed(d) / sim_base if sim_base > 0 else 0.0
-    print(f"{name:<22}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
+    print(f"{name:<27}{d['median_step_s']:>9.4f}{d['median_pipeline_s']:>12.4f}{sim:>13.4f}"
           f"{d['median_pipeline_s'] / sim if sim > 0 else 0:>10.3f}{e:>15.4f}{sim_exposed(d):>13.4f}{hidden:>15.1%}{sim_hidden:>11.1%}"
           f"{split(d, 'peer_wait'):>9.4f}{split(d, 'handover'):>12.4f}{split(d, 'pipeline'):>9.4f}"
           f"{ratio(d, 'simulated_upload_only_s'):>9.3f}{ratio(d, 'simulated_shared_link_s'):>11.3f}{ratio(d, 'simulated_transfers_apart_s'):>10.3f}"
           f"{split(d, 'filled_by_weight_work') if 'filled_by_weight_work' in d['per_rank'][0]['exposed_comm_s'] else 0:>14.4f}")
-if "dualpipe_on" in data and "dualpipe_on_unlimited" in data:
-    on, fast = data["dualpipe_on"], data["dualpipe_on_unlimited"]
-    print(f"dualpipe with overlap: step at {rate} / step with an unlimited link (100gbit) = "
-          f"{on['median_step_s'] / fast['median_step_s']:.3f} (pipeline part alone "
-          f"{on['median_pipeline_s'] / fast['median_pipeline_s']:.3f}; the simulator "
-          f"{on['simulated_with_a2a_s'] / fast['simulated_with_a2a_s']:.3f})")
+for name, words in (("dualpipe_on", "dualpipe with overlap"), ("dualpipe_paired", "dualpipe, forwards paired")):
+    if name in data and name + "_unlimited" in data:
+        on, fast = data[name], data[name + "_unlimited"]
+        print(f"{words}: step at {rate} / step with an unlimited link (100gbit) = "
+              f"{on['median_step_s'] / fast['median_step_s']:.3f} (pipeline part alone "
+              f"{on['median_pipeline_s'] / fast['median_pipeline_s']:.3f}; the simulator "
+              f"{on['simulated_with_a2a_s'] / fast['simulated_with_a2a_s']:.3f})")

@@ -459,20 +459,27 @@ TEST(Comm, AllToAllPostsEveryReceiveBeforeAnySend) {
 // random delays at every piece, the collectives of every rank run one at a
 // time, and expert peers post the same collectives in the same order, step
 // after step and run after run.
+// Lowered schedule `s` trained (no optimizer step) on a P x 2 thread mesh
+// with the compute jitter drawn from `seed0`: every rank's run, by rank.
+std::vector<RankRun> jittered_mesh_run(const Schedule& s, unsigned seed0, MeshShape& shape) {
+  std::atomic<unsigned> seed{seed0};
+  TrainOptions t = jittered_moe_training(s, seed);
+  t.optimize = false;
+  shape.pp = s.ranks;
+  shape.ep = 2;
+  std::vector<RankRun> runs(shape.size());
+  run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+  return runs;
+}
+
 // Three jittered runs of lowered schedule `s` on a P x 2 thread mesh: expert
 // peers post the same collectives in the same order with the same bytes, one
 // at a time on each rank's lane, and every run as the first.
 void expect_peers_post_alike(const Schedule& s) {
   std::vector<std::vector<std::string>> first;
   for (int run = 0; run < 3; ++run) {
-    std::atomic<unsigned> seed{static_cast<unsigned>(run * 1000 + 1)};
-    TrainOptions t = jittered_moe_training(s, seed);
-    t.optimize = false;
     MeshShape shape;
-    shape.pp = s.ranks;
-    shape.ep = 2;
-    std::vector<RankRun> runs(shape.size());
-    run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+    const std::vector<RankRun> runs = jittered_mesh_run(s, static_cast<unsigned>(run * 1000 + 1), shape);
     std::vector<std::vector<std::string>> seqs(shape.size());
     std::vector<std::vector<int64_t>> bytes(shape.size());
     for (int r = 0; r < shape.size(); ++r) {
@@ -527,14 +534,8 @@ TEST(Overlap, ExpertPeersPostTheSameCollectivesInTheSameOrder) {
 TEST(Overlap, ForwardPairsTakeTurnsAtTheirAllToAlls) {
   Schedule s = lower(pair_forwards(generate("dualpipe", Shape{2, 8, 2})));
   for (int run = 0; run < 3; ++run) {
-    std::atomic<unsigned> seed{static_cast<unsigned>(run * 77 + 5)};
-    TrainOptions t = jittered_moe_training(s, seed);
-    t.optimize = false;
     MeshShape shape;
-    shape.pp = s.ranks;
-    shape.ep = 2;
-    std::vector<RankRun> runs(shape.size());
-    run_mesh_threads(shape, [&](const Mesh& m) { runs[m.rank] = train_rank(s, t, m); });
+    const std::vector<RankRun> runs = jittered_mesh_run(s, static_cast<unsigned>(run * 77 + 5), shape);
     for (int r = 0; r < shape.size(); ++r) {
       std::vector<std::string> pair;  // the pair's forward collectives, as point:half
       bool in_pair = false;
