@@ -145,10 +145,9 @@ TEST_F(Nccl, CheckpointOfAGpuRunResumesOverGloo) {
 // F&B overlap on, every gradient equals the unsharded, unpipelined model's
 // on the CPU, and every rank's lane carries the same collectives in the same
 // order as the same run on the CPU over Gloo: the halves still alternate
-// when the backward's exchanges come from a device thread.
-TEST_F(Nccl, MoeOverlapOnDevicesIsExactAndKeepsTheCpuRunsLaneOrder) {
-  need_devices(4);
-  const Schedule s = lower(generate("dualpipe", Shape{2, 8, 2}));
+// when the backward's exchanges come from a device thread. So too with the
+// warm-up forwards paired (F&F pairs: both forwards on their tasks' threads).
+void expect_device_run_as_cpu_run(const Schedule& s) {
   TrainOptions t = test_support::small_moe_training(s, 1);
   t.optimize = false;
   MeshShape shape;
@@ -179,6 +178,13 @@ TEST_F(Nccl, MoeOverlapOnDevicesIsExactAndKeepsTheCpuRunsLaneOrder) {
   const auto cpu = lanes(Backend::Gloo), gpu = lanes(Backend::Nccl);
   ASSERT_FALSE(cpu[0].empty());
   EXPECT_EQ(gpu, cpu);
+}
+
+TEST_F(Nccl, MoeOverlapOnDevicesIsExactAndKeepsTheCpuRunsLaneOrder) {
+  need_devices(4);
+  const Schedule s = generate("dualpipe", Shape{2, 8, 2});
+  expect_device_run_as_cpu_run(lower(s));
+  expect_device_run_as_cpu_run(lower(pair_forwards(s)));
 }
 
 // More ranks on this machine than visible devices: one line, exit 2.
