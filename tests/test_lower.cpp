@@ -107,9 +107,11 @@ TEST(PairForwards, NeverPairsTwoForwardsOfOneMicroBatch) {
 }
 
 // Rank 1 forwards micro-batch 1 before 0, so rank 0's 2F0 waits for 0F1's
-// output through rank 1: pairing 0F1 with 2F0 would stall the schedule, and
-// pair_forwards leaves them apart.
-TEST(PairForwards, LeavesAPairingThatWouldStallApart) {
+// output through rank 1: pairing 0F1 with 2F0 would stall the schedule.
+// pair_forwards pairs a forward only with one whose input is on the rank
+// from the start: it leaves them apart, and pairs 0F0 with 0F1 (stage 0:
+// the model's input) instead.
+TEST(PairForwards, PairsOnlyForwardsWhoseSecondInputIsOnTheRank) {
   Schedule s;
   s.method = "test";
   s.ranks = 2;
@@ -125,7 +127,8 @@ TEST(PairForwards, LeavesAPairingThatWouldStallApart) {
   EXPECT_FALSE(check(all).ok()) << "the pairing this test is about must stall";
   Schedule p = pair_forwards(s);
   EXPECT_TRUE(check(p).ok());
-  EXPECT_EQ(row(p, 0), row(s, 0));
+  EXPECT_EQ(row(p, 0), "(0F0;0F1)OVERLAP_F_F,2F0,2B0,2F1,2B1,0B0,0B1");
+  EXPECT_EQ(row(p, 1), row(s, 1));
 }
 
 // A pair takes both forwards' inputs before it starts and sends both outputs

@@ -626,6 +626,10 @@ TEST(MoeVerify, ExactWithForwardsPaired) {
   for (const MethodCase& mc : {MethodCase{"dualpipe", 2, 4}, MethodCase{"dualpipev", 2, 4}, MethodCase{"1f1b", 2, 4},
                                MethodCase{"dualpipe", 4, 8}}) {
     Schedule s = pair_forwards(generate(mc.method, Shape{mc.ranks, mc.micro_batches, 2}));
+    int pairs = 0;
+    for (const auto& list : s.actions)
+      for (const Action& a : list) pairs += a.op == Op::FF;
+    ASSERT_GT(pairs, 0) << mc.method << " P" << mc.ranks << ": nothing paired, nothing tested";
     ModelConfig c = small_moe(s);
     for (bool overlap : {true, false}) {
       VerifyResult r = verify_mesh(s, c, 2, overlap);

@@ -15,12 +15,13 @@ Schedule lower(const Schedule& s);
 // Forward pairs: on each rank, two forwards outside pairs that follow each
 // other (no other compute action between them) become one F&F pair (Op::FF),
 // whose two forwards take turns as an F&B pair's halves do, so that each
-// hides the other's all-to-alls. In a run of such forwards the last two pair
-// up, then the two before them, and so on (a run's first forward, which may
-// be waiting for nothing but its own input, stays alone when the run is
-// odd). Two forwards of one micro-batch never pair (the second needs the
-// first's output), nor any two whose pairing would stall the schedule (the
-// second's input depending on the first's output through other ranks).
+// hides the other's all-to-alls. Only where the second forward's input is
+// on the rank from the start (the model's input at stage 0, or the output
+// of a stage the rank ran before), so that the pair starts when its first
+// forward would have and cannot stall the schedule; never two forwards of
+// one micro-batch. Runs of forwards pair from their end (at DualPipe P=2 a
+// rank's first forward stays alone). What the pair still costs: its first
+// forward ends later, interleaved with the second, and so does its output.
 // Expects a valid compute-only schedule; returns a valid one.
 Schedule pair_forwards(const Schedule& s);
 
