@@ -1,14 +1,15 @@
 #pragma once
 // Executes one rank's part of a lowered schedule on LibTorch.
 //
-// The executor walks the rank's action list in order: F, B, I, W, F&B pairs,
+// The executor walks the rank's action list in order: F, B, I, W, pairs,
 // and the SEND/RECV actions the lowering inserted. Receives are posted a few
 // compute actions ahead of their position so transfers run during compute;
 // a send is posted where the schedule says, and waited on (at once, without
 // blocking) as soon as the schedule shows its receiver has it, which frees
-// its tensor (see release_sends). An F&B pair takes both halves' pipeline
-// receives first, then runs its two halves in the overlap engine's turn
-// order (overlap.h); each half's output is sent the moment that half ends.
+// its tensor (see release_sends). A pair (F&B, or two forwards: F&F) takes
+// both halves' pipeline receives first, then runs its two halves in the
+// overlap engine's turn order (overlap.h); each half's output is sent the
+// moment that half ends.
 //
 // Ownership and threads: the executor shares its schedule (kept alive by the
 // shared_ptr), its Comm and its overlap engine; it owns its stages. One
@@ -46,10 +47,10 @@ struct ExecutorOptions {
   // that gradients summed over the pipelines are those of the global mean.
   int data_shard = 0;
   int data_shards = 1;
-  // Run F&B pairs as two tasks handing over at communication points (off:
-  // the forward half, then the backward half; so too on a rank whose stages
+  // Run pairs (F&B, F&F) as two tasks handing over at communication points
+  // (off: the first half, then the second; so too on a rank whose stages
   // have no all-to-all, where there is nothing to hide). A stage's own
-  // Stage::overlapped hook, when it has one, runs the pair either way.
+  // Stage::overlapped hook, when it has one, runs an F&B pair either way.
   bool fb_overlap = true;
   // Where receive buffers live (the model's tensors' device).
   torch::Device device = torch::kCPU;

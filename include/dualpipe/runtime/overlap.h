@@ -1,6 +1,7 @@
 #pragma once
-// The overlap engine: one per rank. It runs the two halves of an F&B pair in
-// a fixed turn order, puts the rank's collectives on one communication lane,
+// The overlap engine: one per rank. It runs the two halves of an F&B pair
+// (or of an F&F pair: two forwards, the second in the Backward half's place)
+// in a fixed turn order, puts the rank's collectives on one communication lane,
 // imitates a device (optional), and accounts for every wait.
 //
 // Turn order. The forward half and the backward half of a pair run as two
@@ -181,7 +182,8 @@ class OverlapEngine {
 
   // ---- F&B pairs
   // Runs `fwd` on the calling thread and `bwd` on the engine's worker in
-  // turn order (the backward starts). Rethrows the first error of either half
+  // turn order (the backward starts; in an F&F pair `bwd` is the second
+  // forward, under a ForwardTrafficHalf(Half::Backward)). Rethrows the first error of either half
   // after both ended.
   void run_pair(const std::function<void()>& fwd, const std::function<void()>& bwd);
 
