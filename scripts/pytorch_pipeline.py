@@ -85,6 +85,11 @@ def read_schedule(path: str) -> Schedule:
     for r, row in enumerate(rows):
         mine: list[int] = []
         for i, cell in enumerate(row):
+            if cell.endswith("OVERLAP_F_F"):
+                raise ScheduleError(
+                    f"{path}: rank {r}, position {i}: '{cell}' is dualpipe's F&F pair, which PyTorch's runtime "
+                    "does not run; export without --pair-forwards"
+                )
             try:
                 action = _Action.from_str(cell)
             except RuntimeError as e:

@@ -79,17 +79,31 @@ def lowered_refused(dualpipe: str, tmp: str) -> list[str]:
     return ["lowered schedule: PyTorch now accepts sends without waits; docs/pytorch.md says it refuses them"]
 
 
-def bad_stage_count(path: str) -> list[str]:
-    """The runner refuses a schedule whose stage count is not the model's: one line, exit 2."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "scripts", "pytorch_pipeline.py")
-    done = subprocess.run([sys.executable, script, path, "--stages", "3"], capture_output=True, text=True)
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts",
+                      "pytorch_pipeline.py")
+
+
+def refused_in_one_line(what: str, args: list[str], want: str) -> list[str]:
+    """The runner refuses bad input with one line naming `want` and exit 2."""
+    done = subprocess.run([sys.executable, RUNNER] + args, capture_output=True, text=True)
     lines = done.stderr.strip().splitlines()
-    want = "the schedule has 2 stages (0-1) but the model has 3"
     if done.returncode != 2 or len(lines) != 1 or want not in lines[0]:
-        return [f"stage-count mismatch: exit {done.returncode}, stderr {done.stderr.strip()!r} (wanted one line naming: {want})"]
-    print(f"ok    bad input (stage count): exit 2, {lines[0]}")
+        return [f"{what}: exit {done.returncode}, stderr {done.stderr.strip()!r} (wanted one line naming: {want})"]
+    print(f"ok    bad input ({what}): exit 2, {lines[0]}")
     return []
+
+
+def bad_stage_count(path: str) -> list[str]:
+    """A schedule whose stage count is not the model's."""
+    return refused_in_one_line("stage count", [path, "--stages", "3"],
+                               "the schedule has 2 stages (0-1) but the model has 3")
+
+
+def forward_pairs_refused(dualpipe: str, tmp: str) -> list[str]:
+    """dualpipe's F&F pairs (--pair-forwards on) are not PyTorch's: refused by name, not as garbage."""
+    out = os.path.join(tmp, "paired.csv")
+    export(dualpipe, "schedule -m 1f1b -p 2 -n 4 --pair-forwards on --format csv -o {out}", out)
+    return refused_in_one_line("F&F pairs", [out], "dualpipe's F&F pair, which PyTorch's runtime does not run")
 
 
 def main() -> int:
@@ -137,6 +151,7 @@ def main() -> int:
                     failures.append(f"{job.name}: {summary}")
         failures += lowered_refused(dualpipe, tmp)
         failures += bad_stage_count(jobs[2][1].csv_path)
+        failures += forward_pairs_refused(dualpipe, tmp)
     for f in failures:
         print(f"FAIL: {f}")
     return 1 if failures else 0
