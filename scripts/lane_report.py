@@ -15,8 +15,14 @@ the exchange took beyond it. `first poster lag` is how much later the member
 that posted first ended than the one that posted last (positive: its sends
 waited for the later member's ready-notice). `late peer s` is, summed over the step, the time
 members waited for a later member to post (the exchange cannot start
-before). Times come from the steady clock, which the ranks of one machine
-share; standard library only.
+before). `exposed s` is, summed over the step and the members, the time a
+member stood with nothing computing, waiting for the exchange; with
+--link-rate it is split by when: before the exchange's wire time from the
+member's own start had passed (`exposed wire s`), then until the later
+member's start plus the wire time (`exposed late peer s`: a peer that
+posted later), then beyond (`exposed beyond s`: the link carried something
+else as well, such as a pipeline transfer). Times come from the steady
+clock, which the ranks of one machine share; standard library only.
 """
 
 import argparse
@@ -51,6 +57,9 @@ def read_ranks(folder):
         for row in rows:
             for key in ("step_start_s", "posted_s", "started_s", "done_s"):
                 row[key] = float(row[key])
+            # Older files have no exposed wait: none.
+            row["wait_from_s"] = float(row.get("wait_from_s") or row["done_s"])
+            row["wait_to_s"] = float(row.get("wait_to_s") or row["done_s"])
             row["bytes"] = int(row["bytes"])
         rank = int(re.search(r"rank(\d+)\.csv$", path).group(1))
         ranks[rank] = rows
@@ -63,7 +72,10 @@ def exchanges(ranks):
     for rank, rows in ranks.items():
         for row in rows:
             row["posted"] = row["step_start_s"] + row["posted_s"]
+            row["started"] = row["step_start_s"] + row["started_s"]
             row["done"] = row["step_start_s"] + row["done_s"]
+            row["wait_from"] = row["step_start_s"] + row["wait_from_s"]
+            row["wait_to"] = row["step_start_s"] + row["wait_to_s"]
             by_member[(row["pp"], row["dp"])][row["group"]].setdefault(rank, []).append(row)
     out = []
     for groups in by_member.values():
@@ -84,6 +96,26 @@ def exchanges(ranks):
     return out
 
 
+def overlap(a0, a1, b0, b1):
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def exposure(one, item, rate):
+    """The members' exposed waits for exchange `one`, split by when (module comment)."""
+    item["exposed"] = sum(r["wait_to"] - r["wait_from"] for r in one)
+    if not rate:
+        return
+    last_start = max(r["started"] for r in one)
+    item["exposed_wire"] = item["exposed_late"] = item["exposed_beyond"] = 0.0
+    for r in one:
+        ideal = r["started"] + item["wire"]
+        late_end = max(ideal, last_start + item["wire"])
+        w0, w1 = r["wait_from"], r["wait_to"]
+        item["exposed_wire"] += overlap(w0, w1, float("-inf"), ideal)
+        item["exposed_late"] += overlap(w0, w1, ideal, late_end)
+        item["exposed_beyond"] += overlap(w0, w1, late_end, float("inf"))
+
+
 def summarise(exs, rate):
     per_point = defaultdict(list)
     for one in exs:
@@ -96,6 +128,7 @@ def summarise(exs, rate):
         if rate:
             item["wire"] = max(r["bytes"] for r in one) / rate
             item["beyond"] = item["after"] - item["wire"]
+        exposure(one, item, rate)
         per_point[one[0]["point"]].append(item)
     table = {}
     for point, items in per_point.items():
@@ -103,10 +136,14 @@ def summarise(exs, rate):
                "post_gap_ms": 1e3 * statistics.median(i["gap"] for i in items),
                "after_last_post_ms": 1e3 * statistics.median(i["after"] for i in items),
                "first_poster_lag_ms": 1e3 * statistics.median(i["lag"] for i in items),
-               "late_peer_s": sum(i["late"] for i in items)}
+               "late_peer_s": sum(i["late"] for i in items),
+               "exposed_s": sum(i["exposed"] for i in items)}
         if rate:
             row["wire_ms"] = 1e3 * statistics.median(i["wire"] for i in items)
             row["beyond_wire_ms"] = 1e3 * statistics.median(i["beyond"] for i in items)
+            row["exposed_wire_s"] = sum(i["exposed_wire"] for i in items)
+            row["exposed_late_peer_s"] = sum(i["exposed_late"] for i in items)
+            row["exposed_beyond_s"] = sum(i["exposed_beyond"] for i in items)
         table[point] = row
     return table
 
@@ -124,7 +161,8 @@ def main():
         print()
         return
     cols = ["exchanges", "post_gap_ms", "after_last_post_ms", "first_poster_lag_ms"] + \
-        (["wire_ms", "beyond_wire_ms"] if rate else []) + ["late_peer_s"]
+        (["wire_ms", "beyond_wire_ms"] if rate else []) + ["late_peer_s", "exposed_s"] + \
+        (["exposed_wire_s", "exposed_late_peer_s", "exposed_beyond_s"] if rate else [])
     print("| point | " + " | ".join(c.replace("_", " ") for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for point, row in table.items():

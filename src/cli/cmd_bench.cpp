@@ -516,17 +516,19 @@ std::string bench_text(const Opts& o, const Schedule& s, const BenchResult& b, c
 // The collectives of the rank's last timed step, in lane order, as CSV
 // (--lane-records DIR: DIR/rank<R>.csv): times in seconds since that step's
 // start and, in step_start_s, the start on the steady clock, which the ranks
-// of one machine share, so that expert peers' posts can be set side by side.
+// of one machine share, so that expert peers' posts can be set side by side;
+// wait_from_s..wait_to_s is the rank's exposed wait for the collective.
 void write_lane_records(const std::string& dir, const Mesh& mesh, const RankRun& run) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error(fmt::format("--lane-records '{}': cannot make the folder: {}", dir, ec.message()));
-  std::string text = "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s\n";
+  std::string text =
+      "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s,wait_from_s,wait_to_s\n";
   for (const LaneRecord& r : run.last_lane)
-    text += fmt::format("{},{},{},{},{},{},{},{},{:.9f},{:.9f},{:.9f},{:.9f}\n", mesh.rank, mesh.coord.pp,
-                        mesh.coord.ep, mesh.coord.dp, r.group, comm_point_name(r.point),
+    text += fmt::format("{},{},{},{},{},{},{},{},{:.9f},{:.9f},{:.9f},{:.9f},{:.9f},{:.9f}\n", mesh.rank,
+                        mesh.coord.pp, mesh.coord.ep, mesh.coord.dp, r.group, comm_point_name(r.point),
                         r.half == Half::Forward ? "forward" : "backward", r.bytes, run.last_start, r.posted,
-                        r.started, r.done);
+                        r.started, r.done, r.wait_from, r.wait_to);
   write_output(fmt::format("{}/rank{}.csv", dir, mesh.rank), text);
 }
 

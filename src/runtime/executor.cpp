@@ -499,6 +499,8 @@ void RankExecutor::end_step(StepOutput& out, double epoch, const ExposedComm& ex
     r.posted -= epoch;
     r.started -= epoch;
     r.done -= epoch;
+    r.wait_from -= epoch;
+    r.wait_to -= epoch;
     out.lane.push_back(std::move(r));
   }
   out.losses = losses_;

@@ -137,7 +137,7 @@ void OverlapEngine::lane_loop() {
       t->posted = true;  // its waiter finishes it
     } else {
       t->done = true;
-      records_.push_back(t->record);
+      records_.push_back(t);
     }
     cv_.notify_all();
   }
@@ -199,6 +199,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   close_piece(h);
   fill_while_in_flight(h, t);
   const double t0 = now();
+  bool record_here = false;  // a background collective: its record is made here, at its completion
   if (!on_lane(*t)) {  // the poster waits for the work itself
     bool finished;  // waited already, or the lane stopped before posting it
     {
@@ -215,7 +216,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
       t->record.done = now();
       std::lock_guard<std::mutex> lock(mu_);
       t->done = true;
-      if (!t->aside) records_.push_back(t->record);  // the lane's record: what was on it
+      record_here = !t->aside;  // the lane's record: what was on it
     }
   }
   {
@@ -234,6 +235,9 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     add_handover(t1 - done);
+    t->record.wait_from = t0;
+    t->record.wait_to = done;
+    if (record_here) records_.push_back(t);
   }
   if (t->error) std::rethrow_exception(t->error);
 }
@@ -466,7 +470,11 @@ std::vector<IdleSpan> OverlapEngine::take_idle_spans() {
 
 std::vector<LaneRecord> OverlapEngine::take_lane_records() {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(records_, {});
+  std::vector<LaneRecord> out;
+  out.reserve(records_.size());
+  for (const LaneTicketPtr& t : records_) out.push_back(t->record);
+  records_.clear();
+  return out;
 }
 
 int OverlapEngine::overruns() const {

@@ -742,21 +742,30 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
   ASSERT_EQ(r.code, 0) << r.out;
   std::map<int, std::vector<std::string>> sequence;                // rank -> "group point half bytes" per record
   size_t expert_records = 0;
+  double exposed = 0;  // seconds, all ranks
   for (int rank = 0; rank < 4; ++rank) {
     std::ifstream in(fmt::format("{}/rank{}.csv", dir, rank));
     ASSERT_TRUE(in) << "no CSV for rank " << rank;
     std::string line;
     std::getline(in, line);
-    EXPECT_EQ(line, "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s");
+    EXPECT_EQ(line, "rank,pp,ep,dp,group,point,half,bytes,step_start_s,posted_s,started_s,done_s,wait_from_s,wait_to_s");
     while (std::getline(in, line)) {
       std::vector<std::string> f;
       std::stringstream ss(line);
       for (std::string cell; std::getline(ss, cell, ',');) f.push_back(cell);
-      ASSERT_EQ(f.size(), 12u) << line;
+      ASSERT_EQ(f.size(), 14u) << line;
       EXPECT_EQ(std::stoi(f[0]), rank);
       EXPECT_GT(std::stod(f[8]), 0.0) << line;  // the step's start on the steady clock
       EXPECT_LE(std::stod(f[9]), std::stod(f[10])) << line;
       EXPECT_LE(std::stod(f[10]), std::stod(f[11])) << line;
+      // The rank's exposed wait: within the step and, where there is one, not
+      // past the collective's end (a wait begun after it is empty).
+      EXPECT_LE(std::stod(f[12]), std::stod(f[13])) << line;
+      EXPECT_GE(std::stod(f[12]), 0.0) << line;
+      if (std::stod(f[13]) > std::stod(f[12])) {
+        EXPECT_LE(std::stod(f[13]), std::stod(f[11]) + 1e-3) << line;
+      }
+      exposed += std::stod(f[13]) - std::stod(f[12]);
       sequence[rank].push_back(f[4] + " " + f[5] + " " + f[6] + " " + f[7]);
       if (f[4].rfind("expert", 0) == 0) ++expert_records;
     }
@@ -770,14 +779,25 @@ TEST(MoeCli, BenchLaneRecordsGiveEveryRanksCollectivesForThePeerReport) {
   ASSERT_EQ(rep.code, 0) << rep.out;
   const nlohmann::json j = nlohmann::json::parse(rep.out);
   size_t exchanges = 0;
+  double report_exposed = 0;
   for (const auto& [point, row] : j.items()) {
     exchanges += row["exchanges"].get<size_t>();
     EXPECT_GE(row["post_gap_ms"].get<double>(), 0.0) << point;
     EXPECT_GT(row["after_last_post_ms"].get<double>(), 0.0) << point;
     EXPECT_GT(row["wire_ms"].get<double>(), 0.0) << point;
     EXPECT_TRUE(std::isfinite(row["first_poster_lag_ms"].get<double>())) << point;
+    // The exposed waits, split by when, add up.
+    EXPECT_NEAR(row["exposed_wire_s"].get<double>() + row["exposed_late_peer_s"].get<double>() +
+                    row["exposed_beyond_s"].get<double>(),
+                row["exposed_s"].get<double>(), 1e-6)
+        << point;
+    report_exposed += row["exposed_s"].get<double>();
   }
   EXPECT_EQ(exchanges * 2, expert_records);  // every exchange has its two members
+  // Every exposed wait in the files is an all-to-all's (the lane holds no
+  // other collective here) and the report counts each once.
+  EXPECT_GT(exposed, 0.0);
+  EXPECT_NEAR(report_exposed, exposed, 1e-6);
   std::filesystem::remove_all(dir);
 }
 

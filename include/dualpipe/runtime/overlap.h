@@ -149,6 +149,9 @@ struct LaneRecord {
   Half half = Half::Forward;
   int64_t bytes = 0;  // over the rank's link: the larger of what it sends and receives
   double posted = 0, started = 0, done = 0;
+  // The poster's exposed wait for it (nothing computed meanwhile); equal
+  // when it did not wait (the transfer was done, or filled by other work).
+  double wait_from = 0, wait_to = 0;
 };
 
 struct EngineOptions {
@@ -294,7 +297,7 @@ class OverlapEngine {
   // accounting
   ExposedComm exposed_;
   std::vector<IdleSpan> spans_;
-  std::vector<LaneRecord> records_;
+  std::vector<LaneTicketPtr> records_;  // completed, in lane order; their waits fill in wait_from/wait_to
   int overruns_ = 0;
   std::atomic<bool> exchanged_{false};
   std::function<bool(Half)> filler_;
