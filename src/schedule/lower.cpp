@@ -58,8 +58,10 @@ bool input_local(const Placement& pl, int r, const Action& f) {
   return f.stage == 0 || pl.rank(f.stage - 1, f.mb) == r;
 }
 
-// The positions (first of two) of the forward pairs pair_forwards() would
-// form on rank r's action list, before the stall check.
+// The positions (first of two) of the forward pairs pair_forwards() forms on
+// rank r's action list. A forward's input made on r comes from an earlier
+// forward there (the schedule is valid), never the pair's first half (one
+// micro-batch's two forwards do not pair).
 std::vector<std::size_t> forward_pair_starts(const Placement& pl, int r, const std::vector<Action>& list) {
   std::vector<std::size_t> starts;
   std::size_t i = 0;
