@@ -52,6 +52,14 @@ class LaneTicket {
   bool posted = false;  // background: the lane has posted it
   bool done = false;
   std::exception_ptr error;
+  // Done (under the engine's lock): what it posted is let go (the
+  // collective's tensors, held by `post` and `work`), so that a ticket kept
+  // until the step's end for its record holds the record alone.
+  void finish() {
+    done = true;
+    post = nullptr;
+    work = compat::WorkPtr();
+  }
 };
 
 namespace {
@@ -119,7 +127,7 @@ void OverlapEngine::lane_loop() {
       // never posted; its posters have left.
       for (const LaneTicketPtr& t : lane_queue_) {
         t->error = std::make_exception_ptr(Error("the rank stopped before this collective was posted"));
-        t->done = true;
+        t->finish();
       }
       lane_queue_.clear();
       cv_.notify_all();
@@ -136,7 +144,7 @@ void OverlapEngine::lane_loop() {
     if (t->background) {
       t->posted = true;  // its waiter finishes it
     } else {
-      t->done = true;
+      t->finish();
       records_.push_back(t);
     }
     cv_.notify_all();
@@ -215,7 +223,7 @@ void OverlapEngine::wait(Half h, const LaneTicketPtr& t) {
       }
       t->record.done = now();
       std::lock_guard<std::mutex> lock(mu_);
-      t->done = true;
+      t->finish();
       record_here = !t->aside;  // the lane's record: what was on it
     }
   }

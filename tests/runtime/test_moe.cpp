@@ -244,6 +244,24 @@ TEST(Overlap, HalvesAlternateAtExchangesInAFixedOrder) {
   }
 }
 
+// The engine keeps a finished collective's ticket until the step's end for
+// its record (and the wait filled in later); it must not keep what the
+// collective moved: a tensor the post held is let go once it is done.
+TEST(Overlap, AFinishedCollectiveLetsGoOfItsTensors) {
+  WaitOnlyComm comm;
+  comm.timeout = std::chrono::seconds(20);
+  OverlapEngine engine;
+  torch::Tensor rows = torch::zeros({1000});
+  auto w = c10::make_intrusive<SignalWork>();
+  w->fire();
+  engine.exchange(Half::Forward, CommPoint::Dispatch, comm, 0, "a test dispatch",
+                  [w, rows]() -> compat::WorkPtr { return w; });
+  EXPECT_EQ(rows.use_count(), 1) << "the finished collective still holds its tensor";
+  const std::vector<LaneRecord> lane = engine.take_lane_records();
+  ASSERT_EQ(lane.size(), 1u);
+  EXPECT_LE(lane[0].wait_from, lane[0].wait_to);
+}
+
 // On a CUDA device, autograd runs the backward's nodes (and so the MoE
 // layers' combine and dispatch gradients) on its device thread while the
 // backward half's thread waits in backward(). The engine knows a half by
