@@ -82,11 +82,12 @@ std::string report(const Schedule& s, const ModelOptions& m, const RankOptions& 
                        : fmt::format("your TorchScript stages (micro-batch size {})", m.micro_batch_size);
   std::string t = fmt::format("verify {}: {} ranks, {} stages, {} micro-batches; {}, {}, {} ranks\n", s.method,
                               s.ranks, s.stages, s.micro_batches, model, m.dtype, ro.threads ? "thread" : "process");
+  const int ff = forward_pairs(s);
   if (ro.ep > 1)
     t += fmt::format("expert parallel: {} x {} = {} ranks, {} experts (top {}), {} micro-batches in all; F&B overlap "
                      "{}{}\n",
                      s.ranks, ro.ep, s.ranks * ro.ep, m.experts, m.top_k, s.micro_batches * ro.ep, ro.fb_overlap,
-                     forward_pairs(s) > 0 ? fmt::format("; {} F&F pairs", forward_pairs(s)) : "");
+                     ff > 0 ? fmt::format("; {} F&F pairs", ff) : "");
   if (ro.dp > 1 || ro.zero)
     t += fmt::format("data parallel: {} pipeline replicas, {} micro-batches in all (one process: all of them); ZeRO-{}; "
                      "gradient buckets of {:g} MiB, reduction overlapped with the step: {}\n",
