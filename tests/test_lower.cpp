@@ -6,6 +6,7 @@
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/schedule/lower.h"
 #include "dualpipe/sim/simulate.h"
+#include "test_util.h"
 
 namespace dualpipe {
 namespace {
@@ -112,14 +113,8 @@ TEST(PairForwards, NeverPairsTwoForwardsOfOneMicroBatch) {
 // from the start: it leaves them apart, and pairs 0F0 with 0F1 (stage 0:
 // the model's input) instead.
 TEST(PairForwards, PairsOnlyForwardsWhoseSecondInputIsOnTheRank) {
-  Schedule s;
-  s.method = "test";
-  s.ranks = 2;
-  s.stages = 3;
-  s.micro_batches = 2;
-  s.actions.resize(2);
-  for (const char* t : {"0F0", "0F1", "2F0", "2B0", "2F1", "2B1", "0B0", "0B1"}) s.actions[0].push_back(parse_action(t));
-  for (const char* t : {"1F1", "1F0", "1B0", "1B1"}) s.actions[1].push_back(parse_action(t));
+  Schedule s = test::schedule_of(3, 2, {{"0F0", "0F1", "2F0", "2B0", "2F1", "2B1", "0B0", "0B1"},
+                                        {"1F1", "1F0", "1B0", "1B1"}});
   ASSERT_TRUE(check(s).ok());
   Schedule all = s;
   all.actions[0][1] = Action::forward_pair(0, 1, 2, 0);

@@ -15,6 +15,7 @@
 #include "dualpipe/schedule/lower.h"
 #include "dualpipe/sim/compare.h"
 #include "dualpipe/sim/simulate.h"
+#include "test_util.h"
 #include "sim/link.h"
 
 namespace dualpipe {
@@ -23,14 +24,7 @@ namespace {
 using test_support::run_cli;
 
 Schedule one_rank(int stages, int mbs, const std::vector<std::string>& actions) {
-  Schedule s;
-  s.method = "test";
-  s.ranks = 1;
-  s.stages = stages;
-  s.micro_batches = mbs;
-  s.actions.emplace_back();
-  for (const auto& t : actions) s.actions[0].push_back(parse_action(t));
-  return s;
+  return test::schedule_of(stages, mbs, {actions});
 }
 
 // F, B, W compute; every chunk has `phases` all-to-alls moving `fwd_bytes`
@@ -593,15 +587,7 @@ namespace link_case {
 // half the chunk around it), stage 1's none; a pipeline transfer is 2 of
 // link time (act_bytes 2 at bandwidth 1), no latency.
 Schedule two_ranks() {
-  Schedule s;
-  s.method = "test";
-  s.ranks = 2;
-  s.stages = 2;
-  s.micro_batches = 2;
-  s.actions.resize(2);
-  for (const char* t : {"0F0", "0F1", "0B0", "0B1"}) s.actions[0].push_back(parse_action(t));
-  for (const char* t : {"1F0", "1B0", "1F1", "1B1"}) s.actions[1].push_back(parse_action(t));
-  return s;
+  return test::schedule_of(2, 2, {{"0F0", "0F1", "0B0", "0B1"}, {"1F0", "1B0", "1F1", "1B1"}});
 }
 
 Costs costs(Costs::Link link) {

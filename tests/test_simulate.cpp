@@ -4,19 +4,13 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/sim/simulate.h"
+#include "test_util.h"
 
 namespace dualpipe {
 namespace {
 
 Schedule one_rank(int stages, int mbs, const std::vector<std::string>& actions) {
-  Schedule s;
-  s.method = "test";
-  s.ranks = 1;
-  s.stages = stages;
-  s.micro_batches = mbs;
-  s.actions.emplace_back();
-  for (const auto& t : actions) s.actions[0].push_back(parse_action(t));
-  return s;
+  return test::schedule_of(stages, mbs, {actions});
 }
 
 TEST(Simulate, OneFOneBTwoRanksOneMicroBatch) {

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "dualpipe/schedule/action.h"
 #include "dualpipe/schedule/csv.h"
@@ -16,6 +17,21 @@ namespace dualpipe::test {
 inline std::string data_dir() {
   if (const char* env = std::getenv("DUALPIPE_TEST_DATA")) return env;
   return DUALPIPE_TEST_DATA_DIR;
+}
+
+// A schedule of `stages` stages and `micro_batches` micro-batches from action
+// strings, one list per rank in issue order (method "test"; not checked).
+inline Schedule schedule_of(int stages, int micro_batches, const std::vector<std::vector<std::string>>& rows) {
+  Schedule s;
+  s.method = "test";
+  s.ranks = static_cast<int>(rows.size());
+  s.stages = stages;
+  s.micro_batches = micro_batches;
+  for (const auto& row : rows) {
+    s.actions.emplace_back();
+    for (const std::string& t : row) s.actions.back().push_back(parse_action(t));
+  }
+  return s;
 }
 
 // Action-for-action equality with a message naming the first difference.
