@@ -10,8 +10,9 @@ namespace dualpipe::cli {
 // an empty name, a missing folder, a folder, or a place where creating the
 // file fails (tried for real, so that a read-only file system or folder is
 // found also when running as root, whom access() always answers yes). A file
-// that exists is opened for appending, never truncated; one created by the
-// try is removed. "-" (standard output) passes. A FIFO or socket is refused
+// that exists is opened for appending, never truncated; where none does, a
+// file of the process's own is created in its folder and removed (never the
+// name itself, which another run may be probing at the same time). "-" (standard output) passes. A FIFO or socket is refused
 // (opening one for writing waits for a reader, without end); a device such
 // as /dev/null passes.
 void require_output_file(const std::string& option, const std::string& path);
