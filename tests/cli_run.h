@@ -5,6 +5,7 @@
 // suite. DUALPIPE_BINARY is set by tests/CMakeLists.txt.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -19,6 +20,13 @@ inline std::string read_text(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// A path in the tests' temporary folder, unique to this test process:
+// CTest runs the cases of one test program at the same time, each in a
+// process of its own, and two cases may use one file name.
+inline std::string temp_file(const std::string& prefix, const std::string& name) {
+  return ::testing::TempDir() + prefix + std::to_string(::getpid()) + "_" + name;
 }
 
 struct CliRun {

@@ -27,7 +27,7 @@ namespace {
 using test_support::CliRun;
 CliRun run(const std::string& args) { return test_support::run_cli(args); }
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_cli_" + name; }
+std::string temp_path(const std::string& name) { return test_support::temp_file("dualpipe_cli_", name); }
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

@@ -3,6 +3,7 @@
 // they cannot be written.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -21,7 +22,7 @@ CliRun run(const std::string& args) { return test_support::run_cli(args, "", 60)
 void expect_error(const std::string& args, const std::string& fragment) {
   test_support::expect_cli_error(args, fragment);
 }
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_words_" + name; }
+std::string temp_path(const std::string& name) { return test_support::temp_file("dualpipe_words_", name); }
 
 // An output that cannot be written (a full disk: /dev/full) is an error with
 // the system's reason, for every file a command writes and for stdout; it
@@ -55,7 +56,8 @@ TEST(CliWords, AScheduleFileWithAByteOrderMarkIsRead) {
 // Two outputs of one command naming the same file: the one written last
 // replaced the other (simulate -o x --svg x left the report in x).
 TEST(CliWords, TwoOutputsOfOneCommandMayNotBeTheSameFile) {
-  const std::string x = temp_path("same_output"), also_x = ::testing::TempDir() + "/./dualpipe_words_same_output";
+  const std::string x = temp_path("same_output");
+  const std::string also_x = ::testing::TempDir() + "/./" + std::filesystem::path(x).filename().string();  // another spelling
   expect_error("simulate -m 1f1b -p 2 -n 2 -o " + x + " --svg " + x,
                "--output and --svg both name '" + x + "': each output needs a file of its own");
   expect_error("search -p 2 -n 4 --iterations 1 --csv " + x + " --svg " + also_x, "--csv and --svg both name");

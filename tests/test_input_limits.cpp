@@ -25,7 +25,7 @@ std::string csv_error(const std::string& text, const CsvLimits& limits) {
   return "no error";
 }
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_limits_" + name; }
+std::string temp_path(const std::string& name) { return test_support::temp_file("dualpipe_limits_", name); }
 
 TEST(InputLimits, CsvStopsAtTheByteLimit) {
   std::string text;

@@ -18,7 +18,7 @@ namespace {
 
 using test_support::CliRun;
 CliRun run(const std::string& args) { return test_support::run_cli(args, "", 120); }
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_plan_" + name; }
+std::string temp_path(const std::string& name) { return test_support::temp_file("dualpipe_plan_", name); }
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 const char* kModel = R"({"name": "tiny", "layers": 8, "hidden": 256, "ffn": 1024, "heads": 4, "vocab": 1000,

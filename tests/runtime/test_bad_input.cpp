@@ -53,7 +53,7 @@ void expect_exit_2(const std::vector<BadCase>& cases) {
   }
 }
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "dualpipe_bad_" + name; }
+std::string temp_path(const std::string& name) { return test_support::temp_file("dualpipe_bad_", name); }
 
 
 TEST(BadInput, ModelAndRankArgumentsOfVerify) {

@@ -40,9 +40,7 @@ using Clock = std::chrono::steady_clock;
 
 bool has(const std::string& text, const std::string& fragment) { return text.find(fragment) != std::string::npos; }
 
-std::string temp_path(const std::string& name) {
-  return (fs::path(::testing::TempDir()) / fmt::format("dp_cli_harden_{}_{}", getpid(), name)).string();
-}
+std::string temp_path(const std::string& name) { return test_support::temp_file("dp_cli_harden_", name); }
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
