@@ -12,9 +12,10 @@ namespace dualpipe::cli {
 // found also when running as root, whom access() always answers yes). A file
 // that exists is opened for appending, never truncated; where none does, a
 // file of the process's own is created in its folder and removed (never the
-// name itself, which another run may be probing at the same time). "-" (standard output) passes. A FIFO or socket is refused
-// (opening one for writing waits for a reader, without end); a device such
-// as /dev/null passes.
+// name itself, which another run may be probing at the same time). "-"
+// (standard output) passes. A FIFO or socket is refused (opening one for
+// writing waits for a reader, without end); a device such as /dev/null
+// passes.
 void require_output_file(const std::string& option, const std::string& path);
 
 // An input of the run, by its option: {"--data", path}.
