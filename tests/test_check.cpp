@@ -5,23 +5,12 @@
 #include "dualpipe/schedule/error.h"
 #include "dualpipe/schedule/generators.h"
 #include "dualpipe/schedule/lower.h"
+#include "test_util.h"
 
 namespace dualpipe {
 namespace {
 
-Schedule from_rows(int stages, int mbs, const std::vector<std::vector<std::string>>& rows) {
-  Schedule s;
-  s.method = "test";
-  s.ranks = static_cast<int>(rows.size());
-  s.stages = stages;
-  s.micro_batches = mbs;
-  for (const auto& row : rows) {
-    std::vector<Action> list;
-    for (const auto& text : row) list.push_back(parse_action(text));
-    s.actions.push_back(list);
-  }
-  return s;
-}
+using test::schedule_of;
 
 // True if some error message contains every fragment.
 ::testing::AssertionResult has_error(const CheckReport& rep, std::initializer_list<const char*> fragments) {
@@ -36,36 +25,36 @@ Schedule from_rows(int stages, int mbs, const std::vector<std::vector<std::strin
 }
 
 TEST(Check, AcceptsAValidHandWrittenSchedule) {
-  Schedule s = from_rows(2, 2, {{"0F0", "0F1", "0B0", "0I1", "0W1"}, {"1F0", "1B0", "1F1", "1B1"}});
+  Schedule s = schedule_of(2, 2, {{"0F0", "0F1", "0B0", "0I1", "0W1"}, {"1F0", "1B0", "1F1", "1B1"}});
   CheckReport rep = check(s);
   EXPECT_TRUE(rep.ok()) << rep.errors.front();
 }
 
 TEST(Check, NamesDuplicateForward) {
-  Schedule s = from_rows(2, 1, {{"0F0", "0F0", "0B0"}, {"1F0", "1B0"}});
+  Schedule s = schedule_of(2, 1, {{"0F0", "0F0", "0B0"}, {"1F0", "1B0"}});
   EXPECT_TRUE(has_error(check(s), {"rank 0, position 1 (0F0)", "second forward", "first at rank 0, position 0"}));
 }
 
 TEST(Check, NamesMissingForwardAndBackward) {
-  Schedule s = from_rows(2, 2, {{"0F0", "0F1", "0B0", "0B1"}, {"1F0", "1B0", "1F1"}});
+  Schedule s = schedule_of(2, 2, {{"0F0", "0F1", "0B0", "0B1"}, {"1F0", "1B0", "1F1"}});
   EXPECT_TRUE(has_error(check(s), {"backward of stage 1, micro-batch 1 is missing"}));
 }
 
 TEST(Check, WeightGradientRules) {
-  EXPECT_TRUE(has_error(check(from_rows(1, 1, {{"0F0", "0W0", "0I0"}})), {"rank 0, position 1 (0W0)", "before its I"}));
-  EXPECT_TRUE(has_error(check(from_rows(1, 1, {{"0F0", "0I0"}})), {"rank 0, position 1 (0I0)", "no W"}));
-  EXPECT_TRUE(has_error(check(from_rows(1, 1, {{"0F0", "0B0", "0W0"}})), {"(0W0)", "W without an I"}));
-  EXPECT_TRUE(has_error(check(from_rows(1, 1, {{"0F0", "0I0", "0W0", "0W0"}})), {"second weight-gradient"}));
+  EXPECT_TRUE(has_error(check(schedule_of(1, 1, {{"0F0", "0W0", "0I0"}})), {"rank 0, position 1 (0W0)", "before its I"}));
+  EXPECT_TRUE(has_error(check(schedule_of(1, 1, {{"0F0", "0I0"}})), {"rank 0, position 1 (0I0)", "no W"}));
+  EXPECT_TRUE(has_error(check(schedule_of(1, 1, {{"0F0", "0B0", "0W0"}})), {"(0W0)", "W without an I"}));
+  EXPECT_TRUE(has_error(check(schedule_of(1, 1, {{"0F0", "0I0", "0W0", "0W0"}})), {"second weight-gradient"}));
 }
 
 TEST(Check, BackwardMustFollowItsForwardOnTheSameRank) {
-  EXPECT_TRUE(has_error(check(from_rows(1, 1, {{"0B0", "0F0"}})), {"(0B0)", "before its forward"}));
+  EXPECT_TRUE(has_error(check(schedule_of(1, 1, {{"0B0", "0F0"}})), {"(0B0)", "before its forward"}));
   EXPECT_TRUE(
-      has_error(check(from_rows(1, 1, {{"0F0"}, {"0B0"}})), {"rank 1, position 0 (0B0)", "forward (rank 0"}));
+      has_error(check(schedule_of(1, 1, {{"0F0"}, {"0B0"}})), {"rank 1, position 0 (0B0)", "forward (rank 0"}));
 }
 
 TEST(Check, IndicesOutOfRange) {
-  Schedule s = from_rows(2, 1, {{"0F0", "0B0"}, {"1F0", "1B0"}});
+  Schedule s = schedule_of(2, 1, {{"0F0", "0B0"}, {"1F0", "1B0"}});
   s.actions[1][1] = Action::make(Op::B, 5, 0);
   EXPECT_TRUE(has_error(check(s), {"rank 1, position 1 (5B0)", "stage must be in 0..1"}));
   s.actions[1][1] = Action::make(Op::SEND_F, 1, 0);
@@ -73,7 +62,7 @@ TEST(Check, IndicesOutOfRange) {
 }
 
 TEST(Check, TooFewForwardsForTheDeclaredShape) {
-  Schedule s = from_rows(1, 1, {{"0F0", "0B0"}});
+  Schedule s = schedule_of(1, 1, {{"0F0", "0B0"}});
   s.micro_batches = 1'000'000;  // would need a million forwards; must not allocate for them
   EXPECT_TRUE(has_error(check(s), {"need 1000000 forwards", "holds 1"}));
 }
@@ -81,7 +70,7 @@ TEST(Check, TooFewForwardsForTheDeclaredShape) {
 TEST(Check, FindsDeadlockAndNamesEveryStalledRank) {
   // Rank 0 waits for the gradient of micro-batch 0, which rank 1 only
   // computes after a forward of micro-batch 1 that rank 0 has not issued.
-  Schedule s = from_rows(2, 2, {{"0F0", "0B0", "0F1", "0B1"}, {"1F1", "1B1", "1F0", "1B0"}});
+  Schedule s = schedule_of(2, 2, {{"0F0", "0B0", "0F1", "0B1"}, {"1F1", "1B1", "1F0", "1B0"}});
   CheckReport rep = check(s);
   EXPECT_TRUE(has_error(rep, {"deadlock", "rank 0, position 1 (0B0)", "backward of stage 1, micro-batch 0"}));
   EXPECT_TRUE(has_error(rep, {"deadlock", "rank 1, position 0 (1F1)", "forward of stage 0, micro-batch 1"}));
@@ -101,13 +90,13 @@ TEST(Check, LoweredScheduleErrorsNameTheTransfer) {
   std::swap(early.actions[0][0], early.actions[0][1]);
   EXPECT_TRUE(has_error(check(early), {"(0SEND_F0)", "before what it sends"}));
   // A transfer between stages on one rank.
-  Schedule local = from_rows(2, 1, {{"0F0", "0SEND_F0", "1RECV_F0", "1F0", "1B0", "0B0"}});
+  Schedule local = schedule_of(2, 1, {{"0F0", "0SEND_F0", "1RECV_F0", "1F0", "1B0", "0B0"}});
   EXPECT_TRUE(has_error(check(local), {"(0SEND_F0)", "same rank 0"}));
 }
 
 TEST(Check, ReceiveWaitingForASendThatComesTooLateIsADeadlock) {
   // Both ranks receive before they send: each waits for the other.
-  Schedule s = from_rows(2, 1, {{"0F0", "0RECV_B0", "0SEND_F0", "0B0"}, {"1RECV_F0", "1F0", "1B0", "1SEND_B0"}});
+  Schedule s = schedule_of(2, 1, {{"0F0", "0RECV_B0", "0SEND_F0", "0B0"}, {"1RECV_F0", "1F0", "1B0", "1SEND_B0"}});
   CheckReport rep = check(s);
   EXPECT_TRUE(has_error(rep, {"deadlock", "rank 0, position 1 (0RECV_B0)", "SEND_B of stage 1"}));
   EXPECT_TRUE(has_error(rep, {"deadlock", "rank 1, position 0 (1RECV_F0)", "SEND_F of stage 0"}));
