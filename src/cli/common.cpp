@@ -51,16 +51,6 @@ void add_source_options(CLI::App* app, SourceOptions& o) {
 namespace {
 
 bool given(const CLI::Option* opt) { return opt && opt->count() > 0; }
-Schedule generate_or_read(const SourceOptions& o);
-
-}  // namespace
-
-Schedule load_schedule(const SourceOptions& o) {
-  Schedule s = generate_or_read(o);
-  return o.pair_forwards == "on" ? pair_forwards(s) : s;
-}
-
-namespace {
 
 Schedule generate_or_read(const SourceOptions& o) {
   const std::string help = o.command.empty() ? "" : fmt::format(" (see dualpipe {} --help)", o.command);
@@ -106,6 +96,11 @@ Schedule generate_or_read(const SourceOptions& o) {
 }
 
 }  // namespace
+
+Schedule load_schedule(const SourceOptions& o) {
+  Schedule s = generate_or_read(o);
+  return o.pair_forwards == "on" ? pair_forwards(s) : s;
+}
 
 CLI::Option* add_output_option(CLI::App* app, std::string& path) {
   return app->add_option("-o,--output", path, "file for the report ('-' for stdout)")->capture_default_str();
